@@ -1,6 +1,9 @@
 """initwise: neural-network weight initialization, correct and measured.
 
-The public API is re-exported here from focused private modules.
+The public API is re-exported here from focused modules: ``fans`` (connectivity),
+``gains`` (activation gains), ``schemes`` (in-place drop-ins for ``torch.nn.init``),
+``registry`` (names, aliases, configs), ``numpy`` (framework-free forms) and ``random``
+(the keyed counter-based engine).
 """
 
 from __future__ import annotations
@@ -8,15 +11,63 @@ from __future__ import annotations
 from ._checks import InitwiseWarning
 from .fans import Fans, fans, tensor_fans
 from .gains import calculate_gain, gain
+from .registry import Scheme, SchemeStats, get_scheme, register_scheme, schemes
+from .schemes import (
+    compute_std,
+    constant_,
+    delta_orthogonal_,
+    dirac_,
+    eye_,
+    kaiming_normal_,
+    kaiming_uniform_,
+    lecun_normal_,
+    lecun_uniform_,
+    normal_,
+    ones_,
+    orthogonal_,
+    sparse_,
+    trunc_normal_,
+    truncated_normal_,
+    uniform_,
+    variance_scaling_,
+    xavier_normal_,
+    xavier_uniform_,
+    zeros_,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Fans",
     "InitwiseWarning",
+    "Scheme",
+    "SchemeStats",
     "__version__",
     "calculate_gain",
+    "compute_std",
+    "constant_",
+    "delta_orthogonal_",
+    "dirac_",
+    "eye_",
     "fans",
     "gain",
+    "get_scheme",
+    "kaiming_normal_",
+    "kaiming_uniform_",
+    "lecun_normal_",
+    "lecun_uniform_",
+    "normal_",
+    "ones_",
+    "orthogonal_",
+    "register_scheme",
+    "schemes",
+    "sparse_",
     "tensor_fans",
+    "trunc_normal_",
+    "truncated_normal_",
+    "uniform_",
+    "variance_scaling_",
+    "xavier_normal_",
+    "xavier_uniform_",
+    "zeros_",
 ]

@@ -1,0 +1,636 @@
+"""Initialization schemes: drop-ins for ``torch.nn.init`` and the general ``variance_scaling_``.
+
+All random schemes reduce to :func:`variance_scaling_` (the one place where a scale and a fan
+become a standard deviation, via :func:`initwise._math.compute_std`) or to one of the three
+primitive draws (uniform, normal, truncated normal). Every function:
+
+- takes ``tensor`` first and ``generator`` last, and mutates under ``torch.no_grad()``;
+- accepts as ``generator`` a ``torch.Generator``, ``None`` (torch's global generator) or an
+  :class:`initwise.random.Key` (values from initwise's keyed counter-based engine: the same
+  values whatever the global seed, the construction order or the sharding);
+- validates its arguments before writing anything, through :func:`initwise._checks.check_tensor`:
+  integer/bool tensors and too few dimensions raise, meta tensors are a no-op, and tensors with
+  no elements are a no-op with an :class:`~initwise.InitwiseWarning`;
+- works in float16 and bfloat16 (values are computed in float32 or float64 and rounded once).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any, Union
+
+import torch
+
+from ._checks import check_choice, check_finite_positive, check_tensor
+from ._math import compute_std, normal_cdf, select_fan, shape_fans, trunc_normal_moments, uniform_bound
+from ._typing import DISTRIBUTIONS, FAN_MODES, Distribution, FanMode
+from .fans import Fans
+
+if TYPE_CHECKING:
+    from .random import Key
+
+__all__ = [
+    "compute_std",
+    "constant_",
+    "delta_orthogonal_",
+    "dirac_",
+    "eye_",
+    "kaiming_normal_",
+    "kaiming_uniform_",
+    "lecun_normal_",
+    "lecun_uniform_",
+    "normal_",
+    "ones_",
+    "orthogonal_",
+    "sparse_",
+    "trunc_normal_",
+    "truncated_normal_",
+    "uniform_",
+    "variance_scaling_",
+    "xavier_normal_",
+    "xavier_uniform_",
+    "zeros_",
+]
+
+Generator = Union[torch.Generator, "Key", None]
+
+# ---------------------------------------------------------------------------------------------
+# Private helpers: generator dispatch and the three primitive draws.
+# ---------------------------------------------------------------------------------------------
+
+
+def _is_key(generator: object) -> bool:
+    """True for an initwise Key, False for a torch.Generator or None; TypeError otherwise."""
+    if generator is None or isinstance(generator, torch.Generator):
+        return False
+    try:
+        from .random import Key
+    except ImportError:  # pragma: no cover - the engine ships with the package
+        Key = None  # type: ignore[assignment,misc]
+    if Key is not None and isinstance(generator, Key):
+        return True
+    raise TypeError(
+        "generator must be a torch.Generator, an initwise.random.Key or None, got "
+        f"{type(generator).__name__}"
+    )
+
+
+def _work_dtype(tensor: torch.Tensor) -> torch.dtype:
+    """The dtype random values are drawn in: float64 stays, everything else uses float32."""
+    return torch.float64 if tensor.dtype == torch.float64 else torch.float32
+
+
+def _fill_from(tensor: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        tensor.copy_(values.reshape(tensor.shape))
+    return tensor
+
+
+def _draw_uniform(tensor: torch.Tensor, low: float, high: float, generator: Generator) -> torch.Tensor:
+    if _is_key(generator):
+        from . import random as _random
+
+        _random.uniform_(tensor, generator, low=low, high=high)  # type: ignore[arg-type]
+        return tensor
+    with torch.no_grad():
+        return tensor.uniform_(low, high, generator=generator)  # type: ignore[arg-type]
+
+
+def _draw_normal(tensor: torch.Tensor, mean: float, std: float, generator: Generator) -> torch.Tensor:
+    if _is_key(generator):
+        from . import random as _random
+
+        _random.normal_(tensor, generator, mean=mean, std=std)  # type: ignore[arg-type]
+        return tensor
+    with torch.no_grad():
+        return tensor.normal_(mean, std, generator=generator)  # type: ignore[arg-type]
+
+
+def _draw_trunc_normal(
+    tensor: torch.Tensor, mean: float, std: float, a: float, b: float, generator: Generator
+) -> torch.Tensor:
+    """Parent N(mean, std²) truncated to ``[mean + a*std, mean + b*std]`` (a, b in stds).
+
+    Inverse-CDF sampling in float64, on the tail side where the CDF is accurate, so bounds far
+    from the mean keep their exact distribution (torch's ``trunc_normal_`` loses it there).
+    """
+    if _is_key(generator):
+        from . import random as _random
+
+        _random.trunc_normal_(tensor, generator, mean=mean, std=std, a=a, b=b)  # type: ignore[arg-type]
+        return tensor
+    flip = a > 0  # both bounds in the right tail: sample the mirrored left-tail problem
+    lo, hi = (-b, -a) if flip else (a, b)
+    plo, phi = normal_cdf(lo), normal_cdf(hi)
+    u = torch.empty(tensor.shape, dtype=torch.float64, device=tensor.device)
+    u.uniform_(0.0, 1.0, generator=generator)  # type: ignore[arg-type]
+    p = u.mul_(phi - plo).add_(plo).clamp_(min=torch.finfo(torch.float64).tiny, max=1.0 - 2**-53)
+    z = torch.special.ndtri(p).clamp_(lo, hi)
+    if flip:
+        z.neg_()
+    return _fill_from(tensor, z.mul_(std).add_(mean))
+
+
+def _resolve_fans(tensor: torch.Tensor, fans: Fans | tuple[float, float] | None, fn: str) -> Fans:
+    if fans is None:
+        if tensor.dim() < 2:
+            raise ValueError(
+                f"{fn}: fans need a tensor with at least 2 dimensions ([out, in, *kernel]), got "
+                f"shape {tuple(tensor.shape)}; pass fans=initwise.Fans(fan_in, fan_out)"
+            )
+        return Fans(*shape_fans(tensor.shape))
+    fi, fo = fans
+    check_finite_positive("fans.fan_in", fi)
+    check_finite_positive("fans.fan_out", fo)
+    return Fans(float(fi), float(fo))
+
+
+# ---------------------------------------------------------------------------------------------
+# The general scheme.
+# ---------------------------------------------------------------------------------------------
+
+
+def variance_scaling_(
+    tensor: torch.Tensor,
+    scale: float = 1.0,
+    mode: FanMode = "fan_in",
+    distribution: Distribution = "normal",
+    *,
+    fans: Fans | tuple[float, float] | None = None,
+    generator: Generator = None,
+) -> torch.Tensor:
+    r"""Fill ``tensor`` with zero-mean values of variance ``scale / fan``.
+
+    The general form behind Glorot, He and LeCun (as in JAX's ``variance_scaling``):
+
+    - ``std = sqrt(scale / fan)`` with ``fan`` chosen by ``mode``: ``fan_in``, ``fan_out``,
+      ``fan_avg = (fan_in + fan_out) / 2`` or ``fan_geo_avg = sqrt(fan_in * fan_out)``;
+    - ``normal``: :math:`\mathcal{N}(0, \text{std}^2)`;
+    - ``uniform``: :math:`\mathcal{U}(-b, b)` with ``b = sqrt(3) * std``;
+    - ``truncated_normal``: a normal truncated at ±2 of its own standard deviations, whose
+      parent standard deviation is ``std / 0.8796…`` so that the final variance is exactly
+      ``scale / fan``.
+
+    Args:
+        tensor: an n-dimensional floating-point tensor, torch layout ``[out, in, *kernel]``.
+        scale: the variance numerator (``gain**2``), finite and > 0.
+        mode: which fan divides ``scale``.
+        distribution: ``normal``, ``uniform`` or ``truncated_normal``.
+        fans: a :class:`~initwise.Fans` override, e.g. ``initwise.fans(module)`` for layers whose
+            shape does not tell their connectivity (grouped or transposed convolutions, …).
+        generator: a ``torch.Generator``, an :class:`initwise.random.Key` or ``None``.
+
+    Example:
+        >>> w = torch.empty(256, 128)
+        >>> _ = variance_scaling_(w, 2.0, "fan_in", "uniform", generator=torch.Generator().manual_seed(0))
+        >>> bool(w.abs().max() <= math.sqrt(3 * 2.0 / 128))
+        True
+    """
+    check_finite_positive("scale", scale)
+    check_choice("mode", mode, FAN_MODES)
+    check_choice("distribution", distribution, DISTRIBUTIONS)
+    _is_key(generator)
+    active = check_tensor(tensor, "variance_scaling_", min_dim=0 if fans is not None else 2)
+    if not active:
+        return tensor
+    f = _resolve_fans(tensor, fans, "variance_scaling_")
+    std = compute_std(scale, select_fan(f.fan_in, f.fan_out, mode))
+    if distribution == "normal":
+        return _draw_normal(tensor, 0.0, std, generator)
+    if distribution == "uniform":
+        bound = uniform_bound(std)
+        return _draw_uniform(tensor, -bound, bound, generator)
+    parent = std / trunc_normal_moments(-2.0, 2.0)[1]
+    return _draw_trunc_normal(tensor, 0.0, parent, -2.0, 2.0, generator)
+
+
+# ---------------------------------------------------------------------------------------------
+# Primitive distributions (torch.nn.init drop-ins).
+# ---------------------------------------------------------------------------------------------
+
+
+def uniform_(
+    tensor: torch.Tensor, a: float = 0.0, b: float = 1.0, generator: Generator = None
+) -> torch.Tensor:
+    r"""Fill ``tensor`` with values from :math:`\mathcal{U}(a, b)`.
+
+    Drop-in for ``torch.nn.init.uniform_``.
+
+    >>> t = uniform_(torch.empty(3, 5), -1.0, 1.0)
+    >>> bool((t >= -1).all() and (t <= 1).all())
+    True
+    """
+    a, b = float(a), float(b)
+    if not (math.isfinite(a) and math.isfinite(b)) or a > b:
+        raise ValueError(f"uniform_: need finite a <= b, got a={a}, b={b}")
+    _is_key(generator)
+    if not check_tensor(tensor, "uniform_"):
+        return tensor
+    return _draw_uniform(tensor, a, b, generator)
+
+
+def normal_(
+    tensor: torch.Tensor, mean: float = 0.0, std: float = 1.0, generator: Generator = None
+) -> torch.Tensor:
+    r"""Fill ``tensor`` with values from :math:`\mathcal{N}(\text{mean}, \text{std}^2)`.
+
+    Drop-in for ``torch.nn.init.normal_``.
+
+    >>> normal_(torch.empty(2, 2), 0.0, 0.02).shape
+    torch.Size([2, 2])
+    """
+    mean = float(mean)
+    if not math.isfinite(mean):
+        raise ValueError(f"normal_: mean must be finite, got {mean}")
+    std = check_finite_positive("std", std, allow_zero=True)
+    _is_key(generator)
+    if not check_tensor(tensor, "normal_"):
+        return tensor
+    if std == 0.0:
+        with torch.no_grad():
+            return tensor.fill_(mean)
+    return _draw_normal(tensor, mean, std, generator)
+
+
+def trunc_normal_(
+    tensor: torch.Tensor,
+    mean: float = 0.0,
+    std: float = 1.0,
+    a: float = -2.0,
+    b: float = 2.0,
+    generator: Generator = None,
+) -> torch.Tensor:
+    r"""Fill ``tensor`` from :math:`\mathcal{N}(\text{mean}, \text{std}^2)` truncated to ``[a, b]``.
+
+    Drop-in for ``torch.nn.init.trunc_normal_``: ``a`` and ``b`` are absolute bounds and ``std``
+    is the standard deviation of the *parent* normal, so the values' own standard deviation is
+    smaller (``0.88 * std`` for bounds at ±2 std). Use :func:`truncated_normal_` to get an exact
+    final standard deviation. Sampling is by inverse CDF in float64 on the accurate tail, so it
+    stays exact when ``[a, b]`` lies far from ``mean``.
+
+    >>> t = trunc_normal_(torch.empty(1000), 0.0, 1.0, -0.5, 0.5)
+    >>> bool(t.abs().max() <= 0.5)
+    True
+    """
+    mean = float(mean)
+    std = check_finite_positive("std", std)
+    a, b = float(a), float(b)
+    if math.isnan(a) or math.isnan(b) or not a < b:
+        raise ValueError(f"trunc_normal_: need a < b, got a={a}, b={b}")
+    _is_key(generator)
+    if not check_tensor(tensor, "trunc_normal_"):
+        return tensor
+    return _draw_trunc_normal(tensor, mean, std, (a - mean) / std, (b - mean) / std, generator)
+
+
+def truncated_normal_(
+    tensor: torch.Tensor,
+    mean: float = 0.0,
+    std: float = 1.0,
+    a: float = -2.0,
+    b: float = 2.0,
+    *,
+    generator: Generator = None,
+) -> torch.Tensor:
+    r"""Fill ``tensor`` from a truncated normal whose *final* standard deviation is ``std``.
+
+    The parent is :math:`\mathcal{N}(\text{mean}, \sigma_p^2)` truncated to
+    ``[mean + a*σp, mean + b*σp]`` (bounds in the parent's standard deviations), with
+    ``σp = std / s(a, b)`` where ``s(a, b)`` is the standard deviation of a standard normal
+    truncated to ``[a, b]`` (``0.8796…`` for ±2). With symmetric bounds the mean is ``mean``.
+
+    >>> t = truncated_normal_(torch.empty(200_000), std=0.02, generator=torch.Generator().manual_seed(0))
+    >>> abs(t.std().item() / 0.02 - 1) < 0.01
+    True
+    """
+    mean = float(mean)
+    std = check_finite_positive("std", std)
+    a, b = float(a), float(b)
+    if math.isnan(a) or math.isnan(b) or not a < b:
+        raise ValueError(f"truncated_normal_: need a < b (in standard deviations), got a={a}, b={b}")
+    parent = std / trunc_normal_moments(a, b)[1]
+    _is_key(generator)
+    if not check_tensor(tensor, "truncated_normal_"):
+        return tensor
+    return _draw_trunc_normal(tensor, mean, parent, a, b, generator)
+
+
+def constant_(tensor: torch.Tensor, val: float) -> torch.Tensor:
+    """Fill ``tensor`` with ``val``. Drop-in for ``torch.nn.init.constant_``.
+
+    >>> constant_(torch.empty(2), 0.5)
+    tensor([0.5000, 0.5000])
+    """
+    if not check_tensor(tensor, "constant_"):
+        return tensor
+    with torch.no_grad():
+        return tensor.fill_(val)
+
+
+def ones_(tensor: torch.Tensor) -> torch.Tensor:
+    """Fill ``tensor`` with ones. Drop-in for ``torch.nn.init.ones_``."""
+    return constant_(tensor, 1.0)
+
+
+def zeros_(tensor: torch.Tensor) -> torch.Tensor:
+    """Fill ``tensor`` with zeros. Drop-in for ``torch.nn.init.zeros_``."""
+    return constant_(tensor, 0.0)
+
+
+def eye_(tensor: torch.Tensor) -> torch.Tensor:
+    """Fill the 2-D ``tensor`` with the identity (ones on the diagonal, zeros elsewhere).
+
+    Drop-in for ``torch.nn.init.eye_``.
+
+    >>> eye_(torch.empty(2, 3))
+    tensor([[1., 0., 0.],
+            [0., 1., 0.]])
+    """
+    if not check_tensor(tensor, "eye_", min_dim=2, max_dim=2):
+        return tensor
+    with torch.no_grad():
+        tensor.zero_()
+        tensor.diagonal().fill_(1.0)
+    return tensor
+
+
+def dirac_(tensor: torch.Tensor, groups: int = 1) -> torch.Tensor:
+    """Fill a 3-, 4- or 5-D conv weight with the Dirac delta: the convolution is the identity.
+
+    Each of the ``groups`` output blocks keeps its input channels (as many as fit). Drop-in for
+    ``torch.nn.init.dirac_``.
+
+    >>> w = dirac_(torch.empty(2, 2, 3))
+    >>> w[:, :, 1]
+    tensor([[1., 0.],
+            [0., 1.]])
+    """
+    if isinstance(groups, bool) or not isinstance(groups, int) or groups < 1:
+        raise ValueError(f"dirac_: groups must be a positive int, got {groups!r}")
+    if not check_tensor(tensor, "dirac_", min_dim=3, max_dim=5):
+        return tensor
+    out = tensor.shape[0]
+    if out % groups != 0:
+        raise ValueError(f"dirac_: dim 0 ({out}) must be divisible by groups ({groups})")
+    per_group = out // groups
+    n = min(per_group, tensor.shape[1])
+    centre = tuple(k // 2 for k in tensor.shape[2:])
+    with torch.no_grad():
+        tensor.zero_()
+        for g in range(groups):
+            for d in range(n):
+                tensor[(g * per_group + d, d, *centre)] = 1.0
+    return tensor
+
+
+# ---------------------------------------------------------------------------------------------
+# Named variance-scaling specializations.
+# ---------------------------------------------------------------------------------------------
+
+
+def _gain_for(nonlinearity: str, param: Any) -> float:
+    from .gains import calculate_gain
+
+    return float(calculate_gain(nonlinearity, param))
+
+
+def xavier_uniform_(
+    tensor: torch.Tensor,
+    gain: float = 1.0,
+    generator: Generator = None,
+    *,
+    fans: Fans | tuple[float, float] | None = None,
+) -> torch.Tensor:
+    r"""Glorot/Xavier uniform: :math:`\mathcal{U}(-b, b)`, ``b = gain * sqrt(6 / (fan_in + fan_out))``.
+
+    Glorot & Bengio, "Understanding the difficulty of training deep feedforward neural
+    networks" (2010). ``variance_scaling_(tensor, gain**2, "fan_avg", "uniform")``.
+    Drop-in for ``torch.nn.init.xavier_uniform_``.
+
+    >>> xavier_uniform_(torch.empty(3, 5)).shape
+    torch.Size([3, 5])
+    """
+    g = check_finite_positive("gain", gain)
+    return variance_scaling_(tensor, g * g, "fan_avg", "uniform", fans=fans, generator=generator)
+
+
+def xavier_normal_(
+    tensor: torch.Tensor,
+    gain: float = 1.0,
+    generator: Generator = None,
+    *,
+    fans: Fans | tuple[float, float] | None = None,
+) -> torch.Tensor:
+    r"""Glorot/Xavier normal: :math:`\mathcal{N}(0, \text{std}^2)`, ``std = gain * sqrt(2 / (fan_in + fan_out))``.
+
+    Glorot & Bengio (2010). ``variance_scaling_(tensor, gain**2, "fan_avg", "normal")``.
+    Drop-in for ``torch.nn.init.xavier_normal_``.
+
+    >>> xavier_normal_(torch.empty(3, 5)).shape
+    torch.Size([3, 5])
+    """
+    g = check_finite_positive("gain", gain)
+    return variance_scaling_(tensor, g * g, "fan_avg", "normal", fans=fans, generator=generator)
+
+
+def _kaiming_scale(a: float, mode: str, nonlinearity: str, gain: float | None) -> float:
+    check_choice("mode", mode, ("fan_in", "fan_out"))
+    g = check_finite_positive("gain", gain) if gain is not None else _gain_for(nonlinearity, a)
+    return g * g
+
+
+def kaiming_uniform_(
+    tensor: torch.Tensor,
+    a: float = 0,
+    mode: FanMode = "fan_in",
+    nonlinearity: str = "leaky_relu",
+    generator: Generator = None,
+    *,
+    fans: Fans | tuple[float, float] | None = None,
+    gain: float | None = None,
+) -> torch.Tensor:
+    r"""He/Kaiming uniform: :math:`\mathcal{U}(-b, b)`, ``b = gain * sqrt(3 / fan_mode)``.
+
+    He et al., "Delving Deep into Rectifiers" (2015). ``gain`` defaults to
+    ``calculate_gain(nonlinearity, a)`` (torch's values); pass ``gain=initwise.gain("gelu")``
+    for the exact gain of any activation. ``variance_scaling_(tensor, gain**2, mode, "uniform")``.
+    Drop-in for ``torch.nn.init.kaiming_uniform_``.
+
+    >>> kaiming_uniform_(torch.empty(3, 5), nonlinearity="relu").shape
+    torch.Size([3, 5])
+    """
+    scale = _kaiming_scale(a, mode, nonlinearity, gain)
+    return variance_scaling_(tensor, scale, mode, "uniform", fans=fans, generator=generator)
+
+
+def kaiming_normal_(
+    tensor: torch.Tensor,
+    a: float = 0,
+    mode: FanMode = "fan_in",
+    nonlinearity: str = "leaky_relu",
+    generator: Generator = None,
+    *,
+    fans: Fans | tuple[float, float] | None = None,
+    gain: float | None = None,
+) -> torch.Tensor:
+    r"""He/Kaiming normal: :math:`\mathcal{N}(0, \text{std}^2)`, ``std = gain / sqrt(fan_mode)``.
+
+    He et al. (2015). ``variance_scaling_(tensor, gain**2, mode, "normal")``.
+    Drop-in for ``torch.nn.init.kaiming_normal_``.
+
+    >>> kaiming_normal_(torch.empty(3, 5), mode="fan_out", nonlinearity="relu").shape
+    torch.Size([3, 5])
+    """
+    scale = _kaiming_scale(a, mode, nonlinearity, gain)
+    return variance_scaling_(tensor, scale, mode, "normal", fans=fans, generator=generator)
+
+
+def lecun_uniform_(
+    tensor: torch.Tensor,
+    *,
+    fans: Fans | tuple[float, float] | None = None,
+    generator: Generator = None,
+) -> torch.Tensor:
+    r"""LeCun uniform: :math:`\mathcal{U}(-b, b)`, ``b = sqrt(3 / fan_in)``.
+
+    LeCun et al., "Efficient BackProp" (1998). ``variance_scaling_(tensor, 1, "fan_in", "uniform")``.
+
+    >>> lecun_uniform_(torch.empty(3, 5)).shape
+    torch.Size([3, 5])
+    """
+    return variance_scaling_(tensor, 1.0, "fan_in", "uniform", fans=fans, generator=generator)
+
+
+def lecun_normal_(
+    tensor: torch.Tensor,
+    *,
+    fans: Fans | tuple[float, float] | None = None,
+    generator: Generator = None,
+) -> torch.Tensor:
+    r"""LeCun normal: :math:`\mathcal{N}(0, 1 / \text{fan\_in})` (the init SELU expects).
+
+    LeCun et al. (1998); Klambauer et al., "Self-Normalizing Neural Networks" (2017).
+    ``variance_scaling_(tensor, 1, "fan_in", "normal")``.
+
+    >>> lecun_normal_(torch.empty(3, 5)).shape
+    torch.Size([3, 5])
+    """
+    return variance_scaling_(tensor, 1.0, "fan_in", "normal", fans=fans, generator=generator)
+
+
+# ---------------------------------------------------------------------------------------------
+# Structured schemes.
+# ---------------------------------------------------------------------------------------------
+
+
+def _orthogonal_matrix(rows: int, cols: int, dtype: torch.dtype, generator: Generator) -> torch.Tensor:
+    """A (rows, cols) matrix with orthonormal rows or columns, Haar-distributed."""
+    flat = torch.empty(rows, cols, dtype=dtype)
+    _draw_normal(flat, 0.0, 1.0, generator)
+    if rows < cols:
+        flat = flat.t()
+    q, r = torch.linalg.qr(flat)
+    # Make Q unique (and Haar-distributed): multiply by the signs of R's diagonal.
+    d = torch.diagonal(r, 0).sign()
+    d[d == 0] = 1.0
+    q = q * d
+    if rows < cols:
+        q = q.t()
+    return q
+
+
+def orthogonal_(tensor: torch.Tensor, gain: float = 1.0, generator: Generator = None) -> torch.Tensor:
+    r"""Fill ``tensor`` with a (semi-)orthogonal matrix scaled by ``gain``.
+
+    Saxe et al., "Exact solutions to the nonlinear dynamics of learning in deep linear neural
+    networks" (2013). The tensor is viewed as ``(rows, cols) = (shape[0], prod(shape[1:]))``;
+    rows (if ``rows <= cols``) or columns are orthonormal, drawn from the Haar measure by QR of
+    a Gaussian matrix with the sign fix of Mezzadri (2007). Elementwise variance is
+    ``gain**2 / max(rows, cols)``. Drop-in for ``torch.nn.init.orthogonal_``; unlike torch it
+    works in float16 and bfloat16 (QR runs in float32 and the result is rounded once) and on
+    non-contiguous views (e.g. one gate block of an LSTM weight).
+
+    >>> w = orthogonal_(torch.empty(4, 6))
+    >>> torch.allclose(w @ w.T, torch.eye(4), atol=1e-5)
+    True
+    """
+    g = check_finite_positive("gain", gain, allow_zero=True)
+    _is_key(generator)
+    if not check_tensor(tensor, "orthogonal_", min_dim=2):
+        return tensor
+    rows = tensor.shape[0]
+    cols = tensor.numel() // rows
+    q = _orthogonal_matrix(rows, cols, _work_dtype(tensor), generator)
+    if g != 1.0:
+        q = q * g
+    return _fill_from(tensor, q.to(tensor.device))
+
+
+def delta_orthogonal_(tensor: torch.Tensor, gain: float = 1.0, generator: Generator = None) -> torch.Tensor:
+    r"""Delta-orthogonal init of a conv kernel: an orthogonal matrix at the centre tap, zeros elsewhere.
+
+    Xiao et al., "Dynamical Isometry and a Mean Field Theory of CNNs: How to Train 10,000-Layer
+    Vanilla Convolutional Neural Networks" (2018). ``W[:, :, c] = gain * Q`` with ``Q`` an
+    ``[out, in]`` matrix with orthonormal columns (``out >= in`` is required so the
+    convolution is norm-preserving) at the spatial centre ``c = k // 2``; all other taps are 0.
+
+    >>> w = delta_orthogonal_(torch.empty(8, 4, 3, 3))
+    >>> torch.allclose(w[:, :, 1, 1].T @ w[:, :, 1, 1], torch.eye(4), atol=1e-5)
+    True
+    """
+    g = check_finite_positive("gain", gain, allow_zero=True)
+    _is_key(generator)
+    if not check_tensor(tensor, "delta_orthogonal_", min_dim=3, max_dim=5):
+        return tensor
+    out, inp = tensor.shape[0], tensor.shape[1]
+    if out < inp:
+        raise ValueError(
+            f"delta_orthogonal_: needs out_channels >= in_channels (shape {tuple(tensor.shape)}); "
+            "an orthogonal centre tap cannot preserve the norm otherwise"
+        )
+    q = _orthogonal_matrix(out, inp, _work_dtype(tensor), generator) * g
+    centre = tuple(k // 2 for k in tensor.shape[2:])
+    with torch.no_grad():
+        tensor.zero_()
+        tensor[(slice(None), slice(None), *centre)] = q.to(dtype=tensor.dtype, device=tensor.device)
+    return tensor
+
+
+def sparse_(
+    tensor: torch.Tensor, sparsity: float, std: float = 0.01, generator: Generator = None
+) -> torch.Tensor:
+    r"""Fill a 2-D ``tensor`` as a sparse matrix: N(0, std²) with a fraction of each column zero.
+
+    Martens, "Deep learning via Hessian-free optimization" (2010). In each column,
+    ``ceil(sparsity * rows)`` entries chosen at random are zero. Drop-in for
+    ``torch.nn.init.sparse_`` (which forgets to pass ``generator`` to its permutations; here
+    every random call uses it).
+
+    >>> w = sparse_(torch.empty(10, 4), 0.3)
+    >>> [int((w[:, j] == 0).sum()) for j in range(4)]
+    [3, 3, 3, 3]
+    """
+    s = float(sparsity)
+    if not 0.0 <= s < 1.0:
+        raise ValueError(f"sparse_: sparsity must be in [0, 1), got {sparsity!r}")
+    std = check_finite_positive("std", std)
+    _is_key(generator)
+    if not check_tensor(tensor, "sparse_", min_dim=2, max_dim=2):
+        return tensor
+    rows, cols = tensor.shape
+    num_zeros = math.ceil(s * rows)
+    values = torch.empty(rows, cols, dtype=_work_dtype(tensor))
+    _draw_normal(values, 0.0, std, generator)
+    if num_zeros:
+        if _is_key(generator):
+            from . import random as _random
+
+            keys = torch.empty(rows, cols, dtype=torch.float64)
+            _random.uniform_(keys, generator.child("sparse_mask"))  # type: ignore[union-attr]
+            idx = keys.argsort(dim=0)[:num_zeros]
+        else:
+            idx = torch.stack(
+                [torch.randperm(rows, generator=generator)[:num_zeros] for _ in range(cols)], dim=1
+            )
+        values.scatter_(0, idx, 0.0)
+    return _fill_from(tensor, values.to(tensor.device))
