@@ -379,7 +379,8 @@ def dirac_(tensor: torch.Tensor, groups: int = 1) -> torch.Tensor:
         tensor.zero_()
         for g in range(groups):
             for d in range(n):
-                tensor[(g * per_group + d, d, *centre)] = 1.0
+                index = (g * per_group + d, d, *centre)
+                tensor[index] = 1.0
     return tensor
 
 
@@ -590,9 +591,10 @@ def delta_orthogonal_(tensor: torch.Tensor, gain: float = 1.0, generator: Genera
         )
     q = _orthogonal_matrix(out, inp, _work_dtype(tensor), generator) * g
     centre = tuple(k // 2 for k in tensor.shape[2:])
+    index: tuple[slice | int, ...] = (slice(None), slice(None), *centre)
     with torch.no_grad():
         tensor.zero_()
-        tensor[(slice(None), slice(None), *centre)] = q.to(dtype=tensor.dtype, device=tensor.device)
+        tensor[index] = q.to(dtype=tensor.dtype, device=tensor.device)
     return tensor
 
 
