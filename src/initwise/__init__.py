@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from ._checks import InitwiseWarning
 from .fans import Fans, fans, tensor_fans
-from .gains import calculate_gain, gain
+from .gains import ACTIVATIONS, activation_name, calculate_gain, gain, mean_and_second_moment, second_moment
 from .registry import Scheme, SchemeStats, get_scheme, register_scheme, schemes
 from .schemes import (
     compute_std,
@@ -38,6 +38,10 @@ from .schemes import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "ACTIVATIONS",
+    "activation_name",
+    "mean_and_second_moment",
+    "second_moment",
     "Fans",
     "InitwiseWarning",
     "Scheme",

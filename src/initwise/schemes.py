@@ -621,7 +621,8 @@ def sparse_(
         return tensor
     rows, cols = tensor.shape
     num_zeros = math.ceil(s * rows)
-    values = torch.empty(rows, cols, dtype=_work_dtype(tensor))
+    direct = tensor.dtype == _work_dtype(tensor) and tensor.device.type == "cpu"
+    values = tensor if direct else torch.empty(rows, cols, dtype=_work_dtype(tensor))
     _draw_normal(values, 0.0, std, generator)
     if num_zeros:
         if _is_key(generator):
@@ -634,5 +635,6 @@ def sparse_(
             idx = torch.stack(
                 [torch.randperm(rows, generator=generator)[:num_zeros] for _ in range(cols)], dim=1
             )
-        values.scatter_(0, idx, 0.0)
-    return _fill_from(tensor, values.to(tensor.device))
+        with torch.no_grad():
+            values.scatter_(0, idx, 0.0)
+    return tensor if direct else _fill_from(tensor, values.to(tensor.device))

@@ -1,0 +1,85 @@
+"""Benchmark: each initwise scheme against its torch.nn.init namesake, measured in the same run.
+
+Prints, for 4096x4096 float32 (``--size`` to change), the median time of initwise and of torch
+and their ratio (initwise / torch; < 1 is faster), then orthogonal_ on sizes 256-4096.
+Target: no scheme slower than torch's by more than 5%.
+
+    python benchmarks/bench_schemes.py [--size 4096] [--repeats 7] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+
+import initwise
+
+CASES: list[tuple[str, tuple, dict]] = [
+    ("uniform_", (-0.1, 0.1), {}),
+    ("normal_", (0.0, 0.02), {}),
+    ("trunc_normal_", (0.0, 0.02, -0.04, 0.04), {}),
+    ("constant_", (0.5,), {}),
+    ("zeros_", (), {}),
+    ("ones_", (), {}),
+    ("eye_", (), {}),
+    ("xavier_uniform_", (), {}),
+    ("xavier_normal_", (), {}),
+    ("kaiming_uniform_", (), {"a": math.sqrt(5)}),
+    ("kaiming_normal_", (), {"nonlinearity": "relu"}),
+    ("sparse_", (0.9,), {}),
+]
+
+
+def _time(fn: Callable[[], object], repeats: int) -> float:
+    fn()
+    ts = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - t0)
+    return statistics.median(ts)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--size", type=int, default=4096)
+    ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--quick", action="store_true", help="1024x1024, 3 repeats")
+    args = ap.parse_args()
+    n, reps = (1024, 3) if args.quick else (args.size, args.repeats)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, tensor {n}x{n} float32")
+    print(f"{'scheme':<18}{'initwise ms':>12}{'torch ms':>10}{'ratio':>8}")
+    t = torch.empty(n, n)
+    worst = 0.0
+    for name, a, kw in CASES:
+        g1, g2 = torch.Generator().manual_seed(0), torch.Generator().manual_seed(0)
+        ours_fn = getattr(initwise, name)
+        theirs_fn = getattr(torch.nn.init, name)
+        takes_gen = name not in ("constant_", "zeros_", "ones_", "eye_")
+        if takes_gen:
+            ours = _time(lambda: ours_fn(t, *a, generator=g1, **kw), reps)
+            theirs = _time(lambda: theirs_fn(t, *a, generator=g2, **kw), reps)
+        else:
+            ours = _time(lambda: ours_fn(t, *a, **kw), reps)
+            theirs = _time(lambda: theirs_fn(t, *a, **kw), reps)
+        worst = max(worst, ours / theirs)
+        print(f"{name:<18}{ours * 1e3:>12.2f}{theirs * 1e3:>10.2f}{ours / theirs:>8.2f}")
+    print("\northogonal_ (float32)")
+    print(f"{'size':<18}{'initwise ms':>12}{'torch ms':>10}{'ratio':>8}")
+    for size in [256, 512, 1024] + ([] if args.quick else [2048, 4096]):
+        m = torch.empty(size, size)
+        r = 2 if size >= 2048 else reps
+        ours = _time(lambda: initwise.orthogonal_(m, generator=torch.Generator().manual_seed(0)), r)
+        theirs = _time(lambda: torch.nn.init.orthogonal_(m, generator=torch.Generator().manual_seed(0)), r)
+        worst = max(worst, ours / theirs)
+        print(f"{size:<18}{ours * 1e3:>12.2f}{theirs * 1e3:>10.2f}{ours / theirs:>8.2f}")
+    print(f"\nworst ratio {worst:.2f} (target <= 1.05)")
+
+
+if __name__ == "__main__":
+    main()
