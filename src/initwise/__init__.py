@@ -9,7 +9,7 @@ The public API is re-exported here from focused modules: ``fans`` (connectivity)
 from __future__ import annotations
 
 from ._checks import InitwiseWarning
-from .fans import Fans, fans, tensor_fans
+from .fans import FanRule, Fans, describe_layout, fans, gate_blocks, register_fans, tensor_fans, unregister_fans
 from .gains import ACTIVATIONS, activation_name, calculate_gain, gain, mean_and_second_moment, second_moment
 from .registry import Scheme, SchemeStats, get_scheme, register_scheme, schemes
 from .schemes import (
@@ -38,6 +38,11 @@ from .schemes import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "FanRule",
+    "describe_layout",
+    "gate_blocks",
+    "register_fans",
+    "unregister_fans",
     "ACTIVATIONS",
     "activation_name",
     "mean_and_second_moment",

@@ -3,17 +3,82 @@
 This is the one place that interprets weight shapes. Tensors follow torch's layout
 ``[out, in, *kernel]``. Modules whose weights are laid out differently, or whose real
 connectivity differs from what the shape says (grouped and transposed convolutions, packed
-attention projections, stacked RNN gates), are described by rules registered here.
+attention projections, stacked RNN gates), are described by the rules below, so that an
+init with ``std = gain / sqrt(fan_in)`` preserves the forward variance and one with
+``std = gain / sqrt(fan_out)`` preserves the backward (gradient) variance.
+
+Module rules (``k`` = kernel size, ``s`` = stride, ``g`` = groups; products over spatial dims):
+
+==========================  ================================  ==================================
+module / parameter          fan_in                            fan_out
+==========================  ================================  ==================================
+Linear                      in_features                       out_features
+Bilinear ``[out, i1, i2]``  ``i1 * i2``                       ``out * 2*i1*i2 / (i1 + i2)``
+Conv{1,2,3}d                ``(in/g) * prod(k)``              ``(out/g) * prod(k / s)``
+ConvTranspose{1,2,3}d       ``(in/g) * prod(k / s)``          ``(out/g) * prod(k)``
+MultiheadAttention packed   ``E`` (one q/k/v block)           ``E``
+  ``in_proj_weight``
+MHA ``{q,k,v}_proj_weight`` ``E``, ``kdim``, ``vdim``         ``E``
+RNN/LSTM/GRU (+ cells)      ``weight.shape[1]``               ``hidden_size`` (one gate block)
+  ``weight_ih*/weight_hh*``
+LSTM ``weight_hr*``         ``hidden_size``                   ``proj_size``
+Embedding, EmbeddingBag     ``1`` (one-hot lookup)            ``embedding_dim``
+HF ``Conv1D`` ``[in, out]`` ``weight.shape[0]``               ``weight.shape[1]``
+norm layers                 error: norm scales have no fans (they are initialized to 1)
+anything else               :func:`tensor_fans` of the parameter
+==========================  ================================  ==================================
+
+Conventions worth knowing:
+
+* **Strides.** A strided convolution's backward pass is a transposed convolution, so each input
+  element feeds ``(out/g) * prod(k_i / s_i)`` outputs *on average* over positions (exactly when
+  ``k`` is divisible by ``s``; otherwise the count alternates between ``floor`` and ``ceil``).
+  The same average is the fan_in of a strided transposed convolution. With these averages a
+  fan_in (fan_out) init preserves the forward (gradient) variance averaged over positions.
+  The value may be fractional (``Conv1d(k=3, stride=2)`` has fan_out ``1.5 * out/g``), which
+  is why :class:`Fans` holds floats. Dilation and padding do not change the interior counts.
+* **Grouped / depthwise convolutions** see only their group's channels: torch's tensor rule
+  gives a fan_out ``groups`` times too large.
+* **Bilinear** ``y_k = sum_ij W[k, i, j] x1_i x2_j``: each output sums ``i1 * i2`` products,
+  which have unit variance for independent unit-variance inputs, so ``fan_in = i1 * i2``. On
+  the backward side an ``x1`` element feeds ``out * i2`` terms and an ``x2`` element
+  ``out * i1``; we use ``out * 2*i1*i2 / (i1 + i2)``, which gives the concatenated input
+  ``[x1, x2]`` unit gradient variance on average over its ``i1 + i2`` elements (exact for each
+  of them when ``i1 == i2``).
+* **Packed / gated weights** (attention ``in_proj_weight``, RNN gates) are several matrices
+  stacked along rows; their fans are those of one block, and :func:`gate_blocks` says how many
+  blocks there are. torch's Xavier on the packed ``[3E, E]`` tensor uses ``fan_out = 3E`` and
+  gives each block variance ``1 / (2E)`` instead of ``1 / E``.
+* **Embeddings** are lookups: each output element is one weight entry (a one-hot input), so
+  ``fan_in = 1`` and a fan_in init with linear gain is ``N(0, 1)``, torch's default. Each row
+  feeds ``embedding_dim`` outputs, so ``fan_out = embedding_dim``. EmbeddingBag sums (or
+  averages) several lookups; the bag size is data-dependent and not part of the fans.
+* **Extension.** :func:`register_fans` adds rules for your own layer types; registered rules
+  are checked before the built-in ones, most derived class first.
 """
 
 from __future__ import annotations
 
+import difflib
 import math
-from typing import NamedTuple
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import NamedTuple, TypeVar
 
 import torch
+from torch import nn
+from torch.nn.parameter import is_lazy
 
-__all__ = ["Fans", "fans", "tensor_fans"]
+__all__ = [
+    "FanRule",
+    "Fans",
+    "describe_layout",
+    "fans",
+    "gate_blocks",
+    "register_fans",
+    "tensor_fans",
+    "unregister_fans",
+]
 
 
 class Fans(NamedTuple):
@@ -28,17 +93,15 @@ class Fans(NamedTuple):
 
     def select(self, mode: str) -> float:
         """Return the fan for ``mode`` (fan_in, fan_out, fan_avg or fan_geo_avg)."""
-        from ._checks import check_choice
-        from ._typing import FAN_MODES
+        from ._math import select_fan
 
-        check_choice("mode", mode, FAN_MODES)
-        if mode == "fan_in":
-            return self.fan_in
-        if mode == "fan_out":
-            return self.fan_out
-        if mode == "fan_avg":
-            return (self.fan_in + self.fan_out) / 2.0
-        return math.sqrt(self.fan_in * self.fan_out)
+        return select_fan(self.fan_in, self.fan_out, mode)
+
+
+FanRule = Callable[[nn.Module, str], Fans]
+"""A user rule: ``fn(module, name) -> Fans`` for parameter ``name`` of ``module``."""
+
+_R = TypeVar("_R", bound=Callable[[nn.Module, str], Fans])
 
 
 def tensor_fans(tensor: torch.Tensor | torch.Size | tuple[int, ...]) -> Fans:
@@ -50,30 +113,364 @@ def tensor_fans(tensor: torch.Tensor | torch.Size | tuple[int, ...]) -> Fans:
     >>> tensor_fans(torch.empty(64, 32, 3, 3))
     Fans(fan_in=288.0, fan_out=576.0)
     """
-    shape = tuple(tensor.shape) if isinstance(tensor, torch.Tensor) else tuple(tensor)
-    if len(shape) < 2:
-        raise ValueError(
-            f"fans need a tensor with at least 2 dimensions ([out, in, *kernel]), got shape "
-            f"{shape}; pass fans=Fans(fan_in, fan_out) explicitly for other layouts"
+    from ._math import shape_fans
+
+    return Fans(*shape_fans(tensor.shape if isinstance(tensor, torch.Tensor) else tensor))
+
+
+# --------------------------------------------------------------------------------------------
+# Built-in module rules. Each returns a _Layout for (module, name, shape); ``fans`` is None for
+# parameters that have no fans (biases, other 1-D tensors), and ``error`` says why when the
+# module type has no fans at all (norm layers).
+
+
+@dataclass(frozen=True)
+class _Layout:
+    fans: Fans | None
+    blocks: int
+    description: str
+    error: str | None = None
+
+
+def _generic(module: nn.Module, name: str, shape: tuple[int, ...], what: str) -> _Layout:
+    if len(shape) >= 2:
+        return _Layout(tensor_fans(shape), 1, f"{what} (tensor rule [out, in, *kernel])")
+    return _Layout(None, 1, f"{what} {name} (1-D, no fans)")
+
+
+def _linear(module: nn.Module, name: str, shape: tuple[int, ...]) -> _Layout:
+    if name == "weight" and len(shape) == 2:
+        return _Layout(tensor_fans(shape), 1, "linear [out, in]")
+    return _generic(module, name, shape, "linear")
+
+
+def _bilinear(module: nn.Module, name: str, shape: tuple[int, ...]) -> _Layout:
+    if name == "weight" and len(shape) == 3:
+        out, in1, in2 = shape
+        fan_out = out * 2.0 * in1 * in2 / (in1 + in2)
+        return _Layout(Fans(float(in1 * in2), fan_out), 1, "bilinear [out, in1, in2]")
+    return _generic(module, name, shape, "bilinear")
+
+
+def _conv(module: nn.Module, name: str, shape: tuple[int, ...]) -> _Layout:
+    if name != "weight" or len(shape) < 3:
+        return _generic(module, name, shape, "conv")
+    groups = int(getattr(module, "groups", 1))
+    stride = tuple(getattr(module, "stride", (1,) * (len(shape) - 2)))
+    taps = math.prod(shape[2:])
+    per_stride = math.prod(stride)
+    nd = len(shape) - 2
+    if getattr(module, "transposed", False):
+        # torch stores [in, out/g, *k]; each output position receives prod(k/s) taps on average.
+        fan_in = shape[0] / groups * taps / per_stride
+        fan_out = float(shape[1] * taps)
+        kind = f"transposed conv{nd}d"
+    else:
+        # [out, in/g, *k]; each input position feeds prod(k/s) output positions on average.
+        fan_in = float(shape[1] * taps)
+        fan_out = shape[0] / groups * taps / per_stride
+        kind = f"conv{nd}d"
+    parts = [kind]
+    if groups > 1:
+        depthwise = getattr(module, "in_channels", 0) == groups
+        parts.append(f"{'depthwise ' if depthwise else ''}groups={groups}")
+    if per_stride != 1:
+        parts.append(f"stride {stride[0] if len(set(stride)) == 1 else stride}")
+    return _Layout(Fans(fan_in, fan_out), 1, " ".join(parts))
+
+
+def _mha(module: nn.Module, name: str, shape: tuple[int, ...]) -> _Layout:
+    if name == "in_proj_weight" and len(shape) == 2:
+        e = shape[0] // 3
+        return _Layout(
+            Fans(float(shape[1]), float(e)), 3, f"mha packed qkv block (3 x [{e}, {shape[1]}])"
         )
-    receptive = math.prod(shape[2:]) if len(shape) > 2 else 1
-    return Fans(float(shape[1] * receptive), float(shape[0] * receptive))
+    if name == "in_proj_bias":
+        return _Layout(None, 3, "mha packed qkv bias (3 blocks)")
+    if name in ("q_proj_weight", "k_proj_weight", "v_proj_weight") and len(shape) == 2:
+        return _Layout(tensor_fans(shape), 1, f"mha {name[0]} projection [E, {name[0]}dim]")
+    return _generic(module, name, shape, "mha")
 
 
-def fans(obj: torch.Tensor | torch.nn.Module, name: str = "weight") -> Fans:
+def _rnn_gates(module: nn.Module) -> tuple[int, str]:
+    if isinstance(module, nn.RNNBase):
+        mode = str(module.mode)
+        return {"LSTM": 4, "GRU": 3}.get(mode, 1), {"RNN_TANH": "rnn", "RNN_RELU": "rnn"}.get(
+            mode, mode.lower()
+        )
+    if isinstance(module, nn.LSTMCell):
+        return 4, "lstm"
+    if isinstance(module, nn.GRUCell):
+        return 3, "gru"
+    return 1, "rnn"
+
+
+def _rnn(module: nn.Module, name: str, shape: tuple[int, ...]) -> _Layout:
+    gates, kind = _rnn_gates(module)
+    if name.startswith("weight_hr") and len(shape) == 2:
+        return _Layout(tensor_fans(shape), 1, f"{kind} projection [proj, hidden]")
+    if name.startswith(("weight_ih", "weight_hh")) and len(shape) == 2:
+        hidden = shape[0] // gates
+        what = "gate block" if gates > 1 else "weight"
+        return _Layout(
+            Fans(float(shape[1]), float(hidden)),
+            gates,
+            f"{kind} {what} ({gates} x [{hidden}, {shape[1]}])",
+        )
+    if name.startswith(("bias_ih", "bias_hh")):
+        return _Layout(None, gates, f"{kind} gate bias ({gates} blocks)")
+    return _generic(module, name, shape, kind)
+
+
+def _embedding(module: nn.Module, name: str, shape: tuple[int, ...]) -> _Layout:
+    if name == "weight" and len(shape) == 2:
+        return _Layout(Fans(1.0, float(shape[1])), 1, "embedding rows (one-hot lookup)")
+    return _generic(module, name, shape, "embedding")
+
+
+def _hf_conv1d(module: nn.Module, name: str, shape: tuple[int, ...]) -> _Layout:
+    if name == "weight" and len(shape) == 2:
+        return _Layout(Fans(float(shape[0]), float(shape[1])), 1, "hf conv1d transposed [in, out]")
+    return _generic(module, name, shape, "hf conv1d")
+
+
+def _norm(module: nn.Module, name: str, shape: tuple[int, ...]) -> _Layout:
+    kind = type(module).__name__
+    return _Layout(
+        None,
+        1,
+        f"{kind.lower()} scale/shift (no fans)",
+        error=(
+            f"fans: {kind}.{name} is a normalization parameter and has no fans (norm weights "
+            f"are initialized to 1 and biases to 0)"
+        ),
+    )
+
+
+def _is_hf_conv1d(module: nn.Module) -> bool:
+    return type(module).__name__ == "Conv1D" and hasattr(module, "nf")
+
+
+_NORM_TYPES: tuple[type[nn.Module], ...] = tuple(
+    t
+    for t in (
+        getattr(nn.modules.batchnorm, "_NormBase", None),
+        nn.LayerNorm,
+        nn.GroupNorm,
+        getattr(nn, "RMSNorm", None),
+        nn.LocalResponseNorm,
+    )
+    if t is not None
+)
+
+_BUILTIN: tuple[
+    tuple[tuple[type[nn.Module], ...], Callable[[nn.Module, str, tuple[int, ...]], _Layout]], ...
+] = (
+    ((nn.Linear,), _linear),
+    ((nn.Bilinear,), _bilinear),
+    ((nn.modules.conv._ConvNd,), _conv),
+    ((nn.MultiheadAttention,), _mha),
+    ((nn.RNNBase, nn.RNNCellBase), _rnn),
+    ((nn.Embedding, nn.EmbeddingBag), _embedding),
+    (_NORM_TYPES, _norm),
+)
+
+# User rules (register_fans). Keyed by exact class; lookup walks the MRO, most derived first.
+_REGISTRY: dict[type[nn.Module], FanRule] = {}
+
+
+def register_fans(module_type: type[nn.Module], fn: _R | None = None) -> _R | Callable[[_R], _R]:
+    """Register ``fn(module, name) -> Fans`` as the fan rule for ``module_type`` and subclasses.
+
+    Registered rules are checked before the built-in ones (the most derived registered class
+    wins), so they can also override a built-in rule. Use it for your own layers whose weight
+    layout is not ``[out, in, *kernel]``. Works as a call or as a decorator; undo with
+    :func:`unregister_fans`. Registration is process-wide.
+
+    Args:
+        module_type: an ``nn.Module`` subclass.
+        fn: the rule; it receives the module and the parameter name and returns :class:`Fans`
+            (or a ``(fan_in, fan_out)`` pair of positive numbers).
+
+    >>> class Transposed(torch.nn.Module):  # stores its weight as [in, out]
+    ...     def __init__(self) -> None:
+    ...         super().__init__()
+    ...         self.weight = torch.nn.Parameter(torch.zeros(3, 5))
+    >>> _ = register_fans(Transposed, lambda m, name: Fans(*getattr(m, name).shape))
+    >>> fans(Transposed())
+    Fans(fan_in=3.0, fan_out=5.0)
+    >>> unregister_fans(Transposed)
+    """
+    if not (isinstance(module_type, type) and issubclass(module_type, nn.Module)):
+        raise TypeError(
+            f"register_fans: module_type must be an nn.Module subclass, got {module_type!r}"
+        )
+
+    def add(rule: _R) -> _R:
+        if not callable(rule):
+            raise TypeError(f"register_fans: fn must be callable as fn(module, name), got {rule!r}")
+        _REGISTRY[module_type] = rule
+        return rule
+
+    return add if fn is None else add(fn)
+
+
+def unregister_fans(module_type: type[nn.Module]) -> None:
+    """Remove the rule registered for exactly ``module_type`` (no error if there is none).
+
+    >>> unregister_fans(torch.nn.Linear)
+    """
+    _REGISTRY.pop(module_type, None)
+
+
+def _registered(module: nn.Module) -> FanRule | None:
+    for cls in type(module).__mro__:
+        rule = _REGISTRY.get(cls)
+        if rule is not None:
+            return rule
+    return None
+
+
+def _param_names(module: nn.Module) -> list[str]:
+    names = [n for n, _ in module.named_parameters()]
+    names += [n for n, _ in module.named_buffers()]
+    return names
+
+
+def _resolve(obj: nn.Module, name: str, fn: str) -> tuple[nn.Module, str, torch.Tensor]:
+    """Return the owning submodule, the leaf name and the tensor for a (dotted) name."""
+    module, leaf = obj, name
+    tensor: object = None
+    if isinstance(name, str):
+        if "." in name:
+            prefix, leaf = name.rsplit(".", 1)
+            try:
+                module = obj.get_submodule(prefix)
+            except AttributeError:
+                module = obj
+                leaf = name
+        tensor = getattr(module, leaf, None) if leaf else None
+    if not isinstance(tensor, torch.Tensor):
+        valid = _param_names(obj)
+        msg = f"{fn}: {type(obj).__name__} has no tensor attribute {name!r}"
+        close = difflib.get_close_matches(str(name), valid, n=1, cutoff=0.6)
+        if close:
+            msg += f"; did you mean {close[0]!r}?"
+        shown = ", ".join(valid[:20]) + (", ..." if len(valid) > 20 else "")
+        msg += f" Its parameters: {shown or '(none)'}."
+        raise ValueError(msg)
+    if is_lazy(tensor):
+        raise ValueError(
+            f"{fn}: {type(module).__name__}.{leaf} is an uninitialized lazy parameter; run a "
+            f"forward pass (or materialize the module) before asking for its fans"
+        )
+    return module, leaf, tensor
+
+
+def _builtin_layout(module: nn.Module, name: str, shape: tuple[int, ...]) -> _Layout:
+    if _is_hf_conv1d(module):
+        return _hf_conv1d(module, name, shape)
+    for types, rule in _BUILTIN:
+        if isinstance(module, types):
+            return rule(module, name, shape)
+    return _generic(module, name, shape, type(module).__name__)
+
+
+def _as_fans(value: object, module: nn.Module, name: str) -> Fans:
+    pair_ok = (
+        isinstance(value, tuple | list)
+        and len(value) == 2
+        and all(isinstance(v, int | float) and not isinstance(v, bool) for v in value)
+    )
+    if not isinstance(value, tuple | list) or not pair_ok:
+        raise TypeError(
+            f"fans: the rule registered for {type(module).__name__} returned {value!r} for "
+            f"{name!r}; it must return Fans(fan_in, fan_out)"
+        )
+    result = Fans(float(value[0]), float(value[1]))
+    if not all(math.isfinite(v) and v > 0 for v in result):
+        raise ValueError(
+            f"fans: the rule registered for {type(module).__name__} returned {result} for "
+            f"{name!r}; fans must be finite and > 0"
+        )
+    return result
+
+
+def fans(obj: torch.Tensor | nn.Module, name: str = "weight") -> Fans:
     """Return the fans of a tensor, or of parameter ``name`` of a module.
 
-    For modules the fans describe the real forward and backward connectivity (see the module
-    rules in this file); unknown module types fall back to :func:`tensor_fans`.
+    For modules the fans describe the real forward and backward connectivity (see the rule
+    table in this module's docstring): a fan_in init ``std = gain / sqrt(fan_in)`` preserves
+    the forward variance and a fan_out init the gradient variance. Registered rules
+    (:func:`register_fans`) come first; unknown module types fall back to :func:`tensor_fans`.
+    ``name`` may be dotted (``"0.weight"``, ``"out_proj.weight"``). Works on meta modules.
+
+    Args:
+        obj: a tensor (``name`` is ignored) or an ``nn.Module``.
+        name: the parameter (or tensor attribute) of the module.
+
+    Raises:
+        ValueError: ``name`` is not a tensor attribute (the message lists the parameters),
+            the tensor has fewer than 2 dimensions, or the module is a norm layer.
 
     >>> fans(torch.nn.Linear(20, 30))
     Fans(fan_in=20.0, fan_out=30.0)
+    >>> fans(torch.nn.Conv2d(8, 8, 3, groups=4))
+    Fans(fan_in=18.0, fan_out=18.0)
+    >>> fans(torch.nn.ConvTranspose2d(8, 8, 4, stride=2))
+    Fans(fan_in=32.0, fan_out=128.0)
     """
     if isinstance(obj, torch.Tensor):
         return tensor_fans(obj)
-    if not isinstance(obj, torch.nn.Module):
+    if not isinstance(obj, nn.Module):
         raise TypeError(f"fans: expected a tensor or nn.Module, got {type(obj).__name__}")
-    param = getattr(obj, name, None)
-    if not isinstance(param, torch.Tensor):
-        raise ValueError(f"fans: {type(obj).__name__} has no tensor attribute {name!r}")
-    return tensor_fans(param)
+    module, leaf, tensor = _resolve(obj, name, "fans")
+    rule = _registered(module)
+    if rule is not None:
+        return _as_fans(rule(module, leaf), module, leaf)
+    shape = tuple(tensor.shape)
+    layout = _builtin_layout(module, leaf, shape)
+    if layout.error is not None:
+        raise ValueError(layout.error)
+    if layout.fans is None:
+        raise ValueError(
+            f"fans: {type(module).__name__}.{leaf} has shape {shape}; fans need a tensor with at "
+            f"least 2 dimensions ([out, in, *kernel]) (biases have no fans; they are usually "
+            f"initialized to 0)"
+        )
+    return layout.fans
+
+
+def gate_blocks(module: nn.Module, name: str = "weight") -> int:
+    """Return how many row blocks parameter ``name`` is stacked from.
+
+    3 for the packed q/k/v ``in_proj_weight`` / ``in_proj_bias`` of ``MultiheadAttention``,
+    4 for LSTM and 3 for GRU ``weight_ih*`` / ``weight_hh*`` / ``bias_*`` (also the cells),
+    1 otherwise. Whole-model init initializes each block separately (e.g. orthogonal per
+    gate), using :func:`fans`, which are those of one block.
+
+    >>> gate_blocks(torch.nn.LSTM(4, 8), "weight_hh_l0")
+    4
+    >>> gate_blocks(torch.nn.MultiheadAttention(8, 2), "in_proj_weight")
+    3
+    """
+    if not isinstance(module, nn.Module):
+        raise TypeError(f"gate_blocks: expected an nn.Module, got {type(module).__name__}")
+    owner, leaf, tensor = _resolve(module, name, "gate_blocks")
+    return _builtin_layout(owner, leaf, tuple(tensor.shape)).blocks
+
+
+def describe_layout(module: nn.Module, name: str = "weight") -> str:
+    """Return a short human description of how parameter ``name`` is laid out (for plans).
+
+    >>> describe_layout(torch.nn.Conv2d(8, 8, 3, groups=4))
+    'conv2d groups=4'
+    >>> describe_layout(torch.nn.ConvTranspose2d(8, 4, 4, stride=2))
+    'transposed conv2d stride 2'
+    """
+    if not isinstance(module, nn.Module):
+        raise TypeError(f"describe_layout: expected an nn.Module, got {type(module).__name__}")
+    owner, leaf, tensor = _resolve(module, name, "describe_layout")
+    if _registered(owner) is not None:
+        return f"registered rule for {type(owner).__name__}"
+    return _builtin_layout(owner, leaf, tuple(tensor.shape)).description
