@@ -11,6 +11,8 @@ from __future__ import annotations
 from ._checks import InitwiseWarning
 from .fans import FanRule, Fans, describe_layout, fans, gate_blocks, register_fans, tensor_fans, unregister_fans
 from .gains import ACTIVATIONS, activation_name, calculate_gain, gain, mean_and_second_moment, second_moment
+from .plan import EntryChange, InitError, Plan, PlanEntry, init, plan
+from .policy import PRESETS, Policy, Rule, get_policy, presets
 from .registry import Scheme, SchemeStats, get_scheme, register_scheme, schemes
 from .schemes import (
     compute_std,
@@ -38,6 +40,17 @@ from .schemes import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "PRESETS",
+    "EntryChange",
+    "InitError",
+    "Plan",
+    "PlanEntry",
+    "Policy",
+    "Rule",
+    "get_policy",
+    "init",
+    "plan",
+    "presets",
     "FanRule",
     "describe_layout",
     "gate_blocks",

@@ -1,0 +1,420 @@
+"""Model structure for whole-model init: which activation feeds each layer, and residual branches.
+
+Three sources, best first (the plan records which one was used):
+
+1. ``fx``: :func:`torch.fx.symbolic_trace` (weight layers, norms and activation modules are
+   kept as leaves). From each weight layer the graph is walked *backwards* through shape ops,
+   dropout, pooling and padding to the op that produced its input: an activation module or
+   function (``F.gelu``, ``torch.relu``, ``x.relu()``...) gives its gain; anything else (the
+   raw input, a norm, an addition, a product) counts as linear (gain 1). Residual additions
+   ``a + b`` are found where one side is the skip (``b`` is an ancestor of ``a``, or ``b``'s own
+   path has fewer weight layers, e.g. a ``downsample``); the weight layers on the other side
+   form the branch, in execution order.
+2. ``hooks``: with ``example_inputs`` (when fx fails), forward hooks record the order in which
+   leaf modules run; a layer's input activation is the last activation *module* run since the
+   previous weight or norm layer. Functional activations (``F.gelu`` inside ``forward``) are
+   invisible to hooks.
+3. ``module_order``: neither of the above: the same rule over the registration order of the
+   leaf modules (``named_modules()``), which is right for ``nn.Sequential``-style models and
+   wrong where ``__init__`` registers modules in another order than ``forward`` runs them.
+
+Without fx, residual branches are modules with a ``downsample`` or ``shortcut`` attribute
+(torchvision's BasicBlock/Bottleneck style): their weight layers outside that attribute form
+the branch. ``Policy(branches=[...])`` names branches explicitly.
+"""
+
+from __future__ import annotations
+
+import logging
+import operator
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import gains as _gains
+
+__all__ = ["Branch", "GraphInfo", "analyze", "is_activation", "is_norm", "is_weight_layer"]
+
+log = logging.getLogger("initwise")
+
+_ACT_TYPES: tuple[type[nn.Module], ...] = (
+    nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.RReLU, nn.ELU, nn.CELU, nn.SELU, nn.GELU,
+    nn.SiLU, nn.Mish, nn.Tanh, nn.Sigmoid, nn.Hardtanh, nn.Hardswish, nn.Hardsigmoid,
+    nn.Softplus, nn.Softsign, nn.Tanhshrink, nn.LogSigmoid,
+)  # fmt: skip
+_PASS_MODULES: tuple[type[nn.Module], ...] = (
+    nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.Identity,
+    nn.Flatten, nn.Unflatten, nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AvgPool1d,
+    nn.AvgPool2d, nn.AvgPool3d, nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d,
+    nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d, nn.Upsample,
+    nn.ZeroPad2d, nn.ConstantPad1d, nn.ConstantPad2d, nn.ConstantPad3d, nn.PixelShuffle,
+)  # fmt: skip
+_PASS_FUNCS: set[Any] = {
+    F.dropout, F.dropout1d, F.dropout2d, F.dropout3d, torch.flatten, torch.reshape,
+    torch.permute, torch.transpose, torch.squeeze, torch.unsqueeze, operator.getitem,
+    F.max_pool1d, F.max_pool2d, F.max_pool3d, F.avg_pool1d, F.avg_pool2d, F.avg_pool3d,
+    F.adaptive_avg_pool1d, F.adaptive_avg_pool2d, F.adaptive_max_pool2d, F.pad, torch.chunk,
+    torch.split, F.interpolate, torch.clone,
+}  # fmt: skip
+_PASS_METHODS = {
+    "view", "reshape", "permute", "transpose", "contiguous", "flatten", "squeeze", "unsqueeze",
+    "chunk", "split", "to", "float", "half", "bfloat16", "type_as", "clone", "expand",
+    "__getitem__", "detach", "unflatten", "view_as", "reshape_as",
+}  # fmt: skip
+_ACT_METHODS = {"relu": "relu", "relu_": "relu", "tanh": "tanh", "sigmoid": "sigmoid",
+                "tanh_": "tanh", "sigmoid_": "sigmoid"}  # fmt: skip
+_ADD_FUNCS: set[Any] = {operator.add, operator.iadd, torch.add}
+
+
+def is_activation(module: nn.Module) -> bool:
+    """Whether ``module`` is an elementwise activation (torch's or a Hugging Face one)."""
+    if isinstance(module, _ACT_TYPES):
+        return True
+    if any(True for _ in module.parameters(recurse=False)) or any(True for _ in module.children()):
+        return False
+    return _gains.activation_name(module) is not None and not isinstance(module, nn.Identity)
+
+
+def is_norm(module: nn.Module) -> bool:
+    """Whether ``module`` is a normalization layer (torch's, or any class named ``*Norm*``)."""
+    if isinstance(module, (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm)):
+        return True
+    rms = getattr(nn, "RMSNorm", None)
+    if rms is not None and isinstance(module, rms):
+        return True
+    return "Norm" in type(module).__name__ and not any(True for _ in module.children())
+
+
+def is_embedding(module: nn.Module) -> bool:
+    """Whether ``module`` is an embedding table."""
+    return isinstance(module, (nn.Embedding, nn.EmbeddingBag)) or (
+        "Embedding" in type(module).__name__ and isinstance(getattr(module, "weight", None), torch.Tensor)
+        and not any(True for _ in module.children())
+    )
+
+
+def is_weight_layer(module: nn.Module) -> bool:
+    """Whether ``module`` directly owns a ≥2-D parameter and is not an embedding or norm."""
+    if is_embedding(module) or is_norm(module):
+        return False
+    return any(p.dim() >= 2 for p in module.parameters(recurse=False))
+
+
+@dataclass(frozen=True)
+class Branch:
+    """A residual branch: its weight layers (in order), and its norm after the last layer."""
+
+    layers: tuple[str, ...]
+    trailing_norm: str | None
+    source: str
+
+
+@dataclass
+class GraphInfo:
+    """What :func:`analyze` found."""
+
+    source: str
+    input_act: dict[str, Any] = field(default_factory=dict)  # weight layer -> activation obj|None
+    order: list[str] = field(default_factory=list)  # weight layers in execution order
+    branches: list[Branch] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def activation_of(self, module_name: str) -> tuple[str, float, str]:
+        """Return ``(activation name, exact gain, how found)`` for a weight layer's input."""
+        if module_name not in self.input_act:
+            return "linear", 1.0, f"not reached by {self.source}: linear assumed"
+        obj = self.input_act[module_name]
+        if obj is None:
+            return "linear", 1.0, self.source
+        return _act_name(obj), _act_gain(obj), self.source
+
+
+def _act_name(obj: Any) -> str:
+    if isinstance(obj, tuple):
+        return str(obj[0])
+    name = _gains.activation_name(obj)
+    return name if name is not None else type(obj).__name__
+
+
+def _act_gain(obj: Any) -> float:
+    try:
+        if isinstance(obj, tuple):
+            return float(_gains.gain(obj[0], obj[1]))
+        return float(_gains.gain(obj))
+    except (ValueError, TypeError) as err:
+        log.warning("initwise: no gain for activation %r (%s); using 1", obj, err)
+        return 1.0
+
+
+# --------------------------------------------------------------------------------------------
+# fx
+# --------------------------------------------------------------------------------------------
+
+
+class _Tracer(torch.fx.Tracer):
+    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
+        if is_weight_layer(m) or is_norm(m) or is_activation(m) or is_embedding(m):
+            return True
+        return super().is_leaf_module(m, qualname)
+
+
+def _fx_activation(node: torch.fx.Node, mods: dict[str, nn.Module]) -> Any:
+    """The activation (module, name or (name, param)) found walking back from ``node``."""
+    seen = 0
+    while seen < 10_000:
+        seen += 1
+        if node.op == "call_module":
+            m = mods.get(str(node.target))
+            if m is None:
+                return None
+            if is_activation(m):
+                return m
+            if not isinstance(m, _PASS_MODULES):
+                return None
+        elif node.op == "call_function":
+            name = _gains.activation_name(node.target) if callable(node.target) else None
+            if name is not None:
+                if name == "leaky_relu":
+                    slope = node.args[1] if len(node.args) > 1 else node.kwargs.get("negative_slope", 0.01)
+                    return ("leaky_relu", slope)
+                if name == "gelu" and node.kwargs.get("approximate", "none") == "tanh":
+                    return "gelu_tanh"
+                return name
+            if not (_hashable(node.target) and node.target in _PASS_FUNCS):
+                return None
+        elif node.op == "call_method":
+            if node.target in _ACT_METHODS:
+                return _ACT_METHODS[str(node.target)]
+            if node.target not in _PASS_METHODS:
+                return None
+        else:  # placeholder, get_attr, output
+            return None
+        nxt = next((a for a in node.args if isinstance(a, torch.fx.Node)), None)
+        if nxt is None:
+            return None
+        node = nxt
+    return None
+
+
+def _hashable(x: Any) -> bool:
+    try:
+        hash(x)
+    except TypeError:
+        return False
+    return True
+
+
+def _ancestors(node: torch.fx.Node) -> set[torch.fx.Node]:
+    out: set[torch.fx.Node] = set()
+    stack = [node]
+    while stack:
+        n = stack.pop()
+        if n in out:
+            continue
+        out.add(n)
+        stack.extend(n.all_input_nodes)
+    return out
+
+
+def _is_add(node: torch.fx.Node) -> bool:
+    if node.op == "call_function" and _hashable(node.target) and node.target in _ADD_FUNCS:
+        return True
+    return node.op == "call_method" and node.target in ("add", "add_", "__add__", "__iadd__")
+
+
+def _fx_branches(gm: torch.fx.GraphModule, mods: dict[str, nn.Module]) -> list[Branch]:
+    nodes = list(gm.graph.nodes)
+    index = {n: i for i, n in enumerate(nodes)}
+    if len(nodes) > 20_000:
+        return []
+
+    def layers_in(s: set[torch.fx.Node], pred: Any) -> list[str]:
+        hits = sorted(
+            (n for n in s if n.op == "call_module" and str(n.target) in mods and pred(mods[str(n.target)])),
+            key=index.__getitem__,
+        )
+        out: list[str] = []
+        for n in hits:
+            if str(n.target) not in out:
+                out.append(str(n.target))
+        return out
+
+    branches: list[Branch] = []
+    for node in nodes:
+        if not _is_add(node):
+            continue
+        args = [a for a in node.args[:2] if isinstance(a, torch.fx.Node)]
+        if len(args) != 2:
+            continue
+        a, b = args
+        anc_a, anc_b = _ancestors(a), _ancestors(b)
+        only_a, only_b = anc_a - anc_b, anc_b - anc_a
+        if not (anc_a & anc_b):
+            continue
+        wa, wb = layers_in(only_a, is_weight_layer), layers_in(only_b, is_weight_layer)
+        if len(wb) > len(wa):
+            a, b, only_a, only_b, wa, wb = b, a, only_b, only_a, wb, wa
+        if not wa:
+            continue
+        identity_skip = b in anc_a
+        if not identity_skip and not (0 < len(wb) < len(wa)):
+            continue
+        norms = [n for n in only_a if n.op == "call_module" and is_norm(mods.get(str(n.target), nn.Module()))]
+        last_layer = max(
+            (n for n in only_a if n.op == "call_module" and str(n.target) == wa[-1]), key=index.__getitem__
+        )
+        trailing = [n for n in norms if index[n] > index[last_layer]]
+        tn = str(max(trailing, key=index.__getitem__).target) if trailing else None
+        branches.append(Branch(tuple(wa), tn, "fx"))
+    return branches
+
+
+def _try_fx(model: nn.Module, info: GraphInfo) -> bool:
+    try:
+        graph = _Tracer().trace(model)
+        gm = torch.fx.GraphModule(model, graph)
+    except Exception as err:  # fx raises many types on untraceable models
+        info.notes.append(f"torch.fx could not trace the model ({type(err).__name__}: {str(err)[:120]})")
+        return False
+    mods = dict(model.named_modules())
+    for node in gm.graph.nodes:
+        if node.op != "call_module":
+            continue
+        target = str(node.target)
+        m = mods.get(target)
+        if m is None or not is_weight_layer(m) or target in info.input_act:
+            continue
+        src = next((a for a in node.args if isinstance(a, torch.fx.Node)), None)
+        info.input_act[target] = _fx_activation(src, mods) if src is not None else None
+        info.order.append(target)
+    info.branches = _fx_branches(gm, mods)
+    return True
+
+
+# --------------------------------------------------------------------------------------------
+# hooks and module order
+# --------------------------------------------------------------------------------------------
+
+
+def _leaves(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    out = []
+    for name, m in model.named_modules():
+        special = is_weight_layer(m) or is_norm(m) or is_activation(m) or is_embedding(m)
+        if special or not any(True for _ in m.children()):
+            out.append((name, m))
+    # drop modules nested in a recorded weight layer (e.g. MultiheadAttention.out_proj)
+    layers = [n for n, m in out if is_weight_layer(m) and n]
+    return [(n, m) for n, m in out if not any(n.startswith(p + ".") for p in layers)]
+
+
+def _from_sequence(seq: Iterable[tuple[str, nn.Module]], info: GraphInfo) -> None:
+    act: Any = None
+    for name, m in seq:
+        if is_weight_layer(m):
+            if name not in info.input_act:
+                info.input_act[name] = act
+                info.order.append(name)
+            act = None
+        elif is_activation(m):
+            act = m
+        elif is_norm(m) or is_embedding(m):
+            act = None
+
+
+def _run_hooks(model: nn.Module, example_inputs: Any, info: GraphInfo) -> bool:
+    calls: list[tuple[str, nn.Module]] = []
+    handles = []
+    for name, m in _leaves(model):
+        handles.append(m.register_forward_pre_hook(lambda mod, inp, _n=name: calls.append((_n, mod))))
+    modes = {m: m.training for m in model.modules()}
+    try:
+        model.eval()  # a dry run must not update BatchNorm statistics
+        with torch.no_grad():
+            if isinstance(example_inputs, dict):
+                model(**example_inputs)
+            elif isinstance(example_inputs, (tuple, list)):
+                model(*example_inputs)
+            else:
+                model(example_inputs)
+    except Exception as err:
+        info.notes.append(f"forward on example_inputs failed ({type(err).__name__}: {str(err)[:120]})")
+        return False
+    finally:
+        for h in handles:
+            h.remove()
+        for m, t in modes.items():
+            m.training = t
+    _from_sequence(calls, info)
+    return True
+
+
+def _attr_branches(model: nn.Module, order: Sequence[str]) -> list[Branch]:
+    pos = {n: i for i, n in enumerate(order)}
+    out = []
+    for name, m in model.named_modules():
+        skip_attr = next((a for a in ("downsample", "shortcut") if hasattr(m, a)), None)
+        if skip_attr is None:
+            continue
+        out.append(_module_branch(model, name, pos, exclude=f"{name}.{skip_attr}" if name else skip_attr,
+                                  source=f"attribute {skip_attr!r}"))
+    return [b for b in out if b.layers]
+
+
+def _module_branch(model: nn.Module, name: str, pos: dict[str, int], *, exclude: str | None,
+                   source: str) -> Branch:
+    sub = model.get_submodule(name) if name else model
+    seq = []
+    for i, (n, m) in enumerate(sub.named_modules()):
+        full = f"{name}.{n}" if name and n else (name or n)
+        if exclude and (full == exclude or full.startswith(exclude + ".")):
+            continue
+        if is_weight_layer(m) or is_norm(m):
+            seq.append((pos.get(full, len(pos) + i), full, m))
+    seq.sort(key=lambda t: t[0])
+    layers = [f for _, f, m in seq if is_weight_layer(m)]
+    trailing = None
+    if layers:
+        last = max(i for i, (_, f, _m) in enumerate(seq) if f == layers[-1])
+        after = [f for _, f, m in seq[last + 1:] if is_norm(m)]
+        trailing = after[-1] if after else None
+    return Branch(tuple(layers), trailing, source)
+
+
+def analyze(model: nn.Module, example_inputs: Any = None, branches: Sequence[str] | None = None) -> GraphInfo:
+    """Find each weight layer's input activation and the residual branches of ``model``.
+
+    Tries fx, then forward hooks on ``example_inputs``, then module registration order (see
+    the module docstring); ``branches`` (module names) overrides residual-branch detection.
+
+    >>> net = nn.Sequential(nn.Linear(4, 8), nn.GELU(), nn.Linear(8, 2))
+    >>> g = analyze(net)
+    >>> g.source, g.activation_of("2")[0], g.activation_of("0")[0]
+    ('fx', 'gelu', 'linear')
+    """
+    info = GraphInfo(source="fx")
+    if not _try_fx(model, info):
+        info.input_act.clear()
+        info.order.clear()
+        if example_inputs is not None and _run_hooks(model, example_inputs, info):
+            info.source = "hooks"
+            info.notes.append("activations found with forward hooks on example_inputs "
+                              "(functional activations inside forward() are invisible to hooks)")
+        else:
+            info.source = "module_order"
+            _from_sequence(_leaves(model), info)
+            why = "no example_inputs" if example_inputs is None else "example_inputs failed"
+            info.notes.append(
+                f"{why} and model not traceable by torch.fx: fell back to module registration "
+                "order (the activation module registered between two weight layers feeds the "
+                "second); pass example_inputs for an exact answer"
+            )
+        info.branches = _attr_branches(model, info.order)
+    if branches is not None:
+        pos = {n: i for i, n in enumerate(info.order)}
+        info.branches = [_module_branch(model, b, pos, exclude=None, source="Policy.branches")
+                         for b in branches]
+    return info

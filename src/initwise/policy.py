@@ -1,0 +1,666 @@
+"""Policies: ordered rules that say how each parameter of a model is initialized.
+
+A :class:`Policy` is an ordered list of :class:`Rule` s. For every parameter, the first rule
+whose criteria all match wins. A rule matches on
+
+- ``module``: the owning module's class (a class: ``isinstance``; a string: the name of any
+  class in its MRO, e.g. ``"Linear"`` or ``"GPT2MLP"``; a tuple of those: any of them);
+- ``name``: the qualified parameter name (``"transformer.h.0.mlp.c_proj.weight"``) against a
+  glob pattern (``fnmatch``: ``"*.c_proj.weight"``), or a regular expression when the pattern
+  starts with ``"re:"`` (``re.search``: ``"re:h\\.[0-9]+\\.attn"``);
+- ``role``: what the parameter is (see :data:`ROLES`), found by :func:`initwise.plan`.
+
+and names a *scheme*: a registry name with parameters (``"kaiming_normal"``,
+``{"nonlinearity": "relu"}``; see :func:`initwise.schemes`) or a special action:
+
+- ``"auto"``: variance-preserving ``N(0, g²/fan_in)`` (``distribution`` param: normal, uniform
+  or truncated_normal) with layer-aware fans and ``g`` the exact gain of the nonlinearity on
+  the layer's *input* side (1 for the first layer, fed raw data);
+- ``"keep"``: leave the parameter to the module (its constructor / ``reset_parameters``);
+- ``"forget_gate_bias"``: LSTM ``bias_ih``: 0 except the forget-gate block = ``value``
+  (default 1; Jozefowicz et al. 2015); ``bias_hh``: 0 (torch adds the two biases);
+- ``"inv_sqrt_uniform"``: ``U(±scale/sqrt(v))`` with ``v`` the fan_in of the module's weight
+  tensor (``of="fan_in"``) or an integer attribute of the module (``of="hidden_size"``): the
+  bound torch's own constructors use.
+
+``scale`` multiplies the drawn values; ``depth_scale`` adds a model-dependent factor:
+``"gpt2"`` = ``1/sqrt(2·n_layer)`` (Radford et al. 2019) and ``"fixup"`` =
+``L^(-1/(2m-2))`` (Zhang et al. 2019). ``fans="tensor"`` uses the raw tensor fans and treats
+stacked parameters as one tensor, exactly as ``torch.nn.init`` does; ``"module"`` (default)
+uses :func:`initwise.fans.fans` and initializes stacked gate/q-k-v blocks separately.
+
+Every rule is validated when it is built, and policies round-trip through JSON:
+
+>>> p = Policy([Rule("zeros", role="bias"), Rule("auto", role="weight")], name="mine")
+>>> Policy.from_dict(p.to_dict()) == p
+True
+>>> get_policy("gpt2").name
+'gpt2'
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import math
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Literal, Union, get_args
+
+import torch
+from torch import nn
+
+from ._checks import check_choice, check_finite_positive, raise_unknown
+
+__all__ = [
+    "ACTIONS",
+    "PRESETS",
+    "ROLES",
+    "Policy",
+    "Rule",
+    "get_policy",
+    "presets",
+]
+
+Role = Literal[
+    "weight",
+    "bias",
+    "norm",
+    "norm_bias",
+    "norm_stats",
+    "embedding",
+    "recurrent",
+    "recurrent_input",
+    "recurrent_bias",
+    "branch",
+    "residual_out",
+    "residual_norm",
+    "branch_end",
+    "classifier",
+    "gate",
+    "scalar_bias",
+    "scalar_scale",
+    "other",
+]
+ROLES: tuple[str, ...] = get_args(Role)
+"""Every role a parameter can have. A parameter has a primary role and may have several
+(e.g. ``("residual_out", "branch", "weight")``); a rule's ``role`` matches any of them.
+
+- ``weight`` / ``bias``: ≥2-D weight and bias of a weight layer (Linear, Conv*, ConvTranspose*,
+  Bilinear, MultiheadAttention projections, HF Conv1D, any module with a ≥2-D parameter);
+- ``norm`` / ``norm_bias`` / ``norm_stats``: weight, bias and running statistics (buffers) of a
+  normalization layer (BatchNorm, LayerNorm, GroupNorm, InstanceNorm, RMSNorm, any class whose
+  name contains ``Norm``);
+- ``embedding``: the table of an ``Embedding``/``EmbeddingBag`` (or ``*Embedding*`` class);
+- ``recurrent`` (``weight_hh*``), ``recurrent_input`` (``weight_ih*``, ``weight_hr*``),
+  ``recurrent_bias`` (``bias_ih*``, ``bias_hh*``) of RNN/LSTM/GRU modules and cells;
+- ``branch``: a weight inside a residual branch; ``residual_out``: the last weight layer of a
+  residual branch (found by structure, or by name: ``c_proj``, ``o_proj``, ``out_proj``,
+  ``down_proj``, ``dense`` inside a ``*Output`` module); ``residual_norm``: a norm weight after
+  the last layer of a branch; ``branch_end``: what zeroes the branch (its ``residual_norm`` if
+  there is one, else its ``residual_out`` weight);
+- ``classifier``: the weight of the last ``nn.Linear`` (in execution order when known);
+- ``gate``: a scalar (one-element) parameter such as ReZero's ``resweight``/``alpha``;
+  ``scalar_bias`` / ``scalar_scale``: one-element parameters named ``bias*`` / ``scale*``
+  (Fixup's ``bias1a``, ``scale``);
+- ``other``: anything else (e.g. a ``pos_embed``/``cls_token`` tensor of a custom module).
+"""
+
+Action = Literal["auto", "keep", "forget_gate_bias", "inv_sqrt_uniform"]
+ACTIONS: tuple[str, ...] = get_args(Action)
+FanSource = Literal["module", "tensor"]
+DepthScale = Literal["none", "gpt2", "fixup"]
+_FAN_SOURCES: tuple[str, ...] = get_args(FanSource)
+_DEPTH_SCALES: tuple[str, ...] = get_args(DepthScale)
+
+_ACTION_PARAMS: dict[str, dict[str, Any]] = {
+    "auto": {"distribution": "normal"},
+    "keep": {},
+    "forget_gate_bias": {"value": 1.0},
+    "inv_sqrt_uniform": {"of": "fan_in", "scale": 1.0},
+}
+
+ModuleSpec = Union[str, type, tuple[Union[str, type], ...], None]  # noqa: UP007
+UserScheme = Callable[..., Any]
+
+
+def _check_params(scheme: str, params: Mapping[str, Any]) -> dict[str, Any]:
+    """Validate ``params`` for an action or a registry scheme; return the merged params."""
+    if scheme in _ACTION_PARAMS:
+        allowed = _ACTION_PARAMS[scheme]
+        for k in params:
+            if k not in allowed:
+                raise_unknown(f"parameter for action {scheme!r}:", k, allowed)
+        merged = {**allowed, **params}
+        if scheme == "auto":
+            from ._typing import DISTRIBUTIONS
+
+            check_choice("distribution", merged["distribution"], DISTRIBUTIONS)
+        elif scheme == "forget_gate_bias":
+            v = float(merged["value"])
+            if not math.isfinite(v):
+                raise ValueError(f"forget_gate_bias: value must be finite, got {v}")
+            merged["value"] = v
+        elif scheme == "inv_sqrt_uniform":
+            if not isinstance(merged["of"], str):
+                raise TypeError("inv_sqrt_uniform: 'of' must be 'fan_in' or a module attribute name")
+            merged["scale"] = check_finite_positive("scale", merged["scale"])
+        return merged
+    from .registry import get_scheme
+
+    probe = {k: (1.0 if v == "auto" and k == "gain" else v) for k, v in params.items()}
+    get_scheme(scheme, **probe)  # raises with the valid names / parameters
+    return dict(params)
+
+
+def _scheme_name(scheme: str) -> str:
+    key = scheme.strip().lower().replace("-", "_")
+    if key in ACTIONS:
+        return key
+    from .registry import get_scheme, scheme_names
+
+    try:
+        return get_scheme(key, **({"sparsity": 0.5} if key == "sparse" else {})).name
+    except ValueError:
+        raise_unknown("scheme or action", scheme, [*scheme_names(), *ACTIONS])
+
+
+def _module_spec(module: ModuleSpec) -> tuple[str | type, ...] | None:
+    if module is None:
+        return None
+    items = module if isinstance(module, tuple) else (module,)
+    for m in items:
+        if isinstance(m, str):
+            if not m.isidentifier():
+                raise ValueError(f"Rule.module: {m!r} is not a class name")
+        elif not (isinstance(m, type) and issubclass(m, nn.Module)):
+            raise TypeError(f"Rule.module must be nn.Module classes or class names, got {m!r}")
+    return tuple(items)
+
+
+def _compile_name(pattern: str | None) -> re.Pattern[str] | None:
+    if pattern is None:
+        return None
+    if not isinstance(pattern, str) or not pattern:
+        raise TypeError(f"Rule.name must be a non-empty glob or 're:' pattern, got {pattern!r}")
+    if pattern.startswith("re:"):
+        try:
+            return re.compile(pattern[3:])
+        except re.error as err:
+            raise ValueError(f"Rule.name: invalid regular expression {pattern[3:]!r}: {err}") from None
+    return re.compile(fnmatch.translate(pattern))
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One line of a :class:`Policy`: criteria (module, name, role) and what to do.
+
+    Args:
+        scheme: a registry scheme name (``"xavier_uniform"``; aliases accepted), an action
+            (:data:`ACTIONS`), or a callable ``fn(tensor, *, fans, generator)`` (not
+            JSON-serialisable; it is dry-run before anything is written).
+        params: the scheme's or action's parameters; ``gain="auto"`` is replaced by the exact
+            input-side gain of the layer.
+        module: class, class name or tuple of them; ``None`` matches any module.
+        name: glob (or ``"re:"`` regex) on the qualified parameter name; ``None`` matches any.
+        role: a role or tuple of roles (:data:`ROLES`); ``None`` matches any.
+        fans: ``"module"`` (layer-aware fans, stacked blocks separately) or ``"tensor"``
+            (raw tensor fans, whole tensor, as torch does).
+        scale: multiplies the values (``std``, bounds and means scale with it).
+        depth_scale: ``"none"``, ``"gpt2"`` (× ``1/sqrt(2·n_layer)``) or ``"fixup"``
+            (× ``L^(-1/(2m-2))``).
+        note: free text shown in plans (paper, formula).
+
+    >>> Rule("zeros", role="bias").matches(nn.Linear(2, 2), "fc.bias", ("bias",))
+    True
+    >>> Rule("zeros", role="biass")
+    Traceback (most recent call last):
+    ...
+    ValueError: unknown role 'biass'; did you mean 'bias'? Valid options: ...
+    """
+
+    scheme: str | UserScheme
+    params: Mapping[str, Any] = field(default_factory=dict)
+    module: ModuleSpec = None
+    name: str | None = None
+    role: str | tuple[str, ...] | None = None
+    fans: FanSource = "module"
+    scale: float = 1.0
+    depth_scale: DepthScale = "none"
+    note: str = ""
+
+    def __post_init__(self) -> None:
+        if isinstance(self.scheme, str):
+            scheme = _scheme_name(self.scheme)
+            object.__setattr__(self, "scheme", scheme)
+            params = _check_params(scheme, dict(self.params))
+        elif callable(self.scheme):
+            params = dict(self.params)
+        else:
+            raise TypeError(
+                f"Rule.scheme must be a scheme name, an action ({', '.join(ACTIONS)}) or a "
+                f"callable, got {type(self.scheme).__name__}"
+            )
+        object.__setattr__(self, "params", MappingProxyType(params))
+        object.__setattr__(self, "module", _module_spec(self.module))
+        _compile_name(self.name)
+        if self.role is not None:
+            roles = (self.role,) if isinstance(self.role, str) else tuple(self.role)
+            for r in roles:
+                check_choice("role", r, ROLES)
+            object.__setattr__(self, "role", roles if len(roles) > 1 else roles[0])
+        check_choice("fans", self.fans, _FAN_SOURCES)
+        check_choice("depth_scale", self.depth_scale, _DEPTH_SCALES)
+        object.__setattr__(self, "scale", check_finite_positive("scale", self.scale, allow_zero=True))
+        if not isinstance(self.note, str):
+            raise TypeError("Rule.note must be a string")
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Rule) and self.to_dict(strict=False) == other.to_dict(strict=False)
+
+    def __hash__(self) -> int:
+        return hash(repr(self.to_dict(strict=False)))
+
+    @property
+    def roles(self) -> tuple[str, ...]:
+        """The roles this rule matches (empty: any)."""
+        if self.role is None:
+            return ()
+        return (self.role,) if isinstance(self.role, str) else tuple(self.role)
+
+    @property
+    def is_callable(self) -> bool:
+        """Whether the scheme is a user callable (not JSON-serialisable, dry-run first)."""
+        return not isinstance(self.scheme, str)
+
+    def matches(self, module: nn.Module, name: str, roles: Sequence[str]) -> bool:
+        """Whether this rule applies to parameter ``name`` of ``module`` with ``roles``."""
+        return self.why(module, name, roles) is not None
+
+    def why(self, module: nn.Module, name: str, roles: Sequence[str]) -> str | None:
+        """Return a short explanation of the match, or ``None`` if the rule does not match."""
+        parts: list[str] = []
+        if self.module is not None:
+            assert isinstance(self.module, tuple)
+            mro = {c.__name__ for c in type(module).__mro__}
+            hit = next(
+                (m for m in self.module if (m in mro if isinstance(m, str) else isinstance(module, m))),
+                None,
+            )
+            if hit is None:
+                return None
+            parts.append(f"module is {hit if isinstance(hit, str) else hit.__name__}")
+        if self.name is not None:
+            pat = _compile_name(self.name)
+            assert pat is not None
+            ok = pat.search(name) if self.name.startswith("re:") else pat.match(name)
+            if not ok:
+                return None
+            parts.append(f"name ~ {self.name!r}")
+        if self.roles:
+            hit_role = next((r for r in roles if r in self.roles), None)
+            if hit_role is None:
+                return None
+            parts.append(f"role {hit_role}")
+        return ", ".join(parts) if parts else "catch-all"
+
+    def describe(self) -> str:
+        """One line: criteria -> scheme(params)."""
+        crit = []
+        if self.module is not None:
+            assert isinstance(self.module, tuple)
+            crit.append("module=" + "|".join(m if isinstance(m, str) else m.__name__ for m in self.module))
+        if self.name is not None:
+            crit.append(f"name={self.name}")
+        if self.roles:
+            crit.append("role=" + "|".join(self.roles))
+        what = self.scheme if isinstance(self.scheme, str) else getattr(self.scheme, "__name__", "callable")
+        args = ", ".join(f"{k}={v!r}" for k, v in self.params.items())
+        extra = ""
+        if self.scale != 1.0:
+            extra += f" x{self.scale:g}"
+        if self.depth_scale != "none":
+            extra += f" x{self.depth_scale}"
+        return f"{' '.join(crit) or 'any'} -> {what}({args}){extra}"
+
+    def to_dict(self, strict: bool = True) -> dict[str, Any]:
+        """JSON-able dict; raises ``TypeError`` for callable schemes or classes unless ``strict=False``."""
+        if self.is_callable:
+            if strict:
+                raise TypeError(
+                    "a Rule with a callable scheme cannot be serialised; register it with "
+                    "initwise.registry.register_scheme and use its name"
+                )
+            scheme: Any = f"<callable {getattr(self.scheme, '__name__', '?')} {id(self.scheme)}>"
+        else:
+            scheme = self.scheme
+        mods: Any = None
+        if self.module is not None:
+            assert isinstance(self.module, tuple)
+            mods = []
+            for m in self.module:
+                if isinstance(m, str):
+                    mods.append(m)
+                elif strict and m.__module__.split(".")[0] != "torch":
+                    mods.append(m.__name__)
+                else:
+                    mods.append(m.__name__)
+        return {
+            "scheme": scheme,
+            "params": dict(self.params),
+            "module": mods,
+            "name": self.name,
+            "role": list(self.roles) or None,
+            "fans": self.fans,
+            "scale": self.scale,
+            "depth_scale": self.depth_scale,
+            "note": self.note,
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Rule:
+        """Rebuild (and validate) a rule from :meth:`to_dict`'s output."""
+        valid = {"scheme", "params", "module", "name", "role", "fans", "scale", "depth_scale", "note"}
+        for k in d:
+            if k not in valid:
+                raise_unknown("Rule field", k, valid)
+        mod = d.get("module")
+        role = d.get("role")
+        return cls(
+            scheme=d["scheme"],
+            params=dict(d.get("params") or {}),
+            module=tuple(mod) if isinstance(mod, list) else mod,
+            name=d.get("name"),
+            role=tuple(role) if isinstance(role, list) else role,
+            fans=d.get("fans", "module"),
+            scale=d.get("scale", 1.0),
+            depth_scale=d.get("depth_scale", "none"),
+            note=d.get("note", ""),
+        )
+
+
+@dataclass(frozen=True)
+class Policy:
+    """An ordered list of rules (first match wins) plus model-level options.
+
+    Args:
+        rules: the rules, most specific first.
+        name: shown in plans.
+        strict: raise when a rule matches no parameter (otherwise the plan lists it).
+        n_layer: number of transformer blocks for ``depth_scale="gpt2"`` (default: inferred
+            from ``model.config`` or the structure).
+        branches: qualified module names that are residual branches (overrides detection).
+
+    >>> Policy([Rule("keep")]).describe().splitlines()[1]
+    '  0. any -> keep()'
+    """
+
+    rules: tuple[Rule, ...]
+    name: str = "custom"
+    strict: bool = False
+    n_layer: int | None = None
+    branches: tuple[str, ...] | None = None
+
+    def __post_init__(self) -> None:
+        rules = tuple(self.rules)
+        for i, r in enumerate(rules):
+            if not isinstance(r, Rule):
+                raise TypeError(f"Policy.rules[{i}] must be a Rule, got {type(r).__name__}")
+        object.__setattr__(self, "rules", rules)
+        if self.n_layer is not None and (not isinstance(self.n_layer, int) or self.n_layer < 1):
+            raise ValueError(f"Policy.n_layer must be a positive int, got {self.n_layer!r}")
+        if self.branches is not None:
+            if isinstance(self.branches, str):
+                raise TypeError("Policy.branches must be a sequence of module names, not a string")
+            object.__setattr__(self, "branches", tuple(self.branches))
+
+    def with_rules(self, *rules: Rule, first: bool = True) -> Policy:
+        """Return a copy with ``rules`` added before (default) or after the existing ones."""
+        new = (*rules, *self.rules) if first else (*self.rules, *rules)
+        return Policy(new, self.name, self.strict, self.n_layer, self.branches)
+
+    def replace(self, **changes: Any) -> Policy:
+        """Return a copy with fields replaced (``strict``, ``n_layer``, ``branches``, ``name``)."""
+        d = {"rules": self.rules, "name": self.name, "strict": self.strict,
+             "n_layer": self.n_layer, "branches": self.branches, **changes}  # fmt: skip
+        return Policy(**d)
+
+    def describe(self) -> str:
+        """A numbered listing of the rules."""
+        lines = [f"Policy {self.name!r}" + (" (strict)" if self.strict else "")]
+        lines += [f"  {i}. {r.describe()}" for i, r in enumerate(self.rules)]
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able dict (see :meth:`from_dict`)."""
+        return {
+            "name": self.name,
+            "strict": self.strict,
+            "n_layer": self.n_layer,
+            "branches": list(self.branches) if self.branches is not None else None,
+            "rules": [r.to_dict() for r in self.rules],
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Policy:
+        """Rebuild (and validate) a policy from :meth:`to_dict`'s output."""
+        valid = {"name", "strict", "n_layer", "branches", "rules"}
+        for k in d:
+            if k not in valid:
+                raise_unknown("Policy field", k, valid)
+        b = d.get("branches")
+        return cls(
+            rules=tuple(Rule.from_dict(r) for r in d.get("rules", ())),
+            name=d.get("name", "custom"),
+            strict=bool(d.get("strict", False)),
+            n_layer=d.get("n_layer"),
+            branches=tuple(b) if b is not None else None,
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# Presets
+# ---------------------------------------------------------------------------------------------
+
+_WEIGHT_LAYERS = ("Linear", "Conv1d", "Conv2d", "Conv3d", "ConvTranspose1d", "ConvTranspose2d",
+                  "ConvTranspose3d", "Conv1D")  # fmt: skip
+_RNN = ("RNNBase", "RNNCellBase")
+_BATCHNORM = ("_BatchNorm",)
+
+
+def _common_tail() -> list[Rule]:
+    """Rules shared by the variance-scaling presets after their weight rule."""
+    return [
+        Rule("zeros", role=("bias", "recurrent_bias", "norm_bias", "scalar_bias")),
+        Rule("ones", role=("norm", "scalar_scale")),
+        Rule("zeros", role="norm_stats", name="*running_mean"),
+        Rule("ones", role="norm_stats", name="*running_var"),
+        Rule("keep", note="not covered by the preset: left to the module"),
+    ]
+
+
+def _structural_head() -> list[Rule]:
+    return [
+        Rule("normal", {"mean": 0.0, "std": 1.0}, role="embedding", note="unit-variance embedding rows"),
+        Rule("orthogonal", role="recurrent", note="orthogonal per gate block (Saxe et al. 2013)"),
+        Rule("forget_gate_bias", {"value": 1.0}, module="LSTM", role="recurrent_bias",
+             note="Jozefowicz et al. 2015"),
+        Rule("forget_gate_bias", {"value": 1.0}, module="LSTMCell", role="recurrent_bias"),
+    ]
+
+
+class _Presets:
+    """Named policies. ``initwise.presets.gpt2(n_layer=12)`` builds one with options.
+
+    >>> sorted(presets.names())[:3]
+    ['auto', 'dcgan', 'fixup']
+    """
+
+    def names(self) -> tuple[str, ...]:
+        return PRESETS
+
+    def get(self, name: str) -> Policy:
+        check = name.strip().lower() if isinstance(name, str) else name
+        if check not in PRESETS:
+            raise_unknown("preset", name, PRESETS)
+        fn: Callable[[], Policy] = getattr(self, check)
+        return fn()
+
+    def auto(self, distribution: str = "normal") -> Policy:
+        """Variance-preserving init with the exact gain of each layer's input nonlinearity.
+
+        Weights ``N(0, g²/fan_in)`` with layer-aware fans and ``g = gains.gain(act)`` of the
+        activation feeding the layer (1 for raw input); embeddings ``N(0, 1)``; recurrent
+        weights orthogonal per gate block; LSTM forget-gate bias 1; biases 0; norms 1/0.
+        """
+        return Policy(
+            (
+                *_structural_head(),
+                Rule("auto", {"distribution": distribution},
+                     role=("weight", "recurrent_input", "branch", "residual_out", "classifier"),
+                     note="N(0, g²/fan_in), g = exact gain of the input-side activation"),
+                *_common_tail(),
+            ),
+            name="auto",
+        )
+
+    def torch(self) -> Policy:
+        """Exactly what PyTorch's constructors do (values from the keyed engine)."""
+        r5 = math.sqrt(5.0)
+        return Policy(
+            (
+                Rule("xavier_uniform", module="MultiheadAttention",
+                     name="re:(in_proj_weight|[qkv]_proj_weight)$", fans="tensor"),
+                Rule("xavier_normal", module="MultiheadAttention", name="re:bias_[kv]$", fans="tensor"),
+                Rule("zeros", module="MultiheadAttention", name="*in_proj_bias"),
+                Rule("zeros", module="NonDynamicallyQuantizableLinear", role="bias",
+                     note="MultiheadAttention zeroes out_proj.bias"),
+                Rule("inv_sqrt_uniform", {"of": "hidden_size"}, module=_RNN,
+                     note="U(±1/sqrt(hidden_size)) for every RNN parameter"),
+                Rule("inv_sqrt_uniform", {"of": "in1_features"}, module="Bilinear"),
+                Rule("kaiming_uniform", {"a": r5}, module=_WEIGHT_LAYERS, role="weight",
+                     fans="tensor", note="kaiming_uniform(a=sqrt(5)) = U(±1/sqrt(fan_in))"),
+                Rule("inv_sqrt_uniform", module=_WEIGHT_LAYERS, role="bias",
+                     note="U(±1/sqrt(fan_in of the weight tensor))"),
+                Rule("normal", {"mean": 0.0, "std": 1.0}, module=("Embedding", "EmbeddingBag"),
+                     role="embedding"),
+                Rule("ones", role="norm"),
+                Rule("zeros", role="norm_bias"),
+                Rule("zeros", role="norm_stats", name="*running_mean"),
+                Rule("ones", role="norm_stats", name="*running_var"),
+                Rule("keep", note="not a torch built-in: left to the module"),
+            ),
+            name="torch",
+        )
+
+    def _simple(self, name: str, scheme: str, params: Mapping[str, Any]) -> Policy:
+        return Policy(
+            (
+                *_structural_head(),
+                Rule(scheme, dict(params), role=("weight", "recurrent_input", "branch",
+                                                  "residual_out", "classifier")),
+                *_common_tail(),
+            ),
+            name=name,
+        )
+
+    def xavier(self) -> Policy:
+        """Glorot & Bengio 2010: ``U(±sqrt(6/(fan_in+fan_out)))`` for weights."""
+        return self._simple("xavier", "xavier_uniform", {})
+
+    def kaiming(self) -> Policy:
+        """He et al. 2015: ``N(0, 2/fan_in)`` (ReLU gain) for weights."""
+        return self._simple("kaiming", "kaiming_normal", {"nonlinearity": "relu"})
+
+    def lecun(self) -> Policy:
+        """LeCun et al. 1998: ``N(0, 1/fan_in)`` for weights."""
+        return self._simple("lecun", "lecun_normal", {})
+
+    def orthogonal(self) -> Policy:
+        """Saxe et al. 2013: orthogonal weights with the exact input-side gain."""
+        return self._simple("orthogonal", "orthogonal", {"gain": "auto"})
+
+    def gpt2(self, n_layer: int | None = None, std: float = 0.02) -> Policy:
+        """Radford et al. 2019: ``N(0, 0.02²)`` everywhere, residual outputs ``/sqrt(2·n_layer)``."""
+        s = {"mean": 0.0, "std": std}
+        return Policy(
+            (
+                Rule("normal", s, role="residual_out", depth_scale="gpt2",
+                     note="N(0, (0.02/sqrt(2·n_layer))²)"),
+                Rule("normal", s, role=("embedding", "weight", "recurrent", "recurrent_input",
+                                        "branch", "classifier")),
+                *_common_tail(),
+            ),
+            name="gpt2",
+            n_layer=n_layer,
+        )
+
+    def fixup(self, branches: Sequence[str] | None = None) -> Policy:
+        """Zhang et al. 2019: branch layers ×L^(-1/(2m-2)), last branch layer and classifier 0."""
+        return Policy(
+            (
+                Rule("zeros", role=("classifier", "residual_out"),
+                     note="last layer of each branch and the classifier start at 0"),
+                Rule("auto", role="branch", depth_scale="fixup", note="He-style × L^(-1/(2m-2))"),
+                *_structural_head(),
+                Rule("auto", role=("weight", "recurrent_input")),
+                *_common_tail(),
+            ),
+            name="fixup",
+            branches=tuple(branches) if branches is not None else None,
+        )
+
+    def zero_residual(self, branches: Sequence[str] | None = None) -> Policy:
+        """Goyal et al. 2017: each residual branch ends at 0 (last norm weight, else last layer)."""
+        return Policy(
+            (Rule("zeros", role="branch_end"), *self.auto().rules),
+            name="zero_residual",
+            branches=tuple(branches) if branches is not None else None,
+        )
+
+    def rezero(self) -> Policy:
+        """Bachlechner et al. 2020 / De & Smith 2020: residual gates (``resweight``, ``alpha``) = 0."""
+        return Policy((Rule("zeros", role="gate"), *self.auto().rules), name="rezero")
+
+    def dcgan(self) -> Policy:
+        """Radford et al. 2015: conv/linear ``N(0, 0.02²)``, BatchNorm weight ``N(1, 0.02²)``."""
+        return Policy(
+            (
+                Rule("normal", {"mean": 1.0, "std": 0.02}, module=_BATCHNORM, role="norm"),
+                Rule("normal", {"mean": 0.0, "std": 0.02},
+                     role=("weight", "embedding", "branch", "residual_out", "classifier")),
+                *_common_tail(),
+            ),
+            name="dcgan",
+        )
+
+
+PRESETS: tuple[str, ...] = ("auto", "torch", "xavier", "kaiming", "lecun", "orthogonal", "gpt2",
+                            "fixup", "zero_residual", "rezero", "dcgan")  # fmt: skip
+presets = _Presets()
+
+
+def get_policy(policy: str | Policy | Iterable[Rule]) -> Policy:
+    """Return ``policy`` as a :class:`Policy`: a preset name, a Policy, or a list of rules.
+
+    >>> get_policy("kaiming").rules[4].scheme
+    'kaiming_normal'
+    >>> get_policy("gtp2")
+    Traceback (most recent call last):
+    ...
+    ValueError: unknown preset 'gtp2'; did you mean 'gpt2'? Valid options: ...
+    """
+    if isinstance(policy, Policy):
+        return policy
+    if isinstance(policy, str):
+        return presets.get(policy)
+    if isinstance(policy, torch.Tensor):
+        raise TypeError("policy must be a preset name, a Policy or a list of Rules")
+    try:
+        return Policy(tuple(policy))
+    except TypeError:
+        raise TypeError(
+            f"policy must be a preset name ({', '.join(PRESETS)}), a Policy or a list of Rules, "
+            f"got {type(policy).__name__}"
+        ) from None
