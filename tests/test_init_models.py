@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import importlib
 import json
 import math
 import warnings
@@ -13,8 +14,9 @@ import torch
 from scipy import stats
 from torch import nn
 
-import initwise.plan as P
 from initwise.policy import Policy, Rule, presets
+
+P = importlib.import_module("initwise.plan")
 
 ACTS = {
     "gelu": nn.GELU, "silu": nn.SiLU, "mish": nn.Mish, "tanh": nn.Tanh, "relu": nn.ReLU,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 
 import pytest
@@ -10,8 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-import initwise.plan as P
 from initwise.policy import PRESETS, ROLES, Policy, Rule, get_policy, presets
+
+P = importlib.import_module("initwise.plan")
 
 
 @pytest.mark.parametrize("name", PRESETS)
