@@ -11,6 +11,7 @@ from __future__ import annotations
 from ._checks import InitwiseWarning
 from .fans import FanRule, Fans, describe_layout, fans, gate_blocks, register_fans, tensor_fans, unregister_fans
 from .gains import ACTIVATIONS, activation_name, calculate_gain, gain, mean_and_second_moment, second_moment
+from .lsuv import LayerRule, LSUVError, LSUVLayer, LSUVReport, LSUVStep, lsuv
 from .plan import EntryChange, InitError, Plan, PlanEntry, init, plan
 from .policy import PRESETS, Policy, Rule, get_policy, presets
 from .registry import Scheme, SchemeStats, get_scheme, register_scheme, schemes
@@ -40,6 +41,12 @@ from .schemes import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "LSUVError",
+    "LSUVLayer",
+    "LSUVReport",
+    "LSUVStep",
+    "LayerRule",
+    "lsuv",
     "PRESETS",
     "EntryChange",
     "InitError",

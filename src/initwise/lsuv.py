@@ -1,0 +1,859 @@
+"""LSUV: data-driven layer-sequential unit-variance init, calibrated in one forward pass.
+
+Mishkin & Matas, "All you need is a good init" (ICLR 2016): pre-initialize every weighted
+layer orthogonally, then rescale each layer's weight so that its output on a real batch has
+standard deviation ``target_std``.
+
+How it is done here. A layer's output is linear in its weight: ``y = u + b`` with ``u`` linear
+in ``W``, so scaling ``W`` by ``s`` turns ``y`` into ``s * u + b`` exactly. A forward hook on
+each layer measures the output, solves for ``s``, rescales the weight *and returns the
+corrected output*, so every later layer already sees the calibrated signal. Layers are thus
+calibrated in the order they execute, all in one forward pass; a second pass verifies every
+layer (and re-corrects any that drifted, e.g. a module called twice); the loop stops at the
+first pass that needs no correction. A plain MLP or CNN takes exactly two passes.
+
+Definitions (all documented in ``docs/lsuv.md``):
+
+* ``std`` is ``torch.std`` (correction 1) over *all* elements of the layer's output.
+* Converged means ``|std / target_std - 1| <= tol`` for every calibrated layer, measured by
+  a fresh forward pass with the final weights on the same batch.
+* ``include_bias=True`` (default): the target is the std of the output including the bias.
+  Then ``var(s*u + B) = s^2 var(u) + 2 s cov(u, B) + var(B)`` (``B`` the bias broadcast over
+  the output) is solved exactly for the positive root ``s``. ``include_bias=False`` targets
+  ``std(y - B)``, i.e. ``s = target / std(u)``. ``zero_bias=True`` zeroes calibrated layers'
+  biases first (as in the paper).
+* Layers: ``nn.Linear``, ``nn.Conv1d/2d/3d``, ``nn.ConvTranspose1d/2d/3d``, Hugging Face
+  ``Conv1D``; ``nn.MultiheadAttention``: the value block of the input projection is
+  calibrated on ``value @ W_v.T + b_v`` (computed from the module's input, exact), the query and
+  key blocks are only orthogonally pre-initialized (their scale sets the softmax temperature,
+  which is not a variance criterion), and ``out_proj`` is calibrated on the module's output;
+  RNNs (``nn.RNN``/``LSTM``/``GRU`` and their cells): the first layer's input weights
+  ``weight_ih_l0`` (and ``_reverse``) are calibrated on the input projection ``x @ W_ih.T +
+  b_ih`` (all gates together, each gate block pre-initialized orthogonally); deeper RNN layers'
+  inputs are internal to the fused kernel and are left untouched. Other layers through
+  ``custom_layers={MyLayer: LayerRule(...)}`` (output linear in the named weight).
+* A module called several times (shared weights, or one parameter tied into several modules)
+  is calibrated on its **first call** in execution order; every call is reported. This is the
+  only rule that is exact in one pass (layers between the calls see a signal that stays valid);
+  later calls show the network's real gain on re-entry.
+* Normalization: layers whose output goes straight into a normalization that uses the
+  statistics of its input (train-mode batch norm, group/layer/instance/RMS norm) are still
+  calibrated but marked ``normalized_by`` (their scale is irrelevant downstream).
+* Modes: during calibration every module is in eval mode (no dropout) except batch/instance
+  norm layers, which keep their mode; all modes are restored afterwards. All buffers (batch-norm
+  running statistics included) are restored bitwise. Gradients and ``requires_grad`` are not
+  touched (the passes run under ``torch.no_grad()``).
+* Failure (non-finite input or activation, a layer with zero output variance, a bias whose
+  variance alone exceeds the target, a one-sample batch, any exception in the model): a clear
+  error naming the layer, with every parameter and buffer restored bitwise, modes restored and
+  hooks removed. Memory: one copy of each calibrated weight (and of all buffers) while running.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import math
+import warnings
+import weakref
+import zlib
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal, Union
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ._checks import InitwiseWarning, check_finite_positive, raise_unknown
+
+__all__ = ["LSUVError", "LSUVLayer", "LSUVReport", "LSUVStep", "LayerRule", "lsuv"]
+
+logger = logging.getLogger(__name__)
+
+Only = Union[str, Sequence[str], Callable[[str, nn.Module], bool], None]  # noqa: UP007
+
+
+class LSUVError(RuntimeError):
+    """LSUV could not calibrate a layer; ``layer`` names it (``None`` for whole-batch errors).
+
+    The model is restored to its exact state before the call whenever this is raised.
+    """
+
+    def __init__(self, message: str, layer: str | None = None) -> None:
+        super().__init__(message)
+        self.layer = layer
+
+
+@dataclass(frozen=True)
+class LayerRule:
+    """How to calibrate a user layer type: the weight, the bias, and where the bias broadcasts.
+
+    The layer's output (its first element if it returns a tuple) must be ``u + B`` with ``u``
+    linear in ``getattr(module, weight)`` and ``B`` the bias broadcast along ``bias_dim`` of
+    the output (``-1``: last dimension, like ``nn.Linear``; ``1``: channels, like convs).
+
+    >>> LayerRule("kernel", bias=None)
+    LayerRule(weight='kernel', bias=None, bias_dim=-1)
+    """
+
+    weight: str = "weight"
+    bias: str | None = "bias"
+    bias_dim: int = -1
+
+
+@dataclass(frozen=True)
+class LSUVLayer:
+    """One calibrated layer call, in execution order.
+
+    ``name`` is the qualified name of the rescaled weight (``attn.in_proj_weight[v]`` for a
+    block), ``module`` the module that was called, ``call`` its call index within a forward
+    pass (shared modules have several rows), ``calibrated`` whether this call set the scale
+    (the first call) or is only reported. ``std_before`` is the output std in the first pass
+    before this layer was rescaled (upstream layers already calibrated), ``std_after`` the std
+    in the final verification pass. ``scale`` is the total factor applied to the weight since
+    its (orthogonal) pre-init, ``iterations`` the number of passes that rescaled it.
+    """
+
+    name: str
+    module: str
+    kind: str
+    call: int
+    calibrated: bool
+    std_before: float | None
+    std_after: float
+    scale: float
+    iterations: int
+    normalized_by: str | None = None
+
+
+@dataclass(frozen=True)
+class LSUVStep:
+    """Progress event: one layer call measured in pass ``pass_index`` (1-based)."""
+
+    pass_index: int
+    name: str
+    call: int
+    std: float
+    rescaled_by: float
+
+
+@dataclass
+class LSUVReport:
+    """Result of :func:`lsuv`: per-layer rows in execution order and the cost of the run."""
+
+    layers: list[LSUVLayer]
+    forward_passes: int
+    target_std: float
+    tol: float
+    include_bias: bool
+    converged: bool
+    max_error: float
+    skipped: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-able dict (rows as dicts)."""
+        return asdict(self)
+
+    def __str__(self) -> str:
+        head = (
+            f"LSUV: {len(self.layers)} layer calls, {self.forward_passes} forward passes, "
+            f"target std {self.target_std:g}, max |std/target - 1| = {self.max_error:.2e} "
+            f"(tol {self.tol:g}, {'converged' if self.converged else 'NOT converged'})"
+        )
+        rows = [("layer", "call", "std before", "std after", "scale", "iters", "note")]
+        for r in self.layers:
+            note = "" if r.calibrated else "reported only (shared)"
+            if r.normalized_by:
+                note = (note + "; " if note else "") + f"re-normalized by {r.normalized_by}"
+            before = "-" if r.std_before is None else f"{r.std_before:.4f}"
+            rows.append(
+                (r.name, str(r.call), before, f"{r.std_after:.4f}", f"{r.scale:.4g}",
+                 str(r.iterations), note)
+            )  # fmt: skip
+        widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+        lines = [head] + ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows]
+        if self.skipped:
+            lines.append(f"not executed (left untouched): {', '.join(self.skipped)}")
+        return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------
+# Units: one calibrated weight (or weight block) as seen by one module
+# --------------------------------------------------------------------------------------------
+
+
+class _Weight:
+    """State of one calibrated weight (block), shared by all modules that use it."""
+
+    def __init__(self, name: str, param: torch.Tensor, rows: slice | None, blocks: int,
+                 extra_ortho: list[tuple[str, slice]]) -> None:  # fmt: skip
+        self.name = name
+        self.param = param
+        self.rows = rows
+        self.blocks = blocks
+        self.extra_ortho = extra_ortho  # other row blocks of param: pre-init only (MHA q, k)
+        self.preinit_done = False
+        self.scale = 1.0
+        self.iterations = 0
+        self.calls = 0  # calls in the current pass
+
+    def view(self) -> torch.Tensor:
+        return self.param if self.rows is None else self.param[self.rows]
+
+
+class _Unit:
+    """A weight as used by one module: where its output is and how the bias broadcasts."""
+
+    def __init__(self, module_name: str, module: nn.Module, kind: str, weight: _Weight,
+                 bias: torch.Tensor | None, bias_rows: slice | None, at: Literal["output", "input"],
+                 bias_dim: Callable[[torch.Tensor], int],
+                 take_input: Callable[[tuple[Any, ...], dict[str, Any]], Any] | None = None,
+                 ) -> None:  # fmt: skip
+        self.module_name = module_name
+        self.module = module
+        self.kind = kind
+        self.weight = weight
+        self.bias_param = bias
+        self.bias_rows = bias_rows
+        self.at = at
+        self.bias_dim = bias_dim
+        self.take_input = take_input
+
+    def bias(self) -> torch.Tensor | None:
+        if self.bias_param is None:
+            return None
+        return self.bias_param if self.bias_rows is None else self.bias_param[self.bias_rows]
+
+    def names(self) -> tuple[str, ...]:
+        base = self.weight.name.split("[", 1)[0]
+        return (self.module_name, self.weight.name, base)
+
+
+def _last(_: torch.Tensor) -> int:
+    return -1
+
+
+def _fixed(d: int) -> Callable[[torch.Tensor], int]:
+    def dim(_: torch.Tensor) -> int:
+        return d
+
+    return dim
+
+
+def _conv_channel(weight_dim: int) -> Callable[[torch.Tensor], int]:
+    def dim(y: torch.Tensor) -> int:
+        return 1 if y.dim() == weight_dim else 0  # unbatched conv input: channels first
+
+    return dim
+
+
+_CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d,
+          nn.ConvTranspose3d)  # fmt: skip
+
+
+def _is_hf_conv1d(m: nn.Module) -> bool:
+    t = type(m)
+    return t.__name__ == "Conv1D" and t.__module__.startswith("transformers")
+
+
+def _rnn_input(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    x = args[0] if args else kwargs.get("input")
+    if isinstance(x, nn.utils.rnn.PackedSequence):
+        return x.data
+    return x
+
+
+def _mha_value(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    return args[2] if len(args) > 2 else kwargs.get("value")
+
+
+def _param(module: nn.Module, name: str | None) -> torch.Tensor | None:
+    if name is None:
+        return None
+    p = getattr(module, name, None)
+    return p if isinstance(p, torch.Tensor) else None
+
+
+def _discover(model: nn.Module, custom: Mapping[type, LayerRule]) -> list[_Unit]:
+    """All calibratable units of ``model`` (module registration order; execution decides)."""
+    weights: dict[tuple[int, int | None], _Weight] = {}
+    units: list[_Unit] = []
+    skip: set[int] = set()
+
+    def weight(name: str, p: torch.Tensor, rows: slice | None = None, blocks: int = 1,
+               extra: list[tuple[str, slice]] | None = None) -> _Weight:  # fmt: skip
+        key = (id(p), None if rows is None else rows.start)
+        if key not in weights:
+            weights[key] = _Weight(name, p, rows, blocks, extra or [])
+        return weights[key]
+
+    for mname, m in model.named_modules():
+        if id(m) in skip:
+            continue
+        prefix = f"{mname}." if mname else ""
+        rule = next((r for t, r in custom.items() if isinstance(m, t)), None)
+        if rule is not None:
+            w = _param(m, rule.weight)
+            if w is None:
+                raise ValueError(
+                    f"custom_layers: {mname or '<root>'} ({type(m).__name__}) has no tensor "
+                    f"attribute {rule.weight!r}"
+                )
+            units.append(_Unit(mname, m, type(m).__name__, weight(prefix + rule.weight, w),
+                               _param(m, rule.bias), None, "output", _fixed(rule.bias_dim)))  # fmt: skip
+        elif isinstance(m, nn.MultiheadAttention):
+            e = m.embed_dim
+            bias = m.in_proj_bias
+            if m._qkv_same_embed_dim:
+                assert m.in_proj_weight is not None
+                wv = weight(prefix + "in_proj_weight[v]", m.in_proj_weight, slice(2 * e, 3 * e),
+                            extra=[(prefix + "in_proj_weight[q]", slice(0, e)),
+                                   (prefix + "in_proj_weight[k]", slice(e, 2 * e))])  # fmt: skip
+            else:
+                assert m.v_proj_weight is not None
+                wv = weight(prefix + "v_proj_weight", m.v_proj_weight)
+            units.append(_Unit(mname, m, "MultiheadAttention[v]", wv, bias,
+                               slice(2 * e, 3 * e), "input", _last, _mha_value))  # fmt: skip
+            wo = weight(prefix + "out_proj.weight", m.out_proj.weight)
+            units.append(_Unit(mname, m, "MultiheadAttention[out]", wo, m.out_proj.bias, None,
+                               "output", _last))  # fmt: skip
+            skip.add(id(m.out_proj))  # called functionally by MHA, never as a module
+        elif isinstance(m, (nn.RNNBase, nn.RNNCellBase)):
+            suffixes = ["_l0", "_l0_reverse"] if isinstance(m, nn.RNNBase) else [""]
+            if isinstance(m, nn.RNNBase) and not m.bidirectional:
+                suffixes = ["_l0"]
+            for s in suffixes:
+                w = _param(m, "weight_ih" + s)
+                if w is None:
+                    continue
+                blocks = max(1, w.shape[0] // m.hidden_size)
+                units.append(_Unit(mname, m, type(m).__name__, weight(prefix + "weight_ih" + s, w,
+                                   blocks=blocks), _param(m, "bias_ih" + s), None, "input",
+                                   _last, _rnn_input))  # fmt: skip
+        elif isinstance(m, _CONVS):
+            units.append(_Unit(mname, m, type(m).__name__, weight(prefix + "weight", m.weight),
+                               m.bias, None, "output", _conv_channel(m.weight.dim())))  # fmt: skip
+        elif isinstance(m, nn.Linear) or _is_hf_conv1d(m):
+            w = _param(m, "weight")
+            if w is None:
+                continue
+            units.append(_Unit(mname, m, type(m).__name__, weight(prefix + "weight", w),
+                               _param(m, "bias"), None, "output", _last))  # fmt: skip
+    return units
+
+
+def _select(units: list[_Unit], only: Only) -> list[_Unit]:
+    if only is None:
+        return units
+    if callable(only):
+        return [u for u in units if only(u.module_name, u.module)]
+    patterns = [only] if isinstance(only, str) else list(only)
+    if not patterns or not all(isinstance(p, str) for p in patterns):
+        raise TypeError("only= must be a name, a sequence of names or a predicate (name, module)")
+
+    def match(name: str, p: str) -> bool:
+        return name == p or name.startswith(p + ".") or name.startswith(p + "[")
+
+    for p in patterns:
+        if not any(match(n, p) for u in units for n in u.names()):
+            raise_unknown("layer name in only=", p, {n for u in units for n in u.names()})
+    return [u for u in units if any(match(n, p) for n in u.names() for p in patterns)]
+
+
+# --------------------------------------------------------------------------------------------
+# Math: the exact scale
+# --------------------------------------------------------------------------------------------
+
+
+def _bias_view(bias: torch.Tensor, like: torch.Tensor, dim: int) -> torch.Tensor:
+    shape = [1] * like.dim()
+    shape[dim % like.dim()] = -1
+    return bias.detach().to(like.dtype).reshape(shape)
+
+
+def _stats(t: torch.Tensor, bias: torch.Tensor | None, dim: int, *, has_bias: bool
+           ) -> tuple[float, float, float, int]:  # fmt: skip
+    """Population ``var(u)``, ``cov(u, B)``, ``var(B)`` over all elements, and the count.
+
+    ``t`` is the output ``y = u + B`` (``has_bias``) or ``u``; ``B`` is ``bias`` broadcast along
+    ``dim``. Every channel has the same number of elements, so element means of ``B`` terms are
+    channel means: one reduction over ``t`` plus channel means, no copy of ``t``, unless the
+    bias dominates ``var(y)`` (then ``var(u)`` is recomputed directly to avoid cancellation).
+    Non-finite values in ``t`` make ``var(u)`` non-finite (the caller's check).
+    """
+    n = t.numel()
+    var_t = float(t.var(correction=0))
+    if bias is None or not math.isfinite(var_t):
+        return var_t, 0.0, 0.0, n
+    d = dim % t.dim()
+    others = [i for i in range(t.dim()) if i != d]
+    m = (t.mean(dim=others) if others else t).double()
+    b = bias.detach().double().reshape(-1)
+    bc = b - b.mean()
+    cov_tb = float(((m - m.mean()) * bc).mean())
+    var_b = float((bc * bc).mean())
+    if not has_bias:
+        return var_t, cov_tb, var_b, n
+    var_u = var_t - 2.0 * cov_tb + var_b
+    if var_u < 0.5 * var_t:
+        var_u = float((t - _bias_view(bias, t, dim)).var(correction=0))
+    return var_u, cov_tb - var_b, var_b, n
+
+
+def _solve_scale(a: float, c: float, d: float, n: int, target: float, name: str) -> float:
+    """Positive ``s`` with ``std(s u + B) = target`` (unbiased std), from population moments."""
+    t2 = target * target * (n - 1) / n  # target as a population variance
+    if not (math.isfinite(a) and a > 0.0):
+        raise LSUVError(
+            f"lsuv: the output of layer {name!r} has zero variance (all units dead or a "
+            "constant input); cannot rescale it to the target std",
+            name,
+        )
+    disc = c * c - a * (d - t2)
+    s = (-c + math.sqrt(disc)) / a if disc >= 0 else -1.0
+    if not (math.isfinite(s) and s > 0.0):
+        raise LSUVError(
+            f"lsuv: the bias of layer {name!r} alone has std {math.sqrt(d * n / (n - 1)):.4g}"
+            f" >= target {target:g}; no weight scale reaches the target. Use "
+            "include_bias=False or zero_bias=True",
+            name,
+        )
+    return s
+
+
+def _std(a: float, c: float, d: float, n: int, s: float = 1.0) -> float:
+    """Unbiased std of ``s u + B`` from population moments of ``u`` and ``B``."""
+    return math.sqrt(max(s * s * a + 2 * s * c + d, 0.0) * n / (n - 1))
+
+
+# --------------------------------------------------------------------------------------------
+# The run
+# --------------------------------------------------------------------------------------------
+
+_NORMS: tuple[type, ...] = (nn.modules.batchnorm._BatchNorm, nn.modules.instancenorm._InstanceNorm,
+                            nn.GroupNorm, nn.LayerNorm) + ((nn.RMSNorm,) if hasattr(nn, "RMSNorm")
+                                                           else ())  # fmt: skip
+_KEEP_MODE: tuple[type, ...] = (nn.modules.batchnorm._BatchNorm, nn.modules.instancenorm._InstanceNorm)
+# Modules whose own ``training`` flag only gates a fused inference path that skips submodule
+# calls (and hence hooks); their dropout lives in submodules, which are in eval mode.
+_NO_FASTPATH: tuple[type, ...] = (nn.TransformerEncoderLayer, nn.TransformerEncoder)
+
+
+def _uses_batch_stats(m: nn.Module) -> bool:
+    if isinstance(m, (nn.modules.batchnorm._BatchNorm, nn.modules.instancenorm._InstanceNorm)):
+        return m.training or getattr(m, "running_mean", None) is None
+    return True
+
+
+def _make_generator(seed: int | None, name: str, device: torch.device) -> Any:
+    if seed is None:
+        return None
+    try:  # the keyed counter-based engine, when available
+        key = importlib.import_module(f"{__package__}.random").key
+        return key(seed, name)
+    except (ImportError, AttributeError):
+        h = zlib.crc32(name.encode("utf-8"))
+        return torch.Generator().manual_seed((int(seed) + h) % (2**63))
+
+
+def _orthogonal(t: torch.Tensor, name: str, seed: int | None) -> None:
+    orthogonal_: Callable[..., Any] | None
+    try:
+        from .schemes import orthogonal_
+    except ImportError:  # pragma: no cover - schemes ships with the package
+        orthogonal_ = None
+    gen = _make_generator(seed, name, t.device)
+    if orthogonal_ is not None:
+        orthogonal_(t, generator=gen)
+        return
+    work = torch.empty(t.shape, dtype=torch.float64 if t.dtype == torch.float64 else torch.float32)
+    nn.init.orthogonal_(work, generator=gen)  # pragma: no cover
+    t.copy_(work)  # pragma: no cover
+
+
+class _Run:
+    def __init__(self, model: nn.Module, units: list[_Unit], *, target: float, tol: float,
+                 include_bias: bool, orthogonal_first: bool, zero_bias: bool, seed: int | None,
+                 progress: Callable[[LSUVStep], None] | None) -> None:  # fmt: skip
+        self.model = model
+        self.units = units
+        self.target = target
+        self.tol = tol
+        self.include_bias = include_bias
+        self.orthogonal_first = orthogonal_first
+        self.zero_bias = zero_bias
+        self.seed = seed
+        self.progress = progress
+        self.pass_index = 0
+        self.corrections = 0
+        self.param_backup: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        # rows[(weight name, call)] = [module, kind, std_before, std_last, normalized_by]
+        self.rows: dict[tuple[str, int], list[Any]] = {}
+        self.order: list[tuple[str, int]] = []
+        self.outputs: weakref.WeakValueDictionary[int, torch.Tensor] = weakref.WeakValueDictionary()
+        self.output_keys: dict[int, tuple[str, int]] = {}
+        self.by_module: dict[int, list[_Unit]] = {}
+        self.norm_names: dict[int, str] = {}
+
+    # -- state backup ------------------------------------------------------------------------
+    def backup(self, p: torch.Tensor) -> None:
+        if id(p) not in self.param_backup:
+            self.param_backup[id(p)] = (p, p.detach().clone())
+
+    def restore_params(self) -> None:
+        with torch.no_grad():
+            for p, saved in self.param_backup.values():
+                p.copy_(saved)
+
+    # -- per call ----------------------------------------------------------------------------
+    def preinit(self, unit: _Unit) -> None:
+        w = unit.weight
+        if w.preinit_done:
+            return
+        w.preinit_done = True
+        if not (self.orthogonal_first or (self.zero_bias and unit.bias_param is not None)):
+            return
+        self.backup(w.param)
+        if self.orthogonal_first:
+            view = w.view()
+            step = view.shape[0] // w.blocks
+            for i in range(w.blocks):
+                blk = view if w.blocks == 1 else view[i * step : (i + 1) * step]
+                _orthogonal(blk, w.name if w.blocks == 1 else f"{w.name}[{i}]", self.seed)
+            for name, rows in w.extra_ortho:
+                _orthogonal(w.param[rows], name, self.seed)
+        b = unit.bias()
+        if self.zero_bias and b is not None and unit.bias_param is not None:
+            self.backup(unit.bias_param)
+            b.zero_()
+
+    def measure(self, unit: _Unit, t: torch.Tensor, bias: torch.Tensor | None, dim: int,
+                has_bias: bool, inp: Any = None) -> tuple[float, float, float, int]:  # fmt: skip
+        name = unit.weight.name
+        if t.numel() < 2:
+            raise LSUVError(f"lsuv: layer {name!r} produced fewer than 2 values", name)
+        a, c, d, n = _stats(t, bias, dim, has_bias=has_bias)
+        if not self.include_bias:
+            c = d = 0.0
+        if not math.isfinite(a):
+            why = "its weight or bias"
+            bad_input = isinstance(inp, torch.Tensor) and inp.is_floating_point()
+            if bad_input and not bool(torch.isfinite(inp).all()):
+                why = "its input (an earlier operation overflowed or produced NaN)"
+            raise LSUVError(
+                f"lsuv: the output of layer {name!r} (module {unit.module_name or '<root>'}) "
+                f"is not finite (NaN or inf, or its variance overflows); the cause is {why}",
+                name,
+            )
+        return a, c, d, n
+
+    def visit(self, unit: _Unit, t: torch.Tensor, bias: torch.Tensor | None, dim: int,
+              has_bias: bool, inp: Any = None) -> float:  # fmt: skip
+        """Measure one call, maybe rescale the weight; return the factor applied (1 if none)."""
+        w = unit.weight
+        call = w.calls
+        w.calls += 1
+        key = (w.name, call)
+        a, c, d, n = self.measure(unit, t, bias, dim, has_bias, inp)
+        std = _std(a, c, d, n)
+        first_pass = self.pass_index == 1
+        s = 1.0
+        if call == 0 and (first_pass or abs(std / self.target - 1.0) > self.tol):
+            s = _solve_scale(a, c, d, n, self.target, w.name)
+            with torch.no_grad():
+                w.view().mul_(s)
+            w.scale *= s
+            w.iterations += 1
+            self.corrections += 1
+        row = self.rows.get(key)
+        if row is None:
+            row = [unit.module_name, unit.kind, std if first_pass else None, std, None]
+            self.rows[key] = row
+            self.order.append(key)
+        row[3] = _std(a, c, d, n, s)
+        row[0] = unit.module_name
+        logger.debug("lsuv pass %d: %s call %d std %.6g -> %.6g (x%.6g)", self.pass_index,
+                     w.name, call, std, row[3], s)  # fmt: skip
+        if self.progress is not None:
+            self.progress(LSUVStep(self.pass_index, w.name, call, std, s))
+        return s
+
+    def hook_pre(self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        for unit in self.by_module[id(module)]:
+            if self.pass_index == 1:
+                self.preinit(unit)
+            if unit.at != "input":
+                continue
+            assert unit.take_input is not None
+            x = unit.take_input(args, kwargs)
+            if not isinstance(x, torch.Tensor):
+                raise LSUVError(f"lsuv: cannot find the input of {unit.weight.name!r}",
+                                unit.weight.name)  # fmt: skip
+            u = F.linear(x, unit.weight.view()).float()
+            if unit.weight.calls == 0 and self.pass_index == 1:
+                self.backup(unit.weight.param)
+            self.visit(unit, u, unit.bias(), -1, False, x)
+
+    def hook_post(self, module: nn.Module, args: tuple[Any, ...], output: Any) -> Any:
+        for unit in self.by_module[id(module)]:
+            if unit.at != "output":
+                continue
+            y = output[0] if isinstance(output, (tuple, list)) else output
+            if not isinstance(y, torch.Tensor):
+                raise LSUVError(f"lsuv: module {unit.module_name!r} returned no tensor",
+                                unit.weight.name)  # fmt: skip
+            bias = unit.bias()
+            y32 = y.detach() if y.dtype in (torch.float32, torch.float64) else y.detach().float()
+            dim = unit.bias_dim(y)
+            if self.pass_index == 1 and unit.weight.calls == 0:
+                self.backup(unit.weight.param)
+            s = self.visit(unit, y32, bias, dim, True, args[0] if args else None)
+            if s != 1.0:  # y' = s * (y - B) + B, what the rescaled weight produces
+                if bias is None:
+                    new = y32 * s
+                else:
+                    new = torch.add(_bias_view(bias, y32, dim) * (1.0 - s), y32, alpha=s)
+                y = new.to(y.dtype)
+                if isinstance(output, tuple):
+                    output = (y, *output[1:])
+                elif isinstance(output, list):
+                    output = [y, *output[1:]]
+                else:
+                    output = y
+            self.note_output(y, unit)
+        return output
+
+    def note_output(self, y: torch.Tensor, unit: _Unit) -> None:
+        key = (unit.weight.name, unit.weight.calls - 1)
+        self.outputs[id(y)] = y
+        self.output_keys[id(y)] = key
+
+    def hook_norm(self, module: nn.Module, args: tuple[Any, ...]) -> None:
+        if not args or not isinstance(args[0], torch.Tensor) or not _uses_batch_stats(module):
+            return
+        x = args[0]
+        if self.outputs.get(id(x)) is x:
+            key = self.output_keys[id(x)]
+            self.rows[key][4] = self.norm_names[id(module)]
+
+    # -- passes ------------------------------------------------------------------------------
+    def run_pass(self, call: Callable[[], Any]) -> None:
+        self.pass_index += 1
+        self.corrections = 0
+        for u in self.units:
+            u.weight.calls = 0
+        self.outputs = weakref.WeakValueDictionary()
+        self.output_keys = {}
+        call()
+
+    def install(self) -> list[Any]:
+        mods: dict[int, nn.Module] = {}
+        for u in self.units:
+            self.by_module.setdefault(id(u.module), []).append(u)
+            mods[id(u.module)] = u.module
+        handles = []
+        for m in mods.values():
+            handles.append(m.register_forward_pre_hook(self.hook_pre, with_kwargs=True))
+            handles.append(m.register_forward_hook(self.hook_post))
+        for name, m in self.model.named_modules():
+            if isinstance(m, _NORMS):
+                self.norm_names[id(m)] = name
+                handles.append(m.register_forward_pre_hook(self.hook_norm))
+        return handles
+
+
+def _resolve_inputs(inputs: Any, input_fn: Callable[[Any], Any] | None
+                    ) -> tuple[tuple[Any, ...], dict[str, Any]]:  # fmt: skip
+    if input_fn is None and not isinstance(inputs, (torch.Tensor, tuple, list, Mapping)):
+        if isinstance(inputs, Iterable):  # a DataLoader or any iterable of batches
+            batch = next(iter(inputs))
+            if isinstance(batch, (tuple, list)):
+                batch = batch[0]  # (x, y) batch: only x goes to the model
+            inputs = batch
+        else:
+            raise TypeError(
+                "inputs must be a tensor, a tuple/list of positional inputs, a dict of keyword "
+                f"inputs or a DataLoader, got {type(inputs).__name__}"
+            )
+    if input_fn is not None:
+        if not isinstance(inputs, (torch.Tensor, tuple, list, Mapping)) and isinstance(
+            inputs, Iterable
+        ):
+            inputs = next(iter(inputs))
+        inputs = input_fn(inputs)
+    if isinstance(inputs, Mapping):
+        return (), dict(inputs)
+    if isinstance(inputs, (tuple, list)):
+        return tuple(inputs), {}
+    return (inputs,), {}
+
+
+def _check_inputs(args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    tensors = [(f"inputs[{i}]", a) for i, a in enumerate(args)]
+    tensors += [(f"inputs[{k!r}]", v) for k, v in kwargs.items()]
+    tensors = [(n, t) for n, t in tensors if isinstance(t, torch.Tensor)]
+    if not tensors:
+        raise TypeError("lsuv: inputs contain no tensor")
+    for n, t in tensors:
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            raise ValueError(f"lsuv: {n} contains NaN or inf values")
+    first = tensors[0][1]
+    if first.dim() >= 1 and first.shape[0] < 2:
+        raise ValueError(
+            f"lsuv: a batch of {first.shape[0]} sample(s) (leading dimension of {tensors[0][0]}"
+            f", shape {tuple(first.shape)}); LSUV needs a mini-batch of at least 2 samples "
+            "(per-layer statistics of a single example are not those of the data)"
+        )
+
+
+def lsuv(
+    model: nn.Module,
+    inputs: Any,
+    *,
+    target_std: float = 1.0,
+    tol: float = 0.01,
+    max_iter: int = 10,
+    orthogonal_first: bool = True,
+    seed: int | None = 0,
+    only: Only = None,
+    include_bias: bool = True,
+    zero_bias: bool = False,
+    input_fn: Callable[[Any], Any] | None = None,
+    custom_layers: Mapping[type, LayerRule | str] | None = None,
+    progress: Callable[[LSUVStep], None] | None = None,
+) -> LSUVReport:
+    """Initialize ``model`` in place by LSUV: orthogonal pre-init, then unit output std per layer.
+
+    Mishkin & Matas, "All you need is a good init" (ICLR 2016). Every weighted layer (see the
+    module docstring) is calibrated in execution order, in one forward pass: a hook rescales
+    ``W`` by the exact ``s`` solving ``std(s * (y - b) + b) = target_std`` and passes the
+    corrected output on. Further passes verify (and fix drift) until one needs no correction.
+
+    Args:
+        model: the model; modified in place (only calibrated weights and, with
+            ``zero_bias``, their biases).
+        inputs: a tensor (``model(x)``), a tuple/list (positional: ``model(*inputs)``), a dict
+            (keywords: ``model(**inputs)``), or a DataLoader / iterable of batches (its first
+            batch; a tuple/list batch ``(x, y)`` sends only ``x``). Must be on the model's
+            device.
+        target_std: the output std every calibrated layer gets.
+        tol: relative tolerance ``|std / target_std - 1| <= tol`` for the verification pass.
+        max_iter: maximum number of calibration passes (a final verification pass follows
+            if the last one still corrected something).
+        orthogonal_first: pre-initialize weights orthogonally (per gate / q, k, v block);
+            ``False`` keeps the current weights and only rescales them.
+        seed: seed of the orthogonal pre-init, per weight name (independent of the global RNG
+            and of the order of layers); ``None`` uses the global RNG.
+        only: calibrate only these layers: module or parameter names (exact or prefixes on
+            ``.``), or a predicate ``(module_name, module) -> bool``. Others are untouched.
+        include_bias: target the std of the output with the bias (default) or without it.
+        zero_bias: zero the calibrated layers' biases before calibrating.
+        input_fn: maps ``inputs`` (or a DataLoader's first batch) to the model input, which is
+            then passed by the tensor / tuple / dict rule above.
+        custom_layers: ``{LayerType: LayerRule(...)}`` or ``{LayerType: "weight_name"}`` for
+            user layers whose output is linear in that weight.
+        progress: called with an :class:`LSUVStep` after each layer call is measured.
+
+    Returns:
+        An :class:`LSUVReport` (rows in execution order, forward passes used, convergence).
+
+    Raises:
+        LSUVError: a layer produced non-finite values, zero variance, or its bias alone
+            exceeds the target; the model is restored bitwise.
+        ValueError: bad options, non-finite inputs, a one-sample batch, unknown ``only`` names.
+
+    Example:
+        >>> net = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 8))
+        >>> report = lsuv(net, torch.randn(64, 16, generator=torch.Generator().manual_seed(0)))
+        >>> report.forward_passes, report.converged, round(report.layers[-1].std_after, 2)
+        (2, True, 1.0)
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"lsuv: model must be an nn.Module, got {type(model).__name__}")
+    target = check_finite_positive("target_std", target_std)
+    tol = check_finite_positive("tol", tol)
+    if isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 1:
+        raise ValueError(f"max_iter must be an integer >= 1, got {max_iter!r}")
+    custom: dict[type, LayerRule] = {}
+    for t, r in (custom_layers or {}).items():
+        if not (isinstance(t, type) and issubclass(t, nn.Module)):
+            raise TypeError(f"custom_layers keys must be nn.Module types, got {t!r}")
+        custom[t] = LayerRule(r) if isinstance(r, str) else r
+        if not isinstance(custom[t], LayerRule):
+            raise TypeError(f"custom_layers values must be LayerRule or str, got {r!r}")
+    args, kwargs = _resolve_inputs(inputs, input_fn)
+    _check_inputs(args, kwargs)
+    units = _select(_discover(model, custom), only)
+    if not units:
+        raise ValueError(f"lsuv: no layer to calibrate in {type(model).__name__}")
+
+    run = _Run(model, units, target=target, tol=tol, include_bias=include_bias,
+               orthogonal_first=orthogonal_first, zero_bias=zero_bias, seed=seed,
+               progress=progress)  # fmt: skip
+    modes = {id(m): (m, m.training) for m in model.modules()}
+    buffers = [(b, b.detach().clone()) for b in model.buffers()]
+    handles: list[Any] = []
+    converged = False
+    missing: list[str] = []
+    try:
+        for m in model.modules():
+            if isinstance(m, _NO_FASTPATH):
+                m.training = True
+            elif not isinstance(m, _KEEP_MODE):
+                m.training = False
+        handles = run.install()
+
+        def forward() -> Any:
+            return model(*args, **kwargs)
+
+        with torch.no_grad():
+            for _ in range(max_iter):
+                run.run_pass(forward)
+                if run.pass_index == 1:
+                    missing = [u.weight.name for u in units if not u.weight.preinit_done]
+                if run.pass_index > 1 and run.corrections == 0:
+                    converged = True
+                    break
+            if not converged:
+                saved_tol, run.tol = run.tol, math.inf  # measure only
+                run.run_pass(forward)
+                run.tol = saved_tol
+    except BaseException:
+        run.restore_params()
+        raise
+    finally:
+        for h in handles:
+            h.remove()
+        with torch.no_grad():
+            for b, saved in buffers:
+                b.copy_(saved)
+        for m, mode in modes.values():
+            m.training = mode
+
+    rows: list[LSUVLayer] = []
+    errors: list[float] = []
+    scales = {u.weight.name: u.weight for u in units}
+    for key in run.order:
+        module, kind, before, after, normalized = run.rows[key]
+        w = scales[key[0]]
+        rows.append(LSUVLayer(key[0], module, kind, key[1], key[1] == 0, before, after,
+                              w.scale, w.iterations, normalized))  # fmt: skip
+        if key[1] == 0:
+            errors.append(abs(after / target - 1.0))
+    max_error = max(errors, default=0.0)
+    converged = max_error <= tol
+    if not converged:
+        warnings.warn(
+            f"lsuv: not converged after {run.pass_index} passes: max |std/target - 1| = "
+            f"{max_error:.3g} > tol {tol:g}",
+            InitwiseWarning,
+            stacklevel=2,
+        )
+    skipped = sorted(set(missing))
+    if skipped:
+        logger.info("lsuv: layers never executed, left untouched: %s", ", ".join(skipped))
+    report = LSUVReport(rows, run.pass_index, target, tol, include_bias, converged, max_error,
+                        skipped)  # fmt: skip
+    logger.info("%s", report)
+    return report

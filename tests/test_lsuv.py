@@ -1,0 +1,646 @@
+"""Tests for initwise.lsuv: one-pass LSUV, exact per-layer std, restored state on failure."""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+from collections import defaultdict
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from initwise._checks import InitwiseWarning
+from initwise.lsuv import LayerRule, LSUVError, LSUVReport, LSUVStep, lsuv
+
+TOL = 0.01
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread() -> Any:
+    """Small matrices: one thread is ~100x faster than two on a loaded 2-core machine."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _gen(seed: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def _randn(*shape: int, seed: int = 0, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    return torch.randn(*shape, generator=_gen(seed)).to(dtype)
+
+
+WEIGHTED = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d,
+            nn.ConvTranspose3d)  # fmt: skip
+
+
+def fresh_stds(model: nn.Module, *args: Any, types: tuple[type, ...] = WEIGHTED, **kw: Any
+               ) -> dict[str, list[float]]:  # fmt: skip
+    """Independent measurement: torch.std of every weighted module's output, per call."""
+    out: dict[str, list[float]] = defaultdict(list)
+    handles = []
+    for name, m in model.named_modules():
+        if isinstance(m, types):
+            def hook(mod: nn.Module, inp: Any, o: Any, name: str = name) -> None:
+                t = o[0] if isinstance(o, tuple) else o
+                out[name].append(float(t.detach().double().std()))
+
+            handles.append(m.register_forward_hook(hook))
+    try:
+        with torch.no_grad():
+            model(*args, **kw)
+    finally:
+        for h in handles:
+            h.remove()
+    return dict(out)
+
+
+def count_passes(model: nn.Module) -> tuple[list[int], Any]:
+    calls = [0]
+
+    def pre(mod: nn.Module, inp: Any) -> None:
+        calls[0] += 1
+
+    return calls, model.register_forward_pre_hook(pre)
+
+
+def snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict(keep_vars=True).items()}
+
+
+def assert_bitwise(model: nn.Module, snap: dict[str, torch.Tensor]) -> None:
+    now = model.state_dict(keep_vars=True)
+    assert now.keys() == snap.keys()
+    for k, v in snap.items():
+        assert torch.equal(now[k].detach(), v), k
+        assert now[k].dtype == v.dtype
+
+
+def assert_no_hooks(model: nn.Module) -> None:
+    for m in model.modules():
+        assert not m._forward_hooks and not m._forward_pre_hooks, type(m).__name__
+
+
+def mlp(depth: int, width: int, act: Callable[[], nn.Module]) -> nn.Sequential:
+    layers: list[nn.Module] = [nn.Linear(width, width)]
+    for _ in range(depth - 1):
+        layers += [act(), nn.Linear(width, width)]
+    return nn.Sequential(*layers)
+
+
+# --------------------------------------------------------------------------------------------
+# Deep models: exact, in execution order, two passes
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("act", [nn.ReLU, nn.Tanh, nn.GELU])
+def test_deep_mlp_exact_in_two_passes(act: Callable[[], nn.Module]) -> None:
+    torch.manual_seed(0)
+    model = mlp(50, 64, act)
+    x = _randn(128, 64) * 3.0 + 0.5
+    calls, h = count_passes(model)
+    report = lsuv(model, x)
+    h.remove()
+    assert calls[0] == report.forward_passes == 2
+    assert report.converged and report.max_error <= TOL
+    stds = fresh_stds(model, x)
+    assert len(stds) == 50
+    names = [f"{n}.weight" for n in stds]
+    assert [r.name for r in report.layers] == names  # execution order
+    for name, s in stds.items():
+        assert abs(s[0] - 1.0) <= TOL, name
+    # the report's std_after is the fresh-pass value
+    for r in report.layers:
+        assert r.std_after == pytest.approx(stds[r.module][0], rel=1e-5)
+        assert r.iterations == 1 and r.calibrated and r.call == 0
+
+
+def test_deep_cnn_exact() -> None:
+    torch.manual_seed(1)
+    layers: list[nn.Module] = [nn.Conv2d(3, 8, 3, padding=1)]
+    for _ in range(31):
+        layers += [nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1)]
+    model = nn.Sequential(*layers, nn.Flatten(), nn.Linear(8 * 6 * 6, 10))
+    x = _randn(16, 3, 6, 6)
+    report = lsuv(model, x)
+    assert report.forward_passes == 2 and report.converged
+    stds = fresh_stds(model, x)
+    assert len(stds) == 33
+    assert max(abs(s[0] - 1) for s in stds.values()) <= TOL
+
+
+def test_conv_family_and_unbatched_and_hf_conv1d() -> None:
+    class Conv1D(nn.Module):  # the Hugging Face GPT-2 layer: weight [in, out], y = x @ W + b
+        def __init__(self, nf: int, nx: int) -> None:
+            super().__init__()
+            self.weight = nn.Parameter(torch.randn(nx, nf) * 0.02)
+            self.bias = nn.Parameter(torch.full((nf,), 0.1))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.addmm(self.bias, x.view(-1, x.size(-1)), self.weight).view(
+                *x.shape[:-1], -1
+            )
+
+    Conv1D.__module__ = "transformers.pytorch_utils"
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.c1 = nn.Conv1d(2, 4, 3)
+            self.t1 = nn.ConvTranspose1d(4, 4, 3, stride=2)
+            self.c3 = nn.Conv3d(1, 3, 2)
+            self.t3 = nn.ConvTranspose3d(3, 2, 2)
+            self.t2 = nn.ConvTranspose2d(8, 3, 3)
+            self.hf = Conv1D(6, 5)
+
+        def forward(self, x1: torch.Tensor, x3: torch.Tensor) -> torch.Tensor:
+            a = self.t1(torch.tanh(self.c1(x1))).sum()
+            b = self.t3(self.c3(x3))
+            c = self.t2(b.flatten(1, 2))
+            return a + c.mean() + self.hf(c[..., :5]).sum()
+
+    torch.manual_seed(2)
+    model = Net()
+    x1, x3 = _randn(4, 2, 12), _randn(4, 1, 4, 4, 4, seed=1)
+    report = lsuv(model, (x1, x3))
+    assert report.converged and report.forward_passes == 2
+    assert [r.module for r in report.layers] == ["c1", "t1", "c3", "t3", "t2", "hf"]
+    stds = fresh_stds(model, x1, x3, types=(*WEIGHTED, Conv1D))
+    assert all(abs(s[0] - 1) <= TOL for s in stds.values()), stds
+    # unbatched conv input: the bias broadcasts over dim 0
+    conv = nn.Conv1d(3, 5, 3)
+    with torch.no_grad():
+        conv.bias.fill_(0.3)
+    r = lsuv(conv, _randn(3, 50))
+    assert r.converged
+    assert abs(float(conv(_randn(3, 50)).detach().std()) - 1) <= TOL
+
+
+# --------------------------------------------------------------------------------------------
+# Execution order, shared modules, residuals, attention, RNNs
+# --------------------------------------------------------------------------------------------
+
+
+class Swapped(nn.Module):
+    """Declared late-then-early, executed early-then-late."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.late = nn.Linear(64, 64)
+        self.early = nn.Linear(64, 64)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.late(torch.relu(self.early(x)))
+
+
+def test_declaration_order_differs_from_execution_order() -> None:
+    torch.manual_seed(3)
+    model = Swapped()
+    x = _randn(256, 64) * 3.0
+    ref = copy.deepcopy(model)
+    report = lsuv(model, x)
+    assert [r.module for r in report.layers] == ["early", "late"]
+    stds = fresh_stds(model, x)
+    assert abs(stds["late"][0] - 1) <= TOL and abs(stds["early"][0] - 1) <= TOL
+    # The reference package visits layers in registration order and ends far from 1.
+    lsuv_pkg = pytest.importorskip("lsuv")
+    lsuv_pkg.lsuv_with_singlebatch(ref, x, verbose=False)
+    ref_stds = fresh_stds(ref, x)
+    assert abs(ref_stds["late"][0] - 1) > 0.3
+
+
+def test_shared_module_called_twice_first_call_rule() -> None:
+    class Twice(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.inp = nn.Linear(32, 32)
+            self.shared = nn.Linear(32, 32)
+            self.head = nn.Linear(32, 32)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            h = self.shared(torch.relu(self.inp(x)))
+            h = self.shared(torch.tanh(h) * 2.0)
+            return self.head(h)
+
+    torch.manual_seed(4)
+    model = Twice()
+    x = _randn(256, 32)
+    report = lsuv(model, x)
+    rows = [(r.name, r.call, r.calibrated) for r in report.layers]
+    assert rows == [("inp.weight", 0, True), ("shared.weight", 0, True),
+                    ("shared.weight", 1, False), ("head.weight", 0, True)]  # fmt: skip
+    assert report.forward_passes == 2 and report.converged
+    stds = fresh_stds(model, x)
+    assert abs(stds["shared"][0] - 1) <= TOL
+    assert abs(stds["shared"][1] - 1) > 0.05  # the second call is reported, not targeted
+    assert report.layers[2].std_after == pytest.approx(stds["shared"][1], rel=1e-5)
+    assert report.layers[1].scale == report.layers[2].scale
+    assert abs(stds["head"][0] - 1) <= TOL
+
+
+def test_tied_weight_in_two_modules_is_one_weight() -> None:
+    a, b = nn.Linear(16, 16), nn.Linear(16, 16)
+    b.weight = a.weight
+    model = nn.Sequential(a, nn.ReLU(), b)
+    report = lsuv(model, _randn(64, 16))
+    assert [(r.name, r.module, r.call) for r in report.layers] == [
+        ("0.weight", "0", 0), ("0.weight", "2", 1)]  # fmt: skip
+    assert abs(report.layers[0].std_after - 1) <= TOL
+
+
+def test_residual_network() -> None:
+    class Block(nn.Module):
+        def __init__(self, w: int) -> None:
+            super().__init__()
+            self.fc1, self.fc2 = nn.Linear(w, w), nn.Linear(w, w)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x + self.fc2(F.gelu(self.fc1(x)))
+
+    torch.manual_seed(5)
+    model = nn.Sequential(nn.Linear(8, 32), *[Block(32) for _ in range(12)], nn.Linear(32, 4))
+    x = _randn(128, 8)
+    report = lsuv(model, x)
+    assert report.converged and report.forward_passes == 2 and len(report.layers) == 26
+    assert max(abs(s[0] - 1) for s in fresh_stds(model, x).values()) <= TOL
+
+
+@pytest.mark.parametrize("train", [False, True])
+def test_transformer_encoder_layer(train: bool) -> None:
+    torch.manual_seed(6)
+    layer = nn.TransformerEncoderLayer(32, 4, 64, dropout=0.1, batch_first=True)
+    layer.train(train)
+    x = _randn(8, 10, 32)
+    report = lsuv(layer, x)
+    assert [r.name for r in report.layers] == [
+        "self_attn.in_proj_weight[v]", "self_attn.out_proj.weight", "linear1.weight",
+        "linear2.weight"]  # fmt: skip
+    assert report.converged and report.forward_passes == 2
+    assert layer.training is train and layer.dropout.training is train
+    # fresh pass (grad enabled to keep torch off its fused path, eval to disable dropout)
+    layer.eval()
+    seen: dict[str, float] = {}
+    mha = layer.self_attn
+
+    def v_hook(mod: nn.Module, args: Any, kwargs: Any) -> None:
+        e = mha.embed_dim
+        v = F.linear(args[2], mha.in_proj_weight[2 * e :], mha.in_proj_bias[2 * e :])
+        seen["v"] = float(v.detach().std())
+
+    def o_hook(mod: nn.Module, args: Any, out: Any) -> None:
+        seen[type(mod).__name__ + str(id(mod))] = float(out[0].detach().std())
+
+    hs = [mha.register_forward_pre_hook(v_hook, with_kwargs=True),
+          mha.register_forward_hook(o_hook), layer.linear1.register_forward_hook(o_hook),
+          layer.linear2.register_forward_hook(
+              lambda m, a, o: seen.__setitem__("l2", float(o.detach().std())))]  # fmt: skip
+    layer(x).sum().backward()
+    for h in hs:
+        h.remove()
+    assert len(seen) == 4
+    assert all(abs(s - 1) <= TOL for s in seen.values()), seen
+
+
+def test_mha_separate_projections_and_lstm() -> None:
+    torch.manual_seed(7)
+    mha = nn.MultiheadAttention(16, 2, kdim=8, vdim=12, batch_first=True)
+    q, k, v = _randn(4, 5, 16), _randn(4, 6, 8, seed=1), _randn(4, 6, 12, seed=2)
+    report = lsuv(mha, (q, k), input_fn=lambda qk: {"query": qk[0], "key": qk[1], "value": v})
+    assert [r.name for r in report.layers] == ["v_proj_weight", "out_proj.weight"]
+    with torch.no_grad():
+        vv = F.linear(v, mha.v_proj_weight, mha.in_proj_bias[32:])
+        out = mha(q, k, v)[0]
+    assert abs(float(vv.std()) - 1) <= TOL and abs(float(out.std()) - 1) <= TOL
+
+    lstm = nn.LSTM(6, 10, num_layers=2, bidirectional=True, batch_first=True)
+    w_l1 = lstm.weight_ih_l1.detach().clone()
+    x = _randn(5, 7, 6) * 2
+    report = lsuv(lstm, x)
+    assert [r.name for r in report.layers] == ["weight_ih_l0", "weight_ih_l0_reverse"]
+    for sfx in ("l0", "l0_reverse"):
+        w, b = getattr(lstm, f"weight_ih_{sfx}"), getattr(lstm, f"bias_ih_{sfx}")
+        assert abs(float(F.linear(x, w, b).detach().std()) - 1) <= TOL
+        # each gate block is a scaled orthogonal matrix (rows orthogonal, equal norms)
+        for g in w.detach().chunk(4):  # [10, 6]: orthonormal columns
+            gram = g.T @ g
+            assert torch.allclose(gram, gram[0, 0] * torch.eye(6), atol=1e-5)
+    assert torch.equal(lstm.weight_ih_l1, w_l1)  # deeper layers untouched
+
+
+# --------------------------------------------------------------------------------------------
+# Normalization, modes, dtypes
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("train", [True, False])
+def test_batchnorm_modes_and_running_stats(train: bool) -> None:
+    torch.manual_seed(8)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.Dropout(0.5),
+                          nn.Conv2d(8, 8, 3), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 4, 4))  # fmt: skip
+    model.train(train)
+    bn = model[1]
+    assert isinstance(bn, nn.BatchNorm2d)
+    with torch.no_grad():  # non-trivial running statistics
+        bn.running_mean.uniform_(-0.5, 0.5)
+        bn.running_var.uniform_(0.5, 2.0)
+        bn.num_batches_tracked.fill_(7)
+    buffers = {k: v.clone() for k, v in model.named_buffers()}
+    x = _randn(16, 3, 6, 6)
+    report = lsuv(model, x)
+    for k, v in model.named_buffers():
+        assert torch.equal(v, buffers[k]), k
+    assert all(m.training is train for m in model.modules())
+    assert report.converged
+    assert report.layers[0].normalized_by == ("1" if train else None)
+    assert report.layers[1].normalized_by is None
+    model[3].eval()  # dropout off for the check; the batch norm keeps its mode
+    stds = fresh_stds(model, x)
+    assert max(abs(s[0] - 1) for s in stds.values()) <= TOL
+
+
+def test_bf16_model() -> None:
+    torch.manual_seed(9)
+    model = mlp(30, 64, nn.GELU).to(torch.bfloat16)
+    x = _randn(128, 64, dtype=torch.bfloat16)
+    report = lsuv(model, x)
+    assert report.converged and report.forward_passes <= 3
+    assert all(p.dtype == torch.bfloat16 for p in model.parameters())
+    stds = fresh_stds(model, x)
+    assert max(abs(s[0] - 1) for s in stds.values()) <= TOL
+
+
+def test_unreachable_tolerance_warns_and_respects_max_iter() -> None:
+    model = mlp(5, 32, nn.ReLU).to(torch.bfloat16)
+    x = _randn(64, 32, dtype=torch.bfloat16)
+    with pytest.warns(InitwiseWarning, match="not converged"):
+        report = lsuv(model, x, tol=1e-7, max_iter=2)
+    assert not report.converged and report.forward_passes == 3
+
+
+# --------------------------------------------------------------------------------------------
+# Bias handling
+# --------------------------------------------------------------------------------------------
+
+
+def test_bias_included_excluded_zeroed() -> None:
+    def model() -> nn.Sequential:
+        torch.manual_seed(10)
+        m = mlp(4, 32, nn.Tanh)
+        with torch.no_grad():
+            for lin in m[::2]:
+                lin.bias.copy_(torch.linspace(-0.6, 0.6, 32))
+        return m
+
+    x = _randn(128, 32)
+    m1 = model()
+    lsuv(m1, x, include_bias=True)
+    assert max(abs(s[0] - 1) for s in fresh_stds(m1, x).values()) <= TOL
+
+    m2 = model()
+    lsuv(m2, x, include_bias=False)
+    out: list[float] = []
+    for lin in m2[::2]:
+        lin.register_forward_hook(lambda m, a, o: out.append(float((o - m.bias).std())))
+    with torch.no_grad():
+        m2(x)
+    assert len(out) == 4 and all(abs(s - 1) <= TOL for s in out)
+    assert all(abs(s[0] - 1) > 0.02 for s in fresh_stds(m2, x).values())  # bias adds variance
+
+    m3 = model()
+    lsuv(m3, x, zero_bias=True)
+    assert all(not lin.bias.detach().any() for lin in m3[::2])
+
+
+def test_bias_larger_than_target_is_a_clear_error() -> None:
+    lin = nn.Linear(8, 8)
+    with torch.no_grad():
+        lin.bias.copy_(torch.linspace(-5, 5, 8))
+    snap = snapshot(lin)
+    with pytest.raises(LSUVError, match="bias of layer 'weight' alone"):
+        lsuv(lin, _randn(32, 8))
+    assert_bitwise(lin, snap)
+    x = _randn(32, 8)
+    assert lsuv(lin, x, include_bias=False).converged  # bias-dominated output: no cancellation
+    with torch.no_grad():
+        assert abs(float((lin(x) - lin.bias).std()) - 1) <= TOL
+
+
+# --------------------------------------------------------------------------------------------
+# Failure and restoration
+# --------------------------------------------------------------------------------------------
+
+
+class Blowup(nn.Module):
+    def __init__(self, value: float) -> None:
+        super().__init__()
+        self.value = value
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * 0 + self.value if self.value != 1 else x
+
+
+def _failing(value: float) -> nn.Sequential:
+    torch.manual_seed(11)
+    return nn.Sequential(nn.Linear(16, 16), nn.BatchNorm1d(16), nn.Dropout(0.2), nn.ReLU(),
+                         nn.Linear(16, 16), Blowup(value), nn.Linear(16, 16), nn.Linear(16, 2))  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("value", "match"),
+    [(math.inf, "'6.weight'.*not finite.*its input"), (0.0, "'6.weight' has zero variance")],
+)
+def test_failure_restores_model_bitwise(value: float, match: str) -> None:
+    model = _failing(value)
+    model.train()
+    model[2].eval()  # a mixed-mode model
+    for p in model.parameters():
+        p.grad = torch.randn_like(p)
+    model[0].weight.requires_grad_(False)
+    snap = snapshot(model)
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    modes = [m.training for m in model.modules()]
+    with pytest.raises(LSUVError, match=match) as err:
+        lsuv(model, _randn(32, 16))
+    assert err.value.layer == "6.weight"
+    assert_bitwise(model, snap)
+    assert [m.training for m in model.modules()] == modes
+    assert_no_hooks(model)
+    for n, p in model.named_parameters():
+        assert torch.equal(p.grad, grads[n])
+    assert model[0].weight.requires_grad is False and model[4].weight.requires_grad
+
+
+def test_bad_inputs() -> None:
+    model = mlp(3, 8, nn.ReLU)
+    snap = snapshot(model)
+    x = _randn(16, 8)
+    x[3, 2] = float("nan")
+    with pytest.raises(ValueError, match=r"inputs\[0\] contains NaN"):
+        lsuv(model, x)
+    with pytest.raises(ValueError, match="batch of 1 sample"):
+        lsuv(model, _randn(1, 8))
+    with pytest.raises(ValueError, match="did you mean '2'"):
+        lsuv(model, _randn(16, 8), only="22")
+    with pytest.raises(ValueError, match="tol must be finite and > 0"):
+        lsuv(model, _randn(16, 8), tol=0)
+    with pytest.raises(ValueError, match="no layer to calibrate"):
+        lsuv(nn.Sequential(nn.ReLU()), _randn(16, 8))
+    with pytest.raises(TypeError, match="inputs must be"):
+        lsuv(model, 3.0)
+    assert_bitwise(model, snap)
+
+
+def test_model_exception_restores_state() -> None:
+    class Broken(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a, self.b = nn.Linear(8, 8), nn.Linear(4, 8)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.b(self.a(x))  # shape error after a is calibrated
+
+    model = Broken()
+    snap = snapshot(model)
+    with pytest.raises(RuntimeError, match="shapes cannot be multiplied"):
+        lsuv(model, _randn(16, 8))
+    assert_bitwise(model, snap)
+    assert_no_hooks(model)
+
+
+def test_gradients_and_grad_mode_untouched() -> None:
+    model = mlp(4, 16, nn.ReLU)
+    model(_randn(8, 16)).sum().backward()
+    grads = [p.grad.clone() for p in model.parameters()]
+    assert torch.is_grad_enabled()
+    lsuv(model, _randn(32, 16))
+    assert torch.is_grad_enabled()
+    assert all(torch.equal(p.grad, g) for p, g in zip(model.parameters(), grads, strict=True))
+    assert all(p.requires_grad for p in model.parameters())
+    with torch.no_grad():
+        assert lsuv(model, _randn(32, 16)).converged
+    assert_no_hooks(model)
+
+
+# --------------------------------------------------------------------------------------------
+# Inputs, selection, pre-init, extension, report
+# --------------------------------------------------------------------------------------------
+
+
+def test_dataloader_input_fn_and_dict_inputs() -> None:
+    from torch.utils.data import DataLoader, TensorDataset
+
+    x, y = _randn(64, 8), torch.arange(64)
+    loader = DataLoader(TensorDataset(x, y), batch_size=32, shuffle=False)
+    m1 = mlp(3, 8, nn.ReLU)
+    m2, m3 = copy.deepcopy(m1), copy.deepcopy(m1)
+    lsuv(m1, loader)  # (x, y) batch: only x goes to the model
+    lsuv(m2, x[:32])
+    lsuv(m3, next(iter(loader)), input_fn=lambda b: b[0])
+    for a, b, c in zip(m1.parameters(), m2.parameters(), m3.parameters(), strict=True):
+        assert torch.equal(a, b) and torch.equal(a, c)
+
+    class TwoInputs(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fa, self.fb = nn.Linear(8, 8), nn.Linear(4, 8)
+
+        def forward(self, a: torch.Tensor, *, b: torch.Tensor) -> torch.Tensor:
+            return self.fa(a) + self.fb(b)
+
+    model = TwoInputs()
+    report = lsuv(model, {"a": _randn(32, 8), "b": _randn(32, 4, seed=1)})
+    assert [r.module for r in report.layers] == ["fa", "fb"] and report.converged
+
+
+def test_only_names_prefixes_and_predicate() -> None:
+    model = nn.Sequential(mlp(3, 8, nn.ReLU), mlp(3, 8, nn.ReLU))
+    x = _randn(32, 8)
+    snap = snapshot(model)
+    report = lsuv(model, x, only=["1.2", "0.0.weight"])
+    assert [r.name for r in report.layers] == ["0.0.weight", "1.2.weight"]
+    changed = {k for k, v in model.state_dict().items() if not torch.equal(v, snap[k])}
+    assert changed == {"0.0.weight", "1.2.weight"}
+    stds = fresh_stds(model, x)
+    assert abs(stds["1.2"][0] - 1) <= TOL and abs(stds["0.0"][0] - 1) <= TOL
+
+    model = nn.Sequential(mlp(3, 8, nn.ReLU), mlp(3, 8, nn.ReLU))
+    report = lsuv(model, x, only=lambda name, m: name.startswith("1."))
+    assert [r.module for r in report.layers] == ["1.0", "1.2", "1.4"]
+
+
+def test_orthogonal_first_false_only_rescales_and_seed_is_deterministic() -> None:
+    model = mlp(6, 16, nn.ReLU)
+    for lin in model[::2]:
+        nn.init.kaiming_normal_(lin.weight, generator=_gen(1))
+    before = [lin.weight.detach().clone() for lin in model[::2]]
+    x = _randn(64, 16)
+    report = lsuv(model, x, orthogonal_first=False)
+    for lin, w0, row in zip(model[::2], before, report.layers, strict=True):
+        ratio = lin.weight.detach() / w0
+        assert torch.allclose(ratio, torch.full_like(ratio, row.scale), rtol=1e-5)
+    assert report.converged
+
+    # seed: same seed, same weights, independent of the global RNG; other seed differs
+    a = mlp(3, 16, nn.ReLU)
+    b, c = copy.deepcopy(a), copy.deepcopy(a)
+    torch.manual_seed(123)
+    lsuv(a, x, seed=5)
+    torch.manual_seed(456)
+    lsuv(b, x, seed=5)
+    lsuv(c, x, seed=6)
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters(), strict=True))
+    assert not torch.equal(a[0].weight, c[0].weight)
+    # pre-init is orthogonal (rows orthonormal up to the LSUV scale)
+    w = a[0].weight.detach().double()
+    gram = w @ w.T
+    assert torch.allclose(gram, gram[0, 0] * torch.eye(16, dtype=torch.float64), atol=1e-5)
+
+
+def test_custom_layer_rule_and_progress() -> None:
+    class Scaled(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.kernel = nn.Parameter(torch.randn(8, 12))
+            self.offset = nn.Parameter(torch.full((12,), 0.2))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x @ self.kernel + self.offset
+
+    model = nn.Sequential(nn.Linear(8, 8), Scaled())
+    steps: list[LSUVStep] = []
+    report = lsuv(model, _randn(64, 8), custom_layers={Scaled: LayerRule("kernel", "offset", -1)},
+                  progress=steps.append)  # fmt: skip
+    assert [r.name for r in report.layers] == ["0.weight", "1.kernel"]
+    with torch.no_grad():
+        out = model(_randn(64, 8))
+    assert abs(float(out.std()) - 1) <= TOL
+    assert [(s.pass_index, s.name) for s in steps] == [
+        (1, "0.weight"), (1, "1.kernel"), (2, "0.weight"), (2, "1.kernel")]  # fmt: skip
+    assert steps[2].rescaled_by == 1.0 and steps[0].rescaled_by != 1.0
+    with pytest.raises(ValueError, match="no tensor attribute 'nope'"):
+        lsuv(model, _randn(64, 8), custom_layers={Scaled: "nope"})
+
+
+def test_report_is_data() -> None:
+    model = Swapped()
+    report = lsuv(model, _randn(32, 64))
+    assert isinstance(report, LSUVReport)
+    d = json.loads(json.dumps(report.to_dict()))
+    assert d["forward_passes"] == 2 and d["layers"][0]["name"] == "early.weight"
+    assert set(d["layers"][0]) == {"name", "module", "kind", "call", "calibrated",
+                                   "std_before", "std_after", "scale", "iterations",
+                                   "normalized_by"}  # fmt: skip
+    text = str(report)
+    assert "early.weight" in text and "2 forward passes" in text and "converged" in text
+    unused = nn.ModuleDict({"used": nn.Linear(4, 4), "unused": nn.Linear(4, 4)})
+    unused.forward = lambda x: unused["used"](x)  # type: ignore[method-assign]
+    w = unused["unused"].weight.detach().clone()
+    rep = lsuv(unused, _randn(16, 4))
+    assert rep.skipped == ["unused.weight"] and torch.equal(unused["unused"].weight, w)
