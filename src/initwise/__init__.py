@@ -8,6 +8,7 @@ The public API is re-exported here from focused modules: ``fans`` (connectivity)
 
 from __future__ import annotations
 
+from . import random
 from ._checks import InitwiseWarning
 from .fans import (
     FanRule,
@@ -101,6 +102,7 @@ __all__ = [
     "orthogonal_",
     "plan",
     "presets",
+    "random",
     "register_fans",
     "register_scheme",
     "schemes",

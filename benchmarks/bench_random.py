@@ -1,0 +1,72 @@
+"""Throughput of initwise.random against torch's CPU generator, measured in the same run.
+
+Prints GB/s of float32 output for uniform, normal and truncated normal at 64M and 256M
+elements (``--quick``: 4M and 16M), with one thread and with all threads, beside
+``torch.Tensor.uniform_`` / ``normal_``, ``torch.nn.init.trunc_normal_`` and the memory fill
+bandwidth (``fill_``), and the ratios. A script, not a test::
+
+    python benchmarks/bench_random.py --quick
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from collections.abc import Callable
+
+import torch
+
+from initwise import random as iwr
+
+
+def _gbps(fn: Callable[[], object], nbytes: int, reps: int) -> float:
+    fn()  # warm up (page faults, thread start)
+    best = float("inf")
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return nbytes / best / 1e9
+
+
+def _report(n: int, threads: int, k: iwr.Key, reps: int) -> None:
+    t = torch.empty(n, dtype=torch.float32)
+    nbytes = 4 * n
+    torch.set_num_threads(threads)
+    iwr.set_num_threads(threads)
+    fill = _gbps(lambda: t.fill_(1.0), nbytes, reps)
+    pairs: dict[str, tuple[Callable[[], object], Callable[[], object]]] = {
+        "uniform": (lambda: iwr.uniform_(t, k, low=-1.0, high=1.0),
+                    lambda: t.uniform_(-1.0, 1.0)),
+        "normal": (lambda: iwr.normal_(t, k, std=0.02), lambda: t.normal_(0.0, 0.02)),
+        "trunc_normal": (lambda: iwr.trunc_normal_(t, k, std=0.02, a=-2.0, b=2.0),
+                         lambda: torch.nn.init.trunc_normal_(t, std=0.02, a=-0.04, b=0.04)),
+    }
+    for name, (ours, theirs) in pairs.items():
+        a = _gbps(ours, nbytes, reps)
+        b = _gbps(theirs, nbytes, reps)
+        print(f"{n:>10} {threads:>4} {name:>13} {a:>9.3f} {b:>8.3f} {a / b:>6.2f} {fill:>7.2f}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="4M and 16M elements")
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1,
+                    help="the 'all threads' setting (default: all cores)")
+    args = ap.parse_args()
+    sizes = [1 << 22, 1 << 24] if args.quick else [1 << 26, 1 << 28]
+    k = iwr.key(0, "bench")
+    print(f"initwise.random backend={iwr.backend()}  torch {torch.__version__}  "
+          f"cores={os.cpu_count()}  (GB/s of float32 output, best of {args.reps})")
+    header = f"{'n':>10} {'thr':>4} {'dist':>13} {'initwise':>9} {'torch':>8} {'ratio':>6} {'fill_':>7}"
+    print(header)
+    for n in sizes:
+        for threads in sorted({1, args.threads}):
+            _report(n, threads, k, args.reps)
+    iwr.set_num_threads(None)
+
+
+if __name__ == "__main__":
+    main()

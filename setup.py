@@ -1,0 +1,44 @@
+"""Build the optional native fast path of ``initwise.random``.
+
+All metadata lives in pyproject.toml; this file only declares the C extension. It is
+``optional=True``: without a working C compiler the build is skipped and ``initwise.random``
+uses its bit-identical NumPy path.
+
+The flags matter for reproducibility, not just speed: the C code and the NumPy path perform
+the same IEEE-754 double operations in the same order, which holds only without FMA
+contraction and without fast-math. No ``-march=native``: the binary stays portable and picks
+AVX-512/AVX2 code at run time (GCC function multiversioning).
+"""
+
+from __future__ import annotations
+
+from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
+
+_GCC_FLAGS = ["-O3", "-ffp-contract=off", "-fno-fast-math", "-fno-math-errno",
+              "-fno-trapping-math", "-std=c11"]
+_MSVC_FLAGS = ["/O2", "/fp:strict"]
+
+
+class _BuildExt(build_ext):
+    """Pick flags for the compiler family in use (GCC/Clang or MSVC)."""
+
+    def build_extensions(self) -> None:
+        msvc = self.compiler.compiler_type == "msvc"
+        for ext in self.extensions:
+            ext.extra_compile_args = list(_MSVC_FLAGS if msvc else _GCC_FLAGS)
+            if not msvc:
+                ext.extra_link_args = ["-pthread"]
+        super().build_extensions()
+
+
+setup(
+    ext_modules=[
+        Extension(
+            "initwise.random._native",
+            sources=["src/initwise/random/_native.c"],
+            optional=True,
+        )
+    ],
+    cmdclass={"build_ext": _BuildExt},
+)

@@ -1,0 +1,593 @@
+/*
+ * initwise.random._native: the fast path of initwise's keyed Philox4x32-10 engine.
+ *
+ * Every value is a pure function of (key, global element index). This file and the NumPy
+ * reference in _philox.py perform the *same* IEEE-754 double operations in the *same* order
+ * (only +, -, *, /, sqrt, exact bit manipulation and exact int->double conversions), so the
+ * two paths give bit-identical float64 values. That requires: no FMA contraction
+ * (-ffp-contract=off), no fast-math, round-to-nearest. setup.py passes those flags (plus
+ * -fno-math-errno -fno-trapping-math, which change no value but let GCC if-convert and
+ * vectorize the selects); the
+ * #error below refuses a fast-math build.
+ *
+ * Layout: element i uses Philox block i >> 1 (counter words c0,c1 = low/high 32 bits of the
+ * block index, c2,c3 = the key's counter words) and half h = i & 1 of its 128 output bits.
+ *   uniform, trunc_normal: one 52-bit uniform from words (2h, 2h+1);
+ *   normal: Box-Muller on the block's two 52-bit uniforms, cos for h = 0, sin for h = 1.
+ * A 52-bit uniform is u = (m + 1/2) 2^-52, m in [0, 2^52): exact, in (0, 1), and 1 - u exact.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <string.h>
+
+#if defined(__FAST_MATH__)
+#error "initwise.random._native must not be compiled with -ffast-math"
+#endif
+
+#if !defined(_WIN32)
+#include <pthread.h>
+#define IW_THREADS 1
+#else
+#define IW_THREADS 0
+#endif
+
+/* Function multiversioning: one portable binary, AVX-512 / AVX2 code where the CPU has it.
+   Every clone computes the same IEEE values (no FMA contraction anywhere). */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
+#define IW_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define IW_CLONES
+#endif
+
+#define B 32 /* Philox blocks per batch: 64 output values */
+
+#define PHILOX_M0 0xD2511F53u
+#define PHILOX_M1 0xCD9E8D57u
+#define PHILOX_W0 0x9E3779B9u
+#define PHILOX_W1 0xBB67AE85u
+
+enum { DIST_UNIFORM = 0, DIST_NORMAL = 1, DIST_TRUNC = 2 };
+enum { OUT_F64 = 0, OUT_F32 = 1 };
+
+typedef struct {
+    uint32_t k0, k1, c2, c3;
+    int dist;
+    double p[8];
+} params_t;
+
+/* ---- constants shared with _philox.py (same decimal literals -> same doubles) ---- */
+static const double SQRT1_2 = 0.70710678118654752440;
+static const double LN2_HI = 6.93147180369123816490e-01; /* fdlibm split of ln 2 */
+static const double LN2_LO = 1.90821492927058770002e-10;
+static const double PI_4 = 0.78539816339744830962;
+static const double TWO52 = 4503599627370496.0;       /* 2^52 */
+static const double HALF_ULP52 = 1.1102230246251565e-16; /* 2^-53 */
+static const double HALF_ULP49 = 8.8817841970012523e-16; /* 2^-50 */
+
+/* log(m) = 2 atanh(s), s = (m-1)/(m+1): 2s + s*z*(2/3 + 2/5 z + ... + 2/23 z^10), z = s^2 */
+#define L1 (2.0 / 3.0)
+#define L2 (2.0 / 5.0)
+#define L3 (2.0 / 7.0)
+#define L4 (2.0 / 9.0)
+#define L5 (2.0 / 11.0)
+#define L6 (2.0 / 13.0)
+#define L7 (2.0 / 15.0)
+#define L8 (2.0 / 17.0)
+#define L9 (2.0 / 19.0)
+#define L10 (2.0 / 21.0)
+#define L11 (2.0 / 23.0)
+/* sin x = x + x*z*(S1 + z*(S2 + ...)), cos x = 1 + z*(C1 + z*(C2 + ...)), x in [0, pi/4] */
+#define S1 (-1.0 / 6.0)
+#define S2 (1.0 / 120.0)
+#define S3 (-1.0 / 5040.0)
+#define S4 (1.0 / 362880.0)
+#define S5 (-1.0 / 39916800.0)
+#define S6 (1.0 / 6227020800.0)
+#define S7 (-1.0 / 1307674368000.0)
+#define S8 (1.0 / 355687428096000.0)
+#define C1 (-1.0 / 2.0)
+#define C2 (1.0 / 24.0)
+#define C3 (-1.0 / 720.0)
+#define C4 (1.0 / 40320.0)
+#define C5 (-1.0 / 3628800.0)
+#define C6 (1.0 / 479001600.0)
+#define C7 (-1.0 / 87178291200.0)
+#define C8 (1.0 / 20922789888000.0)
+
+static inline __attribute__((always_inline)) double bits2d(uint64_t b) { double d; memcpy(&d, &b, 8); return d; }
+static inline __attribute__((always_inline)) uint64_t d2bits(double d) { uint64_t b; memcpy(&b, &d, 8); return b; }
+
+/* 52 random bits -> (m + 1/2) 2^-52, exactly */
+static inline __attribute__((always_inline)) double u52(uint64_t m) {
+    return (bits2d(0x3FF0000000000000ULL | m) - 1.0) + HALF_ULP52;
+}
+
+/* natural log of x in [2^-53, 1) with only +,-,*,/ and bit operations */
+static inline __attribute__((always_inline)) double iw_log(double x) {
+    uint64_t b = d2bits(x);
+    uint64_t ex = (b >> 52) & 0x7FFu;
+    double m = bits2d((b & 0x000FFFFFFFFFFFFFULL) | 0x3FE0000000000000ULL); /* [0.5, 1) */
+    double e = bits2d(0x4330000000000000ULL | ex) - (TWO52 + 1022.0);       /* exact */
+    int small = m < SQRT1_2;
+    m = small ? m + m : m;
+    e = small ? e - 1.0 : e;
+    double f = m - 1.0;
+    double s = f / (m + 1.0);
+    double z = s * s;
+    double r = L11;
+    r = L10 + z * r; r = L9 + z * r; r = L8 + z * r; r = L7 + z * r; r = L6 + z * r;
+    r = L5 + z * r; r = L4 + z * r; r = L3 + z * r; r = L2 + z * r; r = L1 + z * r;
+    double lm = (s + s) + s * (z * r);
+    return e * LN2_HI + (e * LN2_LO + lm);
+}
+
+static inline __attribute__((always_inline)) double sin_poly(double x) {
+    double z = x * x;
+    double r = S8;
+    r = S7 + z * r; r = S6 + z * r; r = S5 + z * r; r = S4 + z * r; r = S3 + z * r;
+    r = S2 + z * r; r = S1 + z * r;
+    return x + x * (z * r);
+}
+
+static inline __attribute__((always_inline)) double cos_poly(double x) {
+    double z = x * x;
+    double r = C8;
+    r = C7 + z * r; r = C6 + z * r; r = C5 + z * r; r = C4 + z * r; r = C3 + z * r;
+    r = C2 + z * r; r = C1 + z * r;
+    return 1.0 + z * r;
+}
+
+/* Wichura AS241 (PPND16) for p in (0, 0.5]: the lower-tail quantile (<= 0). */
+static inline __attribute__((always_inline)) double ppnd_central(double q) {
+    double r = 0.180625 - q * q;
+    double num = (((((((2.5090809287301226727e+3 * r + 3.3430575583588128105e+4) * r +
+                       6.7265770927008700853e+4) * r + 4.5921953931549871457e+4) * r +
+                     1.3731693765509461125e+4) * r + 1.9715909503065514427e+3) * r +
+                   1.3314166789178437745e+2) * r + 3.3871328727963666080e+0) * q;
+    double den = (((((((5.2264952788528545610e+3 * r + 2.8729085735721942674e+4) * r +
+                       3.9307895800092710610e+4) * r + 2.1213794301586595867e+4) * r +
+                     5.3941960214247511077e+3) * r + 6.8718700749205790830e+2) * r +
+                   4.2313330701600911252e+1) * r + 1.0);
+    return num / den;
+}
+
+/* AS241 tail, r = sqrt(-log p) <= 5 (p >= ~1.4e-11): branch-free, vectorizable */
+static inline __attribute__((always_inline)) double ppnd_tail_near(double r) {
+    r = r - 1.6;
+    double num = (((((((7.74545014278341407640e-4 * r + 2.27238449892691845833e-2) * r +
+                       2.41780725177450611770e-1) * r + 1.27045825245236838258e+0) * r +
+                     3.64784832476320460504e+0) * r + 5.76949722146069140550e+0) * r +
+                   4.63033784615654529590e+0) * r + 1.42343711074968357734e+0);
+    double den = (((((((1.05075007164441684324e-9 * r + 5.47593808499534494600e-4) * r +
+                       1.51986665636164571966e-2) * r + 1.48103976427480074590e-1) * r +
+                     6.89767334985100004550e-1) * r + 1.67638483018380384940e+0) * r +
+                   2.05319162663775882187e+0) * r + 1.0);
+    return -(num / den);
+}
+
+/* AS241 far tail, r > 5 (p < ~1.4e-11): rare, scalar */
+static double ppnd_tail_far(double r) {
+    r = r - 5.0;
+    double num = (((((((2.01033439929228813265e-7 * r + 2.71155556874348757815e-5) * r +
+                       1.24266094738807843860e-3) * r + 2.65321895265761230930e-2) * r +
+                     2.96560571828504891230e-1) * r + 1.78482653991729133580e+0) * r +
+                   5.46378491116411436990e+0) * r + 6.65790464350110377720e+0);
+    double den = (((((((2.04426310338993978564e-15 * r + 1.42151175831644588870e-7) * r +
+                       1.84631831751005468180e-5) * r + 7.86869131145613259100e-4) * r +
+                     1.48753612908506148525e-2) * r + 1.36929880922735805310e-1) * r +
+                   5.99832206555887937690e-1) * r + 1.0);
+    return -(num / den);
+}
+
+/* ---- one batch: nb <= B blocks, block indices blk[], -> va[j], vb[j] (halves 0 and 1) ---- */
+static inline __attribute__((always_inline)) void philox_batch(const params_t *P, int nb,
+                                                              const uint64_t *blk, uint64_t *wa,
+                                                              uint64_t *wb) {
+    /* all lanes 64-bit wide (values < 2^32), so the 32x32->64 products map onto vpmuludq */
+    const uint64_t M = 0xFFFFFFFFULL;
+    for (int j = 0; j < nb; j++) {
+        uint64_t c0 = blk[j] & M, c1 = blk[j] >> 32, c2 = P->c2, c3 = P->c3;
+        uint64_t k0 = P->k0, k1 = P->k1;
+#pragma GCC unroll 10
+        for (int r = 0; r < 10; r++) {
+            uint64_t p0 = (uint64_t)PHILOX_M0 * (uint32_t)c0;
+            uint64_t p1 = (uint64_t)PHILOX_M1 * (uint32_t)c2;
+            uint64_t n0 = (p1 >> 32) ^ c1 ^ k0;
+            uint64_t n2 = (p0 >> 32) ^ c3 ^ k1;
+            c1 = p1 & M;
+            c3 = p0 & M;
+            c0 = n0;
+            c2 = n2;
+            k0 = (k0 + PHILOX_W0) & M;
+            k1 = (k1 + PHILOX_W1) & M;
+        }
+        /* 64-bit words: (w1 << 32 | w0) and (w3 << 32 | w2); keep the top 52 bits */
+        wa[j] = ((c1 << 32) | c0) >> 12;
+        wb[j] = ((c3 << 32) | c2) >> 12;
+    }
+}
+
+static inline __attribute__((always_inline)) void batch_uniform(const params_t *P, int nb, const uint64_t *wa,
+                                 const uint64_t *wb, double *va, double *vb) {
+    const double lo = P->p[0], sc = P->p[1];
+    for (int j = 0; j < nb; j++) {
+        va[j] = lo + sc * u52(wa[j]);
+        vb[j] = lo + sc * u52(wb[j]);
+    }
+}
+
+static inline __attribute__((always_inline)) void batch_normal(const params_t *P, int nb, const uint64_t *wa,
+                                const uint64_t *wb, double *va, double *vb) {
+    const double mean = P->p[0], sd = P->p[1];
+    for (int j = 0; j < nb; j++) {
+        double u1 = u52(wa[j]);
+        double rad = __builtin_sqrt(-2.0 * iw_log(u1));
+        uint64_t m2 = wb[j];
+        uint64_t oct = m2 >> 49;
+        double f = (bits2d(0x3FF0000000000000ULL | ((m2 & 0x1FFFFFFFFFFFFULL) << 3)) - 1.0) +
+                   HALF_ULP49; /* (k + 1/2) 2^-49 */
+        int swap = (int)(oct & 1u);
+        double x = (swap ? 1.0 - f : f) * PI_4;
+        double s = sin_poly(x), c = cos_poly(x);
+        double sp = swap ? c : s, cp = swap ? s : c;
+        uint64_t q = oct >> 1;
+        double A = (q & 1u) ? sp : cp; /* |cos(theta)| */
+        double Bv = (q & 1u) ? cp : sp; /* |sin(theta)| */
+        double ct = (((q ^ (q >> 1)) & 1u) ? -A : A);
+        double st = ((q >> 1) ? -Bv : Bv);
+        va[j] = mean + sd * (rad * ct);
+        vb[j] = mean + sd * (rad * st);
+    }
+}
+
+/* truncated normal by inverse CDF; params: mean, std, pa, pbc, Z, sign, lo, hi */
+static inline __attribute__((always_inline)) double trunc_finish(const params_t *P, double x, int64_t use_lo) {
+    double z = use_lo ? x : -x;
+    z = P->p[5] * z;
+    z = z < P->p[6] ? P->p[6] : z;
+    z = z > P->p[7] ? P->p[7] : z;
+    return P->p[0] + P->p[1] * z;
+}
+
+static inline __attribute__((always_inline)) void batch_trunc(const params_t *P, int nb,
+                                                             const uint64_t *wa,
+                                                             const uint64_t *wb, double *va,
+                                                             double *vb) {
+    const double pa = P->p[2], pbc = P->p[3], Z = P->p[4];
+    double u[2 * B], v[2 * B], pv[2 * B], rv[2 * B];
+    int64_t lo[2 * B], tail[2 * B];
+    int64_t any_tail = 0, any_far = 0;
+    for (int j = 0; j < nb; j++) {
+        u[j] = u52(wa[j]);
+        u[nb + j] = u52(wb[j]);
+    }
+    /* central region of AS241 for everything; remember which values are in the tail */
+    for (int j = 0; j < 2 * nb; j++) {
+        double plo = pa + u[j] * Z, phi = pbc + (1.0 - u[j]) * Z;
+        int64_t l = plo <= 0.5 ? 1 : 0;
+        double p = l ? plo : phi;
+        double q = p - 0.5;
+        pv[j] = p;
+        lo[j] = l;
+        tail[j] = q < -0.425 ? 1 : 0;
+        any_tail |= tail[j];
+        v[j] = trunc_finish(P, ppnd_central(q), l);
+    }
+    if (any_tail) {
+        for (int j = 0; j < 2 * nb; j++) {
+            double r = __builtin_sqrt(-iw_log(pv[j]));
+            rv[j] = r;
+            double t = trunc_finish(P, ppnd_tail_near(r), lo[j]);
+            v[j] = tail[j] ? t : v[j];
+            any_far |= tail[j] & (r > 5.0 ? 1 : 0);
+        }
+        if (any_far)
+            for (int j = 0; j < 2 * nb; j++)
+                if (tail[j] && rv[j] > 5.0) v[j] = trunc_finish(P, ppnd_tail_far(rv[j]), lo[j]);
+    }
+    for (int j = 0; j < nb; j++) {
+        va[j] = v[j];
+        vb[j] = v[nb + j];
+    }
+}
+
+static inline __attribute__((always_inline)) void gen_batch(const params_t *P, int nb, const uint64_t *blk, double *va,
+                             double *vb) {
+    uint64_t wa[B], wb[B];
+    philox_batch(P, nb, blk, wa, wb);
+    if (P->dist == DIST_UNIFORM)
+        batch_uniform(P, nb, wa, wb, va, vb);
+    else if (P->dist == DIST_NORMAL)
+        batch_normal(P, nb, wa, wb, va, vb);
+    else
+        batch_trunc(P, nb, wa, wb, va, vb);
+}
+
+/* Fill out[0:n] with elements g0 .. g0+n-1 (global flat indices). */
+IW_CLONES
+static void fill_run(const params_t *P, uint64_t g0, int64_t n, void *out, int kind) {
+    uint64_t blk[B];
+    double va[B], vb[B], tmp[2 * B];
+    int64_t done = 0;
+    while (done < n) {
+        uint64_t g = g0 + (uint64_t)done;
+        uint64_t b0 = g >> 1;
+        int skip = (int)(g & 1u);
+        int64_t want = n - done + skip; /* values from element 2*b0 on */
+        int nb = want >= 2 * B ? B : (int)((want + 1) >> 1);
+        for (int j = 0; j < nb; j++) blk[j] = b0 + (uint64_t)j;
+        gen_batch(P, nb, blk, va, vb);
+        int cnt = 2 * nb - skip;
+        if (cnt > n - done) cnt = (int)(n - done);
+        if (skip == 0 && cnt == 2 * B) {
+            if (kind == OUT_F32) {
+                float *o = (float *)out + done;
+                for (int j = 0; j < B; j++) {
+                    o[2 * j] = (float)va[j];
+                    o[2 * j + 1] = (float)vb[j];
+                }
+            } else {
+                double *o = (double *)out + done;
+                for (int j = 0; j < B; j++) {
+                    o[2 * j] = va[j];
+                    o[2 * j + 1] = vb[j];
+                }
+            }
+        } else {
+            for (int j = 0; j < nb; j++) {
+                tmp[2 * j] = va[j];
+                tmp[2 * j + 1] = vb[j];
+            }
+            if (kind == OUT_F32) {
+                float *o = (float *)out + done;
+                for (int k = 0; k < cnt; k++) o[k] = (float)tmp[skip + k];
+            } else {
+                double *o = (double *)out + done;
+                for (int k = 0; k < cnt; k++) o[k] = tmp[skip + k];
+            }
+        }
+        done += cnt;
+    }
+}
+
+/* Values at arbitrary global indices idx[0:n] -> out[0:n]. */
+IW_CLONES
+static void fill_index(const params_t *P, const int64_t *idx, int64_t n, void *out, int kind) {
+    uint64_t blk[B];
+    double va[B], vb[B];
+    for (int64_t s = 0; s < n; s += B) {
+        int nb = (n - s) >= B ? B : (int)(n - s);
+        for (int j = 0; j < nb; j++) blk[j] = (uint64_t)idx[s + j] >> 1;
+        gen_batch(P, nb, blk, va, vb);
+        if (kind == OUT_F32) {
+            float *o = (float *)out + s;
+            for (int j = 0; j < nb; j++) o[j] = (float)((idx[s + j] & 1) ? vb[j] : va[j]);
+        } else {
+            double *o = (double *)out + s;
+            for (int j = 0; j < nb; j++) o[j] = (idx[s + j] & 1) ? vb[j] : va[j];
+        }
+    }
+}
+
+/* ---- work splitting: a job is n_rows rows of row_len elements (row r starts at rows[r],
+   or at start + r*row_len when rows is NULL), or an index list ---- */
+typedef struct {
+    const params_t *P;
+    const int64_t *rows; /* may be NULL */
+    const int64_t *idx;  /* index mode when not NULL */
+    int64_t start, row_len;
+    char *out;
+    int kind;
+    int64_t lo, hi; /* linear output range of this worker */
+} job_t;
+
+static void run_job(const job_t *J) {
+    size_t es = J->kind == OUT_F32 ? 4 : 8;
+    if (J->idx) {
+        fill_index(J->P, J->idx + J->lo, J->hi - J->lo, J->out + (size_t)J->lo * es, J->kind);
+        return;
+    }
+    int64_t k = J->lo;
+    while (k < J->hi) {
+        int64_t r = k / J->row_len, col = k % J->row_len;
+        int64_t len = J->row_len - col;
+        if (len > J->hi - k) len = J->hi - k;
+        int64_t g = (J->rows ? J->rows[r] : J->start + r * J->row_len) + col;
+        fill_run(J->P, (uint64_t)g, len, J->out + (size_t)k * es, J->kind);
+        k += len;
+    }
+}
+
+#if IW_THREADS
+static void *run_job_thread(void *arg) {
+    run_job((const job_t *)arg);
+    return NULL;
+}
+#endif
+
+#define MIN_PER_THREAD 65536
+#define MAX_THREADS 256
+
+static void run_parallel(job_t base, int64_t total, int nthreads) {
+    if (nthreads > MAX_THREADS) nthreads = MAX_THREADS;
+    if ((int64_t)nthreads > total / MIN_PER_THREAD) nthreads = (int)(total / MIN_PER_THREAD);
+    if (nthreads < 1) nthreads = 1;
+    base.lo = 0;
+    base.hi = total;
+#if IW_THREADS
+    if (nthreads > 1) {
+        job_t jobs[MAX_THREADS];
+        pthread_t tid[MAX_THREADS];
+        int started[MAX_THREADS];
+        for (int t = 0; t < nthreads; t++) {
+            jobs[t] = base;
+            jobs[t].lo = total * t / nthreads;
+            jobs[t].hi = total * (t + 1) / nthreads;
+            started[t] = 0;
+        }
+        for (int t = 1; t < nthreads; t++)
+            started[t] = pthread_create(&tid[t], NULL, run_job_thread, &jobs[t]) == 0;
+        run_job(&jobs[0]);
+        for (int t = 1; t < nthreads; t++) {
+            if (started[t])
+                pthread_join(tid[t], NULL);
+            else
+                run_job(&jobs[t]); /* could not start a thread: do its share here */
+        }
+        return;
+    }
+#endif
+    run_job(&base);
+}
+
+/* ---- Python bindings ---- */
+static int parse_params(PyObject *key, int dist, PyObject *ptuple, params_t *P) {
+    unsigned int k0, k1, c2, c3;
+    if (!PyArg_ParseTuple(key, "IIII", &k0, &k1, &c2, &c3)) return -1;
+    if (dist < 0 || dist > 2) {
+        PyErr_SetString(PyExc_ValueError, "unknown distribution code");
+        return -1;
+    }
+    PyObject *seq = PySequence_Fast(ptuple, "params must be a sequence");
+    if (!seq) return -1;
+    if (PySequence_Fast_GET_SIZE(seq) != 8) {
+        Py_DECREF(seq);
+        PyErr_SetString(PyExc_ValueError, "params must have 8 floats");
+        return -1;
+    }
+    for (int i = 0; i < 8; i++) {
+        P->p[i] = PyFloat_AsDouble(PySequence_Fast_GET_ITEM(seq, i));
+        if (P->p[i] == -1.0 && PyErr_Occurred()) {
+            Py_DECREF(seq);
+            return -1;
+        }
+    }
+    Py_DECREF(seq);
+    P->k0 = k0; P->k1 = k1; P->c2 = c2; P->c3 = c3;
+    P->dist = dist;
+    return 0;
+}
+
+/* fill(key4, dist, params8, out_ptr, kind, start, rows_ptr, n_rows, row_len, nthreads) */
+static PyObject *py_fill(PyObject *self, PyObject *args) {
+    PyObject *key, *ptuple;
+    int dist, kind, nthreads;
+    unsigned long long out_ptr, rows_ptr;
+    long long start, n_rows, row_len;
+    params_t P;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "OiOKiLKLLi", &key, &dist, &ptuple, &out_ptr, &kind, &start,
+                          &rows_ptr, &n_rows, &row_len, &nthreads))
+        return NULL;
+    if (parse_params(key, dist, ptuple, &P) < 0) return NULL;
+    if (kind != OUT_F32 && kind != OUT_F64) {
+        PyErr_SetString(PyExc_ValueError, "kind must be 0 (float64) or 1 (float32)");
+        return NULL;
+    }
+    if (n_rows < 0 || row_len < 0 || start < 0 || (n_rows > 0 && row_len > 0 && !out_ptr)) {
+        PyErr_SetString(PyExc_ValueError, "bad fill geometry");
+        return NULL;
+    }
+    if (n_rows == 0 || row_len == 0) Py_RETURN_NONE;
+    job_t J;
+    memset(&J, 0, sizeof J);
+    J.P = &P;
+    J.rows = (const int64_t *)(uintptr_t)rows_ptr;
+    J.idx = NULL;
+    J.start = start;
+    J.row_len = row_len;
+    J.out = (char *)(uintptr_t)out_ptr;
+    J.kind = kind;
+    Py_BEGIN_ALLOW_THREADS
+    run_parallel(J, n_rows * row_len, nthreads);
+    Py_END_ALLOW_THREADS
+    Py_RETURN_NONE;
+}
+
+/* sample(key4, dist, params8, idx_ptr, n, out_ptr, kind, nthreads) */
+static PyObject *py_sample(PyObject *self, PyObject *args) {
+    PyObject *key, *ptuple;
+    int dist, kind, nthreads;
+    unsigned long long idx_ptr, out_ptr;
+    long long n;
+    params_t P;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "OiOKLKii", &key, &dist, &ptuple, &idx_ptr, &n, &out_ptr, &kind,
+                          &nthreads))
+        return NULL;
+    if (parse_params(key, dist, ptuple, &P) < 0) return NULL;
+    if (kind != OUT_F32 && kind != OUT_F64) {
+        PyErr_SetString(PyExc_ValueError, "kind must be 0 (float64) or 1 (float32)");
+        return NULL;
+    }
+    if (n < 0 || (n > 0 && (!idx_ptr || !out_ptr))) {
+        PyErr_SetString(PyExc_ValueError, "bad sample geometry");
+        return NULL;
+    }
+    if (n == 0) Py_RETURN_NONE;
+    job_t J;
+    memset(&J, 0, sizeof J);
+    J.P = &P;
+    J.idx = (const int64_t *)(uintptr_t)idx_ptr;
+    J.row_len = 1;
+    J.out = (char *)(uintptr_t)out_ptr;
+    J.kind = kind;
+    Py_BEGIN_ALLOW_THREADS
+    run_parallel(J, n, nthreads);
+    Py_END_ALLOW_THREADS
+    Py_RETURN_NONE;
+}
+
+/* philox(ctr4, key2) -> 4 words: the raw block function, for known-answer tests. */
+static PyObject *py_philox(PyObject *self, PyObject *args) {
+    unsigned int c[4], k[2];
+    (void)self;
+    if (!PyArg_ParseTuple(args, "(IIII)(II)", &c[0], &c[1], &c[2], &c[3], &k[0], &k[1]))
+        return NULL;
+    params_t P;
+    memset(&P, 0, sizeof P);
+    P.k0 = k[0]; P.k1 = k[1]; P.c2 = c[2]; P.c3 = c[3];
+    uint64_t blk = ((uint64_t)c[1] << 32) | c[0], wa, wb;
+    /* philox_batch keeps 52 bits; recompute the full words here with the same rounds */
+    uint32_t c0 = c[0], c1 = c[1], c2 = c[2], c3 = c[3], k0 = k[0], k1 = k[1];
+    for (int r = 0; r < 10; r++) {
+        uint64_t p0 = (uint64_t)PHILOX_M0 * c0;
+        uint64_t p1 = (uint64_t)PHILOX_M1 * c2;
+        uint32_t n0 = (uint32_t)(p1 >> 32) ^ c1 ^ k0;
+        uint32_t n2 = (uint32_t)(p0 >> 32) ^ c3 ^ k1;
+        c1 = (uint32_t)p1;
+        c3 = (uint32_t)p0;
+        c0 = n0;
+        c2 = n2;
+        k0 += PHILOX_W0;
+        k1 += PHILOX_W1;
+    }
+    philox_batch(&P, 1, &blk, &wa, &wb); /* cross-check the batched rounds */
+    if (wa != ((((uint64_t)c1 << 32) | c0) >> 12) || wb != ((((uint64_t)c3 << 32) | c2) >> 12)) {
+        PyErr_SetString(PyExc_RuntimeError, "batched Philox disagrees with scalar Philox");
+        return NULL;
+    }
+    return Py_BuildValue("(IIII)", c0, c1, c2, c3);
+}
+
+static PyMethodDef methods[] = {
+    {"fill", py_fill, METH_VARARGS, "Fill rows of a float32/float64 buffer (GIL released)."},
+    {"sample", py_sample, METH_VARARGS, "Values at int64 global indices (GIL released)."},
+    {"philox", py_philox, METH_VARARGS, "Raw Philox4x32-10 block: philox(ctr4, key2)."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef moduledef = {
+    PyModuleDef_HEAD_INIT, "_native", "Native fast path of initwise.random.", -1, methods,
+    NULL, NULL, NULL, NULL,
+};
+
+PyMODINIT_FUNC PyInit__native(void) {
+    PyObject *m = PyModule_Create(&moduledef);
+    if (m && PyModule_AddIntConstant(m, "THREADS", IW_THREADS) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}
