@@ -22,7 +22,14 @@ from typing import Any
 import numpy as np
 
 from ._checks import check_choice, check_finite_positive, raise_unknown
-from ._math import compute_std, normal_cdf, select_fan, shape_fans, trunc_normal_moments, uniform_bound
+from ._math import (
+    compute_std,
+    normal_cdf,
+    select_fan,
+    shape_fans,
+    trunc_normal_moments,
+    uniform_bound,
+)
 from ._typing import DISTRIBUTIONS, FAN_MODES
 
 __all__ = [

@@ -22,7 +22,14 @@ from typing import TYPE_CHECKING, Any, Union
 import torch
 
 from ._checks import check_choice, check_finite_positive, check_tensor
-from ._math import compute_std, normal_cdf, select_fan, shape_fans, trunc_normal_moments, uniform_bound
+from ._math import (
+    compute_std,
+    normal_cdf,
+    select_fan,
+    shape_fans,
+    trunc_normal_moments,
+    uniform_bound,
+)
 from ._typing import DISTRIBUTIONS, FAN_MODES, Distribution, FanMode
 from .fans import Fans
 
@@ -632,8 +639,9 @@ def sparse_(
             _random.uniform_(keys, generator.child("sparse_mask"))  # type: ignore[union-attr]
             idx = keys.argsort(dim=0)[:num_zeros]
         else:
+            torch_gen = generator if isinstance(generator, torch.Generator) else None
             idx = torch.stack(
-                [torch.randperm(rows, generator=generator)[:num_zeros] for _ in range(cols)], dim=1
+                [torch.randperm(rows, generator=torch_gen)[:num_zeros] for _ in range(cols)], dim=1
             )
         with torch.no_grad():
             values.scatter_(0, idx, 0.0)
