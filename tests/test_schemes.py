@@ -540,3 +540,37 @@ def test_numpy_api_distributions_and_shapes() -> None:
         inp.init("xavier_unifrom", (3, 3))
     with pytest.raises(ValueError, match="fan_in must be a positive int"):
         inp.kaiming_normal(0, 3)
+
+
+# --------------------------------------------------------------------------- keyed engine as generator
+
+
+@pytest.mark.parametrize("fn,args", RANDOM_FNS)
+def test_key_generator_reproducible_and_name_dependent(fn: str, args: tuple) -> None:
+    shape = (8, 6, 3) if fn == "delta_orthogonal_" else (40, 30)
+    k = initwise.random.key(0, "layer.weight")
+    torch.manual_seed(1)
+    a = getattr(initwise, fn)(torch.empty(shape), *args, generator=k)
+    torch.manual_seed(2)
+    b = getattr(initwise, fn)(torch.empty(shape), *args, generator=initwise.random.key(0, "layer.weight"))
+    c = getattr(initwise, fn)(torch.empty(shape), *args, generator=initwise.random.key(0, "other.weight"))
+    assert torch.equal(a, b)
+    assert not torch.equal(a, c)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_key_generator_distributions(dtype: torch.dtype) -> None:
+    shape = (256, 192)
+    k = initwise.random.key(7, "w")
+    t = initwise.kaiming_normal_(torch.empty(shape, dtype=dtype), nonlinearity="relu", generator=k)
+    _check(t, stats.norm(0, math.sqrt(2 / 192)), 0.0)
+    t = initwise.xavier_uniform_(torch.empty(shape, dtype=dtype), generator=k.child("u"))
+    b = math.sqrt(6 / (256 + 192))
+    _check(t, stats.uniform(-b, 2 * b), -1.2)
+    t = initwise.variance_scaling_(torch.empty(shape, dtype=dtype), 1.0, "fan_avg", "truncated_normal", generator=k.child("t"))
+    d = _target("vs_truncated_normal", shape, scale=1.0, fan=(256 + 192) / 2)[0]
+    _check(t, d, float(d.stats(moments="k")))
+    q = initwise.orthogonal_(torch.empty(64, 96, dtype=dtype), generator=k.child("o")).double()
+    assert torch.allclose(q @ q.T, torch.eye(64, dtype=torch.float64), atol=5e-2 if dtype == torch.bfloat16 else 1e-5)
+    s = initwise.sparse_(torch.empty(50, 40, dtype=dtype), 0.4, generator=k.child("s"))
+    assert bool(((s == 0).sum(0) == 20).all())
