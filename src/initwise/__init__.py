@@ -10,6 +10,15 @@ from __future__ import annotations
 
 from . import random
 from ._checks import InitwiseWarning
+from .audit import (
+    AuditError,
+    AuditReport,
+    AuditThresholds,
+    WidthAuditReport,
+    audit,
+    audit_plot,
+    audit_widths,
+)
 from .fans import (
     FanRule,
     Fans,
@@ -60,6 +69,9 @@ __version__ = "0.1.0"
 __all__ = [
     "ACTIVATIONS",
     "PRESETS",
+    "AuditError",
+    "AuditReport",
+    "AuditThresholds",
     "EntryChange",
     "FanRule",
     "Fans",
@@ -76,8 +88,12 @@ __all__ = [
     "Rule",
     "Scheme",
     "SchemeStats",
+    "WidthAuditReport",
     "__version__",
     "activation_name",
+    "audit",
+    "audit_plot",
+    "audit_widths",
     "calculate_gain",
     "compute_std",
     "constant_",

@@ -1,0 +1,155 @@
+"""Overhead of ``initwise.audit`` (no spectrum) against one plain forward+backward.
+
+The peer, measured in the same run on the same model and batch: ``y = model(x)``,
+``L = sum(y * R)``, ``torch.autograd.grad(L, params)`` (what the audit itself computes, without
+hooks and statistics). Models: a ResNet-18-like CNN at 32x32 (batch 32) and a GPT-2-small-sized
+decoder stack (d=768, 12 layers, 12 heads, seq 128, batch 4, vocab 50257). Target: ratio <= 2.
+
+    python benchmarks/bench_audit.py [--device cpu|cuda] [--repeats 5] [--models resnet,gpt2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from initwise.audit import audit
+
+
+class BasicBlock(nn.Module):
+    def __init__(self, cin: int, cout: int, stride: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.relu = nn.ReLU()
+        self.short: nn.Module = nn.Identity()
+        if stride != 1 or cin != cout:
+            self.short = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False),
+                                       nn.BatchNorm2d(cout))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.relu(self.bn1(self.conv1(x)))
+        return self.relu(self.bn2(self.conv2(out)) + self.short(x))
+
+
+def resnet18(num_classes: int = 10) -> nn.Module:
+    layers: list[nn.Module] = [nn.Conv2d(3, 64, 3, 1, 1, bias=False), nn.BatchNorm2d(64),
+                               nn.ReLU()]
+    cin = 64
+    for cout, stride in ((64, 1), (128, 2), (256, 2), (512, 2)):
+        layers += [BasicBlock(cin, cout, stride), BasicBlock(cout, cout, 1)]
+        cin = cout
+    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(512, num_classes)]
+    return nn.Sequential(*layers)
+
+
+class GPTBlock(nn.Module):
+    def __init__(self, d: int, heads: int) -> None:
+        super().__init__()
+        self.ln1, self.ln2 = nn.LayerNorm(d), nn.LayerNorm(d)
+        self.qkv, self.proj = nn.Linear(d, 3 * d), nn.Linear(d, d)
+        self.fc, self.act, self.out = nn.Linear(d, 4 * d), nn.GELU(approximate="tanh"), \
+            nn.Linear(4 * d, d)
+        self.drop = nn.Dropout(0.1)
+        self.heads = heads
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, t, d = x.shape
+        q, k, v = self.qkv(self.ln1(x)).split(d, dim=2)
+        q, k, v = (z.view(b, t, self.heads, d // self.heads).transpose(1, 2) for z in (q, k, v))
+        a = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        x = x + self.drop(self.proj(a.transpose(1, 2).reshape(b, t, d)))
+        return x + self.drop(self.out(self.act(self.fc(self.ln2(x)))))
+
+
+class GPT(nn.Module):
+    def __init__(self, vocab: int = 50257, d: int = 768, layers: int = 12, heads: int = 12,
+                 ctx: int = 1024) -> None:
+        super().__init__()
+        self.wte, self.wpe = nn.Embedding(vocab, d), nn.Embedding(ctx, d)
+        self.blocks = nn.ModuleList(GPTBlock(d, heads) for _ in range(layers))
+        self.ln = nn.LayerNorm(d)
+        self.head = nn.Linear(d, vocab, bias=False)
+        self.head.weight = self.wte.weight  # tied, as in GPT-2
+        for name, p in self.named_parameters():
+            if p.dim() >= 2:
+                nn.init.normal_(p, std=0.02 / (2 * layers) ** 0.5 if name.endswith(
+                    ("proj.weight", "out.weight")) else 0.02)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        pos = torch.arange(ids.shape[1], device=ids.device)
+        x = self.wte(ids) + self.wpe(pos)
+        for blk in self.blocks:
+            x = blk(x)
+        return self.head(self.ln(x))
+
+
+def _time(fn: Callable[[], object], repeats: int, device: torch.device) -> float:
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    fn()
+    sync()
+    times = []
+    for _ in range(repeats):
+        sync()
+        t = time.perf_counter()
+        fn()
+        sync()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def bench(name: str, model: nn.Module, x: torch.Tensor, repeats: int,
+          device: torch.device) -> tuple[float, float]:
+    model.to(device).train()
+    x = x.to(device)
+    params = [p for p in model.parameters() if p.requires_grad]
+
+    def plain() -> None:
+        y = model(x)
+        r = torch.randn(y.shape, generator=torch.Generator().manual_seed(0)).to(device)
+        torch.autograd.grad((y * r).sum(), params)
+
+    def audited() -> None:
+        audit(model, x)
+
+    t_plain = _time(plain, repeats, device)
+    t_audit = _time(audited, repeats, device)
+    rep = audit(model, x)
+    print(f"{name:10s} {device.type:5s} rows {len(rep.rows):4d}  plain fwd+bwd "
+          f"{t_plain * 1e3:9.2f} ms  audit {t_audit * 1e3:9.2f} ms  ratio "
+          f"{t_audit / t_plain:5.2f}x  verdict {rep.verdict}", flush=True)
+    return t_plain, t_audit
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--models", default="resnet,gpt2")
+    args = ap.parse_args()
+    device = torch.device(args.device)
+    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(0)
+    print(f"torch {torch.__version__}, device {device}, threads {torch.get_num_threads()}, "
+          f"median of {args.repeats}")
+    if "resnet" in args.models:
+        bench("resnet18", resnet18(), torch.randn(32, 3, 32, 32, generator=g), args.repeats,
+              device)
+    if "gpt2" in args.models:
+        bench("gpt2-small", GPT(), torch.randint(0, 50257, (4, 128), generator=g),
+              args.repeats, device)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,146 @@
+"""Plots for audit reports (matplotlib, imported lazily; the ``report`` extra).
+
+Figures are built with :class:`matplotlib.figure.Figure` and the Agg canvas, never pyplot, so
+plotting neither opens windows nor touches global pyplot state.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .audit import AuditReport, WidthAuditReport
+
+__all__ = ["plot_reports", "plot_widths"]
+
+_COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2",
+           "#17becf", "#7f7f7f", "#bcbd22"]
+_VERDICT_MARK = {"healthy": "✓", "vanishing": "↓", "exploding": "↑"}
+
+
+def _figure(ncols: int, nrows: int, size: tuple[float, float]) -> tuple[Any, Any]:
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError as e:  # pragma: no cover - depends on the environment
+        raise ImportError(
+            "initwise audit plots need matplotlib: pip install 'initwise[report]' "
+            "(or pip install matplotlib)"
+        ) from e
+    fig = Figure(figsize=size, layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(nrows, ncols, sharex=True, squeeze=False)
+    return fig, axes
+
+
+def _finite_pos(v: float | None, floor: float) -> float:
+    """Clip a value into ``[floor, 1 / floor]`` for log axes (inf to the top, nan stays)."""
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return math.nan
+    return min(max(v, floor), 1.0 / floor)
+
+
+def plot_reports(reports: Sequence[AuditReport], path: str | None,
+                 labels: Sequence[str] | None) -> Any:
+    """Forward ratio, backward ratio and zero/saturated fraction against depth, overlaid."""
+    if not reports:
+        raise ValueError("audit_plot: needs at least one report")
+    if labels is None:
+        labels = [r.model if len(reports) == 1 else f"{i}: {r.model}"
+                  for i, r in enumerate(reports)]
+    labels = list(labels)
+    if len(labels) != len(reports):
+        raise ValueError(f"audit_plot: {len(reports)} reports but {len(labels)} labels")
+    fig, axes = _figure(1, 3, (12.0, 9.0))
+    ax_f, ax_b, ax_z = axes[0, 0], axes[1, 0], axes[2, 0]
+    band = reports[0].thresholds.band
+    floor = 1e-30
+    seen: list[float] = []
+    for ax in (ax_f, ax_b):
+        ax.set_yscale("log")
+        ax.axhspan(1.0 / band, band, color="#2ca02c", alpha=0.08, lw=0)
+        ax.axhline(1.0, color="0.5", lw=0.8, ls=":")
+        for y in (1.0 / band, band):
+            ax.axhline(y, color="#2ca02c", lw=0.8, ls="--", alpha=0.6)
+        ax.grid(True, which="major", alpha=0.25)
+    for k, (rep, label) in enumerate(zip(reports, labels, strict=True)):
+        c = _COLORS[k % len(_COLORS)]
+        idx = [r.index for r in rep.rows]
+        fwd = [_finite_pos(r.ratio, floor) for r in rep.rows]
+        bwd = [_finite_pos(r.grad_ratio, floor) for r in rep.rows]
+        full = (f"{label}  [fwd {_VERDICT_MARK[rep.forward_verdict]} {rep.forward_verdict}, "
+                f"bwd {_VERDICT_MARK[rep.backward_verdict]} {rep.backward_verdict}]")
+        seen += [v for v in fwd + bwd if not math.isnan(v)]
+        ax_f.plot(idx, fwd, color=c, lw=1.3, marker="o", ms=2.0, label=full)
+        ax_b.plot(idx, bwd, color=c, lw=1.3, marker="o", ms=2.0, label=full)
+        weighted = [(r.index, _finite_pos(r.ratio, floor)) for r in rep.rows
+                    if r.kind == "weighted"]
+        if weighted and len(weighted) < len(idx):
+            ax_f.plot(*zip(*weighted, strict=True), ls="none", marker="s", ms=3.5, color=c,
+                      alpha=0.6)
+        acts = [(r.index, r.zero_fraction) for r in rep.rows
+                if r.kind in ("activation", "output") or r.zero_fraction > 0.9]
+        if acts:
+            ax_z.plot(*zip(*acts, strict=True), color=c, lw=1.4, marker="o", ms=2.0)
+        sat = [(r.index, r.saturated_fraction) for r in rep.rows
+               if r.saturated_fraction is not None]
+        if sat:
+            ax_z.plot(*zip(*sat, strict=True), color=c, lw=1.2, ls="--", marker="^", ms=3)
+        if rep.forward_first is not None:
+            ax_f.plot([rep.forward_first], [fwd[rep.forward_first]], marker="X", ms=11,
+                      color=c, mec="k", mew=0.8, ls="none")
+        if rep.backward_first is not None:
+            ax_b.plot([rep.backward_first], [bwd[rep.backward_first]], marker="X", ms=11,
+                      color=c, mec="k", mew=0.8, ls="none")
+    lo = min([0.3 / band, *seen])
+    hi = max([3.0 * band, *seen])
+    for ax in (ax_f, ax_b):
+        ax.set_ylim(lo / 3.0, hi * 3.0)
+    ref = reports[0].thresholds.reference
+    ax_f.set_ylabel(f"forward: rms / rms({ref})")
+    ax_b.set_ylabel("backward: ‖∂L/∂h‖ / ‖∂L/∂y‖")
+    ax_z.set_ylabel("fraction")
+    ax_z.set_ylim(-0.03, 1.03)
+    ax_z.set_xlabel("layer (row index, execution order)")
+    ax_z.grid(True, alpha=0.25)
+    ax_f.set_title("initwise audit: signal scale against depth "
+                   f"(healthy band [1/{band:g}, {band:g}] shaded, ✕ = first row out of band)",
+                   fontsize=10)
+    ax_f.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), framealpha=0.9)
+    ax_z.set_title("activation rows: exact zeros (solid, dead ReLUs) and saturated outputs of "
+                   "bounded activations (dashed)", fontsize=9)
+    if path is not None:
+        fig.savefig(path, dpi=120)
+    return fig
+
+
+def plot_widths(rep: WidthAuditReport, path: str | None, quantity: str) -> Any:
+    """One line per layer of ``quantity`` against width, log-log; flat rows solid."""
+    rows = rep.quantity(quantity)
+    if not rows:
+        raise ValueError(
+            f"WidthAuditReport.plot: no rows for quantity {quantity!r}; valid options: "
+            "grad_rms, rms, sgd_update"
+        )
+    fig, axes = _figure(1, 1, (7.5, 5.0))
+    ax = axes[0, 0]
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    for k, r in enumerate(rows):
+        c = _COLORS[k % len(_COLORS)]
+        name = (r.name or "(model)") + (f"#{r.call}" if r.call else "")
+        ax.plot(rep.widths, [_finite_pos(v, 1e-30) for v in r.values], color=c,
+                ls="-" if r.flat else "--", marker="o", ms=3,
+                label=f"{name} ({r.type}) slope {r.slope:+.2f}")
+    ax.set_xlabel("width")
+    ax.set_ylabel(quantity)
+    ax.set_title(f"coordinate check: {quantity} against width "
+                 f"(solid: flat, |slope| < {rep.flat_slope:g})", fontsize=10)
+    ax.grid(True, which="both", alpha=0.25)
+    if len(rows) <= 16:
+        ax.legend(fontsize=7, loc="best", framealpha=0.85)
+    if path is not None:
+        fig.savefig(path, dpi=120)
+    return fig

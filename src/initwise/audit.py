@@ -1,0 +1,1193 @@
+"""Audit a model's initialization: how the signal propagates, layer by layer, before training.
+
+:func:`audit` runs one forward and one backward pass of a model on a batch and measures, for
+every layer (in execution order; a module called twice gives two rows):
+
+* **forward**: mean, std, second moment, fraction of exact zeros (dead ReLUs), fraction of
+  saturated units for bounded activations, ``max |x|`` of the layer's output, and its
+  ``rms / rms(model input)``;
+* **backward**: the gradient of the loss with respect to the layer's output (rms per element,
+  Frobenius norm, and the norm ratio to the gradient at the model output);
+* **weights**: each parameter's empirical std (against the std an initwise ``Plan`` intended),
+  its gradient, the relative update that gradient implies for SGD and for Adam, and the
+  orthogonality error of orthogonal(-looking) weights;
+* optionally (``spectrum=True``) the singular values of the input-output Jacobian
+  (dynamical isometry), see :mod:`initwise._jacobian`.
+
+It then gives a verdict for each pass: ``"healthy"``, ``"vanishing"`` or ``"exploding"``.
+
+**What is compared, and why.** For weights initialized with a fan-in scheme (the default in
+PyTorch and almost every scheme), ``E[h_l²]`` per element is conserved in the forward pass and
+the squared *norm* of the backward signal ``E‖∂L/∂h_l‖²`` is conserved in the backward pass:
+``E‖Wᵀg‖² = fan_in · Var(W) · ‖g‖² = gain² ‖g‖²`` whatever the layer widths. So the forward
+scale of a row is ``ratio = rms(h_l) / rms(x)`` (per element) and its backward scale is
+``grad_ratio = ‖∂L/∂h_l‖ / ‖∂L/∂y‖`` (whole batch, Frobenius), which also makes pooling and
+narrow output heads harmless. A row leaves the healthy band when either is outside
+``[1 / band, band]`` (``band = 10`` by default: a factor that is ~3 standard deviations of the
+finite-width fluctuation of ``log rms`` of a 50-layer width-128 ReLU network, Hanin & Rolnick
+2018, but is crossed after only a few layers by any exponential drift), or when it is
+non-finite (exploding), or when more than ``max_zero_fraction`` of its outputs are exactly
+zero (vanishing: dead units). See :class:`AuditThresholds`.
+
+The forward verdict is that of the first row (in execution order) leaving the band; the
+backward verdict that of the first row in the order the gradient flows (from the output back
+towards the input). ``verdict`` is the worse of the two (``exploding`` > ``vanishing`` >
+``healthy``; ties go to the forward pass).
+
+Saturation. A tanh network with ``std = 1`` weights at width 256 has pre-activations with rms
+~16 (forward: exploding at the first layer) and ~95% saturated units; its backward gain per
+layer is ``χ = n σ² E[tanh'(h)⁴]`` ≈ 8.5 > 1 (the chaotic phase of Poole et al. 2016), so the
+gradient explodes too, even though the tanh outputs stay bounded. The saturated fraction is
+reported per activation row.
+
+Deliberate zero initialization (zero-init-last, ReZero, a zero classifier) is recognized:
+modules that have an all-zero parameter and an all-zero output are marked ``zero_init`` and
+skipped by the verdict, together with all-zero rows after them and, in the backward pass,
+rows whose gradient is exactly zero because such a module blocks it at step 0.
+
+**Conventions.** ``mode="train"`` (default) audits the model as the first training step sees
+it (batch-statistics normalization, dropout active with the seeded RNG); ``"eval"`` audits it
+in inference mode. The model is left exactly as it was: parameters and buffers (BatchNorm
+running statistics are restored bitwise), existing ``.grad`` (gradients are taken with
+:func:`torch.autograd.grad`, never accumulated), train/eval flags, ``requires_grad`` flags
+(frozen parameters are temporarily made trainable to measure their gradient), hooks (all
+removed, even on error) and the global RNG state (forked).
+
+Without ``loss_fn`` the loss is ``L = Σ y ⊙ R`` with ``R`` i.i.d. ``N(0, 1)`` drawn from a
+``torch.Generator`` seeded with ``seed``, so ``∂L/∂y = R`` has unit variance per element: the
+backward pass propagates a random unit-variance direction, as in signal-propagation theory.
+
+Weight-update scales, per unit learning rate: ``sgd_update = ‖∂L/∂W‖ / ‖W‖`` (the relative
+change of ``W`` after one SGD step is ``lr × sgd_update``) and ``adam_update = sqrt(nnz(∂L/∂W))
+/ ‖W‖``: Adam's first step is ``lr · m̂ / (sqrt(v̂) + ε) = lr · sign(g)`` per element (ε
+neglected), so its relative size is ``lr × adam_update`` whatever the gradient's scale.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Literal, get_args
+
+import torch
+from torch import nn
+
+from ._checks import check_choice, check_finite_positive
+from ._jacobian import SpectrumSummary, jacobian_spectrum
+
+__all__ = [
+    "AuditError",
+    "AuditReport",
+    "AuditThresholds",
+    "LayerStats",
+    "SpectrumSummary",
+    "WeightStats",
+    "WidthAuditReport",
+    "WidthRow",
+    "audit",
+    "audit_plot",
+    "audit_widths",
+]
+
+Verdict = Literal["healthy", "vanishing", "exploding"]
+AuditMode = Literal["train", "eval"]
+Reference = Literal["input", "first", "unit"]
+Layers = Literal["leaves", "weighted"]
+VERDICTS: tuple[str, ...] = get_args(Verdict)
+_SEVERITY = {"healthy": 0, "vanishing": 1, "exploding": 2}
+
+# Output bounds of bounded activations, for the saturated fraction.
+_BOUNDS: dict[type, tuple[float, float]] = {
+    nn.Tanh: (-1.0, 1.0),
+    nn.Sigmoid: (0.0, 1.0),
+    nn.Softsign: (-1.0, 1.0),
+    nn.Hardsigmoid: (0.0, 1.0),
+    nn.ReLU6: (0.0, 6.0),
+}
+
+
+class AuditError(RuntimeError):
+    """The audited model failed; the message names the stage (forward, loss, backward...)."""
+
+
+@dataclass(frozen=True)
+class AuditThresholds:
+    """Thresholds of the audit verdict (data: shown in every report, overridable).
+
+    Attributes:
+        band: healthy band ``[1 / band, band]`` for the forward ratio ``rms(h) / reference``
+            and the backward ratio ``‖∂L/∂h‖ / ‖∂L/∂y‖``.
+        max_zero_fraction: a row with more exact zeros than this is "vanishing" (dead).
+        reference: forward reference scale: ``"input"`` = rms of the model's floating-point
+            inputs (falls back to the first row's rms when there are none, e.g. token ids),
+            ``"first"`` = rms of the first row, ``"unit"`` = 1.
+        saturation_margin: an output of a bounded activation (tanh, sigmoid, ...) counts as
+            saturated within ``margin × (upper − lower)`` of a bound.
+        plan_sigmas: a weight's std matches its plan within this many standard errors
+            (``rel. SE(std) = sqrt(2 / n) / 2`` for normal weights, a conservative bound).
+        orthogonality_tol: a weight not declared orthogonal is reported as orthogonal when
+            ``‖WWᵀ/g² − I‖_F`` (or ``WᵀW`` for tall ``W``) is below this.
+        flat_slope: :func:`audit_widths` calls a quantity flat in width when ``|slope|`` of
+            ``log(value)`` against ``log(width)`` is below this (halfway to ``±1/2``, the
+            nearest exponent with which quantities scale in standard parametrization).
+
+    >>> AuditThresholds(band=100.0).band
+    100.0
+    """
+
+    band: float = 10.0
+    max_zero_fraction: float = 0.99
+    reference: Reference = "input"
+    saturation_margin: float = 0.02
+    plan_sigmas: float = 6.0
+    orthogonality_tol: float = 1e-3
+    flat_slope: float = 0.25
+
+    def __post_init__(self) -> None:
+        check_finite_positive("band", self.band)
+        if self.band <= 1:
+            raise ValueError(f"band must be > 1, got {self.band!r}")
+        if not 0 < self.max_zero_fraction <= 1:
+            raise ValueError(f"max_zero_fraction must be in (0, 1], got {self.max_zero_fraction!r}")
+        check_choice("reference", self.reference, get_args(Reference))
+        check_finite_positive("saturation_margin", self.saturation_margin)
+        check_finite_positive("plan_sigmas", self.plan_sigmas)
+        check_finite_positive("orthogonality_tol", self.orthogonality_tol)
+        check_finite_positive("flat_slope", self.flat_slope)
+
+
+@dataclass
+class LayerStats:
+    """Statistics of one layer call's output and of the gradient with respect to it.
+
+    ``ratio`` is ``rms / reference``; ``grad_ratio`` is ``grad_norm / ‖∂L/∂y‖``. ``flag`` is
+    ``"ok"``, ``"vanishing"``, ``"exploding"`` or ``"skipped"`` (zero-init, see the module docs);
+    ``grad_flag`` likewise, or ``"n/a"`` when no gradient reached the output.
+    """
+
+    index: int
+    name: str
+    call: int
+    type: str
+    kind: str
+    shape: list[int]
+    numel: int
+    mean: float
+    std: float
+    second_moment: float
+    rms: float
+    zero_fraction: float
+    saturated_fraction: float | None
+    max_abs: float
+    nonfinite: bool
+    ratio: float = math.nan
+    zero_init: bool = False
+    grad_rms: float | None = None
+    grad_norm: float | None = None
+    grad_max_abs: float | None = None
+    grad_ratio: float | None = None
+    flag: str = "ok"
+    grad_flag: str = "n/a"
+
+
+@dataclass
+class WeightStats:
+    """Statistics of one parameter and its gradient (update scales are per unit lr)."""
+
+    name: str
+    shape: list[int]
+    numel: int
+    mean: float
+    std: float
+    rms: float
+    norm: float
+    zero: bool
+    requires_grad: bool
+    intended_std: float | None = None
+    scheme: str | None = None
+    std_ratio: float | None = None
+    matches_plan: bool | None = None
+    orthogonal: bool = False
+    orth_gain: float | None = None
+    orth_error: float | None = None
+    grad_rms: float | None = None
+    grad_norm: float | None = None
+    sgd_update: float | None = None
+    adam_update: float | None = None
+
+
+def _enc(v: Any) -> Any:
+    """Encode floats for strict JSON: non-finite values become strings."""
+    if isinstance(v, float) and not math.isfinite(v):
+        return "nan" if math.isnan(v) else ("inf" if v > 0 else "-inf")
+    if isinstance(v, dict):
+        return {k: _enc(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_enc(x) for x in v]
+    return v
+
+
+def _dec(v: Any) -> Any:
+    if isinstance(v, str) and v in ("nan", "inf", "-inf"):
+        return float(v)
+    if isinstance(v, dict):
+        return {k: _dec(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return [_dec(x) for x in v]
+    return v
+
+
+def _fmt(v: float | None, spec: str = ".3g") -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float) and math.isnan(v):
+        return "nan"
+    return format(v, spec)
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]], markdown: bool) -> str:
+    if markdown:
+        lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+        lines += ["| " + " | ".join(r) + " |" for r in rows]
+        return "\n".join(lines)
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h)
+              for i, h in enumerate(header)]
+    def line(cells: Sequence[str]) -> str:
+        return "  ".join(c.ljust(w) if i < 3 else c.rjust(w)
+                         for i, (c, w) in enumerate(zip(cells, widths, strict=True))).rstrip()
+    return "\n".join([line(header), "  ".join("-" * w for w in widths)] + [line(r) for r in rows])
+
+
+@dataclass
+class AuditReport:
+    """Result of :func:`audit`: per-layer rows, per-parameter weights, verdicts (JSON-able).
+
+    ``forward_first`` / ``backward_first`` are the row indices where the signal first leaves
+    the healthy band (``None`` when healthy); ``forward_reason`` / ``backward_reason`` say why.
+    """
+
+    model: str
+    mode: str
+    batch: int
+    loss: float
+    loss_kind: str
+    input_rms: float | None
+    reference_rms: float
+    output_grad_norm: float
+    thresholds: AuditThresholds
+    rows: list[LayerStats]
+    weights: list[WeightStats]
+    forward_verdict: str
+    backward_verdict: str
+    verdict: str
+    forward_first: int | None = None
+    backward_first: int | None = None
+    forward_reason: str = ""
+    backward_reason: str = ""
+    notes: list[str] = field(default_factory=list)
+    spectrum: SpectrumSummary | None = None
+
+    # -- data ------------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-able dict (non-finite floats as ``"inf"``/``"nan"`` strings)."""
+        d: dict[str, Any] = _enc(asdict(self))
+        return d
+
+    def to_json(self, indent: int | None = 2) -> str:
+        """Return the report as strict JSON (round-trips through :meth:`from_json`)."""
+        return json.dumps(self.to_dict(), indent=indent, allow_nan=False)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> AuditReport:
+        """Rebuild a report from :meth:`to_dict`'s output."""
+        d = _dec(dict(d))
+        kw = {f.name: d[f.name] for f in fields(cls) if f.name in d}
+        kw["thresholds"] = AuditThresholds(**d["thresholds"])
+        kw["rows"] = [LayerStats(**r) for r in d["rows"]]
+        kw["weights"] = [WeightStats(**w) for w in d["weights"]]
+        kw["spectrum"] = SpectrumSummary(**d["spectrum"]) if d.get("spectrum") else None
+        return cls(**kw)
+
+    @classmethod
+    def from_json(cls, s: str) -> AuditReport:
+        """Rebuild a report from :meth:`to_json`'s output."""
+        return cls.from_dict(json.loads(s))
+
+    # -- text ------------------------------------------------------------------------------
+    def _summary_lines(self) -> list[str]:
+        t = self.thresholds
+        lines = [
+            f"verdict: {self.verdict}  (forward: {self.forward_verdict}, "
+            f"backward: {self.backward_verdict})",
+        ]
+        if self.forward_reason:
+            lines.append(f"forward: {self.forward_reason}")
+        if self.backward_reason:
+            lines.append(f"backward: {self.backward_reason}")
+        lines.append(
+            f"healthy band: rms/ref and grad-norm ratio in [{1 / t.band:.3g}, {t.band:.3g}], "
+            f"zeros <= {t.max_zero_fraction:.3g}; reference rms = {self.reference_rms:.4g} "
+            f"({t.reference}); mode = {self.mode}; loss = {self.loss_kind}"
+        )
+        if self.spectrum is not None:
+            s = self.spectrum
+            lines.append(
+                f"jacobian spectrum ({s.side}, dim {s.dim}, {s.steps} Lanczos steps"
+                f"{', exact' if s.exact else ''}): mean sv^2 {s.mean_sq_sv:.4g}, "
+                f"max sv {s.max_sv:.4g}, min sv {s.min_sv:.4g}, std log sv {s.log_sv_std:.3g}, "
+                f"condition {s.condition:.4g}"
+            )
+        lines += [f"note: {n}" for n in self.notes]
+        return lines
+
+    def _layer_table(self, markdown: bool) -> str:
+        header = ["#", "layer", "type", "shape", "mean", "std", "zeros", "sat", "max|x|",
+                  "rms/ref", "grad rms", "grad/out", "flag"]
+        rows = []
+        for r in self.rows:
+            flag = r.flag if r.flag != "ok" else ""
+            if r.grad_flag not in ("ok", "n/a"):
+                flag = f"{flag}{'/' if flag else ''}grad {r.grad_flag}"
+            name = r.name or "(model)"
+            if r.call:
+                name += f"#{r.call}"
+            rows.append([str(r.index), name, r.type, "x".join(map(str, r.shape)),
+                         _fmt(r.mean), _fmt(r.std), _fmt(r.zero_fraction, ".2f"),
+                         _fmt(r.saturated_fraction, ".2f"), _fmt(r.max_abs), _fmt(r.ratio),
+                         _fmt(r.grad_rms), _fmt(r.grad_ratio), flag])
+        return _table(header, rows, markdown)
+
+    def _weight_table(self, markdown: bool) -> str:
+        header = ["parameter", "shape", "std", "intended", "std/int", "orth err", "grad rms",
+                  "sgd upd", "adam upd"]
+        rows = []
+        for w in self.weights:
+            orth = _fmt(w.orth_error) if w.orth_error is not None else ""
+            rows.append([w.name, "x".join(map(str, w.shape)), _fmt(w.std),
+                         _fmt(w.intended_std), _fmt(w.std_ratio), orth, _fmt(w.grad_rms),
+                         _fmt(w.sgd_update), _fmt(w.adam_update)])
+        return _table(header, rows, markdown)
+
+    def to_markdown(self) -> str:
+        """Return the report as Markdown: summary, layer table, weight table."""
+        parts = [f"## initwise audit: {self.model}", ""]
+        parts += [f"- {line}" for line in self._summary_lines()]
+        parts += ["", "### Layers", "", self._layer_table(True), "", "### Parameters", "",
+                  self._weight_table(True), ""]
+        return "\n".join(parts)
+
+    def __str__(self) -> str:
+        parts = [f"initwise audit: {self.model}", *self._summary_lines(), "",
+                 self._layer_table(False), "", self._weight_table(False)]
+        return "\n".join(parts)
+
+    # -- plots -----------------------------------------------------------------------------
+    def plot(self, path: str | None = None, *others: AuditReport,
+             labels: Sequence[str] | None = None) -> Any:
+        """Plot forward and backward scale against depth (log scale), overlaying ``others``.
+
+        Needs matplotlib (the ``report`` extra). Returns the matplotlib ``Figure``; writes it
+        to ``path`` when given.
+        """
+        return audit_plot([self, *others], path, labels=labels)
+
+
+# ------------------------------------------------------------------------------------------
+# Inputs, outputs, model state
+# ------------------------------------------------------------------------------------------
+
+def _split_inputs(inputs: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    if isinstance(inputs, torch.Tensor):
+        return (inputs,), {}
+    if isinstance(inputs, Mapping):
+        return (), dict(inputs)
+    if isinstance(inputs, (tuple, list)):
+        return tuple(inputs), {}
+    raise TypeError(
+        "audit: inputs must be a tensor, a tuple of positional tensors or a dict of keyword "
+        f"tensors, got {type(inputs).__name__}"
+    )
+
+
+def _input_tensors(args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[torch.Tensor]:
+    return [t for t in (*args, *kwargs.values()) if isinstance(t, torch.Tensor)]
+
+
+def _primary(out: Any) -> torch.Tensor | None:
+    """The tensor an output stands for: itself, the first floating tensor of a sequence, or
+    ``logits`` / the first floating value of a mapping (e.g. a Hugging Face ModelOutput)."""
+    if isinstance(out, torch.Tensor):
+        return out if out.is_floating_point() else None
+    if isinstance(out, Mapping):
+        if "logits" in out and isinstance(out["logits"], torch.Tensor):
+            return _primary(out["logits"])
+        for v in out.values():
+            p = _primary(v)
+            if p is not None:
+                return p
+        return None
+    if isinstance(out, (tuple, list)):
+        for v in out:
+            p = _primary(v)
+            if p is not None:
+                return p
+    return None
+
+
+class _ModelState:
+    """Snapshot of everything the audit may touch, restored exactly by :meth:`restore`."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.training = [(m, m.training) for m in model.modules()]
+        self.requires_grad = [(p, p.requires_grad) for p in model.parameters()]
+        self.buffers: list[tuple[nn.Module, str, torch.Tensor, torch.Tensor]] = []
+        for m in model.modules():
+            for name, b in m._buffers.items():
+                if b is not None:
+                    self.buffers.append((m, name, b, b.detach().clone()))
+
+    def restore(self) -> None:
+        for m, flag in self.training:
+            m.training = flag
+        for p, flag in self.requires_grad:
+            p.requires_grad_(flag)
+        with torch.no_grad():
+            for m, name, b, saved in self.buffers:
+                m._buffers[name] = b
+                b.copy_(saved)
+
+
+def _kind(m: nn.Module) -> str:
+    if any(True for _ in m.parameters(recurse=False)):
+        return "weighted"
+    if type(m).__module__ == "torch.nn.modules.activation":
+        return "activation"
+    return "other"
+
+
+def _bounds(m: nn.Module) -> tuple[float, float] | None:
+    if isinstance(m, nn.Hardtanh):  # ReLU6 is a Hardtanh(0, 6)
+        return (float(m.min_val), float(m.max_val))
+    for cls, b in _BOUNDS.items():
+        if isinstance(m, cls):
+            return b
+    return None
+
+
+# ------------------------------------------------------------------------------------------
+# Statistics: a few fused reductions per tensor, no host sync until the end
+# ------------------------------------------------------------------------------------------
+
+def _flat32(x: torch.Tensor) -> torch.Tensor:
+    x = x.detach()
+    if x.dtype not in (torch.float32, torch.float64):
+        x = x.float()
+    return x.reshape(-1)
+
+
+def _sum_sq(f: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(sum, sum of squares) of a flat tensor: two fast fused reductions (no Welford pass)."""
+    return f.sum(), torch.linalg.vector_norm(f).double() ** 2
+
+
+def _out_stats(x: torch.Tensor, bounds: tuple[float, float] | None, margin: float
+               ) -> torch.Tensor:
+    """[sum, sum of squares, min, max, zeros, saturated] as float64 (still on device)."""
+    f = _flat32(x)
+    s1, s2 = _sum_sq(f)
+    lo, hi = torch.aminmax(f)
+    zeros = f.numel() - torch.count_nonzero(f)
+    if bounds is not None:
+        m = margin * (bounds[1] - bounds[0])
+        sat = ((f <= bounds[0] + m) | (f >= bounds[1] - m)).sum()
+    else:
+        sat = zeros
+    return torch.stack([s1.double(), s2.double(), lo.double(), hi.double(), zeros.double(),
+                        sat.double()])
+
+
+def _grad_stats(g: torch.Tensor, nonzeros: bool = False) -> torch.Tensor:
+    """[sum of squares, max |g|, nonzeros (or nan)] as float64 (still on device)."""
+    f = _flat32(g)
+    lo, hi = torch.aminmax(f)
+    nnz = (torch.count_nonzero(f).double() if nonzeros
+           else torch.full((), math.nan, dtype=torch.float64, device=f.device))
+    return torch.stack([_sum_sq(f)[1], torch.maximum(-lo, hi).double(), nnz])
+
+
+def _plan_map(plan: Any) -> dict[str, tuple[float | None, str | None]]:
+    """name -> (intended std, scheme) from a duck-typed Plan (``.entries`` or an iterable)."""
+    if plan is None:
+        return {}
+    entries = getattr(plan, "entries", plan)
+    if isinstance(entries, Mapping):
+        entries = list(entries.values())
+    out: dict[str, tuple[float | None, str | None]] = {}
+
+    def get(e: Any, key: str) -> Any:
+        return e.get(key) if isinstance(e, Mapping) else getattr(e, key, None)
+
+    for e in entries:
+        name = get(e, "name")
+        if name is None:
+            raise TypeError("audit: plan entries need a 'name' (attribute or key)")
+        if get(e, "skipped"):
+            continue
+        std = get(e, "std")
+        bound = get(e, "bound")
+        if std is None and bound is not None:
+            std = float(bound) / math.sqrt(3.0)
+        scheme = get(e, "scheme")
+        out[str(name)] = (None if std is None else float(std),
+                          None if scheme is None else str(scheme))
+    return out
+
+
+def _orth_error(w: torch.Tensor) -> tuple[float, float]:
+    """(gain g, ‖G/g² − I‖_F) with G the Gram matrix of the short side of ``w`` as a matrix."""
+    w2 = w.detach().reshape(w.shape[0], -1).double()
+    r, c = w2.shape
+    gram = w2 @ w2.T if r <= c else w2.T @ w2
+    k = min(r, c)
+    g2 = torch.diagonal(gram).sum() / k
+    err = torch.linalg.matrix_norm(gram / g2 - torch.eye(k, dtype=gram.dtype, device=gram.device))
+    return float(g2.sqrt()), float(err)
+
+
+# ------------------------------------------------------------------------------------------
+# audit
+# ------------------------------------------------------------------------------------------
+
+def audit(
+    model: nn.Module,
+    inputs: Any,
+    *,
+    targets: Any = None,
+    loss_fn: Callable[..., torch.Tensor] | None = None,
+    spectrum: bool = False,
+    plan: Any = None,
+    mode: AuditMode = "train",
+    layers: Layers = "leaves",
+    thresholds: AuditThresholds | None = None,
+    seed: int = 0,
+    spectrum_steps: int = 32,
+    spectrum_examples: int | None = 1,
+) -> AuditReport:
+    """Audit how a model's initialization propagates signal forward and backward.
+
+    See the module docstring for exactly what is measured, the verdict rules and the
+    conventions (mode, default loss, update scales, model left unchanged).
+
+    Args:
+        model: any ``nn.Module``.
+        inputs: a tensor, a tuple of positional inputs, or a dict of keyword inputs.
+        targets: passed to ``loss_fn(output, targets)``.
+        loss_fn: returns a scalar loss from the model's (primary) output; default: the seeded
+            random projection ``Σ y ⊙ R``, ``R ~ N(0, 1)``.
+        spectrum: also estimate the input-output Jacobian's singular values (floating-point
+            inputs only) on the first ``spectrum_examples`` examples (``None``: the whole
+            batch) with ``spectrum_steps`` Lanczos steps.
+        plan: an initwise ``Plan`` (or entries with ``name``, ``std``/``bound``, ``scheme``)
+            to compare each parameter's std with.
+        mode: ``"train"`` (what the first training step sees) or ``"eval"``.
+        layers: ``"leaves"``: every leaf module and every module with its own parameters;
+            ``"weighted"``: modules with their own parameters only. The model itself always
+            gives the last row (its output).
+        thresholds: verdict thresholds (:class:`AuditThresholds`).
+        seed: seeds the default loss's projection, dropout and the Lanczos start vector.
+
+    Returns:
+        An :class:`AuditReport`.
+
+    >>> torch.manual_seed(0)  # doctest: +ELLIPSIS
+    <torch._C.Generator object at ...>
+    >>> net = nn.Sequential(*[m for _ in range(8) for m in (nn.Linear(64, 64), nn.ReLU())])
+    >>> for m in net:
+    ...     if isinstance(m, nn.Linear):
+    ...         _ = nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+    >>> audit(net, torch.randn(32, 64)).verdict
+    'healthy'
+    >>> for m in net:
+    ...     if isinstance(m, nn.Linear):
+    ...         _ = nn.init.normal_(m.weight, std=0.01)
+    >>> r = audit(net, torch.randn(32, 64))
+    >>> r.forward_verdict, r.backward_verdict
+    ('vanishing', 'vanishing')
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"audit: model must be an nn.Module, got {type(model).__name__}")
+    check_choice("mode", mode, get_args(AuditMode))
+    check_choice("layers", layers, get_args(Layers))
+    th = thresholds if thresholds is not None else AuditThresholds()
+    if not isinstance(th, AuditThresholds):
+        raise TypeError("audit: thresholds must be an AuditThresholds")
+    if targets is not None and loss_fn is None:
+        raise ValueError("audit: targets were given without loss_fn; pass loss_fn=...")
+    args, kwargs = _split_inputs(inputs)
+    tensors = _input_tensors(args, kwargs)
+    floats = [t for t in tensors if t.is_floating_point()]
+    for t in floats:
+        if not bool(torch.isfinite(t).all()):
+            raise ValueError("audit: inputs contain non-finite values (nan or inf)")
+    plan_std = _plan_map(plan)
+
+    params = list(dict.fromkeys(model.parameters()))
+    device = params[0].device if params else (tensors[0].device if tensors else
+                                              torch.device("cpu"))
+    state = _ModelState(model)
+    devices = [device.index or 0] if device.type == "cuda" else []
+    handles: list[Any] = []
+    try:
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(seed)
+            model.train(mode == "train")
+            for p in params:
+                if p.is_floating_point():
+                    p.requires_grad_(True)
+            report = _run(model, args, kwargs, floats, targets, loss_fn, th, plan_std, layers,
+                          handles, seed, dict(state.requires_grad))
+            if spectrum:
+                torch.manual_seed(seed)
+                report.spectrum = _spectrum(model, args, kwargs, spectrum_steps,
+                                            spectrum_examples, seed)
+    finally:
+        for h in handles:
+            h.remove()
+        state.restore()
+    report.mode = mode
+    return report
+
+
+def _run(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any],
+         floats: list[torch.Tensor], targets: Any, loss_fn: Callable[..., torch.Tensor] | None,
+         th: AuditThresholds, plan_std: dict[str, tuple[float | None, str | None]],
+         layers: str, handles: list[Any], seed: int, orig_rg: dict[torch.Tensor, bool]
+         ) -> AuditReport:
+    records: list[dict[str, Any]] = []
+    out_stats: list[torch.Tensor] = []
+    grad_stats: dict[int, torch.Tensor] = {}
+    calls: dict[str, int] = {}
+
+    def make_hook(name: str, m: nn.Module) -> Callable[..., None]:
+        bounds = _bounds(m)
+
+        def hook(mod: nn.Module, inp: Any, out: Any) -> None:
+            y = _primary(out)
+            if y is None or y.numel() == 0:
+                return
+            idx = len(records)
+            call = calls.get(name, 0)
+            calls[name] = call + 1
+            records.append({"name": name, "call": call, "type": type(mod).__name__,
+                            "kind": "output" if mod is model and _kind(mod) != "weighted"
+                            else _kind(mod),
+                            "shape": list(y.shape), "numel": y.numel(), "module": mod})
+            with torch.no_grad():
+                out_stats.append(_out_stats(y, bounds, th.saturation_margin))
+            if y.requires_grad:
+                def ghook(g: torch.Tensor) -> None:
+                    with torch.no_grad():
+                        grad_stats[idx] = _grad_stats(g)
+                y.register_hook(ghook)
+
+        return hook
+
+    for name, m in model.named_modules():
+        is_leaf = next(iter(m.children()), None) is None
+        weighted = any(True for _ in m.parameters(recurse=False))
+        if m is model or weighted or (layers == "leaves" and is_leaf):
+            handles.append(m.register_forward_hook(make_hook(name, m)))
+
+    try:
+        out = model(*args, **kwargs)
+    except Exception as e:
+        raise AuditError(
+            f"audit: the model's forward pass failed on the given inputs "
+            f"({type(e).__name__}: {e})"
+        ) from e
+    y = _primary(out)
+    if y is None:
+        raise AuditError("audit: the model's output contains no floating-point tensor")
+    # The loss: user's, or a seeded unit-variance random projection.
+    if loss_fn is None:
+        gen = torch.Generator().manual_seed(seed)
+        proj = torch.randn(y.shape, generator=gen, dtype=torch.float32).to(y.device, y.dtype)
+        loss = (y * proj).sum()
+        loss_kind = "default: sum(y * R), R ~ N(0, 1) seeded"
+    else:
+        try:
+            loss = loss_fn(y) if targets is None else loss_fn(y, targets)
+        except Exception as e:
+            raise AuditError(
+                f"audit: loss_fn failed on the model output of shape {tuple(y.shape)} "
+                f"({type(e).__name__}: {e})"
+            ) from e
+        if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
+            raise AuditError("audit: loss_fn must return a scalar tensor")
+        loss = loss.reshape(())
+        loss_kind = getattr(loss_fn, "__name__", type(loss_fn).__name__)
+
+    pnames: dict[torch.Tensor, str] = {}
+    for pn, prm in model.named_parameters():
+        pnames.setdefault(prm, pn)
+    plist = [p for p in pnames if p.requires_grad]
+    if loss.requires_grad:
+        try:
+            grads = torch.autograd.grad(loss, plist, allow_unused=True)
+        except Exception as e:
+            raise AuditError(f"audit: the backward pass failed ({type(e).__name__}: {e})") from e
+    else:
+        grads = tuple(None for _ in plist)  # type: ignore[misc]
+    gmap: dict[torch.Tensor, torch.Tensor | None] = dict(zip(plist, grads, strict=True))
+
+    # Weight statistics: one stacked vector per parameter.
+    wvecs = []
+    nan = torch.full((), math.nan, dtype=torch.float64)
+    for p in pnames:
+        f = _flat32(p)
+        s1, s2 = _sum_sq(f)
+        nnz = torch.count_nonzero(f).double()
+        g = gmap.get(p)
+        gs = _grad_stats(g, nonzeros=True) if g is not None else torch.stack([nan, nan, nan]).to(f.device)
+        spread = nan.to(f.device)
+        if p.dim() >= 2 and p.numel() > 0:
+            w2 = f.reshape(p.shape[0], -1)
+            nr = w2.norm(dim=1) if w2.shape[0] <= w2.shape[1] else w2.norm(dim=0)
+            spread = ((nr.max() - nr.min()) / nr.mean().clamp_min(1e-30)).double()
+        wvecs.append(torch.stack([s1.double(), s2.double(), nnz, gs[0], gs[2], spread]))
+
+    # The one host sync for all statistics.
+    fwd = torch.stack(out_stats).cpu().tolist() if out_stats else []
+    bwd = {k: v.cpu().tolist() for k, v in grad_stats.items()}
+    wst = torch.stack(wvecs).cpu().tolist() if wvecs else []
+
+    weights: list[WeightStats] = []
+    zero_params: set[str] = set()
+    for (p, name), (s1, s2, nnz, gss, gnnz, spread) in zip(pnames.items(), wst, strict=True):
+        n = int(p.numel())
+        mean = s1 / max(n, 1)
+        var = max(s2 / max(n, 1) - mean * mean, 0.0)
+        rms = math.sqrt(max(s2 / max(n, 1), 0.0))
+        norm = rms * math.sqrt(n)
+        ws = WeightStats(name=name, shape=list(p.shape), numel=n, mean=mean,
+                         std=math.sqrt(max(var, 0.0)), rms=rms, norm=norm, zero=nnz == 0,
+                         requires_grad=orig_rg.get(p, True))
+        if ws.zero:
+            zero_params.add(name)
+        intended = plan_std.get(name)
+        if intended is not None:
+            ws.intended_std, ws.scheme = intended
+            if ws.intended_std is not None and ws.intended_std > 0:
+                ws.std_ratio = ws.std / ws.intended_std
+                tol = th.plan_sigmas * 0.5 * math.sqrt(2.0 / max(n, 1))
+                ws.matches_plan = abs(ws.std_ratio - 1.0) <= tol
+            elif ws.intended_std == 0:
+                ws.matches_plan = ws.std == 0
+        declared = ws.scheme is not None and "orth" in ws.scheme.lower()
+        candidate = p.dim() >= 2 and min(p.shape[0], n // max(p.shape[0], 1)) >= 2 and (
+            math.isfinite(spread) and spread < th.orthogonality_tol)
+        if (declared or candidate) and p.dim() >= 2 and not ws.zero:
+            ws.orth_gain, err = _orth_error(p)
+            if declared or err <= th.orthogonality_tol:
+                ws.orthogonal = True
+                ws.orth_error = err
+        if not math.isnan(gss):
+            ws.grad_norm = math.sqrt(max(gss, 0.0))
+            ws.grad_rms = ws.grad_norm / math.sqrt(max(n, 1))
+            ws.sgd_update = ws.grad_norm / norm if norm > 0 else math.inf
+            ws.adam_update = math.sqrt(gnnz) / norm if norm > 0 else math.inf
+        weights.append(ws)
+    del pnames
+
+    # Rows.
+    in_rms = None
+    if floats:
+        ss = sum(float((t.detach().double() ** 2).sum()) for t in floats)
+        cnt = sum(t.numel() for t in floats)
+        in_rms = math.sqrt(ss / max(cnt, 1))
+    rows: list[LayerStats] = []
+    param_owner = {id(mp): f"{n}" for n, mp in model.named_parameters()}
+    for i, (rec, st) in enumerate(zip(records, fwd, strict=True)):
+        s1, s2, lo, hi, zeros, sat = st
+        numel = rec["numel"]
+        mean = s1 / numel
+        m2 = s2 / numel
+        var = max(m2 - mean * mean, 0.0)
+        bounds = _bounds(rec["module"])
+        nonfinite = not (math.isfinite(lo) and math.isfinite(hi))
+        mod = rec["module"]
+        own_zero = any(param_owner.get(id(mp)) in zero_params
+                       for pn, mp in mod.named_parameters(recurse=False)
+                       if not pn.endswith("bias"))
+        r = LayerStats(index=i, name=rec["name"], call=rec["call"], type=rec["type"],
+                       kind=rec["kind"], shape=rec["shape"], numel=numel, mean=mean,
+                       std=math.sqrt(var) if not nonfinite else math.nan,
+                       second_moment=m2, rms=math.sqrt(max(m2, 0.0)) if not nonfinite
+                       else math.inf, zero_fraction=zeros / numel,
+                       saturated_fraction=(sat / numel) if bounds is not None else None,
+                       max_abs=max(abs(lo), abs(hi)) if not nonfinite else math.inf,
+                       nonfinite=nonfinite)
+        r.zero_init = own_zero and zeros == numel
+        if i in bwd:
+            gss, gmax, _ = bwd[i]
+            r.grad_norm = math.sqrt(gss) if math.isfinite(gss) else math.inf
+            r.grad_rms = r.grad_norm / math.sqrt(numel)
+            r.grad_max_abs = gmax
+        rows.append(r)
+
+    ref = _reference(rows, in_rms, th)
+    out_row = next((r for r in reversed(rows) if r.name == "" and r.call == 0), None)
+    out_gnorm = out_row.grad_norm if out_row is not None and out_row.grad_norm else None
+    if out_gnorm is None:
+        # The output's gradient, from the loss directly.
+        out_gnorm = float("nan")
+    for r in rows:
+        r.ratio = r.rms / ref if ref > 0 else math.inf
+        if r.grad_norm is not None and out_gnorm and math.isfinite(out_gnorm) and out_gnorm > 0:
+            r.grad_ratio = r.grad_norm / out_gnorm
+
+    report = AuditReport(
+        model=type(model).__name__, mode="", batch=_batch(args, kwargs), loss=float(loss.detach()),
+        loss_kind=loss_kind, input_rms=in_rms, reference_rms=ref,
+        output_grad_norm=out_gnorm, thresholds=th, rows=rows, weights=weights,
+        forward_verdict="healthy", backward_verdict="healthy", verdict="healthy")
+    _judge(report)
+    return report
+
+
+def _batch(args: tuple[Any, ...], kwargs: dict[str, Any]) -> int:
+    for t in _input_tensors(args, kwargs):
+        if t.dim() > 0:
+            return int(t.shape[0])
+    return 1
+
+
+def _reference(rows: list[LayerStats], in_rms: float | None, th: AuditThresholds) -> float:
+    if th.reference == "unit":
+        return 1.0
+    if th.reference == "input" and in_rms is not None and in_rms > 0:
+        return in_rms
+    for r in rows:
+        if math.isfinite(r.rms) and r.rms > 0:
+            return r.rms
+    return 1.0
+
+
+def _judge(rep: AuditReport) -> None:
+    """Set flags, verdicts and reasons on ``rep`` (rules in the module docstring)."""
+    th = rep.thresholds
+    lo, hi = 1.0 / th.band, th.band
+    seen_zero_init = False
+    notes: list[str] = []
+    for r in rep.rows:
+        label = f"row {r.index} {r.name or '(model)'} ({r.type})"
+        if r.zero_init or (seen_zero_init and r.zero_fraction == 1.0 and not r.nonfinite):
+            r.flag = "skipped"
+            if r.zero_init:
+                notes.append(f"{label}: zero-initialized (skipped by the verdict)")
+            seen_zero_init = True
+            continue
+        if r.nonfinite or r.ratio > hi:
+            r.flag = "exploding"
+        elif r.ratio < lo or r.zero_fraction > th.max_zero_fraction:
+            r.flag = "vanishing"
+        if r.saturated_fraction is not None and r.saturated_fraction > 0.5:
+            notes.append(f"{label}: {r.saturated_fraction:.0%} of outputs saturated")
+    first = next((r for r in rep.rows if r.flag in ("vanishing", "exploding")), None)
+    if first is not None:
+        rep.forward_verdict = first.flag
+        rep.forward_first = first.index
+        why = ("non-finite values" if first.nonfinite else
+               f"rms/ref = {first.ratio:.3g}" if not lo <= first.ratio <= hi else
+               f"{first.zero_fraction:.1%} exact zeros")
+        rep.forward_reason = (f"first leaves the band at row {first.index} "
+                              f"{first.name or '(model)'} ({first.type}): {why}")
+    # Backward: from the output towards the input.
+    blocked = seen_zero_init
+    for r in reversed(rep.rows):
+        if r.grad_norm is None:
+            r.grad_flag = "n/a"
+            continue
+        if blocked and r.grad_norm == 0.0:
+            r.grad_flag = "skipped"
+            continue
+        gr = r.grad_ratio
+        if gr is None:
+            r.grad_flag = "exploding" if not math.isfinite(r.grad_norm) else "n/a"
+        elif not math.isfinite(gr) or gr > hi:
+            r.grad_flag = "exploding"
+        elif gr < lo:
+            r.grad_flag = "vanishing"
+        else:
+            r.grad_flag = "ok"
+    bfirst = next((r for r in reversed(rep.rows) if r.grad_flag in ("vanishing", "exploding")),
+                  None)
+    if bfirst is not None:
+        rep.backward_verdict = bfirst.grad_flag
+        rep.backward_first = bfirst.index
+        rep.backward_reason = (f"first leaves the band at row {bfirst.index} "
+                               f"{bfirst.name or '(model)'} ({bfirst.type}): grad-norm ratio "
+                               f"{_fmt(bfirst.grad_ratio)}")
+    f, b = rep.forward_verdict, rep.backward_verdict
+    rep.verdict = f if _SEVERITY[f] >= _SEVERITY[b] else b
+    for w in rep.weights:
+        if w.matches_plan is False:
+            notes.append(f"{w.name}: std {w.std:.4g} differs from the plan's "
+                         f"{w.intended_std:.4g} (ratio {w.std_ratio:.3g})")
+    rep.notes = notes
+
+
+def _spectrum(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], steps: int,
+              examples: int | None, seed: int) -> SpectrumSummary:
+    from torch.func import functional_call
+
+    if steps < 1:
+        raise ValueError(f"audit: spectrum_steps must be >= 1, got {steps}")
+
+    def cut(t: Any) -> Any:
+        if examples is not None and isinstance(t, torch.Tensor) and t.dim() > 0:
+            return t[:examples]
+        return t
+
+    args = tuple(cut(a) for a in args)
+    kwargs = {k: cut(v) for k, v in kwargs.items()}
+    slots: list[tuple[int | None, str | None]] = [
+        (i, None) for i, a in enumerate(args)
+        if isinstance(a, torch.Tensor) and a.is_floating_point()]
+    slots += [(None, k) for k, v in kwargs.items()
+              if isinstance(v, torch.Tensor) and v.is_floating_point()]
+    if not slots:
+        raise ValueError(
+            "audit: spectrum=True needs floating-point inputs (the Jacobian is taken with "
+            "respect to them); models fed integer token ids have none"
+        )
+    parts = [args[i] if i is not None else kwargs[str(k)] for i, k in slots]
+    sizes = [p.numel() for p in parts]
+    x0 = torch.cat([p.detach().reshape(-1) for p in parts])
+    params = {n: p.detach() for n, p in model.named_parameters()}
+    # Running statistics of norm layers in training mode are not passed (None): they would be
+    # mutated inside the transform; in training mode they do not affect the output.
+    buffers: dict[str, torch.Tensor | None] = {}
+    for mname, m in model.named_modules():
+        for bname, b in m._buffers.items():
+            full = f"{mname}.{bname}" if mname else bname
+            norm_train = m.training and isinstance(m, nn.modules.batchnorm._NormBase)
+            buffers[full] = None if norm_train else b
+
+    def fn(x: torch.Tensor) -> torch.Tensor:
+        a = list(args)
+        kw = dict(kwargs)
+        for (i, k), piece in zip(slots, torch.split(x, sizes), strict=True):
+            src = args[i] if i is not None else kwargs[str(k)]
+            if i is not None:
+                a[i] = piece.reshape(src.shape)
+            else:
+                kw[str(k)] = piece.reshape(src.shape)
+        torch.manual_seed(seed)  # the same dropout masks at every product
+        y = _primary(functional_call(model, (params, buffers), tuple(a), kw))  # type: ignore[arg-type]
+        if y is None:
+            raise AuditError("audit: the model's output contains no floating-point tensor")
+        return y
+
+    gen = torch.Generator().manual_seed(seed)
+    try:
+        return jacobian_spectrum(fn, x0, steps=steps, generator=gen)
+    except AuditError:
+        raise
+    except Exception as e:
+        raise AuditError(
+            f"audit: the Jacobian spectrum failed ({type(e).__name__}: {e}); try mode='eval' "
+            "or a larger spectrum_examples"
+        ) from e
+
+
+# ------------------------------------------------------------------------------------------
+# Width sweeps (coordinate check)
+# ------------------------------------------------------------------------------------------
+
+@dataclass
+class WidthRow:
+    """One layer across widths: its values per width and the log-log slope against width."""
+
+    name: str
+    call: int
+    type: str
+    quantity: str
+    values: list[float]
+    slope: float
+    flat: bool
+
+
+@dataclass
+class WidthAuditReport:
+    """Result of :func:`audit_widths`: per-layer quantities against width, with slopes.
+
+    ``rows`` hold, for each layer present at every width, the forward output ``rms`` (per
+    coordinate), the backward ``grad_rms`` (per coordinate) and, for weighted layers, the
+    weight's ``sgd_update`` scale. ``flat`` marks ``|slope| < flat_slope``.
+    """
+
+    widths: list[int]
+    flat_slope: float
+    rows: list[WidthRow]
+    verdicts: list[str]
+    reports: list[AuditReport] = field(default_factory=list)
+
+    def quantity(self, name: str) -> list[WidthRow]:
+        """Rows of one quantity: ``"rms"``, ``"grad_rms"`` or ``"sgd_update"``."""
+        return [r for r in self.rows if r.quantity == name]
+
+    def to_dict(self, *, include_reports: bool = False) -> dict[str, Any]:
+        """Return a JSON-able dict (the per-width reports only when asked)."""
+        d = asdict(self)
+        if not include_reports:
+            d["reports"] = []
+        return dict(_enc(d))
+
+    def to_json(self, indent: int | None = 2) -> str:
+        """Return strict JSON (per-width reports left out)."""
+        return json.dumps(self.to_dict(), indent=indent, allow_nan=False)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> WidthAuditReport:
+        """Rebuild from :meth:`to_dict`."""
+        d = _dec(dict(d))
+        return cls(widths=list(d["widths"]), flat_slope=d["flat_slope"],
+                   rows=[WidthRow(**r) for r in d["rows"]], verdicts=list(d["verdicts"]),
+                   reports=[AuditReport.from_dict(r) for r in d.get("reports", [])])
+
+    def to_markdown(self) -> str:
+        """Return a Markdown table per quantity (values per width, slope, flat)."""
+        out = [f"## initwise width audit: widths {self.widths}", "",
+               f"- flat: |slope of log value vs log width| < {self.flat_slope}",
+               f"- verdicts per width: {', '.join(self.verdicts)}", ""]
+        for q in ("rms", "grad_rms", "sgd_update"):
+            rows = self.quantity(q)
+            if not rows:
+                continue
+            header = ["layer", "type", *[f"w={w}" for w in self.widths], "slope", "flat"]
+            body = [[(r.name or "(model)") + (f"#{r.call}" if r.call else ""), r.type,
+                     *[_fmt(v) for v in r.values], f"{r.slope:+.3f}", "yes" if r.flat else "no"]
+                    for r in rows]
+            out += [f"### {q}", "", _table(header, body, True), ""]
+        return "\n".join(out)
+
+    def __str__(self) -> str:
+        return self.to_markdown()
+
+    def plot(self, path: str | None = None, quantity: str = "rms") -> Any:
+        """Plot ``quantity`` against width (log-log), one line per layer. Needs matplotlib."""
+        from ._audit_plot import plot_widths
+
+        return plot_widths(self, path, quantity)
+
+
+def _slope(widths: Sequence[int], values: Sequence[float]) -> float:
+    pts = [(math.log(w), math.log(v)) for w, v in zip(widths, values, strict=True)
+           if v is not None and math.isfinite(v) and v > 0]
+    if len(pts) < 2:
+        return math.nan
+    mx = sum(p[0] for p in pts) / len(pts)
+    my = sum(p[1] for p in pts) / len(pts)
+    sxx = sum((p[0] - mx) ** 2 for p in pts)
+    if sxx == 0:
+        return math.nan
+    return sum((p[0] - mx) * (p[1] - my) for p in pts) / sxx
+
+
+def audit_widths(
+    factory: Callable[[int], nn.Module],
+    widths: Iterable[int],
+    inputs: Any = None,
+    *,
+    inputs_fn: Callable[[int], Any] | None = None,
+    seed: int = 0,
+    keep_reports: bool = False,
+    **audit_kwargs: Any,
+) -> WidthAuditReport:
+    """Audit ``factory(width)`` at several widths: which quantities stay constant as width grows.
+
+    The coordinate check of Yang et al. (Tensor Programs V, muP, 2022): for each layer, the
+    per-coordinate output rms, gradient rms and the SGD update scale are fitted against width
+    on log-log axes; a quantity is ``flat`` when ``|slope| < thresholds.flat_slope`` (0.25).
+    Each model is built under a forked RNG seeded with ``seed``, so the global RNG is
+    untouched. Layers are matched across widths by module name and call index.
+
+    Args:
+        factory: ``width -> model``.
+        widths: at least two widths.
+        inputs: fixed inputs for every width, or ``None`` with ``inputs_fn(width)``.
+        keep_reports: keep each width's :class:`AuditReport` in ``.reports``.
+        **audit_kwargs: passed to :func:`audit` (``loss_fn``, ``mode``, ``thresholds``...).
+
+    >>> def mlp(w):
+    ...     net = nn.Sequential(nn.Linear(16, w), nn.ReLU(), nn.Linear(w, w), nn.ReLU())
+    ...     for m in net:
+    ...         if isinstance(m, nn.Linear):
+    ...             _ = nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+    ...     return net
+    >>> rep = audit_widths(mlp, [32, 128, 512], torch.randn(64, 16))
+    >>> [r.flat for r in rep.quantity("rms")]
+    [True, True, True, True, True]
+    """
+    ws = [int(w) for w in widths]
+    if len(ws) < 2:
+        raise ValueError("audit_widths: needs at least two widths")
+    if any(w <= 0 for w in ws):
+        raise ValueError(f"audit_widths: widths must be positive, got {ws}")
+    if (inputs is None) == (inputs_fn is None):
+        raise ValueError("audit_widths: pass exactly one of inputs or inputs_fn")
+    if audit_kwargs.get("spectrum"):
+        raise ValueError("audit_widths: spectrum is not supported; use audit()")
+    reports: list[AuditReport] = []
+    for w in ws:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = factory(w)
+        x = inputs_fn(w) if inputs_fn is not None else inputs
+        reports.append(audit(model, x, seed=seed, **audit_kwargs))
+    th = reports[0].thresholds
+    keys = [(r.name, r.call) for r in reports[0].rows]
+    common = set(keys)
+    for rep in reports[1:]:
+        common &= {(r.name, r.call) for r in rep.rows}
+    rows: list[WidthRow] = []
+    maps = [{(r.name, r.call): r for r in rep.rows} for rep in reports]
+    wmaps = [{w.name: w for w in rep.weights} for rep in reports]
+    for quantity in ("rms", "grad_rms"):
+        for key in keys:
+            if key not in common:
+                continue
+            vals = [getattr(m[key], quantity) for m in maps]
+            vals = [math.nan if v is None else float(v) for v in vals]
+            s = _slope(ws, vals)
+            rows.append(WidthRow(name=key[0], call=key[1], type=maps[0][key].type,
+                                 quantity=quantity, values=vals, slope=s,
+                                 flat=math.isfinite(s) and abs(s) < th.flat_slope))
+    for wname in wmaps[0]:
+        if not all(wname in wm for wm in wmaps) or not wname.endswith("weight"):
+            continue
+        vals = [math.nan if (u := wm[wname].sgd_update) is None else float(u) for wm in wmaps]
+        s = _slope(ws, vals)
+        rows.append(WidthRow(name=wname, call=0, type="parameter", quantity="sgd_update",
+                             values=vals, slope=s, flat=math.isfinite(s) and abs(s) < th.flat_slope))
+    return WidthAuditReport(widths=ws, flat_slope=th.flat_slope, rows=rows,
+                            verdicts=[r.verdict for r in reports],
+                            reports=reports if keep_reports else [])
+
+
+def audit_plot(reports: AuditReport | Sequence[AuditReport], path: str | None = None,
+               labels: Sequence[str] | None = None) -> Any:
+    """Plot forward and backward scale against depth for one or more reports, overlaid.
+
+    Three panels share the depth axis (row index, log scale on y): the forward ratio
+    ``rms / reference``, the backward ratio ``‖∂L/∂h‖ / ‖∂L/∂y‖``, and the zero/saturated
+    fraction; the healthy band is shaded and each report's first out-of-band row marked.
+    Needs matplotlib (the ``report`` extra). Returns the ``Figure``; saves it to ``path``.
+    """
+    from ._audit_plot import plot_reports
+
+    reps = [reports] if isinstance(reports, AuditReport) else list(reports)
+    return plot_reports(reps, path, labels)
