@@ -384,6 +384,78 @@ def _module_branch(model: nn.Module, name: str, pos: dict[str, int], *, exclude:
     return Branch(tuple(layers), trailing, source)
 
 
+# --------------------------------------------------------------------------------------------
+# known block structures (feed-forward blocks whose inside fx and hooks cannot see)
+# --------------------------------------------------------------------------------------------
+
+_ACT_ATTRS = ("activation", "act", "act_fn", "activation_fn", "intermediate_act_fn", "activation_function")
+# (first layer, second layer) of a feed-forward block: the activation feeds the second one.
+# Gated blocks (LLaMA's gate/up -> down) multiply act(gate) by a linear `up`: the product's
+# second moment is E[act(z)^2] * 1, so the second layer gets the activation's gain too.
+_FFN_PAIRS = (
+    ("linear1", "linear2"), ("c_fc", "c_proj"), ("fc1", "fc2"), ("w1", "w2"),
+    ("gate_proj", "down_proj"), ("up_proj", "down_proj"), ("dense_h_to_4h", "dense_4h_to_h"),
+    ("wi", "wo"), ("lin1", "lin2"), ("fc_in", "fc_out"),
+)  # fmt: skip
+
+
+def _block_activation(module: nn.Module) -> Any:
+    for attr in _ACT_ATTRS:
+        obj = getattr(module, attr, None)
+        if obj is None or isinstance(obj, (str, bool, int, float)):
+            continue
+        if isinstance(obj, nn.Module):
+            if is_activation(obj):
+                return obj
+        elif callable(obj) and _gains.activation_name(obj) is not None:
+            return obj
+    return None
+
+
+def _block_rules(model: nn.Module) -> dict[str, Any]:
+    """Weight layer -> activation feeding it, read from well-known feed-forward block layouts.
+
+    Covers torch's ``TransformerEncoderLayer``/``DecoderLayer`` (``activation`` between
+    ``linear1`` and ``linear2``; torch.fx keeps these modules opaque and hooks cannot see their
+    functional activation), Hugging Face GPT-2 (``c_fc``/``act``/``c_proj``), LLaMA-style gated
+    MLPs (``gate_proj``/``up_proj``/``act_fn``/``down_proj``), BERT (``intermediate`` with
+    ``intermediate_act_fn`` followed by ``output.dense``) and the common ``fc1``/``fc2`` names.
+    """
+    out: dict[str, Any] = {}
+    for name, m in model.named_modules():
+        pre = f"{name}." if name else ""
+        act = _block_activation(m)
+        if act is not None:
+            for first, second in _FFN_PAIRS:
+                a, b = getattr(m, first, None), getattr(m, second, None)
+                if isinstance(a, nn.Module) and isinstance(b, nn.Module) and is_weight_layer(b):
+                    out[pre + second] = act
+                    break
+        inter, output = getattr(m, "intermediate", None), getattr(m, "output", None)
+        if isinstance(inter, nn.Module) and isinstance(output, nn.Module):
+            act = _block_activation(inter)
+            dense = getattr(output, "dense", None)
+            if act is not None and isinstance(dense, nn.Module) and is_weight_layer(dense):
+                out[pre + "output.dense"] = act
+    return out
+
+
+def _apply_block_rules(model: nn.Module, info: GraphInfo) -> None:
+    """Fill in what fx/hooks could not see; override the registration-order guess."""
+    used = []
+    for layer, act in _block_rules(model).items():
+        seen = info.input_act.get(layer)
+        if info.source == "fx" and layer in info.input_act:
+            continue  # fx traced this layer's input: that is evidence, keep it
+        if info.source == "hooks" and seen is not None:
+            continue  # hooks saw an activation module run right before it
+        info.input_act[layer] = act
+        used.append(layer)
+    if used:
+        shown = ", ".join(used[:3]) + (f" and {len(used) - 3} more" if len(used) > 3 else "")
+        info.notes.append(f"input activation of {shown} read from the feed-forward block's structure")
+
+
 def analyze(model: nn.Module, example_inputs: Any = None, branches: Sequence[str] | None = None) -> GraphInfo:
     """Find each weight layer's input activation and the residual branches of ``model``.
 
@@ -413,6 +485,7 @@ def analyze(model: nn.Module, example_inputs: Any = None, branches: Sequence[str
                 "second); pass example_inputs for an exact answer"
             )
         info.branches = _attr_branches(model, info.order)
+    _apply_block_rules(model, info)
     if branches is not None:
         pos = {n: i for i, n in enumerate(info.order)}
         info.branches = [_module_branch(model, b, pos, exclude=None, source="Policy.branches")

@@ -1,0 +1,58 @@
+"""Activations inside feed-forward blocks that torch.fx keeps opaque or hooks cannot see."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+import initwise
+
+
+def test_torch_transformer_layer_linear2_gets_its_activation_gain() -> None:
+    for act, name in [("gelu", "gelu"), ("relu", "relu")]:
+        layer = nn.TransformerEncoderLayer(32, 4, 64, batch_first=True, activation=act)
+        model = nn.Sequential(nn.Linear(8, 32), layer, nn.Linear(32, 3))
+        p = initwise.plan(model, "auto")
+        assert p["1.linear2.weight"].activation == name
+        assert p["1.linear2.weight"].gain == pytest.approx(initwise.gain(name))
+        assert p["1.linear1.weight"].gain == pytest.approx(1.0)
+
+
+def test_structure_rule_overrides_wrong_registration_order() -> None:
+    class MLP(nn.Module):  # registers act after both layers, like Hugging Face's GPT2MLP
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc1 = nn.Linear(16, 64)
+            self.fc2 = nn.Linear(64, 16)
+            self.act = nn.SiLU()
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            if x.sum() > 0:  # data-dependent control flow: not traceable by torch.fx
+                return self.fc2(self.act(self.fc1(x)))
+            return self.fc2(self.act(self.fc1(-x)))
+
+    p = initwise.plan(MLP(), "auto")
+    assert p.source == "module_order"
+    assert p["fc2.weight"].activation == "silu"
+    assert p["fc1.weight"].activation == "linear"
+
+
+@pytest.mark.slow
+def test_hugging_face_blocks() -> None:
+    transformers = pytest.importorskip("transformers")
+    cases = [
+        (transformers.GPT2LMHeadModel(transformers.GPT2Config(n_layer=2, n_embd=64, n_head=4, vocab_size=100,
+                                                              bos_token_id=0, eos_token_id=0)),
+         "transformer.h.1.mlp.c_proj.weight", "gelu_tanh"),
+        (transformers.LlamaForCausalLM(transformers.LlamaConfig(
+            hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+            num_key_value_heads=4, vocab_size=100)), "model.layers.1.mlp.down_proj.weight", "silu"),
+        (transformers.BertModel(transformers.BertConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                                                        intermediate_size=128, vocab_size=100)),
+         "encoder.layer.1.output.dense.weight", "gelu"),
+    ]
+    for model, key, act in cases:
+        e = initwise.plan(model, "auto")[key]
+        assert e.activation == act
+        assert e.gain == pytest.approx(initwise.gain(act))
