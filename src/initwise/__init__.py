@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from . import random
 from ._checks import InitwiseWarning
+from ._context import KeyedInit, keyed_init
+from ._names import canonical_name
 from .audit import (
     AuditError,
     AuditReport,
@@ -19,6 +21,7 @@ from .audit import (
     audit_plot,
     audit_widths,
 )
+from .distributed import materialize
 from .fans import (
     FanRule,
     Fans,
@@ -77,6 +80,7 @@ __all__ = [
     "Fans",
     "InitError",
     "InitwiseWarning",
+    "KeyedInit",
     "LSUVError",
     "LSUVLayer",
     "LSUVReport",
@@ -95,6 +99,7 @@ __all__ = [
     "audit_plot",
     "audit_widths",
     "calculate_gain",
+    "canonical_name",
     "compute_std",
     "constant_",
     "delta_orthogonal_",
@@ -109,9 +114,11 @@ __all__ = [
     "init",
     "kaiming_normal_",
     "kaiming_uniform_",
+    "keyed_init",
     "lecun_normal_",
     "lecun_uniform_",
     "lsuv",
+    "materialize",
     "mean_and_second_moment",
     "normal_",
     "ones_",

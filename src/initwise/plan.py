@@ -48,6 +48,7 @@ import torch
 from torch import nn
 
 from . import _graph
+from ._names import canonical_name
 from .fans import Fans, tensor_fans
 from .policy import PRESETS as _PRESET_NAMES
 from .policy import Policy, Rule, get_policy
@@ -690,7 +691,7 @@ def _is_builtin(scheme: Any) -> bool:
 
 
 def _call(w: _Work, target: torch.Tensor, block: int | None, seed: int) -> None:
-    key = _key(seed, w.entry.name, block)
+    key = _key(seed, canonical_name(w.entry.name), block)
     if not hasattr(w.scheme, "describe"):  # user callable
         w.scheme(target, fans=w.fans, generator=key, **w.entry.params)
     else:
@@ -771,18 +772,31 @@ def init(model: nn.Module, policy: str | Policy | Iterable[Rule] = "auto", *, ex
     >>> lin.bias.abs().sum().item()
     0.0
     """
+    from .distributed import is_dtensor, write_dtensor
+
     p, work = _build(model, policy, example_inputs, seed, only)
     _validate(work, seed)
     written: list[str] = []
+    sharded, fallback = 0, []
     for w in work:
         try:
-            _write(w, seed)
+            if is_dtensor(w.tensor):
+                sharded += 1
+                if not write_dtensor(w, seed, _write):
+                    fallback.append(w.entry.name)
+            else:
+                _write(w, seed)
         except BaseException as err:
             raise InitError(
                 f"init failed while writing {w.entry.name} after writing {len(written)} tensor(s) "
                 f"({', '.join(written[:10])}{'...' if len(written) > 10 else ''}); those are changed"
             ) from err
         written.append(w.entry.name)
+    if sharded:
+        p.notes.append(
+            f"{sharded} DTensor parameter(s) written shard-locally; whole-parameter (memory of "
+            f"one parameter) fallback for: {', '.join(fallback) or 'none'}"
+        )
     p.applied = True
     log.debug("initwise.init: wrote %d tensors with policy %s", len(written), p.policy)
     return p

@@ -158,10 +158,10 @@ def _scheme_name(scheme: str) -> str:
     key = scheme.strip().lower().replace("-", "_")
     if key in ACTIONS:
         return key
-    from .registry import get_scheme, scheme_names
+    from .registry import resolve_scheme_name, scheme_names
 
     try:
-        return get_scheme(key, **({"sparsity": 0.5} if key == "sparse" else {})).name
+        return resolve_scheme_name(key)
     except ValueError:
         raise_unknown("scheme or action", scheme, [*scheme_names(), *ACTIONS])
 

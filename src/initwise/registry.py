@@ -267,6 +267,15 @@ def get_scheme(name: str, **params: Any) -> Scheme:
     return Scheme(name, params)
 
 
+def resolve_scheme_name(name: str) -> str:
+    """The canonical name of a scheme name or alias (parameters are not checked).
+
+    >>> resolve_scheme_name("He-Normal")
+    'kaiming_normal'
+    """
+    return _canonical(name)
+
+
 def scheme_names() -> list[str]:
     """All registered names and aliases."""
     return sorted([*_REGISTRY, *_ALIASES])

@@ -478,8 +478,44 @@ def _generate(dist: str, k: Key4, p: Params, plan: _Plan, out: torch.Tensor) -> 
         flat[lo:hi].copy_(_round_np(buf, out.dtype))
 
 
+@dataclass
+class _ShardScope:
+    target: torch.Tensor
+    offset: tuple[int, ...]
+    global_shape: tuple[int, ...]
+    foreign: list[str]
+
+
+_SHARD: contextvars.ContextVar[_ShardScope | None] = contextvars.ContextVar("initwise_shard", default=None)
+
+
+@contextlib.contextmanager
+def shard_scope(target: torch.Tensor, offset: Sequence[int], global_shape: Sequence[int]) -> Iterator[list[str]]:
+    """Within the block, fills of ``target`` (by identity, without an explicit offset) draw
+    the box ``whole[offset : offset + target.shape]`` of a whole of ``global_shape``.
+
+    Used for sharded parameters: a scheme that runs on a DTensor's local block then writes
+    exactly that block of what it would write to the whole. Fills of any other tensor run
+    unchanged and their function names are appended to the yielded list (the caller then
+    knows the scheme was not elementwise on ``target``). The scope is a context variable:
+    other threads and tasks are not affected.
+    """
+    scope = _ShardScope(target, tuple(int(o) for o in offset), tuple(int(g) for g in global_shape), [])
+    token = _SHARD.set(scope)
+    try:
+        yield scope.foreign
+    finally:
+        _SHARD.reset(token)
+
+
 def _fill(fn: str, dist: str, tensor: torch.Tensor, k: Key, params: Mapping[str, Any],
           offset: int | Sequence[int], global_shape: Sequence[int] | None) -> torch.Tensor:
+    scope = _SHARD.get()
+    if scope is not None:
+        if tensor is scope.target and global_shape is None and offset == 0:
+            offset, global_shape = scope.offset, scope.global_shape
+        else:
+            scope.foreign.append(fn)
     do_fill = check_tensor(tensor, fn)
     if not isinstance(k, Key):
         raise TypeError(

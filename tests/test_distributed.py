@@ -1,0 +1,271 @@
+"""Sharded init on torch.distributed: gathered weights equal single-process init, bit for bit.
+
+Multi-process tests run gloo ranks on 127.0.0.1 (tests/_dist_helpers.py); large world sizes
+are simulated in one process with torch's fake process group, comparing every simulated
+rank's local block with the matching chunk of the single-process result.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from _dist_helpers import (
+    Net,
+    gloo_available,
+    keyed_reference,
+    keyed_reset,
+    run_ranks,
+    worker_layouts,
+)
+from conftest import assert_variance
+from initwise import random as iwr
+from initwise._context import keyed_init
+from initwise._names import canonical_name
+from initwise.distributed import fill_sharded_, local_box
+
+pytestmark = pytest.mark.distributed
+
+STRUCTURED = {"lstm.weight_hh_l0", "conv.weight", "head.weight", "blocks.1.up.weight",
+              "blocks.1.down.weight", "lstm.bias_ih_l0"}  # fmt: skip
+ELEMENTWISE_2D = {"emb.weight", "blocks.0.up.weight", "blocks.0.down.weight"}
+
+
+# ---------------------------------------------------------------------------------------------
+# gloo: world sizes 1, 2, 4, every layout, every scheme
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.skipif(not gloo_available(), reason="gloo backend unavailable")
+@pytest.mark.parametrize("world_size", [1, 2, 4])
+def test_sharded_init_equals_single_process(world_size: int) -> None:
+    results = run_ranks(worker_layouts, world_size, 7, world_size, timeout=150)
+    expected = {"fsdp2", "fsdp2_meta_materialize", "tp_parallelize_module",
+                "distribute_tensor_shard0_shard1", "keyed_init_fsdp2", "keyed_init_distribute_tensor"}
+    if world_size == 4:
+        expected |= {"2d_mesh", "fsdp_over_tp_meta"}
+    for rank, res in enumerate(results):
+        fallback = set(res.pop("_fallback"))
+        assert set(res) == expected
+        bad = {layout: names for layout, names in res.items() if names}
+        assert not bad, f"rank {rank}/{world_size}: gathered weights differ from single-process init: {bad}"
+        # structured schemes used the whole-parameter fallback, elementwise ones did not
+        # (rank 0 always holds a non-empty block; empty blocks write nothing at all)
+        assert rank > 0 or fallback >= STRUCTURED, fallback
+        assert not (ELEMENTWISE_2D & fallback), fallback
+
+
+# ---------------------------------------------------------------------------------------------
+# fake process group: 8 to 64 simulated ranks in one process
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def fake_pg():
+    fake = pytest.importorskip("torch.testing._internal.distributed.fake_pg")
+
+    def start(rank: int, world_size: int) -> None:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+        dist.init_process_group("fake", store=fake.FakeStore(), rank=rank, world_size=world_size)
+
+    yield start
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def _chunk(t: torch.Tensor, n: int, dim: int, i: int) -> torch.Tensor:
+    """torch.chunk semantics (what Shard uses); an empty block for ranks past the last chunk."""
+    parts = t.chunk(n, dim)
+    if i < len(parts):
+        return parts[i]
+    shape = list(t.shape)
+    shape[dim] = 0
+    return t.new_empty(shape)
+
+
+@pytest.mark.parametrize(("mesh_shape", "placements"), [
+    ((8,), "S0"), ((64,), "S0"), ((64,), "S1"), ((8, 8), "S0S1"), ((8, 8), "S1S0"), ((4, 16), "S0S0"),
+])  # fmt: skip
+def test_simulated_ranks_blocks_equal_single_process(fake_pg, mesh_shape, placements) -> None:
+    """8-64 simulated ranks: each rank's block (DTensor's sharding math) of every scheme.
+
+    The block is filled the way :func:`initwise.init` fills a DTensor's local
+    tensor (engine fills boxed to the rank's offset) and compared with ``torch.chunk`` of the
+    single-process tensor. (DTensor objects themselves are exercised by the gloo tests: under a
+    re-created fake group DTensor ops hand back a cached mesh with a stale coordinate.)
+    """
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.tensor import Shard
+    from torch.distributed.tensor._utils import compute_local_shape_and_global_offset
+
+    from initwise.distributed import ELEMENTWISE_SCHEMES
+    from initwise.random._engine import shard_scope
+    from initwise.registry import get_scheme
+
+    dims = [int(c) for c in placements[1::2]]
+    world = math.prod(mesh_shape)
+    gshape = (67, 19)
+    fans = (19.0, 67.0)
+    extra = {"constant": {"val": 0.5}}
+    wholes = {}
+    for name in sorted(ELEMENTWISE_SCHEMES):
+        scheme = get_scheme(name, **extra.get(name, {}))
+        wholes[name] = (scheme, scheme(torch.empty(gshape), fans=fans, generator=iwr.key(1, name)))
+    for rank in sorted({0, 1, world // 2 + 3, world - 1}):
+        fake_pg(rank, world)
+        mesh = init_device_mesh("cpu", mesh_shape)
+        shape, offset = compute_local_shape_and_global_offset(gshape, mesh, [Shard(d) for d in dims])
+        coord = mesh.get_coordinate()
+        for name, (scheme, whole) in wholes.items():
+            want = whole
+            for mdim, d in enumerate(dims):
+                want = _chunk(want, mesh_shape[mdim], d, coord[mdim])
+            assert tuple(want.shape) == tuple(shape)
+            local = torch.empty(shape)
+            if local.numel():
+                with shard_scope(local, tuple(offset), gshape) as foreign:
+                    scheme(local, fans=fans, generator=iwr.key(1, name))
+                assert not foreign
+            assert torch.equal(local, want), f"{name} rank {rank} of {mesh_shape} {placements}"
+
+
+def test_fill_sharded_fallback_when_fill_is_not_elementwise(fake_pg) -> None:
+    """elementwise=True with a fill that draws into a scratch tensor still gives the right block."""
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.tensor import Shard, distribute_tensor
+
+    k = iwr.key(3, "w")
+    from initwise.schemes import orthogonal_
+
+    whole = orthogonal_(torch.empty(12, 5), generator=k)
+    for rank in range(4):
+        fake_pg(rank, 4)
+        mesh = init_device_mesh("cpu", (4,))
+        d = distribute_tensor(torch.zeros(12, 5), mesh, [Shard(1)], src_data_rank=None)
+        fill_sharded_(d, lambda t: orthogonal_(t, generator=k), elementwise=True)
+        assert torch.equal(d.to_local(), _chunk(whole, 4, 1, rank))
+        shape, offset = local_box(d)
+        assert shape == tuple(d.to_local().shape) and offset[0] == 0
+
+
+def test_partial_placement_is_refused(fake_pg) -> None:
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.tensor import DTensor, Partial
+
+    fake_pg(0, 2)
+    mesh = init_device_mesh("cpu", (2,))
+    d = DTensor.from_local(torch.zeros(3, 4), mesh, [Partial()], run_check=False)
+    with pytest.raises(ValueError, match=r"[Pp]artial"):
+        local_box(d)
+    with pytest.raises(ValueError, match="expected a DTensor"):
+        local_box(torch.zeros(2))
+
+
+# ---------------------------------------------------------------------------------------------
+# keyed_init (single process)
+# ---------------------------------------------------------------------------------------------
+
+
+def test_keyed_init_is_independent_of_global_rng_and_matches_initwise_schemes() -> None:
+    from initwise.schemes import kaiming_uniform_
+
+    a, b = nn.Linear(20, 30), nn.Linear(20, 30)
+    torch.manual_seed(0)
+    with keyed_init(a, seed=4) as stats:
+        a.reset_parameters()
+    torch.manual_seed(1)
+    with keyed_init(b, seed=4):
+        b.reset_parameters()
+    assert torch.equal(a.weight, b.weight) and torch.equal(a.bias, b.bias)
+    assert stats.draws == {"weight": 1, "bias": 1}
+    want = kaiming_uniform_(torch.empty(30, 20), a=math.sqrt(5), generator=iwr.key(4, "weight"))
+    assert torch.equal(a.weight, want)
+    # a different seed gives different values
+    with keyed_init(b, seed=5):
+        b.reset_parameters()
+    assert not torch.equal(a.weight, b.weight)
+
+
+def test_keyed_init_tensor_methods_draws_and_statistics() -> None:
+    m = nn.Embedding(400, 500)
+    with keyed_init(m, seed=0) as stats:
+        m.weight.data.normal_(0.0, 0.02)  # .data is a new tensor object: found by storage
+        first = m.weight.detach().clone()
+        m.weight.data.normal_(0.0, 0.02)  # second draw: a different, still keyed stream
+    assert stats.draws == {"weight": 2}
+    assert not torch.equal(first, m.weight)
+    assert torch.equal(first, iwr.normal_(torch.empty(400, 500), iwr.key(0, "weight"), std=0.02))
+    assert torch.equal(m.weight, iwr.normal_(torch.empty(400, 500), iwr.key(0, "weight").child("draw1"), std=0.02))
+    assert_variance(m.weight, 0.02**2, excess_kurtosis=0.0)
+
+
+def test_keyed_init_passes_unknown_tensors_through_and_restores_on_error() -> None:
+    orig_fn, had_method = torch.nn.init.normal_, "normal_" in vars(torch.Tensor)
+    m = nn.Linear(3, 3)
+    with pytest.raises(RuntimeError, match="boom"), keyed_init(m, seed=0) as stats:
+        torch.manual_seed(0)
+        x = torch.empty(50).normal_()
+        y = torch.nn.init.uniform_(torch.empty(50))
+        raise RuntimeError("boom")
+    torch.manual_seed(0)
+    assert torch.equal(x, torch.empty(50).normal_())
+    assert torch.equal(y, torch.empty(50).uniform_())
+    assert stats.passed_through == 1 and stats.draws == {}
+    assert torch.nn.init.normal_ is orig_fn and ("normal_" in vars(torch.Tensor)) == had_method
+
+
+def test_keyed_init_hf_gpt2_init_weights() -> None:
+    transformers = pytest.importorskip("transformers")
+    cfg = transformers.GPT2Config(n_layer=2, n_embd=32, n_head=2, vocab_size=100, n_positions=16)
+    models = []
+    for s in (0, 1):
+        torch.manual_seed(s)
+        m = transformers.GPT2LMHeadModel(cfg)
+        with keyed_init(m, seed=9) as stats:
+            m.apply(m._init_weights)
+        models.append(m)
+    a, b = models
+    for (n, p), q in zip(a.named_parameters(), b.parameters(), strict=True):
+        assert torch.equal(p, q), n
+    assert stats.draws["transformer.h.0.mlp.c_proj.weight"] >= 1
+    w = a.transformer.wte.weight
+    assert_variance(w, 0.02**2, excess_kurtosis=0.0)
+    c = torch.cat([a.transformer.h[i].attn.c_proj.weight.flatten() for i in range(2)])
+    assert_variance(c, (0.02 / math.sqrt(4)) ** 2, excess_kurtosis=0.0)
+
+
+@pytest.mark.skipif(not gloo_available(), reason="gloo backend unavailable")
+def test_keyed_reference_is_deterministic() -> None:
+    a, b = keyed_reference(1), keyed_reference(1)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    net = Net()
+    keyed_reset(net, 2)
+    assert not torch.equal(net.emb.weight, a["emb.weight"])
+
+
+# ---------------------------------------------------------------------------------------------
+# canonical names
+# ---------------------------------------------------------------------------------------------
+
+
+def test_canonical_names_of_real_wrappers() -> None:
+    from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import checkpoint_wrapper
+    from torch.nn.utils import parametrizations
+
+    base = [n for n, _ in Net().named_parameters()]
+    net = Net()
+    net.blocks[0] = checkpoint_wrapper(net.blocks[0])
+    parametrizations.orthogonal(net.head)
+    compiled = torch.compile(net)
+    names = [canonical_name(n) for n, _ in compiled.named_parameters()]
+    assert sorted(names) == sorted(base)
+    assert canonical_name("module.module.x.weight") == "x.weight"
+    assert canonical_name("module.x", strip_module=False) == "module.x"
+    assert canonical_name("a._fsdp_wrapped_module.b.parametrizations.weight.original0") == "a.b.weight.original0"
+    with pytest.raises(TypeError):
+        canonical_name(3)  # type: ignore[arg-type]

@@ -1,0 +1,123 @@
+"""materialize: meta-device models get storage and values equal to an eager init, bit for bit."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+from torch import nn
+
+import initwise
+from _dist_helpers import Net, every_scheme_policy, reference
+from initwise.distributed import materialize
+from initwise.policy import Policy, Rule
+
+
+@pytest.mark.parametrize("variant", [0, 4])
+def test_meta_materialize_equals_eager_init(variant: int) -> None:
+    policy = every_scheme_policy(variant)
+    ref = reference(policy, 3)
+    with torch.device("meta"):
+        m = Net()
+    p = materialize(m, policy, device="cpu", seed=3)
+    assert p.applied and any("materialized" in n for n in p.notes)
+    for n, t in m.named_parameters():
+        assert not t.is_meta and torch.equal(t, ref[n]), n
+
+
+def test_batchnorm_buffers_and_keep_params_are_rebuilt() -> None:
+    with torch.device("meta"):
+        m = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.Linear(8, 4))
+    pol = Policy((Rule("keep", name="2.bias"), Rule("keep", role="norm_stats"), Rule("auto", role="weight"), Rule("zeros")))
+    materialize(m, pol, device="cpu", seed=0)
+    bn = m[1]
+    assert torch.equal(bn.running_mean, torch.zeros(8)) and torch.equal(bn.running_var, torch.ones(8))
+    assert int(bn.num_batches_tracked) == 0
+    bound = 1 / 8**0.5  # nn.Linear's own bias init, run by reset_parameters() (keyed)
+    assert bool((m[2].bias.abs() <= bound).all()) and m[2].bias.abs().sum() > 0
+    with torch.device("meta"):
+        m2 = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.Linear(8, 4))
+    torch.manual_seed(123)
+    materialize(m2, pol, device="cpu", seed=0)
+    assert torch.equal(m[2].bias, m2[2].bias)  # the kept parameter is keyed too
+
+
+class _Odd(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(3, 3)
+        self.register_buffer("table", torch.arange(5.0))
+
+
+def test_unrebuildable_buffer_raises_naming_it_and_reset_hook() -> None:
+    with torch.device("meta"):
+        m = nn.Sequential(_Odd())
+    with pytest.raises(ValueError, match=r"0\.table"):
+        materialize(m, device="cpu")
+    assert m[0].lin.weight.is_meta  # failed before allocating anything
+
+    def reset(name: str, module: nn.Module) -> bool:
+        module.table.copy_(torch.arange(5.0))
+        return True
+
+    materialize(m, device="cpu", reset=reset)
+    assert torch.equal(m[0].table, torch.arange(5.0))
+    with pytest.raises(ValueError, match="meta"):
+        materialize(m, device="meta")
+
+
+def test_hf_llama_rotary_and_gpt2_ties() -> None:
+    transformers = pytest.importorskip("transformers")
+    cfg = transformers.LlamaConfig(hidden_size=32, intermediate_size=48, num_hidden_layers=2,
+                                   num_attention_heads=4, num_key_value_heads=2, vocab_size=64)
+    eager = transformers.LlamaForCausalLM(cfg)
+    with torch.device("meta"):
+        m = transformers.LlamaForCausalLM(cfg)
+    materialize(m, "auto", device="cpu", seed=1)
+    initwise.init(eager, "auto", seed=1)
+    for (n, a), b in zip(m.named_parameters(), eager.parameters(), strict=True):
+        assert torch.equal(a, b), n
+    rot, rot_e = m.model.rotary_emb, eager.model.rotary_emb
+    assert torch.equal(rot.inv_freq, rot_e.inv_freq) and torch.equal(rot.original_inv_freq, rot_e.original_inv_freq)
+
+    gcfg = transformers.GPT2Config(n_layer=1, n_embd=16, n_head=2, vocab_size=50, n_positions=8)
+    with torch.device("meta"):
+        g = transformers.GPT2LMHeadModel(gcfg)
+    assert g.lm_head.weight is g.transformer.wte.weight
+    materialize(g, "gpt2", device="cpu", seed=0)
+    assert g.lm_head.weight is g.transformer.wte.weight and not g.lm_head.weight.is_meta
+    eg = transformers.GPT2LMHeadModel(gcfg)
+    initwise.init(eg, "gpt2", seed=0)
+    for (n, a), b in zip(g.named_parameters(), eg.parameters(), strict=True):
+        assert torch.equal(a, b), n
+
+
+def test_peak_memory_stays_near_model_size() -> None:
+    """~200 MB model: materialize's peak RSS increase is below 1.5x the model (never two copies)."""
+    code = textwrap.dedent('''
+        import torch, json
+        from torch import nn
+        from initwise.distributed import materialize
+        torch.set_num_threads(1)
+        def rss(field):
+            for line in open("/proc/self/status"):
+                if line.startswith(field):
+                    return int(line.split()[1]) * 1024
+        with torch.device("meta"):
+            m = nn.Sequential(*[nn.Linear(1024, 1024) for _ in range(48)])
+        size = sum(p.numel() * p.element_size() for p in m.parameters())
+        open("/proc/self/clear_refs", "w").write("5")  # reset the peak (VmHWM)
+        base = rss("VmRSS:")
+        materialize(m, "auto", device="cpu", seed=0)
+        print(json.dumps({"size": size, "peak": rss("VmHWM:") - base}))
+    ''')
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    import json
+
+    r = json.loads(out.stdout.strip().splitlines()[-1])
+    assert r["size"] > 190e6
+    assert 0.9 * r["size"] < r["peak"] < 1.5 * r["size"], r
