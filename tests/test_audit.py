@@ -411,3 +411,109 @@ def test_audit_widths_coordinate_check(tmp_path: object) -> None:
     p = tmp_path / "w.png"  # type: ignore[operator]
     rep.plot(str(p))
     assert _is_png(p)
+
+
+# -- normalization-aware segments -------------------------------------------------------------
+
+IDS = torch.randint(0, 500, (4, 16), generator=torch.Generator().manual_seed(0))
+
+
+def _transformers():  # type: ignore[no-untyped-def]
+    return pytest.importorskip("transformers")  # skip only these tests when it is missing
+
+
+def gpt2(seed: int = 0) -> nn.Module:
+    transformers = _transformers()
+    torch.manual_seed(seed)
+    cfg = transformers.GPT2Config(n_layer=4, n_embd=128, n_head=4, vocab_size=1000)
+    return transformers.GPT2LMHeadModel(cfg)
+
+
+def test_gpt2_own_init_is_healthy_and_global_scope_false_alarms() -> None:
+    model = gpt2()
+    rep = audit(model, IDS)
+    assert (rep.forward_verdict, rep.backward_verdict) == ("healthy", "healthy"), str(rep)
+    # Token ids: no float input, the first segment's reference is the embedding output (0.02).
+    assert rep.input_rms is None and rep.reference_rms == pytest.approx(rep.rows[0].rms)
+    assert rep.reference_rms == pytest.approx(0.02, rel=0.1)
+    norms = [r for r in rep.rows if r.norm]
+    assert len(norms) == 9 and all(r.type == "LayerNorm" for r in norms)
+    # LayerNorm sets the scale to ~1 (gamma = 1): ~50x the 0.02 residual stream it reads.
+    assert all(r.in_rms is not None and r.rms / r.in_rms > 15 for r in norms)
+    # Each row after ln_1 lies in the segment it opened; the embedding dropout enters ln_1.
+    ln1 = next(r for r in rep.rows if r.name == "transformer.h.0.ln_1")
+    c_attn = rep.rows[ln1.index + 1]
+    assert c_attn.segment == ln1.index and rep.rows[ln1.index - 1].feeds_norm
+    assert c_attn.grad_segment == next(r for r in rep.rows if r.name.endswith("h.0.ln_2")).index
+    # The old global rule: LayerNorm rows read ~50x the input, a false "exploding".
+    glob = audit(model, IDS, thresholds=AuditThresholds(scope="global"))
+    assert glob.forward_verdict == "exploding" and glob.rows[ln1.index].flag == "exploding"
+    assert glob.rows[ln1.index].ratio == pytest.approx(rep.rows[ln1.index].global_ratio)
+    assert glob.rows[ln1.index].ratio > 30
+    assert "seg" in str(rep) and "(norm: resets ref)" in str(rep)
+
+
+def test_gpt2_with_one_broken_block_is_flagged_at_that_block() -> None:
+    model = gpt2()
+    with torch.no_grad():
+        model.transformer.h[2].mlp.c_fc.weight.mul_(1000.0)
+    rep = audit(model, IDS)
+    assert rep.forward_verdict == "exploding" and rep.verdict == "exploding"
+    first = rep.rows[rep.forward_first]  # type: ignore[index]
+    assert first.name == "transformer.h.2.mlp.c_fc"
+    # Judged against its own segment (after h.2.ln_2, scale ~1): rms ~ 1000 * 0.02 * sqrt(128).
+    assert rep.rows[first.segment].name == "transformer.h.2.ln_2"  # type: ignore[index]
+    assert 100 < first.ratio < 1000 and "h.2.mlp.c_fc" in rep.forward_reason
+
+
+def test_llama_and_bert_own_init_are_healthy() -> None:
+    transformers = _transformers()
+    torch.manual_seed(0)
+    llama = transformers.LlamaForCausalLM(transformers.LlamaConfig(
+        hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=4, vocab_size=500))
+    rep = audit(llama, IDS)
+    assert rep.verdict == "healthy", str(rep)
+    assert sum(r.norm and r.type == "LlamaRMSNorm" for r in rep.rows) == 5
+    rotary = [r for r in rep.rows if r.constant]  # cos/sin tables: no input, no parameter
+    assert rotary and all(r.flag == "n/a" and r.grad_norm is None for r in rotary)
+    torch.manual_seed(0)
+    bert = transformers.BertModel(transformers.BertConfig(  # BERT-Small widths, 2 layers
+        hidden_size=512, num_hidden_layers=2, num_attention_heads=8, intermediate_size=2048,
+        vocab_size=500))
+    rep = audit(bert, IDS)
+    assert rep.verdict == "healthy", str(rep)
+    # q, k and v read the same tensor: the small query/key gradients (near-uniform attention
+    # at init) do not make the summed gradient vanish.
+    q = next(r for r in rep.rows if r.name.endswith("layer.1.attention.self.query"))
+    v = next(r for r in rep.rows if r.name.endswith("layer.1.attention.self.value"))
+    assert q.shares_input_with is None and v.shares_input_with == q.index
+    assert q.grad_ratio is not None and q.grad_ratio < 0.1 and q.grad_flag == "ok"
+
+
+def bn_mlp(depth: int, std: float, width: int = WIDTH) -> nn.Sequential:
+    g = torch.Generator().manual_seed(0)
+    layers: list[nn.Module] = []
+    for _ in range(depth):
+        lin = nn.Linear(width, width)
+        with torch.no_grad():
+            lin.weight.normal_(0.0, std, generator=g)
+            lin.bias.zero_()
+        layers += [lin, nn.BatchNorm1d(width), nn.ReLU()]
+    return nn.Sequential(*layers)
+
+
+def test_batchnorm_fixes_tiny_init_in_train_mode_only() -> None:
+    net = bn_mlp(30, 0.01)
+    rep = audit(net, x_in())
+    assert (rep.forward_verdict, rep.backward_verdict) == ("healthy", "healthy"), str(rep)
+    lin = [r for r in rep.rows if r.type == "Linear"]
+    # Linear gain 0.01 * sqrt(128) * rms(ReLU) ~ 0.08 < 1/10: it enters the next BatchNorm,
+    # which re-sets it; backward, BN divides by that 0.08 again (scale invariance).
+    assert all(r.feeds_norm and r.flag == "ok" for r in lin)
+    assert all(0.03 < r.global_ratio < 0.2 for r in lin[1:])
+    # Eval mode: running statistics (mean 0, var 1) make BN an identity, not a reset.
+    ev = audit(net, x_in(), mode="eval")
+    assert not any(r.norm for r in ev.rows)
+    assert ev.forward_verdict == "vanishing" and ev.forward_first is not None
+    assert ev.forward_first <= 3

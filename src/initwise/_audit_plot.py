@@ -98,9 +98,12 @@ def plot_reports(reports: Sequence[AuditReport], path: str | None,
     hi = max([3.0 * band, *seen])
     for ax in (ax_f, ax_b):
         ax.set_ylim(lo / 3.0, hi * 3.0)
-    ref = reports[0].thresholds.reference
-    ax_f.set_ylabel(f"forward: rms / rms({ref})")
-    ax_b.set_ylabel("backward: ‖∂L/∂h‖ / ‖∂L/∂y‖")
+    th = reports[0].thresholds
+    seg = " (segment)" if th.scope == "segment" else ""
+    ax_f.set_ylabel(f"forward: rms / reference{seg}" if seg else
+                    f"forward: rms / rms({th.reference})")
+    ax_b.set_ylabel(f"backward: ‖∂L/∂h‖ / reference{seg}" if seg else
+                    "backward: ‖∂L/∂h‖ / ‖∂L/∂y‖")
     ax_z.set_ylabel("fraction")
     ax_z.set_ylim(-0.03, 1.03)
     ax_z.set_xlabel("layer (row index, execution order)")

@@ -5,9 +5,9 @@ every layer (in execution order; a module called twice gives two rows):
 
 * **forward**: mean, std, second moment, fraction of exact zeros (dead ReLUs), fraction of
   saturated units for bounded activations, ``max |x|`` of the layer's output, and its
-  ``rms / rms(model input)``;
+  ``rms / reference`` (the reference of its segment, see "Segments" below);
 * **backward**: the gradient of the loss with respect to the layer's output (rms per element,
-  Frobenius norm, and the norm ratio to the gradient at the model output);
+  Frobenius norm, and the norm ratio to its segment's reference gradient);
 * **weights**: each parameter's empirical std (against the std an initwise ``Plan`` intended),
   its gradient, the relative update that gradient implies for SGD and for Adam, and the
   orthogonality error of orthogonal(-looking) weights;
@@ -22,12 +22,47 @@ the squared *norm* of the backward signal ``E‖∂L/∂h_l‖²`` is conserved 
 ``E‖Wᵀg‖² = fan_in · Var(W) · ‖g‖² = gain² ‖g‖²`` whatever the layer widths. So the forward
 scale of a row is ``ratio = rms(h_l) / rms(x)`` (per element) and its backward scale is
 ``grad_ratio = ‖∂L/∂h_l‖ / ‖∂L/∂y‖`` (whole batch, Frobenius), which also makes pooling and
-narrow output heads harmless. A row leaves the healthy band when either is outside
+narrow output heads harmless (with normalization layers the references are those of the
+row's segment, below). A row leaves the healthy band when either is outside
 ``[1 / band, band]`` (``band = 10`` by default: a factor that is ~3 standard deviations of the
 finite-width fluctuation of ``log rms`` of a 50-layer width-128 ReLU network, Hanin & Rolnick
 2018, but is crossed after only a few layers by any exponential drift), or when it is
 non-finite (exploding), or when more than ``max_zero_fraction`` of its outputs are exactly
 zero (vanishing: dead units). See :class:`AuditThresholds`.
+
+**Segments (normalization layers).** LayerNorm, RMSNorm (also Hugging Face ``LlamaRMSNorm``,
+``T5LayerNorm``..., recognized by class name or structure), GroupNorm, and BatchNorm /
+InstanceNorm when they use batch statistics re-set the scale by design: GPT-2's LayerNorm maps
+its 0.02-scale residual stream to scale 1 and, backward, multiplies the gradient by
+``1 / 0.02``. So with ``scope="segment"`` (default) the rows are cut into segments at each
+normalization row, and each row is judged against its own segment's reference:
+
+* forward (execution order): the first segment's reference is the rms of the model's
+  floating inputs (for token ids, which have no float scale: the first row's, i.e. the
+  embedding output); after a normalization row it is the *interval* between the rms of that
+  layer's input and of its output: a pre-norm residual branch reads the normalized scale and
+  writes back into the stream's scale, so both are legitimate there. ``ratio = rms / ref``
+  with ``ref`` the point of the interval nearest to ``rms`` (``ratio = 1`` inside it);
+* backward (gradient-flow order, symmetrically): the first segment's reference is
+  ``‖∂L/∂y‖``; after crossing a normalization row it is the interval between the gradient
+  norms at that layer's output and at its input (measured with a hook on its input);
+* the scale *entering* a normalization layer is judged only for non-finite values and dead
+  units, since the layer divides it out: forward, the row whose output is the layer's input
+  (``feeds_norm``) and the normalization row itself; backward, the normalization row's
+  gradient. A tiny-init (std 0.01) BatchNorm MLP is therefore healthy in train mode;
+* rows reading the same tensor (q, k, v projections) send back one summed gradient: such a
+  group is vanishing only when all of its rows are (query/key gradients are small at init
+  because attention is near uniform);
+* rows whose output depends on no input and no parameter (``constant``, e.g. rotary cos/sin
+  tables) are reported, not judged.
+
+This still catches drift inside a segment (a block whose weights are 1000x too large is
+flagged at that block), every network without normalization exactly as before, BatchNorm
+whose ``eps`` floor is reached (weights ~1e-4), and eval-mode BatchNorm (running statistics:
+an affine map, not a reset). It does not judge drift *across* normalization layers, e.g. a
+slowly growing pre-norm residual stream, or the ~1.2-1.3x per block gradient growth of deep
+BatchNorm MLPs (Yang et al., 2019): ``global_ratio`` and ``grad_global_ratio`` (against the
+model input and ``‖∂L/∂y‖``) show it, and ``AuditThresholds(scope="global")`` judges by them.
 
 The forward verdict is that of the first row (in execution order) leaving the band; the
 backward verdict that of the first row in the order the gradient flows (from the output back
@@ -67,6 +102,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal, get_args
@@ -94,6 +130,7 @@ __all__ = [
 Verdict = Literal["healthy", "vanishing", "exploding"]
 AuditMode = Literal["train", "eval"]
 Reference = Literal["input", "first", "unit"]
+Scope = Literal["segment", "global"]
 Layers = Literal["leaves", "weighted"]
 VERDICTS: tuple[str, ...] = get_args(Verdict)
 _SEVERITY = {"healthy": 0, "vanishing": 1, "exploding": 2}
@@ -106,6 +143,32 @@ _BOUNDS: dict[type, tuple[float, float]] = {
     nn.Hardsigmoid: (0.0, 1.0),
     nn.ReLU6: (0.0, 6.0),
 }
+
+# Normalization layers re-set the scale of their output (see the module docs, "Segments").
+_NORM_TYPES: tuple[type, ...] = (nn.LayerNorm, nn.RMSNorm, nn.GroupNorm,
+                                 nn.modules.batchnorm._NormBase)
+_NORM_NAME = re.compile(r"(rms|layer|group|batch|instance|scale)_?norm", re.IGNORECASE)
+
+
+def _is_norm(m: nn.Module) -> bool:
+    """Whether ``m`` is a normalization layer: torch's LayerNorm, RMSNorm, GroupNorm,
+    BatchNorm*/SyncBatchNorm/InstanceNorm*; by class name (``LlamaRMSNorm``, ``T5LayerNorm``,
+    ``LayerNorm2d``, ``FusedLayerNorm``...); or by structure: a leaf with an ``eps`` or
+    ``variance_epsilon`` attribute whose own parameters are a 1-D ``weight`` (and ``bias``).
+    BatchNorm and InstanceNorm count only when they use batch statistics (train mode, or no
+    running statistics): in eval mode they are a fixed affine map."""
+    if isinstance(m, nn.modules.batchnorm._NormBase):
+        # With running statistics (eval mode) it is an affine map: no reset of the scale.
+        return m.training or m.running_var is None
+    if isinstance(m, _NORM_TYPES) or _NORM_NAME.search(type(m).__name__):
+        return True
+    if next(iter(m.children()), None) is not None:
+        return False
+    if not (hasattr(m, "eps") or hasattr(m, "variance_epsilon")):
+        return False
+    own = dict(m.named_parameters(recurse=False))
+    return "weight" in own and set(own) <= {"weight", "bias"} and all(
+        p.dim() == 1 for p in own.values())
 
 
 class AuditError(RuntimeError):
@@ -120,9 +183,14 @@ class AuditThresholds:
         band: healthy band ``[1 / band, band]`` for the forward ratio ``rms(h) / reference``
             and the backward ratio ``‖∂L/∂h‖ / ‖∂L/∂y‖``.
         max_zero_fraction: a row with more exact zeros than this is "vanishing" (dead).
-        reference: forward reference scale: ``"input"`` = rms of the model's floating-point
-            inputs (falls back to the first row's rms when there are none, e.g. token ids),
-            ``"first"`` = rms of the first row, ``"unit"`` = 1.
+        reference: forward reference scale of the first segment: ``"input"`` = rms of the
+            model's floating-point inputs (falls back to the first row's rms when there are
+            none, e.g. token ids: the embedding output), ``"first"`` = rms of the first row,
+            ``"unit"`` = 1.
+        scope: ``"segment"`` (default): normalization layers re-set the reference (each row
+            is judged against the segment it lies in, see the module docs); ``"global"``:
+            every row is judged against the model input (forward) and the output gradient
+            (backward), normalization layers included.
         saturation_margin: an output of a bounded activation (tanh, sigmoid, ...) counts as
             saturated within ``margin × (upper − lower)`` of a bound.
         plan_sigmas: a weight's std matches its plan within this many standard errors
@@ -140,6 +208,7 @@ class AuditThresholds:
     band: float = 10.0
     max_zero_fraction: float = 0.99
     reference: Reference = "input"
+    scope: Scope = "segment"
     saturation_margin: float = 0.02
     plan_sigmas: float = 6.0
     orthogonality_tol: float = 1e-3
@@ -152,6 +221,7 @@ class AuditThresholds:
         if not 0 < self.max_zero_fraction <= 1:
             raise ValueError(f"max_zero_fraction must be in (0, 1], got {self.max_zero_fraction!r}")
         check_choice("reference", self.reference, get_args(Reference))
+        check_choice("scope", self.scope, get_args(Scope))
         check_finite_positive("saturation_margin", self.saturation_margin)
         check_finite_positive("plan_sigmas", self.plan_sigmas)
         check_finite_positive("orthogonality_tol", self.orthogonality_tol)
@@ -162,9 +232,16 @@ class AuditThresholds:
 class LayerStats:
     """Statistics of one layer call's output and of the gradient with respect to it.
 
-    ``ratio`` is ``rms / reference``; ``grad_ratio`` is ``grad_norm / ‖∂L/∂y‖``. ``flag`` is
-    ``"ok"``, ``"vanishing"``, ``"exploding"`` or ``"skipped"`` (zero-init, see the module docs);
-    ``grad_flag`` likewise, or ``"n/a"`` when no gradient reached the output.
+    ``ratio`` is ``rms / reference`` and ``grad_ratio`` is ``grad_norm / grad_reference``, the
+    references of the row's segment (module docs, "Segments"); ``segment`` / ``grad_segment``
+    are the index of the normalization row that opened it (``None``: the first segment, whose
+    reference is the model input, resp. ``‖∂L/∂y‖``). ``global_ratio`` and
+    ``grad_global_ratio`` are against the model input and ``‖∂L/∂y‖`` throughout. ``norm``:
+    a normalization layer (``in_rms`` and ``grad_in_norm`` are its input's rms and gradient
+    norm); ``feeds_norm``: the row's output is a normalization layer's input. ``constant``:
+    the output depends on neither the inputs nor a parameter (e.g. rotary cos/sin tables).
+    ``flag`` is ``"ok"``, ``"vanishing"``, ``"exploding"``, ``"skipped"`` (zero-init) or
+    ``"n/a"`` (constant); ``grad_flag`` likewise, ``"n/a"`` when no gradient reached it.
     """
 
     index: int
@@ -190,6 +267,18 @@ class LayerStats:
     grad_ratio: float | None = None
     flag: str = "ok"
     grad_flag: str = "n/a"
+    norm: bool = False
+    feeds_norm: bool = False
+    constant: bool = False
+    in_rms: float | None = None
+    grad_in_norm: float | None = None
+    reference: float = math.nan
+    segment: int | None = None
+    global_ratio: float = math.nan
+    grad_reference: float | None = None
+    grad_segment: int | None = None
+    grad_global_ratio: float | None = None
+    shares_input_with: int | None = None
 
 
 @dataclass
@@ -329,7 +418,9 @@ class AuditReport:
         lines.append(
             f"healthy band: rms/ref and grad-norm ratio in [{1 / t.band:.3g}, {t.band:.3g}], "
             f"zeros <= {t.max_zero_fraction:.3g}; reference rms = {self.reference_rms:.4g} "
-            f"({t.reference}); mode = {self.mode}; loss = {self.loss_kind}"
+            f"({t.reference}); scope = {t.scope} (seg/gseg: the normalization row whose "
+            f"segment a row is in; ref: its reference); mode = {self.mode}; "
+            f"loss = {self.loss_kind}"
         )
         if self.spectrum is not None:
             s = self.spectrum
@@ -344,20 +435,41 @@ class AuditReport:
 
     def _layer_table(self, markdown: bool) -> str:
         header = ["#", "layer", "type", "shape", "mean", "std", "zeros", "sat", "max|x|",
-                  "rms/ref", "grad rms", "grad/out", "flag"]
+                  "seg", "ref", "rms/ref", "grad rms", "gseg", "grad/ref", "flag"]
+        segmented = self.thresholds.scope == "segment"
         rows = []
         for r in self.rows:
-            flag = r.flag if r.flag != "ok" else ""
+            flag = r.flag if r.flag not in ("ok", "n/a") else ""
             if r.grad_flag not in ("ok", "n/a"):
                 flag = f"{flag}{'/' if flag else ''}grad {r.grad_flag}"
+            if segmented and r.norm and not flag:
+                flag = "(norm: resets ref)"
+            elif segmented and r.feeds_norm and not flag:
+                flag = "(enters norm)"
+            elif r.constant and not flag:
+                flag = "(constant)"
             name = r.name or "(model)"
             if r.call:
                 name += f"#{r.call}"
             rows.append([str(r.index), name, r.type, "x".join(map(str, r.shape)),
                          _fmt(r.mean), _fmt(r.std), _fmt(r.zero_fraction, ".2f"),
-                         _fmt(r.saturated_fraction, ".2f"), _fmt(r.max_abs), _fmt(r.ratio),
-                         _fmt(r.grad_rms), _fmt(r.grad_ratio), flag])
+                         _fmt(r.saturated_fraction, ".2f"), _fmt(r.max_abs),
+                         "in" if r.segment is None else f"#{r.segment}", self._span_text(r),
+                         _fmt(r.ratio), _fmt(r.grad_rms),
+                         "-" if r.grad_reference is None else
+                         "out" if r.grad_segment is None else f"#{r.grad_segment}",
+                         _fmt(r.grad_ratio), flag])
         return _table(header, rows, markdown)
+
+    def _span_text(self, r: LayerStats) -> str:
+        """The reference interval of ``r``'s forward segment, as text."""
+        if r.segment is None:
+            return _fmt(self.reference_rms)
+        norm = self.rows[r.segment]
+        span = _span(norm.in_rms, norm.rms)
+        if span is None or span[0] == span[1]:
+            return _fmt(norm.rms)
+        return f"{span[0]:.3g}..{span[1]:.3g}"
 
     def _weight_table(self, markdown: bool) -> str:
         header = ["parameter", "shape", "std", "intended", "std/int", "orth err", "grad rms",
@@ -646,8 +758,21 @@ def audit(
             for p in params:
                 if p.is_floating_point():
                     p.requires_grad_(True)
-            report = _run(model, args, kwargs, floats, targets, loss_fn, th, plan_std, layers,
-                          handles, seed, dict(state.requires_grad))
+            # Floating inputs become (copies) that require grad, so that a row whose output
+            # does not is known to be constant (depends on no input and no parameter).
+            leaves: list[torch.Tensor] = []
+
+            def track(t: Any) -> Any:
+                if isinstance(t, torch.Tensor) and t.is_floating_point():
+                    leaf = t.detach().requires_grad_(True)
+                    leaves.append(leaf)
+                    return leaf.clone()  # not a leaf: in-place ops of the model stay legal
+                return t
+
+            gargs = tuple(track(a) for a in args)
+            gkwargs = {k: track(v) for k, v in kwargs.items()}
+            report = _run(model, gargs, gkwargs, floats, targets, loss_fn, th, plan_std, layers,
+                          handles, seed, dict(state.requires_grad), leaves)
             if spectrum:
                 torch.manual_seed(seed)
                 report.spectrum = _spectrum(model, args, kwargs, spectrum_steps,
@@ -663,15 +788,21 @@ def audit(
 def _run(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any],
          floats: list[torch.Tensor], targets: Any, loss_fn: Callable[..., torch.Tensor] | None,
          th: AuditThresholds, plan_std: dict[str, tuple[float | None, str | None]],
-         layers: str, handles: list[Any], seed: int, orig_rg: dict[torch.Tensor, bool]
-         ) -> AuditReport:
+         layers: str, handles: list[Any], seed: int, orig_rg: dict[torch.Tensor, bool],
+         leaves: list[torch.Tensor]) -> AuditReport:
     records: list[dict[str, Any]] = []
     out_stats: list[torch.Tensor] = []
     grad_stats: dict[int, torch.Tensor] = {}
     calls: dict[str, int] = {}
 
+    norm_in: dict[int, torch.Tensor] = {}  # row -> sum of squares of a norm's input
+    norm_in_grad: dict[int, torch.Tensor] = {}  # row -> [sum of squares, ...] of its gradient
+    last: list[Any] = [None]  # the previous row's output tensor (for feeds_norm)
+    readers: dict[int, tuple[torch.Tensor, int]] = {}  # id(input) -> (input, first reader)
+
     def make_hook(name: str, m: nn.Module) -> Callable[..., None]:
         bounds = _bounds(m)
+        is_norm = m is not model and _is_norm(m)
 
         def hook(mod: nn.Module, inp: Any, out: Any) -> None:
             y = _primary(out)
@@ -680,17 +811,38 @@ def _run(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any],
             idx = len(records)
             call = calls.get(name, 0)
             calls[name] = call + 1
-            records.append({"name": name, "call": call, "type": type(mod).__name__,
-                            "kind": "output" if mod is model and _kind(mod) != "weighted"
-                            else _kind(mod),
-                            "shape": list(y.shape), "numel": y.numel(), "module": mod})
+            rec = {"name": name, "call": call, "type": type(mod).__name__,
+                   "kind": "output" if mod is model and _kind(mod) != "weighted"
+                   else _kind(mod), "shape": list(y.shape), "numel": y.numel(),
+                   "module": mod, "norm": False, "feeds_norm": False,
+                   "constant": not y.requires_grad}
+            x_in = _primary(inp)
+            if x_in is not None:
+                first = readers.setdefault(id(x_in), (x_in, idx))
+                rec["shares_input_with"] = first[1] if first[0] is x_in and first[1] != idx \
+                    else None
+            records.append(rec)
             with torch.no_grad():
                 out_stats.append(_out_stats(y, bounds, th.saturation_margin))
+            x = x_in if is_norm else None
+            if x is not None and x.numel() > 0:
+                rec["norm"] = True
+                with torch.no_grad():
+                    norm_in[idx] = _sum_sq(_flat32(x))[1] / x.numel()
+                prev = last[0]
+                if prev is not None and prev[1] is x:
+                    records[prev[0]]["feeds_norm"] = True
+                if x.requires_grad:
+                    def ihook(g: torch.Tensor) -> None:
+                        with torch.no_grad():
+                            norm_in_grad[idx] = _grad_stats(g)
+                    handles.append(x.register_hook(ihook))
+            last[0] = (idx, y)
             if y.requires_grad:
                 def ghook(g: torch.Tensor) -> None:
                     with torch.no_grad():
                         grad_stats[idx] = _grad_stats(g)
-                y.register_hook(ghook)
+                handles.append(y.register_hook(ghook))
 
         return hook
 
@@ -707,6 +859,8 @@ def _run(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any],
             f"audit: the model's forward pass failed on the given inputs "
             f"({type(e).__name__}: {e})"
         ) from e
+    last[0] = None
+    readers.clear()
     y = _primary(out)
     if y is None:
         raise AuditError("audit: the model's output contains no floating-point tensor")
@@ -733,13 +887,12 @@ def _run(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any],
     for pn, prm in model.named_parameters():
         pnames.setdefault(prm, pn)
     plist = [p for p in pnames if p.requires_grad]
-    if loss.requires_grad:
+    grads: tuple[torch.Tensor | None, ...] = tuple(None for _ in plist)
+    if loss.requires_grad and (plist or leaves):
         try:
-            grads = torch.autograd.grad(loss, plist, allow_unused=True)
+            grads = torch.autograd.grad(loss, [*plist, *leaves], allow_unused=True)[:len(plist)]
         except Exception as e:
             raise AuditError(f"audit: the backward pass failed ({type(e).__name__}: {e})") from e
-    else:
-        grads = tuple(None for _ in plist)  # type: ignore[misc]
     gmap: dict[torch.Tensor, torch.Tensor | None] = dict(zip(plist, grads, strict=True))
 
     # Weight statistics: one stacked vector per parameter.
@@ -761,6 +914,8 @@ def _run(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any],
     # The one host sync for all statistics.
     fwd = torch.stack(out_stats).cpu().tolist() if out_stats else []
     bwd = {k: v.cpu().tolist() for k, v in grad_stats.items()}
+    nin = {k: float(v) for k, v in norm_in.items()}
+    nin_grad = {k: v.cpu().tolist()[0] for k, v in norm_in_grad.items()}
     wst = torch.stack(wvecs).cpu().tolist() if wvecs else []
 
     weights: list[WeightStats] = []
@@ -830,6 +985,12 @@ def _run(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any],
                        max_abs=max(abs(lo), abs(hi)) if not nonfinite else math.inf,
                        nonfinite=nonfinite)
         r.zero_init = own_zero and zeros == numel
+        r.norm, r.feeds_norm, r.constant = rec["norm"], rec["feeds_norm"], rec["constant"]
+        r.shares_input_with = rec.get("shares_input_with")
+        if i in nin:
+            r.in_rms = math.sqrt(nin[i]) if math.isfinite(nin[i]) else math.inf
+        if i in nin_grad:
+            r.grad_in_norm = math.sqrt(nin_grad[i]) if math.isfinite(nin_grad[i]) else math.inf
         if i in bwd:
             gss, gmax, _ = bwd[i]
             r.grad_norm = math.sqrt(gss) if math.isfinite(gss) else math.inf
@@ -843,10 +1004,6 @@ def _run(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any],
     if out_gnorm is None:
         # The output's gradient, from the loss directly.
         out_gnorm = float("nan")
-    for r in rows:
-        r.ratio = r.rms / ref if ref > 0 else math.inf
-        if r.grad_norm is not None and out_gnorm and math.isfinite(out_gnorm) and out_gnorm > 0:
-            r.grad_ratio = r.grad_norm / out_gnorm
 
     report = AuditReport(
         model=type(model).__name__, mode="", batch=_batch(args, kwargs), loss=float(loss.detach()),
@@ -870,68 +1027,145 @@ def _reference(rows: list[LayerStats], in_rms: float | None, th: AuditThresholds
     if th.reference == "input" and in_rms is not None and in_rms > 0:
         return in_rms
     for r in rows:
-        if math.isfinite(r.rms) and r.rms > 0:
+        if not r.constant and math.isfinite(r.rms) and r.rms > 0:
             return r.rms
     return 1.0
 
 
+def _nearest(v: float, lo: float, hi: float) -> float:
+    """The point of ``[lo, hi]`` nearest to ``v`` (``v`` itself inside; ``hi`` for nan)."""
+    return hi if math.isnan(v) else min(max(v, lo), hi)
+
+
+def _span(a: float | None, b: float | None) -> tuple[float, float] | None:
+    """``(min, max)`` of the finite positive values among ``a`` and ``b`` (None if none)."""
+    vals = [v for v in (a, b) if v is not None and math.isfinite(v) and v > 0]
+    return (min(vals), max(vals)) if vals else None
+
+
+def _where(rep: AuditReport, seg: int | None, backward: bool) -> str:
+    if seg is None:
+        return ("the output gradient" if backward else
+                "the model input" if rep.input_rms is not None and rep.thresholds.reference
+                == "input" else f"reference '{rep.thresholds.reference}'")
+    r = rep.rows[seg]
+    return f"segment after row {seg} {r.name or '(model)'} ({r.type})"
+
+
 def _judge(rep: AuditReport) -> None:
-    """Set flags, verdicts and reasons on ``rep`` (rules in the module docstring)."""
+    """Set ratios, segments, flags, verdicts and reasons on ``rep`` (rules: module docs)."""
     th = rep.thresholds
     lo, hi = 1.0 / th.band, th.band
+    segmented = th.scope == "segment"
     seen_zero_init = False
     notes: list[str] = []
+    # Forward, in execution order: each normalization row opens a segment whose reference is
+    # the interval between its input's and its output's rms.
+    ref0 = rep.reference_rms
+    span: tuple[float, float] = (ref0, ref0)
+    seg: int | None = None
     for r in rep.rows:
         label = f"row {r.index} {r.name or '(model)'} ({r.type})"
+        r.segment = seg
+        r.global_ratio = r.rms / ref0 if ref0 > 0 else math.inf
+        r.reference = _nearest(r.rms, *span)
+        r.ratio = r.rms / r.reference if r.reference > 0 else math.inf
+        r.flag = "ok"
+        if r.constant:
+            r.flag = "n/a"
+            continue
         if r.zero_init or (seen_zero_init and r.zero_fraction == 1.0 and not r.nonfinite):
             r.flag = "skipped"
             if r.zero_init:
                 notes.append(f"{label}: zero-initialized (skipped by the verdict)")
             seen_zero_init = True
             continue
-        if r.nonfinite or r.ratio > hi:
+        judged = not (segmented and (r.norm or r.feeds_norm))
+        if r.nonfinite or (judged and r.ratio > hi):
             r.flag = "exploding"
-        elif r.ratio < lo or r.zero_fraction > th.max_zero_fraction:
+        elif (judged and r.ratio < lo) or r.zero_fraction > th.max_zero_fraction:
             r.flag = "vanishing"
         if r.saturated_fraction is not None and r.saturated_fraction > 0.5:
             notes.append(f"{label}: {r.saturated_fraction:.0%} of outputs saturated")
+        if segmented and r.norm and (new := _span(r.in_rms, r.rms)) is not None \
+                and math.isfinite(r.rms) and r.rms > 0:
+            span, seg = new, r.index
     first = next((r for r in rep.rows if r.flag in ("vanishing", "exploding")), None)
     if first is not None:
         rep.forward_verdict = first.flag
         rep.forward_first = first.index
+        in_band = lo <= first.ratio <= hi or (segmented and (first.norm or first.feeds_norm))
         why = ("non-finite values" if first.nonfinite else
-               f"rms/ref = {first.ratio:.3g}" if not lo <= first.ratio <= hi else
-               f"{first.zero_fraction:.1%} exact zeros")
+               f"{first.zero_fraction:.1%} exact zeros" if in_band else
+               f"rms/ref = {first.ratio:.3g} (reference rms {first.reference:.3g}: "
+               f"{_where(rep, first.segment, False)})")
         rep.forward_reason = (f"first leaves the band at row {first.index} "
                               f"{first.name or '(model)'} ({first.type}): {why}")
-    # Backward: from the output towards the input.
+    # Backward, in gradient-flow order (output to input): each normalization row opens a
+    # segment whose reference is the interval between the gradient norms at its output and at
+    # its input.
     blocked = seen_zero_init
+    g0 = rep.output_grad_norm
+    g_ok = math.isfinite(g0) and g0 > 0
+    gspan: tuple[float, float] = (g0, g0)
+    gseg: int | None = None
     for r in reversed(rep.rows):
+        r.grad_ratio = r.grad_reference = r.grad_global_ratio = r.grad_segment = None
         if r.grad_norm is None:
             r.grad_flag = "n/a"
             continue
+        if g_ok:
+            r.grad_segment = gseg
+            r.grad_global_ratio = r.grad_norm / g0
+            r.grad_reference = _nearest(r.grad_norm, *gspan)
+            r.grad_ratio = (r.grad_norm / r.grad_reference if r.grad_reference > 0
+                            else math.inf)
         if blocked and r.grad_norm == 0.0:
             r.grad_flag = "skipped"
             continue
+        judged = not (segmented and r.norm)
         gr = r.grad_ratio
         if gr is None:
             r.grad_flag = "exploding" if not math.isfinite(r.grad_norm) else "n/a"
-        elif not math.isfinite(gr) or gr > hi:
+        elif not math.isfinite(gr) or (judged and gr > hi):
             r.grad_flag = "exploding"
-        elif gr < lo:
+        elif judged and gr < lo:
             r.grad_flag = "vanishing"
         else:
+            r.grad_flag = "ok"
+        if segmented and g_ok and r.norm and r.grad_in_norm is not None and \
+                math.isfinite(r.grad_in_norm) and r.grad_in_norm > 0:
+            gspan = _span(r.grad_norm, r.grad_in_norm) or gspan
+            gseg = r.index
+    # Rows reading the same tensor (q, k, v projections) send back one summed gradient: the
+    # gradient vanishes there only when it does in every one of them.
+    group_max: dict[int, float] = {}
+    for r in rep.rows:
+        if r.grad_ratio is not None and r.grad_flag in ("ok", "vanishing", "exploding"):
+            key = r.index if r.shares_input_with is None else r.shares_input_with
+            group_max[key] = max(group_max.get(key, 0.0), r.grad_ratio)
+    for r in rep.rows:
+        key = r.index if r.shares_input_with is None else r.shares_input_with
+        if r.grad_flag == "vanishing" and group_max.get(key, 0.0) >= lo:
             r.grad_flag = "ok"
     bfirst = next((r for r in reversed(rep.rows) if r.grad_flag in ("vanishing", "exploding")),
                   None)
     if bfirst is not None:
         rep.backward_verdict = bfirst.grad_flag
         rep.backward_first = bfirst.index
+        ref = (f" (reference {bfirst.grad_reference / g0:.3g} x ‖∂L/∂y‖: "
+               f"{_where(rep, bfirst.grad_segment, True)})"
+               if bfirst.grad_reference is not None else "")
         rep.backward_reason = (f"first leaves the band at row {bfirst.index} "
                                f"{bfirst.name or '(model)'} ({bfirst.type}): grad-norm ratio "
-                               f"{_fmt(bfirst.grad_ratio)}")
+                               f"{_fmt(bfirst.grad_ratio)}{ref}")
     f, b = rep.forward_verdict, rep.backward_verdict
     rep.verdict = f if _SEVERITY[f] >= _SEVERITY[b] else b
+    n_norm = sum(r.norm for r in rep.rows)
+    if segmented and n_norm:
+        notes.append(f"{n_norm} normalization rows re-set the reference (scope 'segment'): "
+                     "the scale entering them is judged only for non-finite values and "
+                     "dead units")
     for w in rep.weights:
         if w.matches_plan is False:
             notes.append(f"{w.name}: std {w.std:.4g} differs from the plan's "
