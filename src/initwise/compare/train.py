@@ -1,0 +1,234 @@
+"""Train one model and measure it: the loop behind every cell of ``initwise compare``.
+
+The hot path is a plain PyTorch loop. Measurement is kept off it: the loss is read once per
+step (needed anyway to detect divergence), per-layer gradient norms are read every
+``grad_every`` steps straight from ``param.grad`` (no hooks), and the test split is evaluated
+once per epoch. A non-finite loss stops the run and is reported as a divergence, not raised.
+
+Batch order comes from a generator seeded with the run's seed, so every scheme sees the same
+batches in the same order within a seed; schemes differ only in their init.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from .data import Dataset
+
+__all__ = ["RunResult", "TrainConfig", "evaluate", "init_scale", "train_one"]
+
+Optimizer = Literal["sgd", "adam"]
+OPTIMIZERS: tuple[str, ...] = ("sgd", "adam")
+
+
+@dataclass
+class TrainConfig:
+    """How to train: optimizer, learning rate, epochs, batch size and measurement cadence."""
+
+    optimizer: Optimizer = "sgd"
+    lr: float = 0.01
+    momentum: float = 0.9
+    epochs: int = 10
+    batch_size: int = 64
+    target_accuracy: float = 0.9
+    log_every: int = 5
+    grad_every: int = 10
+
+
+@dataclass
+class RunResult:
+    """Everything measured for one (scheme, depth, seed): curves, gradients, final scores."""
+
+    scheme: str
+    depth: int
+    seed: int
+    test_accuracy: float
+    test_loss: float
+    best_test_accuracy: float
+    diverged: bool
+    diverged_at_step: int | None
+    steps_to_target: int | None
+    steps: int
+    time_s: float
+    loss_steps: list[int] = field(default_factory=list)
+    train_loss: list[float] = field(default_factory=list)
+    epoch_steps: list[int] = field(default_factory=list)
+    epoch_test_accuracy: list[float] = field(default_factory=list)
+    epoch_test_loss: list[float] = field(default_factory=list)
+    epoch_train_accuracy: list[float] = field(default_factory=list)
+    grad_layers: list[str] = field(default_factory=list)
+    grad_steps: list[int] = field(default_factory=list)
+    grad_norms: list[list[float]] = field(default_factory=list)
+    init_scale: dict[str, Any] = field(default_factory=dict)
+    init: dict[str, Any] = field(default_factory=dict)
+    width: int = 0
+    error: str | None = None
+    audit_report: Any = field(default=None, repr=False, compare=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-able dict of every field but ``audit_report`` (the library object;
+        its numbers are in ``init_scale``); non-finite floats become ``None``."""
+        return _finite({f.name: getattr(self, f.name) for f in fields(self)
+                        if f.name != "audit_report"})
+
+
+def _finite(obj: Any) -> Any:
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
+
+
+def _weight_params(model: nn.Module) -> list[tuple[str, nn.Parameter]]:
+    return [(n, p) for n, p in model.named_parameters() if p.requires_grad and p.dim() >= 2]
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, chunk: int = 2048
+             ) -> tuple[float, float]:
+    """Return ``(accuracy, mean cross-entropy)`` of ``model`` on ``(x, y)`` in eval mode."""
+    was_training = model.training
+    model.eval()
+    correct, loss_sum = 0, 0.0
+    for i in range(0, x.shape[0], chunk):
+        out = model(x[i:i + chunk])
+        loss_sum += float(nn.functional.cross_entropy(out, y[i:i + chunk], reduction="sum"))
+        correct += int((out.argmax(dim=1) == y[i:i + chunk]).sum())
+    model.train(was_training)
+    n = max(x.shape[0], 1)
+    return correct / n, loss_sum / n
+
+
+def _layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    return [(n, m) for n, m in model.named_modules()
+            if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d))]
+
+
+def init_scale(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict[str, Any]:
+    """Measure, at init, each Linear/Conv layer's output std and the std of the loss gradient
+    with respect to that output, on one batch (in the model's current train/eval mode).
+
+    Returns ``{"layers": [...], "forward_std": [...], "backward_std": [...]}``; a fallback for
+    when the library's audit is unavailable.
+    """
+    layers = _layers(model)
+    fwd: dict[str, float] = {}
+    bwd: dict[str, float] = {}
+    handles = []
+
+    def hook(name: str) -> Callable[..., None]:
+        def f(_m: nn.Module, _i: Any, out: Any) -> None:
+            if isinstance(out, torch.Tensor):
+                fwd[name] = float(out.detach().float().std())
+                if out.requires_grad:
+                    out.register_hook(lambda g: bwd.__setitem__(name, float(g.float().std())))
+        return f
+
+    for name, m in layers:
+        handles.append(m.register_forward_hook(hook(name)))
+    try:
+        model.zero_grad(set_to_none=True)
+        loss = nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+    finally:
+        for h in handles:
+            h.remove()
+        model.zero_grad(set_to_none=True)
+    names = [n for n, _ in layers if n in fwd]
+    return {"layers": names, "forward_std": [fwd[n] for n in names],
+            "backward_std": [bwd.get(n, float("nan")) for n in names], "source": "initwise.compare"}
+
+
+def _make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum)
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    from .._checks import raise_unknown
+
+    raise_unknown("optimizer", cfg.optimizer, OPTIMIZERS)
+
+
+def train_one(model: nn.Module, data: Dataset, cfg: TrainConfig, *, scheme: str, depth: int,
+              seed: int) -> RunResult:
+    """Train ``model`` on ``data`` with ``cfg`` and return the measurements.
+
+    Example:
+        >>> from initwise.compare.data import load_dataset
+        >>> ds = load_dataset("teacher", seed=0)
+        >>> _ = torch.manual_seed(0)
+        >>> m = nn.Sequential(nn.Linear(32, 16), nn.ReLU(), nn.Linear(16, 10))
+        >>> r = train_one(m, ds, TrainConfig(epochs=1, batch_size=600), scheme="torch", depth=2,
+        ...               seed=0)
+        >>> r.steps, r.diverged, 0.0 <= r.test_accuracy <= 1.0
+        (4, False, True)
+    """
+    t0 = time.perf_counter()
+    model.train()
+    opt = _make_optimizer(model, cfg)
+    weights = _weight_params(model)
+    res = RunResult(scheme, depth, seed, 0.0, float("nan"), 0.0, False, None, None, 0, 0.0,
+                    grad_layers=[n for n, _ in weights])
+    gen = torch.Generator().manual_seed(seed)
+    n = data.x_train.shape[0]
+    bs = min(cfg.batch_size, n)
+    step = 0
+    loss_acc, loss_cnt = 0.0, 0
+    for _epoch in range(cfg.epochs):
+        perm = torch.randperm(n, generator=gen)
+        correct = seen = 0
+        for i in range(0, n - bs + 1, bs):
+            idx = perm[i:i + bs]
+            xb, yb = data.x_train[idx], data.y_train[idx]
+            out = model(xb)
+            loss = nn.functional.cross_entropy(out, yb)
+            lv = loss.item()
+            if not math.isfinite(lv):
+                res.diverged, res.diverged_at_step = True, step
+                break
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if step % cfg.grad_every == 0:
+                norms = torch.stack([p.grad.detach().norm() if p.grad is not None
+                                     else torch.zeros(()) for _, p in weights])
+                res.grad_steps.append(step)
+                res.grad_norms.append(norms.tolist())
+            opt.step()
+            step += 1
+            loss_acc += lv
+            loss_cnt += 1
+            correct += int((out.detach().argmax(dim=1) == yb).sum())
+            seen += bs
+            if loss_cnt == cfg.log_every:
+                res.loss_steps.append(step)
+                res.train_loss.append(loss_acc / loss_cnt)
+                loss_acc, loss_cnt = 0.0, 0
+        acc, tl = evaluate(model, data.x_test, data.y_test)
+        res.epoch_steps.append(step)
+        res.epoch_test_accuracy.append(acc)
+        res.epoch_test_loss.append(tl)
+        res.epoch_train_accuracy.append(correct / seen if seen else 0.0)
+        if res.steps_to_target is None and acc >= cfg.target_accuracy:
+            res.steps_to_target = step
+        if res.diverged:
+            break
+    if loss_cnt:
+        res.loss_steps.append(step)
+        res.train_loss.append(loss_acc / loss_cnt)
+    res.steps = step
+    if res.epoch_test_accuracy:
+        res.test_accuracy = res.epoch_test_accuracy[-1]
+        res.test_loss = res.epoch_test_loss[-1]
+        res.best_test_accuracy = max(res.epoch_test_accuracy)
+    res.time_s = time.perf_counter() - t0
+    return res

@@ -1,0 +1,192 @@
+"""Tests for the initwise command line (in-process via cli.main, plus one real subprocess)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from initwise import cli
+
+TINY = ["--dataset", "teacher", "--depths", "2", "--widths", "8", "--epochs", "1",
+        "--seeds", "2", "--batch-size", "128", "--quiet"]
+
+
+@pytest.fixture(autouse=True)
+def _restore_threads() -> object:
+    old = torch.get_num_threads()
+    yield
+    torch.set_num_threads(old)
+
+
+def test_compare_end_to_end_writes_report(tmp_path: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "rep"
+    rc = cli.main(["compare", *TINY, "--schemes", "torch,kaiming", "--out", str(out), "--json"])
+    assert rc == 0
+    printed = json.loads(capsys.readouterr().out)
+    with open(out / "results.json") as f:
+        saved = json.load(f)
+    assert printed["summary"] == saved["summary"]
+    assert saved["config"]["schemes"] == ["torch", "kaiming"] and not saved["partial"]
+    assert saved["command"][:2] == ["initwise", "compare"]
+    assert set(saved["environment"]) >= {"python", "torch", "numpy", "initwise"}
+    assert len(saved["runs"]) == 4
+    html = (out / "index.html").read_text()
+    assert re.search(r'<img [^>]*src="data:image/png;base64,', html)
+    assert "<link" not in html and "<script src" not in html  # self-contained
+    md = (out / "report.md").read_text()
+    assert "| depth | width | scheme |" in md
+    assert (out / "accuracy_vs_depth.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_compare_summary_in_terminal(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    args = [a for a in TINY if a != "--quiet"]
+    rc = cli.main(["compare", *args, "--schemes", "torch,xavier", "--out", str(tmp_path)])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "depth 2, width 8:" in out and "wins" in out and "index.html" in out
+
+
+def test_he2015_kaiming_beats_xavier_at_depth_30(tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """He et al. (2015), reduced budget: 30 ReLU layers, SGD + momentum, 5 epochs, 3 seeds."""
+    rc = cli.main(["compare", "--preset", "he2015", "--epochs", "5", "--out", str(tmp_path),
+                   "--quiet", "--json"])
+    assert rc == 0
+    res = json.loads(capsys.readouterr().out)
+    cell = res["summary"][0]
+    assert cell["depth"] == 30 and cell["winner"] == "kaiming"
+    k = cell["schemes"]["kaiming"]["test_accuracy"]
+    x = cell["schemes"]["xavier"]["test_accuracy"]
+    assert x["max"] < 0.2  # Xavier stalls near chance (0.1)
+    # Beyond the seed spread: seed ranges do not overlap, and Welch's t-test gives p < 0.05.
+    assert k["min"] > x["max"] + 0.1
+    assert cell["margin"] == pytest.approx(k["mean"] - x["mean"]) and cell["margin"] > 0.2
+    assert cell["significant"] is True and cell["p_value"] < 0.05
+
+
+@pytest.mark.parametrize(("argv", "needle"), [
+    (["compare", "--schemes", "kaiming,nope"], "Valid options:"),
+    (["compare", "--arch", "vgg", "--dataset", "teacher"], "mlp"),
+    (["compare", "--activation", "rleu", "--dataset", "teacher"], "did you mean 'relu'"),
+    (["compare", "--optimizer", "lbfgs"], "invalid choice"),
+    (["compare", "--depths", "five"], "comma-separated list of ints"),
+    (["compare", "--preset", "he2016"], "he2015"),
+    (["compare", "--dataset", "imagenet"], "digits, mnist1d, teacher"),
+    (["compare", "--epochs", "0"], "epochs must be"),
+    (["plan", "vgg:depth=3"], "mlp"),
+    (["audit", "mlp:depth=x"], "integer"),
+    (["audit", "mlp:color=red"], "Valid options"),
+    (["frobnicate"], "invalid choice"),
+    ([], "usage"),
+])
+def test_bad_arguments_exit_2_with_valid_options(argv: list[str], needle: str,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(argv) == 2
+    cap = capsys.readouterr()
+    assert needle in cap.err + cap.out
+
+
+def test_help_has_examples(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["compare", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert "examples:" in out and "--preset he2015" in out and "package.module:factory" in out
+    assert cli.main(["--help"]) == 0
+    assert "initwise compare" in capsys.readouterr().out
+
+
+def test_interrupt_writes_partial_report_exit_130(tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    from initwise.compare import run as run_mod
+
+    real = run_mod._one
+    calls = []
+
+    def one_then_interrupt(*args: object, **kwargs: object) -> object:
+        if calls:
+            raise KeyboardInterrupt
+        calls.append(1)
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(run_mod, "_one", one_then_interrupt)
+    rc = cli.main(["compare", *TINY, "--schemes", "torch,kaiming", "--out", str(tmp_path)])
+    assert rc == 130
+    with open(tmp_path / "results.json") as f:
+        res = json.load(f)
+    assert res["partial"] is True and res["completed_runs"] == 1 and res["total_runs"] == 4
+    assert "Partial report" in (tmp_path / "index.html").read_text()
+    assert "Partial report" in (tmp_path / "report.md").read_text()
+
+
+def test_user_npz_dataset_and_factory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                      capsys: pytest.CaptureFixture[str]) -> None:
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((120, 6)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(np.int64)
+    np.savez(tmp_path / "mine.npz", X=x, y=y)
+    (tmp_path / "my_models_for_initwise.py").write_text(textwrap.dedent("""
+        from torch import nn
+        CALLS = []
+        def make(in_shape, n_classes, depth, width, activation):
+            CALLS.append((tuple(in_shape), n_classes, depth, width, activation))
+            return nn.Sequential(nn.Linear(in_shape[0], width), nn.Tanh(),
+                                 nn.Linear(width, n_classes))
+    """))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    rc = cli.main(["compare", "--dataset", str(tmp_path / "mine.npz"), "--arch",
+                   "my_models_for_initwise:make", "--depths", "3", "--widths", "12",
+                   "--activation", "tanh", "--schemes", "torch,xavier", "--epochs", "2",
+                   "--seeds", "1", "--quiet", "--json", "--out", str(tmp_path / "r")])
+    assert rc == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["dataset"]["name"] == "mine.npz" and res["dataset"]["in_shape"] == [6]
+    import my_models_for_initwise as mm  # type: ignore[import-not-found]
+
+    assert mm.CALLS[0] == ((6,), 2, 3, 12, "tanh")
+    assert len(res["runs"]) == 2 and all(r["error"] is None for r in res["runs"])
+    # A bad factory is a usage error.
+    assert cli.main(["compare", "--dataset", "teacher", "--arch", "my_models_for_initwise:nope",
+                     "--quiet", "--out", str(tmp_path / "r2")]) == 2
+
+
+def test_gains_and_schemes_json(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["gains", "--json"]) == 0
+    rows = {r["activation"]: r for r in json.loads(capsys.readouterr().out)}
+    assert rows["relu"]["gain"] == pytest.approx(2**0.5)
+    assert cli.main(["schemes", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert {"torch", "kaiming", "xavier"} <= set(data["compare_names"])
+    assert cli.main(["gains"]) == 0
+    assert "relu" in capsys.readouterr().out
+
+
+def test_audit_and_plan_commands(capsys: pytest.CaptureFixture[str]) -> None:
+    import initwise
+
+    if not callable(getattr(initwise, "audit", None)) or not callable(getattr(initwise, "plan",
+                                                                              None)):
+        pytest.skip("initwise.audit / initwise.plan not in this build yet")
+    assert cli.main(["audit", "mlp:depth=6,width=32", "--policy", "kaiming", "--json"]) == 0
+    assert isinstance(json.loads(capsys.readouterr().out), dict)
+    assert cli.main(["plan", "mlp:depth=3,activation=gelu", "--json"]) == 0
+    assert isinstance(json.loads(capsys.readouterr().out), dict)
+
+
+def test_python_dash_m_subprocess(tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "initwise", "compare", *TINY, "--schemes", "torch",
+         "--seeds", "1", "--out", str(tmp_path)],
+        capture_output=True, text=True, timeout=300, env=env, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "index.html").exists()
+    assert json.loads((tmp_path / "results.json").read_text())["completed_runs"] == 1
