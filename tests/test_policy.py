@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
+import initwise
 from initwise.policy import PRESETS, ROLES, Policy, Rule, get_policy, presets
 
 P = importlib.import_module("initwise.plan")
@@ -112,3 +113,15 @@ def test_rule_round_trip_property(roles: list[str], scale: float, scheme: str, p
     lin = nn.Linear(1, 1)
     for name in ("h.weight", "x.bias"):
         assert back.matches(lin, name, roles) == r.matches(lin, name, roles)
+
+
+def test_registered_scheme_name_is_a_policy() -> None:
+    m = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 2))
+    p = initwise.init(m, "glorot_normal", seed=0)
+    assert p["0.weight"].scheme == "xavier_normal"
+    assert p["0.bias"].scheme == "zeros"
+    assert "match nothing" in str(p) and "unmatched rule:" not in str(p)
+    with pytest.raises(ValueError, match="needs parameter"):
+        get_policy("sparse")
+    with pytest.raises(ValueError, match="did you mean 'xavier_normal'"):
+        get_policy("xavier_normall")

@@ -37,7 +37,7 @@ def raise_unknown(kind: str, value: object, valid: Iterable[str]) -> NoReturn:
         close = difflib.get_close_matches(value.lower(), options, n=1, cutoff=0.6)
         if close:
             msg += f"; did you mean {close[0]!r}?"
-    msg += f" Valid options: {', '.join(options)}."
+    msg += f"{'' if msg.endswith('?') else '.'} Valid options: {', '.join(options)}."
     raise ValueError(msg)
 
 

@@ -220,15 +220,6 @@ def _model_and_batch(args: argparse.Namespace) -> tuple[Any, Any, Any]:
     return model, x, y
 
 
-def _lib(name: str) -> Any:
-    from .compare.run import _library_function
-
-    fn = _library_function(name)
-    if fn is None:
-        raise RuntimeError(f"initwise.{name} is not available in this installation")
-    return fn
-
-
 def _print_json(obj: Any, out: TextIO | None = None) -> None:
     print(json.dumps(obj, indent=1, default=str), file=out or sys.stdout)
 
@@ -335,7 +326,8 @@ def _cmd_audit(args: argparse.Namespace) -> int:
         from .compare.schemes import apply_scheme
 
         apply_scheme(model, args.policy, x, seed=0)
-    audit = _lib("audit")
+    from .audit import audit
+
     rep = audit(model, x, targets=y, loss_fn=torch.nn.functional.cross_entropy)
     if args.plot:
         rep.plot(args.plot)
@@ -348,7 +340,9 @@ def _cmd_audit(args: argparse.Namespace) -> int:
 
 def _cmd_plan(args: argparse.Namespace) -> int:
     model, x, _ = _model_and_batch(args)
-    plan = _lib("plan")(model, args.policy, example_inputs=x)
+    from .plan import plan as make_plan
+
+    plan = make_plan(model, args.policy, example_inputs=x)
     if args.json:
         _print_json(plan.to_dict())
     else:
@@ -387,31 +381,27 @@ def _cmd_gains(args: argparse.Namespace) -> int:
 
 
 def _cmd_schemes(args: argparse.Namespace) -> int:
-    import initwise
+    import inspect
 
-    from .compare.schemes import _policy_presets, scheme_names
+    from .compare.schemes import scheme_names
+    from .policy import PRESETS, presets
+    from .registry import schemes as registered
 
-    schemes = []
-    fn = getattr(initwise, "schemes", None)
-    for s in (fn() if callable(fn) else []):
-        doc = (getattr(s, "doc", None) or getattr(s, "__doc__", None) or "").strip()
-        params = getattr(s, "params", None)
-        schemes.append({"name": getattr(s, "name", str(s)),
-                        "params": params if isinstance(params, (dict, list, tuple)) else
-                        (str(params) if params is not None else None),
-                        "summary": doc.splitlines()[0] if doc else ""})
-    policies, names = _policy_presets(), list(scheme_names())
+    schemes = [{"name": s.name, "params": dict(s.params), "formula": s.formula, "paper": s.paper,
+                "summary": s.doc.splitlines()[0] if s.doc else ""} for s in registered()]
+    policies = [{"name": n, "summary": (inspect.getdoc(getattr(presets, n)) or "").splitlines()[0]}
+                for n in PRESETS]
+    names = list(scheme_names())
     data = {"schemes": schemes, "policies": policies, "compare_names": names}
     if args.json:
         _print_json(data)
         return 0
-    if schemes:
-        print("Schemes (initwise.schemes()):")
-        for s in schemes:
-            print(f"  {s['name']:<24} {s['summary']}")
-    if policies:
-        print("\nPolicy presets (initwise.init(model, policy=...)):")
-        print("  " + ", ".join(policies))
+    print("Schemes (initwise.get_scheme(name), in-place functions name_):")
+    for s in schemes:
+        print(f"  {s['name']:<18} {s['formula']}")
+    print("\nPolicy presets (initwise.init(model, policy=...)):")
+    for p in policies:
+        print(f"  {p['name']:<18} {p['summary']}")
     print("\nNames accepted by 'initwise compare --schemes':")
     print("  " + ", ".join(names))
     return 0

@@ -50,8 +50,7 @@ from torch import nn
 from . import _graph
 from ._names import canonical_name
 from .fans import Fans, tensor_fans
-from .policy import PRESETS as _PRESET_NAMES
-from .policy import Policy, Rule, get_policy
+from .policy import Policy, Rule, get_policy, is_builtin_policy_name
 
 __all__ = ["EntryChange", "InitError", "Plan", "PlanEntry", "init", "plan"]
 
@@ -210,7 +209,7 @@ class Plan:
             if i == 0:
                 lines.append("  ".join("-" * w for w in widths))
         lines += [f"note: {n}" for n in self.notes]
-        if self.unmatched_rules and self.policy not in _PRESET_NAMES:
+        if self.unmatched_rules and not is_builtin_policy_name(self.policy):
             lines += [f"unmatched rule: {u}" for u in self.unmatched_rules]
         elif self.unmatched_rules:
             lines.append(f"({len(self.unmatched_rules)} rules of preset {self.policy!r} match nothing in this model)")

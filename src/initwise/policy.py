@@ -501,11 +501,31 @@ class _Presets:
         return PRESETS
 
     def get(self, name: str) -> Policy:
+        """The preset ``name``, or :meth:`scheme` for a registered scheme name or alias."""
         check = name.strip().lower() if isinstance(name, str) else name
-        if check not in PRESETS:
-            raise_unknown("preset", name, PRESETS)
-        fn: Callable[[], Policy] = getattr(self, check)
-        return fn()
+        if check in PRESETS:
+            fn: Callable[[], Policy] = getattr(self, check)
+            return fn()
+        from .registry import resolve_scheme_name, scheme_names
+
+        try:
+            resolved = resolve_scheme_name(check)
+        except (ValueError, TypeError):
+            raise_unknown("preset or scheme", name, [*PRESETS, *scheme_names()])
+        return self.scheme(resolved)
+
+    def scheme(self, name: str, **params: Any) -> Policy:
+        """Every weight (weight, recurrent input, branch, residual output and classifier roles)
+        by the registered scheme ``name`` with ``params``; the rest as in the simple presets
+        (recurrent weights orthogonal per gate block, biases 0, norms 1/0, embeddings N(0, 1)).
+
+        >>> presets.scheme("he_uniform").rules[4].scheme
+        'kaiming_uniform'
+        """
+        from .registry import get_scheme
+
+        resolved = get_scheme(name, **params)  # validates name and parameters
+        return self._simple(resolved.name, resolved.name, dict(params))
 
     def auto(self, distribution: str = "normal") -> Policy:
         """Variance-preserving init with the exact gain of each layer's input nonlinearity.
@@ -639,6 +659,13 @@ class _Presets:
 PRESETS: tuple[str, ...] = ("auto", "torch", "xavier", "kaiming", "lecun", "orthogonal", "gpt2",
                             "fixup", "zero_residual", "rezero", "dcgan")  # fmt: skip
 presets = _Presets()
+
+
+def is_builtin_policy_name(name: str) -> bool:
+    """Whether ``name`` is a preset or a registered scheme name (a built-in policy)."""
+    from .registry import scheme_names
+
+    return name in PRESETS or name in scheme_names()
 
 
 def get_policy(policy: str | Policy | Iterable[Rule]) -> Policy:

@@ -293,11 +293,10 @@ def _write_figures(result: CompareResult, out: str) -> list[str]:
 
 def _fig_audit(result: CompareResult, path: str) -> bool:
     """Overlay the library's audit plots of every scheme for the deepest cell, if available."""
-    from .run import _library_function
+    from .. import audit_plot as plot
 
-    plot = _library_function("audit_plot")
     cells = _cells(result, limit=1)
-    if plot is None or not cells:
+    if not cells:
         return False
     reps, labels = [], []
     for s in result.config["schemes"]:

@@ -27,7 +27,7 @@ import torch
 from .data import load_dataset
 from .models import build_model
 from .schemes import apply_scheme, check_schemes
-from .train import RunResult, TrainConfig, _finite, init_scale, train_one
+from .train import RunResult, TrainConfig, _finite, train_one
 
 __all__ = ["CompareConfig", "CompareResult", "run_compare", "summarize", "welch_t_test"]
 
@@ -238,24 +238,6 @@ def environment() -> dict[str, Any]:
 Callback = Callable[[dict[str, Any]], None]
 
 
-def _library_function(name: str) -> Any:
-    """Return ``initwise.<name>`` if it is a function (not a same-named submodule), else None."""
-    import importlib
-    import types
-
-    import initwise
-
-    fn = getattr(initwise, name, None)
-    if isinstance(fn, types.ModuleType):
-        fn = getattr(fn, name, None)
-    if fn is None:
-        try:
-            fn = getattr(importlib.import_module(f"initwise.{name}"), name, None)
-        except ImportError:
-            fn = None
-    return fn if callable(fn) else None
-
-
 def _cost(depth: int, width: int) -> float:
     return float(depth * width + 1000)
 
@@ -320,18 +302,13 @@ def run_compare(config: CompareConfig, *, callback: Callback | None = None,
 
 def _audit(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor
            ) -> tuple[dict[str, Any], Any]:
-    """Per-layer forward/backward scale at init and the library's audit report (or ``None``):
-    the library audit when present, else our own hooks."""
-    audit = _library_function("audit")
-    if audit is not None:
-        from .scale import scale_from_audit
+    """Per-layer forward/backward scale at init, and the :func:`initwise.audit` report."""
+    import initwise
 
-        rep = audit(model, x, targets=y, loss_fn=torch.nn.functional.cross_entropy)
-        model.zero_grad(set_to_none=True)
-        scale = scale_from_audit(rep)
-        if scale is not None:
-            return scale, rep
-    return init_scale(model, x, y), None
+    from .scale import scale_from_audit
+
+    rep = initwise.audit(model, x, targets=y, loss_fn=torch.nn.functional.cross_entropy)
+    return scale_from_audit(rep), rep
 
 
 def _one(config: CompareConfig, tcfg: TrainConfig, data: Any, scheme: str, depth: int,

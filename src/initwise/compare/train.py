@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
@@ -22,7 +21,7 @@ from torch import nn
 
 from .data import Dataset
 
-__all__ = ["RunResult", "TrainConfig", "evaluate", "init_scale", "train_one"]
+__all__ = ["RunResult", "TrainConfig", "evaluate", "train_one"]
 
 Optimizer = Literal["sgd", "adam"]
 OPTIMIZERS: tuple[str, ...] = ("sgd", "adam")
@@ -112,41 +111,6 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, chunk: int =
 def _layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
     return [(n, m) for n, m in model.named_modules()
             if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d))]
-
-
-def init_scale(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict[str, Any]:
-    """Measure, at init, each Linear/Conv layer's output std and the std of the loss gradient
-    with respect to that output, on one batch (in the model's current train/eval mode).
-
-    Returns ``{"layers": [...], "forward_std": [...], "backward_std": [...]}``; a fallback for
-    when the library's audit is unavailable.
-    """
-    layers = _layers(model)
-    fwd: dict[str, float] = {}
-    bwd: dict[str, float] = {}
-    handles = []
-
-    def hook(name: str) -> Callable[..., None]:
-        def f(_m: nn.Module, _i: Any, out: Any) -> None:
-            if isinstance(out, torch.Tensor):
-                fwd[name] = float(out.detach().float().std())
-                if out.requires_grad:
-                    out.register_hook(lambda g: bwd.__setitem__(name, float(g.float().std())))
-        return f
-
-    for name, m in layers:
-        handles.append(m.register_forward_hook(hook(name)))
-    try:
-        model.zero_grad(set_to_none=True)
-        loss = nn.functional.cross_entropy(model(x), y)
-        loss.backward()
-    finally:
-        for h in handles:
-            h.remove()
-        model.zero_grad(set_to_none=True)
-    names = [n for n, _ in layers if n in fwd]
-    return {"layers": names, "forward_std": [fwd[n] for n in names],
-            "backward_std": [bwd.get(n, float("nan")) for n in names], "source": "initwise.compare"}
 
 
 def _make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
