@@ -538,10 +538,8 @@ def _orthogonal_matrix(rows: int, cols: int, dtype: torch.dtype, generator: Gene
     if rows < cols:
         flat = flat.t()
     q, r = torch.linalg.qr(flat)
-    # Make Q unique (and Haar-distributed): multiply by the signs of R's diagonal.
-    d = torch.diagonal(r, 0).sign()
-    d[d == 0] = 1.0
-    q = q * d
+    # Make Q unique (and Haar-distributed): multiply by the signs of R's diagonal (+1 for 0).
+    q.mul_(torch.where(torch.diagonal(r, 0) < 0, -1.0, 1.0))
     if rows < cols:
         q = q.t()
     return q
@@ -632,17 +630,16 @@ def sparse_(
     values = tensor if direct else torch.empty(rows, cols, dtype=_work_dtype(tensor))
     _draw_normal(values, 0.0, std, generator)
     if num_zeros:
-        if _is_key(generator):
-            from . import random as _random
-
-            keys = torch.empty(rows, cols, dtype=torch.float64)
-            _random.uniform_(keys, generator.child("sparse_mask"))  # type: ignore[union-attr]
-            idx = keys.argsort(dim=0)[:num_zeros]
-        else:
-            torch_gen = generator if isinstance(generator, torch.Generator) else None
-            idx = torch.stack(
-                [torch.randperm(rows, generator=torch_gen)[:num_zeros] for _ in range(cols)], dim=1
-            )
         with torch.no_grad():
-            values.scatter_(0, idx, 0.0)
+            if _is_key(generator):
+                from . import random as _random
+
+                # a keyed random permutation of each column: argsort of keyed uniforms
+                keys = torch.empty(rows, cols, dtype=torch.float64)
+                _random.uniform_(keys, generator.child("sparse_mask"))  # type: ignore[union-attr]
+                values.scatter_(0, keys.argsort(dim=0)[:num_zeros], 0.0)
+            else:
+                torch_gen = generator if isinstance(generator, torch.Generator) else None
+                for c in range(cols):  # column by column, like torch (and as fast)
+                    values[torch.randperm(rows, generator=torch_gen)[:num_zeros], c] = 0.0
     return tensor if direct else _fill_from(tensor, values.to(tensor.device))
