@@ -5,8 +5,9 @@ not see torch's allocations) belongs to that measurement alone.
 
 - GPT-2 small (d=768, 12 layers, vocab 50257, own module): (a) build with torch's defaults;
   (b) build on the meta device, ``to_empty`` on CPU, then ``initwise.init(model, "gpt2")``.
-- LLaMA ~1B (HF LlamaConfig hidden 2048, 16 layers, intermediate 5504, vocab 32000) on the meta
-  device: time ``initwise.plan`` (target: under a second).
+- LLaMA ~1B (HF LlamaConfig hidden 2048, 16 layers, intermediate 5504, vocab 32000): (a) build
+  with torch's/Hugging Face's default init; (b) build on meta, ``initwise.materialize(model,
+  "auto", device="cpu")``; (c) ``initwise.plan`` on the meta model (target: under a second).
 
 Usage: ``python benchmarks/bench_init.py [--quick]``. Prints times, ratios and peak RSS.
 """
@@ -44,7 +45,7 @@ out = {}
 if kind == "torch":
     t = time.perf_counter(); m = GPT(); out["seconds"] = time.perf_counter() - t
 elif kind == "initwise":
-    import initwise.plan as P
+    import initwise as P
     with torch.device("meta"):
         m = GPT()
     t = time.perf_counter()
@@ -52,8 +53,22 @@ elif kind == "initwise":
     m.lm_head.weight = m.wte.weight
     P.init(m, "gpt2", seed=0)
     out["seconds"] = time.perf_counter() - t
+elif kind in ("llama_torch", "llama_initwise"):
+    from transformers import LlamaConfig, LlamaForCausalLM
+    cfg = LlamaConfig(hidden_size=d, num_hidden_layers=layers, intermediate_size=5504 if d == 2048 else 4 * d,
+                      num_attention_heads=16, num_key_value_heads=16, vocab_size=vocab)
+    if kind == "llama_torch":
+        t = time.perf_counter(); m = LlamaForCausalLM(cfg); out["seconds"] = time.perf_counter() - t
+    else:
+        import initwise as P
+        with torch.device("meta"):
+            m = LlamaForCausalLM(cfg)
+        t = time.perf_counter()
+        P.materialize(m, "auto", device="cpu", seed=0)
+        out["seconds"] = time.perf_counter() - t
+    out["params"] = sum(p.numel() for p in m.parameters())
 elif kind == "llama_plan":
-    import initwise.plan as P
+    import initwise as P
     from transformers import LlamaConfig, LlamaForCausalLM
     cfg = LlamaConfig(hidden_size=d, num_hidden_layers=layers, intermediate_size=5504 if d == 2048 else 4 * d,
                       num_attention_heads=16, num_key_value_heads=16, vocab_size=vocab)
@@ -87,7 +102,15 @@ def main() -> None:
     print(f"  initwise.init (to_empty + init):  {ours['seconds']:.3f} s, peak RSS {ours['peak_rss_mb']:.0f} MB")
     print(f"  ratio initwise/torch: {ours['seconds'] / ref['seconds']:.2f}x time, "
           f"{ours['peak_rss_mb'] / ref['peak_rss_mb']:.2f}x peak RSS")
-    ll = run("llama_plan", 4 if a.quick else 16, 512 if a.quick else 2048, 32000)
+    ll_shape = (4, 512, 32000) if a.quick else (16, 2048, 32000)
+    lt = run("llama_torch", *ll_shape)
+    li = run("llama_initwise", *ll_shape)
+    print(f"LLaMA-like ({lt['params'] / 1e9:.2f} B params)")
+    print(f"  torch/HF default init (construction): {lt['seconds']:.3f} s, peak RSS {lt['peak_rss_mb']:.0f} MB")
+    print(f"  initwise.materialize (meta -> cpu, auto): {li['seconds']:.3f} s, peak RSS {li['peak_rss_mb']:.0f} MB")
+    print(f"  ratio initwise/torch: {li['seconds'] / lt['seconds']:.2f}x time, "
+          f"{li['peak_rss_mb'] / lt['peak_rss_mb']:.2f}x peak RSS")
+    ll = run("llama_plan", *ll_shape)
     print(f"LLaMA-like on meta ({ll['params'] / 1e9:.2f} B params, {ll['entries']} entries): "
           f"plan {ll['seconds']:.3f} s (target < 1 s), peak RSS {ll['peak_rss_mb']:.0f} MB")
     print(f"total {time.perf_counter() - t0:.1f} s")
