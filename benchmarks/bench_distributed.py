@@ -88,7 +88,7 @@ def main() -> None:
     from transformers import LlamaForCausalLM
 
     from _dist_helpers import run_ranks
-    from initwise.distributed import init, materialize
+    from initwise import init, materialize
 
     cfg = _cfg(args.quick)
     with torch.device("meta"):
