@@ -36,20 +36,24 @@ CASES: list[tuple[str, tuple, dict]] = [
 ]
 
 
-def _time(fn: Callable[[], object], repeats: int) -> float:
-    fn()
-    ts = []
+def _time_pair(ours: Callable[[], object], theirs: Callable[[], object], repeats: int) -> tuple[float, float]:
+    """Median times of two callables, interleaved (ours, theirs, ours, ...) so that drifts in
+    clock speed or background load hit both alike."""
+    ours()
+    theirs()
+    a, b = [], []
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t0)
-    return statistics.median(ts)
+        for fn, out in ((ours, a), (theirs, b)):
+            t0 = time.perf_counter()
+            fn()
+            out.append(time.perf_counter() - t0)
+    return statistics.median(a), statistics.median(b)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--size", type=int, default=4096)
-    ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--repeats", type=int, default=11)
     ap.add_argument("--quick", action="store_true", help="1024x1024, 3 repeats")
     args = ap.parse_args()
     n, reps = (1024, 3) if args.quick else (args.size, args.repeats)
@@ -64,17 +68,18 @@ def main() -> None:
         takes_gen = name not in ("constant_", "zeros_", "ones_", "eye_")
         ours_kw = {**kw, "generator": g1} if takes_gen else kw
         theirs_kw = {**kw, "generator": g2} if takes_gen else kw
-        ours = _time(functools.partial(ours_fn, t, *a, **ours_kw), reps)
-        theirs = _time(functools.partial(theirs_fn, t, *a, **theirs_kw), reps)
+        ours, theirs = _time_pair(functools.partial(ours_fn, t, *a, **ours_kw),
+                                  functools.partial(theirs_fn, t, *a, **theirs_kw), reps)
         worst = max(worst, ours / theirs)
         print(f"{name:<18}{ours * 1e3:>12.2f}{theirs * 1e3:>10.2f}{ours / theirs:>8.2f}")
     print("\northogonal_ (float32)")
     print(f"{'size':<18}{'initwise ms':>12}{'torch ms':>10}{'ratio':>8}")
     for size in [256, 512, 1024] + ([] if args.quick else [2048, 4096]):
         m = torch.empty(size, size)
-        r = 2 if size >= 2048 else reps
-        ours = _time(functools.partial(initwise.orthogonal_, m, generator=torch.Generator().manual_seed(0)), r)
-        theirs = _time(functools.partial(torch.nn.init.orthogonal_, m, generator=torch.Generator().manual_seed(0)), r)
+        r = 3 if size >= 2048 else reps
+        ours, theirs = _time_pair(
+            functools.partial(initwise.orthogonal_, m, generator=torch.Generator().manual_seed(0)),
+            functools.partial(torch.nn.init.orthogonal_, m, generator=torch.Generator().manual_seed(0)), r)
         worst = max(worst, ours / theirs)
         print(f"{size:<18}{ours * 1e3:>12.2f}{theirs * 1e3:>10.2f}{ours / theirs:>8.2f}")
     print(f"\nworst ratio {worst:.2f} (target <= 1.05)")
