@@ -51,12 +51,10 @@ Definitions (all documented in ``docs/lsuv.md``):
 
 from __future__ import annotations
 
-import importlib
 import logging
 import math
 import warnings
 import weakref
-import zlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal, Union
@@ -446,30 +444,12 @@ def _uses_batch_stats(m: nn.Module) -> bool:
     return True
 
 
-def _make_generator(seed: int | None, name: str, device: torch.device) -> Any:
-    if seed is None:
-        return None
-    try:  # the keyed counter-based engine, when available
-        key = importlib.import_module(f"{__package__}.random").key
-        return key(seed, name)
-    except (ImportError, AttributeError):
-        h = zlib.crc32(name.encode("utf-8"))
-        return torch.Generator().manual_seed((int(seed) + h) % (2**63))
-
-
 def _orthogonal(t: torch.Tensor, name: str, seed: int | None) -> None:
-    orthogonal_: Callable[..., Any] | None
-    try:
-        from .schemes import orthogonal_
-    except ImportError:  # pragma: no cover - schemes ships with the package
-        orthogonal_ = None
-    gen = _make_generator(seed, name, t.device)
-    if orthogonal_ is not None:
-        orthogonal_(t, generator=gen)
-        return
-    work = torch.empty(t.shape, dtype=torch.float64 if t.dtype == torch.float64 else torch.float32)
-    nn.init.orthogonal_(work, generator=gen)  # pragma: no cover
-    t.copy_(work)  # pragma: no cover
+    """Orthogonal pre-init of ``t``: keyed by (seed, name), or torch's global RNG for None."""
+    from . import random as _random
+    from .schemes import orthogonal_
+
+    orthogonal_(t, generator=None if seed is None else _random.key(seed, name))
 
 
 class _Run:
