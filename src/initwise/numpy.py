@@ -45,9 +45,6 @@ __all__ = [
     "xavier_uniform",
 ]
 
-_RELU_LIKE = {"relu": math.sqrt(2.0), "linear": 1.0, "tanh": 5.0 / 3.0, "sigmoid": 1.0, "selu": 0.75}
-
-
 def _rng(rng: np.random.Generator | None) -> np.random.Generator:
     if rng is None:
         return np.random.default_rng()
@@ -156,15 +153,9 @@ def xavier_normal(fan_in: int, fan_out: int, rng: np.random.Generator | None = N
 def _gain(nonlinearity: str, a: float, gain: float | None) -> float:
     if gain is not None:
         return check_finite_positive("gain", gain)
-    if nonlinearity == "leaky_relu":
-        return math.sqrt(2.0 / (1 + a * a))
-    if nonlinearity in _RELU_LIKE:
-        return _RELU_LIKE[nonlinearity]
-    try:
-        from .gains import gain as exact_gain
-    except ImportError:  # pragma: no cover
-        raise_unknown("nonlinearity", nonlinearity, [*_RELU_LIKE, "leaky_relu"])
-    return float(exact_gain(nonlinearity))
+    from .gains import calculate_gain
+
+    return float(calculate_gain(nonlinearity, a))
 
 
 def kaiming_normal(

@@ -17,10 +17,11 @@ primitive draws (uniform, normal, truncated normal). Every function:
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any, Union
+from typing import Any
 
 import torch
 
+from . import random as _random
 from ._checks import check_choice, check_finite_positive, check_tensor
 from ._math import (
     compute_std,
@@ -32,9 +33,7 @@ from ._math import (
 )
 from ._typing import DISTRIBUTIONS, FAN_MODES, Distribution, FanMode
 from .fans import Fans
-
-if TYPE_CHECKING:
-    from .random import Key
+from .random import Key
 
 __all__ = [
     "compute_std",
@@ -59,7 +58,7 @@ __all__ = [
     "zeros_",
 ]
 
-Generator = Union[torch.Generator, "Key", None]
+Generator = torch.Generator | Key | None
 
 # ---------------------------------------------------------------------------------------------
 # Private helpers: generator dispatch and the three primitive draws.
@@ -70,11 +69,7 @@ def _is_key(generator: object) -> bool:
     """True for an initwise Key, False for a torch.Generator or None; TypeError otherwise."""
     if generator is None or isinstance(generator, torch.Generator):
         return False
-    try:
-        from .random import Key
-    except ImportError:  # pragma: no cover - the engine ships with the package
-        Key = None  # type: ignore[assignment,misc]
-    if Key is not None and isinstance(generator, Key):
+    if isinstance(generator, Key):
         return True
     raise TypeError(
         "generator must be a torch.Generator, an initwise.random.Key or None, got "
@@ -95,8 +90,6 @@ def _fill_from(tensor: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
 
 def _draw_uniform(tensor: torch.Tensor, low: float, high: float, generator: Generator) -> torch.Tensor:
     if _is_key(generator):
-        from . import random as _random
-
         _random.uniform_(tensor, generator, low=low, high=high)  # type: ignore[arg-type]
         return tensor
     with torch.no_grad():
@@ -105,8 +98,6 @@ def _draw_uniform(tensor: torch.Tensor, low: float, high: float, generator: Gene
 
 def _draw_normal(tensor: torch.Tensor, mean: float, std: float, generator: Generator) -> torch.Tensor:
     if _is_key(generator):
-        from . import random as _random
-
         _random.normal_(tensor, generator, mean=mean, std=std)  # type: ignore[arg-type]
         return tensor
     with torch.no_grad():
@@ -122,8 +113,6 @@ def _draw_trunc_normal(
     from the mean keep their exact distribution (torch's ``trunc_normal_`` loses it there).
     """
     if _is_key(generator):
-        from . import random as _random
-
         _random.trunc_normal_(tensor, generator, mean=mean, std=std, a=a, b=b)  # type: ignore[arg-type]
         return tensor
     flip = a > 0  # both bounds in the right tail: sample the mirrored left-tail problem
@@ -632,8 +621,6 @@ def sparse_(
     if num_zeros:
         with torch.no_grad():
             if _is_key(generator):
-                from . import random as _random
-
                 # a keyed random permutation of each column: argsort of keyed uniforms
                 keys = torch.empty(rows, cols, dtype=torch.float64)
                 _random.uniform_(keys, generator.child("sparse_mask"))  # type: ignore[union-attr]
