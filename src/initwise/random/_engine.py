@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from .._checks import check_choice, check_finite_positive, check_tensor
+from .._math import normal_cdf as _phi
 from . import _philox
 from ._philox import DIST_CODES, Key4, Params
 
@@ -257,11 +258,6 @@ def _finite(name: str, value: float) -> float:
     if not math.isfinite(v):
         raise ValueError(f"{name} must be finite, got {value!r}")
     return v
-
-
-def _phi(x: float) -> float:
-    """Standard normal CDF, accurate in the lower tail."""
-    return 0.5 * math.erfc(-x / math.sqrt(2.0))
 
 
 def _uniform_params(low: float, high: float) -> Params:
