@@ -93,7 +93,7 @@ Without ``loss_fn`` the loss is ``L = Σ y ⊙ R`` with ``R`` i.i.d. ``N(0, 1)``
 backward pass propagates a random unit-variance direction, as in signal-propagation theory.
 
 Weight-update scales, per unit learning rate: ``sgd_update = ‖∂L/∂W‖ / ‖W‖`` (the relative
-change of ``W`` after one SGD step is ``lr × sgd_update``) and ``adam_update = sqrt(nnz(∂L/∂W))
+change of ``W`` after one SGD step is ``lr × sgd_update``; ``None`` for an all-zero ``W``) and ``adam_update = sqrt(nnz(∂L/∂W))
 / ‖W‖``: Adam's first step is ``lr · m̂ / (sqrt(v̂) + ε) = lr · sign(g)`` per element (ε
 neglected), so its relative size is ``lr × adam_update`` whatever the gradient's scale.
 """
@@ -951,8 +951,10 @@ def _run(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any],
         if not math.isnan(gss):
             ws.grad_norm = math.sqrt(max(gss, 0.0))
             ws.grad_rms = ws.grad_norm / math.sqrt(max(n, 1))
-            ws.sgd_update = ws.grad_norm / norm if norm > 0 else math.inf
-            ws.adam_update = math.sqrt(gnnz) / norm if norm > 0 else math.inf
+            # a relative update of an all-zero tensor (zero-init bias, zero-init-last) is
+            # undefined: None (shown as '-'); its grad rms is still reported
+            ws.sgd_update = ws.grad_norm / norm if norm > 0 else None
+            ws.adam_update = math.sqrt(gnnz) / norm if norm > 0 else None
         weights.append(ws)
     del pnames
 
