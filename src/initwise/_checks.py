@@ -29,15 +29,19 @@ class InitwiseWarning(UserWarning):
     """Warnings emitted by initwise (e.g. a no-op on an empty tensor)."""
 
 
-def raise_unknown(kind: str, value: object, valid: Iterable[str]) -> NoReturn:
-    """Raise ``ValueError`` for an unknown option, listing the valid ones and a close match."""
+def raise_unknown(kind: str, value: object, valid: Iterable[str], *, limit: int | None = None) -> NoReturn:
+    """Raise ``ValueError`` for an unknown option, listing the valid ones and a close match.
+
+    ``limit`` caps how many valid options are listed (for long lists such as parameter names).
+    """
     options = sorted(set(valid))
     msg = f"unknown {kind} {value!r}"
     if isinstance(value, str):
         close = difflib.get_close_matches(value.lower(), options, n=1, cutoff=0.6)
         if close:
             msg += f"; did you mean {close[0]!r}?"
-    msg += f"{'' if msg.endswith('?') else '.'} Valid options: {', '.join(options)}."
+    shown = options if limit is None or len(options) <= limit else [*options[:limit], f"... ({len(options) - limit} more)"]
+    msg += f"{'' if msg.endswith('?') else '.'} Valid options: {', '.join(shown)}."
     raise ValueError(msg)
 
 

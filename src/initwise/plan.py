@@ -46,8 +46,10 @@ from typing import Any, Literal, Union
 
 import torch
 from torch import nn
+from torch.nn.parameter import is_lazy
 
 from . import _graph
+from ._checks import raise_unknown
 from ._names import canonical_name
 from .fans import Fans, tensor_fans
 from .policy import Policy, Rule, get_policy, is_builtin_policy_name
@@ -397,7 +399,7 @@ def _key(seed: int, name: str, block: int | None) -> Any:
     return k if block is None else k.child(f"block{block}")
 
 
-def _selector(only: Only) -> Callable[[str], bool]:
+def _selector(only: Only, model: nn.Module) -> Callable[[str], bool]:
     if only is None:
         return lambda n: True
     if callable(only):
@@ -405,6 +407,12 @@ def _selector(only: Only) -> Callable[[str], bool]:
     if isinstance(only, str):
         raise TypeError("only= must be a list of names/prefixes or a predicate, not a single string")
     names = set(only)
+    known = {n for n, _ in model.named_parameters(remove_duplicate=False)}
+    known |= {n for n, _ in model.named_buffers(remove_duplicate=False)}
+    known |= {n for n, _ in model.named_modules(remove_duplicate=False) if n}
+    for n in sorted(names):
+        if n not in known:  # a typo would otherwise silently initialize nothing
+            raise_unknown("name in only=", n, known, limit=20)
 
     def sel(n: str) -> bool:
         if n in names:
@@ -440,9 +448,16 @@ def _build(model: nn.Module, policy_in: str | Policy | Iterable[Rule], example_i
     if not isinstance(seed, int):
         raise TypeError(f"seed must be an int, got {type(seed).__name__}")
     policy = get_policy(policy_in)
+    lazy = [n for n, t in model.named_parameters() if is_lazy(t)]
+    if lazy:
+        raise ValueError(
+            f"{', '.join(lazy[:5])}{' ...' if len(lazy) > 5 else ''}: uninitialized lazy "
+            "parameter(s) (e.g. nn.LazyLinear); run one forward pass on a sample batch to give "
+            "them their shapes, then plan/init the model"
+        )
     info = _graph.analyze(model, example_inputs, policy.branches)
     extra = _structure_roles(model, info)
-    select = _selector(only)
+    select = _selector(only, model)
     notes = list(info.notes)
     n_layer: int | None = None
     branch_of = {layer: b for b in info.branches for layer in b.layers}
