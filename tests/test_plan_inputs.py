@@ -36,3 +36,41 @@ def test_lazy_parameters_get_a_clear_error() -> None:
         initwise.plan(m, "auto")
     m(torch.randn(3, 5))  # materializes the lazy layer
     assert initwise.init(m, "auto").applied
+
+
+def _mk(wrap) -> nn.Module:  # type: ignore[no-untyped-def]
+    torch.manual_seed(1)
+    return nn.Sequential(nn.Linear(8, 16), nn.ReLU(), wrap(nn.Linear(16, 16)), nn.GELU(), nn.Linear(16, 2))
+
+
+def test_parametrized_weights_are_initialized_through_the_parametrization() -> None:
+    plain = _mk(lambda m: m)
+    initwise.init(plain, "auto", seed=0)
+    wn = _mk(nn.utils.parametrizations.weight_norm)
+    p = initwise.init(wn, "auto", seed=0)
+    # one entry for the weight the module computes, under the plain name and key, with the
+    # gain of the ReLU that feeds it: the weight-normed layer equals the plain one
+    assert "2.weight" in {e.name for e in p.entries}
+    assert not any("original" in e.name for e in p.entries)
+    assert p["2.weight"].activation == "relu"
+    assert torch.allclose(wn[2].weight, plain[2].weight, atol=1e-6)
+    og = _mk(nn.utils.parametrizations.orthogonal)
+    initwise.init(og, "orthogonal", seed=0)
+    w = og[2].weight
+    assert torch.allclose(w @ w.T, torch.eye(16), atol=1e-5)
+    before = [t.clone() for t in wn.parameters()]
+    with pytest.raises(ValueError, match="did you mean"):
+        initwise.init(wn, "auto", only=["2.weigth"])
+    assert all(torch.equal(a, b) for a, b in zip(before, wn.parameters(), strict=True))
+    initwise.init(wn, "auto", seed=5, only=["2.weight"])
+    assert not torch.equal(before[2], wn[2].parametrizations.weight.original1)
+
+
+def test_lsuv_leaves_parametrized_layers_untouched_and_says_so() -> None:
+    m = _mk(nn.utils.parametrizations.spectral_norm)
+    orig = m[2].parametrizations.weight.original.clone()
+    with pytest.warns(initwise.InitwiseWarning, match="parametrized"):
+        rep = initwise.lsuv(m, torch.randn(64, 8))
+    assert rep.parametrized == ["2"]
+    assert torch.equal(orig, m[2].parametrizations.weight.original)
+    assert rep.converged and rep.forward_passes <= 3

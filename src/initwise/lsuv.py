@@ -148,6 +148,7 @@ class LSUVReport:
     converged: bool
     max_error: float
     skipped: list[str] = field(default_factory=list)
+    parametrized: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-able dict (rows as dicts)."""
@@ -173,6 +174,9 @@ class LSUVReport:
         lines = [head] + ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows]
         if self.skipped:
             lines.append(f"not executed (left untouched): {', '.join(self.skipped)}")
+        if self.parametrized:
+            lines.append("parametrized (weight_norm, spectral_norm, ...; left untouched: rescale "
+                         f"before parametrizing): {', '.join(self.parametrized)}")
         return "\n".join(lines)
 
 
@@ -273,11 +277,23 @@ def _param(module: nn.Module, name: str | None) -> torch.Tensor | None:
     return p if isinstance(p, torch.Tensor) else None
 
 
-def _discover(model: nn.Module, custom: Mapping[type, LayerRule]) -> list[_Unit]:
-    """All calibratable units of ``model`` (module registration order; execution decides)."""
+def _discover(model: nn.Module, custom: Mapping[type, LayerRule],
+              parametrized: list[str] | None = None) -> list[_Unit]:  # fmt: skip
+    """All calibratable units of ``model`` (module registration order; execution decides).
+
+    Modules with torch parametrizations (``weight_norm``, ``spectral_norm``, ...) are left out
+    and their names appended to ``parametrized``: their weight is recomputed from other
+    tensors at every call, so it cannot be rescaled in place (spectral norm even undoes any
+    scale by design).
+    """
     weights: dict[tuple[int, int | None], _Weight] = {}
     units: list[_Unit] = []
     skip: set[int] = set()
+    for mname, m in model.named_modules():
+        if nn.utils.parametrize.is_parametrized(m):
+            skip.add(id(m))
+            if parametrized is not None:
+                parametrized.append(mname or "<root>")
 
     def weight(name: str, p: torch.Tensor, rows: slice | None = None, blocks: int = 1,
                extra: list[tuple[str, slice]] | None = None) -> _Weight:  # fmt: skip
@@ -764,7 +780,15 @@ def lsuv(
             raise TypeError(f"custom_layers values must be LayerRule or str, got {r!r}")
     args, kwargs = _resolve_inputs(inputs, input_fn)
     _check_inputs(args, kwargs)
-    units = _select(_discover(model, custom), only)
+    parametrized: list[str] = []
+    units = _select(_discover(model, custom, parametrized), only)
+    if parametrized:
+        warnings.warn(
+            f"lsuv: left parametrized layers untouched ({', '.join(parametrized)}): rescale "
+            "weights before applying weight_norm/spectral_norm-style parametrizations",
+            InitwiseWarning,
+            stacklevel=2,
+        )
     if not units:
         raise ValueError(f"lsuv: no layer to calibrate in {type(model).__name__}")
 
@@ -834,6 +858,6 @@ def lsuv(
     if skipped:
         logger.info("lsuv: layers never executed, left untouched: %s", ", ".join(skipped))
     report = LSUVReport(rows, run.pass_index, target, tol, include_bias, converged, max_error,
-                        skipped)  # fmt: skip
+                        skipped, parametrized)  # fmt: skip
     logger.info("%s", report)
     return report

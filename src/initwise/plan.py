@@ -37,6 +37,7 @@ order; the other names are skipped with ``tied_to`` set.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -360,6 +361,10 @@ class _Work:
     value: float = 0.0
     padding_idx: int | None = None
     post_scale: float = 1.0
+    # (module, attribute) for a parametrized tensor (weight_norm, spectral_norm, orthogonal...):
+    # the values are drawn for the tensor the module computes and assigned through the
+    # parametrization's right_inverse
+    setter: tuple[nn.Module, str] | None = None
 
 
 def _fold(name: str, params: dict[str, Any], s: float) -> tuple[dict[str, Any], float]:
@@ -399,6 +404,42 @@ def _key(seed: int, name: str, block: int | None) -> Any:
     return k if block is None else k.child(f"block{block}")
 
 
+def _parametrized_items(model: nn.Module) -> tuple[list[tuple[str, str, torch.Tensor]],
+                                                      dict[str, tuple[nn.Module, str]]]:
+    """Parameters to plan, with torch parametrizations folded back into the tensor they define.
+
+    ``m.parametrizations.weight.original0/1`` (weight_norm's g and v, spectral norm's original,
+    ...) become one item ``m.weight`` holding the tensor the module computes; writing it
+    assigns through the parametrization (``right_inverse``), so a weight-normed layer gets the
+    same weight as the plain layer would, under the same key.
+    """
+    from torch.nn.utils import parametrize
+
+    items: list[tuple[str, str, torch.Tensor]] = []
+    setters: dict[str, tuple[nn.Module, str]] = {}
+    done: set[str] = set()
+    for n, p in model.named_parameters(remove_duplicate=False):
+        head, sep, tail = n.partition("parametrizations.")
+        if not sep:
+            items.append((n, "parameter", p))
+            continue
+        attr = tail.split(".", 1)[0]
+        modname = head[:-1]
+        virtual = f"{head}{attr}"
+        if virtual in done:
+            continue
+        done.add(virtual)
+        module = model.get_submodule(modname) if modname else model
+        if not parametrize.is_parametrized(module, attr):
+            items.append((n, "parameter", p))
+            continue
+        with torch.no_grad():
+            value = getattr(module, attr)
+        items.append((virtual, "parameter", value))
+        setters[virtual] = (module, attr)
+    return items, setters
+
+
 def _selector(only: Only, model: nn.Module) -> Callable[[str], bool]:
     if only is None:
         return lambda n: True
@@ -410,6 +451,7 @@ def _selector(only: Only, model: nn.Module) -> Callable[[str], bool]:
     known = {n for n, _ in model.named_parameters(remove_duplicate=False)}
     known |= {n for n, _ in model.named_buffers(remove_duplicate=False)}
     known |= {n for n, _ in model.named_modules(remove_duplicate=False) if n}
+    known |= set(_parametrized_items(model)[1])
     for n in sorted(names):
         if n not in known:  # a typo would otherwise silently initialize nothing
             raise_unknown("name in only=", n, known, limit=20)
@@ -463,9 +505,8 @@ def _build(model: nn.Module, policy_in: str | Policy | Iterable[Rule], example_i
     branch_of = {layer: b for b in info.branches for layer in b.layers}
     used = [False] * len(policy.rules)
 
-    items: list[tuple[str, str, torch.Tensor]] = [
-        (n, "parameter", p) for n, p in model.named_parameters(remove_duplicate=False)
-    ]
+    param_items, setters = _parametrized_items(model)
+    items: list[tuple[str, str, torch.Tensor]] = param_items
     for n, b in model.named_buffers(remove_duplicate=False):
         leaf = n.rsplit(".", 1)[-1]
         if leaf in ("running_mean", "running_var"):
@@ -665,7 +706,7 @@ def _build(model: nn.Module, policy_in: str | Policy | Iterable[Rule], example_i
         )  # fmt: skip
         entries.append(entry)
         if skip_reason is None:
-            work.append(_Work(entry, t, scheme_obj, f, special, value, pad, leftover))
+            work.append(_Work(entry, t, scheme_obj, f, special, value, pad, leftover, setters.get(name)))
 
     unmatched = [f"#{i} {r.describe()}" for i, r in enumerate(policy.rules) if not used[i]]
     if policy.strict and unmatched:
@@ -740,6 +781,13 @@ def _validate(work: Sequence[_Work], seed: int) -> None:
 
 
 def _write(w: _Work, seed: int) -> None:
+    if w.setter is not None:  # draw the computed tensor, assign it through right_inverse
+        module, attr = w.setter
+        scratch = torch.empty_like(w.tensor)
+        _write(dataclasses.replace(w, tensor=scratch, setter=None), seed)
+        with torch.no_grad():
+            setattr(module, attr, scratch)
+        return
     t = w.tensor
     with torch.no_grad():
         if w.special == "forget":
