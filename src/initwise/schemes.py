@@ -118,7 +118,9 @@ def _draw_trunc_normal(
     flip = a > 0  # both bounds in the right tail: sample the mirrored left-tail problem
     lo, hi = (-b, -a) if flip else (a, b)
     plo, phi = normal_cdf(lo), normal_cdf(hi)
-    u = torch.empty(tensor.shape, dtype=torch.float64, device=tensor.device)
+    # draw where the generator lives (a CPU generator for a GPU tensor is common), then move
+    device = generator.device if isinstance(generator, torch.Generator) else tensor.device
+    u = torch.empty(tensor.shape, dtype=torch.float64, device=device)
     u.uniform_(0.0, 1.0, generator=generator)  # type: ignore[arg-type]
     p = u.mul_(phi - plo).add_(plo).clamp_(min=torch.finfo(torch.float64).tiny, max=1.0 - 2**-53)
     z = torch.special.ndtri(p).clamp_(lo, hi)
