@@ -67,12 +67,15 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--repeats", type=int, default=3, help="best of N wall times")
+    ap.add_argument("--batch", type=int, default=256,
+                    help="MLP batch size (the pre-init QR cost is fixed; passes scale with it)")
     opts = ap.parse_args()
     torch.set_num_threads(opts.threads)
     import lsuv as ref_pkg  # the peer
 
     cases = {
-        "MLP 50x256, batch 256": (mlp, torch.randn(256, 256, generator=torch.Generator().manual_seed(0))),
+        f"MLP 50x256, batch {opts.batch}": (
+            mlp, torch.randn(opts.batch, 256, generator=torch.Generator().manual_seed(0))),
         "CNN 20x32ch, 3x32x32, batch 32": (
             cnn, torch.randn(32, 3, 32, 32, generator=torch.Generator().manual_seed(0))),
     }  # fmt: skip
