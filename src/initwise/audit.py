@@ -21,9 +21,9 @@ PyTorch and almost every scheme), ``E[h_l²]`` per element is conserved in the f
 the squared *norm* of the backward signal ``E‖∂L/∂h_l‖²`` is conserved in the backward pass:
 ``E‖Wᵀg‖² = fan_in · Var(W) · ‖g‖² = gain² ‖g‖²`` whatever the layer widths. So the forward
 scale of a row is ``ratio = rms(h_l) / rms(x)`` (per element) and its backward scale is
-``grad_ratio = ‖∂L/∂h_l‖ / ‖∂L/∂y‖`` (whole batch, Frobenius), which also makes pooling and
-narrow output heads harmless (with normalization layers the references are those of the
-row's segment, below). A row leaves the healthy band when either is outside
+``grad_ratio = ‖∂L/∂h_l‖ / ‖∂L/∂y‖`` (whole batch, Frobenius), which makes narrow output
+heads harmless (with normalization layers, and backward with pooling rows, which divide the
+gradient norm by √(positions), the references are those of the row's segment, below). A row leaves the healthy band when either is outside
 ``[1 / band, band]`` (``band = 10`` by default: a factor that is ~3 standard deviations of the
 finite-width fluctuation of ``log rms`` of a 50-layer width-128 ReLU network, Hanin & Rolnick
 2018, but is crossed after only a few layers by any exponential drift), or when it is
@@ -145,8 +145,8 @@ _BOUNDS: dict[type, tuple[float, float]] = {
 }
 
 # Normalization layers re-set the scale of their output (see the module docs, "Segments").
-_NORM_TYPES: tuple[type, ...] = (nn.LayerNorm, nn.RMSNorm, nn.GroupNorm,
-                                 nn.modules.batchnorm._NormBase)
+_NORM_TYPES: tuple[type, ...] = (nn.LayerNorm, nn.GroupNorm, nn.modules.batchnorm._NormBase,
+                                 *((nn.RMSNorm,) if hasattr(nn, "RMSNorm") else ()))
 _NORM_NAME = re.compile(r"(rms|layer|group|batch|instance|scale)_?norm", re.IGNORECASE)
 
 
@@ -160,8 +160,14 @@ def _is_norm(m: nn.Module) -> bool:
     if isinstance(m, nn.modules.batchnorm._NormBase):
         # With running statistics (eval mode) it is an affine map: no reset of the scale.
         return m.training or m.running_var is None
-    if isinstance(m, _NORM_TYPES) or _NORM_NAME.search(type(m).__name__):
+    if isinstance(m, _NORM_TYPES):
         return True
+    if _NORM_NAME.search(type(m).__name__):
+        # FrozenBatchNorm2d and other batch norms that only use running statistics are a
+        # fixed affine map, like eval-mode BatchNorm: no reset of the scale.
+        frozen = type(m).__name__.lower().startswith("frozen")
+        running = getattr(m, "running_var", None) is not None and not m.training
+        return not (frozen or running)
     if next(iter(m.children()), None) is not None:
         return False
     if not (hasattr(m, "eps") or hasattr(m, "variance_epsilon")):
@@ -269,6 +275,7 @@ class LayerStats:
     grad_flag: str = "n/a"
     norm: bool = False
     feeds_norm: bool = False
+    pool: bool = False
     constant: bool = False
     in_rms: float | None = None
     grad_in_norm: float | None = None
@@ -752,7 +759,8 @@ def audit(
     devices = [device.index or 0] if device.type == "cuda" else []
     handles: list[Any] = []
     try:
-        with torch.random.fork_rng(devices=devices):
+        # the audit needs autograd even when called under torch.no_grad() / inference_mode()
+        with torch.inference_mode(False), torch.enable_grad(), torch.random.fork_rng(devices=devices):
             torch.manual_seed(seed)
             model.train(mode == "train")
             for p in params:
@@ -764,7 +772,7 @@ def audit(
 
             def track(t: Any) -> Any:
                 if isinstance(t, torch.Tensor) and t.is_floating_point():
-                    leaf = t.detach().requires_grad_(True)
+                    leaf = (t.clone() if t.is_inference() else t.detach()).requires_grad_(True)
                     leaves.append(leaf)
                     return leaf.clone()  # not a leaf: in-place ops of the model stay legal
                 return t
@@ -824,6 +832,17 @@ def _run(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any],
             records.append(rec)
             with torch.no_grad():
                 out_stats.append(_out_stats(y, bounds, th.saturation_margin))
+            # parameter-free rows that shrink the tensor (global/avg pooling, mean): the
+            # gradient norm legitimately drops by sqrt(numel_in / numel_out) across them
+            pool = (not is_norm and mod is not model and x_in is not None
+                    and next(iter(mod.parameters(recurse=False)), None) is None
+                    and x_in.numel() > y.numel() and x_in.requires_grad)
+            if pool and x_in is not None:
+                rec["pool"] = True
+                def phook(g: torch.Tensor) -> None:
+                    with torch.no_grad():
+                        norm_in_grad[idx] = _grad_stats(g)
+                handles.append(x_in.register_hook(phook))
             x = x_in if is_norm else None
             if x is not None and x.numel() > 0:
                 rec["norm"] = True
@@ -988,6 +1007,7 @@ def _run(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any],
                        nonfinite=nonfinite)
         r.zero_init = own_zero and zeros == numel
         r.norm, r.feeds_norm, r.constant = rec["norm"], rec["feeds_norm"], rec["constant"]
+        r.pool = bool(rec.get("pool", False))
         r.shares_input_with = rec.get("shares_input_with")
         if i in nin:
             r.in_rms = math.sqrt(nin[i]) if math.isfinite(nin[i]) else math.inf
@@ -1135,7 +1155,7 @@ def _judge(rep: AuditReport) -> None:
             r.grad_flag = "vanishing"
         else:
             r.grad_flag = "ok"
-        if segmented and g_ok and r.norm and r.grad_in_norm is not None and \
+        if segmented and g_ok and (r.norm or r.pool) and r.grad_in_norm is not None and \
                 math.isfinite(r.grad_in_norm) and r.grad_in_norm > 0:
             gspan = _span(r.grad_norm, r.grad_in_norm) or gspan
             gseg = r.index

@@ -1,0 +1,84 @@
+"""Audit on cases found in review: grad mode, global pooling, frozen batch norm."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+import initwise
+
+
+def _mlp(std: float, depth: int = 20) -> nn.Module:
+    net = nn.Sequential(*[m for _ in range(depth) for m in (nn.Linear(64, 64), nn.ReLU())])
+    for m in net:
+        if isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, std=std)
+    return net
+
+
+def test_audit_under_no_grad_and_inference_mode_still_judges_backward() -> None:
+    torch.manual_seed(0)
+    net = _mlp(0.01)
+    x = torch.randn(32, 64)
+    with torch.no_grad():
+        assert initwise.audit(net, x).backward_verdict == "vanishing"
+    with torch.inference_mode():
+        xi = torch.randn(32, 64)
+        r = initwise.audit(net, xi)
+    assert (r.forward_verdict, r.backward_verdict) == ("vanishing", "vanishing")
+
+
+def _cnn(init: str) -> nn.Module:
+    layers: list[nn.Module] = []
+    c = 3
+    for _ in range(4):
+        layers += [nn.Conv2d(c, 32, 3, padding=1), nn.ReLU()]
+        c = 32
+    m = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, 10))
+    if init == "kaiming":
+        initwise.init(m, "kaiming")
+    else:
+        for mod in m:
+            if isinstance(mod, (nn.Conv2d, nn.Linear)):
+                nn.init.normal_(mod.weight, std=0.01)
+    return m
+
+
+@pytest.mark.parametrize("hw", [8, 32])
+def test_global_pooling_does_not_make_a_good_cnn_vanishing(hw: int) -> None:
+    """Pooling P positions divides the gradient norm by sqrt(P): a boundary, not a defect."""
+    torch.manual_seed(0)
+    r = initwise.audit(_cnn("kaiming"), torch.randn(8, 3, hw, hw))
+    assert r.verdict == "healthy", r.backward_reason
+    pooled = [row for row in r.rows if row.type == "AdaptiveAvgPool2d"]
+    assert pooled and pooled[0].pool
+    bad = initwise.audit(_cnn("small"), torch.randn(8, 3, hw, hw))
+    assert bad.forward_verdict == "vanishing" and bad.backward_verdict == "vanishing"
+
+
+class FrozenBatchNorm2d(nn.Module):
+    """Like torchvision's: a batch norm that only ever uses fixed statistics."""
+
+    def __init__(self, n: int) -> None:
+        super().__init__()
+        self.register_buffer("weight", torch.ones(n))
+        self.register_buffer("bias", torch.zeros(n))
+        self.register_buffer("running_mean", torch.zeros(n))
+        self.register_buffer("running_var", torch.ones(n))
+        self.eps = 1e-5
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        scale = self.weight * (self.running_var + self.eps).rsqrt()
+        return x * scale[None, :, None, None] + (self.bias - self.running_mean * scale)[None, :, None, None]
+
+
+def test_frozen_batch_norm_is_not_a_reset() -> None:
+    torch.manual_seed(0)
+    layers: list[nn.Module] = []
+    for i in range(6):
+        conv = nn.Conv2d(3 if i == 0 else 16, 16, 3, padding=1)
+        nn.init.normal_(conv.weight, std=0.01)
+        layers += [conv, FrozenBatchNorm2d(16), nn.ReLU()]
+    r = initwise.audit(nn.Sequential(*layers), torch.randn(4, 3, 8, 8))
+    assert r.forward_verdict == "vanishing"
