@@ -644,3 +644,22 @@ def test_report_is_data() -> None:
     w = unused["unused"].weight.detach().clone()
     rep = lsuv(unused, _randn(16, 4))
     assert rep.skipped == ["unused.weight"] and torch.equal(unused["unused"].weight, w)
+
+
+def test_model_exception_becomes_lsuv_error_naming_the_last_layer() -> None:
+    class Broken(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a = nn.Linear(8, 16)
+            self.b = nn.Linear(32, 4)  # wrong input width: fails after `a` ran
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.b(torch.relu(self.a(x)))
+
+    m = Broken()
+    before = {k: v.clone() for k, v in m.state_dict().items()}
+    with pytest.raises(LSUVError, match=r"forward pass 1 failed after layer 'a.weight'") as err:
+        lsuv(m, torch.randn(16, 8))
+    assert err.value.layer == "a.weight"
+    assert isinstance(err.value.__cause__, RuntimeError)
+    assert all(torch.equal(before[k], v) for k, v in m.state_dict().items())

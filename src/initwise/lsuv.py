@@ -481,6 +481,7 @@ class _Run:
         self.zero_bias = zero_bias
         self.seed = seed
         self.progress = progress
+        self.last_visited: str | None = None  # the last weight visited in the current pass
         self.pass_index = 0
         self.corrections = 0
         self.param_backup: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
@@ -550,6 +551,7 @@ class _Run:
         w = unit.weight
         call = w.calls
         w.calls += 1
+        self.last_visited = w.name
         key = (w.name, call)
         a, c, d, n = self.measure(unit, t, bias, dim, has_bias, inp)
         std = _std(a, c, d, n)
@@ -637,6 +639,7 @@ class _Run:
     def run_pass(self, call: Callable[[], Any]) -> None:
         self.pass_index += 1
         self.corrections = 0
+        self.last_visited = None
         for u in self.units:
             u.weight.calls = 0
         self.outputs = weakref.WeakValueDictionary()
@@ -809,7 +812,18 @@ def lsuv(
         handles = run.install()
 
         def forward() -> Any:
-            return model(*args, **kwargs)
+            try:
+                return model(*args, **kwargs)
+            except LSUVError:
+                raise
+            except Exception as err:
+                last = run.last_visited
+                where = f" after layer {last!r}" if last else " before the first calibrated layer"
+                raise LSUVError(
+                    f"lsuv: the model's forward pass {run.pass_index} failed{where}: "
+                    f"{type(err).__name__}: {err}",
+                    last,
+                ) from err
 
         with torch.no_grad():
             for _ in range(max_iter):
