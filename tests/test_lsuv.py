@@ -663,3 +663,24 @@ def test_model_exception_becomes_lsuv_error_naming_the_last_layer() -> None:
     assert err.value.layer == "a.weight"
     assert isinstance(err.value.__cause__, RuntimeError)
     assert all(torch.equal(before[k], v) for k, v in m.state_dict().items())
+
+
+def test_head_tied_to_embedding_is_left_alone() -> None:
+    class LM(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.emb = nn.Embedding(50, 16)
+            self.mid = nn.Linear(16, 16)
+            self.head = nn.Linear(16, 50, bias=False)
+            self.head.weight = self.emb.weight
+
+        def forward(self, t: torch.Tensor) -> torch.Tensor:
+            return self.head(torch.tanh(self.mid(self.emb(t))))
+
+    m = LM()
+    table = m.emb.weight.detach().clone()
+    with pytest.warns(InitwiseWarning, match="tied to an embedding"):
+        rep = lsuv(m, torch.randint(0, 50, (32, 8)))
+    assert torch.equal(table, m.emb.weight)
+    assert [r.name for r in rep.layers] == ["mid.weight"]
+    assert rep.parametrized == ["head.weight (tied to an embedding)"]

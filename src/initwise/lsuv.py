@@ -175,8 +175,9 @@ class LSUVReport:
         if self.skipped:
             lines.append(f"not executed (left untouched): {', '.join(self.skipped)}")
         if self.parametrized:
-            lines.append("parametrized (weight_norm, spectral_norm, ...; left untouched: rescale "
-                         f"before parametrizing): {', '.join(self.parametrized)}")
+            lines.append("left untouched (parametrized, e.g. weight_norm: rescale before "
+                         "parametrizing; or tied to an embedding table): "
+                         f"{', '.join(self.parametrized)}")
         return "\n".join(lines)
 
 
@@ -354,7 +355,15 @@ def _discover(model: nn.Module, custom: Mapping[type, LayerRule],
                 continue
             units.append(_Unit(mname, m, type(m).__name__, weight(prefix + "weight", w),
                                _param(m, "bias"), None, "output", _last))  # fmt: skip
-    return units
+    # A weight tied to an embedding table (a language model's output head) is the table: LSUV
+    # must not orthogonalize and rescale the embeddings through it. Left out and reported.
+    tables = {id(p) for m in model.modules() if isinstance(m, (nn.Embedding, nn.EmbeddingBag))
+              for p in m.parameters(recurse=False)}
+    kept = [u for u in units if id(u.weight.param) not in tables]
+    if parametrized is not None:
+        parametrized.extend(f"{u.weight.name} (tied to an embedding)" for u in units
+                            if id(u.weight.param) in tables)
+    return kept
 
 
 def _select(units: list[_Unit], only: Only) -> list[_Unit]:
@@ -787,8 +796,9 @@ def lsuv(
     units = _select(_discover(model, custom, parametrized), only)
     if parametrized:
         warnings.warn(
-            f"lsuv: left parametrized layers untouched ({', '.join(parametrized)}): rescale "
-            "weights before applying weight_norm/spectral_norm-style parametrizations",
+            f"lsuv: left untouched ({', '.join(parametrized)}): parametrized layers (rescale "
+            "before applying weight_norm/spectral_norm-style parametrizations) and weights tied "
+            "to an embedding table are not calibrated",
             InitwiseWarning,
             stacklevel=2,
         )
