@@ -74,3 +74,50 @@ def test_lsuv_leaves_parametrized_layers_untouched_and_says_so() -> None:
     assert rep.parametrized == ["2"]
     assert torch.equal(orig, m[2].parametrizations.weight.original)
     assert rep.converged and rep.forward_passes <= 3
+
+
+def test_only_missing_tied_head_leaves_the_loaded_embedding_alone() -> None:
+    class LM(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.emb = nn.Embedding(50, 16)
+            self.head = nn.Linear(16, 50, bias=False)
+            self.head.weight = self.emb.weight
+
+    src = LM()
+    sd = {k: v for k, v in src.state_dict().items() if k != "head.weight"}  # safetensors style
+    m = LM()
+    missing = m.load_state_dict(sd, strict=False).missing_keys
+    assert missing == ["head.weight"]
+    p = initwise.init(m, "gpt2", only=missing)
+    assert torch.equal(m.emb.weight, src.emb.weight)
+    e = p["emb.weight"]
+    assert e.action == "skip" and "tied to head.weight" not in e.reason
+    assert "not in only" in e.reason
+
+
+def test_rrelu_gain_is_exact_and_planning_does_not_blow_up() -> None:
+    import math
+
+    r = nn.RReLU(0.1, 0.3)
+    ea2 = (0.1**2 + 0.1 * 0.3 + 0.3**2) / 3
+    assert initwise.gain(r) == pytest.approx(math.sqrt(2 / (1 + ea2)), rel=1e-12)
+    m = nn.Sequential(nn.Linear(8, 16), nn.RReLU(), nn.Linear(16, 2))
+    assert initwise.plan(m, "auto")["2.weight"].activation == "leaky_relu"
+    with pytest.raises(ValueError, match="does not settle"):
+        initwise.gain(lambda x: x * torch.rand_like(x))
+
+
+def test_parametrization_that_refuses_assignment_fails_before_any_write() -> None:
+    m = _mk(lambda lin: nn.utils.parametrizations.orthogonal(lin, orthogonal_map="cayley", use_trivialization=False))
+    before = [t.clone() for t in m.parameters()]
+    with pytest.raises(ValueError, match="cannot be assigned a new value"):
+        initwise.init(m, "auto")
+    assert all(torch.equal(a, b) for a, b in zip(before, m.parameters(), strict=True))
+
+
+def test_spectral_norm_layer_is_normalized_right_after_init() -> None:
+    m = _mk(nn.utils.parametrizations.spectral_norm)
+    initwise.init(m, "dcgan", seed=0)
+    m.eval()
+    assert torch.linalg.matrix_norm(m[2].weight, 2).item() == pytest.approx(1.0, abs=1e-3)

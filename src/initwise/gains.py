@@ -133,6 +133,8 @@ _H = 0.5
 _NODES = 24
 _EPS = 1e-15  # per-panel acceptance, relative to E[f(z)^2]
 _MAX_LEVELS = 60
+# A kink or jump is isolated by a few panels per level; thousands mean f is not a function.
+_MAX_BAD_PANELS = 4096
 
 
 @dataclass(frozen=True)
@@ -217,6 +219,11 @@ def _module_spec(module: nn.Module) -> _Spec | None:
     m: Any = module
     if t is nn.LeakyReLU:
         return _spec_from_name("leaky_relu", float(m.negative_slope))
+    if t is nn.RReLU:
+        # training mode draws the negative slope a ~ U(lower, upper) per element: the second
+        # moment is that of a leaky ReLU with slope sqrt(E[a^2]) = sqrt((l^2 + l u + u^2) / 3)
+        lo, hi = float(m.lower), float(m.upper)
+        return _spec_from_name("leaky_relu", math.sqrt((lo * lo + lo * hi + hi * hi) / 3.0))
     if t is nn.ELU:
         return _spec_from_name("elu", float(m.alpha))
     if t is nn.CELU:
@@ -578,6 +585,11 @@ def _quad_moments(fn: Callable[..., Any], breaks: tuple[float, ...] = ()) -> tup
         bad = ~ok
         if not bad.any():
             return m1, m2
+        if int(bad.sum()) > _MAX_BAD_PANELS:
+            raise ValueError(
+                f"quadrature of {fn!r} does not settle: is it a deterministic function of its "
+                "input (a random activation such as RReLU in training mode is not)?"
+            )
         a, b = np.concatenate([a[bad], m[bad]]), np.concatenate([m[bad], b[bad]])
         i1, i2 = (
             np.concatenate([j1[:k][bad], j1[k:][bad]]),

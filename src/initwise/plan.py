@@ -37,6 +37,7 @@ order; the other names are skipped with ``tied_to`` set.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import logging
@@ -410,8 +411,10 @@ def _parametrized_items(model: nn.Module) -> tuple[list[tuple[str, str, torch.Te
 
     ``m.parametrizations.weight.original0/1`` (weight_norm's g and v, spectral norm's original,
     ...) become one item ``m.weight`` holding the tensor the module computes; writing it
-    assigns through the parametrization (``right_inverse``), so a weight-normed layer gets the
-    same weight as the plain layer would, under the same key.
+    assigns the drawn tensor through the parametrization (``right_inverse``) under the plain
+    name's key. weight_norm then computes exactly the plain layer's weight; parametrizations
+    that transform their input keep doing so (spectral norm divides by the largest singular
+    value, recomputed here; orthogonal projects), so the plan's std is that of the drawn tensor.
     """
     from torch.nn.utils import parametrize
 
@@ -556,10 +559,17 @@ def _build(model: nn.Module, policy_in: str | Policy | Iterable[Rule], example_i
             continue
         used[rule_i] = True
         rule = policy.rules[rule_i]
-        selected = select(name) or any(select(a) for a in aliases[name])
+        names = [name, *aliases[name]]
+        picked = [n for n in names if select(n)]
+        # a tied tensor is one tensor: initialize it only if every name it has is selected
+        # (a checkpoint that omits the tied lm_head still loaded the embedding it shares)
+        selected = len(picked) == len(names)
         skip_reason = None
-        if not selected:
+        if not picked:
             skip_reason = "not in only"
+        elif not selected:
+            kept = [n for n in names if n not in picked]
+            skip_reason = f"not initialized: tied to {', '.join(kept)}, which is not in only"
         elif t.is_meta:
             skip_reason = "meta: skipped"
         base_kw: dict[str, Any] = {**common, "rule": rule_i, "rule_text": f"#{rule_i} {rule.describe()}",
@@ -761,6 +771,18 @@ def _call(w: _Work, target: torch.Tensor, block: int | None, seed: int) -> None:
 
 def _validate(work: Sequence[_Work], seed: int) -> None:
     for w in work:
+        if w.setter is not None:  # the parametrization must accept an assignment
+            module, attr = w.setter
+            plist: Any = copy.deepcopy(getattr(module, "parametrizations")[attr])  # noqa: B009
+            try:
+                with torch.no_grad():
+                    plist.right_inverse(torch.zeros_like(w.tensor, device="cpu").normal_())
+            except Exception as err:
+                raise ValueError(
+                    f"{w.entry.name}: its parametrization ({', '.join(type(m).__name__ for m in plist)}) "
+                    f"cannot be assigned a new value ({type(err).__name__}: {err}); initialize the "
+                    "layer before parametrizing it, or exclude it with only="
+                ) from err
         t = w.tensor
         if not t.is_floating_point():
             raise TypeError(f"{w.entry.name}: cannot initialize a {t.dtype} tensor "
@@ -787,6 +809,12 @@ def _write(w: _Work, seed: int) -> None:
         _write(dataclasses.replace(w, tensor=scratch, setter=None), seed)
         with torch.no_grad():
             setattr(module, attr, scratch)
+            plist: Any = getattr(module, "parametrizations")[attr]  # noqa: B009
+            for pm in plist:
+                power = getattr(pm, "_power_method", None)
+                if callable(power) and scratch.dim() > 1:
+                    # spectral norm: its power-iteration vectors belong to the old weight
+                    power(pm._reshape_weight_to_matrix(scratch), 15)
         return
     t = w.tensor
     with torch.no_grad():
