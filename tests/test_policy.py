@@ -102,7 +102,7 @@ def test_gpt2_preset_options() -> None:
 @settings(max_examples=40, deadline=None)
 @given(
     roles=st.lists(st.sampled_from(ROLES), min_size=1, max_size=3, unique=True),
-    scale=st.floats(0, 10, allow_nan=False),
+    scale=st.floats(1e-6, 10, allow_nan=False),
     scheme=st.sampled_from(["zeros", "auto", "keep", "xavier_normal", "orthogonal"]),
     pattern=st.sampled_from([None, "*.weight", "re:^h\\."]),
 )
@@ -125,3 +125,8 @@ def test_registered_scheme_name_is_a_policy() -> None:
         get_policy("sparse")
     with pytest.raises(ValueError, match="did you mean 'xavier_normal'"):
         get_policy("xavier_normall")
+
+
+def test_rule_scale_zero_points_to_zeros_scheme() -> None:
+    with pytest.raises(ValueError, match="use the 'zeros' scheme"):
+        Rule("auto", scale=0.0)

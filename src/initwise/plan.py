@@ -42,6 +42,7 @@ import dataclasses
 import json
 import logging
 import math
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal, Union
@@ -366,6 +367,8 @@ class _Work:
     # the values are drawn for the tensor the module computes and assigned through the
     # parametrization's right_inverse
     setter: tuple[nn.Module, str] | None = None
+    # a user callable's parameters as given (the entry keeps a JSON-able copy)
+    call_params: dict[str, Any] = field(default_factory=dict)
 
 
 def _fold(name: str, params: dict[str, Any], s: float) -> tuple[dict[str, Any], float]:
@@ -601,6 +604,10 @@ def _build(model: nn.Module, policy_in: str | Policy | Iterable[Rule], example_i
         act, g, act_src = None, None, ""
         if _graph.is_weight_layer(module) and t.dim() >= 2:
             act, g, act_src = info.activation_of(modname)
+            if isinstance(module, nn.RNNBase) and not re.fullmatch(r"weight_ih_l0(_reverse)?", leaf):
+                # stacked layers and LSTM projections read the previous layer's h = o·tanh(c),
+                # not the module's input: linear (gain 1), like recurrent weights
+                act, g, act_src = "linear", 1.0, "inside the recurrent module"
         gain_used = False
 
         # --- depth scale
@@ -716,7 +723,8 @@ def _build(model: nn.Module, policy_in: str | Policy | Iterable[Rule], example_i
         )  # fmt: skip
         entries.append(entry)
         if skip_reason is None:
-            work.append(_Work(entry, t, scheme_obj, f, special, value, pad, leftover, setters.get(name)))
+            work.append(_Work(entry, t, scheme_obj, f, special, value, pad, leftover, setters.get(name),
+                              dict(params)))
 
     unmatched = [f"#{i} {r.describe()}" for i, r in enumerate(policy.rules) if not used[i]]
     if policy.strict and unmatched:
@@ -764,7 +772,7 @@ def _is_builtin(scheme: Any) -> bool:
 def _call(w: _Work, target: torch.Tensor, block: int | None, seed: int) -> None:
     key = _key(seed, canonical_name(w.entry.name), block)
     if not hasattr(w.scheme, "describe"):  # user callable
-        w.scheme(target, fans=w.fans, generator=key, **w.entry.params)
+        w.scheme(target, fans=w.fans, generator=key, **w.call_params)
     else:
         w.scheme(target, fans=w.fans, generator=key)
 

@@ -252,7 +252,9 @@ class Rule:
             object.__setattr__(self, "role", roles if len(roles) > 1 else roles[0])
         check_choice("fans", self.fans, _FAN_SOURCES)
         check_choice("depth_scale", self.depth_scale, _DEPTH_SCALES)
-        object.__setattr__(self, "scale", check_finite_positive("scale", self.scale, allow_zero=True))
+        if self.scale == 0:
+            raise ValueError("Rule.scale must be > 0; use the 'zeros' scheme for zero-initialized tensors")
+        object.__setattr__(self, "scale", check_finite_positive("Rule.scale", self.scale))
         if not isinstance(self.note, str):
             raise TypeError("Rule.note must be a string")
 
