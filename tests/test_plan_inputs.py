@@ -121,3 +121,10 @@ def test_spectral_norm_layer_is_normalized_right_after_init() -> None:
     initwise.init(m, "dcgan", seed=0)
     m.eval()
     assert torch.linalg.matrix_norm(m[2].weight, 2).item() == pytest.approx(1.0, abs=1e-3)
+
+
+def test_only_accepts_the_names_behind_a_parametrization() -> None:
+    m = _mk(nn.utils.parametrizations.weight_norm)
+    missing = ["2.parametrizations.weight.original0", "2.parametrizations.weight.original1"]
+    p = initwise.init(m, "auto", only=missing)
+    assert p["2.weight"].action == "init" and p["0.weight"].action == "skip"

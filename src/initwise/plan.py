@@ -446,6 +446,13 @@ def _parametrized_items(model: nn.Module) -> tuple[list[tuple[str, str, torch.Te
     return items, setters
 
 
+def _originals(model: nn.Module, virtual: str) -> list[str]:
+    """The parameter names behind a parametrized tensor (``m.parametrizations.w.original*``)."""
+    head, _, attr = virtual.rpartition(".")
+    prefix = f"{head}.parametrizations.{attr}." if head else f"parametrizations.{attr}."
+    return [n for n, _ in model.named_parameters(remove_duplicate=False) if n.startswith(prefix)]
+
+
 def _selector(only: Only, model: nn.Module) -> Callable[[str], bool]:
     if only is None:
         return lambda n: True
@@ -563,7 +570,8 @@ def _build(model: nn.Module, policy_in: str | Policy | Iterable[Rule], example_i
         used[rule_i] = True
         rule = policy.rules[rule_i]
         names = [name, *aliases[name]]
-        picked = [n for n in names if select(n)]
+        picked = [n for n in names if select(n)
+                  or (n in setters and any(select(o) for o in _originals(model, n)))]
         # a tied tensor is one tensor: initialize it only if every name it has is selected
         # (a checkpoint that omits the tied lm_head still loaded the embedding it shares)
         selected = len(picked) == len(names)
