@@ -56,3 +56,21 @@ def test_hugging_face_blocks() -> None:
         e = initwise.plan(model, "auto")[key]
         assert e.activation == act
         assert e.gain == pytest.approx(initwise.gain(act))
+
+
+def test_compiled_model_gets_the_same_plan_and_weights() -> None:
+    class M(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc1 = nn.Linear(8, 16)
+            self.fc2 = nn.Linear(16, 16)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.fc2(torch.relu(self.fc1(x)))  # a functional activation: fx only
+
+    plain = M()
+    initwise.init(plain, "auto", seed=0)
+    compiled = torch.compile(M())
+    p = initwise.init(compiled, "auto", seed=0)
+    assert p["_orig_mod.fc2.weight"].activation == "relu"
+    assert torch.equal(compiled._orig_mod.fc2.weight, plain.fc2.weight)

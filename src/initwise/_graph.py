@@ -473,6 +473,24 @@ def analyze(model: nn.Module, example_inputs: Any = None, branches: Sequence[str
     >>> g.source, g.activation_of("2")[0], g.activation_of("0")[0]
     ('fx', 'gelu', 'linear')
     """
+    # torch.compile's OptimizedModule and (Distributed)DataParallel are opaque to fx: analyze
+    # the wrapped module and put the wrapper's prefix back on the names
+    wrapped = {"OptimizedModule": "_orig_mod", "DistributedDataParallel": "module", "DataParallel": "module"}
+    attr = wrapped.get(type(model).__name__)
+    inner = getattr(model, attr, None) if attr else None
+    if attr and isinstance(inner, nn.Module):
+        pre = attr + "."
+        sub = analyze(inner, example_inputs,
+                      None if branches is None else [b.removeprefix(pre) for b in branches])
+        return GraphInfo(
+            source=sub.source,
+            input_act={pre + k: v for k, v in sub.input_act.items()},
+            order=[pre + k for k in sub.order],
+            branches=[Branch(tuple(pre + x for x in b.layers),
+                             None if b.trailing_norm is None else pre + b.trailing_norm, b.source)
+                      for b in sub.branches],
+            notes=sub.notes,
+        )
     info = GraphInfo(source="fx")
     if not _try_fx(model, info):
         info.input_act.clear()
