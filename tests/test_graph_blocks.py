@@ -74,3 +74,18 @@ def test_compiled_model_gets_the_same_plan_and_weights() -> None:
     p = initwise.init(compiled, "auto", seed=0)
     assert p["_orig_mod.fc2.weight"].activation == "relu"
     assert torch.equal(compiled._orig_mod.fc2.weight, plain.fc2.weight)
+
+
+@pytest.mark.slow
+def test_gpt2_recipe_scales_residual_projections_of_other_architectures() -> None:
+    transformers = pytest.importorskip("transformers")
+    m = transformers.GPTNeoXForCausalLM(transformers.GPTNeoXConfig(
+        hidden_size=32, num_hidden_layers=2, intermediate_size=64, num_attention_heads=4, vocab_size=100))
+    p = initwise.plan(m, "gpt2")
+    want = 0.02 / (2 * 2) ** 0.5
+    for name in ("gpt_neox.layers.1.mlp.dense_4h_to_h.weight", "gpt_neox.layers.1.attention.dense.weight"):
+        assert p[name].std == pytest.approx(want)
+    assert p["gpt_neox.layers.1.mlp.dense_h_to_4h.weight"].std == pytest.approx(0.02)
+    # outside a stack of blocks, a plain MLP's last layer is not a residual projection
+    mlp = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
+    assert initwise.plan(mlp, "gpt2")["2.weight"].std == pytest.approx(0.02)

@@ -398,7 +398,7 @@ _ACT_ATTRS = ("activation", "act", "act_fn", "activation_fn", "intermediate_act_
 # (first layer, second layer) of a feed-forward block: the activation feeds the second one.
 # Gated blocks (LLaMA's gate/up -> down) multiply act(gate) by a linear `up`: the product's
 # second moment is E[act(z)^2] * 1, so the second layer gets the activation's gain too.
-_FFN_PAIRS = (
+FFN_PAIRS = (
     ("linear1", "linear2"), ("c_fc", "c_proj"), ("fc1", "fc2"), ("w1", "w2"),
     ("gate_proj", "down_proj"), ("up_proj", "down_proj"), ("dense_h_to_4h", "dense_4h_to_h"),
     ("wi", "wo"), ("lin1", "lin2"), ("fc_in", "fc_out"),
@@ -432,7 +432,7 @@ def _block_rules(model: nn.Module) -> dict[str, Any]:
         pre = f"{name}." if name else ""
         act = _block_activation(m)
         if act is not None:
-            for first, second in _FFN_PAIRS:
+            for first, second in FFN_PAIRS:
                 a, b = getattr(m, first, None), getattr(m, second, None)
                 if isinstance(a, nn.Module) and isinstance(b, nn.Module) and is_weight_layer(b):
                     out[pre + second] = act

@@ -333,9 +333,18 @@ def _structure_roles(model: nn.Module, info: _graph.GraphInfo) -> dict[str, list
             continue
         leaf = name.rsplit(".", 1)[-1]
         parent = mods.get(name.rsplit(".", 1)[0] if "." in name else "")
-        if leaf in _RESIDUAL_NAMES or (
-            leaf == "dense" and parent is not None and type(parent).__name__.endswith("Output")
-        ):
+        ptype = type(parent).__name__ if parent is not None else ""
+        # inside a stack of blocks (a numbered path: h.3.mlp.fc2), the second layer of a
+        # feed-forward pair (OPT fc2, NeoX dense_4h_to_h, T5 wo, torch linear2) and an
+        # attention's output (T5 o, NeoX attention.dense) write into the residual stream
+        in_stack = any(part.isdigit() for part in name.split(".")[:-1])
+        ffn_second = in_stack and parent is not None and any(
+            leaf == second and isinstance(getattr(parent, first, None), nn.Module)
+            for first, second in _graph.FFN_PAIRS
+        )
+        attn_out = in_stack and leaf in ("o", "dense") and ptype.endswith("Attention")
+        if leaf in _RESIDUAL_NAMES or (leaf == "dense" and ptype.endswith("Output")) \
+                or ffn_second or attn_out:
             add(name, "residual_out")
     linears = [n for n in info.order if isinstance(mods.get(n), nn.Linear)]
     if not linears:
