@@ -82,3 +82,8 @@ def test_frozen_batch_norm_is_not_a_reset() -> None:
         layers += [conv, FrozenBatchNorm2d(16), nn.ReLU()]
     r = initwise.audit(nn.Sequential(*layers), torch.randn(4, 3, 8, 8))
     assert r.forward_verdict == "vanishing"
+
+
+def test_empty_batch_is_an_error_not_a_healthy_verdict() -> None:
+    with pytest.raises(ValueError, match="no elements"):
+        initwise.audit(_mlp(0.01, depth=3), torch.randn(0, 64))

@@ -746,6 +746,11 @@ def audit(
         raise ValueError("audit: targets were given without loss_fn; pass loss_fn=...")
     args, kwargs = _split_inputs(inputs)
     tensors = _input_tensors(args, kwargs)
+    if not tensors:
+        raise ValueError("audit: inputs contain no tensor; pass a batch (a tensor, a tuple or a dict)")
+    empty = [tuple(t.shape) for t in tensors if t.numel() == 0]
+    if empty:
+        raise ValueError(f"audit: inputs with no elements (shapes {empty}); pass a non-empty batch")
     floats = [t for t in tensors if t.is_floating_point()]
     for t in floats:
         if not bool(torch.isfinite(t).all()):
