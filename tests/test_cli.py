@@ -190,3 +190,110 @@ def test_python_dash_m_subprocess(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "index.html").exists()
     assert json.loads((tmp_path / "results.json").read_text())["completed_runs"] == 1
+
+
+# ----------------------------------------------------------------------------- review fixes
+
+
+def test_out_checked_before_training(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                     capsys: pytest.CaptureFixture[str]) -> None:
+    from initwise.compare import run as run_mod
+
+    def no_training(*a: object, **k: object) -> None:
+        raise AssertionError("trained before checking --out")
+
+    monkeypatch.setattr(run_mod, "run_compare", no_training)
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    assert cli.main(["compare", *TINY, "--out", str(afile)]) == 2
+    assert "not a directory" in capsys.readouterr().err
+    assert cli.main(["compare", *TINY, "--out", str(afile / "sub")]) == 2
+    assert "not a writable directory" in capsys.readouterr().err
+
+
+def test_report_write_error_is_a_message(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    from initwise.compare import report as rep_mod
+
+    def disk_full(*a: object, **k: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(rep_mod, "write_report", disk_full)
+    rc = cli.main(["compare", *TINY, "--seeds", "1", "--schemes", "torch", "--out",
+                   str(tmp_path)])
+    assert rc == 1
+    assert "could not write the report" in capsys.readouterr().err
+
+
+def test_all_runs_failed_exit_1_report_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    from initwise.compare import run as run_mod
+
+    def broken(*a: object, **k: object) -> None:
+        raise RuntimeError("model blew up")
+
+    monkeypatch.setattr(run_mod, "train_one", broken)
+    rc = cli.main(["compare", *TINY, "--schemes", "torch,kaiming", "--out", str(tmp_path)])
+    assert rc == 1
+    assert "all runs failed" in capsys.readouterr().err
+    res = json.loads((tmp_path / "results.json").read_text())
+    assert res["completed_runs"] == 4
+    assert all(r["error"] == "RuntimeError: model blew up" for r in res["runs"])
+
+
+@pytest.mark.parametrize("extra", [["--batch", "0"], ["--n-classes", "0"],
+                                   ["--input-shape", "1,0,8"], ["--input-shape", "-3"]])
+@pytest.mark.parametrize("command", ["audit", "plan"])
+def test_audit_plan_sizes_must_be_positive(command: str, extra: list[str],
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main([command, "mlp:depth=2,width=8", *extra]) == 2
+    assert ">= 1" in capsys.readouterr().err
+
+
+def test_file_errors_are_messages_not_tracebacks(tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    missing = str(tmp_path / "missing.npz")
+    assert cli.main(["audit", "mlp:depth=2,width=8", "--dataset", missing]) == 2
+    assert "not found" in capsys.readouterr().err
+    pytest.importorskip("matplotlib")
+    (tmp_path / "afile").write_text("")
+    rc = cli.main(["audit", "mlp:depth=2,width=8", "--plot", str(tmp_path / "afile" / "a.png")])
+    assert rc == 1
+    assert "initwise audit: error:" in capsys.readouterr().err
+
+
+def test_gains_torch_column_is_torchs_own(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["gains", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert rows
+    for r in rows:
+        try:
+            want: float | None = float(torch.nn.init.calculate_gain(r["activation"]))
+        except ValueError:
+            want = None
+        assert r["torch_calculate_gain"] == want, r
+    names = {r["activation"]: r for r in rows}
+    if "gelu" in names:  # initwise knows gelu's gain, torch does not
+        assert names["gelu"]["torch_calculate_gain"] is None and names["gelu"]["gain"] > 1
+
+
+@pytest.mark.parametrize(("argv", "lr"), [
+    ([], 0.005), (["--optimizer", "adam"], 0.001), (["--preset", "he2015"], 0.005),
+    (["--preset", "he2015", "--optimizer", "adam"], 0.001),
+    (["--preset", "seed-mlp", "--optimizer", "sgd"], 0.005),
+    (["--preset", "he2015", "--optimizer", "adam", "--lr", "0.03"], 0.03),
+])
+def test_default_lr_follows_final_optimizer(argv: list[str], lr: float) -> None:
+    args = cli._build_parser().parse_args(["compare", *argv])
+    cfg = cli._compare_config(args)
+    cfg.validate()
+    assert cfg.lr == lr
+
+
+def test_duplicate_depths_dedupe_in_cli(tmp_path: Path) -> None:
+    rc = cli.main(["compare", "--dataset", "teacher", "--depths", "2,2,2", "--widths", "8,8",
+                   "--epochs", "1", "--seeds", "1", "--batch-size", "128", "--quiet",
+                   "--schemes", "torch", "--out", str(tmp_path)])
+    assert rc == 0
+    res = json.loads((tmp_path / "results.json").read_text())
+    assert res["config"]["depths"] == [2] and res["total_runs"] == 1

@@ -392,3 +392,154 @@ def test_report_html_md_embed_figures(tmp_path: pytest.TempPathFactory) -> None:
     for name in ("accuracy_vs_depth.png", "signal_scale.png", "loss_curves.png"):
         with open(paths[name], "rb") as f:
             assert f.read(4) == b"\x89PNG"
+
+
+# ----------------------------------------------------------------------------- review fixes
+
+
+def test_duplicate_depths_widths_deduped_and_runs_counted_once() -> None:
+    cfg = CompareConfig(**{**TINY, "depths": [3, 2, 3, 3], "widths": [8, 8]})  # type: ignore[arg-type]
+    cfg.validate()
+    assert cfg.depths == [3, 2] and cfg.widths == [8]
+    runs = [_fake("a", 0.9 + 0.01 * s, s) for s in range(2) for _ in range(3)]
+    runs += [_fake("b", 0.85 + 0.01 * s, s) for s in range(2) for _ in range(3)]
+    cell = summarize(runs, ["a", "b"])[0]
+    assert cell["schemes"]["a"]["test_accuracy"]["n"] == 2 and cell["schemes"]["a"]["runs"] == 2
+    # Each (scheme, depth, width, seed) counts once: the p-value is that of 2 vs 2 values.
+    assert cell["p_value"] == pytest.approx(welch_t_test([0.9, 0.91], [0.85, 0.86])[2])
+
+
+def test_zero_seed_spread_is_not_called_significant() -> None:
+    runs = [_fake("a", 0.9, s) for s in range(3)] + [_fake("b", 0.5, s) for s in range(3)]
+    cell = summarize(runs, ["a", "b"])[0]
+    assert cell["p_value"] is None and cell["significant"] is None and cell["no_seed_spread"]
+    from initwise.compare.report import _verdict
+
+    assert "no seed spread measured" in _verdict(cell)
+
+
+def test_failing_training_run_is_recorded_and_others_continue(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from initwise.compare import run as run_mod
+
+    real = run_mod.train_one
+
+    def flaky(model: nn.Module, data: object, cfg: TrainConfig, *, scheme: str,
+              **kw: object) -> RunResult:
+        if scheme == "kaiming":
+            raise RuntimeError("boom in training")
+        return real(model, data, cfg, scheme=scheme, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(run_mod, "train_one", flaky)
+    res = run_compare(CompareConfig(schemes=["torch", "kaiming"], **{**TINY, "seeds": 1}))  # type: ignore[arg-type]
+    assert [r.scheme for r in res.runs] == ["torch", "kaiming"] and not res.partial
+    assert res.runs[0].error is None and res.runs[1].error == "RuntimeError: boom in training"
+    assert res.summary[0]["winner"] == "torch"
+    assert res.summary[0]["schemes"]["kaiming"]["errors"] == ["RuntimeError: boom in training"]
+
+
+def test_init_batch_is_a_seeded_shuffle_not_the_first_rows(
+        tmp_path: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    from initwise.compare import run as run_mod
+
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(4), 100)  # class-sorted, as many user files are
+    x = rng.standard_normal((400, 6)) + y[:, None]
+    path = os.path.join(str(tmp_path), "sorted.npz")
+    np.savez(path, X=x, y=y)
+    seen: list[torch.Tensor] = []
+    real = run_mod._audit
+
+    def spy(model: nn.Module, xb: torch.Tensor, yb: torch.Tensor) -> object:
+        seen.append(yb.clone())
+        return real(model, xb, yb)
+
+    monkeypatch.setattr(run_mod, "_audit", spy)
+    run_compare(CompareConfig(dataset=path, depths=[2], widths=[8], schemes=["torch", "kaiming"],
+                              seeds=1, epochs=1, init_batch=32))
+    assert len(seen) == 2 and torch.equal(seen[0], seen[1])  # same batch for every scheme
+    # First 32 rows of the class-sorted split are all class 0; a shuffle of 320 rows of 4
+    # balanced classes misses a class in 32 draws with probability < 4 * 0.75**32 ~ 4e-4.
+    assert len(set(seen[0].tolist())) == 4
+    ds = load_dataset(path, seed=0)
+    xa, ya = run_mod.init_batch(ds, 32, seed=0)
+    xb, _ = run_mod.init_batch(ds, 32, seed=1)
+    assert torch.equal(ya, seen[0]) and not torch.equal(xa, xb)
+
+
+def test_default_lr_follows_optimizer_unless_given() -> None:
+    for opt, lr in (("sgd", 0.005), ("adam", 0.001)):
+        cfg = CompareConfig(**{**TINY, "optimizer": opt})  # type: ignore[arg-type]
+        assert cfg.lr is None
+        cfg.validate()
+        assert cfg.lr == lr and cfg.train_config().lr == lr
+    cfg = CompareConfig(**{**TINY, "optimizer": "adam", "lr": 0.02})  # type: ignore[arg-type]
+    cfg.validate()
+    assert cfg.lr == 0.02
+
+
+def test_report_interrupt_during_figures_still_writes_documents(
+        tmp_path: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("matplotlib")
+    from initwise.compare import report as rep_mod
+
+    res = run_compare(CompareConfig(schemes=["torch"], **{**TINY, "seeds": 1}))  # type: ignore[arg-type]
+
+    def interrupted(result: object, path: str) -> None:
+        with open(path, "wb") as f:
+            f.write(b"half a png")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(rep_mod, "_fig_scale", interrupted)
+    out = str(tmp_path)
+    with pytest.raises(KeyboardInterrupt):
+        write_report(res, out)
+    files = sorted(os.listdir(out))
+    assert files == ["accuracy_vs_depth.png", "index.html", "report.md", "results.json"]
+    with open(os.path.join(out, "results.json")) as f:
+        assert json.load(f)["completed_runs"] == 1
+    with open(os.path.join(out, "index.html")) as f:
+        assert f.read().count("data:image/png;base64,") == 1
+
+
+def test_caption_says_when_cells_are_left_out() -> None:
+    from initwise.compare.report import _caption
+    from initwise.compare.run import CompareResult
+
+    runs = [RunResult("a", d, 0, 0.5, 0.5, 0.5, False, None, None, 1, 0.1, width=8)
+            for d in range(1, 6)]
+    res = CompareResult({}, runs, [], {}, {})
+    assert "Only the last 4 of 5" in _caption(res, "signal_scale.png")
+    assert "Only the last 3 of 5" in _caption(res, "grad_norms.png")
+    assert "Only the last" not in _caption(res, "accuracy_vs_depth.png")
+    res.runs = runs[:3]
+    assert "Only the last" not in _caption(res, "loss_curves.png")
+
+
+def test_invalid_npz_is_a_clear_value_error(tmp_path: pytest.TempPathFactory) -> None:
+    path = os.path.join(str(tmp_path), "garbage.npz")
+    with open(path, "wb") as f:
+        f.write(b"this is not a zip file at all" * 10)
+    with pytest.raises(ValueError, match=r"garbage\.npz: not a valid \.npz file \("):
+        load_dataset(path)
+    arr = os.path.join(str(tmp_path), "arr.npz")
+    with open(arr, "wb") as f:
+        np.save(f, np.zeros(3))
+    with pytest.raises(ValueError, match=r"not a valid \.npz file \(it holds a single"):
+        load_dataset(arr)
+
+
+def test_factory_loader_finds_modules_in_the_working_directory(
+        tmp_path: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    d = str(tmp_path)
+    with open(os.path.join(d, "initwise_cwd_models_xyz.py"), "w") as f:
+        f.write("from torch import nn\ndef make(**kw):\n    return nn.Identity()\n")
+    monkeypatch.chdir(d)
+    # As under the console script: neither '' nor the working directory on sys.path.
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", d, ".")])
+    monkeypatch.delitem(sys.modules, "initwise_cwd_models_xyz", raising=False)
+    fn = load_factory("initwise_cwd_models_xyz:make")
+    assert isinstance(fn(), nn.Identity)
+    sys.modules.pop("initwise_cwd_models_xyz", None)

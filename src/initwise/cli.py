@@ -107,7 +107,8 @@ def _build_parser() -> argparse.ArgumentParser:
     c.add_argument("--norm", choices=["batch", "none"], help="resnet/resmlp normalization")
     c.add_argument("--dataset", help="digits (default), mnist1d, teacher, or a .npz file")
     c.add_argument("--optimizer", choices=["sgd", "adam"], help="sgd (momentum 0.9) or adam")
-    c.add_argument("--lr", type=float, help="learning rate (default 0.005; adam: 0.001)")
+    c.add_argument("--lr", type=float, help="learning rate (default: sgd 0.005, adam 0.001, for the "
+                                                 "final optimizer; a preset's own lr if it sets one)")
     c.add_argument("--momentum", type=float, help="SGD momentum (default 0.9)")
     c.add_argument("--epochs", type=int, help="training epochs per run (default 10)")
     c.add_argument("--batch-size", type=int, help="mini-batch size (default 64)")
@@ -204,12 +205,19 @@ def _model_and_batch(args: argparse.Namespace) -> tuple[Any, Any, Any]:
 
     from .compare.data import load_dataset
     from .compare.models import build_model
+    from .compare.run import init_batch
 
+    for name, v in (("--batch", args.batch), ("--n-classes", args.n_classes)):
+        if v < 1:
+            raise ValueError(f"{name} must be an integer >= 1, got {v}")
+    if any(v < 1 for v in args.input_shape):
+        raise ValueError("--input-shape entries must be integers >= 1, got "
+                         + ",".join(str(v) for v in args.input_shape))
     arch, opts = _parse_model(args.model)
     if args.dataset:
         ds = load_dataset(args.dataset, seed=0)
-        x, y, in_shape, n_classes = (ds.x_train[:args.batch], ds.y_train[:args.batch],
-                                     ds.in_shape, ds.n_classes)
+        x, y = init_batch(ds, args.batch, seed=0)
+        in_shape, n_classes = ds.in_shape, ds.n_classes
     else:
         gen = torch.Generator().manual_seed(0)
         in_shape, n_classes = tuple(args.input_shape), args.n_classes
@@ -277,9 +285,28 @@ def _compare_config(args: argparse.Namespace) -> Any:
         v = getattr(args, key)
         if v is not None:
             setattr(cfg, key, v)
-    if args.optimizer == "adam" and args.lr is None and not args.preset:
-        cfg.lr = 1e-3
+    if args.lr is None and args.optimizer is not None and (
+            not args.preset or preset_overrides(args.preset).get("optimizer") != args.optimizer):
+        # The user switched optimizer without giving --lr: use that optimizer's default lr
+        # (resolved in CompareConfig.validate), not the preset's lr tuned for another one.
+        cfg.lr = None
     return cfg
+
+
+def _prepare_out(out: str) -> str | None:
+    """Create the report folder and check it is writable; return an error message or None."""
+    import os
+    import tempfile
+
+    if os.path.exists(out) and not os.path.isdir(out):
+        return f"--out {out!r} exists and is not a directory"
+    try:
+        os.makedirs(out, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as e:
+        return f"--out {out!r} is not a writable directory ({e.strerror or e})"
+    return None
 
 
 def _cmd_compare(args: argparse.Namespace, argv: list[str]) -> int:
@@ -291,6 +318,9 @@ def _cmd_compare(args: argparse.Namespace, argv: list[str]) -> int:
         cfg.validate()
     except ValueError as e:
         return _err("initwise compare", str(e), 2)
+    bad_out = _prepare_out(args.out)
+    if bad_out is not None:
+        return _err("initwise compare", bad_out, 2)
     progress = _Progress(sys.stderr.isatty() and not args.quiet, sys.stderr)
     t0 = time.perf_counter()
     progress.start(cfg.seeds * len(cfg.depths) * len(cfg.widths) * len(cfg.schemes))
@@ -303,7 +333,16 @@ def _cmd_compare(args: argparse.Namespace, argv: list[str]) -> int:
         progress.close()
         return _err("initwise compare", str(e), 1)
     progress.close()
-    paths = write_report(result, args.out)
+    try:
+        paths = write_report(result, args.out)
+    except KeyboardInterrupt:
+        print(f"initwise compare: interrupted while drawing figures; results.json, report.md "
+              f"and index.html written to {args.out} (some figures missing)", file=sys.stderr)
+        return 130
+    except OSError as e:
+        if args.json:
+            _print_json(result.to_dict())
+        return _err("initwise compare", f"could not write the report to {args.out!r}: {e}", 1)
     summary_stream = sys.stderr if args.json else sys.stdout
     if args.json:
         _print_json(result.to_dict())
@@ -315,6 +354,10 @@ def _cmd_compare(args: argparse.Namespace, argv: list[str]) -> int:
         print(f"initwise compare: interrupted; partial report written to {args.out}",
               file=sys.stderr)
         return 130
+    if result.runs and all(r.error is not None for r in result.runs):
+        first = result.runs[0].error
+        return _err("initwise compare", f"all runs failed (first error: {first}); report "
+                    f"written to {args.out}", 1)
     return 0
 
 
@@ -351,6 +394,8 @@ def _cmd_plan(args: argparse.Namespace) -> int:
 
 
 def _cmd_gains(args: argparse.Namespace) -> int:
+    import torch
+
     from . import gains as g
 
     names = list(getattr(g, "ACTIVATIONS", ()))
@@ -364,8 +409,8 @@ def _cmd_gains(args: argparse.Namespace) -> int:
             exact: float | None = float(g.gain(n))
         except (ValueError, KeyError, TypeError):
             exact = None
-        try:
-            torch_gain: float | None = float(g.calculate_gain(n))
+        try:  # torch's own value, None where torch rejects the name
+            torch_gain: float | None = float(torch.nn.init.calculate_gain(n))
         except (ValueError, KeyError, TypeError):
             torch_gain = None
         rows.append({"activation": n, "gain": exact, "torch_calculate_gain": torch_gain})
@@ -441,7 +486,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "gains":
             return _cmd_gains(args)
         return _cmd_schemes(args)
-    except ValueError as e:
+    except (ValueError, FileNotFoundError) as e:
         return _err(f"initwise {args.command}", str(e), 2)
     except (RuntimeError, ImportError, TypeError) as e:
         return _err(f"initwise {args.command}", str(e), 1)
@@ -452,6 +497,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
+    except OSError as e:  # e.g. --plot into a missing folder: a message, not a traceback
+        return _err(f"initwise {args.command}", str(e), 1)
 
 
 if __name__ == "__main__":  # pragma: no cover

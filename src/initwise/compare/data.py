@@ -186,15 +186,32 @@ def make_teacher(n: int = 3000, *, dim: int = 32, n_classes: int = 10, depth: in
 
 
 def _npz(path: str) -> tuple[np.ndarray, np.ndarray]:
+    import zipfile
+
     try:
-        with np.load(path, allow_pickle=False) as f:
+        f = np.load(path, allow_pickle=False)
+    except ValueError:
+        # numpy's message for a file of unknown format ("contains pickled data") misleads.
+        raise ValueError(f"{path}: not a valid .npz file (not a zip archive of .npy arrays)"
+                         ) from None
+    except (OSError, EOFError, zipfile.BadZipFile) as e:
+        raise ValueError(f"{path}: not a valid .npz file ({type(e).__name__}: {e})") from None
+    if not isinstance(f, np.lib.npyio.NpzFile):
+        raise ValueError(f"{path}: not a valid .npz file (it holds a single {type(f).__name__}; "
+                         "save the dataset with numpy.savez(path, X=..., y=...))")
+    try:
+        with f:
             keys = list(f.keys())
             if "X" not in keys or "y" not in keys:
                 raise ValueError(
                     f"{path}: a dataset .npz needs arrays named 'X' and 'y'; found {keys}")
-            x, y = np.asarray(f["X"]), np.asarray(f["y"])
-    except (OSError, EOFError) as e:
-        raise ValueError(f"{path}: cannot read as .npz ({e})") from None
+            try:
+                x, y = np.asarray(f["X"]), np.asarray(f["y"])
+            except (OSError, EOFError, ValueError, zipfile.BadZipFile) as e:
+                raise ValueError(f"{path}: not a valid .npz file ({type(e).__name__}: {e})"
+                                 ) from None
+    except (OSError, EOFError, zipfile.BadZipFile) as e:
+        raise ValueError(f"{path}: not a valid .npz file ({type(e).__name__}: {e})") from None
     if x.dtype.kind not in "fiub":
         raise ValueError(f"{path}: X must be numeric, got dtype {x.dtype}")
     if x.ndim < 2:

@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import importlib
 import math
+import os
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -229,6 +231,11 @@ def load_factory(spec: str) -> Callable[..., nn.Module]:
     mod_name, sep, attr = spec.partition(":")
     if not sep or not mod_name or not attr:
         raise ValueError(f"a user model must be given as 'package.module:factory', got {spec!r}")
+    # The console script (unlike ``python -m``) does not put the working directory on
+    # sys.path; do it so that a factory in ./mymodels.py is found either way.
+    cwd = os.getcwd()
+    if cwd not in sys.path and "" not in sys.path:
+        sys.path.insert(0, cwd)
     try:
         mod = importlib.import_module(mod_name)
     except ImportError as e:

@@ -35,6 +35,20 @@ _CAPTIONS = {
 }
 
 
+_LIMITS = {"signal_scale.png": 4, "loss_curves.png": 4, "grad_norms.png": 3}
+
+
+def _caption(result: CompareResult, name: str) -> str:
+    """The figure caption, saying when only the last (deepest/widest) cells are shown."""
+    cap = _CAPTIONS[name]
+    n_cells = len({(r.depth, r.width) for r in result.runs})
+    limit = _LIMITS.get(name)
+    if limit is not None and n_cells > limit:
+        cap += (f" Only the last {limit} of {n_cells} (depth, width) cells are shown; every "
+                "number is in results.json.")
+    return cap
+
+
 def _fmt(x: Any, nd: int = 3) -> str:
     if x is None or (isinstance(x, float) and not math.isfinite(x)):
         return "–"
@@ -56,7 +70,9 @@ def _verdict(cell: dict[str, Any]) -> str:
     if cell["runner_up"] is None:
         return f"{w} (only scheme)"
     s = (f"{w} wins, +{cell['margin'] * 100:.1f} points over {cell['runner_up']}")
-    if cell["significant"] is None:
+    if cell.get("no_seed_spread"):
+        s += " (no seed spread measured: every seed gave the same accuracy, so no p-value)"
+    elif cell["significant"] is None:
         s += " (one seed: spread unknown)"
     else:
         word = "beyond" if cell["significant"] else "within"
@@ -179,7 +195,7 @@ def _fig_scale(result: CompareResult, path: str) -> None:
     schemes = result.config["schemes"]
     col = _colors(schemes)
     sty = _styles(schemes)
-    cells = _cells(result)
+    cells = _cells(result, limit=_LIMITS["signal_scale.png"])
     fig, axes = plt.subplots(len(cells), 2, figsize=(11, 3.0 * len(cells) + 0.6), squeeze=False)
     for row, (d, w) in enumerate(cells):
         for s in schemes:
@@ -214,7 +230,7 @@ def _fig_loss(result: CompareResult, path: str) -> None:
     schemes = result.config["schemes"]
     col = _colors(schemes)
     sty = _styles(schemes)
-    cells = _cells(result)
+    cells = _cells(result, limit=_LIMITS["loss_curves.png"])
     fig, axes = plt.subplots(1, len(cells), figsize=(5.2 * len(cells), 4.0), squeeze=False)
     for ax, (d, w) in zip(axes[0], cells, strict=True):
         for s in schemes:
@@ -249,7 +265,7 @@ def _fig_grads(result: CompareResult, path: str) -> None:
     schemes = result.config["schemes"]
     col = _colors(schemes)
     sty = _styles(schemes)
-    cells = _cells(result, limit=3)
+    cells = _cells(result, limit=_LIMITS["grad_norms.png"])
     fig, axes = plt.subplots(1, len(cells), figsize=(5.2 * len(cells), 3.8), squeeze=False)
     for ax, (d, w) in zip(axes[0], cells, strict=True):
         for s in schemes:
@@ -272,23 +288,39 @@ def _fig_grads(result: CompareResult, path: str) -> None:
     plt.close(fig)
 
 
-def _write_figures(result: CompareResult, out: str) -> list[str]:
+def _write_figures(result: CompareResult, out: str) -> tuple[list[str], bool]:
+    """Render the figures into ``out``; return ``(names written, interrupted)``.
+
+    Each figure is rendered to a temporary name and moved into place, so a figure file is
+    always complete. A ``KeyboardInterrupt`` stops the rendering and is reported, not raised,
+    so that the caller can still write the documents.
+    """
     try:
         import matplotlib
 
         matplotlib.use("Agg", force=False)
     except ImportError:
-        return []
-    if not result.runs:
-        return []
-    made = []
-    for name, fn in zip(FIGURES, (_fig_accuracy, _fig_scale, _fig_loss, _fig_grads),
-                        strict=True):
-        fn(result, os.path.join(out, name))
-        made.append(name)
-    if _fig_audit(result, os.path.join(out, "audit_init.png")):
-        made.append("audit_init.png")
-    return made
+        return [], False
+    if not any(r.error is None for r in result.runs):
+        return [], False  # nothing finished: nothing to draw
+    made: list[str] = []
+    jobs: list[tuple[str, Any]] = list(zip(FIGURES, (_fig_accuracy, _fig_scale, _fig_loss,
+                                                      _fig_grads), strict=True))
+    jobs.append(("audit_init.png", _fig_audit))
+    for name, fn in jobs:
+        tmp = os.path.join(out, f".{name}.{os.getpid()}.tmp.png")
+        try:
+            ok = fn(result, tmp)
+            if ok is False or not os.path.exists(tmp):
+                continue
+            os.replace(tmp, os.path.join(out, name))
+            made.append(name)
+        except KeyboardInterrupt:
+            return made, True
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+    return made, False
 
 
 def _fig_audit(result: CompareResult, path: str) -> bool:
@@ -373,7 +405,7 @@ def _html(result: CompareResult, figures: list[str], out: str) -> str:
         with open(os.path.join(out, name), "rb") as f:
             b64 = base64.b64encode(f.read()).decode("ascii")
         parts.append(f"<figure><img alt='{e(name)}' src=\"data:image/png;base64,{b64}\">"
-                     f"<figcaption>{e(_CAPTIONS[name])}</figcaption></figure>")
+                     f"<figcaption>{e(_caption(result, name))}</figcaption></figure>")
     if not figures:
         parts.append("<p class='muted'>No figures: install matplotlib "
                      "(<code>pip install 'initwise[report]'</code>).</p>")
@@ -401,24 +433,52 @@ def _md(result: CompareResult, figures: list[str]) -> str:
               "| " + " | ".join(_HEAD) + " |", "|" + "---|" * len(_HEAD)]
     lines += ["| " + " | ".join(r) + " |" for r in _rows(result)]
     lines += ["", "## Figures", ""]
-    lines += [f"![{name}]({name})\n\n{_CAPTIONS[name]}\n" for name in figures]
+    lines += [f"![{name}]({name})\n\n{_caption(result, name)}\n" for name in figures]
     lines += ["## Reproduce", "", "```", " ".join(result.command or []), "```", "",
               "Versions: " + ", ".join(f"{k} {v}" for k, v in result.environment.items()), ""]
     return "\n".join(lines)
 
 
+def _atomic_write(path: str, text: str) -> None:
+    """Write ``text`` to a temporary file next to ``path``, then rename it into place."""
+    tmp = f"{path}.{os.getpid()}.tmp"
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
 def write_report(result: CompareResult, out: str) -> dict[str, str]:
-    """Write the report folder ``out``; return ``{kind: path}`` of the files written."""
+    """Write the report folder ``out``; return ``{kind: path}`` of the files written.
+
+    ``results.json`` and ``report.md`` are written first (every number is safe before the slow
+    figure rendering); each file is written under a temporary name and renamed into place. If
+    ``KeyboardInterrupt`` arrives while figures render, the documents are still written with
+    the figures finished so far, then the interrupt is re-raised.
+
+    Example:
+        >>> import tempfile
+        >>> from .run import CompareConfig, run_compare
+        >>> res = run_compare(CompareConfig(dataset="teacher", depths=[2], widths=[8],
+        ...                                 schemes=["torch"], seeds=1, epochs=1))
+        >>> paths = write_report(res, tempfile.mkdtemp())
+        >>> {"html", "json", "md"} <= set(paths)
+        True
+    """
     os.makedirs(out, exist_ok=True)
-    figures = _write_figures(result, out)
     paths = {"json": os.path.join(out, "results.json"), "md": os.path.join(out, "report.md"),
              "html": os.path.join(out, "index.html")}
-    with open(paths["json"], "w", encoding="utf-8") as f:
-        json.dump(result.to_dict(), f, indent=1, allow_nan=False)
-    with open(paths["md"], "w", encoding="utf-8") as f:
-        f.write(_md(result, figures))
-    with open(paths["html"], "w", encoding="utf-8") as f:
-        f.write(_html(result, figures, out))
+    _atomic_write(paths["json"], json.dumps(result.to_dict(), indent=1, allow_nan=False))
+    _atomic_write(paths["md"], _md(result, []))
+    figures, interrupted = _write_figures(result, out)
+    if figures:
+        _atomic_write(paths["md"], _md(result, figures))
+    _atomic_write(paths["html"], _html(result, figures, out))
     for name in figures:
         paths[name] = os.path.join(out, name)
+    if interrupted:
+        raise KeyboardInterrupt
     return paths

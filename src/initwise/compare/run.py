@@ -9,6 +9,15 @@ Significance: for each (depth, width) cell the winner is the scheme with the hig
 accuracy; it is compared with the runner-up by Welch's two-sided t-test over seeds. The
 difference is called significant when p < 0.05 (needs >= 2 seeds per scheme). Every other
 scheme is also tested against the winner: ``tied_with_winner`` (p >= 0.05) or ``beats``.
+When both groups have exactly zero spread over seeds (e.g. identical accuracies), the test is
+undefined: ``p_value`` and ``significant`` stay ``None`` and ``no_seed_spread`` is ``True``.
+
+The batch used to apply data-dependent inits (LSUV, ``auto``) and to audit the network at init
+is ``init_batch`` samples drawn by a seeded permutation of the training split (the same batch
+for every scheme within a seed), never the first rows, which may all be one class.
+
+A run that raises (in the init, the audit or in training) is recorded with its ``error`` and
+the comparison continues.
 """
 
 from __future__ import annotations
@@ -29,9 +38,12 @@ from .models import build_model
 from .schemes import apply_scheme, check_schemes
 from .train import RunResult, TrainConfig, _finite, train_one
 
-__all__ = ["CompareConfig", "CompareResult", "run_compare", "summarize", "welch_t_test"]
+__all__ = ["DEFAULT_LR", "CompareConfig", "CompareResult", "init_batch", "run_compare",
+           "summarize", "welch_t_test"]
 
 DEFAULT_SCHEMES: tuple[str, ...] = ("torch", "xavier", "kaiming", "auto", "lsuv", "orthogonal")
+#: Learning rate used when ``CompareConfig.lr`` is ``None``, per optimizer.
+DEFAULT_LR: dict[str, float] = {"sgd": 0.005, "adam": 0.001}
 
 
 @dataclass
@@ -47,7 +59,7 @@ class CompareConfig:
     schemes: list[str] = field(default_factory=lambda: list(DEFAULT_SCHEMES))
     seeds: int = 3
     optimizer: str = "sgd"
-    lr: float = 0.005
+    lr: float | None = None
     momentum: float = 0.9
     epochs: int = 10
     batch_size: int = 64
@@ -59,9 +71,19 @@ class CompareConfig:
     threads: int | None = 1
     preset: str | None = None
 
+    def resolved_lr(self) -> float:
+        """Return ``lr``, or the optimizer's default when it is ``None`` (sgd 0.005, adam 0.001).
+
+        Example:
+            >>> CompareConfig(optimizer="adam").resolved_lr()
+            0.001
+        """
+        return DEFAULT_LR.get(self.optimizer, DEFAULT_LR["sgd"]) if self.lr is None else self.lr
+
     def train_config(self) -> TrainConfig:
         """Return the :class:`TrainConfig` part."""
-        return TrainConfig(optimizer=self.optimizer, lr=self.lr,  # type: ignore[arg-type]
+        return TrainConfig(optimizer=self.optimizer,  # type: ignore[arg-type]
+                           lr=self.resolved_lr(),
                            momentum=self.momentum, epochs=self.epochs,
                            batch_size=self.batch_size, target_accuracy=self.target_accuracy,
                            log_every=self.log_every, grad_every=self.grad_every)
@@ -72,6 +94,7 @@ class CompareConfig:
         from .train import OPTIMIZERS
 
         check_choice("optimizer", self.optimizer, OPTIMIZERS)
+        self.lr = self.resolved_lr()
         check_finite_positive("lr", self.lr)
         check_finite_positive("momentum", self.momentum, allow_zero=True)
         for name in ("epochs", "batch_size", "seeds", "init_batch", "log_every", "grad_every"):
@@ -83,6 +106,8 @@ class CompareConfig:
             if not vals or any(isinstance(v, bool) or not isinstance(v, int) or v < 1
                                for v in vals):
                 raise ValueError(f"{name} must be a non-empty list of integers >= 1, got {vals!r}")
+            # Repeated values would pool the same runs twice and inflate significance.
+            setattr(self, name, list(dict.fromkeys(vals)))
         if self.threads is not None and (isinstance(self.threads, bool)
                                          or not isinstance(self.threads, int) or self.threads < 1):
             raise ValueError(f"threads must be an integer >= 1, got {self.threads!r}")
@@ -180,9 +205,23 @@ def _stats(values: list[float]) -> dict[str, Any]:
             "se": std / math.sqrt(a.size), "min": float(a.min()), "max": float(a.max())}
 
 
+def _no_spread(a: list[float], b: list[float]) -> bool:
+    """True when both groups have no spread but different means (Welch is undefined)."""
+    return (float(np.ptp(a)) == 0.0 and float(np.ptp(b)) == 0.0
+            and float(np.mean(a)) != float(np.mean(b)))
+
+
 def summarize(runs: list[RunResult], schemes: list[str], alpha: float = 0.05
               ) -> list[dict[str, Any]]:
-    """Summarize runs per (depth, width): per-scheme statistics, winner and significance."""
+    """Summarize runs per (depth, width): per-scheme statistics, winner and significance.
+
+    Each ``(scheme, depth, width, seed)`` counts once (the first run given for it), so
+    duplicated runs cannot inflate the number of seeds behind a t-test.
+    """
+    unique: dict[tuple[str, int, int, int], RunResult] = {}
+    for r in runs:
+        unique.setdefault((r.scheme, r.depth, r.width, r.seed), r)
+    runs = list(unique.values())
     cells = sorted({(r.depth, r.width) for r in runs})
     out = []
     for depth, width in cells:
@@ -207,19 +246,25 @@ def summarize(runs: list[RunResult], schemes: list[str], alpha: float = 0.05
         cell: dict[str, Any] = {"depth": depth, "width": width, "schemes": per,
                                 "ranking": ranked, "winner": ranked[0] if ranked else None,
                                 "runner_up": None, "margin": None, "p_value": None,
-                                "t": None, "significant": None, "vs_torch": None}
+                                "t": None, "significant": None, "no_seed_spread": False,
+                                "vs_torch": None}
         if ranked and "torch" in accs and accs["torch"] and ranked[0] != "torch":
             cell["vs_torch"] = float(np.mean(accs[ranked[0]]) - np.mean(accs["torch"]))
         cell["tied_with_winner"], cell["beats"] = [], []
         for other in ranked[1:]:
-            if len(accs[ranked[0]]) >= 2 and len(accs[other]) >= 2:
+            if (len(accs[ranked[0]]) >= 2 and len(accs[other]) >= 2
+                    and not _no_spread(accs[ranked[0]], accs[other])):
                 p_other = welch_t_test(accs[ranked[0]], accs[other])[2]
                 cell["tied_with_winner" if p_other >= alpha else "beats"].append(other)
         if len(ranked) >= 2:
             w, r2 = ranked[0], ranked[1]
             cell["runner_up"] = r2
             cell["margin"] = float(np.mean(accs[w]) - np.mean(accs[r2]))
-            if len(accs[w]) >= 2 and len(accs[r2]) >= 2:
+            if len(accs[w]) >= 2 and len(accs[r2]) >= 2 and _no_spread(accs[w], accs[r2]):
+                # Zero variance in both groups: the t statistic is infinite and p = 0 would be
+                # an artefact (e.g. deterministic runs), not evidence. Say so instead.
+                cell["no_seed_spread"] = True
+            elif len(accs[w]) >= 2 and len(accs[r2]) >= 2:
                 t, _dof, p = welch_t_test(accs[w], accs[r2])
                 cell["t"], cell["p_value"], cell["significant"] = t, p, bool(p < alpha)
         out.append(cell)
@@ -311,11 +356,31 @@ def _audit(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor
     return scale_from_audit(rep), rep
 
 
+def init_batch(data: Any, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Return ``(x, y)``: ``n`` training samples drawn by a permutation seeded with ``seed``.
+
+    Example:
+        >>> from .data import load_dataset
+        >>> x, y = init_batch(load_dataset("teacher"), 64, seed=0)
+        >>> tuple(x.shape), len(set(y.tolist())) > 5
+        ((64, 32), True)
+    """
+    gen = torch.Generator().manual_seed(1_000_003 + seed)
+    idx = torch.randperm(int(data.x_train.shape[0]), generator=gen)[:n]
+    return data.x_train[idx], data.y_train[idx]
+
+
+def _failed(scheme: str, depth: int, width: int, seed: int, t0: float,
+            e: BaseException) -> RunResult:
+    return RunResult(scheme, depth, seed, float("nan"), float("nan"), float("nan"), False,
+                     None, None, 0, time.perf_counter() - t0, width=width,
+                     error=f"{type(e).__name__}: {e}")
+
+
 def _one(config: CompareConfig, tcfg: TrainConfig, data: Any, scheme: str, depth: int,
          width: int, seed: int) -> RunResult:
     torch.manual_seed(seed * 7919 + depth * 31 + width)
-    x0 = data.x_train[:config.init_batch]
-    y0 = data.y_train[:config.init_batch]
+    x0, y0 = init_batch(data, config.init_batch, seed)
     t0 = time.perf_counter()
     model = build_model(config.arch, data.in_shape, data.n_classes, depth=depth, width=width,
                         activation=config.activation, norm=config.norm)
@@ -324,10 +389,11 @@ def _one(config: CompareConfig, tcfg: TrainConfig, data: Any, scheme: str, depth
         scale, report = _audit(model, x0, y0)
     except (ValueError, TypeError, RuntimeError, NotImplementedError) as e:
         # A scheme that does not apply to this architecture is a result, not a crash.
-        return RunResult(scheme, depth, seed, float("nan"), float("nan"), float("nan"), False,
-                         None, None, 0, time.perf_counter() - t0, width=width,
-                         error=f"{type(e).__name__}: {e}")
-    res = train_one(model, data, tcfg, scheme=scheme, depth=depth, seed=seed)
+        return _failed(scheme, depth, width, seed, t0, e)
+    try:
+        res = train_one(model, data, tcfg, scheme=scheme, depth=depth, seed=seed)
+    except Exception as e:  # one failing run must not lose all the others: record it
+        return _failed(scheme, depth, width, seed, t0, e)
     res.width = width
     res.init = info if seed == 0 else {k: v for k, v in info.items() if k != "details"}
     res.init_scale = scale
