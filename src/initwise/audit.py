@@ -100,6 +100,7 @@ neglected), so its relative size is ``lr × adam_update`` whatever the gradient'
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import re
@@ -765,7 +766,12 @@ def audit(
     handles: list[Any] = []
     try:
         # the audit needs autograd even when called under torch.no_grad() / inference_mode()
-        with torch.inference_mode(False), torch.enable_grad(), torch.random.fork_rng(devices=devices):
+        # cuDNN's RNN backward refuses eval mode; the audit's own passes use the native kernels
+        rnn_on_gpu = device.type == "cuda" and any(isinstance(m, nn.RNNBase) for m in model.modules())
+        no_cudnn = (torch.backends.cudnn.flags(enabled=False) if rnn_on_gpu
+                    else contextlib.nullcontext())
+        with torch.inference_mode(False), torch.enable_grad(), no_cudnn, \
+                torch.random.fork_rng(devices=devices):
             torch.manual_seed(seed)
             model.train(mode == "train")
             for p in params:
