@@ -836,7 +836,9 @@ def _run(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any],
                    "module": mod, "norm": False, "feeds_norm": False,
                    "constant": not y.requires_grad}
             x_in = _primary(inp)
-            if x_in is not None:
+            # siblings reading one tensor (q, k, v) share a gradient; the model (or any
+            # container) reading its own input is not a sibling of its first layer
+            if x_in is not None and mod is not model and next(iter(mod.children()), None) is None:
                 first = readers.setdefault(id(x_in), (x_in, idx))
                 rec["shares_input_with"] = first[1] if first[0] is x_in and first[1] != idx \
                     else None
