@@ -89,3 +89,20 @@ def test_gpt2_recipe_scales_residual_projections_of_other_architectures() -> Non
     # outside a stack of blocks, a plain MLP's last layer is not a residual projection
     mlp = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
     assert initwise.plan(mlp, "gpt2")["2.weight"].std == pytest.approx(0.02)
+
+
+@pytest.mark.slow
+def test_gpt2_packed_c_attn_is_three_blocks() -> None:
+    """HF Conv1D stores [in, out]; c_attn packs q, k, v: xavier must give each block 1/E."""
+    from conftest import assert_variance
+
+    transformers = pytest.importorskip("transformers")
+    e = 128
+    m = transformers.GPT2LMHeadModel(transformers.GPT2Config(
+        n_layer=1, n_embd=e, n_head=4, vocab_size=100, bos_token_id=0, eos_token_id=0))
+    p = initwise.init(m, "xavier", seed=0)
+    entry = p["transformer.h.0.attn.c_attn.weight"]
+    assert (entry.blocks, entry.fan_in, entry.fan_out) == (3, e, e)
+    w = m.transformer.h[0].attn.c_attn.weight.detach()  # [E, 3E]
+    for i in range(3):
+        assert_variance(w[:, i * e:(i + 1) * e], 1.0 / e, excess_kurtosis=-1.2)

@@ -503,8 +503,9 @@ def _n_layer(model: nn.Module, policy: Policy, info: _graph.GraphInfo) -> int | 
 
 def _build(model: nn.Module, policy_in: str | Policy | Iterable[Rule], example_inputs: Any,
            seed: int, only: Only) -> tuple[Plan, list[_Work]]:
+    from .distributed import is_dtensor as _is_dtensor
+    from .fans import _is_hf_conv1d, gate_blocks
     from .fans import fans as _fans_of
-    from .fans import gate_blocks
     from .registry import Scheme, get_scheme
 
     if not isinstance(model, nn.Module):
@@ -598,6 +599,16 @@ def _build(model: nn.Module, policy_in: str | Policy | Iterable[Rule], example_i
             entries.append(PlanEntry(**base_kw, action="keep", reason=f"{why}: left to the module"))
             continue
 
+        # --- Hugging Face Conv1D stores [in, out]: work on the torch-layout view [out, in], and
+        # GPT-2's packed attention projection c_attn is q, k, v (or k, v) blocks of [E, E]
+        packed = 1
+        if _is_hf_conv1d(module) and leaf == "weight" and t.dim() == 2 and name not in setters \
+                and not _is_dtensor(t):
+            t = t.t()
+            nf, nx = t.shape
+            if modname.rsplit(".", 1)[-1] in ("c_attn", "qkv") and nf % nx == 0 and nf // nx in (2, 3):
+                packed = nf // nx
+
         # --- fans, blocks, gain
         blocks = 1
         f: Fans | None = None
@@ -613,6 +624,9 @@ def _build(model: nn.Module, policy_in: str | Policy | Iterable[Rule], example_i
                     f = _fans_of(module, leaf)
                 except ValueError:
                     f = None
+                if packed > 1:
+                    blocks = packed
+                    f = None if f is None else Fans(f.fan_in, f.fan_out / packed)
                 if f is None or not (f.fan_in > 0 and f.fan_out > 0):
                     f = tensor_fans((t.shape[0] // blocks, *t.shape[1:])) if t.shape[0] % blocks == 0 else None
         if blocks > 1 and (t.dim() == 0 or t.shape[0] % blocks):
