@@ -24,7 +24,6 @@ import numpy as np
 from ._checks import check_choice, check_finite_positive, raise_unknown
 from ._math import (
     compute_std,
-    normal_cdf,
     select_fan,
     shape_fans,
     trunc_normal_moments,
@@ -54,48 +53,13 @@ def _rng(rng: np.random.Generator | None) -> np.random.Generator:
 
 
 def _std_normal_trunc(rng: np.random.Generator, size: tuple[int, ...], a: float, b: float) -> np.ndarray:
-    """Standard normal truncated to [a, b] by inverse CDF on the accurate tail."""
-    flip = a > 0
-    lo, hi = (-b, -a) if flip else (a, b)
-    plo, phi = normal_cdf(lo), normal_cdf(hi)
-    u = rng.random(size)
-    p = np.clip(plo + u * (phi - plo), np.finfo(np.float64).tiny, 1.0 - 2**-53)
-    z = np.clip(_ndtri(p), lo, hi)
-    return -z if flip else z
+    """Standard normal truncated to [a, b]: the keyed engine's inverse-CDF transform (AS241 on
+    the accurate tail) applied to the generator's uniforms on (0, 1)."""
+    from .random._engine import _trunc_params
+    from .random._philox import _trunc
 
-
-def _ndtri(p: np.ndarray) -> np.ndarray:
-    """Inverse standard normal CDF (Acklam's rational approximation + one Halley step)."""
-    a = (-3.969683028665376e01, 2.209460984245205e02, -2.759285104469687e02,
-         1.383577518672690e02, -3.066479806614716e01, 2.506628277459239e00)
-    b = (-5.447609879822406e01, 1.615858368580409e02, -1.556989798598866e02,
-         6.680131188771972e01, -1.328068155288572e01)
-    c = (-7.784894002430293e-03, -3.223964580411365e-01, -2.400758277161838e00,
-         -2.549732539343734e00, 4.374664141464968e00, 2.938163982698783e00)
-    d = (7.784695709041462e-03, 3.224671290700398e-01, 2.445134137142996e00, 3.754408661907416e00)
-    p = np.asarray(p, dtype=np.float64)
-    x = np.empty_like(p)
-    plow = 0.02425
-    lo = p < plow
-    hi = p > 1 - plow
-    mid = ~(lo | hi)
-    q = np.sqrt(-2 * np.log(p[lo]))
-    x[lo] = (((((c[0] * q + c[1]) * q + c[2]) * q + c[3]) * q + c[4]) * q + c[5]) / (
-        (((d[0] * q + d[1]) * q + d[2]) * q + d[3]) * q + 1)
-    q = np.sqrt(-2 * np.log1p(-p[hi]))
-    x[hi] = -(((((c[0] * q + c[1]) * q + c[2]) * q + c[3]) * q + c[4]) * q + c[5]) / (
-        (((d[0] * q + d[1]) * q + d[2]) * q + d[3]) * q + 1)
-    q = p[mid] - 0.5
-    r = q * q
-    x[mid] = (((((a[0] * r + a[1]) * r + a[2]) * r + a[3]) * r + a[4]) * r + a[5]) * q / (
-        ((((b[0] * r + b[1]) * r + b[2]) * r + b[3]) * r + b[4]) * r + 1)
-    # One Halley refinement step brings the relative error to ~1e-15.
-    from math import erfc
-
-    verfc = np.vectorize(erfc, otypes=[np.float64])
-    e = 0.5 * verfc(-x / math.sqrt(2)) - p
-    u = e * math.sqrt(2 * math.pi) * np.exp(x * x / 2)
-    return x - u / (1 + x * u / 2)
+    u = (rng.integers(0, 2**52, size=size, dtype=np.int64) + 0.5) * 2.0**-52
+    return np.asarray(_trunc(_trunc_params(0.0, 1.0, a, b), u), dtype=np.float64)
 
 
 def _draw(rng: np.random.Generator, shape: tuple[int, ...], std: float, distribution: str) -> np.ndarray:
