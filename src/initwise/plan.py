@@ -462,7 +462,7 @@ def _originals(model: nn.Module, virtual: str) -> list[str]:
     return [n for n, _ in model.named_parameters(remove_duplicate=False) if n.startswith(prefix)]
 
 
-def _selector(only: Only, model: nn.Module) -> Callable[[str], bool]:
+def _selector(only: Only, model: nn.Module, virtual: Iterable[str] = ()) -> Callable[[str], bool]:
     if only is None:
         return lambda n: True
     if callable(only):
@@ -473,7 +473,7 @@ def _selector(only: Only, model: nn.Module) -> Callable[[str], bool]:
     known = {n for n, _ in model.named_parameters(remove_duplicate=False)}
     known |= {n for n, _ in model.named_buffers(remove_duplicate=False)}
     known |= {n for n, _ in model.named_modules(remove_duplicate=False) if n}
-    known |= set(_parametrized_items(model)[1])
+    known |= set(virtual)  # parametrized tensors, under their plain names
     for n in sorted(names):
         if n not in known:  # a typo would otherwise silently initialize nothing
             raise_unknown("name in only=", n, known, limit=20)
@@ -522,13 +522,13 @@ def _build(model: nn.Module, policy_in: str | Policy | Iterable[Rule], example_i
         )
     info = _graph.analyze(model, example_inputs, policy.branches)
     extra = _structure_roles(model, info)
-    select = _selector(only, model)
     notes = list(info.notes)
     n_layer: int | None = None
     branch_of = {layer: b for b in info.branches for layer in b.layers}
     used = [False] * len(policy.rules)
 
     param_items, setters = _parametrized_items(model)
+    select = _selector(only, model, setters)
     items: list[tuple[str, str, torch.Tensor]] = param_items
     for n, b in model.named_buffers(remove_duplicate=False):
         leaf = n.rsplit(".", 1)[-1]
