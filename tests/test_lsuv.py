@@ -96,27 +96,36 @@ def mlp(depth: int, width: int, act: Callable[[], nn.Module]) -> nn.Sequential:
 
 
 # --------------------------------------------------------------------------------------------
-# Deep models: exact, in execution order, two passes
+# Deep models: exact, in execution order, one pass
 # --------------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("act", [nn.ReLU, nn.Tanh, nn.GELU])
-def test_deep_mlp_exact_in_two_passes(act: Callable[[], nn.Module]) -> None:
+def test_deep_mlp_exact_in_one_pass(act: Callable[[], nn.Module]) -> None:
     torch.manual_seed(0)
     model = mlp(50, 64, act)
+    verified = copy.deepcopy(model)
     x = _randn(128, 64) * 3.0 + 0.5
     calls, h = count_passes(model)
     report = lsuv(model, x)
     h.remove()
-    assert calls[0] == report.forward_passes == 2
+    # nothing can make a fresh pass differ from the corrected first pass: no verification pass
+    assert calls[0] == report.forward_passes == 1
+    assert not report.verified and report.verify_reasons == []
     assert report.converged and report.max_error <= TOL
+    # a verification pass finds nothing to correct: the same weights, bitwise
+    calls, h = count_passes(verified)
+    checked = lsuv(verified, x, verify=True)
+    assert calls[0] == checked.forward_passes == 2 and checked.verified
+    for p, q in zip(model.parameters(), verified.parameters(), strict=True):
+        assert torch.equal(p, q)
     stds = fresh_stds(model, x)
     assert len(stds) == 50
     names = [f"{n}.weight" for n in stds]
     assert [r.name for r in report.layers] == names  # execution order
     for name, s in stds.items():
         assert abs(s[0] - 1.0) <= TOL, name
-    # the report's std_after is the fresh-pass value
+    # the report's std_after is the fresh-pass value (to float rounding)
     for r in report.layers:
         assert r.std_after == pytest.approx(stds[r.module][0], rel=1e-5)
         assert r.iterations == 1 and r.calibrated and r.call == 0
@@ -130,7 +139,7 @@ def test_deep_cnn_exact() -> None:
     model = nn.Sequential(*layers, nn.Flatten(), nn.Linear(8 * 6 * 6, 10))
     x = _randn(16, 3, 6, 6)
     report = lsuv(model, x)
-    assert report.forward_passes == 2 and report.converged
+    assert report.forward_passes == 1 and report.converged
     stds = fresh_stds(model, x)
     assert len(stds) == 33
     assert max(abs(s[0] - 1) for s in stds.values()) <= TOL
@@ -170,7 +179,7 @@ def test_conv_family_and_unbatched_and_hf_conv1d() -> None:
     model = Net()
     x1, x3 = _randn(4, 2, 12), _randn(4, 1, 4, 4, 4, seed=1)
     report = lsuv(model, (x1, x3))
-    assert report.converged and report.forward_passes == 2
+    assert report.converged and report.forward_passes == 1
     assert [r.module for r in report.layers] == ["c1", "t1", "c3", "t3", "t2", "hf"]
     stds = fresh_stds(model, x1, x3, types=(*WEIGHTED, Conv1D))
     assert all(abs(s[0] - 1) <= TOL for s in stds.values()), stds
@@ -236,7 +245,8 @@ def test_shared_module_called_twice_first_call_rule() -> None:
     rows = [(r.name, r.call, r.calibrated) for r in report.layers]
     assert rows == [("inp.weight", 0, True), ("shared.weight", 0, True),
                     ("shared.weight", 1, False), ("head.weight", 0, True)]  # fmt: skip
-    assert report.forward_passes == 2 and report.converged
+    assert report.forward_passes == 2 and report.converged and report.verified
+    assert report.verify_reasons == ["shared.weight is used by 2 calls in one forward pass"]
     stds = fresh_stds(model, x)
     assert abs(stds["shared"][0] - 1) <= TOL
     assert abs(stds["shared"][1] - 1) > 0.05  # the second call is reported, not targeted
@@ -268,7 +278,7 @@ def test_residual_network() -> None:
     model = nn.Sequential(nn.Linear(8, 32), *[Block(32) for _ in range(12)], nn.Linear(32, 4))
     x = _randn(128, 8)
     report = lsuv(model, x)
-    assert report.converged and report.forward_passes == 2 and len(report.layers) == 26
+    assert report.converged and report.forward_passes == 1 and len(report.layers) == 26
     assert max(abs(s[0] - 1) for s in fresh_stds(model, x).values()) <= TOL
 
 
@@ -282,7 +292,7 @@ def test_transformer_encoder_layer(train: bool) -> None:
     assert [r.name for r in report.layers] == [
         "self_attn.in_proj_weight[v]", "self_attn.out_proj.weight", "linear1.weight",
         "linear2.weight"]  # fmt: skip
-    assert report.converged and report.forward_passes == 2
+    assert report.converged and report.forward_passes == 1
     assert layer.training is train and layer.dropout.training is train
     # fresh pass (grad enabled to keep torch off its fused path, eval to disable dropout)
     layer.eval()
@@ -370,7 +380,8 @@ def test_bf16_model() -> None:
     model = mlp(30, 64, nn.GELU).to(torch.bfloat16)
     x = _randn(128, 64, dtype=torch.bfloat16)
     report = lsuv(model, x)
-    assert report.converged and report.forward_passes <= 3
+    assert report.converged and 2 <= report.forward_passes <= 3  # rounding: verified
+    assert report.verified and any("bfloat16" in r for r in report.verify_reasons)
     assert all(p.dtype == torch.bfloat16 for p in model.parameters())
     stds = fresh_stds(model, x)
     assert max(abs(s[0] - 1) for s in stds.values()) <= TOL
@@ -621,6 +632,11 @@ def test_custom_layer_rule_and_progress() -> None:
     with torch.no_grad():
         out = model(_randn(64, 8))
     assert abs(float(out.std()) - 1) <= TOL
+    assert [(s.pass_index, s.name) for s in steps] == [(1, "0.weight"), (1, "1.kernel")]
+    assert steps[0].rescaled_by != 1.0
+    steps.clear()
+    lsuv(model, _randn(64, 8), custom_layers={Scaled: LayerRule("kernel", "offset", -1)},
+         progress=steps.append, verify=True)  # fmt: skip
     assert [(s.pass_index, s.name) for s in steps] == [
         (1, "0.weight"), (1, "1.kernel"), (2, "0.weight"), (2, "1.kernel")]  # fmt: skip
     assert steps[2].rescaled_by == 1.0 and steps[0].rescaled_by != 1.0
@@ -633,12 +649,14 @@ def test_report_is_data() -> None:
     report = lsuv(model, _randn(32, 64))
     assert isinstance(report, LSUVReport)
     d = json.loads(json.dumps(report.to_dict()))
-    assert d["forward_passes"] == 2 and d["layers"][0]["name"] == "early.weight"
+    assert d["forward_passes"] == 1 and d["layers"][0]["name"] == "early.weight"
+    assert d["verified"] is False and d["verify_reasons"] == []
     assert set(d["layers"][0]) == {"name", "module", "kind", "call", "calibrated",
                                    "std_before", "std_after", "scale", "iterations",
                                    "normalized_by"}  # fmt: skip
     text = str(report)
-    assert "early.weight" in text and "2 forward passes" in text and "converged" in text
+    assert "early.weight" in text and "1 forward pass," in text and "converged" in text
+    assert "exact by construction" in text
     unused = nn.ModuleDict({"used": nn.Linear(4, 4), "unused": nn.Linear(4, 4)})
     unused.forward = lambda x: unused["used"](x)  # type: ignore[method-assign]
     w = unused["unused"].weight.detach().clone()
@@ -684,3 +702,116 @@ def test_head_tied_to_embedding_is_left_alone() -> None:
     assert torch.equal(table, m.emb.weight)
     assert [r.name for r in rep.layers] == ["mid.weight"]
     assert rep.parametrized == ["head.weight (tied to an embedding)"]
+
+
+# --------------------------------------------------------------------------------------------
+# verify="auto": one pass only when the first pass is provably what a fresh pass gives
+# --------------------------------------------------------------------------------------------
+
+
+def _reasons_and_check(model: nn.Module, x: torch.Tensor, expect: str, **kw: Any) -> LSUVReport:
+    report = lsuv(model, x, **kw)
+    assert report.verified and report.forward_passes >= 2, report.verify_reasons
+    assert any(expect in r for r in report.verify_reasons), report.verify_reasons
+    assert "verified by a fresh pass because: " in str(report)
+    return report
+
+
+def test_weight_read_outside_its_module_before_calibration_is_verified() -> None:
+    class Peek(nn.Module):
+        """Uses b.weight functionally before b runs: pass 1 sees b's pre-init weight there."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.a, self.b = nn.Linear(16, 16), nn.Linear(16, 16)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            gate = F.linear(x, self.b.weight).abs().mean() + 1.0
+            return self.b(torch.relu(self.a(x * gate)))
+
+    torch.manual_seed(12)
+    model, x = Peek(), _randn(128, 16)
+    _reasons_and_check(model, x, "b.weight is read outside its module (linear)")
+    stds = fresh_stds(model, x)
+    assert max(abs(s[0] - 1) for s in stds.values()) <= TOL
+
+    class After(Peek):
+        """Reads a.weight only after a is calibrated: still exact in one pass."""
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            h = torch.relu(self.a(x))
+            return self.b(h * (self.a.weight.shape[0] / 16) + 0 * self.a.weight.sum())
+
+    report = lsuv(After(), x)
+    assert report.forward_passes == 1 and report.verify_reasons == []
+
+
+def test_random_forward_buffers_hooks_and_overridden_forward_are_verified() -> None:
+    x = _randn(64, 16)
+
+    class Noisy(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Linear(16, 16)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.fc(x + 1e-4 * torch.randn_like(x))
+
+    _reasons_and_check(Noisy(), x, "draws random numbers (randn_like)")
+
+    class McDropout(Noisy):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.fc(F.dropout(x, 0.01, training=True))
+
+    _reasons_and_check(McDropout(), x, "dropout in training mode")
+    # dropout modules are switched off during calibration: no doubt
+    assert lsuv(nn.Sequential(nn.Linear(16, 16), nn.Dropout(0.5)), x).forward_passes == 1
+
+    class Counting(Noisy):
+        def __init__(self) -> None:
+            super().__init__()
+            self.register_buffer("steps", torch.zeros(()))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            self.steps += 1
+            return self.fc(x)
+
+    model = Counting()
+    _reasons_and_check(model, x, "changes buffer 'steps'")
+    assert float(model.steps) == 0  # buffers restored
+
+    hooked = nn.Sequential(nn.Linear(16, 16))
+    hooked[0].register_forward_hook(lambda m, a, o: o + o.abs())  # output no longer linear
+    _reasons_and_check(hooked, x, "has its own forward hooks")
+    with torch.no_grad():
+        assert abs(float(hooked(x).std()) - 1) <= TOL
+
+    class StdLinear(nn.Linear):
+        """Weight standardization: the output does not depend on the weight's scale."""
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            w = self.weight
+            return F.linear(x, (w - w.mean()) / w.std(), self.bias)
+
+    model = nn.Sequential(StdLinear(16, 16), nn.ReLU(), nn.Linear(16, 16))
+    with pytest.warns(InitwiseWarning, match="not converged"):
+        report = _reasons_and_check(model, x * 5, "overrides the forward of its layer type")
+    assert not report.converged  # never a wrong report: the verification pass sees it
+    assert report.layers[0].std_after > 1.5
+
+
+def test_verify_false_trusts_the_first_pass_and_says_why_it_should_not() -> None:
+    class Twice(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Linear(16, 16)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.fc(torch.relu(self.fc(x)))
+
+    report = lsuv(Twice(), _randn(64, 16), verify=False)
+    assert report.forward_passes == 1 and not report.verified
+    assert report.verify_reasons == ["fc.weight is used by 2 calls in one forward pass"]
+    assert "NOT verified" in str(report)
+    with pytest.raises(ValueError, match="verify must be True, False or 'auto'"):
+        lsuv(Twice(), _randn(64, 16), verify="yes")  # type: ignore[arg-type]

@@ -224,6 +224,61 @@ def test_orthogonal_haar_entries() -> None:
     assert_variance(x, 1.0, excess_kurtosis=0.0)
 
 
+@pytest.mark.parametrize("shape", [(24, 24), (40, 9), (9, 40)])
+def test_keyed_orthogonal_is_haar(shape: tuple[int, int]) -> None:
+    """With a Key, Q is formed from Householder reflectors of the Gaussian (no QR): Haar law.
+
+    Columns of a Haar [m, n] Stiefel matrix are uniform on the sphere, so each entry is
+    symmetric with square Beta(1/2, (m-1)/2): the first column comes from the first reflector,
+    the last from all of them (the signed test catches a missing sign fix). For square Q (Haar
+    on O(n)), E tr Q^k equals the N(0, 1) moment for k <= n (Diaconis & Shahshahani 1994),
+    and det Q = +-1 with probability 1/2 each. Cross-check against QR (torch's algorithm) by a
+    two-sample KS on the top-left block's energy.
+    """
+    rows, cols = shape
+    m, n_samples = max(rows, cols), 3000
+    key = initwise.random.key(3, "haar")
+    first, last, trace, det, block = [], [], [], [], []
+    for i in range(n_samples):
+        q = initwise.orthogonal_(torch.empty(shape, dtype=torch.float64), generator=key.child(str(i)))
+        qt = q if rows >= cols else q.T  # [m, n], orthonormal columns
+        assert torch.allclose(qt.T @ qt, torch.eye(min(shape), dtype=torch.float64), atol=1e-12)
+        first.append(float(qt[0, 0]))
+        last.append(float(qt[-1, -1]))
+        block.append(float(qt[:3, :3].square().sum()))
+        if rows == cols:
+            trace.append(float(torch.trace(q)))
+            det.append(float(torch.linalg.det(q)))
+    beta = stats.beta(0.5, (m - 1) / 2)
+
+    def entry_cdf(x: np.ndarray) -> np.ndarray:
+        return 0.5 + np.sign(x) * beta.cdf(x * x) / 2
+
+    assert stats.kstest(first, entry_cdf).pvalue > P_MIN
+    assert stats.kstest(last, entry_cdf).pvalue > P_MIN
+    qr_block = []
+    for i in range(n_samples):
+        q = initwise.orthogonal_(torch.empty(shape, dtype=torch.float64), generator=_gen(7000 + i))
+        qt = q if rows >= cols else q.T
+        qr_block.append(float(qt[:3, :3].square().sum()))
+    assert stats.ks_2samp(block, qr_block).pvalue > P_MIN
+    if trace:
+        t = np.array(trace)
+        se = 1 / math.sqrt(n_samples)
+        assert abs(t.mean()) < 6 * se  # E tr = 0, Var tr = 1
+        assert abs((t**2).mean() - 1) < 6 * math.sqrt(2) * se  # E tr^2 = 1, Var tr^2 = 3 - 1
+        assert all(abs(abs(d) - 1) < 1e-9 for d in det)
+        assert abs(np.mean(np.array(det) > 0) - 0.5) < 6 * 0.5 * se
+
+
+def test_keyed_orthogonal_is_reproducible_and_keyed() -> None:
+    k = initwise.random.key(11, "w")
+    a = initwise.orthogonal_(torch.empty(64, 48), generator=k)
+    b = initwise.orthogonal_(torch.empty(64, 48), generator=k)
+    c = initwise.orthogonal_(torch.empty(64, 48), generator=initwise.random.key(12, "w"))
+    assert torch.equal(a, b) and not torch.equal(a, c)
+
+
 @pytest.mark.parametrize("shape", [(8, 4, 3), (16, 16, 3, 3), (8, 8, 3, 3, 3)])
 def test_delta_orthogonal(shape: tuple[int, ...]) -> None:
     w = initwise.delta_orthogonal_(torch.empty(shape, dtype=torch.float64), gain=1.0, generator=_gen(12))
