@@ -780,6 +780,16 @@ def test_random_forward_buffers_hooks_and_overridden_forward_are_verified() -> N
     _reasons_and_check(model, x, "changes buffer 'steps'")
     assert float(model.steps) == 0  # buffers restored
 
+    class Clipping(Noisy):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            y = self.fc(x)
+            with torch.no_grad():
+                self.fc.weight.clamp_(-0.1, 0.1)  # after the layer ran: the next pass differs
+            return y
+
+    with pytest.warns(InitwiseWarning, match="not converged"):  # clipped at every pass
+        _reasons_and_check(Clipping(), x, "parameter fc.weight is modified in place")
+
     hooked = nn.Sequential(nn.Linear(16, 16))
     hooked[0].register_forward_hook(lambda m, a, o: o + o.abs())  # output no longer linear
     _reasons_and_check(hooked, x, "has its own forward hooks")

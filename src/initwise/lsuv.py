@@ -609,6 +609,7 @@ class _Run:
         self.reasons: list[str] = []
         self.watching = False  # the first pass runs under _Watch
         self.buffer_state: list[tuple[nn.Module, str, torch.Tensor, int]] = []
+        self.param_versions: dict[int, tuple[str, torch.Tensor, int]] = {}
         self.rng_state: tuple[torch.Tensor, list[torch.Tensor]] | None = None
 
     # -- first-pass exactness ----------------------------------------------------------------
@@ -638,6 +639,7 @@ class _Run:
                 self.doubt(f"{u.weight.name} is shared by {users[id(u.weight)]} modules")
         self.buffer_state = [(m, k, b, b._version) for m in model.modules()
                              for k, b in m._buffers.items() if b is not None]  # fmt: skip
+        self.param_versions = {id(p): (n, p, p._version) for n, p in model.named_parameters()}
         self.rng_state = None
         if self.seed is not None:  # (a None seed draws the pre-init from the global RNG)
             cuda = torch.cuda.is_available() and torch.cuda.is_initialized()
@@ -660,6 +662,9 @@ class _Run:
         for key, why in self.outside.items():
             if any(u.weight.preinit_done for u in self.param_units.get(key, [])):
                 self.doubt(why)
+        for name, p, version in self.param_versions.values():
+            if p._version != version:
+                self.doubt(f"parameter {name} is modified in place during the forward pass")
         for m, k, b, version in self.buffer_state:
             if m._buffers.get(k) is b and b._version == version:
                 continue
@@ -695,6 +700,9 @@ class _Run:
     def settle(self, unit: _Unit) -> None:
         """``unit``'s weight is final: later reads anywhere are consistent with a fresh pass."""
         for key in (id(unit.weight.param), id(unit.bias_param)):
+            known = self.param_versions.get(key)
+            if known is not None:  # our last write to it in this pass
+                self.param_versions[key] = (known[0], known[1], known[1]._version)
             entry = self.watched.get(key)
             if entry is not None:
                 entry[1].discard(unit.weight.name)
