@@ -1,7 +1,8 @@
 """Benchmark: each initwise scheme against its torch.nn.init namesake, measured in the same run.
 
 Prints, for 4096x4096 float32 (``--size`` to change), the median time of initwise and of torch
-and their ratio (initwise / torch; < 1 is faster), then orthogonal_ on sizes 256-4096.
+and their ratio (initwise / torch; < 1 is faster), then orthogonal_ on sizes 256-4096 (with a
+torch generator: torch's algorithm, bitwise; with an initwise Key: reflectors without QR).
 Target: no scheme slower than torch's by more than 5%.
 
     python benchmarks/bench_schemes.py [--size 4096] [--repeats 7] [--quick]
@@ -72,16 +73,21 @@ def main() -> None:
                                   functools.partial(theirs_fn, t, *a, **theirs_kw), reps)
         worst = max(worst, ours / theirs)
         print(f"{name:<18}{ours * 1e3:>12.2f}{theirs * 1e3:>10.2f}{ours / theirs:>8.2f}")
-    print("\northogonal_ (float32)")
-    print(f"{'size':<18}{'initwise ms':>12}{'torch ms':>10}{'ratio':>8}")
+    print("\northogonal_ (float32); keyed: an initwise.random.Key as generator (Householder")
+    print("reflectors without QR, the same Haar law)")
+    print(f"{'size':<18}{'initwise ms':>12}{'torch ms':>10}{'ratio':>8}{'keyed ms':>10}{'ratio':>8}")
     for size in [256, 512, 1024] + ([] if args.quick else [2048, 4096]):
         m = torch.empty(size, size)
         r = 3 if size >= 2048 else reps
         ours, theirs = _time_pair(
             functools.partial(initwise.orthogonal_, m, generator=torch.Generator().manual_seed(0)),
             functools.partial(torch.nn.init.orthogonal_, m, generator=torch.Generator().manual_seed(0)), r)
+        keyed, theirs2 = _time_pair(
+            functools.partial(initwise.orthogonal_, m, generator=initwise.random.key(0, "w")),
+            functools.partial(torch.nn.init.orthogonal_, m, generator=torch.Generator().manual_seed(0)), r)
         worst = max(worst, ours / theirs)
-        print(f"{size:<18}{ours * 1e3:>12.2f}{theirs * 1e3:>10.2f}{ours / theirs:>8.2f}")
+        print(f"{size:<18}{ours * 1e3:>12.2f}{theirs * 1e3:>10.2f}{ours / theirs:>8.2f}"
+              f"{keyed * 1e3:>10.2f}{keyed / theirs2:>8.2f}")  # fmt: skip
     print(f"\nworst ratio {worst:.2f} (target <= 1.05)")
 
 
