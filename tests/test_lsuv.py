@@ -324,24 +324,82 @@ def test_mha_separate_projections_and_lstm() -> None:
     q, k, v = _randn(4, 5, 16), _randn(4, 6, 8, seed=1), _randn(4, 6, 12, seed=2)
     report = lsuv(mha, (q, k), input_fn=lambda qk: {"query": qk[0], "key": qk[1], "value": v})
     assert [r.name for r in report.layers] == ["v_proj_weight", "out_proj.weight"]
+    assert report.forward_passes == 1  # pre-init of q, k is ours: not a doubt
+    for w in (mha.q_proj_weight, mha.k_proj_weight):  # q, k: orthogonal pre-init, as when packed
+        w = w.detach()
+        gram = w @ w.T if w.shape[0] <= w.shape[1] else w.T @ w
+        assert torch.allclose(gram, torch.eye(min(w.shape)), atol=1e-5)
     with torch.no_grad():
         vv = F.linear(v, mha.v_proj_weight, mha.in_proj_bias[32:])
         out = mha(q, k, v)[0]
     assert abs(float(vv.std()) - 1) <= TOL and abs(float(out.std()) - 1) <= TOL
 
     lstm = nn.LSTM(6, 10, num_layers=2, bidirectional=True, batch_first=True)
-    w_l1 = lstm.weight_ih_l1.detach().clone()
+    w_hh = lstm.weight_hh_l1.detach().clone()
     x = _randn(5, 7, 6) * 2
     report = lsuv(lstm, x)
-    assert [r.name for r in report.layers] == ["weight_ih_l0", "weight_ih_l0_reverse"]
-    for sfx in ("l0", "l0_reverse"):
+    assert [r.name for r in report.layers] == [
+        "weight_ih_l0", "weight_ih_l0_reverse", "weight_ih_l1", "weight_ih_l1_reverse"]  # fmt: skip
+    assert report.forward_passes == 1
+    for sfx, inp, fan in (("l0", x, 6), ("l0_reverse", x, 6), ("l1", None, 20), ("l1_reverse", None, 20)):
         w, b = getattr(lstm, f"weight_ih_{sfx}"), getattr(lstm, f"bias_ih_{sfx}")
-        assert abs(float(F.linear(x, w, b).detach().std()) - 1) <= TOL
-        # each gate block is a scaled orthogonal matrix (rows orthogonal, equal norms)
-        for g in w.detach().chunk(4):  # [10, 6]: orthonormal columns
-            gram = g.T @ g
-            assert torch.allclose(gram, gram[0, 0] * torch.eye(6), atol=1e-5)
-    assert torch.equal(lstm.weight_ih_l1, w_l1)  # deeper layers untouched
+        if inp is None:
+            inp = _stacked_rnn_input(lstm, x, 1)
+        assert abs(float(F.linear(inp, w, b).detach().std()) - 1) <= TOL
+        # each gate block is a scaled orthogonal matrix (orthonormal columns, equal norms)
+        for g in w.detach().chunk(4):  # [10, fan]
+            gram = g.T @ g if fan <= 10 else g @ g.T
+            assert torch.allclose(gram, gram[0, 0] * torch.eye(min(fan, 10)), atol=1e-5)
+    assert torch.equal(lstm.weight_hh_l1, w_hh)  # recurrent weights untouched
+
+
+def _stacked_rnn_input(m: nn.RNNBase, x: Any, layer: int, hx: Any = None) -> Any:
+    """Independent reference: the output of a ``layer``-layer torch module with m's weights."""
+    kw = {"batch_first": m.batch_first, "bidirectional": m.bidirectional, "bias": m.bias}
+    if isinstance(m, nn.LSTM):
+        kw["proj_size"] = m.proj_size
+    if type(m) is nn.RNN:
+        kw["nonlinearity"] = m.nonlinearity
+    sub = type(m)(m.input_size, m.hidden_size, num_layers=layer, **kw).eval()
+    sub.load_state_dict({n: p for n, p in m.state_dict().items() if int(n.split("_l")[1][0]) < layer})
+    d = 2 if m.bidirectional else 1
+    if hx is not None:
+        hx = tuple(h[: layer * d] for h in hx) if isinstance(hx, tuple) else hx[: layer * d]
+    with torch.no_grad():
+        out = sub(x, hx)[0]
+    return out.data if isinstance(out, nn.utils.rnn.PackedSequence) else out
+
+
+@pytest.mark.parametrize("kind", ["lstm_proj_hx", "gru_packed", "rnn_relu"])
+def test_stacked_rnn_every_layer(kind: str) -> None:
+    """Every layer's input weights, on the real signal of that layer (lower layers calibrated
+    first), with the caller's initial state and packed sequences."""
+    torch.manual_seed(13)
+    hx: Any = None
+    x: Any = _randn(6, 9, 5) * 3
+    if kind == "lstm_proj_hx":
+        m: nn.RNNBase = nn.LSTM(5, 12, num_layers=3, proj_size=4, batch_first=True)
+        hx = (_randn(3, 6, 4, seed=1), _randn(3, 6, 12, seed=2))
+    elif kind == "gru_packed":
+        m = nn.GRU(5, 8, num_layers=3, bidirectional=True, batch_first=True)
+        x = nn.utils.rnn.pack_padded_sequence(x, [9, 8, 8, 5, 3, 2], batch_first=True)
+    else:
+        m = nn.RNN(5, 16, num_layers=2, nonlinearity="relu", batch_first=True)
+    report = lsuv(m, (x, hx))
+    assert report.converged and report.forward_passes == 1
+    layers = {r.name for r in report.layers}
+    for k in range(m.num_layers):
+        inp = x.data if k == 0 and not isinstance(x, torch.Tensor) else x
+        if k > 0:
+            inp = _stacked_rnn_input(m, x, k, hx)
+        for sfx in ([""] + (["_reverse"] if m.bidirectional else [])):
+            assert f"weight_ih_l{k}{sfx}" in layers
+            w, b = getattr(m, f"weight_ih_l{k}{sfx}"), getattr(m, f"bias_ih_l{k}{sfx}")
+            assert abs(float(F.linear(inp, w, b).detach().std()) - 1) <= TOL, (k, sfx)
+    if kind == "gru_packed":  # a PackedSequence is one input (not a tuple of positional ones)
+        assert lsuv(copy.deepcopy(m), x).converged
+        with pytest.raises(ValueError, match="batch of 1 sample"):
+            lsuv(m, nn.utils.rnn.pack_sequence([_randn(5, 5)]))
 
 
 # --------------------------------------------------------------------------------------------

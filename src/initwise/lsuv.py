@@ -35,10 +35,12 @@ Definitions (all documented in ``docs/lsuv.md``):
   calibrated on ``value @ W_v.T + b_v`` (computed from the module's input, exact), the query and
   key blocks are only orthogonally pre-initialized (their scale sets the softmax temperature,
   which is not a variance criterion), and ``out_proj`` is calibrated on the module's output;
-  RNNs (``nn.RNN``/``LSTM``/``GRU`` and their cells): the first layer's input weights
-  ``weight_ih_l0`` (and ``_reverse``) are calibrated on the input projection ``x @ W_ih.T +
-  b_ih`` (all gates together, each gate block pre-initialized orthogonally); deeper RNN layers'
-  inputs are internal to the fused kernel and are left untouched. Other layers through
+  RNNs (``nn.RNN``/``LSTM``/``GRU`` and their cells): every layer's input weights
+  ``weight_ih_lk`` (and ``_reverse``) are calibrated on the input projection ``x_k @ W_ih.T +
+  b_ih`` (all gates together, each gate block pre-initialized orthogonally); ``x_k`` for
+  ``k >= 1`` is the output of layer ``k - 1``, computed by running the calibrated lower layers
+  one by one in the pre-hook (the fused kernel does not expose it). Recurrent weights are
+  left untouched. Other layers through
   ``custom_layers={MyLayer: LayerRule(...)}`` (output linear in the named weight).
 * A module called several times (shared weights, or one parameter tied into several modules)
   is calibrated on its **first call** in execution order; every call is reported. This is the
@@ -216,12 +218,12 @@ class _Weight:
     """State of one calibrated weight (block), shared by all modules that use it."""
 
     def __init__(self, name: str, param: torch.Tensor, rows: slice | None, blocks: int,
-                 extra_ortho: list[tuple[str, slice]]) -> None:  # fmt: skip
+                 extra_ortho: list[tuple[str, torch.Tensor, slice | None]]) -> None:  # fmt: skip
         self.name = name
         self.param = param
         self.rows = rows
         self.blocks = blocks
-        self.extra_ortho = extra_ortho  # other row blocks of param: pre-init only (MHA q, k)
+        self.extra_ortho = extra_ortho  # (name, tensor, rows): pre-init only (MHA q, k)
         self.preinit_done = False
         self.scale = 1.0
         self.iterations = 0
@@ -248,6 +250,7 @@ class _Unit:
         self.at = at
         self.bias_dim = bias_dim
         self.take_input = take_input
+        self.rnn_layer = 0  # > 0: input weights of that layer of a stacked RNN
 
     def bias(self) -> torch.Tensor | None:
         if self.bias_param is None:
@@ -293,6 +296,33 @@ def _rnn_input(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     return x
 
 
+def _rnn_layer_output(m: nn.RNNBase, layer: int, x: Any, hx: Any) -> Any:
+    """Output sequence of one layer of a stacked RNN (its input for the next layer).
+
+    Runs a one-layer torch module of the same type (dropout between layers is off: the module
+    is in eval mode during calibration) on ``m``'s own parameters of that layer.
+    """
+    d = 2 if m.bidirectional else 1
+    inner = m.proj_size if isinstance(m, nn.LSTM) and m.proj_size > 0 else m.hidden_size
+    kw: dict[str, Any] = {"num_layers": 1, "bias": m.bias, "batch_first": m.batch_first,
+                          "bidirectional": m.bidirectional, "device": "meta"}  # fmt: skip
+    base: type[nn.RNNBase]
+    if isinstance(m, nn.LSTM):
+        base, kw["proj_size"] = nn.LSTM, m.proj_size
+    elif isinstance(m, nn.GRU):
+        base = nn.GRU
+    else:
+        base, kw["nonlinearity"] = nn.RNN, m.nonlinearity
+    tmp = base(m.input_size if layer == 0 else inner * d, m.hidden_size, **kw)
+    for name in tmp._flat_weights_names:
+        setattr(tmp, name, getattr(m, name.replace("_l0", f"_l{layer}")))
+    if hx is not None:  # [num_layers * d, ...]: this layer's initial state
+        hx = tuple(h[layer * d : (layer + 1) * d] for h in hx) if isinstance(hx, tuple) else hx[layer * d : (layer + 1) * d]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # non-contiguous weights on cuDNN
+        return tmp(x, hx)[0]
+
+
 def _mha_value(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     return args[2] if len(args) > 2 else kwargs.get("value")
 
@@ -323,7 +353,7 @@ def _discover(model: nn.Module, custom: Mapping[type, LayerRule],
                 parametrized.append(mname or "<root>")
 
     def weight(name: str, p: torch.Tensor, rows: slice | None = None, blocks: int = 1,
-               extra: list[tuple[str, slice]] | None = None) -> _Weight:  # fmt: skip
+               extra: list[tuple[str, torch.Tensor, slice | None]] | None = None) -> _Weight:  # fmt: skip
         key = (id(p), None if rows is None else rows.start)
         if key not in weights:
             weights[key] = _Weight(name, p, rows, blocks, extra or [])
@@ -349,11 +379,14 @@ def _discover(model: nn.Module, custom: Mapping[type, LayerRule],
             if m._qkv_same_embed_dim:
                 assert m.in_proj_weight is not None
                 wv = weight(prefix + "in_proj_weight[v]", m.in_proj_weight, slice(2 * e, 3 * e),
-                            extra=[(prefix + "in_proj_weight[q]", slice(0, e)),
-                                   (prefix + "in_proj_weight[k]", slice(e, 2 * e))])  # fmt: skip
+                            extra=[(prefix + "in_proj_weight[q]", m.in_proj_weight, slice(0, e)),
+                                   (prefix + "in_proj_weight[k]", m.in_proj_weight, slice(e, 2 * e))])  # fmt: skip
             else:
                 assert m.v_proj_weight is not None
-                wv = weight(prefix + "v_proj_weight", m.v_proj_weight)
+                assert m.q_proj_weight is not None and m.k_proj_weight is not None
+                wv = weight(prefix + "v_proj_weight", m.v_proj_weight,
+                            extra=[(prefix + "q_proj_weight", m.q_proj_weight, None),
+                                   (prefix + "k_proj_weight", m.k_proj_weight, None)])  # fmt: skip
             units.append(_Unit(mname, m, "MultiheadAttention[v]", wv, bias,
                                slice(2 * e, 3 * e), "input", _last, _mha_value))  # fmt: skip
             wo = weight(prefix + "out_proj.weight", m.out_proj.weight)
@@ -361,17 +394,20 @@ def _discover(model: nn.Module, custom: Mapping[type, LayerRule],
                                "output", _last))  # fmt: skip
             skip.add(id(m.out_proj))  # called functionally by MHA, never as a module
         elif isinstance(m, (nn.RNNBase, nn.RNNCellBase)):
-            suffixes = ["_l0", "_l0_reverse"] if isinstance(m, nn.RNNBase) else [""]
-            if isinstance(m, nn.RNNBase) and not m.bidirectional:
-                suffixes = ["_l0"]
-            for s in suffixes:
+            layers = [(0, "")]
+            if isinstance(m, nn.RNNBase):  # every layer, both directions, in execution order
+                dirs = ["", "_reverse"] if m.bidirectional else [""]
+                layers = [(k, f"_l{k}{r}") for k in range(m.num_layers) for r in dirs]
+            for k, s in layers:
                 w = _param(m, "weight_ih" + s)
                 if w is None:
                     continue
                 blocks = max(1, w.shape[0] // m.hidden_size)
-                units.append(_Unit(mname, m, type(m).__name__, weight(prefix + "weight_ih" + s, w,
-                                   blocks=blocks), _param(m, "bias_ih" + s), None, "input",
-                                   _last, _rnn_input))  # fmt: skip
+                unit = _Unit(mname, m, type(m).__name__, weight(prefix + "weight_ih" + s, w,
+                             blocks=blocks), _param(m, "bias_ih" + s), None, "input", _last,
+                             _rnn_input)  # fmt: skip
+                unit.rnn_layer = k
+                units.append(unit)
         elif isinstance(m, _CONVS):
             units.append(_Unit(mname, m, type(m).__name__, weight(prefix + "weight", m.weight),
                                m.bias, None, "output", _conv_channel(m.weight.dim())))  # fmt: skip
@@ -697,12 +733,19 @@ class _Run:
                 b[0].add(id(u.module))
                 b[1].add(u.weight.name)
 
+    def wrote(self, p: torch.Tensor) -> None:
+        """Our own write to ``p`` (not the model's): refresh its version snapshot."""
+        known = self.param_versions.get(id(p))
+        if known is not None:
+            self.param_versions[id(p)] = (known[0], known[1], known[1]._version)
+
     def settle(self, unit: _Unit) -> None:
         """``unit``'s weight is final: later reads anywhere are consistent with a fresh pass."""
-        for key in (id(unit.weight.param), id(unit.bias_param)):
-            known = self.param_versions.get(key)
-            if known is not None:  # our last write to it in this pass
-                self.param_versions[key] = (known[0], known[1], known[1]._version)
+        for p in (unit.weight.param, unit.bias_param):
+            if p is None:
+                continue
+            self.wrote(p)  # our last write to it in this pass
+            key = id(p)
             entry = self.watched.get(key)
             if entry is not None:
                 entry[1].discard(unit.weight.name)
@@ -754,8 +797,10 @@ class _Run:
             for i in range(w.blocks):
                 blk = view if w.blocks == 1 else view[i * step : (i + 1) * step]
                 _orthogonal(blk, w.name if w.blocks == 1 else f"{w.name}[{i}]", self.seed)
-            for name, rows in w.extra_ortho:
-                _orthogonal(w.param[rows], name, self.seed)
+            for name, p, rows in w.extra_ortho:
+                self.backup(p)
+                _orthogonal(p if rows is None else p[rows], name, self.seed)
+                self.wrote(p)
         b = unit.bias()
         if self.zero_bias and b is not None and unit.bias_param is not None:
             self.backup(unit.bias_param)
@@ -822,14 +867,31 @@ class _Run:
         finally:
             self.internal -= 1
 
+    def rnn_input(self, m: nn.RNNBase, layer: int, args: tuple[Any, ...],
+                  kwargs: dict[str, Any], stack: list[Any]) -> Any:  # fmt: skip
+        """Input of ``layer`` of a stacked RNN in this call: the lower layers, already
+        calibrated, are run one by one (``stack`` caches their outputs for this call)."""
+        if not stack:
+            stack.append(args[0] if args else kwargs.get("input"))
+        hx = args[1] if len(args) > 1 else kwargs.get("hx")
+        while len(stack) <= layer:
+            stack.append(_rnn_layer_output(m, len(stack) - 1, stack[-1], hx))
+        x = stack[layer]
+        return x.data if isinstance(x, nn.utils.rnn.PackedSequence) else x
+
     def _pre(self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        stack: list[Any] = []  # stacked RNN: layer inputs of this call
         for unit in self.by_module[id(module)]:
             if self.pass_index == 1:
                 self.preinit(unit)
             if unit.at != "input":
                 continue
             assert unit.take_input is not None
-            x = unit.take_input(args, kwargs)
+            if unit.rnn_layer > 0:
+                assert isinstance(module, nn.RNNBase)
+                x = self.rnn_input(module, unit.rnn_layer, args, kwargs, stack)
+            else:
+                x = unit.take_input(args, kwargs)
             if not isinstance(x, torch.Tensor):
                 raise LSUVError(f"lsuv: cannot find the input of {unit.weight.name!r}",
                                 unit.weight.name)  # fmt: skip
@@ -922,10 +984,11 @@ class _Run:
 
 def _resolve_inputs(inputs: Any, input_fn: Callable[[Any], Any] | None
                     ) -> tuple[tuple[Any, ...], dict[str, Any]]:  # fmt: skip
+    packed = nn.utils.rnn.PackedSequence  # a NamedTuple, but one input
     if input_fn is None and not isinstance(inputs, (torch.Tensor, tuple, list, Mapping)):
         if isinstance(inputs, Iterable):  # a DataLoader or any iterable of batches
             batch = next(iter(inputs))
-            if isinstance(batch, (tuple, list)):
+            if isinstance(batch, (tuple, list)) and not isinstance(batch, packed):
                 batch = batch[0]  # (x, y) batch: only x goes to the model
             inputs = batch
         else:
@@ -941,25 +1004,30 @@ def _resolve_inputs(inputs: Any, input_fn: Callable[[Any], Any] | None
         inputs = input_fn(inputs)
     if isinstance(inputs, Mapping):
         return (), dict(inputs)
-    if isinstance(inputs, (tuple, list)):
+    if isinstance(inputs, (tuple, list)) and not isinstance(inputs, packed):
         return tuple(inputs), {}
     return (inputs,), {}
 
 
 def _check_inputs(args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-    tensors = [(f"inputs[{i}]", a) for i, a in enumerate(args)]
-    tensors += [(f"inputs[{k!r}]", v) for k, v in kwargs.items()]
-    tensors = [(n, t) for n, t in tensors if isinstance(t, torch.Tensor)]
+    named = [(f"inputs[{i}]", a) for i, a in enumerate(args)]
+    named += [(f"inputs[{k!r}]", v) for k, v in kwargs.items()]
+    tensors: list[tuple[str, torch.Tensor, int | None]] = []  # (name, values, batch size)
+    for n, a in named:
+        if isinstance(a, nn.utils.rnn.PackedSequence):  # batch: the sequences at step 0
+            tensors.append((n, a.data, int(a.batch_sizes[0])))
+        elif isinstance(a, torch.Tensor):
+            tensors.append((n, a, int(a.shape[0]) if a.dim() >= 1 else None))
     if not tensors:
         raise TypeError("lsuv: inputs contain no tensor")
-    for n, t in tensors:
+    for n, t, _ in tensors:
         if t.is_floating_point() and not bool(torch.isfinite(t).all()):
             raise ValueError(f"lsuv: {n} contains NaN or inf values")
-    first = tensors[0][1]
-    if first.dim() >= 1 and first.shape[0] < 2:
+    name, first, batch = tensors[0]
+    if batch is not None and batch < 2:
         raise ValueError(
-            f"lsuv: a batch of {first.shape[0]} sample(s) (leading dimension of {tensors[0][0]}"
-            f", shape {tuple(first.shape)}); LSUV needs a mini-batch of at least 2 samples "
+            f"lsuv: a batch of {batch} sample(s) (leading dimension of {name}, shape "
+            f"{tuple(first.shape)}); LSUV needs a mini-batch of at least 2 samples "
             "(per-layer statistics of a single example are not those of the data)"
         )
 
