@@ -883,3 +883,23 @@ def test_verify_false_trusts_the_first_pass_and_says_why_it_should_not() -> None
     assert "NOT verified" in str(report)
     with pytest.raises(ValueError, match="verify must be True, False or 'auto'"):
         lsuv(Twice(), _randn(64, 16), verify="yes")  # type: ignore[arg-type]
+
+
+def test_after_a_policy_only_rescales_its_weights() -> None:
+    """initwise.init(policy) then lsuv(orthogonal_first=False): the policy's directions kept."""
+    import initwise
+
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.GELU(), nn.Flatten(), nn.Linear(8 * 4 * 4, 16),
+                          nn.Tanh(), nn.Linear(16, 4))  # fmt: skip
+    initwise.init(model, "auto", seed=3)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    x = _randn(32, 3, 6, 6)
+    report = lsuv(model, x, orthogonal_first=False)
+    assert report.converged and report.forward_passes == 1
+    for row in report.layers:
+        w, w0 = model.get_parameter(row.name).detach(), before[row.name]
+        assert torch.allclose(w, w0 * row.scale, rtol=1e-6, atol=0)
+    for n, p in model.named_parameters():
+        if n.endswith("bias"):
+            assert torch.equal(p, before[n])
+    assert max(abs(s[0] - 1) for s in fresh_stds(model, x).values()) <= TOL
