@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import warnings
 from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
@@ -903,3 +904,171 @@ def test_after_a_policy_only_rescales_its_weights() -> None:
         if n.endswith("bias"):
             assert torch.equal(p, before[n])
     assert max(abs(s[0] - 1) for s in fresh_stds(model, x).values()) <= TOL
+
+
+def test_doubts_found_by_review() -> None:
+    """Each way a single pass could be wrong, from a review: verified, and right."""
+    x = _randn(64, 16)
+
+    class Two(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a, self.b = nn.Linear(16, 16), nn.Linear(16, 4)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.b(torch.relu(self.a(x)))
+
+    patched = Two()  # forward patched on the instance (accelerate-style hooks)
+    a = patched.a
+    a.forward = lambda inp: F.linear(inp, a.weight * 2.0, a.bias)  # type: ignore[method-assign]
+    _reasons_and_check(patched, x, "a (Linear) overrides the forward")
+
+    class DataClamp(Two):  # a write through .data bumps no version counter
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            y = super().forward(x)
+            self.a.weight.data.mul_(1.5)
+            return y
+
+    with pytest.warns(InitwiseWarning, match="not converged"):
+        _reasons_and_check(DataClamp(), x, "a.weight is modified during the forward pass after")
+
+    tied = Two()  # two Parameter objects, one memory
+    tied.b = nn.Linear(16, 16)
+    tied.b.weight.data = tied.a.weight.data
+    report = _reasons_and_check(tied, x, "used by 2 calls")
+    assert [(r.name, r.module) for r in report.layers] == [("a.weight", "a"), ("a.weight", "b")]
+
+    class PeekQ(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.mha = nn.MultiheadAttention(16, 2, kdim=8, vdim=8, batch_first=True)
+            self.out = nn.Linear(16, 4)
+
+        def forward(self, q: torch.Tensor, kv: torch.Tensor) -> torch.Tensor:
+            peek = q @ self.mha.q_proj_weight.T  # before the MHA call pre-initializes it
+            return self.out(self.mha(q, kv, kv)[0] + peek)
+
+    q, kv = _randn(4, 5, 16), _randn(4, 6, 8, seed=1)
+    model = PeekQ()
+    _reasons_and_check(model, (q, kv), "mha.q_proj_weight is read outside its module")
+    assert max(abs(s[0] - 1) for s in fresh_stds(model, q, kv).values()) <= TOL
+
+    class Pair(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.kernel = nn.Parameter(torch.randn(16, 16) * 0.1)
+
+        def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            y = x @ self.kernel.T
+            return y, y.abs().mean()
+
+    class UsesPair(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.p, self.head = Pair(), nn.Linear(16, 4)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            y, scale = self.p(x)
+            return self.head(y / scale)
+
+    _reasons_and_check(UsesPair(), x, "p returns several tensors", custom_layers={Pair: LayerRule("kernel", None)})
+
+    class Attn(Two):  # random without the global generator's help: seed=None
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            h = self.a(x).view(4, 16, 16)
+            return self.b(F.scaled_dot_product_attention(h, h, h, dropout_p=0.1).reshape(64, 16))
+
+    torch.manual_seed(0)
+    _reasons_and_check(Attn(), x, "scaled_dot_product_attention", seed=None)
+    # without dropout the same model is exact in one pass
+    assert lsuv(nn.Sequential(nn.Linear(16, 16)), x, seed=None).forward_passes == 1
+
+    class Steps(Two):  # a buffer re-assigned, not modified in place
+        def __init__(self) -> None:
+            super().__init__()
+            self.register_buffer("steps", torch.zeros(()))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            self.steps = self.steps + 1
+            return super().forward(x)
+
+    model = Steps()
+    original = model.steps
+    _reasons_and_check(model, x, "changes buffer 'steps'")
+    assert model.steps is original and float(model.steps) == 0
+
+
+def test_metadata_reads_are_not_doubts() -> None:
+    class Meta(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a, self.b = nn.Linear(16, 16), nn.Linear(16, 4)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            w = self.b.weight
+            x = x.type_as(w).to(w) + torch.zeros_like(w)[0] + w.new_zeros(16)
+            assert w.dtype == torch.float32 and w.shape[1] == 16 and w.dim() == 2
+            return self.b(torch.relu(self.a(x)))
+
+    report = lsuv(Meta(), _randn(64, 16))
+    assert report.forward_passes == 1 and report.verify_reasons == []
+
+
+def test_autocast_caller_masks_compiled_hooked_weights_and_graphs_in_forward() -> None:
+    x = _randn(32, 16)
+    # called inside the caller's autocast region: the cast cache must not hide the rescale
+    model = mlp(3, 16, nn.ReLU)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        report = lsuv(model, x)
+    assert report.converged and report.verified  # bf16 outputs: rounding, verified
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        assert abs(float(model[0](x).double().std()) - 1) <= TOL
+
+    # -inf in an additive attention mask is an input, not an error; NaN is
+    enc = nn.TransformerEncoder(nn.TransformerEncoderLayer(16, 2, 32, batch_first=True), 2,
+                                enable_nested_tensor=False)  # fmt: skip
+    src = _randn(4, 6, 16)
+    mask = nn.Transformer.generate_square_subsequent_mask(6)
+    assert lsuv(enc, {"src": src, "mask": mask, "is_causal": True}).converged
+    with pytest.raises(ValueError, match=r"inputs\['mask'\] contains NaN"):
+        lsuv(enc, {"src": src, "mask": mask.masked_fill(mask == 0, float("nan"))})
+    with pytest.raises(ValueError, match=r"inputs\[0\] contains NaN or inf"):
+        lsuv(enc, src.masked_fill(src > 2, -math.inf))  # in the data, -inf is an error
+
+    # torch.compile(model) and module.compile(): calibrated eagerly, compiled state restored
+    m1 = mlp(3, 16, nn.ReLU)
+    compiled = torch.compile(m1)
+    assert lsuv(compiled, x).forward_passes == 1
+    m2 = mlp(3, 16, nn.ReLU)
+    m2.compile()
+    impl = m2._compiled_call_impl
+    assert lsuv(m2, x).forward_passes == 1 and m2._compiled_call_impl is impl
+    assert max(abs(s[0] - 1) for s in fresh_stds(m1, x).values()) <= TOL
+
+    # a weight recomputed by a pre-hook (old weight_norm): left alone and reported
+    legacy = nn.Sequential(nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 4))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        nn.utils.weight_norm(legacy[0])
+    with pytest.warns(InitwiseWarning, match="left untouched"):
+        report = lsuv(legacy, x)
+    assert [r.name for r in report.layers] == ["2.weight"] and report.converged
+    assert report.parametrized == ["0 (weight computed by a forward pre-hook)"]
+
+    class Force(nn.Module):  # differentiates its output inside forward
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = nn.Sequential(nn.Linear(3, 16), nn.Tanh(), nn.Linear(16, 1))
+
+        def forward(self, pos: torch.Tensor) -> torch.Tensor:
+            with torch.enable_grad():
+                pos = pos.detach().requires_grad_(True)
+                (g,) = torch.autograd.grad(self.net(pos).sum(), pos)
+            return -g
+
+    force = Force()
+    snap = snapshot(force)
+    with pytest.raises(LSUVError, match="autograd graph built inside the model's forward"):
+        lsuv(force, _randn(32, 3))
+    assert_bitwise(force, snap)
+    assert lsuv(force.net, _randn(32, 3)).converged

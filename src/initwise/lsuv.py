@@ -327,6 +327,17 @@ def _mha_value(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     return args[2] if len(args) > 2 else kwargs.get("value")
 
 
+def _memory(t: torch.Tensor) -> tuple[Any, ...]:
+    """Where ``t``'s values live: equal for two tensor objects that alias the same elements."""
+    try:
+        ptr = t.untyped_storage().data_ptr()
+    except (RuntimeError, NotImplementedError):  # tensor subclasses without plain storage
+        return (id(t),)
+    if ptr == 0:  # meta or empty storage: identity is all we have
+        return (id(t),)
+    return (ptr, t.storage_offset(), tuple(t.shape), tuple(t.stride()), t.dtype)
+
+
 def _param(module: nn.Module, name: str | None) -> torch.Tensor | None:
     if name is None:
         return None
@@ -343,7 +354,7 @@ def _discover(model: nn.Module, custom: Mapping[type, LayerRule],
     tensors at every call, so it cannot be rescaled in place (spectral norm even undoes any
     scale by design).
     """
-    weights: dict[tuple[int, int | None], _Weight] = {}
+    weights: dict[tuple[tuple[Any, ...], int | None], _Weight] = {}
     units: list[_Unit] = []
     skip: set[int] = set()
     for mname, m in model.named_modules():
@@ -351,10 +362,17 @@ def _discover(model: nn.Module, custom: Mapping[type, LayerRule],
             skip.add(id(m))
             if parametrized is not None:
                 parametrized.append(mname or "<root>")
+        elif (isinstance(m, _STOCK) or _is_hf_conv1d(m)) and not _own_weights(m):
+            # ``weight`` recomputed by a pre-hook from other tensors (hook-based weight_norm,
+            # spectral_norm, pruning): a rescale would be thrown away at the next call
+            skip.add(id(m))
+            if parametrized is not None:
+                parametrized.append(f"{mname or '<root>'} (weight computed by a forward pre-hook)")
 
     def weight(name: str, p: torch.Tensor, rows: slice | None = None, blocks: int = 1,
                extra: list[tuple[str, torch.Tensor, slice | None]] | None = None) -> _Weight:  # fmt: skip
-        key = (id(p), None if rows is None else rows.start)
+        # keyed by memory, not object: Parameters tied through ``.data`` are one weight
+        key = (_memory(p), None if rows is None else rows.start)
         if key not in weights:
             weights[key] = _Weight(name, p, rows, blocks, extra or [])
         return weights[key]
@@ -553,19 +571,36 @@ _METADATA = frozenset({
     "element_size", "is_floating_point", "is_complex", "is_contiguous", "data_ptr",
     "storage_offset", "get_device", "__len__", "__hash__", "__repr__", "__format__",
 })  # fmt: skip
+# Functions that read only the metadata of the argument at this position (a template).
+_TEMPLATE_ARG = {"type_as": 1, "to": 1, "zeros_like": 0, "ones_like": 0, "empty_like": 0,
+                 "full_like": 0, "new_zeros": 0, "new_ones": 0, "new_empty": 0, "new_full": 0,
+                 "new_tensor": 0, "is_same_size": 1, "is_set_to": 1}  # fmt: skip
 # Random functions: always random, or random only when their ``training`` argument is true
 # (argument position, default). Dropout modules are in eval mode; functional calls may not be.
 _ALWAYS_RANDOM = frozenset({
     "rand", "randn", "randint", "randperm", "rand_like", "randn_like", "randint_like",
     "normal", "bernoulli", "multinomial", "poisson", "uniform_", "normal_", "bernoulli_",
     "random_", "exponential_", "geometric_", "cauchy_", "log_normal_", "gumbel_softmax",
-    "fractional_max_pool2d", "fractional_max_pool3d", "native_dropout",
+    "fractional_max_pool2d", "fractional_max_pool3d", "native_dropout", "binomial",
+    "_standard_gamma", "_sample_dirichlet", "rrelu_with_noise",
 })  # fmt: skip
 _TRAINING_RANDOM = {"dropout": (2, True), "dropout1d": (2, True), "dropout2d": (2, True),
                     "dropout3d": (2, True), "alpha_dropout": (2, False),
                     "feature_alpha_dropout": (2, False), "feature_dropout": (2, True),
-                    "rrelu": (3, False)}  # fmt: skip
+                    "rrelu": (3, False), "scaled_dot_product_attention": (4, 0.0)}  # fmt: skip
 _STOCK: tuple[type, ...] = (nn.Linear, *_CONVS, nn.MultiheadAttention, nn.RNNBase, nn.RNNCellBase)
+
+
+def _own_weights(m: nn.Module) -> bool:
+    """False if a stock layer's weight is not its own Parameter (recomputed by a hook)."""
+    if isinstance(m, nn.RNNBase):
+        return all(n in m._parameters for n in m._flat_weights_names if n.startswith("weight_ih"))
+    if isinstance(m, nn.RNNCellBase):
+        return "weight_ih" in m._parameters
+    if isinstance(m, nn.MultiheadAttention):
+        names = ["in_proj_weight"] if m._qkv_same_embed_dim else ["q_proj_weight", "k_proj_weight", "v_proj_weight"]
+        return all(n in m._parameters for n in names) and "weight" in m.out_proj._parameters
+    return "weight" in m._parameters
 
 
 def _func_name(func: Any) -> str:
@@ -577,6 +612,8 @@ def _func_name(func: Any) -> str:
 
 def _stock_forward(m: nn.Module) -> bool:
     """True if ``m``'s forward is the stock implementation of a known linear layer."""
+    if "forward" in m.__dict__ or "_conv_forward" in m.__dict__:  # patched on the instance
+        return False
     if _is_hf_conv1d(m):
         return True
     t = type(m)
@@ -603,12 +640,12 @@ class _Watch(TorchFunctionMode):
         return func(*args, **kwargs)
 
 
-def _orthogonal(t: torch.Tensor, name: str, seed: int | None) -> None:
-    """Orthogonal pre-init of ``t``: keyed by (seed, name), or torch's global RNG for None."""
+def _orthogonal(t: torch.Tensor, name: str, seed: int | None, generator: torch.Generator) -> None:
+    """Orthogonal pre-init of ``t``: keyed by (seed, name), or ``generator`` for a None seed."""
     from . import random as _random
     from .schemes import orthogonal_
 
-    orthogonal_(t, generator=None if seed is None else _random.key(seed, name))
+    orthogonal_(t, generator=generator if seed is None else _random.key(seed, name))
 
 
 class _Run:
@@ -623,6 +660,11 @@ class _Run:
         self.orthogonal_first = orthogonal_first
         self.zero_bias = zero_bias
         self.seed = seed
+        # seed=None: the pre-init depends on torch's global RNG through one draw, made here, so
+        # the model's own use of that RNG during the pass stays detectable
+        self.generator = torch.Generator()
+        if seed is None:
+            self.generator.manual_seed(int(torch.randint(0, 2**62, (), dtype=torch.int64)))
         self.progress = progress
         self.last_visited: str | None = None  # the last weight visited in the current pass
         self.pass_index = 0
@@ -646,6 +688,7 @@ class _Run:
         self.watching = False  # the first pass runs under _Watch
         self.buffer_state: list[tuple[nn.Module, str, torch.Tensor, int]] = []
         self.param_versions: dict[int, tuple[str, torch.Tensor, int]] = {}
+        self.final: dict[int, tuple[torch.Tensor, int, float]] = {}  # id -> (p, ptr, sum)
         self.rng_state: tuple[torch.Tensor, list[torch.Tensor]] | None = None
 
     # -- first-pass exactness ----------------------------------------------------------------
@@ -676,14 +719,15 @@ class _Run:
         self.buffer_state = [(m, k, b, b._version) for m in model.modules()
                              for k, b in m._buffers.items() if b is not None]  # fmt: skip
         self.param_versions = {id(p): (n, p, p._version) for n, p in model.named_parameters()}
-        self.rng_state = None
-        if self.seed is not None:  # (a None seed draws the pre-init from the global RNG)
-            cuda = torch.cuda.is_available() and torch.cuda.is_initialized()
-            self.rng_state = (torch.get_rng_state(), torch.cuda.get_rng_state_all() if cuda else [])
+        cuda = torch.cuda.is_available() and torch.cuda.is_initialized()
+        self.rng_state = (torch.get_rng_state(), torch.cuda.get_rng_state_all() if cuda else [])
+        memory: dict[tuple[Any, ...], dict[int, str]] = {}  # aliasing across weights
         for u in units:
-            self.param_units.setdefault(id(u.weight.param), []).append(u)
-            if self.zero_bias and u.bias_param is not None:
-                self.param_units.setdefault(id(u.bias_param), []).append(u)
+            for p, name in self.written(u):
+                memory.setdefault(_memory(p), {})[id(u.weight)] = name
+        for names in memory.values():
+            if len(names) > 1:
+                self.doubt(f"{', '.join(sorted(set(names.values())))} share memory")
         self.watch(units)
         return None if compiled else _Watch(self)
 
@@ -698,9 +742,14 @@ class _Run:
         for key, why in self.outside.items():
             if any(u.weight.preinit_done for u in self.param_units.get(key, [])):
                 self.doubt(why)
+        names = {key: n for key, (n, _, _) in self.param_versions.items()}
         for name, p, version in self.param_versions.values():
             if p._version != version:
                 self.doubt(f"parameter {name} is modified in place during the forward pass")
+        for key, (p, ptr, total) in self.final.items():
+            if p.data_ptr() != ptr or float(p.detach().sum()) != total:
+                self.doubt(f"parameter {names.get(key, '?')} is modified during the forward "
+                           "pass after it was calibrated")  # fmt: skip
         for m, k, b, version in self.buffer_state:
             if m._buffers.get(k) is b and b._version == version:
                 continue
@@ -723,15 +772,21 @@ class _Run:
         if reason not in self.reasons:
             self.reasons.append(reason)
 
+    def written(self, u: _Unit) -> list[tuple[torch.Tensor, str]]:
+        """The tensors a unit writes in the first pass (weight, pre-init blocks, zeroed bias)."""
+        out = [(u.weight.param, u.weight.name)]
+        out += [(p, name) for name, p, _ in u.weight.extra_ortho if p is not u.weight.param]
+        if self.zero_bias and u.bias_param is not None:
+            out.append((u.bias_param, f"bias of {u.weight.name}"))
+        return out
+
     def watch(self, units: list[_Unit]) -> None:
         for u in units:
-            entry = self.watched.setdefault(id(u.weight.param), (set(), set(), u.weight.name))
-            entry[0].add(id(u.module))
-            entry[1].add(u.weight.name)
-            if self.zero_bias and u.bias_param is not None:
-                b = self.watched.setdefault(id(u.bias_param), (set(), set(), f"bias of {u.weight.name}"))
-                b[0].add(id(u.module))
-                b[1].add(u.weight.name)
+            for p, name in self.written(u):
+                entry = self.watched.setdefault(id(p), (set(), set(), name))
+                entry[0].add(id(u.module))
+                entry[1].add(u.weight.name)
+                self.param_units.setdefault(id(p), []).append(u)
 
     def wrote(self, p: torch.Tensor) -> None:
         """Our own write to ``p`` (not the model's): refresh its version snapshot."""
@@ -741,10 +796,10 @@ class _Run:
 
     def settle(self, unit: _Unit) -> None:
         """``unit``'s weight is final: later reads anywhere are consistent with a fresh pass."""
-        for p in (unit.weight.param, unit.bias_param):
-            if p is None:
-                continue
+        for p, _ in self.written(unit):
             self.wrote(p)  # our last write to it in this pass
+            if self.watching:  # writes through ``.data`` bump no version: compare values too
+                self.final[id(p)] = (p, p.data_ptr(), float(p.detach().sum()))
             key = id(p)
             entry = self.watched.get(key)
             if entry is not None:
@@ -758,11 +813,16 @@ class _Run:
             self.doubt(f"the forward pass draws random numbers ({name})")
         elif name in _TRAINING_RANDOM:
             pos, default = _TRAINING_RANDOM[name]
-            training = args[pos] if len(args) > pos else kwargs.get("training", kwargs.get("train", default))
+            training = args[pos] if len(args) > pos else kwargs.get(
+                "training", kwargs.get("train", kwargs.get("dropout_p", default)))
             if training:
                 self.doubt(f"the forward pass draws random numbers ({name} in training mode)")
         if not self.watched or name in _METADATA:
             return
+        if name in _TEMPLATE_ARG:  # x.type_as(w), x.to(w), zeros_like(w), w.new_zeros(...)
+            skip = _TEMPLATE_ARG[name]
+            args = [a for i, a in enumerate(args) if i != skip]
+            kwargs = {k: v for k, v in kwargs.items() if k != "other"}
         for a in (*args, *kwargs.values()):
             for t in (a if isinstance(a, (list, tuple)) else (a,)):
                 entry = self.watched.get(id(t))
@@ -796,10 +856,10 @@ class _Run:
             step = view.shape[0] // w.blocks
             for i in range(w.blocks):
                 blk = view if w.blocks == 1 else view[i * step : (i + 1) * step]
-                _orthogonal(blk, w.name if w.blocks == 1 else f"{w.name}[{i}]", self.seed)
+                _orthogonal(blk, w.name if w.blocks == 1 else f"{w.name}[{i}]", self.seed, self.generator)
             for name, p, rows in w.extra_ortho:
                 self.backup(p)
-                _orthogonal(p if rows is None else p[rows], name, self.seed)
+                _orthogonal(p if rows is None else p[rows], name, self.seed, self.generator)
                 self.wrote(p)
         b = unit.bias()
         if self.zero_bias and b is not None and unit.bias_param is not None:
@@ -842,6 +902,7 @@ class _Run:
             s = _solve_scale(a, c, d, n, self.target, w.name)
             with torch.no_grad():
                 w.view().mul_(s)
+            torch.clear_autocast_cache()  # a cached low-precision copy of w is stale now
             w.scale *= s
             w.iterations += 1
             self.corrections += 1
@@ -915,9 +976,23 @@ class _Run:
             if unit.at != "output":
                 continue
             y = output[0] if isinstance(output, (tuple, list)) else output
+            if isinstance(output, (tuple, list)) and unit.at == "output" and not isinstance(
+                module, (*_STOCK,)
+            ) and any(isinstance(o, torch.Tensor) for o in output[1:]):
+                self.doubt(f"{unit.module_name or '<root>'} returns several tensors (only the "
+                           "first is corrected)")  # fmt: skip
             if not isinstance(y, torch.Tensor):
                 raise LSUVError(f"lsuv: module {unit.module_name!r} returned no tensor",
                                 unit.weight.name)  # fmt: skip
+            if y.requires_grad:
+                raise LSUVError(
+                    f"lsuv: the output of {unit.weight.name!r} is part of an autograd graph built "
+                    "inside the model's forward pass (torch.enable_grad, e.g. a forward that "
+                    "differentiates its output); weights saved for that backward cannot be "
+                    "rescaled in place. Calibrate the differentiated sub-network itself: "
+                    "lsuv(model.net, inputs)",
+                    unit.weight.name,
+                )
             bias = unit.bias()
             if y.dtype not in (torch.float32, torch.float64):
                 self.doubt(f"{unit.weight.name} outputs {y.dtype} (rounding)")
@@ -964,6 +1039,7 @@ class _Run:
             u.weight.calls = 0
         self.outputs = weakref.WeakValueDictionary()
         self.output_keys = {}
+        torch.clear_autocast_cache()
         call()
 
     def install(self) -> list[Any]:
@@ -972,14 +1048,34 @@ class _Run:
             self.by_module.setdefault(id(u.module), []).append(u)
             mods[id(u.module)] = u.module
         handles = []
+        pre, post, norm = self.hook_pre, self.hook_post, self.hook_norm
+        if any(type(m).__name__ == "OptimizedModule" for m in self.model.modules()):
+            # a torch.compile'd submodule: keep dynamo out of the hooks (they change weights
+            # it guards on); imported only here, torch._dynamo is slow to import
+            pre, post, norm = (torch.compiler.disable(h) for h in (pre, post, norm))
         for m in mods.values():
-            handles.append(m.register_forward_pre_hook(self.hook_pre, with_kwargs=True))
-            handles.append(m.register_forward_hook(self.hook_post))
+            handles.append(m.register_forward_pre_hook(pre, with_kwargs=True))
+            handles.append(m.register_forward_hook(post))
         for name, m in self.model.named_modules():
             if isinstance(m, _NORMS):
                 self.norm_names[id(m)] = name
-                handles.append(m.register_forward_pre_hook(self.hook_norm))
+                handles.append(m.register_forward_pre_hook(norm))
         return handles
+
+
+def _uncompile(model: nn.Module) -> list[tuple[nn.Module, Any]]:
+    """Run modules compiled in place (``module.compile()``) eagerly during the passes.
+
+    Dynamo would otherwise trace the calibration hooks (and guard on weights they change).
+    Returns what to restore. ``torch.compile(model)`` wrappers are unwrapped by the caller.
+    """
+    out = []
+    for m in model.modules():
+        impl = getattr(m, "_compiled_call_impl", None)
+        if impl is not None:
+            out.append((m, impl))
+            m._compiled_call_impl = None
+    return out
 
 
 def _resolve_inputs(inputs: Any, input_fn: Callable[[Any], Any] | None
@@ -1020,8 +1116,11 @@ def _check_inputs(args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
             tensors.append((n, a, int(a.shape[0]) if a.dim() >= 1 else None))
     if not tensors:
         raise TypeError("lsuv: inputs contain no tensor")
-    for n, t, _ in tensors:
-        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+    for i, (n, t, _) in enumerate(tensors):
+        if not t.is_floating_point() or bool(torch.isfinite(t).all()):
+            continue
+        # -inf is how additive attention masks say "never": allowed beside the data
+        if i == 0 or bool(torch.isnan(t).any()) or bool((t == math.inf).any()):
             raise ValueError(f"lsuv: {n} contains NaN or inf values")
     name, first, batch = tensors[0]
     if batch is not None and batch < 2:
@@ -1102,6 +1201,10 @@ def lsuv(
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"lsuv: model must be an nn.Module, got {type(model).__name__}")
+    inner = getattr(model, "_orig_mod", None)
+    while type(model).__name__ == "OptimizedModule" and isinstance(inner, nn.Module):
+        model = inner  # torch.compile(model): calibrate the eager module (same parameters)
+        inner = getattr(model, "_orig_mod", None)
     target = check_finite_positive("target_std", target_std)
     tol = check_finite_positive("tol", tol)
     if isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 1:
@@ -1134,12 +1237,17 @@ def lsuv(
                orthogonal_first=orthogonal_first, zero_bias=zero_bias, seed=seed,
                progress=progress)  # fmt: skip
     modes = {id(m): (m, m.training) for m in model.modules()}
-    buffers = [(b, b.detach().clone()) for b in model.buffers()]
+    # (module, name, the buffer object, its values): a forward that re-assigns a buffer
+    # (``self.steps = self.steps + 1``) gets the original object back, with its values
+    buffers = [(m, k, b, b.detach().clone()) for m in model.modules()
+               for k, b in m._buffers.items() if b is not None]  # fmt: skip
+    compiled: list[tuple[nn.Module, Any]] = []
     handles: list[Any] = []
     converged = False
     verified = True
     missing: list[str] = []
     try:
+        compiled = _uncompile(model)
         for m in model.modules():
             if isinstance(m, _NO_FASTPATH):
                 m.training = True
@@ -1195,10 +1303,14 @@ def lsuv(
         for h in handles:
             h.remove()
         with torch.no_grad():
-            for b, saved in buffers:
+            for m, k, b, saved in buffers:
+                m._buffers[k] = b
                 b.copy_(saved)
         for m, mode in modes.values():
             m.training = mode
+        for m, impl in compiled:
+            m._compiled_call_impl = impl
+        torch.clear_autocast_cache()
 
     rows: list[LSUVLayer] = []
     errors: list[float] = []
