@@ -1072,3 +1072,16 @@ def test_autocast_caller_masks_compiled_hooked_weights_and_graphs_in_forward() -
         lsuv(force, _randn(32, 3))
     assert_bitwise(force, snap)
     assert lsuv(force.net, _randn(32, 3)).converged
+
+
+def test_lazy_modules_and_sequence_first_single_step() -> None:
+    lazy = nn.Sequential(nn.LazyLinear(16), nn.ReLU(), nn.LazyLinear(4))
+    x = _randn(32, 8)
+    report = lsuv(lazy, x)  # materialized by its own pre-hook in the first pass: verified
+    assert report.converged and report.verified and [r.name for r in report.layers] == ["0.weight", "2.weight"]
+    assert max(abs(s[0] - 1) for s in fresh_stds(lazy, x).values()) <= TOL
+    # [time=1, batch, features] for a sequence-first LSTM is a batch of 32, not of 1
+    lstm = nn.LSTM(16, 8, num_layers=2)
+    assert lsuv(lstm, _randn(1, 32, 16)).converged
+    with pytest.raises(ValueError, match=r"batch of 1 sample\(s\) \(batch dimension"):
+        lsuv(lstm, _randn(5, 1, 16))

@@ -329,9 +329,11 @@ def _mha_value(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
 
 def _memory(t: torch.Tensor) -> tuple[Any, ...]:
     """Where ``t``'s values live: equal for two tensor objects that alias the same elements."""
+    if nn.parameter.is_lazy(t):
+        return (id(t),)
     try:
         ptr = t.untyped_storage().data_ptr()
-    except (RuntimeError, NotImplementedError):  # tensor subclasses without plain storage
+    except (RuntimeError, NotImplementedError, ValueError):  # subclasses without plain storage
         return (id(t),)
     if ptr == 0:  # meta or empty storage: identity is all we have
         return (id(t),)
@@ -1105,15 +1107,23 @@ def _resolve_inputs(inputs: Any, input_fn: Callable[[Any], Any] | None
     return (inputs,), {}
 
 
-def _check_inputs(args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+def _sequence_first(model: nn.Module) -> bool:
+    """True if the model has torch layers that take ``[time, batch, ...]`` inputs."""
+    kinds = (nn.RNNBase, nn.MultiheadAttention, nn.TransformerEncoderLayer,
+             nn.TransformerDecoderLayer, nn.Transformer)  # fmt: skip
+    return any(isinstance(m, kinds) and not getattr(m, "batch_first", True) for m in model.modules())
+
+
+def _check_inputs(args: tuple[Any, ...], kwargs: dict[str, Any], seq_first: bool = False) -> None:
     named = [(f"inputs[{i}]", a) for i, a in enumerate(args)]
     named += [(f"inputs[{k!r}]", v) for k, v in kwargs.items()]
     tensors: list[tuple[str, torch.Tensor, int | None]] = []  # (name, values, batch size)
     for n, a in named:
         if isinstance(a, nn.utils.rnn.PackedSequence):  # batch: the sequences at step 0
             tensors.append((n, a.data, int(a.batch_sizes[0])))
-        elif isinstance(a, torch.Tensor):
-            tensors.append((n, a, int(a.shape[0]) if a.dim() >= 1 else None))
+        elif isinstance(a, torch.Tensor):  # sequence-first models: [time, batch, ...]
+            dim = 1 if seq_first and a.dim() >= 3 else 0
+            tensors.append((n, a, int(a.shape[dim]) if a.dim() >= 1 else None))
     if not tensors:
         raise TypeError("lsuv: inputs contain no tensor")
     for i, (n, t, _) in enumerate(tensors):
@@ -1124,8 +1134,9 @@ def _check_inputs(args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
             raise ValueError(f"lsuv: {n} contains NaN or inf values")
     name, first, batch = tensors[0]
     if batch is not None and batch < 2:
+        where = "batch dimension (1: sequence-first layers)" if seq_first and first.dim() >= 3 else "leading dimension"
         raise ValueError(
-            f"lsuv: a batch of {batch} sample(s) (leading dimension of {name}, shape "
+            f"lsuv: a batch of {batch} sample(s) ({where} of {name}, shape "
             f"{tuple(first.shape)}); LSUV needs a mini-batch of at least 2 samples "
             "(per-layer statistics of a single example are not those of the data)"
         )
@@ -1219,7 +1230,7 @@ def lsuv(
         if not isinstance(custom[t], LayerRule):
             raise TypeError(f"custom_layers values must be LayerRule or str, got {r!r}")
     args, kwargs = _resolve_inputs(inputs, input_fn)
-    _check_inputs(args, kwargs)
+    _check_inputs(args, kwargs, _sequence_first(model))
     parametrized: list[str] = []
     units = _select(_discover(model, custom, parametrized), only)
     if parametrized:
