@@ -427,3 +427,21 @@ def test_no_warnings_and_nothing_changed_by_plan() -> None:
         P.plan(m, "auto", example_inputs=torch.randn(2, 3, 8, 8))
     assert all(torch.equal(before[k], v) for k, v in _snapshot(m).items()) and m.training
     assert copy.deepcopy(m) is not None
+
+
+def test_resetting_running_stats_restarts_the_count() -> None:
+    """With momentum=None, a stale num_batches_tracked would freeze the fresh statistics."""
+    net = nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8, momentum=None), nn.ReLU())
+    net.train()
+    for i in range(5):
+        net(torch.randn(16, 4, generator=torch.Generator().manual_seed(i)) * 3 + 2)
+    bn = net[1]
+    assert isinstance(bn, nn.BatchNorm1d) and int(bn.num_batches_tracked) == 5
+    P.init(net, "kaiming", only=["0.weight"])  # statistics not selected: count kept
+    assert int(bn.num_batches_tracked) == 5
+    P.init(net, "kaiming")
+    assert int(bn.num_batches_tracked) == 0
+    assert torch.equal(bn.running_mean, torch.zeros(8)) and torch.equal(bn.running_var, torch.ones(8))
+    net(torch.randn(16, 4, generator=torch.Generator().manual_seed(9)))  # the first batch counts fully
+    x = net[0](torch.randn(16, 4, generator=torch.Generator().manual_seed(9))).detach()
+    assert torch.allclose(bn.running_mean, x.mean(0), atol=1e-6)

@@ -875,6 +875,21 @@ def _write(w: _Work, seed: int) -> None:
             t[w.padding_idx].zero_()
 
 
+def _reset_count(model: nn.Module, name: str) -> None:
+    """Restart a norm's running-average count with its statistics (as ``reset_running_stats``).
+
+    With ``momentum=None`` the next update weighs the statistics by ``1 / (count + 1)``: a
+    stale count would keep the fresh statistics almost frozen.
+    """
+    modname, _, leaf = name.rpartition(".")
+    if leaf not in ("running_mean", "running_var"):
+        return
+    count = getattr(model.get_submodule(modname) if modname else model, "num_batches_tracked", None)
+    if isinstance(count, torch.Tensor) and not count.is_meta:
+        with torch.no_grad():
+            count.zero_()
+
+
 def plan(model: nn.Module, policy: str | Policy | Iterable[Rule] = "auto", *, example_inputs: Any = None,
          seed: int = 0, only: Only = None) -> Plan:
     """Return what :func:`init` would do to ``model``, changing nothing (works on meta models).
@@ -921,6 +936,7 @@ def init(model: nn.Module, policy: str | Policy | Iterable[Rule] = "auto", *, ex
                     fallback.append(w.entry.name)
             else:
                 _write(w, seed)
+            _reset_count(model, w.entry.name)
         except BaseException as err:
             raise InitError(
                 f"init failed while writing {w.entry.name} after writing {len(written)} tensor(s) "
