@@ -1030,10 +1030,13 @@ def test_autocast_caller_masks_compiled_hooked_weights_and_graphs_in_forward() -
     src = _randn(4, 6, 16)
     mask = nn.Transformer.generate_square_subsequent_mask(6)
     assert lsuv(enc, {"src": src, "mask": mask, "is_causal": True}).converged
+    assert lsuv(copy.deepcopy(enc), {"mask": mask, "src": src}).converged  # any key order
     with pytest.raises(ValueError, match=r"inputs\['mask'\] contains NaN"):
         lsuv(enc, {"src": src, "mask": mask.masked_fill(mask == 0, float("nan"))})
-    with pytest.raises(ValueError, match=r"inputs\[0\] contains NaN or inf"):
-        lsuv(enc, src.masked_fill(src > 2, -math.inf))  # in the data, -inf is an error
+    snap = snapshot(enc)
+    with pytest.raises(LSUVError, match=r"not finite.*the cause is its input"):
+        lsuv(enc, src.masked_fill(src > 2, -math.inf))  # -inf in the data: its first layer
+    assert_bitwise(enc, snap)
 
     # torch.compile(model) and module.compile(): calibrated eagerly, compiled state restored
     m1 = mlp(3, 16, nn.ReLU)
@@ -1083,5 +1086,30 @@ def test_lazy_modules_and_sequence_first_single_step() -> None:
     # [time=1, batch, features] for a sequence-first LSTM is a batch of 32, not of 1
     lstm = nn.LSTM(16, 8, num_layers=2)
     assert lsuv(lstm, _randn(1, 32, 16)).converged
-    with pytest.raises(ValueError, match=r"batch of 1 sample\(s\) \(batch dimension"):
-        lsuv(lstm, _randn(5, 1, 16))
+    with pytest.raises(ValueError, match=r"batch of 1 sample\(s\)"):
+        lsuv(lstm, _randn(1, 16))  # one sample, unbatched
+    # a CRNN: images [batch, 1, H, W] permuted into a sequence-first LSTM: a batch of 8
+
+    class CRNN(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv, self.rnn = nn.Conv2d(1, 4, 3, padding=1), nn.LSTM(16, 8)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            h = self.conv(x)  # [B, 4, 4, T]
+            return self.rnn(h.flatten(1, 2).permute(2, 0, 1))[0]  # [T, B, 16]
+
+    assert lsuv(CRNN(), _randn(8, 1, 4, 10)).converged
+
+    class ParamOut(nn.Module):  # a parametrized out_proj: the MHA's value block still counts
+        def __init__(self) -> None:
+            super().__init__()
+            self.a = nn.MultiheadAttention(16, 2, batch_first=True)
+            nn.utils.parametrize.register_parametrization(self.a.out_proj, "weight", nn.Identity())
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.a(x, x, x)[0]
+
+    with pytest.warns(InitwiseWarning, match="a.out_proj"):
+        report = lsuv(ParamOut(), _randn(4, 6, 16))
+    assert [r.name for r in report.layers] == ["a.in_proj_weight[v]"]

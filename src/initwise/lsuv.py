@@ -409,9 +409,10 @@ def _discover(model: nn.Module, custom: Mapping[type, LayerRule],
                                    (prefix + "k_proj_weight", m.k_proj_weight, None)])  # fmt: skip
             units.append(_Unit(mname, m, "MultiheadAttention[v]", wv, bias,
                                slice(2 * e, 3 * e), "input", _last, _mha_value))  # fmt: skip
-            wo = weight(prefix + "out_proj.weight", m.out_proj.weight)
-            units.append(_Unit(mname, m, "MultiheadAttention[out]", wo, m.out_proj.bias, None,
-                               "output", _last))  # fmt: skip
+            if "weight" in m.out_proj._parameters:  # else parametrized (reported) or computed
+                wo = weight(prefix + "out_proj.weight", m.out_proj.weight)
+                units.append(_Unit(mname, m, "MultiheadAttention[out]", wo, m.out_proj.bias,
+                                   None, "output", _last))  # fmt: skip
             skip.add(id(m.out_proj))  # called functionally by MHA, never as a module
         elif isinstance(m, (nn.RNNBase, nn.RNNCellBase)):
             layers = [(0, "")]
@@ -601,7 +602,7 @@ def _own_weights(m: nn.Module) -> bool:
         return "weight_ih" in m._parameters
     if isinstance(m, nn.MultiheadAttention):
         names = ["in_proj_weight"] if m._qkv_same_embed_dim else ["q_proj_weight", "k_proj_weight", "v_proj_weight"]
-        return all(n in m._parameters for n in names) and "weight" in m.out_proj._parameters
+        return all(n in m._parameters for n in names)  # out_proj: judged on its own
     return "weight" in m._parameters
 
 
@@ -1121,22 +1122,25 @@ def _check_inputs(args: tuple[Any, ...], kwargs: dict[str, Any], seq_first: bool
     for n, a in named:
         if isinstance(a, nn.utils.rnn.PackedSequence):  # batch: the sequences at step 0
             tensors.append((n, a.data, int(a.batch_sizes[0])))
-        elif isinstance(a, torch.Tensor):  # sequence-first models: [time, batch, ...]
-            dim = 1 if seq_first and a.dim() >= 3 else 0
-            tensors.append((n, a, int(a.shape[dim]) if a.dim() >= 1 else None))
+        elif isinstance(a, torch.Tensor):
+            tensors.append((n, a, int(a.shape[0]) if a.dim() >= 1 else None))
     if not tensors:
         raise TypeError("lsuv: inputs contain no tensor")
-    for i, (n, t, _) in enumerate(tensors):
+    masks = set()
+    for n, t, _ in tensors:
         if not t.is_floating_point() or bool(torch.isfinite(t).all()):
             continue
-        # -inf is how additive attention masks say "never": allowed beside the data
-        if i == 0 or bool(torch.isnan(t).any()) or bool((t == math.inf).any()):
-            raise ValueError(f"lsuv: {n} contains NaN or inf values")
-    name, first, batch = tensors[0]
+        # -inf is how additive attention masks say "never"; in the data it makes the first
+        # layer's output non-finite, which is reported there
+        if bool(torch.isnan(t).any()) or bool((t == math.inf).any()):
+            raise ValueError(f"lsuv: {n} contains NaN or +inf values")
+        masks.add(n)
+    name, first, batch = next((x for x in tensors if x[0] not in masks), tensors[0])
+    if seq_first and first.dim() >= 3 and first.shape[1] >= 2:
+        return  # [time, batch, ...] for sequence-first layers: dim 0 may be one time step
     if batch is not None and batch < 2:
-        where = "batch dimension (1: sequence-first layers)" if seq_first and first.dim() >= 3 else "leading dimension"
         raise ValueError(
-            f"lsuv: a batch of {batch} sample(s) ({where} of {name}, shape "
+            f"lsuv: a batch of {batch} sample(s) (leading dimension of {name}, shape "
             f"{tuple(first.shape)}); LSUV needs a mini-batch of at least 2 samples "
             "(per-layer statistics of a single example are not those of the data)"
         )
