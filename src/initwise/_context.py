@@ -69,7 +69,9 @@ class KeyedInit:
         return {"seed": self.seed, "draws": dict(self.draws), "passed_through": self.passed_through}
 
 
-def _sig(t: torch.Tensor) -> tuple[Any, ...] | None:
+def memory_signature(t: torch.Tensor) -> tuple[Any, ...] | None:
+    """Where ``t``'s elements live (equal for tensor objects aliasing the same elements);
+    ``None`` for empty or meta tensors, which have no memory to share."""
     if t.numel() == 0 or t.is_meta:
         return None
     return (t.data_ptr(), tuple(t.shape), tuple(t.stride()), t.dtype, t.device)
@@ -87,7 +89,7 @@ class _Resolver:
         for name, p in model.named_parameters():
             entry = (canonical_name(name), p)
             self.by_id[id(p)] = entry
-            sig = _sig(p._local_tensor if is_dtensor(p) else p)  # type: ignore[attr-defined]
+            sig = memory_signature(p._local_tensor if is_dtensor(p) else p)  # type: ignore[attr-defined]
             if sig is not None:
                 self.by_sig.setdefault(sig, entry)
 
@@ -98,7 +100,7 @@ class _Resolver:
         if hit is not None:
             return hit
         try:
-            sig = _sig(t._local_tensor if is_dtensor(t) else t)  # type: ignore[attr-defined]
+            sig = memory_signature(t._local_tensor if is_dtensor(t) else t)  # type: ignore[attr-defined]
         except RuntimeError:  # tensors without storage
             return None
         return None if sig is None else self.by_sig.get(sig)

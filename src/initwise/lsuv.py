@@ -76,6 +76,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from ._checks import InitwiseWarning, check_finite_positive, raise_unknown
+from ._context import memory_signature
 
 __all__ = ["LSUVError", "LSUVLayer", "LSUVReport", "LSUVStep", "LayerRule", "lsuv"]
 
@@ -328,16 +329,15 @@ def _mha_value(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
 
 
 def _memory(t: torch.Tensor) -> tuple[Any, ...]:
-    """Where ``t``'s values live: equal for two tensor objects that alias the same elements."""
+    """Where ``t``'s values live (``memory_signature``), or its identity when it has no plain
+    memory yet (lazy, meta, empty) or none at all (sparse and wrapper subclasses)."""
     if nn.parameter.is_lazy(t):
         return (id(t),)
     try:
-        ptr = t.untyped_storage().data_ptr()
-    except (RuntimeError, NotImplementedError, ValueError):  # subclasses without plain storage
-        return (id(t),)
-    if ptr == 0:  # meta or empty storage: identity is all we have
-        return (id(t),)
-    return (ptr, t.storage_offset(), tuple(t.shape), tuple(t.stride()), t.dtype)
+        sig = memory_signature(t)
+    except (RuntimeError, NotImplementedError, ValueError):
+        sig = None
+    return (id(t),) if sig is None else sig
 
 
 def _param(module: nn.Module, name: str | None) -> torch.Tensor | None:
@@ -699,7 +699,7 @@ class _Run:
         """Static conditions, state snapshots; returns the mode observing the first pass."""
         model, units = self.model, self.units
         compiled = [n or "<root>" for n, m in model.named_modules()
-                    if isinstance(m, torch.jit.ScriptModule) or type(m).__name__ == "OptimizedModule"]  # fmt: skip
+                    if isinstance(m, torch.jit.ScriptModule) or _is_compile_wrapper(m)]  # fmt: skip
         if compiled:
             self.doubt(f"compiled or scripted modules ({', '.join(compiled[:3])}) are opaque")
         g = nn.modules.module
@@ -979,9 +979,9 @@ class _Run:
             if unit.at != "output":
                 continue
             y = output[0] if isinstance(output, (tuple, list)) else output
-            if isinstance(output, (tuple, list)) and unit.at == "output" and not isinstance(
-                module, (*_STOCK,)
-            ) and any(isinstance(o, torch.Tensor) for o in output[1:]):
+            if isinstance(output, (tuple, list)) and not isinstance(module, _STOCK) and any(
+                isinstance(o, torch.Tensor) for o in output[1:]
+            ):
                 self.doubt(f"{unit.module_name or '<root>'} returns several tensors (only the "
                            "first is corrected)")  # fmt: skip
             if not isinstance(y, torch.Tensor):
@@ -1052,7 +1052,7 @@ class _Run:
             mods[id(u.module)] = u.module
         handles = []
         pre, post, norm = self.hook_pre, self.hook_post, self.hook_norm
-        if any(type(m).__name__ == "OptimizedModule" for m in self.model.modules()):
+        if any(_is_compile_wrapper(m) for m in self.model.modules()):
             # a torch.compile'd submodule: keep dynamo out of the hooks (they change weights
             # it guards on); imported only here, torch._dynamo is slow to import
             pre, post, norm = (torch.compiler.disable(h) for h in (pre, post, norm))
@@ -1064,6 +1064,11 @@ class _Run:
                 self.norm_names[id(m)] = name
                 handles.append(m.register_forward_pre_hook(norm))
         return handles
+
+
+def _is_compile_wrapper(m: nn.Module) -> bool:
+    """``torch.compile(module)``'s wrapper (its eager module is ``m._orig_mod``)."""
+    return type(m).__name__ == "OptimizedModule" and isinstance(getattr(m, "_orig_mod", None), nn.Module)
 
 
 def _uncompile(model: nn.Module) -> list[tuple[nn.Module, Any]]:
@@ -1216,10 +1221,8 @@ def lsuv(
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"lsuv: model must be an nn.Module, got {type(model).__name__}")
-    inner = getattr(model, "_orig_mod", None)
-    while type(model).__name__ == "OptimizedModule" and isinstance(inner, nn.Module):
-        model = inner  # torch.compile(model): calibrate the eager module (same parameters)
-        inner = getattr(model, "_orig_mod", None)
+    while _is_compile_wrapper(model):  # torch.compile(model): calibrate the eager module
+        model = getattr(model, "_orig_mod")  # noqa: B009 (typed as Tensor | Module)
     target = check_finite_positive("target_std", target_std)
     tol = check_finite_positive("tol", tol)
     if isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 1:
