@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from initwise.audit import audit
+from initwise import audit
 
 
 class BasicBlock(nn.Module):

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from initwise.lsuv import lsuv
+from initwise import lsuv
 
 WEIGHTED = (nn.Linear, nn.Conv2d)
 

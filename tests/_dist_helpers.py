@@ -174,7 +174,7 @@ def every_scheme_policy(variant: int = 0) -> Policy:
 
 def reference(policy: Policy, seed: int) -> dict[str, torch.Tensor]:
     """Single-process ``initwise.init`` of a plain :class:`Net`: the values every layout must match."""
-    from initwise.plan import init as plan_init
+    from initwise.model import init as plan_init
 
     torch.manual_seed(1000 + seed)  # the values must not depend on this
     net = Net()
@@ -184,7 +184,7 @@ def reference(policy: Policy, seed: int) -> dict[str, torch.Tensor]:
 
 def keyed_reset(model: nn.Module, seed: int) -> None:
     """Existing-style init code (reset_parameters + nn.init calls) run under keyed_init."""
-    from initwise._context import keyed_init
+    from initwise.model.keyed import keyed_init
 
     with keyed_init(model, seed=seed):
         for mod in model.modules():

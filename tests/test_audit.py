@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from initwise.audit import (
+from initwise import (
     AuditError,
     AuditReport,
     AuditThresholds,

@@ -24,9 +24,9 @@ from _dist_helpers import (
 )
 from conftest import assert_variance
 from initwise import random as iwr
-from initwise._context import keyed_init
 from initwise._names import canonical_name
 from initwise.distributed import fill_sharded_, local_box
+from initwise.model.keyed import keyed_init
 
 pytestmark = pytest.mark.distributed
 
@@ -140,7 +140,7 @@ def test_fill_sharded_fallback_when_fill_is_not_elementwise(fake_pg) -> None:
     from torch.distributed.tensor import Shard, distribute_tensor
 
     k = iwr.key(3, "w")
-    from initwise.schemes import orthogonal_
+    from initwise import orthogonal_
 
     whole = orthogonal_(torch.empty(12, 5), generator=k)
     for rank in range(4):
@@ -172,7 +172,7 @@ def test_partial_placement_is_refused(fake_pg) -> None:
 
 
 def test_keyed_init_is_independent_of_global_rng_and_matches_initwise_schemes() -> None:
-    from initwise.schemes import kaiming_uniform_
+    from initwise import kaiming_uniform_
 
     a, b = nn.Linear(20, 30), nn.Linear(20, 30)
     torch.manual_seed(0)

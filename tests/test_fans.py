@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 from conftest import assert_variance
-from initwise.fans import (
+from initwise import (
     Fans,
     describe_layout,
     fans,

@@ -16,7 +16,7 @@ from torch import nn
 
 from initwise.policy import Policy, Rule, presets
 
-P = importlib.import_module("initwise.plan")
+P = importlib.import_module("initwise.model")
 
 ACTS = {
     "gelu": nn.GELU, "silu": nn.SiLU, "mish": nn.Mish, "tanh": nn.Tanh, "relu": nn.ReLU,

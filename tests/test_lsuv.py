@@ -15,8 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from initwise import LayerRule, LSUVError, LSUVReport, LSUVStep, lsuv
 from initwise._checks import InitwiseWarning
-from initwise.lsuv import LayerRule, LSUVError, LSUVReport, LSUVStep, lsuv
 
 TOL = 0.01
 

@@ -14,7 +14,7 @@ from torch import nn
 import initwise
 from initwise.policy import PRESETS, ROLES, Policy, Rule, get_policy, presets
 
-P = importlib.import_module("initwise.plan")
+P = importlib.import_module("initwise.model")
 
 
 @pytest.mark.parametrize("name", PRESETS)

@@ -8,21 +8,23 @@ The public API is re-exported here from focused modules: ``fans`` (connectivity)
 
 from __future__ import annotations
 
-from . import random
-from ._checks import InitwiseWarning
-from ._context import KeyedInit, keyed_init
-from ._names import canonical_name
-from .audit import (
-    AuditError,
+import sys as _sys
+
+from . import _audit, _fans, _lsuv, _schemes, model, random
+from ._audit import (
     AuditReport,
     AuditThresholds,
+    LayerStats,
+    SpectrumSummary,
+    WeightStats,
     WidthAuditReport,
+    WidthRow,
     audit,
     audit_plot,
     audit_widths,
 )
-from .distributed import materialize
-from .fans import (
+from ._errors import AuditError, InitError, InitwiseError, InitwiseWarning, LSUVError
+from ._fans import (
     FanRule,
     Fans,
     describe_layout,
@@ -32,19 +34,9 @@ from .fans import (
     tensor_fans,
     unregister_fans,
 )
-from .gains import (
-    ACTIVATIONS,
-    activation_name,
-    calculate_gain,
-    gain,
-    mean_and_second_moment,
-    second_moment,
-)
-from .lsuv import LayerRule, LSUVError, LSUVLayer, LSUVReport, LSUVStep, lsuv
-from .plan import EntryChange, InitError, Plan, PlanEntry, init, plan
-from .policy import PRESETS, Policy, Rule, get_policy, presets
-from .registry import Scheme, SchemeStats, get_scheme, register_scheme, schemes
-from .schemes import (
+from ._lsuv import LayerRule, LSUVLayer, LSUVReport, LSUVStep, lsuv
+from ._names import canonical_name
+from ._schemes import (
     compute_std,
     constant_,
     delta_orthogonal_,
@@ -66,6 +58,38 @@ from .schemes import (
     xavier_uniform_,
     zeros_,
 )
+from .gains import (
+    ACTIVATIONS,
+    activation_name,
+    calculate_gain,
+    gain,
+    mean_and_second_moment,
+    second_moment,
+)
+from .model import (
+    PRESETS,
+    EntryChange,
+    KeyedInit,
+    Plan,
+    PlanEntry,
+    Policy,
+    Rule,
+    get_policy,
+    init,
+    keyed_init,
+    materialize,
+    plan,
+)
+from .model.presets import presets
+from .registry import Scheme, SchemeStats, get_scheme, register_scheme, schemes
+
+# One-release aliases of the module paths before 0.2 (``from initwise.plan import Plan``):
+# the implementation modules are private (``_fans``, ``_schemes``, ``_lsuv``, ``_audit``) or
+# in ``initwise.model`` so that no module is shadowed by the facade function of its name.
+for _old, _new in {"fans": _fans, "schemes": _schemes, "plan": model, "lsuv": _lsuv,
+                   "audit": _audit}.items():  # fmt: skip
+    _sys.modules.setdefault(f"{__name__}.{_old}", _new)
+del _old, _new
 
 __version__ = "0.1.0"
 
@@ -79,6 +103,7 @@ __all__ = [
     "FanRule",
     "Fans",
     "InitError",
+    "InitwiseError",
     "InitwiseWarning",
     "KeyedInit",
     "LSUVError",
@@ -86,13 +111,17 @@ __all__ = [
     "LSUVReport",
     "LSUVStep",
     "LayerRule",
+    "LayerStats",
     "Plan",
     "PlanEntry",
     "Policy",
     "Rule",
     "Scheme",
     "SchemeStats",
+    "SpectrumSummary",
+    "WeightStats",
     "WidthAuditReport",
+    "WidthRow",
     "__version__",
     "activation_name",
     "audit",
@@ -120,6 +149,7 @@ __all__ = [
     "lsuv",
     "materialize",
     "mean_and_second_moment",
+    "model",
     "normal_",
     "ones_",
     "orthogonal_",

@@ -16,6 +16,8 @@ from typing import NoReturn
 
 import torch
 
+from ._errors import InitwiseWarning
+
 __all__ = [
     "InitwiseWarning",
     "check_choice",
@@ -23,10 +25,6 @@ __all__ = [
     "check_tensor",
     "raise_unknown",
 ]
-
-
-class InitwiseWarning(UserWarning):
-    """Warnings emitted by initwise (e.g. a no-op on an empty tensor)."""
 
 
 def raise_unknown(kind: str, value: object, valid: Iterable[str], *, limit: int | None = None) -> NoReturn:

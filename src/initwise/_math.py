@@ -9,6 +9,9 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+from ._checks import raise_unknown
+from ._typing import FAN_MODES
+
 __all__ = [
     "SQRT3",
     "compute_std",
@@ -44,9 +47,6 @@ def select_fan(fan_in: float, fan_out: float, mode: str) -> float:
         return (fan_in + fan_out) / 2.0
     if mode == "fan_geo_avg":
         return math.sqrt(fan_in * fan_out)
-    from ._checks import raise_unknown
-    from ._typing import FAN_MODES
-
     raise_unknown("mode", mode, FAN_MODES)
 
 

@@ -11,7 +11,11 @@ rename parameters).
 
 from __future__ import annotations
 
-__all__ = ["WRAPPER_SEGMENTS", "canonical_name"]
+import inspect
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+__all__ = ["WRAPPER_SEGMENTS", "Selection", "canonical_name", "name_matches", "selection"]
 
 WRAPPER_SEGMENTS: frozenset[str] = frozenset(
     {"_orig_mod", "_checkpoint_wrapped_module", "_fsdp_wrapped_module", "_offload_wrapped_module"}
@@ -64,3 +68,64 @@ def canonical_name(name: str, *, strip_module: bool = True) -> str:
         out.append(parts[i])
         i += 1
     return ".".join(out)
+
+
+@dataclass(frozen=True)
+class Selection:
+    """What a verb's ``only=`` selects: names (exact, or prefixes on ``.``), or a predicate.
+
+    The one meaning of ``only=`` in ``init``, ``plan``, ``materialize`` and ``lsuv``:
+
+    - a name or a list of names: a tensor is selected when one of them is its qualified name
+      or a module prefix of it (``"encoder"`` selects ``encoder.0.weight``; the
+      ``missing_keys`` of a partial ``load_state_dict`` select exactly what did not load);
+      a name that matches nothing is an error (a typo would otherwise select nothing);
+    - a predicate ``fn(name) -> bool`` on the tensor's qualified name (``lsuv`` also accepts
+      ``fn(module_name, module) -> bool``).
+    """
+
+    names: tuple[str, ...] | None = None
+    predicate: Callable[..., bool] | None = None
+    arity: int = 1
+
+    def matches(self, name: str) -> bool:
+        """Whether ``name`` (a qualified tensor or module name) is selected by the names."""
+        return self.names is not None and any(name_matches(name, p) for p in self.names)
+
+
+def name_matches(name: str, pattern: str) -> bool:
+    """``pattern`` is ``name`` or a module prefix of it (``a.b`` of ``a.b.c``; ``w`` of ``w[v]``)."""
+    return name == pattern or name.startswith(pattern + ".") or name.startswith(pattern + "[")
+
+
+def selection(only: object, verb: str) -> Selection | None:
+    """Check ``only=`` of ``verb`` and return its :class:`Selection` (``None``: everything).
+
+    >>> selection(["encoder", "head.weight"], "init").matches("encoder.0.bias")
+    True
+    >>> selection(5, "init")
+    Traceback (most recent call last):
+    ...
+    TypeError: init: only= must be a name, a list of names or a predicate fn(name) -> bool, got int
+    """
+    if only is None:
+        return None
+    if callable(only):
+        try:
+            params = inspect.signature(only).parameters.values()
+            required = [p for p in params if p.default is p.empty
+                        and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+            arity = 2 if len(required) >= 2 else 1
+        except (TypeError, ValueError):  # builtins without a signature
+            arity = 1
+        return Selection(predicate=only, arity=arity)
+    if isinstance(only, str):
+        return Selection(names=(only,))
+    if isinstance(only, (bytes, int, float)) or not isinstance(only, Iterable):
+        raise TypeError(f"{verb}: only= must be a name, a list of names or a predicate fn(name) -> bool, "
+                        f"got {type(only).__name__}")
+    names = tuple(only)
+    bad = [n for n in names if not isinstance(n, str)]
+    if bad:
+        raise TypeError(f"{verb}: only= names must be strings, got {bad[0]!r} ({type(bad[0]).__name__})")
+    return Selection(names=names)

@@ -30,6 +30,9 @@ from ._math import (
     uniform_bound,
 )
 from ._typing import DISTRIBUTIONS, FAN_MODES
+from .gains import calculate_gain
+from .random._engine import _trunc_params
+from .random._philox import _trunc
 
 __all__ = [
     "init",
@@ -55,8 +58,6 @@ def _rng(rng: np.random.Generator | None) -> np.random.Generator:
 def _std_normal_trunc(rng: np.random.Generator, size: tuple[int, ...], a: float, b: float) -> np.ndarray:
     """Standard normal truncated to [a, b]: the keyed engine's inverse-CDF transform (AS241 on
     the accurate tail) applied to the generator's uniforms on (0, 1)."""
-    from .random._engine import _trunc_params
-    from .random._philox import _trunc
 
     u = (rng.integers(0, 2**52, size=size, dtype=np.int64) + 0.5) * 2.0**-52
     return np.asarray(_trunc(_trunc_params(0.0, 1.0, a, b), u), dtype=np.float64)
@@ -117,7 +118,6 @@ def xavier_normal(fan_in: int, fan_out: int, rng: np.random.Generator | None = N
 def _gain(nonlinearity: str, a: float, gain: float | None) -> float:
     if gain is not None:
         return check_finite_positive("gain", gain)
-    from .gains import calculate_gain
 
     return float(calculate_gain(nonlinearity, a))
 

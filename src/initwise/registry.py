@@ -18,8 +18,9 @@ from typing import Any
 
 import torch
 
-from . import schemes as _s
+from . import _schemes as _s
 from ._checks import check_choice, check_finite_positive, raise_unknown
+from ._fans import Fans
 from ._math import (
     compute_std,
     select_fan,
@@ -28,7 +29,7 @@ from ._math import (
     uniform_bound,
 )
 from ._typing import DISTRIBUTIONS, FAN_MODES
-from .fans import Fans
+from .gains import calculate_gain
 
 __all__ = ["Scheme", "SchemeStats", "get_scheme", "register_scheme", "schemes"]
 
@@ -128,7 +129,6 @@ def _validate(name: str, params: Mapping[str, Any]) -> dict[str, Any]:
     if "distribution" in merged:
         check_choice("distribution", merged["distribution"], DISTRIBUTIONS)
     if "nonlinearity" in merged:
-        from .gains import calculate_gain
 
         calculate_gain(merged["nonlinearity"], merged.get("a"))
     for k in ("scale", "std"):
@@ -296,7 +296,6 @@ def _vs_stats(scale: float, mode: str, distribution: str, f: Fans) -> SchemeStat
 def _kaiming_gain(p: Mapping[str, Any]) -> float:
     if p.get("gain") is not None:
         return float(p["gain"])
-    from .gains import calculate_gain
 
     return float(calculate_gain(p["nonlinearity"], p["a"]))
 

@@ -28,8 +28,14 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
+from torch import nn
+
+from .. import _torch
+from .._errors import AuditError
+from .._session import primary_output
 
 __all__ = ["SpectrumSummary", "lanczos_gram", "summarize_spectrum"]
 
@@ -208,3 +214,69 @@ def jacobian_spectrum(
         matvec, dim, steps, generator=generator, device=x.device, dtype=x.dtype
     )
     return summarize_spectrum(theta, weights, dim=dim, side=side, exact=exhausted)
+
+
+def _spectrum(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], steps: int,
+              examples: int | None, seed: int) -> SpectrumSummary:
+    from torch.func import functional_call
+
+    if steps < 1:
+        raise ValueError(f"audit: spectrum_steps must be >= 1, got {steps}")
+
+    def cut(t: Any) -> Any:
+        if examples is not None and isinstance(t, torch.Tensor) and t.dim() > 0:
+            return t[:examples]
+        return t
+
+    args = tuple(cut(a) for a in args)
+    kwargs = {k: cut(v) for k, v in kwargs.items()}
+    slots: list[tuple[int | None, str | None]] = [
+        (i, None) for i, a in enumerate(args)
+        if isinstance(a, torch.Tensor) and a.is_floating_point()]
+    slots += [(None, k) for k, v in kwargs.items()
+              if isinstance(v, torch.Tensor) and v.is_floating_point()]
+    if not slots:
+        raise ValueError(
+            "audit: spectrum=True needs floating-point inputs (the Jacobian is taken with "
+            "respect to them); models fed integer token ids have none"
+        )
+    parts = [args[i] if i is not None else kwargs[str(k)] for i, k in slots]
+    sizes = [p.numel() for p in parts]
+    x0 = torch.cat([p.detach().reshape(-1) for p in parts])
+    params = {n: p.detach() for n, p in model.named_parameters()}
+    # Running statistics of norm layers in training mode are not passed (None): they would be
+    # mutated inside the transform; in training mode they do not affect the output.
+    buffers: dict[str, torch.Tensor | None] = {}
+    for mname, m in model.named_modules():
+        for bname, b in _torch.own_buffers(m).items():
+            full = f"{mname}.{bname}" if mname else bname
+            norm_train = m.training and isinstance(m, _torch.NormBase)
+            buffers[full] = None if norm_train else b
+
+    def fn(x: torch.Tensor) -> torch.Tensor:
+        a = list(args)
+        kw = dict(kwargs)
+        for (i, k), piece in zip(slots, torch.split(x, sizes), strict=True):
+            src = args[i] if i is not None else kwargs[str(k)]
+            if i is not None:
+                a[i] = piece.reshape(src.shape)
+            else:
+                kw[str(k)] = piece.reshape(src.shape)
+        torch.manual_seed(seed)  # the same dropout masks at every product
+        y = primary_output(functional_call(model, (params, buffers), tuple(a), kw))  # type: ignore[arg-type]
+        if y is None:
+            raise AuditError("audit: the model's output contains no floating-point tensor")
+        return y
+
+    gen = torch.Generator().manual_seed(seed)
+    try:
+        return jacobian_spectrum(fn, x0, steps=steps, generator=gen)
+    except AuditError:
+        raise
+    except Exception as e:
+        raise AuditError(
+            f"audit: the Jacobian spectrum failed ({type(e).__name__}: {e}); try mode='eval' "
+            "or a larger spectrum_examples"
+        ) from e
+
+

@@ -35,17 +35,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import gains as _gains
+from .. import gains as _gains
+from .._modules import is_activation, is_embedding, is_norm, is_weight_layer, unwrap
+from .._session import ModelState, call_args
 
-__all__ = ["Branch", "GraphInfo", "analyze", "is_activation", "is_norm", "is_weight_layer"]
+__all__ = ["FFN_PAIRS", "Branch", "GraphInfo", "analyze"]
 
 log = logging.getLogger("initwise")
 
-_ACT_TYPES: tuple[type[nn.Module], ...] = (
-    nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.RReLU, nn.ELU, nn.CELU, nn.SELU, nn.GELU,
-    nn.SiLU, nn.Mish, nn.Tanh, nn.Sigmoid, nn.Hardtanh, nn.Hardswish, nn.Hardsigmoid,
-    nn.Softplus, nn.Softsign, nn.Tanhshrink, nn.LogSigmoid,
-)  # fmt: skip
 _PASS_MODULES: tuple[type[nn.Module], ...] = (
     nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.Identity,
     nn.Flatten, nn.Unflatten, nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AvgPool1d,
@@ -68,46 +65,6 @@ _PASS_METHODS = {
 _ACT_METHODS = {"relu": "relu", "relu_": "relu", "tanh": "tanh", "sigmoid": "sigmoid",
                 "tanh_": "tanh", "sigmoid_": "sigmoid"}  # fmt: skip
 _ADD_FUNCS: set[Any] = {operator.add, operator.iadd, torch.add}
-
-
-def is_activation(module: nn.Module) -> bool:
-    """Whether ``module`` is an elementwise activation (torch's or a Hugging Face one)."""
-    if isinstance(module, _ACT_TYPES):
-        return True
-    if any(True for _ in module.parameters(recurse=False)) or any(True for _ in module.children()):
-        return False
-    return _gains.activation_name(module) is not None and not isinstance(module, nn.Identity)
-
-
-def is_norm(module: nn.Module) -> bool:
-    """Whether ``module`` is a normalization layer (torch's, or any class named ``*Norm*``)."""
-    if isinstance(module, (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm)):
-        return True
-    rms = getattr(nn, "RMSNorm", None)
-    if rms is not None and isinstance(module, rms):
-        return True
-    return "Norm" in type(module).__name__ and not any(True for _ in module.children())
-
-
-def is_embedding(module: nn.Module) -> bool:
-    """Whether ``module`` is an embedding table."""
-    return isinstance(module, (nn.Embedding, nn.EmbeddingBag)) or (
-        "Embedding" in type(module).__name__ and isinstance(getattr(module, "weight", None), torch.Tensor)
-        and not any(True for _ in module.children())
-    )
-
-
-def is_weight_layer(module: nn.Module) -> bool:
-    """Whether ``module`` directly owns a ≥2-D parameter and is not an embedding or norm."""
-    if is_embedding(module) or is_norm(module):
-        return False
-    if any(p.dim() >= 2 for p in module.parameters(recurse=False)):
-        return True
-    # a parametrized weight (weight_norm, spectral_norm, ...) lives in module.parametrizations
-    plist = getattr(module, "parametrizations", None)
-    return isinstance(plist, nn.ModuleDict) and any(
-        p.dim() >= 2 for p in plist.parameters()
-    )
 
 
 @dataclass(frozen=True)
@@ -336,26 +293,33 @@ def _run_hooks(model: nn.Module, example_inputs: Any, info: GraphInfo) -> bool:
     handles = []
     for name, m in _leaves(model):
         handles.append(m.register_forward_pre_hook(lambda mod, inp, _n=name: calls.append((_n, mod))))
-    modes = {m: m.training for m in model.modules()}
+    state = ModelState(model, grads=False)  # a dry run leaves modes and buffers as they were
     try:
-        model.eval()  # a dry run must not update BatchNorm statistics
+        args, kwargs = call_args(example_inputs, verb="example_inputs")
+        if any(p.is_meta for p in model.parameters()):  # a meta model runs on meta inputs
+            args, kwargs = _to_meta(args), _to_meta(kwargs)
+        model.eval()  # and does not update BatchNorm statistics
         with torch.no_grad():
-            if isinstance(example_inputs, dict):
-                model(**example_inputs)
-            elif isinstance(example_inputs, (tuple, list)):
-                model(*example_inputs)
-            else:
-                model(example_inputs)
+            model(*args, **kwargs)
     except Exception as err:
         info.notes.append(f"forward on example_inputs failed ({type(err).__name__}: {str(err)[:120]})")
         return False
     finally:
         for h in handles:
             h.remove()
-        for m, t in modes.items():
-            m.training = t
+        state.restore()
     _from_sequence(calls, info)
     return True
+
+
+def _to_meta(x: Any) -> Any:
+    if isinstance(x, torch.Tensor):
+        return x.to("meta")
+    if isinstance(x, dict):
+        return {k: _to_meta(v) for k, v in x.items()}
+    if isinstance(x, (tuple, list)) and not hasattr(x, "_fields"):
+        return type(x)(_to_meta(v) for v in x)
+    return x
 
 
 def _attr_branches(model: nn.Module, order: Sequence[str]) -> list[Branch]:
@@ -475,11 +439,8 @@ def analyze(model: nn.Module, example_inputs: Any = None, branches: Sequence[str
     """
     # torch.compile's OptimizedModule and (Distributed)DataParallel are opaque to fx: analyze
     # the wrapped module and put the wrapper's prefix back on the names
-    wrapped = {"OptimizedModule": "_orig_mod", "DistributedDataParallel": "module", "DataParallel": "module"}
-    attr = wrapped.get(type(model).__name__)
-    inner = getattr(model, attr, None) if attr else None
-    if attr and isinstance(inner, nn.Module):
-        pre = attr + "."
+    inner, pre = unwrap(model)
+    if pre:
         sub = analyze(inner, example_inputs,
                       None if branches is None else [b.removeprefix(pre) for b in branches])
         return GraphInfo(

@@ -23,6 +23,7 @@ import torch
 
 from . import random as _random
 from ._checks import check_choice, check_finite_positive, check_tensor
+from ._fans import Fans
 from ._math import (
     compute_std,
     normal_cdf,
@@ -32,7 +33,7 @@ from ._math import (
     uniform_bound,
 )
 from ._typing import DISTRIBUTIONS, FAN_MODES, Distribution, FanMode
-from .fans import Fans
+from .gains import calculate_gain
 from .random import Key
 
 __all__ = [
@@ -388,7 +389,6 @@ def dirac_(tensor: torch.Tensor, groups: int = 1) -> torch.Tensor:
 
 
 def _gain_for(nonlinearity: str, param: Any) -> float:
-    from .gains import calculate_gain
 
     return float(calculate_gain(nonlinearity, param))
 

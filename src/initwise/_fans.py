@@ -67,14 +67,19 @@ from typing import NamedTuple, TypeVar
 
 import torch
 from torch import nn
-from torch.nn.parameter import is_lazy
+
+from . import _torch
+from ._math import select_fan, shape_fans
+from ._modules import is_hf_conv1d, is_norm
 
 __all__ = [
     "FanRule",
     "Fans",
+    "TensorLayout",
     "describe_layout",
     "fans",
     "gate_blocks",
+    "plan_layout",
     "register_fans",
     "tensor_fans",
     "unregister_fans",
@@ -93,8 +98,6 @@ class Fans(NamedTuple):
 
     def select(self, mode: str) -> float:
         """Return the fan for ``mode`` (fan_in, fan_out, fan_avg or fan_geo_avg)."""
-        from ._math import select_fan
-
         return select_fan(self.fan_in, self.fan_out, mode)
 
 
@@ -113,8 +116,6 @@ def tensor_fans(tensor: torch.Tensor | torch.Size | tuple[int, ...]) -> Fans:
     >>> tensor_fans(torch.empty(64, 32, 3, 3))
     Fans(fan_in=288.0, fan_out=576.0)
     """
-    from ._math import shape_fans
-
     return Fans(*shape_fans(tensor.shape if isinstance(tensor, torch.Tensor) else tensor))
 
 
@@ -247,32 +248,15 @@ def _norm(module: nn.Module, name: str, shape: tuple[int, ...]) -> _Layout:
     )
 
 
-def _is_hf_conv1d(module: nn.Module) -> bool:
-    return type(module).__name__ == "Conv1D" and hasattr(module, "nf")
-
-
-_NORM_TYPES: tuple[type[nn.Module], ...] = tuple(
-    t
-    for t in (
-        getattr(nn.modules.batchnorm, "_NormBase", None),
-        nn.LayerNorm,
-        nn.GroupNorm,
-        getattr(nn, "RMSNorm", None),
-        nn.LocalResponseNorm,
-    )
-    if t is not None
-)
-
 _BUILTIN: tuple[
     tuple[tuple[type[nn.Module], ...], Callable[[nn.Module, str, tuple[int, ...]], _Layout]], ...
 ] = (
     ((nn.Linear,), _linear),
     ((nn.Bilinear,), _bilinear),
-    ((nn.modules.conv._ConvNd,), _conv),
+    ((_torch.ConvNd,), _conv),
     ((nn.MultiheadAttention,), _mha),
     ((nn.RNNBase, nn.RNNCellBase), _rnn),
     ((nn.Embedding, nn.EmbeddingBag), _embedding),
-    (_NORM_TYPES, _norm),
 )
 
 # User rules (register_fans). Keyed by exact class; lookup walks the MRO, most derived first.
@@ -359,7 +343,7 @@ def _resolve(obj: nn.Module, name: str, fn: str) -> tuple[nn.Module, str, torch.
         shown = ", ".join(valid[:20]) + (", ..." if len(valid) > 20 else "")
         msg += f" Its parameters: {shown or '(none)'}."
         raise ValueError(msg)
-    if is_lazy(tensor):
+    if _torch.is_lazy(tensor):
         raise ValueError(
             f"{fn}: {type(module).__name__}.{leaf} is an uninitialized lazy parameter; run a "
             f"forward pass (or materialize the module) before asking for its fans"
@@ -368,8 +352,10 @@ def _resolve(obj: nn.Module, name: str, fn: str) -> tuple[nn.Module, str, torch.
 
 
 def _builtin_layout(module: nn.Module, name: str, shape: tuple[int, ...]) -> _Layout:
-    if _is_hf_conv1d(module):
+    if is_hf_conv1d(module):
         return _hf_conv1d(module, name, shape)
+    if is_norm(module):
+        return _norm(module, name, shape)
     for types, rule in _BUILTIN:
         if isinstance(module, types):
             return rule(module, name, shape)
@@ -474,3 +460,68 @@ def describe_layout(module: nn.Module, name: str = "weight") -> str:
     if _registered(owner) is not None:
         return f"registered rule for {type(owner).__name__}"
     return _builtin_layout(owner, leaf, tuple(tensor.shape)).description
+
+
+# --------------------------------------------------------------------------------------------
+# Layouts for whole-model planning
+
+
+@dataclass(frozen=True)
+class TensorLayout:
+    """How whole-model planning sees one tensor: the view drawn into, its fans, its blocks.
+
+    ``view`` is the tensor in torch's ``[out, in, *kernel]`` layout (Hugging Face ``Conv1D``
+    weights, stored ``[in, out]``, are seen transposed); ``blocks`` stacked blocks along dim 0
+    (RNN gates, packed q-k-v) are drawn separately, each with ``fans``.
+    """
+
+    view: torch.Tensor
+    fans: Fans | None
+    blocks: int
+
+    @property
+    def block_shape(self) -> tuple[int, ...]:
+        t = self.view
+        return (t.shape[0] // self.blocks, *t.shape[1:]) if t.dim() else ()
+
+
+def plan_layout(module: nn.Module, leaf: str, tensor: torch.Tensor, *, module_name: str = "",
+                source: str = "module", transposable: bool = True) -> TensorLayout:
+    """The :class:`TensorLayout` of parameter ``leaf`` of ``module`` for whole-model planning.
+
+    ``source="tensor"``: torch's raw tensor fans, one block (as ``torch.nn.init`` does).
+    ``source="module"``: the module's real fans (:func:`fans`) and gate / q-k-v blocks
+    (:func:`gate_blocks`; GPT-2's packed ``c_attn`` / ``qkv`` ``Conv1D`` as q, k, v blocks),
+    falling back to the block's tensor fans where the module has none (``module_name``, the
+    module's qualified name, identifies packed projections). ``transposable=False``
+    keeps a ``Conv1D`` weight as stored (a parametrized or sharded tensor).
+    """
+    t, packed = tensor, 1
+    if transposable and is_hf_conv1d(module) and leaf == "weight" and t.dim() == 2:
+        t = t.t()
+        nf, nx = t.shape
+        # GPT-2's packed attention projection c_attn is q, k, v (or k, v) blocks of [E, E]
+        if module_name.rsplit(".", 1)[-1] in ("c_attn", "qkv") and nf % nx == 0 and nf // nx in (2, 3):
+            packed = nf // nx
+    blocks = 1
+    f: Fans | None = None
+    if source == "tensor":
+        f = tensor_fans(t.shape) if t.dim() >= 2 else None
+    else:
+        try:
+            blocks = int(gate_blocks(module, leaf))
+        except (ValueError, TypeError, AttributeError):
+            blocks = 1
+        if t.dim() >= 2:
+            try:
+                f = fans(module, leaf)
+            except ValueError:
+                f = None
+            if packed > 1:
+                blocks = packed
+                f = None if f is None else Fans(f.fan_in, f.fan_out / packed)
+            if f is None or not (f.fan_in > 0 and f.fan_out > 0):
+                f = tensor_fans((t.shape[0] // blocks, *t.shape[1:])) if t.shape[0] % blocks == 0 else None
+    if blocks > 1 and (t.dim() == 0 or t.shape[0] % blocks):
+        blocks = 1
+    return TensorLayout(t, f, blocks)

@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from .audit import AuditReport, WidthAuditReport
+# Reports are read by their fields only (no import of the report module: it imports this one).
 
 __all__ = ["plot_reports", "plot_widths"]
 
@@ -42,7 +41,7 @@ def _finite_pos(v: float | None, floor: float) -> float:
     return min(max(v, floor), 1.0 / floor)
 
 
-def plot_reports(reports: Sequence[AuditReport], path: str | None,
+def plot_reports(reports: Sequence[Any], path: str | None,
                  labels: Sequence[str] | None) -> Any:
     """Forward ratio, backward ratio and zero/saturated fraction against depth, overlaid."""
     if not reports:
@@ -119,12 +118,12 @@ def plot_reports(reports: Sequence[AuditReport], path: str | None,
     return fig
 
 
-def plot_widths(rep: WidthAuditReport, path: str | None, quantity: str) -> Any:
+def plot_widths(rep: Any, path: str | None, quantity: str) -> Any:
     """One line per layer of ``quantity`` against width, log-log; flat rows solid."""
     rows = rep.quantity(quantity)
     if not rows:
         raise ValueError(
-            f"WidthAuditReport.plot: no rows for quantity {quantity!r}; valid options: "
+            f"Any.plot: no rows for quantity {quantity!r}; valid options: "
             "grad_rms, rms, sgd_update"
         )
     fig, axes = _figure(1, 1, (7.5, 5.0))

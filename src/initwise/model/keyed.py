@@ -30,7 +30,6 @@ The patch is process-wide while the block runs (other threads see it too).
 from __future__ import annotations
 
 import contextlib
-import importlib
 import inspect
 import sys
 from collections.abc import Callable, Iterator
@@ -40,8 +39,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from ._names import canonical_name
-from .distributed import fill_sharded_, is_dtensor
+from .. import _schemes
+from .. import random as _random
+from .._fans import tensor_fans
+from .._names import canonical_name
+from .._session import memory_signature
+from .._sharding import fill_sharded_
+from .._torch import local_tensor
 
 __all__ = ["KeyedInit", "keyed_init"]
 
@@ -69,18 +73,8 @@ class KeyedInit:
         return {"seed": self.seed, "draws": dict(self.draws), "passed_through": self.passed_through}
 
 
-def memory_signature(t: torch.Tensor) -> tuple[Any, ...] | None:
-    """Where ``t``'s elements live (equal for tensor objects aliasing the same elements);
-    ``None`` for empty or meta tensors, which have no memory to share."""
-    if t.numel() == 0 or t.is_meta:
-        return None
-    return (t.data_ptr(), tuple(t.shape), tuple(t.stride()), t.dtype, t.device)
-
-
 class _Resolver:
     def __init__(self, model: nn.Module, seed: int) -> None:
-        from . import random as _random
-
         self.random = _random
         self.seed = seed
         self.by_id: dict[int, tuple[str, torch.Tensor]] = {}
@@ -89,7 +83,7 @@ class _Resolver:
         for name, p in model.named_parameters():
             entry = (canonical_name(name), p)
             self.by_id[id(p)] = entry
-            sig = memory_signature(p._local_tensor if is_dtensor(p) else p)  # type: ignore[attr-defined]
+            sig = memory_signature(local_tensor(p))
             if sig is not None:
                 self.by_sig.setdefault(sig, entry)
 
@@ -100,7 +94,7 @@ class _Resolver:
         if hit is not None:
             return hit
         try:
-            sig = memory_signature(t._local_tensor if is_dtensor(t) else t)  # type: ignore[attr-defined]
+            sig = memory_signature(local_tensor(t))
         except RuntimeError:  # tensors without storage
             return None
         return None if sig is None else self.by_sig.get(sig)
@@ -113,9 +107,7 @@ class _Resolver:
 
 
 def _init_wrapper(fname: str, orig: Callable[..., torch.Tensor], res: _Resolver) -> Callable[..., torch.Tensor]:
-    from .fans import tensor_fans
-
-    drop_in = getattr(importlib.import_module("initwise.schemes"), fname)
+    drop_in = getattr(_schemes, fname)
     sig = inspect.signature(orig)
     accepted = set(inspect.signature(drop_in).parameters)
 

@@ -1,0 +1,161 @@
+"""The :func:`audit` verb and :func:`audit_plot`."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Sequence
+from typing import Any, get_args
+
+import torch
+from torch import nn
+
+from .._checks import check_choice
+from .._session import ModelState, call_args, input_tensors
+from .passes import _run
+from .plot import plot_reports
+from .report import AuditMode, AuditReport, AuditThresholds, Layers
+from .spectrum import _spectrum
+from .stats import _plan_map
+
+# ------------------------------------------------------------------------------------------
+# audit
+# ------------------------------------------------------------------------------------------
+
+def audit(
+    model: nn.Module,
+    inputs: Any,
+    *,
+    targets: Any = None,
+    loss_fn: Callable[..., torch.Tensor] | None = None,
+    spectrum: bool = False,
+    plan: Any = None,
+    mode: AuditMode = "train",
+    layers: Layers = "leaves",
+    thresholds: AuditThresholds | None = None,
+    seed: int = 0,
+    spectrum_steps: int = 32,
+    spectrum_examples: int | None = 1,
+) -> AuditReport:
+    """Audit how a model's initialization propagates signal forward and backward.
+
+    See the module docstring for exactly what is measured, the verdict rules and the
+    conventions (mode, default loss, update scales, model left unchanged).
+
+    Args:
+        model: any ``nn.Module``.
+        inputs: a tensor, a tuple of positional inputs, or a dict of keyword inputs.
+        targets: passed to ``loss_fn(output, targets)``.
+        loss_fn: returns a scalar loss from the model's (primary) output; default: the seeded
+            random projection ``Σ y ⊙ R``, ``R ~ N(0, 1)``.
+        spectrum: also estimate the input-output Jacobian's singular values (floating-point
+            inputs only) on the first ``spectrum_examples`` examples (``None``: the whole
+            batch) with ``spectrum_steps`` Lanczos steps.
+        plan: an initwise ``Plan`` (or entries with ``name``, ``std``/``bound``, ``scheme``)
+            to compare each parameter's std with.
+        mode: ``"train"`` (what the first training step sees) or ``"eval"``.
+        layers: ``"leaves"``: every leaf module and every module with its own parameters;
+            ``"weighted"``: modules with their own parameters only. The model itself always
+            gives the last row (its output).
+        thresholds: verdict thresholds (:class:`AuditThresholds`).
+        seed: seeds the default loss's projection, dropout and the Lanczos start vector.
+
+    Returns:
+        An :class:`AuditReport`.
+
+    >>> torch.manual_seed(0)  # doctest: +ELLIPSIS
+    <torch._C.Generator object at ...>
+    >>> net = nn.Sequential(*[m for _ in range(8) for m in (nn.Linear(64, 64), nn.ReLU())])
+    >>> for m in net:
+    ...     if isinstance(m, nn.Linear):
+    ...         _ = nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+    >>> audit(net, torch.randn(32, 64)).verdict
+    'healthy'
+    >>> for m in net:
+    ...     if isinstance(m, nn.Linear):
+    ...         _ = nn.init.normal_(m.weight, std=0.01)
+    >>> r = audit(net, torch.randn(32, 64))
+    >>> r.forward_verdict, r.backward_verdict
+    ('vanishing', 'vanishing')
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"audit: model must be an nn.Module, got {type(model).__name__}")
+    check_choice("mode", mode, get_args(AuditMode))
+    check_choice("layers", layers, get_args(Layers))
+    th = thresholds if thresholds is not None else AuditThresholds()
+    if not isinstance(th, AuditThresholds):
+        raise TypeError("audit: thresholds must be an AuditThresholds")
+    if targets is not None and loss_fn is None:
+        raise ValueError("audit: targets were given without loss_fn; pass loss_fn=...")
+    args, kwargs = call_args(inputs, verb="audit")
+    tensors = input_tensors(args, kwargs)
+    if not tensors:
+        raise ValueError("audit: inputs contain no tensor; pass a batch (a tensor, a tuple or a dict)")
+    empty = [tuple(t.shape) for t in tensors if t.numel() == 0]
+    if empty:
+        raise ValueError(f"audit: inputs with no elements (shapes {empty}); pass a non-empty batch")
+    floats = [t for t in tensors if t.is_floating_point()]
+    for t in floats:
+        if not bool(torch.isfinite(t).all()):
+            raise ValueError("audit: inputs contain non-finite values (nan or inf)")
+    plan_std = _plan_map(plan)
+
+    params = list(dict.fromkeys(model.parameters()))
+    device = params[0].device if params else (tensors[0].device if tensors else
+                                              torch.device("cpu"))
+    state = ModelState(model)
+    devices = [device.index or 0] if device.type == "cuda" else []
+    handles: list[Any] = []
+    try:
+        # the audit needs autograd even when called under torch.no_grad() / inference_mode()
+        # cuDNN's RNN backward refuses eval mode; the audit's own passes use the native kernels
+        rnn_on_gpu = device.type == "cuda" and any(isinstance(m, nn.RNNBase) for m in model.modules())
+        no_cudnn = (torch.backends.cudnn.flags(enabled=False) if rnn_on_gpu
+                    else contextlib.nullcontext())
+        with torch.inference_mode(False), torch.enable_grad(), no_cudnn, \
+                torch.random.fork_rng(devices=devices):
+            torch.manual_seed(seed)
+            model.train(mode == "train")
+            for p in params:
+                if p.is_floating_point():
+                    p.requires_grad_(True)
+            # Floating inputs become (copies) that require grad, so that a row whose output
+            # does not is known to be constant (depends on no input and no parameter).
+            leaves: list[torch.Tensor] = []
+
+            def track(t: Any) -> Any:
+                if isinstance(t, torch.Tensor) and t.is_floating_point():
+                    leaf = (t.clone() if t.is_inference() else t.detach()).requires_grad_(True)
+                    leaves.append(leaf)
+                    return leaf.clone()  # not a leaf: in-place ops of the model stay legal
+                return t
+
+            gargs = tuple(track(a) for a in args)
+            gkwargs = {k: track(v) for k, v in kwargs.items()}
+            report = _run(model, gargs, gkwargs, floats, targets, loss_fn, th, plan_std, layers,
+                          handles, seed, dict(state.requires_grad), leaves)
+            if spectrum:
+                torch.manual_seed(seed)
+                report.spectrum = _spectrum(model, args, kwargs, spectrum_steps,
+                                            spectrum_examples, seed)
+    finally:
+        for h in handles:
+            h.remove()
+        state.restore()
+    report.mode = mode
+    return report
+
+
+
+
+def audit_plot(reports: AuditReport | Sequence[AuditReport], path: str | None = None,
+               labels: Sequence[str] | None = None) -> Any:
+    """Plot forward and backward scale against depth for one or more reports, overlaid.
+
+    Three panels share the depth axis (row index, log scale on y): the forward ratio
+    ``rms / reference``, the backward ratio ``‖∂L/∂h‖ / ‖∂L/∂y‖``, and the zero/saturated
+    fraction; the healthy band is shaded and each report's first out-of-band row marked.
+    Needs matplotlib (the ``report`` extra). Returns the ``Figure``; saves it to ``path``.
+    """
+    reps = [reports] if isinstance(reports, AuditReport) else list(reports)
+    return plot_reports(reps, path, labels)
+

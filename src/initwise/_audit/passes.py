@@ -1,0 +1,272 @@
+"""One forward and one backward pass with statistics hooks on every layer."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+
+from .._errors import AuditError
+from .._modules import activation_bounds, resets_scale
+from .._session import primary_output
+from .report import AuditReport, AuditThresholds, LayerStats, WeightStats
+from .stats import _flat32, _grad_stats, _orth_error, _out_stats, _sum_sq
+from .verdict import _batch, _judge, _reference
+
+
+def _kind(m: nn.Module) -> str:
+    if any(True for _ in m.parameters(recurse=False)):
+        return "weighted"
+    if type(m).__module__ == "torch.nn.modules.activation":
+        return "activation"
+    return "other"
+
+
+def _run(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any],
+         floats: list[torch.Tensor], targets: Any, loss_fn: Callable[..., torch.Tensor] | None,
+         th: AuditThresholds, plan_std: dict[str, tuple[float | None, str | None]],
+         layers: str, handles: list[Any], seed: int, orig_rg: dict[torch.Tensor, bool],
+         leaves: list[torch.Tensor]) -> AuditReport:
+    records: list[dict[str, Any]] = []
+    out_stats: list[torch.Tensor] = []
+    grad_stats: dict[int, torch.Tensor] = {}
+    calls: dict[str, int] = {}
+
+    norm_in: dict[int, torch.Tensor] = {}  # row -> sum of squares of a norm's input
+    norm_in_grad: dict[int, torch.Tensor] = {}  # row -> [sum of squares, ...] of its gradient
+    last: list[Any] = [None]  # the previous row's output tensor (for feeds_norm)
+    readers: dict[int, tuple[torch.Tensor, int]] = {}  # id(input) -> (input, first reader)
+
+    def make_hook(name: str, m: nn.Module) -> Callable[..., None]:
+        bounds = activation_bounds(m)
+        is_norm = m is not model and resets_scale(m)
+
+        def hook(mod: nn.Module, inp: Any, out: Any) -> None:
+            y = primary_output(out)
+            if y is None or y.numel() == 0:
+                return
+            idx = len(records)
+            call = calls.get(name, 0)
+            calls[name] = call + 1
+            rec = {"name": name, "call": call, "type": type(mod).__name__,
+                   "kind": "output" if mod is model and _kind(mod) != "weighted"
+                   else _kind(mod), "shape": list(y.shape), "numel": y.numel(),
+                   "module": mod, "norm": False, "feeds_norm": False,
+                   "constant": not y.requires_grad}
+            x_in = primary_output(inp)
+            # siblings reading one tensor (q, k, v) share a gradient; the model (or any
+            # container) reading its own input is not a sibling of its first layer
+            if x_in is not None and mod is not model and next(iter(mod.children()), None) is None:
+                first = readers.setdefault(id(x_in), (x_in, idx))
+                rec["shares_input_with"] = first[1] if first[0] is x_in and first[1] != idx \
+                    else None
+            records.append(rec)
+            with torch.no_grad():
+                out_stats.append(_out_stats(y, bounds, th.saturation_margin))
+            # parameter-free rows that shrink the tensor (global/avg pooling, mean): the
+            # gradient norm legitimately drops by sqrt(numel_in / numel_out) across them
+            pool = (not is_norm and mod is not model and x_in is not None
+                    and next(iter(mod.parameters(recurse=False)), None) is None
+                    and x_in.numel() > y.numel() and x_in.requires_grad)
+            if pool and x_in is not None:
+                rec["pool"] = True
+                def phook(g: torch.Tensor) -> None:
+                    with torch.no_grad():
+                        norm_in_grad[idx] = _grad_stats(g)
+                handles.append(x_in.register_hook(phook))
+            x = x_in if is_norm else None
+            if x is not None and x.numel() > 0:
+                rec["norm"] = True
+                with torch.no_grad():
+                    norm_in[idx] = _sum_sq(_flat32(x))[1] / x.numel()
+                prev = last[0]
+                if prev is not None and prev[1] is x:
+                    records[prev[0]]["feeds_norm"] = True
+                if x.requires_grad:
+                    def ihook(g: torch.Tensor) -> None:
+                        with torch.no_grad():
+                            norm_in_grad[idx] = _grad_stats(g)
+                    handles.append(x.register_hook(ihook))
+            last[0] = (idx, y)
+            if y.requires_grad:
+                def ghook(g: torch.Tensor) -> None:
+                    with torch.no_grad():
+                        grad_stats[idx] = _grad_stats(g)
+                handles.append(y.register_hook(ghook))
+
+        return hook
+
+    for name, m in model.named_modules():
+        is_leaf = next(iter(m.children()), None) is None
+        weighted = any(True for _ in m.parameters(recurse=False))
+        if m is model or weighted or (layers == "leaves" and is_leaf):
+            handles.append(m.register_forward_hook(make_hook(name, m)))
+
+    try:
+        out = model(*args, **kwargs)
+    except Exception as e:
+        raise AuditError(
+            f"audit: the model's forward pass failed on the given inputs "
+            f"({type(e).__name__}: {e})"
+        ) from e
+    last[0] = None
+    readers.clear()
+    y = primary_output(out)
+    if y is None:
+        raise AuditError("audit: the model's output contains no floating-point tensor")
+    # The loss: user's, or a seeded unit-variance random projection.
+    if loss_fn is None:
+        gen = torch.Generator().manual_seed(seed)
+        proj = torch.randn(y.shape, generator=gen, dtype=torch.float32).to(y.device, y.dtype)
+        loss = (y * proj).sum()
+        loss_kind = "default: sum(y * R), R ~ N(0, 1) seeded"
+    else:
+        try:
+            loss = loss_fn(y) if targets is None else loss_fn(y, targets)
+        except Exception as e:
+            raise AuditError(
+                f"audit: loss_fn failed on the model output of shape {tuple(y.shape)} "
+                f"({type(e).__name__}: {e})"
+            ) from e
+        if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
+            raise AuditError("audit: loss_fn must return a scalar tensor")
+        loss = loss.reshape(())
+        loss_kind = getattr(loss_fn, "__name__", type(loss_fn).__name__)
+
+    pnames: dict[torch.Tensor, str] = {}
+    for pn, prm in model.named_parameters():
+        pnames.setdefault(prm, pn)
+    plist = [p for p in pnames if p.requires_grad]
+    grads: tuple[torch.Tensor | None, ...] = tuple(None for _ in plist)
+    if loss.requires_grad and (plist or leaves):
+        try:
+            grads = torch.autograd.grad(loss, [*plist, *leaves], allow_unused=True)[:len(plist)]
+        except Exception as e:
+            raise AuditError(f"audit: the backward pass failed ({type(e).__name__}: {e})") from e
+    gmap: dict[torch.Tensor, torch.Tensor | None] = dict(zip(plist, grads, strict=True))
+
+    # Weight statistics: one stacked vector per parameter.
+    wvecs = []
+    nan = torch.full((), math.nan, dtype=torch.float64)
+    for p in pnames:
+        f = _flat32(p)
+        s1, s2 = _sum_sq(f)
+        nnz = torch.count_nonzero(f).double()
+        g = gmap.get(p)
+        gs = _grad_stats(g, nonzeros=True) if g is not None else torch.stack([nan, nan, nan]).to(f.device)
+        spread = nan.to(f.device)
+        if p.dim() >= 2 and p.numel() > 0:
+            w2 = f.reshape(p.shape[0], -1)
+            nr = w2.norm(dim=1) if w2.shape[0] <= w2.shape[1] else w2.norm(dim=0)
+            spread = ((nr.max() - nr.min()) / nr.mean().clamp_min(1e-30)).double()
+        wvecs.append(torch.stack([s1.double(), s2.double(), nnz, gs[0], gs[2], spread]))
+
+    # The one host sync for all statistics.
+    fwd = torch.stack(out_stats).cpu().tolist() if out_stats else []
+    bwd = {k: v.cpu().tolist() for k, v in grad_stats.items()}
+    nin = {k: float(v) for k, v in norm_in.items()}
+    nin_grad = {k: v.cpu().tolist()[0] for k, v in norm_in_grad.items()}
+    wst = torch.stack(wvecs).cpu().tolist() if wvecs else []
+
+    weights: list[WeightStats] = []
+    zero_params: set[str] = set()
+    for (p, name), (s1, s2, nnz, gss, gnnz, spread) in zip(pnames.items(), wst, strict=True):
+        n = int(p.numel())
+        mean = s1 / max(n, 1)
+        var = max(s2 / max(n, 1) - mean * mean, 0.0)
+        rms = math.sqrt(max(s2 / max(n, 1), 0.0))
+        norm = rms * math.sqrt(n)
+        ws = WeightStats(name=name, shape=list(p.shape), numel=n, mean=mean,
+                         std=math.sqrt(max(var, 0.0)), rms=rms, norm=norm, zero=nnz == 0,
+                         requires_grad=orig_rg.get(p, True))
+        if ws.zero:
+            zero_params.add(name)
+        intended = plan_std.get(name)
+        if intended is not None:
+            ws.intended_std, ws.scheme = intended
+            if ws.intended_std is not None and ws.intended_std > 0:
+                ws.std_ratio = ws.std / ws.intended_std
+                tol = th.plan_sigmas * 0.5 * math.sqrt(2.0 / max(n, 1))
+                ws.matches_plan = abs(ws.std_ratio - 1.0) <= tol
+            elif ws.intended_std == 0:
+                ws.matches_plan = ws.std == 0
+        declared = ws.scheme is not None and "orth" in ws.scheme.lower()
+        candidate = p.dim() >= 2 and min(p.shape[0], n // max(p.shape[0], 1)) >= 2 and (
+            math.isfinite(spread) and spread < th.orthogonality_tol)
+        if (declared or candidate) and p.dim() >= 2 and not ws.zero:
+            ws.orth_gain, err = _orth_error(p)
+            if declared or err <= th.orthogonality_tol:
+                ws.orthogonal = True
+                ws.orth_error = err
+        if not math.isnan(gss):
+            ws.grad_norm = math.sqrt(max(gss, 0.0))
+            ws.grad_rms = ws.grad_norm / math.sqrt(max(n, 1))
+            # a relative update of an all-zero tensor (zero-init bias, zero-init-last) is
+            # undefined: None (shown as '-'); its grad rms is still reported
+            ws.sgd_update = ws.grad_norm / norm if norm > 0 else None
+            ws.adam_update = math.sqrt(gnnz) / norm if norm > 0 else None
+        weights.append(ws)
+    del pnames
+
+    # Rows.
+    in_rms = None
+    if floats:
+        ss = sum(float((t.detach().double() ** 2).sum()) for t in floats)
+        cnt = sum(t.numel() for t in floats)
+        in_rms = math.sqrt(ss / max(cnt, 1))
+    rows: list[LayerStats] = []
+    param_owner = {id(mp): f"{n}" for n, mp in model.named_parameters()}
+    for i, (rec, st) in enumerate(zip(records, fwd, strict=True)):
+        s1, s2, lo, hi, zeros, sat = st
+        numel = rec["numel"]
+        mean = s1 / numel
+        m2 = s2 / numel
+        var = max(m2 - mean * mean, 0.0)
+        bounds = activation_bounds(rec["module"])
+        nonfinite = not (math.isfinite(lo) and math.isfinite(hi))
+        mod = rec["module"]
+        own_zero = any(param_owner.get(id(mp)) in zero_params
+                       for pn, mp in mod.named_parameters(recurse=False)
+                       if not pn.endswith("bias"))
+        r = LayerStats(index=i, name=rec["name"], call=rec["call"], type=rec["type"],
+                       kind=rec["kind"], shape=rec["shape"], numel=numel, mean=mean,
+                       std=math.sqrt(var) if not nonfinite else math.nan,
+                       second_moment=m2, rms=math.sqrt(max(m2, 0.0)) if not nonfinite
+                       else math.inf, zero_fraction=zeros / numel,
+                       saturated_fraction=(sat / numel) if bounds is not None else None,
+                       max_abs=max(abs(lo), abs(hi)) if not nonfinite else math.inf,
+                       nonfinite=nonfinite)
+        r.zero_init = own_zero and zeros == numel
+        r.norm, r.feeds_norm, r.constant = rec["norm"], rec["feeds_norm"], rec["constant"]
+        r.pool = bool(rec.get("pool", False))
+        r.shares_input_with = rec.get("shares_input_with")
+        if i in nin:
+            r.in_rms = math.sqrt(nin[i]) if math.isfinite(nin[i]) else math.inf
+        if i in nin_grad:
+            r.grad_in_norm = math.sqrt(nin_grad[i]) if math.isfinite(nin_grad[i]) else math.inf
+        if i in bwd:
+            gss, gmax, _ = bwd[i]
+            r.grad_norm = math.sqrt(gss) if math.isfinite(gss) else math.inf
+            r.grad_rms = r.grad_norm / math.sqrt(numel)
+            r.grad_max_abs = gmax
+        rows.append(r)
+
+    ref = _reference(rows, in_rms, th)
+    out_row = next((r for r in reversed(rows) if r.name == "" and r.call == 0), None)
+    out_gnorm = out_row.grad_norm if out_row is not None and out_row.grad_norm else None
+    if out_gnorm is None:
+        # The output's gradient, from the loss directly.
+        out_gnorm = float("nan")
+
+    report = AuditReport(
+        model=type(model).__name__, mode="", batch=_batch(args, kwargs), loss=float(loss.detach()),
+        loss_kind=loss_kind, input_rms=in_rms, reference_rms=ref,
+        output_grad_norm=out_gnorm, thresholds=th, rows=rows, weights=weights,
+        forward_verdict="healthy", backward_verdict="healthy", verdict="healthy")
+    _judge(report)
+    return report
+
+

@@ -1,0 +1,125 @@
+"""Statistics: a few fused reductions per tensor, no host sync until the end."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import torch
+
+from ..model.entries import Plan, PlanEntry
+
+# ------------------------------------------------------------------------------------------
+# Statistics: a few fused reductions per tensor, no host sync until the end
+# ------------------------------------------------------------------------------------------
+
+def _flat32(x: torch.Tensor) -> torch.Tensor:
+    x = x.detach()
+    if x.dtype not in (torch.float32, torch.float64):
+        x = x.float()
+    return x.reshape(-1)
+
+
+def _sum_sq(f: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(sum, sum of squares) of a flat tensor: two fast fused reductions (no Welford pass)."""
+    return f.sum(), torch.linalg.vector_norm(f).double() ** 2
+
+
+def _out_stats(x: torch.Tensor, bounds: tuple[float, float] | None, margin: float
+               ) -> torch.Tensor:
+    """[sum, sum of squares, min, max, zeros, saturated] as float64 (still on device)."""
+    f = _flat32(x)
+    s1, s2 = _sum_sq(f)
+    lo, hi = torch.aminmax(f)
+    zeros = f.numel() - torch.count_nonzero(f)
+    if bounds is not None:
+        m = margin * (bounds[1] - bounds[0])
+        sat = ((f <= bounds[0] + m) | (f >= bounds[1] - m)).sum()
+    else:
+        sat = zeros
+    return torch.stack([s1.double(), s2.double(), lo.double(), hi.double(), zeros.double(),
+                        sat.double()])
+
+
+def _grad_stats(g: torch.Tensor, nonzeros: bool = False) -> torch.Tensor:
+    """[sum of squares, max |g|, nonzeros (or nan)] as float64 (still on device)."""
+    f = _flat32(g)
+    lo, hi = torch.aminmax(f)
+    nnz = (torch.count_nonzero(f).double() if nonzeros
+           else torch.full((), math.nan, dtype=torch.float64, device=f.device))
+    return torch.stack([_sum_sq(f)[1], torch.maximum(-lo, hi).double(), nnz])
+
+
+_USER_ENTRY_KEYS = frozenset({"name", "std", "bound", "scheme", "action"})
+
+
+def _plan_entries(plan: Any) -> list[PlanEntry | Mapping[str, Any]]:
+    if isinstance(plan, Plan):
+        return list(plan.entries)
+    if isinstance(plan, Mapping) and "entries" in plan:  # Plan.to_dict() / a plan's JSON
+        return [PlanEntry.from_dict(e) for e in plan["entries"]]
+    if isinstance(plan, Mapping):
+        raise TypeError("audit: plan= must be an initwise Plan, Plan.to_dict() or a list of entries, "
+                        "got a mapping without 'entries'")
+    if isinstance(plan, (str, bytes)) or not isinstance(plan, Iterable):
+        raise TypeError(f"audit: plan= must be an initwise Plan, Plan.to_dict() or a list of entries, "
+                        f"got {type(plan).__name__}")
+    out: list[PlanEntry | Mapping[str, Any]] = []
+    for e in plan:
+        if isinstance(e, PlanEntry):
+            out.append(e)
+        elif isinstance(e, Mapping):
+            if "name" not in e:
+                raise TypeError("audit: a plan entry needs a 'name'")
+            unknown = sorted(set(e) - _USER_ENTRY_KEYS)
+            if unknown and set(e) >= {"kind", "action", "role"}:  # a PlanEntry.to_dict()
+                out.append(PlanEntry.from_dict(e))
+                continue
+            if unknown:
+                raise TypeError(f"audit: unknown plan entry field(s) {', '.join(map(repr, unknown))}; "
+                                f"valid: {', '.join(sorted(_USER_ENTRY_KEYS))} (or a PlanEntry)")
+            out.append(e)
+        else:
+            raise TypeError(f"audit: plan entries must be PlanEntry objects or mappings, got {type(e).__name__}")
+    return out
+
+
+def _plan_map(plan: Any) -> dict[str, tuple[float | None, str | None]]:
+    """name -> (intended std, scheme) for every tensor the plan initializes.
+
+    ``plan``: a :class:`~initwise.Plan`, its ``to_dict()``, or a list of :class:`PlanEntry`
+    objects or of mappings with ``name`` and any of ``std``, ``bound``, ``scheme``, ``action``.
+    Entries the plan does not initialize (``action`` keep or skip) are left out; a tensor's
+    tied names get the same intended std.
+    """
+    if plan is None:
+        return {}
+    out: dict[str, tuple[float | None, str | None]] = {}
+    for e in _plan_entries(plan):
+        if isinstance(e, PlanEntry):
+            if e.action != "init":
+                continue
+            names, std, bound, scheme = [e.name, *e.aliases], e.std, e.bound, e.scheme
+        else:
+            if e.get("action", "init") != "init":
+                continue
+            names, std, bound, scheme = [str(e["name"])], e.get("std"), e.get("bound"), e.get("scheme")
+        if std is None and bound is not None:
+            std = float(bound) / math.sqrt(3.0)
+        for n in names:
+            out[n] = (None if std is None else float(std), None if scheme is None else str(scheme))
+    return out
+
+
+def _orth_error(w: torch.Tensor) -> tuple[float, float]:
+    """(gain g, ‖G/g² − I‖_F) with G the Gram matrix of the short side of ``w`` as a matrix."""
+    w2 = w.detach().reshape(w.shape[0], -1).double()
+    r, c = w2.shape
+    gram = w2 @ w2.T if r <= c else w2.T @ w2
+    k = min(r, c)
+    g2 = torch.diagonal(gram).sum() / k
+    err = torch.linalg.matrix_norm(gram / g2 - torch.eye(k, dtype=gram.dtype, device=gram.device))
+    return float(g2.sqrt()), float(err)
+
+

@@ -1,0 +1,164 @@
+"""Verdicts: each row against its segment's reference, the first row out of band named."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from .._session import input_tensors
+from .report import _SEVERITY, AuditReport, AuditThresholds, LayerStats, _fmt, _span
+
+
+def _batch(args: tuple[Any, ...], kwargs: dict[str, Any]) -> int:
+    for t in input_tensors(args, kwargs):
+        if t.dim() > 0:
+            return int(t.shape[0])
+    return 1
+
+
+def _reference(rows: list[LayerStats], in_rms: float | None, th: AuditThresholds) -> float:
+    if th.reference == "unit":
+        return 1.0
+    if th.reference == "input" and in_rms is not None and in_rms > 0:
+        return in_rms
+    for r in rows:
+        if not r.constant and math.isfinite(r.rms) and r.rms > 0:
+            return r.rms
+    return 1.0
+
+
+def _nearest(v: float, lo: float, hi: float) -> float:
+    """The point of ``[lo, hi]`` nearest to ``v`` (``v`` itself inside; ``hi`` for nan)."""
+    return hi if math.isnan(v) else min(max(v, lo), hi)
+
+
+def _where(rep: AuditReport, seg: int | None, backward: bool) -> str:
+    if seg is None:
+        return ("the output gradient" if backward else
+                "the model input" if rep.input_rms is not None and rep.thresholds.reference
+                == "input" else f"reference '{rep.thresholds.reference}'")
+    r = rep.rows[seg]
+    return f"segment after row {seg} {r.name or '(model)'} ({r.type})"
+
+
+def _judge(rep: AuditReport) -> None:
+    """Set ratios, segments, flags, verdicts and reasons on ``rep`` (rules: module docs)."""
+    th = rep.thresholds
+    lo, hi = 1.0 / th.band, th.band
+    segmented = th.scope == "segment"
+    seen_zero_init = False
+    notes: list[str] = []
+    # Forward, in execution order: each normalization row opens a segment whose reference is
+    # the interval between its input's and its output's rms.
+    ref0 = rep.reference_rms
+    span: tuple[float, float] = (ref0, ref0)
+    seg: int | None = None
+    for r in rep.rows:
+        label = f"row {r.index} {r.name or '(model)'} ({r.type})"
+        r.segment = seg
+        r.global_ratio = r.rms / ref0 if ref0 > 0 else math.inf
+        r.reference = _nearest(r.rms, *span)
+        r.ratio = r.rms / r.reference if r.reference > 0 else math.inf
+        r.flag = "ok"
+        if r.constant:
+            r.flag = "n/a"
+            continue
+        if r.zero_init or (seen_zero_init and r.zero_fraction == 1.0 and not r.nonfinite):
+            r.flag = "skipped"
+            if r.zero_init:
+                notes.append(f"{label}: zero-initialized (skipped by the verdict)")
+            seen_zero_init = True
+            continue
+        judged = not (segmented and (r.norm or r.feeds_norm))
+        if r.nonfinite or (judged and r.ratio > hi):
+            r.flag = "exploding"
+        elif (judged and r.ratio < lo) or r.zero_fraction > th.max_zero_fraction:
+            r.flag = "vanishing"
+        if r.saturated_fraction is not None and r.saturated_fraction > 0.5:
+            notes.append(f"{label}: {r.saturated_fraction:.0%} of outputs saturated")
+        if segmented and r.norm and (new := _span(r.in_rms, r.rms)) is not None \
+                and math.isfinite(r.rms) and r.rms > 0:
+            span, seg = new, r.index
+    first = next((r for r in rep.rows if r.flag in ("vanishing", "exploding")), None)
+    if first is not None:
+        rep.forward_verdict = first.flag
+        rep.forward_first = first.index
+        in_band = lo <= first.ratio <= hi or (segmented and (first.norm or first.feeds_norm))
+        why = ("non-finite values" if first.nonfinite else
+               f"{first.zero_fraction:.1%} exact zeros" if in_band else
+               f"rms/ref = {first.ratio:.3g} (reference rms {first.reference:.3g}: "
+               f"{_where(rep, first.segment, False)})")
+        rep.forward_reason = (f"first leaves the band at row {first.index} "
+                              f"{first.name or '(model)'} ({first.type}): {why}")
+    # Backward, in gradient-flow order (output to input): each normalization row opens a
+    # segment whose reference is the interval between the gradient norms at its output and at
+    # its input.
+    blocked = seen_zero_init
+    g0 = rep.output_grad_norm
+    g_ok = math.isfinite(g0) and g0 > 0
+    gspan: tuple[float, float] = (g0, g0)
+    gseg: int | None = None
+    for r in reversed(rep.rows):
+        r.grad_ratio = r.grad_reference = r.grad_global_ratio = r.grad_segment = None
+        if r.grad_norm is None:
+            r.grad_flag = "n/a"
+            continue
+        if g_ok:
+            r.grad_segment = gseg
+            r.grad_global_ratio = r.grad_norm / g0
+            r.grad_reference = _nearest(r.grad_norm, *gspan)
+            r.grad_ratio = (r.grad_norm / r.grad_reference if r.grad_reference > 0
+                            else math.inf)
+        if blocked and r.grad_norm == 0.0:
+            r.grad_flag = "skipped"
+            continue
+        judged = not (segmented and r.norm)
+        gr = r.grad_ratio
+        if gr is None:
+            r.grad_flag = "exploding" if not math.isfinite(r.grad_norm) else "n/a"
+        elif not math.isfinite(gr) or (judged and gr > hi):
+            r.grad_flag = "exploding"
+        elif judged and gr < lo:
+            r.grad_flag = "vanishing"
+        else:
+            r.grad_flag = "ok"
+        if segmented and g_ok and (r.norm or r.pool) and r.grad_in_norm is not None and \
+                math.isfinite(r.grad_in_norm) and r.grad_in_norm > 0:
+            gspan = _span(r.grad_norm, r.grad_in_norm) or gspan
+            gseg = r.index
+    # Rows reading the same tensor (q, k, v projections) send back one summed gradient: the
+    # gradient vanishes there only when it does in every one of them.
+    group_max: dict[int, float] = {}
+    for r in rep.rows:
+        if r.grad_ratio is not None and r.grad_flag in ("ok", "vanishing", "exploding"):
+            key = r.index if r.shares_input_with is None else r.shares_input_with
+            group_max[key] = max(group_max.get(key, 0.0), r.grad_ratio)
+    for r in rep.rows:
+        key = r.index if r.shares_input_with is None else r.shares_input_with
+        if r.grad_flag == "vanishing" and group_max.get(key, 0.0) >= lo:
+            r.grad_flag = "ok"
+    bfirst = next((r for r in reversed(rep.rows) if r.grad_flag in ("vanishing", "exploding")),
+                  None)
+    if bfirst is not None:
+        rep.backward_verdict = bfirst.grad_flag
+        rep.backward_first = bfirst.index
+        ref = (f" (reference {bfirst.grad_reference / g0:.3g} x ‖∂L/∂y‖: "
+               f"{_where(rep, bfirst.grad_segment, True)})"
+               if bfirst.grad_reference is not None else "")
+        rep.backward_reason = (f"first leaves the band at row {bfirst.index} "
+                               f"{bfirst.name or '(model)'} ({bfirst.type}): grad-norm ratio "
+                               f"{_fmt(bfirst.grad_ratio)}{ref}")
+    f, b = rep.forward_verdict, rep.backward_verdict
+    rep.verdict = f if _SEVERITY[f] >= _SEVERITY[b] else b
+    n_norm = sum(r.norm for r in rep.rows)
+    if segmented and n_norm:
+        notes.append(f"{n_norm} normalization rows re-set the reference (scope 'segment'): "
+                     "the scale entering them is judged only for non-finite values and "
+                     "dead units")
+    for w in rep.weights:
+        if w.matches_plan is False:
+            notes.append(f"{w.name}: std {w.std:.4g} differs from the plan's "
+                         f"{w.intended_std:.4g} (ratio {w.std_ratio:.3g})")
+    rep.notes = notes
+
+

@@ -1,0 +1,159 @@
+"""The one seam between initwise and PyTorch's private API.
+
+Everything initwise needs from torch that is not public API (underscored modules, classes and
+attributes) is reached through this module, so a torch upgrade is checked in one place
+(``tests/test_layout.py`` asserts no other module touches them). Each helper says what it
+stands for; none changes torch's behaviour.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm, _NormBase
+from torch.nn.modules.conv import _ConvNd
+from torch.nn.modules.instancenorm import _InstanceNorm
+from torch.nn.parameter import is_lazy
+
+__all__ = [
+    "BatchNormBase",
+    "ConvNd",
+    "InstanceNormBase",
+    "NormBase",
+    "apply_to_own_tensors",
+    "compile_wrapped",
+    "compute_local_shape_and_global_offset",
+    "disable_torch_function",
+    "global_hooks",
+    "has_module_hooks",
+    "in_place_compiled",
+    "is_dtensor",
+    "is_lazy",
+    "local_tensor",
+    "mha_packed_in_proj",
+    "own_buffers",
+    "own_parameters",
+    "power_method",
+    "rnn_weight_names",
+    "set_in_place_compiled",
+    "torch_fans",
+    "version",
+]
+
+NormBase: type[nn.Module] = _NormBase  # BatchNorm*, SyncBatchNorm, InstanceNorm*
+BatchNormBase: type[nn.Module] = _BatchNorm
+InstanceNormBase: type[nn.Module] = _InstanceNorm
+ConvNd: type[nn.Module] = _ConvNd
+
+_DTensor: Any = None
+_local_shape_and_offset: Any = None
+try:
+    from torch.distributed.tensor import DTensor as _DTensor
+    from torch.distributed.tensor._utils import (
+        compute_local_shape_and_global_offset as _local_shape_and_offset,
+    )
+except ImportError:  # pragma: no cover - torch built without distributed
+    pass
+
+
+def is_dtensor(tensor: object) -> bool:
+    """Whether ``tensor`` is a ``torch.distributed.tensor.DTensor`` (False if unavailable).
+
+    >>> is_dtensor(torch.zeros(2))
+    False
+    """
+    return _DTensor is not None and isinstance(tensor, _DTensor)
+
+
+def local_tensor(tensor: torch.Tensor) -> torch.Tensor:
+    """A DTensor's local shard (the tensor itself for a plain tensor)."""
+    return tensor._local_tensor if is_dtensor(tensor) else tensor  # type: ignore[attr-defined]
+
+
+def compute_local_shape_and_global_offset(shape: Any, mesh: Any, placements: Any) -> tuple[Any, Any]:
+    """DTensor's own sharding math: this rank's block shape and its offset in the whole."""
+    if _local_shape_and_offset is None:  # pragma: no cover
+        raise RuntimeError("torch.distributed.tensor is not available in this torch build")
+    return _local_shape_and_offset(shape, mesh, placements)
+
+
+def own_parameters(module: nn.Module) -> dict[str, nn.Parameter | None]:
+    """The parameters registered directly on ``module`` (name -> parameter, writable)."""
+    return module._parameters
+
+
+def own_buffers(module: nn.Module) -> dict[str, torch.Tensor | None]:
+    """The buffers registered directly on ``module`` (name -> buffer, writable)."""
+    return module._buffers
+
+
+def apply_to_own_tensors(module: nn.Module, fn: Callable[[torch.Tensor], torch.Tensor]) -> None:
+    """``module._apply(fn, recurse=False)``: what ``to_empty(recurse=False)`` does."""
+    module._apply(fn, recurse=False)
+
+
+def rnn_weight_names(module: nn.RNNBase) -> list[str]:
+    """The flat parameter names of a torch RNN (``weight_ih_l0``, ..., in torch's order)."""
+    return list(module._flat_weights_names)
+
+
+def mha_packed_in_proj(module: nn.MultiheadAttention) -> bool:
+    """Whether an ``nn.MultiheadAttention`` stores q, k, v in one ``in_proj_weight``."""
+    return bool(module._qkv_same_embed_dim)
+
+
+def compile_wrapped(module: nn.Module) -> nn.Module | None:
+    """The eager module inside a ``torch.compile(module)`` wrapper, else ``None``."""
+    inner = getattr(module, "_orig_mod", None)
+    if type(module).__name__ == "OptimizedModule" and isinstance(inner, nn.Module):
+        return inner
+    return None
+
+
+def in_place_compiled(module: nn.Module) -> Any:
+    """The compiled call of a module compiled in place (``module.compile()``), else ``None``."""
+    return getattr(module, "_compiled_call_impl", None)
+
+
+def set_in_place_compiled(module: nn.Module, impl: Any) -> None:
+    """Set (or, with ``None``, suspend) a module's in-place compiled call."""
+    module._compiled_call_impl = impl
+
+
+def global_hooks() -> bool:
+    """Whether global forward (pre-)hooks are registered (``register_module_forward_hook``)."""
+    g = nn.modules.module
+    return bool(g._global_forward_hooks or g._global_forward_pre_hooks)
+
+
+def has_module_hooks(module: nn.Module) -> bool:
+    """Whether ``module`` has its own forward or forward-pre hooks."""
+    return bool(module._forward_hooks or module._forward_pre_hooks)
+
+
+def version(tensor: torch.Tensor) -> int:
+    """The in-place modification counter of ``tensor``."""
+    return int(tensor._version)
+
+
+def disable_torch_function() -> Any:
+    """A context in which ``__torch_function__`` overrides (modes included) are not called."""
+    return torch._C.DisableTorchFunction()
+
+
+def power_method(parametrization: nn.Module, weight: torch.Tensor, iterations: int) -> bool:
+    """Re-run spectral norm's power iteration on ``weight``; False if not a spectral norm."""
+    power = getattr(parametrization, "_power_method", None)
+    reshape = getattr(parametrization, "_reshape_weight_to_matrix", None)
+    if not (callable(power) and callable(reshape)) or weight.dim() <= 1:
+        return False
+    power(reshape(weight), iterations)
+    return True
+
+
+def torch_fans(tensor: torch.Tensor) -> tuple[int, int]:
+    """torch's own ``(fan_in, fan_out)`` guess for ``tensor`` (``[out, in, *kernel]``)."""
+    return torch.nn.init._calculate_fan_in_and_fan_out(tensor)

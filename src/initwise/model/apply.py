@@ -1,0 +1,273 @@
+"""Whole-model initialization: :func:`plan` (a dry run) and :func:`init` (apply it).
+
+For every parameter (and BatchNorm running statistics) the plan records the rule of the
+:class:`~initwise.policy.Policy` that matched and why, the scheme with its concrete
+parameters, the fans, the gain and the activation it came from, and the resulting std/bound,
+or why the tensor is skipped (tied to another name, not in ``only``, on the meta device) or
+left to the module (``keep``).
+
+**Reproducibility.** :func:`init` draws every parameter from the keyed counter-based engine
+(:mod:`initwise.random`) with ``key = initwise.random.key(seed, qualified_name)`` (stacked
+gate / q-k-v blocks use ``key.child("block<i>")``). A parameter's values therefore depend only
+on ``(seed, its qualified name, the scheme and parameters its rule resolved to)``: they are
+bit-identical run after run, whatever the global torch seed or the order in which modules
+were built, and adding or removing another layer does not change them (unless it changes this
+layer's own resolved scheme, e.g. its input activation or the ``n_layer`` of ``gpt2``).
+
+**Atomicity.** :func:`init` fails before writing anything whenever it can: the whole plan is
+built and validated first (scheme parameters, fans, shapes and dtypes; every built-in scheme is
+run on a meta twin of its tensor, which performs all of its entry checks without allocating),
+and user callables are *dry-run* on a scratch tensor of one parameter's size with the same key
+(so a callable that raises, raises before the first write). Only then are values written,
+directly into the parameters (no model-sized backup: memory stays at one parameter of scratch).
+An error that appears only during the write pass (out of memory, interruption, a callable that
+behaves differently on a second identical call) raises :class:`InitError` naming the parameters
+already written.
+
+**Ties.** A tensor registered under several names (e.g. ``wte.weight`` and ``lm_head.weight``)
+is initialized once, under its first name in ``named_parameters(remove_duplicate=False)``
+order; the other names are skipped with ``tied_to`` set.
+
+>>> net = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 4))
+>>> p = init(net, "auto", seed=0)
+>>> e = p["2.weight"]
+>>> e.activation, round(e.gain, 4), round(e.std, 4)
+('relu', 1.4142, 0.3536)
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import logging
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import fields
+from typing import Any
+
+import torch
+from torch import nn
+
+from .._errors import InitError
+from .._names import canonical_name
+from .._sharding import ELEMENTWISE_SCHEMES, fill_sharded, local_box
+from .._torch import is_dtensor, local_tensor, power_method
+from ..registry import Scheme
+from .entries import Plan, PlanEntry
+from .policy import Policy, Rule
+from .resolve import Only, Work, build, tensor_key
+
+__all__ = ["init", "plan", "validate", "write_all", "write_dtensor"]
+
+log = logging.getLogger("initwise")
+
+
+def _blocks(t: torch.Tensor, n: int) -> list[torch.Tensor]:
+    if n == 1:
+        return [t]
+    rows = t.shape[0] // n
+    return [t.narrow(0, i * rows, rows) for i in range(n)]
+
+
+def _is_builtin(scheme: Any) -> bool:
+    return isinstance(scheme, Scheme) and getattr(scheme.fn, "__module__", "").startswith("initwise.")
+
+
+def _call(w: Work, target: torch.Tensor, block: int | None, seed: int) -> None:
+    key = tensor_key(seed, canonical_name(w.entry.name), block)
+    if not hasattr(w.scheme, "describe"):  # user callable
+        w.scheme(target, fans=w.fans, generator=key, **w.call_params)
+    else:
+        w.scheme(target, fans=w.fans, generator=key)
+
+
+def validate(work: Sequence[Work], seed: int, *, scratch_device: torch.device | None = None) -> None:
+    """Check every work item before anything is written (see the module docs, atomicity)."""
+    for w in work:
+        if w.setter is not None:  # the parametrization must accept an assignment
+            module, attr = w.setter
+            plist: Any = copy.deepcopy(getattr(module, "parametrizations")[attr])  # noqa: B009
+            try:
+                with torch.no_grad():
+                    plist.right_inverse(torch.zeros_like(w.tensor, device="cpu").normal_())
+            except Exception as err:
+                raise ValueError(
+                    f"{w.entry.name}: its parametrization ({', '.join(type(m).__name__ for m in plist)}) "
+                    f"cannot be assigned a new value ({type(err).__name__}: {err}); initialize the "
+                    "layer before parametrizing it, or exclude it with only="
+                ) from err
+        t = w.tensor
+        if not t.is_floating_point():
+            raise TypeError(f"{w.entry.name}: cannot initialize a {t.dtype} tensor "
+                            f"(rule {w.entry.rule_text})")
+        if w.special == "forget":
+            continue
+        n = w.entry.blocks
+        shape = (t.shape[0] // n, *t.shape[1:]) if t.dim() else ()
+        if _is_builtin(w.scheme):
+            twin = torch.empty(shape, dtype=t.dtype, device="meta")
+        else:  # dry-run untrusted code on a scratch tensor with the same keys
+            twin = torch.empty(shape, dtype=t.dtype, device=scratch_device or t.device)
+        try:
+            for i in range(n):
+                _call(w, twin, i if n > 1 else None, seed)
+        except (ValueError, TypeError) as err:
+            raise type(err)(f"{w.entry.name} ({w.entry.rule_text}): {err}") from err
+
+
+def _write(w: Work, seed: int) -> None:
+    if w.setter is not None:  # draw the computed tensor, assign it through right_inverse
+        module, attr = w.setter
+        scratch = torch.empty_like(w.tensor)
+        _write(dataclasses.replace(w, tensor=scratch, setter=None), seed)
+        with torch.no_grad():
+            setattr(module, attr, scratch)
+            plist: Any = getattr(module, "parametrizations")[attr]  # noqa: B009
+            for pm in plist:
+                # spectral norm: its power-iteration vectors belong to the old weight
+                power_method(pm, scratch, 15)
+        return
+    t = w.tensor
+    with torch.no_grad():
+        if w.special == "forget":
+            t.zero_()
+            _blocks(t, 4)[1].fill_(w.value)
+            return
+        n = w.entry.blocks
+        for i, view in enumerate(_blocks(t, n)):
+            if _is_builtin(w.scheme):
+                _call(w, view, i if n > 1 else None, seed)
+            else:
+                scratch = torch.empty_like(view)
+                _call(w, scratch, i if n > 1 else None, seed)
+                view.copy_(scratch)
+            if w.post_scale != 1.0:
+                view.mul_(w.post_scale)
+        if w.padding_idx is not None:
+            t[w.padding_idx].zero_()
+
+
+# --------------------------------------------------------------------------------------------
+# Sharded parameters
+# --------------------------------------------------------------------------------------------
+
+
+def _is_elementwise(work: Any) -> bool:
+    s = work.scheme
+    if not isinstance(s, Scheme) or not getattr(s.fn, "__module__", "").startswith("initwise."):
+        return False
+    if work.special is not None or work.entry.blocks != 1:
+        return False
+    if s.uses_fans and work.fans is None:  # the scheme would read fans off the local shape
+        return False
+    return s.name in ELEMENTWISE_SCHEMES
+
+
+def write_dtensor(work: Any, seed: int, write: Callable[[Any, int], None]) -> bool:
+    """Write one :func:`initwise.init` work item into a DTensor parameter, shard-locally.
+
+    ``work`` is ``initwise.plan``'s per-tensor work item (a dataclass with ``tensor``,
+    ``scheme``, ``fans``, ``special``, ``padding_idx`` and ``entry``) and ``write(work, seed)``
+    the function that writes it into a plain tensor. Elementwise schemes run on the local block
+    (the embedding ``padding_idx`` row is zeroed where it falls in the block); everything else
+    runs ``write`` on a whole-parameter scratch tensor (see :func:`fill_sharded_`). Returns
+    whether the block was generated shard-locally (False: the whole-parameter fallback ran).
+    """
+    t = work.tensor
+    if not _is_elementwise(work):
+        return fill_sharded(t, lambda x: write(dataclasses.replace(work, tensor=x), seed), False)
+    local_ok = fill_sharded(
+        t, lambda x: write(dataclasses.replace(work, tensor=x, padding_idx=None), seed), True
+    )
+    pad = work.padding_idx
+    if pad is not None:
+        shape, offset = local_box(t)
+        r = int(pad) - offset[0]
+        if 0 <= r < shape[0]:
+            with torch.no_grad():
+                local_tensor(t)[r].zero_()
+    return local_ok
+
+
+def _reset_count(model: nn.Module, name: str) -> None:
+    """Restart a norm's running-average count with its statistics (as ``reset_running_stats``).
+
+    With ``momentum=None`` the next update weighs the statistics by ``1 / (count + 1)``: a
+    stale count would keep the fresh statistics almost frozen.
+    """
+    modname, _, leaf = name.rpartition(".")
+    if leaf not in ("running_mean", "running_var"):
+        return
+    count = getattr(model.get_submodule(modname) if modname else model, "num_batches_tracked", None)
+    if isinstance(count, torch.Tensor) and not count.is_meta:
+        with torch.no_grad():
+            count.zero_()
+
+
+def plan(model: nn.Module, policy: str | Policy | Iterable[Rule] = "auto", *, example_inputs: Any = None,
+         seed: int = 0, only: Only = None) -> Plan:
+    """Return what :func:`init` would do to ``model``, changing nothing (works on meta models).
+
+    Args:
+        model: the model.
+        policy: a preset name (``initwise.policy.PRESETS``), a :class:`Policy` or a list of rules.
+        example_inputs: inputs for a forward pass with hooks when ``torch.fx`` cannot trace the
+            model (a tensor, a tuple of positional args or a dict of keyword args).
+        seed: the seed of the keyed engine.
+        only: parameter names, module-name prefixes (e.g. ``missing_keys``) or a predicate on
+            the qualified name; everything else is skipped (``"not in only"``).
+
+    >>> net = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Tanh(), torch.nn.Linear(4, 1))
+    >>> print(plan(net).table().splitlines()[4].split()[:4])
+    ['0.bias', '4', 'bias', 'zeros']
+    """
+    return build(model, policy, example_inputs, seed, only)[0]
+
+
+def init(model: nn.Module, policy: str | Policy | Iterable[Rule] = "auto", *, example_inputs: Any = None,
+         seed: int = 0, only: Only = None) -> Plan:
+    """Initialize ``model`` in place by ``policy`` and return the applied :class:`Plan`.
+
+    See the module documentation for reproducibility (values depend only on seed, name and
+    rule), atomicity (validate everything, then write) and ties. Arguments as in :func:`plan`.
+
+    >>> lin = torch.nn.Linear(3, 2)
+    >>> _ = init(lin, "dcgan", seed=1)
+    >>> lin.bias.abs().sum().item()
+    0.0
+    """
+    p, work = build(model, policy, example_inputs, seed, only)
+    validate(work, seed)
+    return write_all(model, p, work, seed)
+
+
+def write_all(model: nn.Module, p: Plan, work: Sequence[Work], seed: int) -> Plan:
+    """The write pass: every validated work item into its tensor (DTensors shard-locally)."""
+    written: list[str] = []
+    sharded, fallback = 0, []
+    for w in work:
+        try:
+            if is_dtensor(w.tensor):
+                sharded += 1
+                if not write_dtensor(w, seed, _write):
+                    fallback.append(w.entry.name)
+            else:
+                _write(w, seed)
+            _reset_count(model, w.entry.name)
+        except BaseException as err:
+            raise InitError(
+                f"init failed while writing {w.entry.name} after writing {len(written)} tensor(s) "
+                f"({', '.join(written[:10])}{'...' if len(written) > 10 else ''}); those are changed"
+            ) from err
+        written.append(w.entry.name)
+    if sharded:
+        p.notes.append(
+            f"{sharded} DTensor parameter(s) written shard-locally; whole-parameter (memory of "
+            f"one parameter) fallback for: {', '.join(fallback) or 'none'}"
+        )
+    p.applied = True
+    log.debug("initwise.init: wrote %d tensors with policy %s", len(written), p.policy)
+    return p
+
+
+def field_names() -> list[str]:  # used by tests to check JSON completeness
+    return [f.name for f in fields(PlanEntry)]

@@ -1,0 +1,264 @@
+"""Sharded and meta-device initialization: the same weights at any number of ranks.
+
+**Sharded init.** With :func:`init`, a model whose parameters are ``DTensor`` s (FSDP2
+``fully_shard``, tensor parallel ``Shard(0)``/``Shard(1)``, 2-D meshes, FSDP on top of TP,
+uneven shards) is initialized shard by shard: every rank writes only its own block, with no
+communication, and fans, gains and stds come from the *global* shapes. The gathered weights are
+bit-identical to a single-process :func:`initwise.init` of the same model with the same seed and
+policy, at any world size and for any placement, because each value comes from the keyed
+counter-based engine (:mod:`initwise.random`): element ``i`` of parameter ``name`` is a pure
+function of ``(seed, name, i)``.
+
+- *Elementwise schemes* (:data:`ELEMENTWISE_SCHEMES`: the normal / uniform / truncated-normal
+  families, variance scaling, Glorot / He / LeCun, constants) are generated shard-locally:
+  the engine fills the local block with its box offset in the whole (``offset=`` per-dimension
+  starts, ``global_shape=``), so memory is that of the shard.
+- *Everything else* (orthogonal, delta-orthogonal, sparse, eye, dirac, LSTM forget-gate
+  biases, stacked q-k-v / gate blocks, user callables) uses the **fallback**: each rank builds
+  the whole parameter (one parameter, never the model) from its key exactly as a single
+  process would, and keeps its block. Results are identical; the cost is one parameter of
+  scratch memory and the full parameter's compute on every rank.
+
+Placements: ``Shard`` (even or uneven), ``Replicate`` and FSDP-over-TP strided shards whose
+local block is a box in the whole; ``Partial`` is refused (a partial sum has no
+elementwise init).
+
+**Meta materialization.** :func:`materialize` gives a model built under
+``torch.device("meta")`` (optionally already sharded) real storage module by module, rebuilds
+its buffers (see :func:`materialize` for the rules) and initializes it with :func:`init`: peak
+memory is the model plus one parameter, and the values equal an eager ``init`` bit for bit.
+
+>>> import torch, initwise
+>>> with torch.device("meta"):
+...     net = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 4))
+>>> p = materialize(net, device="cpu", seed=0)
+>>> eager = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 4))
+>>> _ = initwise.init(eager, seed=0)
+>>> torch.equal(net[2].weight, eager[2].weight)
+True
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+
+from .._torch import apply_to_own_tensors, own_buffers, own_parameters
+from .apply import validate, write_all
+from .keyed import keyed_init
+from .resolve import build, rebind
+
+__all__ = ["materialize"]
+
+log = logging.getLogger("initwise")
+
+_BN_BUFFERS = frozenset({"running_mean", "running_var", "num_batches_tracked"})
+ResetFn = Callable[[str, nn.Module], bool]
+
+
+def _rope_values(module: nn.Module, device: torch.device) -> torch.Tensor | None:
+    """``inv_freq`` of a Hugging Face-style rotary embedding, recomputed from its config."""
+    cfg = getattr(module, "config", None)
+    if cfg is None:
+        return None
+    fn = getattr(module, "rope_init_fn", None)  # transformers < 5 stores it on the module
+    rope_type = getattr(module, "rope_type", "default")
+    if fn is None and rope_type == "default":
+        fn = getattr(module, "compute_default_rope_parameters", None)
+    if fn is None:
+        try:
+            from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+        except ImportError:
+            return None
+        fn = ROPE_INIT_FUNCTIONS.get(rope_type)
+    if fn is None:
+        return None
+    try:
+        out = fn(cfg, device)
+    except TypeError:
+        out = fn(cfg)
+    inv = out[0] if isinstance(out, tuple) else out
+    return inv if isinstance(inv, torch.Tensor) else None
+
+
+def _buffer_rule(name: str, module: nn.Module, buffers: list[str], root: nn.Module,
+                 reset: ResetFn | None) -> str:
+    """Which rule rebuilds ``module``'s meta buffers (checked before anything is allocated)."""
+    if reset is not None:
+        return "reset"
+    if set(buffers) <= _BN_BUFFERS and callable(getattr(module, "reset_running_stats", None)):
+        return "reset_running_stats"
+    if "inv_freq" in buffers and "Rotary" in type(module).__name__ and getattr(module, "config", None) is not None:
+        return "rope"
+    if callable(getattr(module, "reset_parameters", None)):
+        return "reset_parameters"
+    if callable(getattr(root, "_init_weights", None)):
+        return "_init_weights"
+    full = ", ".join(f"{name}.{b}" if name else b for b in buffers)
+    raise ValueError(
+        f"materialize: cannot rebuild buffer(s) {full} of module {name or '<root>'!r} "
+        f"({type(module).__name__}) from the meta device: it has no reset_running_stats(), "
+        "rotary config or reset_parameters(), and the model has no _init_weights(). Pass "
+        "reset=fn (fn(module_name, module) -> True once it has filled them), or build that "
+        "module outside the meta device"
+    )
+
+
+def _apply_rule(rule: str, name: str, module: nn.Module, root: nn.Module, device: torch.device,
+                reset: ResetFn | None) -> None:
+    if rule == "reset":
+        assert reset is not None
+        if not reset(name, module):
+            raise ValueError(f"materialize: reset() returned False for module {name!r}")
+    elif rule == "reset_running_stats":
+        module.reset_running_stats()  # type: ignore[operator]
+    elif rule == "rope":
+        inv = _rope_values(module, device)
+        if inv is None:
+            raise ValueError(f"materialize: cannot recompute inv_freq of rotary module {name!r} "
+                             f"({type(module).__name__}) from its config; pass reset=fn")
+        with torch.no_grad():
+            for b in ("inv_freq", "original_inv_freq"):
+                buf = getattr(module, b, None)
+                if isinstance(buf, torch.Tensor):
+                    buf.copy_(inv.to(buf.device, buf.dtype))
+    elif rule == "reset_parameters":
+        module.reset_parameters()  # type: ignore[operator]
+    else:
+        root._init_weights(module)  # type: ignore[operator]
+
+
+def _allocate(model: nn.Module, device: torch.device) -> tuple[set[str], set[str]]:
+    """``to_empty`` module by module, children first, keeping ties and non-meta tensors."""
+    made: dict[int, torch.Tensor] = {}
+    param_obj: dict[int, nn.Parameter] = {}
+    keep_alive: list[torch.Tensor] = []  # meta originals: their ids must stay unique
+    meta_params: set[str] = set()
+    meta_buffers: set[str] = set()
+
+    def empty(t: torch.Tensor) -> torch.Tensor:
+        if not t.is_meta:
+            return t
+        if id(t) not in made:
+            keep_alive.append(t)
+            made[id(t)] = torch.empty_like(t, device=device)
+        return made[id(t)]
+
+    for mname, module in reversed(list(model.named_modules())):
+        params = {n: p for n, p in own_parameters(module).items() if p is not None}
+        buffers = {n: b for n, b in own_buffers(module).items() if b is not None}
+        if not any(t.is_meta for t in (*params.values(), *buffers.values())):
+            continue
+        prefix = f"{mname}." if mname else ""
+        meta_params.update(prefix + n for n, p in params.items() if p.is_meta)
+        meta_buffers.update(prefix + n for n, b in buffers.items() if b.is_meta)
+        keep_alive.extend(params.values())
+        apply_to_own_tensors(module, empty)
+        for n, old in params.items():  # re-tie parameters shared between modules
+            new = own_parameters(module)[n]
+            if id(old) in param_obj and new is not param_obj[id(old)]:
+                own_parameters(module)[n] = param_obj[id(old)]
+            elif isinstance(new, nn.Parameter):
+                param_obj.setdefault(id(old), new)
+    return meta_params, meta_buffers
+
+
+def materialize(
+    model: nn.Module,
+    policy: Any = "auto",
+    *,
+    device: torch.device | str,
+    seed: int = 0,
+    example_inputs: Any = None,
+    only: Any = None,
+    reset: ResetFn | None = None,
+) -> Any:
+    """Give a meta-device model real storage on ``device`` and initialize it; return the Plan.
+
+    1. Storage: every module's meta parameters and buffers are replaced by uninitialized
+       tensors on ``device`` with ``module._apply(..., recurse=False)`` (what
+       ``to_empty(recurse=False)`` does), children before parents so FSDP2 modules re-register
+       their sharded parameters; tied parameters stay tied; tensors not on meta are untouched.
+       DTensor parameters get storage for their local shard only.
+    2. Buffers, per module, by the first rule that applies (checked before step 1, so a model
+       with a buffer no rule can rebuild fails before allocating, naming the buffer):
+       ``reset(name, module)`` if given; ``reset_running_stats()`` (BatchNorm statistics);
+       Hugging Face rotary embeddings (``inv_freq`` and ``original_inv_freq`` recomputed from
+       the module's ``config`` with its rope init function); the module's
+       ``reset_parameters()``; the model's ``_init_weights(module)`` (Hugging Face).
+    3. Parameters the policy leaves to the module (``keep``, or not in ``only``) get their
+       module's ``reset_parameters()`` (or the model's ``_init_weights``); these resets run
+       inside :func:`initwise.keyed_init`, so their draws are keyed by name too.
+    4. :func:`init` with ``policy``, ``seed``, ``example_inputs`` and ``only``.
+
+    Peak memory is the model's own size plus one parameter of scratch; the values are
+    bit-identical to ``init`` of the same model built eagerly.
+
+    Args:
+        model: a model whose parameters/buffers are (partly) on the meta device.
+        policy: as in :func:`initwise.init`.
+        device: where storage is allocated (for DTensors: the local shards' device).
+        seed: the seed of the keyed engine.
+        example_inputs, only: as in :func:`initwise.init`.
+        reset: ``fn(module_name, module) -> bool`` that rebuilds a module's buffers; called
+            first for every module with meta buffers; must return True.
+
+    >>> with torch.device("meta"):
+    ...     bn = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.BatchNorm2d(8))
+    >>> _ = materialize(bn, device="cpu")
+    >>> bn[1].running_var.tolist() == [1.0] * 8
+    True
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"materialize: expected an nn.Module, got {type(model).__name__}")
+    dev = torch.device(device)
+    if dev.type == "meta":
+        raise ValueError("materialize: device must be a real device, not 'meta'")
+    rules: list[tuple[str, nn.Module, str]] = []
+    for mname, module in model.named_modules():
+        bufs = [n for n, b in own_buffers(module).items() if b is not None and b.is_meta]
+        if bufs:
+            rules.append((mname, module, _buffer_rule(mname, module, bufs, model, reset)))
+
+    # validate everything before allocating: the plan of the meta model (built once) and
+    # the modules that must rebuild what the policy leaves to them
+    meta_params = {n for n, p in model.named_parameters(remove_duplicate=False) if p.is_meta}
+    p, work = build(model, policy, example_inputs, seed, only, meta_ok=True)
+    validate(work, seed, scratch_device=dev)
+    needs: dict[str, nn.Module] = {}
+    for e in p.entries:
+        left = e.action == "keep" or (e.action == "skip" and e.tied_to is None)
+        if left and e.kind == "parameter" and e.name in meta_params:
+            needs.setdefault(e.module, model.get_submodule(e.module) if e.module else model)
+    for mname, module in needs.items():
+        if not (callable(getattr(module, "reset_parameters", None)) or callable(getattr(model, "_init_weights", None))):
+            names = [e.name for e in p.entries if e.module == mname and e.name in meta_params]
+            raise ValueError(
+                f"materialize: parameter(s) {', '.join(names)} are left to the module by the policy "
+                f"but {type(module).__name__} has no reset_parameters() to rebuild them from meta"
+            )
+
+    _allocate(model, dev)
+    done = {m for _, m, r in rules if r in ("reset_parameters", "_init_weights")}
+    with keyed_init(model, seed=seed):
+        for mname, module, rule in rules:
+            _apply_rule(rule, mname, module, model, dev, reset)
+        done_ids = {id(m) for m in done}
+        for module in needs.values():
+            if id(module) in done_ids:
+                continue
+            reset_params = getattr(module, "reset_parameters", None)
+            if callable(reset_params):
+                reset_params()
+            else:
+                model._init_weights(module)  # type: ignore[operator]
+    p = write_all(model, p, rebind(model, work), seed)
+    p.notes.append(
+        f"materialized {len(meta_params)} parameter(s) on {dev}; buffers rebuilt by "
+        + (", ".join(sorted({f"{r}" for _, _, r in rules})) or "nothing (none on meta)")
+    )
+    return p

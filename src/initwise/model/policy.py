@@ -1,0 +1,447 @@
+"""Policies: ordered rules that say how each parameter of a model is initialized.
+
+A :class:`Policy` is an ordered list of :class:`Rule` s. For every parameter, the first rule
+whose criteria all match wins. A rule matches on
+
+- ``module``: the owning module's class (a class: ``isinstance``; a string: the name of any
+  class in its MRO, e.g. ``"Linear"`` or ``"GPT2MLP"``; a tuple of those: any of them);
+- ``name``: the qualified parameter name (``"transformer.h.0.mlp.c_proj.weight"``) against a
+  glob pattern (``fnmatch``: ``"*.c_proj.weight"``), or a regular expression when the pattern
+  starts with ``"re:"`` (``re.search``: ``"re:h\\.[0-9]+\\.attn"``);
+- ``role``: what the parameter is (see :data:`ROLES`), found by :func:`initwise.plan`.
+
+and names a *scheme*: a registry name with parameters (``"kaiming_normal"``,
+``{"nonlinearity": "relu"}``; see :func:`initwise.schemes`) or a special action:
+
+- ``"auto"``: variance-preserving ``N(0, g²/fan_in)`` (``distribution`` param: normal, uniform
+  or truncated_normal) with layer-aware fans and ``g`` the exact gain of the nonlinearity on
+  the layer's *input* side (1 for the first layer, fed raw data);
+- ``"keep"``: leave the parameter to the module (its constructor / ``reset_parameters``);
+- ``"forget_gate_bias"``: LSTM ``bias_ih``: 0 except the forget-gate block = ``value``
+  (default 1; Jozefowicz et al. 2015); ``bias_hh``: 0 (torch adds the two biases);
+- ``"inv_sqrt_uniform"``: ``U(±scale/sqrt(v))`` with ``v`` the fan_in of the module's weight
+  tensor (``of="fan_in"``) or an integer attribute of the module (``of="hidden_size"``): the
+  bound torch's own constructors use.
+
+``scale`` multiplies the drawn values; ``depth_scale`` adds a model-dependent factor:
+``"gpt2"`` = ``1/sqrt(2·n_layer)`` (Radford et al. 2019) and ``"fixup"`` =
+``L^(-1/(2m-2))`` (Zhang et al. 2019). ``fans="tensor"`` uses the raw tensor fans and treats
+stacked parameters as one tensor, exactly as ``torch.nn.init`` does; ``"module"`` (default)
+uses :func:`initwise.fans.fans` and initializes stacked gate/q-k-v blocks separately.
+
+Every rule is validated when it is built, and policies round-trip through JSON:
+
+>>> p = Policy([Rule("zeros", role="bias"), Rule("auto", role="weight")], name="mine")
+>>> Policy.from_dict(p.to_dict()) == p
+True
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import math
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Literal, Union, get_args
+
+from torch import nn
+
+from .._checks import check_choice, check_finite_positive, raise_unknown
+from .._typing import DISTRIBUTIONS
+from ..registry import get_scheme, resolve_scheme_name, scheme_names
+
+__all__ = ["ACTIONS", "ROLES", "Policy", "Rule"]
+
+Role = Literal[
+    "weight",
+    "bias",
+    "norm",
+    "norm_bias",
+    "norm_stats",
+    "embedding",
+    "recurrent",
+    "recurrent_input",
+    "recurrent_bias",
+    "branch",
+    "residual_out",
+    "residual_norm",
+    "branch_end",
+    "classifier",
+    "gate",
+    "scalar_bias",
+    "scalar_scale",
+    "other",
+]
+ROLES: tuple[str, ...] = get_args(Role)
+"""Every role a parameter can have. A parameter has a primary role and may have several
+(e.g. ``("residual_out", "branch", "weight")``); a rule's ``role`` matches any of them.
+
+- ``weight`` / ``bias``: ≥2-D weight and bias of a weight layer (Linear, Conv*, ConvTranspose*,
+  Bilinear, MultiheadAttention projections, HF Conv1D, any module with a ≥2-D parameter);
+- ``norm`` / ``norm_bias`` / ``norm_stats``: weight, bias and running statistics (buffers) of a
+  normalization layer (BatchNorm, LayerNorm, GroupNorm, InstanceNorm, RMSNorm, any class whose
+  name contains ``Norm``);
+- ``embedding``: the table of an ``Embedding``/``EmbeddingBag`` (or ``*Embedding*`` class);
+- ``recurrent`` (``weight_hh*``), ``recurrent_input`` (``weight_ih*``, ``weight_hr*``),
+  ``recurrent_bias`` (``bias_ih*``, ``bias_hh*``) of RNN/LSTM/GRU modules and cells;
+- ``branch``: a weight inside a residual branch; ``residual_out``: the last weight layer of a
+  residual branch (found by structure, or by name: ``c_proj``, ``o_proj``, ``out_proj``,
+  ``down_proj``, ``dense`` inside a ``*Output`` module); ``residual_norm``: a norm weight after
+  the last layer of a branch; ``branch_end``: what zeroes the branch (its ``residual_norm`` if
+  there is one, else its ``residual_out`` weight);
+- ``classifier``: the weight of the last ``nn.Linear`` (in execution order when known);
+- ``gate``: a scalar (one-element) parameter such as ReZero's ``resweight``/``alpha``;
+  ``scalar_bias`` / ``scalar_scale``: one-element parameters named ``bias*`` / ``scale*``
+  (Fixup's ``bias1a``, ``scale``);
+- ``other``: anything else (e.g. a ``pos_embed``/``cls_token`` tensor of a custom module).
+"""
+
+Action = Literal["auto", "keep", "forget_gate_bias", "inv_sqrt_uniform"]
+ACTIONS: tuple[str, ...] = get_args(Action)
+FanSource = Literal["module", "tensor"]
+DepthScale = Literal["none", "gpt2", "fixup"]
+_FAN_SOURCES: tuple[str, ...] = get_args(FanSource)
+_DEPTH_SCALES: tuple[str, ...] = get_args(DepthScale)
+
+_ACTION_PARAMS: dict[str, dict[str, Any]] = {
+    "auto": {"distribution": "normal"},
+    "keep": {},
+    "forget_gate_bias": {"value": 1.0},
+    "inv_sqrt_uniform": {"of": "fan_in", "scale": 1.0},
+}
+
+ModuleSpec = Union[str, type, tuple[Union[str, type], ...], None]  # noqa: UP007
+UserScheme = Callable[..., Any]
+
+
+def _check_params(scheme: str, params: Mapping[str, Any]) -> dict[str, Any]:
+    """Validate ``params`` for an action or a registry scheme; return the merged params."""
+    if scheme in _ACTION_PARAMS:
+        allowed = _ACTION_PARAMS[scheme]
+        for k in params:
+            if k not in allowed:
+                raise_unknown(f"parameter for action {scheme!r}:", k, allowed)
+        merged = {**allowed, **params}
+        if scheme == "auto":
+
+            check_choice("distribution", merged["distribution"], DISTRIBUTIONS)
+        elif scheme == "forget_gate_bias":
+            v = float(merged["value"])
+            if not math.isfinite(v):
+                raise ValueError(f"forget_gate_bias: value must be finite, got {v}")
+            merged["value"] = v
+        elif scheme == "inv_sqrt_uniform":
+            if not isinstance(merged["of"], str):
+                raise TypeError("inv_sqrt_uniform: 'of' must be 'fan_in' or a module attribute name")
+            merged["scale"] = check_finite_positive("scale", merged["scale"])
+        return merged
+    probe = {k: (1.0 if v == "auto" and k == "gain" else v) for k, v in params.items()}
+    get_scheme(scheme, **probe)  # raises with the valid names / parameters
+    return dict(params)
+
+
+def _scheme_name(scheme: str) -> str:
+    key = scheme.strip().lower().replace("-", "_")
+    if key in ACTIONS:
+        return key
+    try:
+        return resolve_scheme_name(key)
+    except ValueError:
+        raise_unknown("scheme or action", scheme, [*scheme_names(), *ACTIONS])
+
+
+def _module_spec(module: ModuleSpec) -> tuple[str | type, ...] | None:
+    if module is None:
+        return None
+    items = module if isinstance(module, tuple) else (module,)
+    for m in items:
+        if isinstance(m, str):
+            if not m.isidentifier():
+                raise ValueError(f"Rule.module: {m!r} is not a class name")
+        elif not (isinstance(m, type) and issubclass(m, nn.Module)):
+            raise TypeError(f"Rule.module must be nn.Module classes or class names, got {m!r}")
+    return tuple(items)
+
+
+def _compile_name(pattern: str | None) -> re.Pattern[str] | None:
+    if pattern is None:
+        return None
+    if not isinstance(pattern, str) or not pattern:
+        raise TypeError(f"Rule.name must be a non-empty glob or 're:' pattern, got {pattern!r}")
+    if pattern.startswith("re:"):
+        try:
+            return re.compile(pattern[3:])
+        except re.error as err:
+            raise ValueError(f"Rule.name: invalid regular expression {pattern[3:]!r}: {err}") from None
+    return re.compile(fnmatch.translate(pattern))
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One line of a :class:`Policy`: criteria (module, name, role) and what to do.
+
+    Args:
+        scheme: a registry scheme name (``"xavier_uniform"``; aliases accepted), an action
+            (:data:`ACTIONS`), or a callable ``fn(tensor, *, fans, generator)`` (not
+            JSON-serialisable; it is dry-run before anything is written).
+        params: the scheme's or action's parameters; ``gain="auto"`` is replaced by the exact
+            input-side gain of the layer.
+        module: class, class name or tuple of them; ``None`` matches any module.
+        name: glob (or ``"re:"`` regex) on the qualified parameter name; ``None`` matches any.
+        role: a role or tuple of roles (:data:`ROLES`); ``None`` matches any.
+        fans: ``"module"`` (layer-aware fans, stacked blocks separately) or ``"tensor"``
+            (raw tensor fans, whole tensor, as torch does).
+        scale: multiplies the values (``std``, bounds and means scale with it).
+        depth_scale: ``"none"``, ``"gpt2"`` (× ``1/sqrt(2·n_layer)``) or ``"fixup"``
+            (× ``L^(-1/(2m-2))``).
+        note: free text shown in plans (paper, formula).
+
+    >>> Rule("zeros", role="bias").matches(nn.Linear(2, 2), "fc.bias", ("bias",))
+    True
+    >>> Rule("zeros", role="biass")
+    Traceback (most recent call last):
+    ...
+    ValueError: unknown role 'biass'; did you mean 'bias'? Valid options: ...
+    """
+
+    scheme: str | UserScheme
+    params: Mapping[str, Any] = field(default_factory=dict)
+    module: ModuleSpec = None
+    name: str | None = None
+    role: str | tuple[str, ...] | None = None
+    fans: FanSource = "module"
+    scale: float = 1.0
+    depth_scale: DepthScale = "none"
+    note: str = ""
+
+    def __post_init__(self) -> None:
+        if isinstance(self.scheme, str):
+            scheme = _scheme_name(self.scheme)
+            object.__setattr__(self, "scheme", scheme)
+            params = _check_params(scheme, dict(self.params))
+        elif callable(self.scheme):
+            params = dict(self.params)
+        else:
+            raise TypeError(
+                f"Rule.scheme must be a scheme name, an action ({', '.join(ACTIONS)}) or a "
+                f"callable, got {type(self.scheme).__name__}"
+            )
+        object.__setattr__(self, "params", MappingProxyType(params))
+        object.__setattr__(self, "module", _module_spec(self.module))
+        _compile_name(self.name)
+        if self.role is not None:
+            roles = (self.role,) if isinstance(self.role, str) else tuple(self.role)
+            for r in roles:
+                check_choice("role", r, ROLES)
+            object.__setattr__(self, "role", roles if len(roles) > 1 else roles[0])
+        check_choice("fans", self.fans, _FAN_SOURCES)
+        check_choice("depth_scale", self.depth_scale, _DEPTH_SCALES)
+        if self.scale == 0:
+            raise ValueError("Rule.scale must be > 0; use the 'zeros' scheme for zero-initialized tensors")
+        object.__setattr__(self, "scale", check_finite_positive("Rule.scale", self.scale))
+        if not isinstance(self.note, str):
+            raise TypeError("Rule.note must be a string")
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Rule) and self.to_dict(strict=False) == other.to_dict(strict=False)
+
+    def __hash__(self) -> int:
+        return hash(repr(self.to_dict(strict=False)))
+
+    @property
+    def roles(self) -> tuple[str, ...]:
+        """The roles this rule matches (empty: any)."""
+        if self.role is None:
+            return ()
+        return (self.role,) if isinstance(self.role, str) else tuple(self.role)
+
+    @property
+    def is_callable(self) -> bool:
+        """Whether the scheme is a user callable (not JSON-serialisable, dry-run first)."""
+        return not isinstance(self.scheme, str)
+
+    def matches(self, module: nn.Module, name: str, roles: Sequence[str]) -> bool:
+        """Whether this rule applies to parameter ``name`` of ``module`` with ``roles``."""
+        return self.why(module, name, roles) is not None
+
+    def why(self, module: nn.Module, name: str, roles: Sequence[str]) -> str | None:
+        """Return a short explanation of the match, or ``None`` if the rule does not match."""
+        parts: list[str] = []
+        if self.module is not None:
+            assert isinstance(self.module, tuple)
+            mro = {c.__name__ for c in type(module).__mro__}
+            hit = next(
+                (m for m in self.module if (m in mro if isinstance(m, str) else isinstance(module, m))),
+                None,
+            )
+            if hit is None:
+                return None
+            parts.append(f"module is {hit if isinstance(hit, str) else hit.__name__}")
+        if self.name is not None:
+            pat = _compile_name(self.name)
+            assert pat is not None
+            ok = pat.search(name) if self.name.startswith("re:") else pat.match(name)
+            if not ok:
+                return None
+            parts.append(f"name ~ {self.name!r}")
+        if self.roles:
+            hit_role = next((r for r in roles if r in self.roles), None)
+            if hit_role is None:
+                return None
+            parts.append(f"role {hit_role}")
+        return ", ".join(parts) if parts else "catch-all"
+
+    def describe(self) -> str:
+        """One line: criteria -> scheme(params)."""
+        crit = []
+        if self.module is not None:
+            assert isinstance(self.module, tuple)
+            crit.append("module=" + "|".join(m if isinstance(m, str) else m.__name__ for m in self.module))
+        if self.name is not None:
+            crit.append(f"name={self.name}")
+        if self.roles:
+            crit.append("role=" + "|".join(self.roles))
+        what = self.scheme if isinstance(self.scheme, str) else getattr(self.scheme, "__name__", "callable")
+        args = ", ".join(f"{k}={v!r}" for k, v in self.params.items())
+        extra = ""
+        if self.scale != 1.0:
+            extra += f" x{self.scale:g}"
+        if self.depth_scale != "none":
+            extra += f" x{self.depth_scale}"
+        return f"{' '.join(crit) or 'any'} -> {what}({args}){extra}"
+
+    def to_dict(self, strict: bool = True) -> dict[str, Any]:
+        """JSON-able dict; raises ``TypeError`` for callable schemes or classes unless ``strict=False``."""
+        if self.is_callable:
+            if strict:
+                raise TypeError(
+                    "a Rule with a callable scheme cannot be serialised; register it with "
+                    "initwise.registry.register_scheme and use its name"
+                )
+            scheme: Any = f"<callable {getattr(self.scheme, '__name__', '?')} {id(self.scheme)}>"
+        else:
+            scheme = self.scheme
+        mods: Any = None
+        if self.module is not None:
+            assert isinstance(self.module, tuple)
+            mods = []
+            for m in self.module:
+                if isinstance(m, str):
+                    mods.append(m)
+                elif strict and m.__module__.split(".")[0] != "torch":
+                    mods.append(m.__name__)
+                else:
+                    mods.append(m.__name__)
+        return {
+            "scheme": scheme,
+            "params": dict(self.params),
+            "module": mods,
+            "name": self.name,
+            "role": list(self.roles) or None,
+            "fans": self.fans,
+            "scale": self.scale,
+            "depth_scale": self.depth_scale,
+            "note": self.note,
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Rule:
+        """Rebuild (and validate) a rule from :meth:`to_dict`'s output."""
+        valid = {"scheme", "params", "module", "name", "role", "fans", "scale", "depth_scale", "note"}
+        for k in d:
+            if k not in valid:
+                raise_unknown("Rule field", k, valid)
+        mod = d.get("module")
+        role = d.get("role")
+        return cls(
+            scheme=d["scheme"],
+            params=dict(d.get("params") or {}),
+            module=tuple(mod) if isinstance(mod, list) else mod,
+            name=d.get("name"),
+            role=tuple(role) if isinstance(role, list) else role,
+            fans=d.get("fans", "module"),
+            scale=d.get("scale", 1.0),
+            depth_scale=d.get("depth_scale", "none"),
+            note=d.get("note", ""),
+        )
+
+
+@dataclass(frozen=True)
+class Policy:
+    """An ordered list of rules (first match wins) plus model-level options.
+
+    Args:
+        rules: the rules, most specific first.
+        name: shown in plans.
+        strict: raise when a rule matches no parameter (otherwise the plan lists it).
+        n_layer: number of transformer blocks for ``depth_scale="gpt2"`` (default: inferred
+            from ``model.config`` or the structure).
+        branches: qualified module names that are residual branches (overrides detection).
+
+    >>> Policy([Rule("keep")]).describe().splitlines()[1]
+    '  0. any -> keep()'
+    """
+
+    rules: tuple[Rule, ...]
+    name: str = "custom"
+    strict: bool = False
+    n_layer: int | None = None
+    branches: tuple[str, ...] | None = None
+
+    def __post_init__(self) -> None:
+        rules = tuple(self.rules)
+        for i, r in enumerate(rules):
+            if not isinstance(r, Rule):
+                raise TypeError(f"Policy.rules[{i}] must be a Rule, got {type(r).__name__}")
+        object.__setattr__(self, "rules", rules)
+        if self.n_layer is not None and (not isinstance(self.n_layer, int) or self.n_layer < 1):
+            raise ValueError(f"Policy.n_layer must be a positive int, got {self.n_layer!r}")
+        if self.branches is not None:
+            if isinstance(self.branches, str):
+                raise TypeError("Policy.branches must be a sequence of module names, not a string")
+            object.__setattr__(self, "branches", tuple(self.branches))
+
+    def with_rules(self, *rules: Rule, first: bool = True) -> Policy:
+        """Return a copy with ``rules`` added before (default) or after the existing ones."""
+        new = (*rules, *self.rules) if first else (*self.rules, *rules)
+        return Policy(new, self.name, self.strict, self.n_layer, self.branches)
+
+    def replace(self, **changes: Any) -> Policy:
+        """Return a copy with fields replaced (``strict``, ``n_layer``, ``branches``, ``name``)."""
+        d = {"rules": self.rules, "name": self.name, "strict": self.strict,
+             "n_layer": self.n_layer, "branches": self.branches, **changes}  # fmt: skip
+        return Policy(**d)
+
+    def describe(self) -> str:
+        """A numbered listing of the rules."""
+        lines = [f"Policy {self.name!r}" + (" (strict)" if self.strict else "")]
+        lines += [f"  {i}. {r.describe()}" for i, r in enumerate(self.rules)]
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able dict (see :meth:`from_dict`)."""
+        return {
+            "name": self.name,
+            "strict": self.strict,
+            "n_layer": self.n_layer,
+            "branches": list(self.branches) if self.branches is not None else None,
+            "rules": [r.to_dict() for r in self.rules],
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Policy:
+        """Rebuild (and validate) a policy from :meth:`to_dict`'s output."""
+        valid = {"name", "strict", "n_layer", "branches", "rules"}
+        for k in d:
+            if k not in valid:
+                raise_unknown("Policy field", k, valid)
+        b = d.get("branches")
+        return cls(
+            rules=tuple(Rule.from_dict(r) for r in d.get("rules", ())),
+            name=d.get("name", "custom"),
+            strict=bool(d.get("strict", False)),
+            n_layer=d.get("n_layer"),
+            branches=tuple(b) if b is not None else None,
+        )

@@ -1,0 +1,246 @@
+"""Presets: the named policies (``auto``, ``torch``, ``xavier``, ``gpt2``, ``fixup``, ...).
+
+``get_policy`` turns what a user passes as ``policy=`` (a preset name, a registered scheme
+name, a :class:`~initwise.model.policy.Policy` or a list of rules) into a Policy.
+
+>>> get_policy("gpt2").name
+'gpt2'
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+import torch
+
+from .._checks import raise_unknown
+from ..registry import get_scheme, resolve_scheme_name, scheme_names
+from .policy import Policy, Rule
+
+__all__ = ["PRESETS", "get_policy", "is_builtin_policy_name", "presets"]
+
+
+_WEIGHT_LAYERS = ("Linear", "Conv1d", "Conv2d", "Conv3d", "ConvTranspose1d", "ConvTranspose2d",
+                  "ConvTranspose3d", "Conv1D")  # fmt: skip
+_RNN = ("RNNBase", "RNNCellBase")
+_BATCHNORM = ("_BatchNorm",)
+
+
+def _common_tail() -> list[Rule]:
+    """Rules shared by the variance-scaling presets after their weight rule."""
+    return [
+        Rule("zeros", role=("bias", "recurrent_bias", "norm_bias", "scalar_bias")),
+        Rule("ones", role=("norm", "scalar_scale")),
+        Rule("zeros", role="norm_stats", name="*running_mean"),
+        Rule("ones", role="norm_stats", name="*running_var"),
+        Rule("keep", note="not covered by the preset: left to the module"),
+    ]
+
+
+def _structural_head() -> list[Rule]:
+    return [
+        Rule("normal", {"mean": 0.0, "std": 1.0}, role="embedding", note="unit-variance embedding rows"),
+        Rule("orthogonal", role="recurrent", note="orthogonal per gate block (Saxe et al. 2013)"),
+        Rule("forget_gate_bias", {"value": 1.0}, module="LSTM", role="recurrent_bias",
+             note="Jozefowicz et al. 2015"),
+        Rule("forget_gate_bias", {"value": 1.0}, module="LSTMCell", role="recurrent_bias"),
+    ]
+
+
+class _Presets:
+    """Named policies. ``initwise.presets.gpt2(n_layer=12)`` builds one with options.
+
+    >>> sorted(presets.names())[:3]
+    ['auto', 'dcgan', 'fixup']
+    """
+
+    def names(self) -> tuple[str, ...]:
+        return PRESETS
+
+    def get(self, name: str) -> Policy:
+        """The preset ``name``, or :meth:`scheme` for a registered scheme name or alias."""
+        check = name.strip().lower() if isinstance(name, str) else name
+        if check in PRESETS:
+            fn: Callable[[], Policy] = getattr(self, check)
+            return fn()
+        try:
+            resolved = resolve_scheme_name(check)
+        except (ValueError, TypeError):
+            raise_unknown("preset or scheme", name, [*PRESETS, *scheme_names()])
+        return self.scheme(resolved)
+
+    def scheme(self, name: str, **params: Any) -> Policy:
+        """Every weight (weight, recurrent input, branch, residual output and classifier roles)
+        by the registered scheme ``name`` with ``params``; the rest as in the simple presets
+        (recurrent weights orthogonal per gate block, biases 0, norms 1/0, embeddings N(0, 1)).
+
+        >>> presets.scheme("he_uniform").rules[4].scheme
+        'kaiming_uniform'
+        """
+        resolved = get_scheme(name, **params)  # validates name and parameters
+        return self._simple(resolved.name, resolved.name, dict(params))
+
+    def auto(self, distribution: str = "normal") -> Policy:
+        """Variance-preserving init with the exact gain of each layer's input nonlinearity.
+
+        Weights ``N(0, g²/fan_in)`` with layer-aware fans and ``g = gains.gain(act)`` of the
+        activation feeding the layer (1 for raw input); embeddings ``N(0, 1)``; recurrent
+        weights orthogonal per gate block; LSTM forget-gate bias 1; biases 0; norms 1/0.
+        """
+        return Policy(
+            (
+                *_structural_head(),
+                Rule("auto", {"distribution": distribution},
+                     role=("weight", "recurrent_input", "branch", "residual_out", "classifier"),
+                     note="N(0, g²/fan_in), g = exact gain of the input-side activation"),
+                *_common_tail(),
+            ),
+            name="auto",
+        )
+
+    def torch(self) -> Policy:
+        """Exactly what PyTorch's constructors do (values from the keyed engine)."""
+        r5 = math.sqrt(5.0)
+        return Policy(
+            (
+                Rule("xavier_uniform", module="MultiheadAttention",
+                     name="re:(in_proj_weight|[qkv]_proj_weight)$", fans="tensor"),
+                Rule("xavier_normal", module="MultiheadAttention", name="re:bias_[kv]$", fans="tensor"),
+                Rule("zeros", module="MultiheadAttention", name="*in_proj_bias"),
+                Rule("zeros", module="NonDynamicallyQuantizableLinear", role="bias",
+                     note="MultiheadAttention zeroes out_proj.bias"),
+                Rule("inv_sqrt_uniform", {"of": "hidden_size"}, module=_RNN,
+                     note="U(±1/sqrt(hidden_size)) for every RNN parameter"),
+                Rule("inv_sqrt_uniform", {"of": "in1_features"}, module="Bilinear"),
+                Rule("kaiming_uniform", {"a": r5}, module=_WEIGHT_LAYERS, role="weight",
+                     fans="tensor", note="kaiming_uniform(a=sqrt(5)) = U(±1/sqrt(fan_in))"),
+                Rule("inv_sqrt_uniform", module=_WEIGHT_LAYERS, role="bias",
+                     note="U(±1/sqrt(fan_in of the weight tensor))"),
+                Rule("normal", {"mean": 0.0, "std": 1.0}, module=("Embedding", "EmbeddingBag"),
+                     role="embedding"),
+                Rule("ones", role="norm"),
+                Rule("zeros", role="norm_bias"),
+                Rule("zeros", role="norm_stats", name="*running_mean"),
+                Rule("ones", role="norm_stats", name="*running_var"),
+                Rule("keep", note="not a torch built-in: left to the module"),
+            ),
+            name="torch",
+        )
+
+    def _simple(self, name: str, scheme: str, params: Mapping[str, Any]) -> Policy:
+        return Policy(
+            (
+                *_structural_head(),
+                Rule(scheme, dict(params), role=("weight", "recurrent_input", "branch",
+                                                  "residual_out", "classifier")),
+                *_common_tail(),
+            ),
+            name=name,
+        )
+
+    def xavier(self) -> Policy:
+        """Glorot & Bengio 2010: ``U(±sqrt(6/(fan_in+fan_out)))`` for weights."""
+        return self._simple("xavier", "xavier_uniform", {})
+
+    def kaiming(self) -> Policy:
+        """He et al. 2015: ``N(0, 2/fan_in)`` (ReLU gain) for weights."""
+        return self._simple("kaiming", "kaiming_normal", {"nonlinearity": "relu"})
+
+    def lecun(self) -> Policy:
+        """LeCun et al. 1998: ``N(0, 1/fan_in)`` for weights."""
+        return self._simple("lecun", "lecun_normal", {})
+
+    def orthogonal(self) -> Policy:
+        """Saxe et al. 2013: orthogonal weights with the exact input-side gain."""
+        return self._simple("orthogonal", "orthogonal", {"gain": "auto"})
+
+    def gpt2(self, n_layer: int | None = None, std: float = 0.02) -> Policy:
+        """Radford et al. 2019: ``N(0, 0.02²)`` everywhere, residual outputs ``/sqrt(2·n_layer)``."""
+        s = {"mean": 0.0, "std": std}
+        return Policy(
+            (
+                Rule("normal", s, role="residual_out", depth_scale="gpt2",
+                     note="N(0, (0.02/sqrt(2·n_layer))²)"),
+                Rule("normal", s, role=("embedding", "weight", "recurrent", "recurrent_input",
+                                        "branch", "classifier")),
+                *_common_tail(),
+            ),
+            name="gpt2",
+            n_layer=n_layer,
+        )
+
+    def fixup(self, branches: Sequence[str] | None = None) -> Policy:
+        """Zhang et al. 2019: branch layers ×L^(-1/(2m-2)), last branch layer and classifier 0."""
+        return Policy(
+            (
+                Rule("zeros", role=("classifier", "residual_out"),
+                     note="last layer of each branch and the classifier start at 0"),
+                Rule("auto", role="branch", depth_scale="fixup", note="He-style × L^(-1/(2m-2))"),
+                *_structural_head(),
+                Rule("auto", role=("weight", "recurrent_input")),
+                *_common_tail(),
+            ),
+            name="fixup",
+            branches=tuple(branches) if branches is not None else None,
+        )
+
+    def zero_residual(self, branches: Sequence[str] | None = None) -> Policy:
+        """Goyal et al. 2017: each residual branch ends at 0 (last norm weight, else last layer)."""
+        return Policy(
+            (Rule("zeros", role="branch_end"), *self.auto().rules),
+            name="zero_residual",
+            branches=tuple(branches) if branches is not None else None,
+        )
+
+    def rezero(self) -> Policy:
+        """Bachlechner et al. 2020 / De & Smith 2020: residual gates (``resweight``, ``alpha``) = 0."""
+        return Policy((Rule("zeros", role="gate"), *self.auto().rules), name="rezero")
+
+    def dcgan(self) -> Policy:
+        """Radford et al. 2015: conv/linear ``N(0, 0.02²)``, BatchNorm weight ``N(1, 0.02²)``."""
+        return Policy(
+            (
+                Rule("normal", {"mean": 1.0, "std": 0.02}, module=_BATCHNORM, role="norm"),
+                Rule("normal", {"mean": 0.0, "std": 0.02},
+                     role=("weight", "embedding", "branch", "residual_out", "classifier")),
+                *_common_tail(),
+            ),
+            name="dcgan",
+        )
+
+
+PRESETS: tuple[str, ...] = ("auto", "torch", "xavier", "kaiming", "lecun", "orthogonal", "gpt2",
+                            "fixup", "zero_residual", "rezero", "dcgan")  # fmt: skip
+presets = _Presets()
+
+
+def is_builtin_policy_name(name: str) -> bool:
+    """Whether ``name`` is a preset or a registered scheme name (a built-in policy)."""
+    return name in PRESETS or name in scheme_names()
+
+
+def get_policy(policy: str | Policy | Iterable[Rule]) -> Policy:
+    """Return ``policy`` as a :class:`Policy`: a preset name, a Policy, or a list of rules.
+
+    >>> get_policy("kaiming").rules[4].scheme
+    'kaiming_normal'
+    >>> get_policy("gtp2")
+    Traceback (most recent call last):
+    ...
+    ValueError: unknown preset or scheme 'gtp2'; did you mean 'gpt2'? Valid options: ...
+    """
+    if isinstance(policy, Policy):
+        return policy
+    if isinstance(policy, str):
+        return presets.get(policy)
+    if isinstance(policy, torch.Tensor):
+        raise TypeError("policy must be a preset name, a Policy or a list of Rules")
+    try:
+        return Policy(tuple(policy))
+    except TypeError:
+        raise TypeError(
+            f"policy must be a preset name ({', '.join(PRESETS)}), a Policy or a list of Rules, "
+            f"got {type(policy).__name__}"
+        ) from None

@@ -1,0 +1,576 @@
+"""Whole-model planning as named stages: tensors -> roles -> rule -> layout -> gain -> depth
+scale -> scheme -> entry.
+
+:func:`build` runs the stages for every tensor of a model and returns the :class:`Plan` and,
+for the tensors it initializes, the :class:`Work` items the write pass needs. Each stage is a
+small function of its own:
+
+1. :func:`collect_tensors`: parameters (parametrized tensors folded back into the tensor
+   their module computes), normalization statistics, and which names share one tensor;
+2. :func:`tensor_roles`: the roles of a tensor (:mod:`initwise.model.roles`);
+3. :func:`match_rule`: the first rule of the policy that matches, and why;
+4. layout: the view, fans and blocks (:func:`initwise._fans.plan_layout`);
+5. :func:`input_gain`: the activation feeding a weight layer, and its exact gain
+   (:mod:`initwise.model.structure`);
+6. :func:`depth_scale`: GPT-2's ``1/sqrt(2 n_layer)`` or Fixup's ``L^(-1/(2m-2))``;
+7. :func:`resolve_scheme`: the concrete registry scheme and parameters (or a special action);
+8. :func:`describe`: the distribution, mean, std and bound the entry records.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Union
+
+import torch
+from torch import nn
+from torch.nn.utils import parametrize
+
+from .. import random as _random
+from .._checks import raise_unknown
+from .._fans import Fans, TensorLayout, plan_layout, tensor_fans
+from .._modules import is_weight_layer
+from .._names import selection
+from .._torch import is_dtensor, is_lazy
+from ..registry import Scheme, get_scheme
+from . import structure
+from .entries import Plan, PlanEntry
+from .policy import Policy, Rule
+from .presets import get_policy
+from .roles import ROLE_PRIORITY, base_role, structure_roles
+from .structure import Branch, GraphInfo
+
+__all__ = ["Only", "Work", "build", "rebind", "tensor_key"]
+
+Only = Union[str, Iterable[str], Callable[..., bool], None]  # noqa: UP007
+
+_UNSTABLE = {"gelu", "gelu_tanh", "silu", "mish", "elu", "celu", "softplus", "hardswish"}
+
+
+@dataclass
+class Work:
+    """What the write pass needs for one tensor the plan initializes (internal)."""
+
+    entry: PlanEntry
+    tensor: torch.Tensor
+    scheme: Any  # registry Scheme, user callable, or None for special actions
+    fans: Fans | None
+    special: str | None = None
+    value: float = 0.0
+    padding_idx: int | None = None
+    post_scale: float = 1.0
+    # (module, attribute) for a parametrized tensor (weight_norm, spectral_norm, orthogonal...):
+    # the values are drawn for the tensor the module computes and assigned through the
+    # parametrization's right_inverse
+    setter: tuple[nn.Module, str] | None = None
+    # a user callable's parameters as given (the entry keeps a JSON-able copy)
+    call_params: dict[str, Any] = field(default_factory=dict)
+    # the tensor is drawn as its transpose (a Hugging Face Conv1D weight)
+    transposed: bool = False
+
+
+
+
+def tensor_key(seed: int, name: str, block: int | None) -> Any:
+    """The keyed-engine key of one tensor (``block``: of one of its stacked blocks)."""
+    k = _random.key(seed, name)
+    return k if block is None else k.child(f"block{block}")
+
+
+def _fold(name: str, params: dict[str, Any], s: float) -> tuple[dict[str, Any], float]:
+    """Fold a multiplier ``s`` into a registry scheme's params; return (params, leftover)."""
+    if s == 1.0:
+        return params, 1.0
+    p = dict(params)
+    if name in ("normal", "trunc_normal", "truncated_normal"):
+        p["mean"] = float(p.get("mean", 0.0)) * s
+        p["std"] = float(p.get("std", 1.0)) * s
+        if name == "trunc_normal":
+            p["a"] = float(p.get("a", -2.0)) * s
+            p["b"] = float(p.get("b", 2.0)) * s
+        return p, 1.0
+    if name == "uniform":
+        p["a"], p["b"] = float(p.get("a", 0.0)) * s, float(p.get("b", 1.0)) * s
+        return p, 1.0
+    if name == "variance_scaling":
+        p["scale"] = float(p.get("scale", 1.0)) * s * s
+        return p, 1.0
+    if name in ("zeros",):
+        return p, 1.0
+    if name == "constant":
+        p["val"] = float(p["val"]) * s
+        return p, 1.0
+    return p, s
+
+
+# A chain this long of GELU/SiLU/Mish layers drifts noticeably (~1.8x in E[x^2] for SiLU).
+_UNSTABLE_MIN_LAYERS = 4
+
+
+
+# --------------------------------------------------------------------------------------------
+# Stage 1: tensors
+# --------------------------------------------------------------------------------------------
+
+
+def _parametrized_items(model: nn.Module) -> tuple[list[tuple[str, str, torch.Tensor]],
+                                                      dict[str, tuple[nn.Module, str]]]:
+    """Parameters to plan, with torch parametrizations folded back into the tensor they define.
+
+    ``m.parametrizations.weight.original0/1`` (weight_norm's g and v, spectral norm's original,
+    ...) become one item ``m.weight`` holding the tensor the module computes; writing it
+    assigns the drawn tensor through the parametrization (``right_inverse``) under the plain
+    name's key. weight_norm then computes exactly the plain layer's weight; parametrizations
+    that transform their input keep doing so (spectral norm divides by the largest singular
+    value, recomputed here; orthogonal projects), so the plan's std is that of the drawn tensor.
+    """
+    items: list[tuple[str, str, torch.Tensor]] = []
+    setters: dict[str, tuple[nn.Module, str]] = {}
+    done: set[str] = set()
+    for n, p in model.named_parameters(remove_duplicate=False):
+        head, sep, tail = n.partition("parametrizations.")
+        if not sep:
+            items.append((n, "parameter", p))
+            continue
+        attr = tail.split(".", 1)[0]
+        modname = head[:-1]
+        virtual = f"{head}{attr}"
+        if virtual in done:
+            continue
+        done.add(virtual)
+        module = model.get_submodule(modname) if modname else model
+        if not parametrize.is_parametrized(module, attr):
+            items.append((n, "parameter", p))
+            continue
+        with torch.no_grad():
+            value = getattr(module, attr)
+        items.append((virtual, "parameter", value))
+        setters[virtual] = (module, attr)
+    return items, setters
+
+
+def _originals(model: nn.Module, virtual: str) -> list[str]:
+    """The parameter names behind a parametrized tensor (``m.parametrizations.w.original*``)."""
+    head, _, attr = virtual.rpartition(".")
+    prefix = f"{head}.parametrizations.{attr}." if head else f"parametrizations.{attr}."
+    return [n for n, _ in model.named_parameters(remove_duplicate=False) if n.startswith(prefix)]
+
+
+def _selector(only: Only, model: nn.Module, virtual: Iterable[str] = ()) -> Callable[[str], bool]:
+    """``only=`` as a test on qualified tensor names (see :class:`initwise._names.Selection`)."""
+    sel = selection(only, "init")
+    if sel is None:
+        return lambda n: True
+    pred = sel.predicate
+    if pred is not None:
+        if sel.arity == 2:  # fn(name, module): the module that owns the tensor
+            def owner(n: str) -> nn.Module:
+                mod = n.rpartition(".")[0]
+                return model.get_submodule(mod) if mod else model
+
+            return lambda n: bool(pred(n, owner(n)))
+        return lambda n: bool(pred(n))
+    assert sel.names is not None
+    known = {n for n, _ in model.named_parameters(remove_duplicate=False)}
+    known |= {n for n, _ in model.named_buffers(remove_duplicate=False)}
+    known |= {n for n, _ in model.named_modules(remove_duplicate=False) if n}
+    known |= set(virtual)  # parametrized tensors, under their plain names
+    for n in sorted(set(sel.names)):
+        if n not in known:  # a typo would otherwise silently initialize nothing
+            raise_unknown("name in only=", n, known, limit=20)
+    return sel.matches
+
+
+
+@dataclass
+class Tensors:
+    """Stage 1's result: every tensor to plan, the parametrized ones, and the ties."""
+
+    items: list[tuple[str, str, torch.Tensor]]  # (name, "parameter" | "buffer", tensor)
+    setters: dict[str, tuple[nn.Module, str]]
+    owner: dict[int, str]  # id(tensor) -> the first name it has
+    aliases: dict[str, list[str]]  # first name -> the other names of the same tensor
+
+
+def collect_tensors(model: nn.Module) -> Tensors:
+    """Parameters (parametrizations folded), norm statistics, and the names each tensor has."""
+    items, setters = _parametrized_items(model)
+    for n, b in model.named_buffers(remove_duplicate=False):
+        if n.rsplit(".", 1)[-1] in ("running_mean", "running_var"):
+            items.append((n, "buffer", b))
+    owner: dict[int, str] = {}
+    aliases: dict[str, list[str]] = {}
+    for n, _, t in items:
+        o = owner.setdefault(id(t), n)
+        aliases.setdefault(o, [])
+        if o != n:
+            aliases[o].append(n)
+    return Tensors(items, setters, owner, aliases)
+
+
+# --------------------------------------------------------------------------------------------
+# The model-wide context the stages share
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Context:
+    model: nn.Module
+    policy: Policy
+    info: GraphInfo
+    extra_roles: dict[str, list[str]]
+    branch_of: dict[str, Branch]
+    notes: list[str]
+    n_layer: int | None = None
+    used: list[bool] = field(default_factory=list)
+    unstable: dict[str, int] = field(default_factory=dict)
+    meta_ok: bool = False  # plan meta tensors as if they had storage (materialize)
+
+
+# --------------------------------------------------------------------------------------------
+# Stages 2-3: roles and rule
+# --------------------------------------------------------------------------------------------
+
+
+def tensor_roles(ctx: _Context, module: nn.Module, modname: str, leaf: str, t: torch.Tensor,
+                 kind: str) -> list[str]:
+    """The roles of one tensor, most specific first (its primary role is the first)."""
+    base = base_role(module, leaf, t, kind)
+    roles = [base]
+    if base in ("weight", "norm", "recurrent_input"):
+        extra = ctx.extra_roles.get(modname, [])
+        roles = [r for r in ROLE_PRIORITY if r in extra] + roles
+        if base == "norm":
+            roles = [r for r in roles if r in ("residual_norm", "branch_end", "norm")]
+        else:
+            roles = [r for r in roles if r not in ("residual_norm",)]
+            if base == "recurrent_input":
+                roles = [r for r in roles if r in ("branch", "recurrent_input")]
+    return roles
+
+
+def match_rule(policy: Policy, module: nn.Module, name: str, roles: list[str]) -> tuple[int | None, str]:
+    """The index of the first rule of ``policy`` that matches the tensor, and why."""
+    for i, r in enumerate(policy.rules):
+        w = r.why(module, name, roles)
+        if w is not None:
+            return i, w
+    return None, ""
+
+
+def _skip_reason(names: list[str], select: Callable[[str], bool], setters: Mapping[str, Any],
+                 model: nn.Module, t: torch.Tensor, meta_ok: bool) -> str | None:
+    picked = [n for n in names if select(n)
+              or (n in setters and any(select(o) for o in _originals(model, n)))]
+    # a tied tensor is one tensor: initialize it only if every name it has is selected
+    # (a checkpoint that omits the tied lm_head still loaded the embedding it shares)
+    if not picked:
+        return "not in only"
+    if len(picked) != len(names):
+        kept = [n for n in names if n not in picked]
+        return f"not initialized: tied to {', '.join(kept)}, which is not in only"
+    if t.is_meta and not meta_ok:
+        return "meta: skipped"
+    return None
+
+
+# --------------------------------------------------------------------------------------------
+# Stages 5-6: gain and depth scale
+# --------------------------------------------------------------------------------------------
+
+
+def input_gain(ctx: _Context, module: nn.Module, modname: str, leaf: str, t: torch.Tensor
+               ) -> tuple[str | None, float | None, str]:  # fmt: skip
+    """``(activation, exact gain, how it was found)`` of the signal feeding a weight layer."""
+    if not (is_weight_layer(module) and t.dim() >= 2):
+        return None, None, ""
+    act, g, src = ctx.info.activation_of(modname)
+    if isinstance(module, nn.RNNBase) and not re.fullmatch(r"weight_ih_l0(_reverse)?", leaf):
+        # stacked layers and LSTM projections read the previous layer's h = o·tanh(c),
+        # not the module's input: linear (gain 1), like recurrent weights
+        act, g, src = "linear", 1.0, "inside the recurrent module"
+    return act, g, src
+
+
+def depth_scale(ctx: _Context, rule: Rule, modname: str) -> tuple[float, list[str]]:
+    """The rule's ``scale`` times its depth factor, and notes for the entry's ``post``."""
+    s = float(rule.scale)
+    post: list[str] = []
+    if rule.depth_scale == "gpt2":
+        if ctx.n_layer is None:
+            ctx.n_layer = _n_layer(ctx.model, ctx.policy, ctx.info)
+            if ctx.n_layer is None:
+                raise ValueError("depth_scale='gpt2' needs n_layer: pass presets.gpt2(n_layer=...) "
+                                 "or Policy(n_layer=...)")
+            ctx.notes.append(f"gpt2 depth scaling uses n_layer={ctx.n_layer}")
+        s *= 1.0 / math.sqrt(2.0 * ctx.n_layer)
+    elif rule.depth_scale == "fixup":
+        br = ctx.branch_of.get(modname)
+        if br is None:
+            post.append("fixup: not in a detected branch, unscaled")
+        else:
+            # Zhang et al. 2019: L residual branches, m layers per branch
+            m, big_l = len(br.layers), len(ctx.info.branches)
+            if m > 1:
+                s *= big_l ** (-1.0 / (2 * m - 2))
+    return s, post
+
+
+# --------------------------------------------------------------------------------------------
+# Stages 7-8: scheme and description
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Resolved:
+    """Stage 7's result: the scheme object (or a special action) and its parameters."""
+
+    scheme_name: str | None
+    params: dict[str, Any]
+    scheme: Any = None  # registry Scheme or user callable; None for special actions
+    special: str | None = None
+    value: float = 0.0
+    leftover: float = 1.0  # a multiplier the scheme's parameters could not absorb
+    gain_used: bool = False
+    blocks: int | None = None  # set by actions that fix the blocks (forget gate)
+
+
+def resolve_scheme(rule: Rule, rule_i: int, name: str, module: nn.Module, leaf: str,
+                   t: torch.Tensor, f: Fans | None, g: float | None, s: float) -> Resolved:
+    """The concrete scheme of a tensor: the rule's scheme or action with gain and scale folded in."""
+    if callable(rule.scheme) and not isinstance(rule.scheme, str):
+        return Resolved(getattr(rule.scheme, "__name__", "callable"), dict(rule.params),
+                        scheme=rule.scheme, leftover=s)
+    if rule.scheme == "auto":
+        if f is None:
+            raise ValueError(f"{name}: action 'auto' needs fans (a weight with ≥2 dimensions); "
+                             f"shape {tuple(t.shape)} matched rule #{rule_i} ({rule.describe()})")
+        gg = 1.0 if g is None else g
+        res = Resolved("variance_scaling", {"scale": gg * gg * s * s, "mode": "fan_in",
+                                            "distribution": rule.params["distribution"]}, gain_used=True)
+    elif rule.scheme == "inv_sqrt_uniform":
+        of = rule.params["of"]
+        if of == "fan_in":
+            wt = getattr(module, "weight", None)
+            if not isinstance(wt, torch.Tensor) or wt.dim() < 2:
+                raise ValueError(f"{name}: inv_sqrt_uniform(of='fan_in') needs the module's weight")
+            v: float = tensor_fans(wt.shape).fan_in
+        else:
+            attr = getattr(module, of, None)
+            if not isinstance(attr, (int, float)):
+                raise ValueError(f"{name}: {type(module).__name__} has no numeric attribute {of!r}")
+            v = float(attr)
+        bnd = rule.params["scale"] / math.sqrt(v) * s if v > 0 else 0.0
+        res = Resolved("uniform", {"a": -bnd, "b": bnd})
+    elif rule.scheme == "forget_gate_bias":
+        if not isinstance(module, (nn.LSTM, nn.LSTMCell)) or not leaf.startswith("bias"):
+            raise ValueError(f"{name}: forget_gate_bias applies to LSTM/LSTMCell biases only")
+        if leaf.startswith("bias_ih"):
+            value = float(rule.params["value"]) * s
+            return Resolved("forget_gate_bias", {"value": value}, special="forget", value=value, blocks=1)
+        res = Resolved("zeros", {}, blocks=1)
+    else:
+        assert isinstance(rule.scheme, str)
+        params = dict(rule.params)
+        gain_used = False
+        if params.get("gain") == "auto":
+            params["gain"] = 1.0 if g is None else g
+            gain_used = True
+        params, leftover = _fold(rule.scheme, params, s)
+        res = Resolved(rule.scheme, params, leftover=leftover, gain_used=gain_used)
+    assert res.scheme_name is not None
+    res.scheme = get_scheme(res.scheme_name, **res.params)
+    res.params = dict(res.scheme.params)
+    return res
+
+
+def describe(res: Resolved, name: str, block_shape: tuple[int, ...], f: Fans | None, post: list[str]
+             ) -> tuple[str | None, float | None, float | None, float | None]:  # fmt: skip
+    """``(distribution, mean, std, bound)`` of what the resolved scheme draws."""
+    if res.special == "forget":
+        post.append(f"forget-gate block = {res.value:g}, other gates 0")
+        return "constant", res.value / 4.0, None, None
+    if not isinstance(res.scheme, Scheme):
+        return None, None, None, None
+    try:
+        st = res.scheme.describe(block_shape, f)
+    except (ValueError, TypeError, ZeroDivisionError) as err:
+        raise ValueError(f"{name}: scheme {res.scheme_name} cannot describe shape "
+                         f"{tuple(block_shape)}: {err}") from None
+    mean, std, bound = st.mean, st.std, st.bound
+    if res.leftover != 1.0:
+        mean = None if mean is None else mean * res.leftover
+        std = None if std is None else std * res.leftover
+        bound = None if bound is None else bound * res.leftover
+    return st.distribution, mean, std, bound
+
+
+def _n_layer(model: nn.Module, policy: Policy, info: GraphInfo) -> int | None:
+    if policy.n_layer is not None:
+        return policy.n_layer
+    cfg = getattr(model, "config", None)
+    for attr in ("n_layer", "num_hidden_layers", "num_layers", "n_layers"):
+        v = getattr(cfg, attr, None)
+        if isinstance(v, int) and v > 0:
+            return v
+    if info.branches:
+        return max(1, len(info.branches) // 2)
+    lists = [len(m) for m in model.modules() if isinstance(m, nn.ModuleList)]
+    return max(lists) if lists else None
+
+
+
+# --------------------------------------------------------------------------------------------
+# All stages
+# --------------------------------------------------------------------------------------------
+
+
+def check_model(model: nn.Module, seed: int) -> None:
+    """The checks every whole-model verb makes before it reads the model."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"expected an nn.Module, got {type(model).__name__}")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise TypeError(f"seed must be an int, got {type(seed).__name__}")
+    lazy = [n for n, t in model.named_parameters() if is_lazy(t)]
+    if lazy:
+        raise ValueError(
+            f"{', '.join(lazy[:5])}{' ...' if len(lazy) > 5 else ''}: uninitialized lazy "
+            "parameter(s) (e.g. nn.LazyLinear); run one forward pass on a sample batch to give "
+            "them their shapes, then plan/init the model"
+        )
+
+
+def build(model: nn.Module, policy_in: str | Policy | Iterable[Rule], example_inputs: Any,
+          seed: int, only: Only, *, meta_ok: bool = False) -> tuple[Plan, list[Work]]:
+    """Run every stage for every tensor of ``model``: the plan and the write pass's work.
+
+    ``meta_ok``: plan meta tensors as if they had storage (``materialize`` plans a meta model
+    once, then rebinds the work to the allocated tensors with :func:`rebind`).
+    """
+    check_model(model, seed)
+    policy = get_policy(policy_in)
+    info = structure.analyze(model, example_inputs, policy.branches)
+    ctx = _Context(model, policy, info, structure_roles(model, info),
+                   {layer: b for b in info.branches for layer in b.layers}, list(info.notes),
+                   used=[False] * len(policy.rules), meta_ok=meta_ok)
+    ts = collect_tensors(model)
+    select = _selector(only, model, ts.setters)
+    entries: list[PlanEntry] = []
+    work: list[Work] = []
+    for name, kind, t in ts.items:
+        entry, w = _plan_tensor(ctx, ts, select, name, kind, t)
+        entries.append(entry)
+        if w is not None:
+            work.append(w)
+    return _finish(ctx, ts, seed, entries), work
+
+
+def _plan_tensor(ctx: _Context, ts: Tensors, select: Callable[[str], bool], name: str, kind: str,
+                 t: torch.Tensor) -> tuple[PlanEntry, Work | None]:
+    model = ctx.model
+    modname, _, leaf = name.rpartition(".")
+    module = model.get_submodule(modname) if modname else model
+    roles = tensor_roles(ctx, module, modname, leaf, t, kind)
+    common: dict[str, Any] = {
+        "name": name, "kind": kind, "module": modname, "module_type": type(module).__name__,
+        "shape": tuple(int(s) for s in t.shape), "dtype": str(t.dtype).replace("torch.", ""),
+        "role": roles[0], "roles": tuple(roles),
+    }  # fmt: skip
+    o = ts.owner[id(t)]
+    if o != name:
+        return PlanEntry(**common, action="skip", reason=f"tied to {o}", tied_to=o), None
+    rule_i, why = match_rule(ctx.policy, module, name, roles)
+    if rule_i is None:
+        return PlanEntry(**common, action="keep", reason="no rule matched: left to the module",
+                         aliases=tuple(ts.aliases[name])), None
+    ctx.used[rule_i] = True
+    rule = ctx.policy.rules[rule_i]
+    skip_reason = _skip_reason([name, *ts.aliases[name]], select, ts.setters, model, t, ctx.meta_ok)
+    base_kw: dict[str, Any] = {**common, "rule": rule_i, "rule_text": f"#{rule_i} {rule.describe()}",
+                               "aliases": tuple(ts.aliases[name])}
+    if rule.scheme == "keep":
+        return PlanEntry(**base_kw, action="keep", reason=f"{why}: left to the module"), None
+
+    layout: TensorLayout = plan_layout(module, leaf, t, module_name=modname, source=rule.fans,
+                                       transposable=name not in ts.setters and not is_dtensor(t))
+    act, g, act_src = input_gain(ctx, module, modname, leaf, t)
+    s, post = depth_scale(ctx, rule, modname)
+    res = resolve_scheme(rule, rule_i, name, module, leaf, t, layout.fans, g, s)
+    blocks = layout.blocks if res.blocks is None else res.blocks
+    block_shape = layout.block_shape if res.blocks is None else tuple(t.shape)
+    dist, mean, std, bound = describe(res, name, block_shape, layout.fans, post)
+
+    pad = getattr(module, "padding_idx", None) if roles[-1] == "embedding" else None
+    if isinstance(pad, int):
+        post.append(f"padding_idx row {pad} zeroed")
+    else:
+        pad = None
+    if res.gain_used and act is not None and act in _UNSTABLE:
+        ctx.unstable[act] = ctx.unstable.get(act, 0) + 1
+    reason = why if skip_reason is None else skip_reason
+    if act_src and res.gain_used:
+        reason += f"; gain from {act_src}"
+    f = layout.fans
+    entry = PlanEntry(
+        **base_kw, action="init" if skip_reason is None else "skip", reason=reason,
+        scheme=res.scheme_name, params=_jsonable(res.params),
+        fan_in=None if f is None else float(f.fan_in), fan_out=None if f is None else float(f.fan_out),
+        blocks=blocks, gain=g if res.gain_used else None, activation=act if res.gain_used else None,
+        scale=s, distribution=dist, mean=mean, std=std, bound=bound, post="; ".join(post) or None,
+    )  # fmt: skip
+    if skip_reason is not None:
+        return entry, None
+    return entry, Work(entry, layout.view, res.scheme, f, res.special, res.value, pad, res.leftover,
+                       ts.setters.get(name), dict(res.params), layout.view is not t)
+
+
+def _finish(ctx: _Context, ts: Tensors, seed: int, entries: list[PlanEntry]) -> Plan:
+    policy, notes = ctx.policy, ctx.notes
+    unmatched = [f"#{i} {r.describe()}" for i, r in enumerate(policy.rules) if not ctx.used[i]]
+    if policy.strict and unmatched:
+        raise ValueError(f"policy {policy.name!r} is strict and these rules match no parameter: "
+                         + "; ".join(unmatched))
+    n_unstable = sum(ctx.unstable.values())
+    if n_unstable >= _UNSTABLE_MIN_LAYERS:
+        notes.append(
+            f"{n_unstable} layers take {'/'.join(sorted(ctx.unstable))} inputs: these activations have an "
+            "unstable fixed point at the exact gain, so the signal's second moment drifts with "
+            "depth (a plain 24-layer SiLU MLP ends ~39x too large) and no fixed gain cures that; "
+            "consider initwise.lsuv (data-dependent scaling)"
+        )
+    ties = [f"{o} <- {', '.join(a)}" for o, a in ts.aliases.items() if a]
+    if ties:
+        notes.append("tied tensors initialized once, under their first name: " + "; ".join(ties))
+    return Plan(policy.name, seed, ctx.info.source, entries, notes, unmatched)
+
+
+def _jsonable(params: Mapping[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in params.items():
+        out[k] = v if isinstance(v, (int, float, str, bool, type(None))) else repr(v)
+    return out
+
+
+
+
+def rebind(model: nn.Module, work: list[Work]) -> list[Work]:
+    """The same work on ``model``'s current tensors (after ``materialize`` gave them storage).
+
+    Tensors are found again by name; a parametrized tensor is recomputed by its module.
+    """
+    tensors: dict[str, torch.Tensor] = dict(model.named_parameters(remove_duplicate=False))
+    tensors.update(model.named_buffers(remove_duplicate=False))
+    out = []
+    for w in work:
+        if w.setter is not None:
+            module, attr = w.setter
+            with torch.no_grad():
+                t = getattr(module, attr)
+        else:
+            t = tensors[w.entry.name]
+        out.append(dataclasses.replace(w, tensor=t.t() if w.transposed else t))
+    return out
