@@ -153,3 +153,16 @@ def test_plan_with_example_inputs_restores_buffers() -> None:
     state = {k: v.clone() for k, v in m.state_dict().items()}
     initwise.plan(m, "auto", example_inputs=torch.randn(16, 4))
     assert m.training and all(torch.equal(v, state[k]) for k, v in m.state_dict().items())
+
+
+@pytest.mark.parametrize("bad", [1.5, "0", True])
+def test_seed_means_the_same_for_every_verb(bad: object) -> None:
+    m = _mlp()
+    before = [p.detach().clone() for p in m.parameters()]
+    with pytest.raises(TypeError, match="init: seed must be an int, got"):
+        initwise.init(m, "auto", seed=bad)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="lsuv: seed must be an int or None, got"):
+        initwise.lsuv(m, X, seed=bad)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="audit: seed must be an int, got"):
+        initwise.audit(m, X, seed=bad)  # type: ignore[arg-type]
+    assert all(torch.equal(a, b) for a, b in zip(before, m.parameters(), strict=True))

@@ -14,6 +14,7 @@ import warnings
 from collections.abc import Iterable
 from typing import NoReturn
 
+import numpy as np
 import torch
 
 from ._errors import InitwiseWarning
@@ -22,6 +23,7 @@ __all__ = [
     "InitwiseWarning",
     "check_choice",
     "check_finite_positive",
+    "check_seed",
     "check_tensor",
     "raise_unknown",
 ]
@@ -98,3 +100,18 @@ def check_tensor(tensor: object, fn: str, *, min_dim: int = 0, max_dim: int | No
         )
         return False
     return True
+
+
+def check_seed(seed: object, verb: str, *, allow_none: bool = False) -> int | None:
+    """Return ``seed`` if it is a valid seed for ``verb``, else raise a clear ``TypeError``.
+
+    The one meaning of ``seed=`` in ``init``, ``plan``, ``materialize``, ``lsuv`` and
+    ``audit``: a Python ``int`` (a NumPy integer is accepted), which keys every
+    random draw the verb makes; ``lsuv`` also accepts ``None`` (torch's global generator).
+    """
+    if seed is None and allow_none:
+        return None
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        extra = " or None" if allow_none else ""
+        raise TypeError(f"{verb}: seed must be an int{extra}, got {type(seed).__name__} {seed!r}")
+    return int(seed)

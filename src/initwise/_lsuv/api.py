@@ -12,7 +12,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from .._checks import InitwiseWarning, check_finite_positive
+from .._checks import InitwiseWarning, check_finite_positive, check_seed
 from .._errors import LSUVError
 from .._modules import sequence_first, unwrap
 from .._session import ModelState, call_args, suspend_in_place_compile
@@ -128,6 +128,7 @@ def lsuv(
     # torch.compile(model), DataParallel, DDP: calibrate the module they run (same names, same
     # keys, the same weights as on the bare model)
     model, _ = unwrap(model)
+    seed = check_seed(seed, "lsuv", allow_none=True)
     target = check_finite_positive("target_std", target_std)
     tol = check_finite_positive("tol", tol)
     if isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 1:

@@ -31,7 +31,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from .. import random as _random
-from .._checks import raise_unknown
+from .._checks import check_seed, raise_unknown
 from .._fans import Fans, TensorLayout, plan_layout, tensor_fans
 from .._modules import is_weight_layer
 from .._names import selection
@@ -433,8 +433,7 @@ def check_model(model: nn.Module, seed: int) -> None:
     """The checks every whole-model verb makes before it reads the model."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"expected an nn.Module, got {type(model).__name__}")
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise TypeError(f"seed must be an int, got {type(seed).__name__}")
+    check_seed(seed, "init")
     lazy = [n for n, t in model.named_parameters() if is_lazy(t)]
     if lazy:
         raise ValueError(
