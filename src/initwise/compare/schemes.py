@@ -4,7 +4,7 @@ Names are ``"torch"`` (PyTorch's default init, i.e. leave the model as construct
 ``"lsuv"`` (:func:`initwise.lsuv` on a batch of training inputs), every whole-model policy
 preset (``"kaiming"``, ``"xavier"``, ``"auto"``, ``"orthogonal"``, ``"fixup"`` ...) and every
 registered fan-based or orthogonal scheme (``"xavier_normal"``, ``"he_uniform"`` ..., applied to
-every weight through :meth:`initwise.policy.Presets.scheme`).
+every weight through ``initwise.presets.scheme``).
 """
 
 from __future__ import annotations

@@ -27,7 +27,7 @@ and names a *scheme*: a registry name with parameters (``"kaiming_normal"``,
 ``"gpt2"`` = ``1/sqrt(2·n_layer)`` (Radford et al. 2019) and ``"fixup"`` =
 ``L^(-1/(2m-2))`` (Zhang et al. 2019). ``fans="tensor"`` uses the raw tensor fans and treats
 stacked parameters as one tensor, exactly as ``torch.nn.init`` does; ``"module"`` (default)
-uses :func:`initwise.fans.fans` and initializes stacked gate/q-k-v blocks separately.
+uses :func:`initwise.fans` and initializes stacked gate/q-k-v blocks separately.
 
 Every rule is validated when it is built, and policies round-trip through JSON:
 
