@@ -4,7 +4,8 @@
 fixed set of models and returns a SHA-256 per (flow, model, policy) of what initwise decides
 and writes: the plan's JSON and the bytes of every tensor the plan initializes (tensors left
 to the model are not hashed, so the digests do not depend on how a library version builds its
-modules). ``tests/test_layout_identity.py`` compares them with digests recorded before the
+modules; the plan is hashed without ``source`` and ``notes``, which say how the structure was
+found, not what was decided). ``tests/test_layout_identity.py`` compares them with digests recorded before the
 layout change; ``python tests/_golden_models.py`` prints them as JSON.
 """
 
@@ -153,18 +154,25 @@ def _hash_tensors(model: nn.Module, names: list[str], h: Any) -> None:
         h.update(t.detach().contiguous().cpu().numpy().tobytes())
 
 
-def _digest_init(name: str, policy: str) -> str:
+def _plan_json(p: Any) -> str:
+    """The plan's decisions (without how structure was found: ``source`` and ``notes``)."""
+    d = p.to_dict()
+    d.pop("source", None)
+    d.pop("notes", None)
+    return json.dumps(d, sort_keys=True)
+
+
+def _digest_init(name: str, policy: str) -> tuple[str, str]:
     model = _build(name)
     if model is None:
-        return "unavailable"
-    h = hashlib.sha256()
+        return "unavailable", "unavailable"
     try:
         p = initwise.init(model, policy, seed=7)
     except Exception as err:
-        return f"error: {type(err).__name__}"
-    h.update(p.to_json(sort_keys=True).encode())
+        return f"error: {type(err).__name__}", f"error: {type(err).__name__}"
+    h = hashlib.sha256()
     _hash_tensors(model, p.initialized(), h)
-    return h.hexdigest()
+    return h.hexdigest(), hashlib.sha256(_plan_json(p).encode()).hexdigest()
 
 
 def _digest_lsuv(name: str) -> str:
@@ -194,7 +202,6 @@ def _digest_materialize(name: str, policy: str) -> str:
         p = initwise.materialize(model, policy, device="cpu", seed=5)
     except Exception as err:
         return f"error: {type(err).__name__}"
-    h.update(p.to_json(sort_keys=True).encode())
     names = sorted({n for n, _ in model.named_parameters()} | {
         n for n, _ in model.named_buffers() if n.rsplit(".", 1)[-1] in ("running_mean", "running_var")})
     _hash_tensors(model, names, h)
@@ -205,7 +212,7 @@ def digests(models: tuple[str, ...] = tuple(MODELS)) -> dict[str, str]:
     out: dict[str, str] = {}
     for m in models:
         for pol in POLICIES:
-            out[f"init/{m}/{pol}"] = _digest_init(m, pol)
+            out[f"init/{m}/{pol}"], out[f"plan/{m}/{pol}"] = _digest_init(m, pol)
         out[f"lsuv/{m}"] = _digest_lsuv(m)
         if m in ("mlp", "resnet", "transformer", "llama"):
             out[f"materialize/{m}/auto"] = _digest_materialize(m, "auto")
