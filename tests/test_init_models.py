@@ -58,7 +58,7 @@ def test_auto_keeps_unit_second_moment_through_depth(act: str) -> None:
     acts = ["relu", "tanh", "gelu", "leaky_relu", "silu", "selu"] * 4 if act == "mixed" else [act] * DEPTH
     net = _mlp(acts)
     p = P.init(net, "auto", seed=3)
-    assert p.source == "fx"
+    assert p.source == "dataflow"
     assert p["0.weight"].gain == 1.0  # first layer: raw data
     q = _second_moments(net)
     # log q_l random-walks: per layer Var[log ratio] = kappa_f / width, plus 2/width from the
@@ -95,7 +95,7 @@ def test_activation_discovery_functional_and_fallbacks() -> None:
             return self.b(torch.nn.functional.dropout(torch.nn.functional.gelu(self.a(x)).view(-1, 8)))
 
     p = P.plan(Fn())
-    assert p.source == "fx" and p["b.weight"].activation == "gelu"
+    assert p.source == "dataflow" and p["b.weight"].activation == "gelu"
 
     class Untraceable(Fn):
         def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -113,7 +113,7 @@ def test_activation_discovery_functional_and_fallbacks() -> None:
     assert p2.source == "module_order" and p2["b.weight"].activation == "linear"
     assert any("fell back to module registration order" in n for n in p2.notes)
     p3 = P.plan(m, example_inputs=torch.ones(2, 8))
-    assert p3.source == "hooks" and p3["b.weight"].activation == "silu"
+    assert p3.source == "dataflow" and p3["b.weight"].activation == "silu"
 
 
 class Mixed(nn.Module):

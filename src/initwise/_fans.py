@@ -76,6 +76,7 @@ __all__ = [
     "FanRule",
     "Fans",
     "TensorLayout",
+    "WeightAxes",
     "describe_layout",
     "fans",
     "gate_blocks",
@@ -478,6 +479,7 @@ class TensorLayout:
     view: torch.Tensor
     fans: Fans | None
     blocks: int
+    batch_axes: tuple[int, ...] = ()  # drawn as independent matrices (non-elementwise schemes)
 
     @property
     def block_shape(self) -> tuple[int, ...]:
@@ -485,8 +487,37 @@ class TensorLayout:
         return (t.shape[0] // self.blocks, *t.shape[1:]) if t.dim() else ()
 
 
+@dataclass(frozen=True)
+class WeightAxes:
+    """How the forward pass uses a weight tensor: the axes it contracts with its input
+    (``in_axes``), those it produces (``out_axes``), those it batches over (``batch_axes``,
+    e.g. the expert axis of fused mixture-of-experts weights; they count in no fan), and into
+    how many equal parts its output is split (``parts``: q/k/v, gate/up;
+    ``contiguous``: the parts are consecutive blocks along the out axis, not interleaved)."""
+
+    in_axes: tuple[int, ...]
+    out_axes: tuple[int, ...]
+    batch_axes: tuple[int, ...] = ()
+    parts: int = 1
+    contiguous: bool = True
+
+    def fans(self, shape: tuple[int, ...]) -> Fans | None:
+        """Fans per batch index and per part, or ``None`` when the axes do not fit ``shape``."""
+        nd = len(shape)
+        used = set(self.in_axes) | set(self.out_axes) | set(self.batch_axes)
+        if not self.in_axes or not self.out_axes or any(not 0 <= a < nd for a in used):
+            return None
+        receptive = math.prod(shape[a] for a in range(nd) if a not in used)
+        fi = math.prod(shape[a] for a in self.in_axes) * receptive
+        fo = math.prod(shape[a] for a in self.out_axes) * receptive
+        if self.parts > 1 and fo % self.parts == 0:
+            fo //= self.parts
+        return Fans(float(fi), float(fo))
+
+
 def plan_layout(module: nn.Module, leaf: str, tensor: torch.Tensor, *, module_name: str = "",
-                source: str = "module", transposable: bool = True) -> TensorLayout:
+                source: str = "module", transposable: bool = True,
+                usage: WeightAxes | None = None) -> TensorLayout:
     """The :class:`TensorLayout` of parameter ``leaf`` of ``module`` for whole-model planning.
 
     ``source="tensor"``: torch's raw tensor fans, one block (as ``torch.nn.init`` does).
@@ -494,15 +525,23 @@ def plan_layout(module: nn.Module, leaf: str, tensor: torch.Tensor, *, module_na
     (:func:`gate_blocks`; GPT-2's packed ``c_attn`` / ``qkv`` ``Conv1D`` as q, k, v blocks),
     falling back to the block's tensor fans where the module has none (``module_name``, the
     module's qualified name, identifies packed projections). ``transposable=False``
-    keeps a ``Conv1D`` weight as stored (a parametrized or sharded tensor).
+    keeps a ``Conv1D`` weight as stored (a parametrized or sharded tensor). ``usage``: how the
+    forward pass uses the tensor (see :class:`WeightAxes`), read from the model's dataflow: for
+    modules without a layout of their own (fused expert tensors, raw parameters used in
+    ``x @ W`` or ``einsum``) it gives the fans; for a ``Linear`` / ``Conv1D`` whose output is
+    split into parts it gives the parts (q/k/v, gate/up).
     """
     t, packed = tensor, 1
     if transposable and is_hf_conv1d(module) and leaf == "weight" and t.dim() == 2:
         t = t.t()
         nf, nx = t.shape
         # GPT-2's packed attention projection c_attn is q, k, v (or k, v) blocks of [E, E]
-        if module_name.rsplit(".", 1)[-1] in ("c_attn", "qkv") and nf % nx == 0 and nf // nx in (2, 3):
+        if usage is None and module_name.rsplit(".", 1)[-1] in ("c_attn", "qkv") and nf % nx == 0 \
+                and nf // nx in (2, 3):
             packed = nf // nx
+    if usage is not None and t.dim() == 2 and usage.parts > 1 and usage.contiguous \
+            and t.shape[0] % usage.parts == 0 and (isinstance(module, nn.Linear) or is_hf_conv1d(module)):
+        packed = usage.parts  # a Linear / Conv1D whose output is split: q/k/v, gate/up blocks
     blocks = 1
     f: Fans | None = None
     if source == "tensor":
@@ -517,6 +556,14 @@ def plan_layout(module: nn.Module, leaf: str, tensor: torch.Tensor, *, module_na
                 f = fans(module, leaf)
             except ValueError:
                 f = None
+            generic = not (is_hf_conv1d(module) or _registered(module) is not None
+                           or any(isinstance(module, types) for types, _ in _BUILTIN))
+            if usage is not None and generic:
+                axes_fans = usage.fans(tuple(t.shape))
+                if axes_fans is not None:
+                    return TensorLayout(t, axes_fans, 1, tuple(usage.batch_axes))
+            if usage is not None and usage.parts > 1 and not usage.contiguous and f is not None:
+                f = Fans(f.fan_in, f.fan_out / usage.parts)  # interleaved parts: fans only
             if packed > 1:
                 blocks = packed
                 f = None if f is None else Fans(f.fan_in, f.fan_out / packed)

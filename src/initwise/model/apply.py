@@ -74,6 +74,8 @@ def _is_builtin(scheme: Any) -> bool:
 
 def _call(w: Work, target: torch.Tensor, block: int | None, seed: int) -> None:
     key = tensor_key(seed, canonical_name(w.entry.name), block)
+    if w.squeeze:  # a slice of a batch axis (one expert): one matrix
+        target = target[0]
     if not hasattr(w.scheme, "describe"):  # user callable
         w.scheme(target, fans=w.fans, generator=key, **w.call_params)
     else:

@@ -72,6 +72,8 @@ Role = Literal[
     "gate",
     "scalar_bias",
     "scalar_scale",
+    "tied_embedding",
+    "position",
     "other",
 ]
 ROLES: tuple[str, ...] = get_args(Role)
@@ -95,7 +97,13 @@ ROLES: tuple[str, ...] = get_args(Role)
 - ``gate``: a scalar (one-element) parameter such as ReZero's ``resweight``/``alpha``;
   ``scalar_bias`` / ``scalar_scale``: one-element parameters named ``bias*`` / ``scale*``
   (Fixup's ``bias1a``, ``scale``);
-- ``other``: anything else (e.g. a ``pos_embed``/``cls_token`` tensor of a custom module).
+- ``tied_embedding``: an embedding table that is also the output head (GPT-2's ``wte`` /
+  ``lm_head``; found in the forward pass's dataflow); it also has the role ``embedding``;
+- ``position``: a table looked up by constant indices, not by the input (learned position
+  embeddings, T5's relative attention bias; from the dataflow);
+- ``other``: anything else (e.g. a ``pos_embed``/``cls_token`` tensor of a custom module, a
+  state-space ``A_log``, a contrastive ``logit_scale``: tensors the dataflow shows are not
+  used as weights).
 """
 
 Action = Literal["auto", "keep", "forget_gate_bias", "inv_sqrt_uniform"]

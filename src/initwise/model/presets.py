@@ -41,6 +41,8 @@ def _common_tail() -> list[Rule]:
 
 def _structural_head() -> list[Rule]:
     return [
+        Rule("auto", role="tied_embedding", fans="tensor",
+             note="a table that is also the output head: N(0, 1/d) keeps initial logits O(1)"),
         Rule("normal", {"mean": 0.0, "std": 1.0}, role="embedding", note="unit-variance embedding rows"),
         Rule("orthogonal", role="recurrent", note="orthogonal per gate block (Saxe et al. 2013)"),
         Rule("forget_gate_bias", {"value": 1.0}, module="LSTM", role="recurrent_bias",

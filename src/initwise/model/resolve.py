@@ -32,7 +32,7 @@ from torch.nn.utils import parametrize
 
 from .. import random as _random
 from .._checks import check_seed, raise_unknown
-from .._fans import Fans, TensorLayout, plan_layout, tensor_fans
+from .._fans import Fans, TensorLayout, WeightAxes, plan_layout, tensor_fans
 from .._modules import is_weight_layer
 from .._names import selection
 from .._torch import is_dtensor, is_lazy
@@ -41,7 +41,7 @@ from . import structure
 from .entries import Plan, PlanEntry
 from .policy import Policy, Rule
 from .presets import get_policy
-from .roles import ROLE_PRIORITY, base_role, structure_roles
+from .roles import ROLE_PRIORITY, base_role, param_structure_roles, refine_role, structure_roles
 from .structure import Branch, GraphInfo
 
 __all__ = ["Only", "Work", "build", "rebind", "tensor_key"]
@@ -71,6 +71,8 @@ class Work:
     call_params: dict[str, Any] = field(default_factory=dict)
     # the tensor is drawn as its transpose (a Hugging Face Conv1D weight)
     transposed: bool = False
+    # blocks are slices of a batch axis (experts): each is drawn as one matrix, without it
+    squeeze: bool = False
 
 
 
@@ -229,6 +231,7 @@ class _Context:
     used: list[bool] = field(default_factory=list)
     unstable: dict[str, int] = field(default_factory=dict)
     meta_ok: bool = False  # plan meta tensors as if they had storage (materialize)
+    param_roles: dict[str, list[str]] = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------------------------
@@ -237,12 +240,18 @@ class _Context:
 
 
 def tensor_roles(ctx: _Context, module: nn.Module, modname: str, leaf: str, t: torch.Tensor,
-                 kind: str) -> list[str]:
-    """The roles of one tensor, most specific first (its primary role is the first)."""
+                 kind: str, name: str = "") -> tuple[list[str], str | None]:
+    """The roles of one tensor, most specific first (its primary role is the first), and why
+    the dataflow changed its base role (``None`` if it did not)."""
     base = base_role(module, leaf, t, kind)
+    why: str | None = None
+    if kind == "parameter":
+        base, why = refine_role(base, module, name, ctx.info)
+    if base == "tied_embedding":
+        return ["tied_embedding", "embedding"], why
     roles = [base]
     if base in ("weight", "norm", "recurrent_input"):
-        extra = ctx.extra_roles.get(modname, [])
+        extra = ctx.extra_roles.get(modname, []) + ctx.param_roles.get(name, [])
         roles = [r for r in ROLE_PRIORITY if r in extra] + roles
         if base == "norm":
             roles = [r for r in roles if r in ("residual_norm", "branch_end", "norm")]
@@ -250,7 +259,7 @@ def tensor_roles(ctx: _Context, module: nn.Module, modname: str, leaf: str, t: t
             roles = [r for r in roles if r not in ("residual_norm",)]
             if base == "recurrent_input":
                 roles = [r for r in roles if r in ("branch", "recurrent_input")]
-    return roles
+    return roles, why
 
 
 def match_rule(policy: Policy, module: nn.Module, name: str, roles: list[str]) -> tuple[int | None, str]:
@@ -260,6 +269,24 @@ def match_rule(policy: Policy, module: nn.Module, name: str, roles: list[str]) -
         if w is not None:
             return i, w
     return None, ""
+
+
+def _do_no_harm(ctx: _Context, rule: Rule, name: str, kind: str, t: torch.Tensor) -> str | None:
+    """Why a tensor is left as the model made it although a rule matched it, or ``None``.
+
+    A rule that names the tensor (``name=``) always applies. Otherwise: frozen parameters
+    (``requires_grad=False``: sinusoidal tables, fixed buffers made parameters) and
+    parameters whose values the model's authors set (see
+    :func:`initwise.model.dataflow.model_init_semantics`) are not re-drawn.
+    """
+    if rule.name is not None or kind != "parameter":
+        return None
+    if isinstance(t, nn.Parameter) and not t.requires_grad:
+        return "frozen (requires_grad=False)"
+    why = ctx.info.semantic.get(name)
+    if why is not None:
+        return why
+    return None
 
 
 def _skip_reason(names: list[str], select: Callable[[str], bool], setters: Mapping[str, Any],
@@ -283,12 +310,12 @@ def _skip_reason(names: list[str], select: Callable[[str], bool], setters: Mappi
 # --------------------------------------------------------------------------------------------
 
 
-def input_gain(ctx: _Context, module: nn.Module, modname: str, leaf: str, t: torch.Tensor
-               ) -> tuple[str | None, float | None, str]:  # fmt: skip
+def input_gain(ctx: _Context, module: nn.Module, modname: str, leaf: str, t: torch.Tensor,
+               name: str = "") -> tuple[str | None, float | None, str]:  # fmt: skip
     """``(activation, exact gain, how it was found)`` of the signal feeding a weight layer."""
     if not (is_weight_layer(module) and t.dim() >= 2):
         return None, None, ""
-    act, g, src = ctx.info.activation_of(modname)
+    act, g, src = ctx.info.activation_of(modname, name or None)
     if isinstance(module, nn.RNNBase) and not re.fullmatch(r"weight_ih_l0(_reverse)?", leaf):
         # stacked layers and LSTM projections read the previous layer's h = o·tanh(c),
         # not the module's input: linear (gain 1), like recurrent weights
@@ -455,7 +482,8 @@ def build(model: nn.Module, policy_in: str | Policy | Iterable[Rule], example_in
     info = structure.analyze(model, example_inputs, policy.branches)
     ctx = _Context(model, policy, info, structure_roles(model, info),
                    {layer: b for b in info.branches for layer in b.layers}, list(info.notes),
-                   used=[False] * len(policy.rules), meta_ok=meta_ok)
+                   used=[False] * len(policy.rules), meta_ok=meta_ok,
+                   param_roles=param_structure_roles(info))
     ts = collect_tensors(model)
     select = _selector(only, model, ts.setters)
     entries: list[PlanEntry] = []
@@ -473,7 +501,7 @@ def _plan_tensor(ctx: _Context, ts: Tensors, select: Callable[[str], bool], name
     model = ctx.model
     modname, _, leaf = name.rpartition(".")
     module = model.get_submodule(modname) if modname else model
-    roles = tensor_roles(ctx, module, modname, leaf, t, kind)
+    roles, role_why = tensor_roles(ctx, module, modname, leaf, t, kind, name)
     common: dict[str, Any] = {
         "name": name, "kind": kind, "module": modname, "module_type": type(module).__name__,
         "shape": tuple(int(s) for s in t.shape), "dtype": str(t.dtype).replace("torch.", ""),
@@ -492,15 +520,34 @@ def _plan_tensor(ctx: _Context, ts: Tensors, select: Callable[[str], bool], name
     base_kw: dict[str, Any] = {**common, "rule": rule_i, "rule_text": f"#{rule_i} {rule.describe()}",
                                "aliases": tuple(ts.aliases[name])}
     if rule.scheme == "keep":
-        return PlanEntry(**base_kw, action="keep", reason=f"{why}: left to the module"), None
+        reason = f"{why}: left to the module" + (f" ({role_why})" if role_why else "")
+        return PlanEntry(**base_kw, action="keep", reason=reason), None
+    harm = _do_no_harm(ctx, rule, name, kind, t)
+    if harm is not None:
+        return PlanEntry(**base_kw, action="keep", reason=f"{harm}: left as the model made it "
+                         "(a rule with name= that matches it initializes it)"), None
 
+    usage = ctx.info.usage(name) if kind == "parameter" else None
+    axes = None
+    if usage is not None and usage.kind == "weight":
+        axes = WeightAxes(tuple(usage.in_axes), tuple(usage.out_axes), tuple(usage.batch_axes),
+                          usage.fused, usage.fused_contiguous)
     layout: TensorLayout = plan_layout(module, leaf, t, module_name=modname, source=rule.fans,
-                                       transposable=name not in ts.setters and not is_dtensor(t))
-    act, g, act_src = input_gain(ctx, module, modname, leaf, t)
+                                       transposable=name not in ts.setters and not is_dtensor(t),
+                                       usage=axes)
+    act, g, act_src = input_gain(ctx, module, modname, leaf, t, name)
     s, post = depth_scale(ctx, rule, modname)
+    if rule.scheme == "auto" and usage is not None and usage.query_scale != 1.0:
+        # logits q.k without 1/sqrt(d): the query's std carries the factor (T5)
+        s *= usage.query_scale
+        post.append(f"attention logits are not scaled by 1/sqrt(d): query std x {usage.query_scale:.4g}")
     res = resolve_scheme(rule, rule_i, name, module, leaf, t, layout.fans, g, s)
     blocks = layout.blocks if res.blocks is None else res.blocks
     block_shape = layout.block_shape if res.blocks is None else tuple(t.shape)
+    squeeze = False
+    if res.blocks is None and layout.batch_axes == (0,) and layout.view.dim() >= 3:
+        blocks, squeeze = int(layout.view.shape[0]), True  # one matrix per expert
+        block_shape = tuple(layout.view.shape[1:])
     dist, mean, std, bound = describe(res, name, block_shape, layout.fans, post)
 
     pad = getattr(module, "padding_idx", None) if roles[-1] == "embedding" else None
@@ -524,7 +571,7 @@ def _plan_tensor(ctx: _Context, ts: Tensors, select: Callable[[str], bool], name
     if skip_reason is not None:
         return entry, None
     return entry, Work(entry, layout.view, res.scheme, f, res.special, res.value, pad, res.leftover,
-                       ts.setters.get(name), dict(res.params), layout.view is not t)
+                       ts.setters.get(name), dict(res.params), layout.view is not t, squeeze)
 
 
 def _finish(ctx: _Context, ts: Tensors, seed: int, entries: list[PlanEntry]) -> Plan:

@@ -10,10 +10,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .._modules import is_embedding, is_norm, is_weight_layer
+from .. import _torch
+from .._modules import is_embedding, is_hf_conv1d, is_norm, is_weight_layer
 from .structure import FFN_PAIRS, GraphInfo
 
-__all__ = ["ROLE_PRIORITY", "base_role", "structure_roles"]
+__all__ = ["ROLE_PRIORITY", "base_role", "param_structure_roles", "refine_role", "structure_roles"]
 
 # Names of layers that write into the residual stream (GPT-2, LLaMA, torch MHA, ...)
 _RESIDUAL_NAMES = {"c_proj", "o_proj", "out_proj", "down_proj"}
@@ -57,6 +58,11 @@ def structure_roles(model: nn.Module, info: GraphInfo) -> dict[str, list[str]]:
             lst.append(r)
 
     for b in info.branches:
+        if b.source == "dataflow":  # weights get their roles by parameter (param_structure_roles)
+            if b.trailing_norm is not None:
+                add(b.trailing_norm, "residual_norm")
+                add(b.trailing_norm, "branch_end")
+            continue
         add(b.layers[-1], "residual_out")
         if b.trailing_norm is None:
             add(b.layers[-1], "branch_end")
@@ -65,6 +71,8 @@ def structure_roles(model: nn.Module, info: GraphInfo) -> dict[str, list[str]]:
             add(b.trailing_norm, "branch_end")
         for layer in b.layers:
             add(layer, "branch")
+    if info.source == "dataflow":  # the residual sums and the head are known exactly
+        return extra
     mods = dict(model.named_modules())
     for name, m in mods.items():
         if not is_weight_layer(m) or not name:
@@ -92,4 +100,82 @@ def structure_roles(model: nn.Module, info: GraphInfo) -> dict[str, list[str]]:
     return extra
 
 
-ROLE_PRIORITY = ("residual_norm", "branch_end", "residual_out", "classifier", "branch")
+ROLE_PRIORITY = ("residual_norm", "residual_out", "branch_end", "classifier", "branch")
+
+
+_KNOWN_LAYERS: tuple[type[nn.Module], ...] = (
+    nn.Linear, nn.Bilinear, _torch.ConvNd, nn.MultiheadAttention, nn.RNNBase, nn.RNNCellBase,
+    nn.Embedding, nn.EmbeddingBag,
+)  # fmt: skip
+# Ways a scalar gate or scale is used (any other use, e.g. exp(logit_scale), gives it meaning)
+_SCALAR_USES = frozenset({"mul", "__mul__", "__rmul__", "mul_", "add", "__add__", "__radd__",
+                          "add_", "expand", "expand_as", "to", "float", "view", "reshape",
+                          "__getitem__", "type_as", "sub", "__sub__", "__rsub__"})  # fmt: skip
+
+
+def refine_role(base: str, module: nn.Module, name: str, info: GraphInfo) -> tuple[str, str | None]:
+    """``base`` corrected by how the forward pass used the tensor (dataflow only), and why.
+
+    - an embedding table also used as a linear weight: ``tied_embedding`` (the output head);
+    - an embedding table looked up only by constant indices: ``position``;
+    - a ≥2-D parameter of a module initwise has no layout for, never used as a weight (a
+      position table added to the input, a class token, a state-space ``A_log``): ``other``;
+    - a bias never added as a bias of its layer's output, a scalar used other than as a
+      multiplier or an offset (``exp(logit_scale)``): ``other``.
+    """
+    uses = info.usages.get(name)
+    if not uses:
+        return base, None
+    kinds = {u.kind for u in uses}
+    ops = sorted({u.op for u in uses})
+    if base == "embedding":
+        if "weight" in kinds:
+            return "tied_embedding", "the table is also the output head"
+        if "position" in kinds and "embedding" not in kinds:
+            return "position", "looked up by constant positions, not by the input"
+        return base, None
+    if base == "norm" and uses[0].op in ("add", "__add__", "__radd__", "add_", "sub", "__rsub__"):
+        return "other", "a norm scale used as an offset (1 + w): its neutral value is the model's own"
+    if base == "bias" and "bias" not in kinds:
+        return "other", f"used by {', '.join(ops)} in the forward pass, not as its layer's bias"
+    if base in ("gate", "scalar_bias", "scalar_scale") and any(u.op not in _SCALAR_USES for u in uses):
+        return "other", f"used by {', '.join(ops)} in the forward pass"
+    if base == "weight" and not isinstance(module, _KNOWN_LAYERS) and not is_hf_conv1d(module) \
+            and not kinds & {"weight", "embedding"}:
+        return "other", f"used by {', '.join(ops)} in the forward pass, not as a weight"
+    return base, None
+
+
+def param_structure_roles(info: GraphInfo) -> dict[str, list[str]]:
+    """Parameter name -> roles from the dataflow's residual sums (branch, residual_out,
+    branch_end) and its last linear map (classifier)."""
+    out: dict[str, list[str]] = {}
+
+    def add(p: str, r: str) -> None:
+        lst = out.setdefault(p, [])
+        if r not in lst:
+            lst.append(r)
+
+    for p in info.residual_writers:
+        add(p, "residual_out")
+    for b in info.branches:
+        if b.source != "dataflow":
+            continue
+        for p, uses in info.usages.items():
+            if p.rpartition(".")[0] in b.layers and any(u.kind == "weight" for u in uses):
+                add(p, "branch")
+    for p in info.residual_writers:
+        hit = next((b for b in info.branches if b.source == "dataflow" and p.rpartition(".")[0] in b.layers), None)
+        if hit is None or hit.trailing_norm is None:
+            add(p, "branch_end")
+    last = [p for p, uses in info.usages.items() if any(u.kind == "weight" and u.op in ("linear", "addmm", "matmul")
+                                                         for u in uses)]
+    if last:
+        order = [p for p in _weight_order(info) if p in last]
+        if order:
+            add(order[-1], "classifier")
+    return out
+
+
+def _weight_order(info: GraphInfo) -> list[str]:
+    return [p for p in info.usages if any(u.kind == "weight" for u in info.usages[p])]

@@ -37,7 +37,7 @@ from torch import nn
 
 from .. import gains as _gains
 from .._modules import is_activation, is_embedding, is_norm, is_weight_layer, unwrap
-from .._session import ModelState, call_args
+from .dataflow import Trace, TraceError, Usage, meta_shadow, model_init_semantics, trace
 
 __all__ = ["FFN_PAIRS", "Branch", "GraphInfo", "analyze"]
 
@@ -85,9 +85,26 @@ class GraphInfo:
     order: list[str] = field(default_factory=list)  # weight layers in execution order
     branches: list[Branch] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    # from the dataflow (source "dataflow"): how each parameter is used, by qualified name
+    usages: dict[str, list[Usage]] = field(default_factory=dict)
+    residual_writers: set[str] = field(default_factory=set)  # parameters writing residual sums
+    semantic: dict[str, str] = field(default_factory=dict)  # parameter -> why its values matter
 
-    def activation_of(self, module_name: str) -> tuple[str, float, str]:
-        """Return ``(activation name, exact gain, how found)`` for a weight layer's input."""
+    def usage(self, param: str) -> Usage | None:
+        """The first use of ``param`` as a weight or an embedding table (dataflow only)."""
+        for u in self.usages.get(param, []):
+            if u.kind in ("weight", "embedding"):
+                return u
+        return None
+
+    def activation_of(self, module_name: str, param: str | None = None) -> tuple[str, float, str]:
+        """Return ``(activation name, exact gain, how found)`` for a weight layer's input
+        (``param``: of that parameter's own use, e.g. one of a module's expert tensors)."""
+        u = self.usage(param) if param is not None else None
+        if u is not None and u.kind == "weight":
+            if u.activation is None:
+                return "linear", 1.0, self.source
+            return _act_name(u.activation), _act_gain(u.activation), self.source
         if module_name not in self.input_act:
             return "linear", 1.0, f"not reached by {self.source}: linear assumed"
         obj = self.input_act[module_name]
@@ -288,40 +305,6 @@ def _from_sequence(seq: Iterable[tuple[str, nn.Module]], info: GraphInfo) -> Non
             act = None
 
 
-def _run_hooks(model: nn.Module, example_inputs: Any, info: GraphInfo) -> bool:
-    calls: list[tuple[str, nn.Module]] = []
-    handles = []
-    for name, m in _leaves(model):
-        handles.append(m.register_forward_pre_hook(lambda mod, inp, _n=name: calls.append((_n, mod))))
-    state = ModelState(model, grads=False)  # a dry run leaves modes and buffers as they were
-    try:
-        args, kwargs = call_args(example_inputs, verb="example_inputs")
-        if any(p.is_meta for p in model.parameters()):  # a meta model runs on meta inputs
-            args, kwargs = _to_meta(args), _to_meta(kwargs)
-        model.eval()  # and does not update BatchNorm statistics
-        with torch.no_grad():
-            model(*args, **kwargs)
-    except Exception as err:
-        info.notes.append(f"forward on example_inputs failed ({type(err).__name__}: {str(err)[:120]})")
-        return False
-    finally:
-        for h in handles:
-            h.remove()
-        state.restore()
-    _from_sequence(calls, info)
-    return True
-
-
-def _to_meta(x: Any) -> Any:
-    if isinstance(x, torch.Tensor):
-        return x.to("meta")
-    if isinstance(x, dict):
-        return {k: _to_meta(v) for k, v in x.items()}
-    if isinstance(x, (tuple, list)) and not hasattr(x, "_fields"):
-        return type(x)(_to_meta(v) for v in x)
-    return x
-
-
 def _attr_branches(model: nn.Module, order: Sequence[str]) -> list[Branch]:
     pos = {n: i for i, n in enumerate(order)}
     out = []
@@ -426,53 +409,96 @@ def _apply_block_rules(model: nn.Module, info: GraphInfo) -> None:
         info.notes.append(f"input activation of {shown} read from the feed-forward block's structure")
 
 
-def analyze(model: nn.Module, example_inputs: Any = None, branches: Sequence[str] | None = None) -> GraphInfo:
-    """Find each weight layer's input activation and the residual branches of ``model``.
+def _from_trace(tr: Trace, shadow: nn.Module, info: GraphInfo) -> None:
+    """Fill ``info`` from the dataflow of the shadow (names are the model's own)."""
+    mods = dict(shadow.named_modules())
+    info.usages = tr.usages
+    for param in tr.order:
+        u = tr.weight_usage(param)
+        mod = param.rpartition(".")[0]
+        if u is None or u.kind != "weight" or mod not in mods:
+            continue
+        if mod not in info.input_act:
+            info.input_act[mod] = u.activation
+            info.order.append(mod)
+    for mod, act in tr.module_act.items():  # weights computed by a parametrization
+        if mod in mods and mod not in info.input_act:
+            info.input_act[mod] = act
+            info.order.append(mod)
+    seen: set[tuple[str, ...]] = set()
+    for layers, writer, norm in tr.residual:
+        info.residual_writers.add(writer)
+        modules = tuple(dict.fromkeys(p.rpartition(".")[0] for p in layers))
+        key = (*modules, writer)
+        if key in seen or not modules:
+            continue
+        seen.add(key)
+        wmod = writer.rpartition(".")[0]
+        ordered = (*(m for m in modules if m != wmod), wmod)
+        info.branches.append(Branch(ordered, norm if norm in mods else None, "dataflow"))
+    info.notes.extend(tr.notes)
 
-    Tries fx, then forward hooks on ``example_inputs``, then module registration order (see
-    the module docstring); ``branches`` (module names) overrides residual-branch detection.
+
+def _prefixed(info: GraphInfo, pre: str) -> GraphInfo:
+    def p(x: str) -> str:
+        return pre + x
+
+    return GraphInfo(
+        source=info.source,
+        input_act={p(k): v for k, v in info.input_act.items()},
+        order=[p(k) for k in info.order],
+        branches=[Branch(tuple(p(x) for x in b.layers),
+                         None if b.trailing_norm is None else p(b.trailing_norm), b.source)
+                  for b in info.branches],
+        notes=info.notes,
+        usages={p(k): v for k, v in info.usages.items()},
+        residual_writers={p(k) for k in info.residual_writers},
+        semantic={p(k): v for k, v in info.semantic.items()},
+    )
+
+
+def analyze(model: nn.Module, example_inputs: Any = None, branches: Sequence[str] | None = None) -> GraphInfo:
+    """Find each weight layer's input activation, how each parameter is used, and the residual
+    branches of ``model``, without running, tracing or changing ``model`` itself.
+
+    Everything is read from a meta-device shadow of the unwrapped model (see
+    :func:`initwise.model.dataflow.meta_shadow`: no hooks, no DTensors, no compile wrapper),
+    so the answer is the same whatever wraps the model. Sources, best first (the plan records
+    which one was used): the shadow's ``dataflow`` (a forward pass on meta inputs, see
+    :mod:`initwise.model.dataflow`), ``fx`` (``torch.fx`` on the shadow), ``module_order``
+    (registration order, with known feed-forward block layouts). ``branches`` (module names)
+    overrides residual-branch detection.
 
     >>> net = nn.Sequential(nn.Linear(4, 8), nn.GELU(), nn.Linear(8, 2))
     >>> g = analyze(net)
     >>> g.source, g.activation_of("2")[0], g.activation_of("0")[0]
-    ('fx', 'gelu', 'linear')
+    ('dataflow', 'gelu', 'linear')
     """
-    # torch.compile's OptimizedModule and (Distributed)DataParallel are opaque to fx: analyze
-    # the wrapped module and put the wrapper's prefix back on the names
     inner, pre = unwrap(model)
-    if pre:
-        sub = analyze(inner, example_inputs,
-                      None if branches is None else [b.removeprefix(pre) for b in branches])
-        return GraphInfo(
-            source=sub.source,
-            input_act={pre + k: v for k, v in sub.input_act.items()},
-            order=[pre + k for k in sub.order],
-            branches=[Branch(tuple(pre + x for x in b.layers),
-                             None if b.trailing_norm is None else pre + b.trailing_norm, b.source)
-                      for b in sub.branches],
-            notes=sub.notes,
-        )
-    info = GraphInfo(source="fx")
-    if not _try_fx(model, info):
-        info.input_act.clear()
-        info.order.clear()
-        if example_inputs is not None and _run_hooks(model, example_inputs, info):
-            info.source = "hooks"
-            info.notes.append("activations found with forward hooks on example_inputs "
-                              "(functional activations inside forward() are invisible to hooks)")
-        else:
+    shadow, _ = meta_shadow(inner)
+    info = GraphInfo(source="dataflow")
+    try:
+        _from_trace(trace(inner, example_inputs), shadow, info)
+    except TraceError as err:
+        info = GraphInfo(source="fx")
+        info.notes.append(f"dataflow trace on meta failed ({err})")
+        if not _try_fx(shadow, info):
+            info.input_act.clear()
+            info.order.clear()
             info.source = "module_order"
-            _from_sequence(_leaves(model), info)
-            why = "no example_inputs" if example_inputs is None else "example_inputs failed"
+            _from_sequence(_leaves(shadow), info)
             info.notes.append(
-                f"{why} and model not traceable by torch.fx: fell back to module registration "
-                "order (the activation module registered between two weight layers feeds the "
-                "second); pass example_inputs for an exact answer"
+                "fell back to module registration order (the activation module registered "
+                "between two weight layers feeds the second); pass example_inputs that run "
+                "on the meta device for an exact answer"
             )
-        info.branches = _attr_branches(model, info.order)
-    _apply_block_rules(model, info)
-    if branches is not None:
+        info.branches = _attr_branches(shadow, info.order) if info.source != "fx" else info.branches
+    if info.source != "dataflow":
+        _apply_block_rules(shadow, info)
+    info.semantic = model_init_semantics(inner)
+    if branches is not None:  # explicit branches replace every detected one
+        info.residual_writers = set()
         pos = {n: i for i, n in enumerate(info.order)}
-        info.branches = [_module_branch(model, b, pos, exclude=None, source="Policy.branches")
-                         for b in branches]
-    return info
+        info.branches = [_module_branch(shadow, b.removeprefix(pre), pos, exclude=None,
+                                        source="Policy.branches") for b in branches]
+    return _prefixed(info, pre) if pre else info
