@@ -257,6 +257,50 @@ CHECK_FNS = {"forward": check_forward, "fans": check_fans, "loss": check_loss, "
 # today's measured failures (initwise at the zoo branch point); a fix makes them XPASS
 
 XFAIL: dict[tuple[str, str], str] = {
+    ('gpt2', 'loss'):
+        'initial loss 30.04 vs ln 512 = 6.24',
+    ('gemma', 'loss'):
+        'initial loss 96.89 vs ln 512 = 6.24',
+    ('opt', 'loss'):
+        'initial loss 29.08 vs ln 512 = 6.24',
+    ('bloom', 'loss'):
+        'initial loss 40.52 vs ln 512 = 6.24',
+    ('falcon', 'loss'):
+        'initial loss 32.82 vs ln 512 = 6.24',
+    ('mixtral', 'fans'):
+        '4 stacked weights: model.layers.0.mlp.experts.gate_up_proj [4, 256, 64]: std 0.007812 vs 0.125 per matrix (planned fan_in 16384, per-matrix 64); model.layers.0.mlp.experts.down_proj [4, 64, 128]: std 0.01105 vs 0.08839 per matr...',
+    ('mixtral', 'audit'):
+        'verdict vanishing: first leaves the band at row 9 model.layers.0.mlp.experts.act_fn (SiLUActivation): rms/ref = 0.0318 (reference rms 1: segment after row 7 model.layers.0.post_at; 4 rows flagged: model.layers.0.mlp.experts.act...',
+    ('qwen2_moe', 'fans'):
+        '4 stacked weights: model.layers.0.mlp.experts.gate_up_proj [4, 128, 64]: std 0.01105 vs 0.125 per matrix (planned fan_in 8192, per-matrix 64); model.layers.0.mlp.experts.down_proj [4, 64, 64]: std 0.01562 vs 0.125 per matrix (p...',
+    ('qwen2_moe', 'audit'):
+        'verdict vanishing: first leaves the band at row 13 model.layers.0.mlp.experts.act_fn (SiLUActivation): rms/ref = 0.0447 (reference rms 1: segment after row 7 model.layers.0.post_a; 4 rows flagged: model.layers.0.mlp.experts.act...',
+    ('bert_mlm', 'loss'):
+        'initial loss 29.20 vs ln 512 = 6.24',
+    ('roberta', 'loss'):
+        'initial loss 21.19 vs ln 512 = 6.24',
+    ('bart', 'loss'):
+        'initial loss 25.97 vs ln 512 = 6.24',
+    ('vit', 'semantic'):
+        'overwritten: vit.embeddings.cls_token (semantic name; mean 0.00196 -> 0.0153), vit.embeddings.position_embeddings (raw position table; mean 0.000301 -> 0.000972)',
+    ('whisper', 'loss'):
+        'initial loss 31.55 vs ln 512 = 6.24',
+    ('whisper', 'semantic'):
+        'overwritten: model.encoder.embed_positions.weight (requires_grad=False; mean 0.413 -> -0.0194)',
+    ('clip', 'semantic'):
+        'overwritten: logit_scale (semantic name; mean 2.66 -> 1)',
+    ('wav2vec2', 'audit'):
+        "AuditError: audit: the model's forward pass failed on the given inputs (RuntimeError: you can only change requires_grad flags of leaf variables.)",
+    ('mamba', 'loss'):
+        'initial loss 49.79 vs ln 512 = 6.24',
+    ('mamba', 'semantic'):
+        'overwritten: backbone.layers.0.mixer.A_log (semantic name; mean 1.92 -> 0.000234), backbone.layers.0.mixer.dt_proj.bias (semantic name; mean -4.69 -> 0), backbone.layers.1.mixer.A_log (semantic name; mean 1.92 -> -0.00784), bac...',
+    ('convnext', 'audit'):
+        'verdict vanishing: first leaves the band at row 7 convnext.encoder.stages.0.layers.0.drop_path (Identity): rms/ref = 1.19e-06 (reference rms 0.781: segment after row 3 convnext.en; 2 rows flagged: convnext.encoder.stages.0.laye...',
+    ('hf_resnet', 'loss'):
+        'initial loss 8.62 vs ln 10 = 2.30',
+    ('resnet', 'loss'):
+        'initial loss 3.87 vs ln 10 = 2.30',
 }
 
 
