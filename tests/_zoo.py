@@ -410,7 +410,7 @@ _SEMANTIC_NAMES = ("*A_log", "*.D", "D", "*dt_proj.bias", "*logit_scale", "logit
                    "logit_bias", "*cls_token", "*dist_token", "*class_embedding", "*inv_freq")
 
 
-def _is_raw_position_table(model: nn.Module, name: str) -> bool:
+def _is_raw_position_table(name: str) -> bool:
     """A bare ``...position_embedding(s)`` parameter (not the weight of an ``nn.Embedding``)."""
     leaf = name.rsplit(".", 1)[-1]
     return leaf in ("position_embeddings", "position_embedding", "pos_embed", "pos_embedding")
@@ -429,21 +429,27 @@ def semantic_tensors(model: nn.Module, entry: ZooEntry | None = None) -> dict[st
             out[name] = "requires_grad=False"
         elif any(fnmatch.fnmatchcase(name, pat) for pat in _SEMANTIC_NAMES):
             out[name] = "semantic name"
-        elif _is_raw_position_table(model, name):
+        elif _is_raw_position_table(name):
             out[name] = "raw position table"
         elif entry is not None and any(fnmatch.fnmatchcase(name, pat) for pat in entry.extra_semantic):
             out[name] = f"{entry.family}-specific"
-    for name, b in model.named_buffers():
+    for name, _ in model.named_buffers():
         if name.rsplit(".", 1)[-1] in _NORM_STATS:
             continue
         out.setdefault(name, "buffer (not norm statistics)")
     return out
 
 
+def named_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Every parameter and buffer by qualified name."""
+    out: dict[str, torch.Tensor] = dict(model.named_parameters())
+    out.update(dict(model.named_buffers()))
+    return out
+
+
 def snapshot(model: nn.Module, names: dict[str, str] | list[str]) -> dict[str, torch.Tensor]:
     """Clones of the named parameters/buffers."""
-    tensors = dict(model.named_parameters())
-    tensors.update(dict(model.named_buffers()))
+    tensors = named_tensors(model)
     return {n: tensors[n].detach().clone() for n in names}
 
 

@@ -167,8 +167,7 @@ def planned_moments(e: Any) -> tuple[float, float, float] | None:
 
 
 def std_mismatches(b: Built) -> list[str]:
-    tensors = dict(b.model.named_parameters())
-    tensors.update(dict(b.model.named_buffers()))
+    tensors = _zoo.named_tensors(b.model)
     bad: list[str] = []
     for e in b.plan.entries:
         if e.action != "init" or e.name not in tensors:
