@@ -13,6 +13,10 @@ For every entry of ``tests/_zoo.py``, after ``initwise.init(model, "auto", seed=
   constants checked exactly);
 - ``fans``: a weight with 3+ dimensions on a non-convolution module (fused experts
   ``[E, out, in]``) is planned per matrix: ``std = gain / sqrt(shape[-1])``;
+- ``attention``: attention maps (HF eager attention) are not peaked: mean entropy within 1 nat
+  of uniform over the allowed keys (logits O(1), e.g. T5, which has no 1/sqrt(d) scale);
+- ``norms``: every non-batch normalization layer outputs rms within 1.5x of 1 (``auto`` sets
+  norms to 1/0, which must mean unit scale also for a norm that stores ``1 + w``);
 - ``audit``: ``initwise.audit(model, inputs).verdict == "healthy"``.
 
 Today's failures are marked ``xfail(strict=True)`` with the measured symptom (``XFAIL``), so a
@@ -36,7 +40,7 @@ from _zoo import ZOO, ZooEntry, ZooSkip
 
 pytestmark = pytest.mark.slow
 
-CHECKS = ("forward", "loss", "semantic", "std", "fans", "audit")
+CHECKS = ("forward", "loss", "semantic", "std", "fans", "attention", "norms", "audit")
 LOSS_TOL = 1.0  # nats
 SIGMAS = 6.0
 MIN_NUMEL = 64
@@ -248,7 +252,101 @@ def check_fans(b: Built) -> None:
     assert not bad, f"{len(bad)} stacked weights: " + "; ".join(bad[:2])
 
 
-CHECK_FNS = {"forward": check_forward, "fans": check_fans, "loss": check_loss, "semantic": check_semantic,
+ATTN_DEFICIT = 1.0  # nats
+
+
+def attention_deficits(b: Built) -> list[tuple[str, float]]:
+    """Per attention map: mean over query rows of ``ln(keys allowed) - entropy``.
+
+    Uses the HF eager attention (``output_attentions=True``); rows with fewer than 2 allowed
+    keys (causal first positions) are left out. Gaussian logits of std σ over many keys give a
+    deficit ≈ σ²/2, so ``ATTN_DEFICIT = 1`` nat allows logits up to σ ≈ 1.4.
+    """
+    model = b.model
+    inputs, _ = b.batch
+    if not b.entry.hf or not isinstance(inputs, dict):
+        return []
+    prev = getattr(model.config, "_attn_implementation", None)
+    was = model.training
+    try:
+        model.set_attn_implementation("eager")  # type: ignore[operator]
+        model.eval()
+        with torch.no_grad():
+            out = model(**inputs, output_attentions=True)
+    finally:
+        if prev is not None:
+            model.set_attn_implementation(prev)  # type: ignore[operator]
+        model.train(was)
+    maps: list[tuple[str, torch.Tensor]] = []
+    for key in ("attentions", "encoder_attentions", "decoder_attentions", "cross_attentions"):
+        maps += [(f"{key}[{i}]", a) for i, a in enumerate(getattr(out, key, None) or ()) if a is not None]
+    for sub in ("vision_model_output", "text_model_output"):
+        o = getattr(out, sub, None)
+        maps += [(f"{sub}.attentions[{i}]", a) for i, a in enumerate(getattr(o, "attentions", None) or ())
+                 if a is not None]
+    res = []
+    for label, a in maps:
+        a = a.double()
+        allowed = (a > 0).sum(-1).double()
+        entropy = -(a.clamp_min(1e-300).log() * a).sum(-1)
+        keep = allowed >= 2
+        if keep.any():
+            res.append((label, float((allowed.log() - entropy)[keep].mean())))
+    return res
+
+
+def check_attention(b: Built) -> None:
+    _need_init(b)
+    deficits = attention_deficits(b)
+    if not deficits:
+        pytest.skip("no attention maps")
+    worst = max(deficits, key=lambda t: t[1])
+    assert worst[1] <= ATTN_DEFICIT, (
+        f"attention entropy {worst[1]:.2f} nats below uniform (mean over rows) in {worst[0]}, "
+        f"max allowed {ATTN_DEFICIT}")
+
+
+NORM_BAND = 1.5
+
+
+def norm_output_rms(b: Built) -> dict[str, float]:
+    """Output rms of every non-batch normalization layer (class name contains ``Norm``), eval mode.
+
+    After ``auto`` (norm weights 1, biases 0) each one must output rms 1: a norm that stores
+    its scale as an offset (Gemma's ``x * (1 + w)``) shows up here as rms 2.
+    """
+    rms: dict[str, float] = {}
+    hooks = []
+    for name, mod in b.model.named_modules():
+        if "Norm" not in type(mod).__name__ or isinstance(mod, torch.nn.modules.batchnorm._BatchNorm):
+            continue
+        if not any(True for _ in mod.parameters(recurse=False)):
+            continue
+
+        def hook(m: torch.nn.Module, args: Any, out: Any, name: str = name) -> None:
+            t = out[0] if isinstance(out, (tuple, list)) else out
+            if isinstance(t, torch.Tensor) and t.is_floating_point():
+                rms.setdefault(name, float(t.double().pow(2).mean().sqrt()))
+        hooks.append(mod.register_forward_hook(hook))
+    try:
+        _zoo.forward(b.model, b.entry, b.batch)
+    finally:
+        for h in hooks:
+            h.remove()
+    return rms
+
+
+def check_norms(b: Built) -> None:
+    _need_init(b)
+    rms = norm_output_rms(b)
+    if not rms:
+        pytest.skip("no normalization layers")
+    bad = {n: r for n, r in rms.items() if not 1 / NORM_BAND <= r <= NORM_BAND}
+    assert not bad, f"{len(bad)} of {len(rms)} norm layers output rms outside [1/{NORM_BAND}, {NORM_BAND}]: " + \
+        ", ".join(f"{n} {r:.3g}" for n, r in list(bad.items())[:3])
+
+
+CHECK_FNS = {"forward": check_forward, "fans": check_fans, "attention": check_attention, "norms": check_norms, "loss": check_loss, "semantic": check_semantic,
              "std": check_std, "audit": check_audit}
 
 
@@ -260,6 +358,14 @@ XFAIL: dict[tuple[str, str], str] = {
         'initial loss 30.04 vs ln 512 = 6.24',
     ('gemma', 'loss'):
         'initial loss 96.89 vs ln 512 = 6.24',
+    ('gemma', 'attention'):
+        'attention entropy 1.36 nats below uniform (mean over rows) in attentions[0], max allowed 1.0 '
+        '(norms at 2x, see norms)',
+    ('gemma', 'norms'):
+        '5 of 5 norm layers output rms 2: GemmaRMSNorm computes x * (1 + w); auto writes w = 1 (own init: 0)',
+    ('t5', 'attention'):
+        'attention entropy 1.89 nats below uniform in encoder_attentions[1] (own init: 0.40): '
+        'no 1/sqrt(d_kv) in T5 attention, auto gives q std 0.125 instead of (d*d_kv)^-1/2 = 0.031',
     ('opt', 'loss'):
         'initial loss 29.08 vs ln 512 = 6.24',
     ('bloom', 'loss'):
