@@ -17,6 +17,10 @@ For every entry of ``tests/_zoo.py``, after ``initwise.init(model, "auto", seed=
   of uniform over the allowed keys (logits O(1), e.g. T5, which has no 1/sqrt(d) scale);
 - ``norms``: every non-batch normalization layer outputs rms within 1.5x of 1 (``auto`` sets
   norms to 1/0, which must mean unit scale also for a norm that stores ``1 + w``);
+- ``dataflow`` / ``dataflow_inputs``: each weight's planned gain (plan of ``init``, resp. of
+  ``plan(..., example_inputs=inputs)``) is the gain of what actually produced its input, found
+  by tensor identity in a forward (an activation module: its gain; a norm, weight layer or
+  embedding: 1; anything else: not asserted);
 - ``audit``: ``initwise.audit(model, inputs).verdict == "healthy"``.
 
 Today's failures are marked ``xfail(strict=True)`` with the measured symptom (``XFAIL``), so a
@@ -40,7 +44,8 @@ from _zoo import ZOO, ZooEntry, ZooSkip
 
 pytestmark = pytest.mark.slow
 
-CHECKS = ("forward", "loss", "semantic", "std", "fans", "attention", "norms", "audit")
+CHECKS = ("forward", "loss", "semantic", "std", "fans", "attention", "norms", "dataflow", "dataflow_inputs",
+          "audit")
 LOSS_TOL = 1.0  # nats
 SIGMAS = 6.0
 MIN_NUMEL = 64
@@ -346,7 +351,90 @@ def check_norms(b: Built) -> None:
         ", ".join(f"{n} {r:.3g}" for n, r in list(bad.items())[:3])
 
 
-CHECK_FNS = {"forward": check_forward, "fans": check_fans, "attention": check_attention, "norms": check_norms, "loss": check_loss, "semantic": check_semantic,
+_WEIGHT_ROLES = ("weight", "branch", "residual_out", "classifier", "recurrent_input")
+
+
+def input_producers(b: Built) -> dict[str, tuple[str, float] | None]:
+    """For each leaf module with a weight: who made its input, by tensor identity in one forward.
+
+    Value ``(what, gain)``: the leaf module whose output *is* the input tensor (same storage and
+    shape; every output is kept alive, so storage is never reused), with the exact gain that
+    dataflow implies: the activation's ``initwise.gain`` for an activation module, 1 for a
+    normalization, weight layer or embedding (their outputs are linear in the input scale).
+    ``None``: the input was made by something else (an operator, pooling, the raw input), so
+    the truth is not known from identity alone and nothing is asserted.
+    """
+    leaves = {n: m for n, m in b.model.named_modules() if not any(True for _ in m.children())}
+    made: dict[tuple[int, tuple[int, ...]], str] = {}
+    keep: list[torch.Tensor] = []
+    inputs: dict[str, tuple[int, tuple[int, ...]]] = {}
+    hooks = []
+    for name, mod in leaves.items():
+        def post(m: torch.nn.Module, args: Any, out: Any, name: str = name) -> None:
+            if isinstance(out, torch.Tensor):
+                keep.append(out)
+                made.setdefault((out.data_ptr(), tuple(out.shape)), name)
+
+        def pre(m: torch.nn.Module, args: Any, name: str = name) -> None:
+            if args and isinstance(args[0], torch.Tensor) and args[0].is_floating_point():
+                keep.append(args[0])
+                inputs.setdefault(name, (args[0].data_ptr(), tuple(args[0].shape)))
+        hooks.append(mod.register_forward_hook(post))
+        if any(p.dim() >= 2 for p in mod.parameters(recurse=False)):
+            hooks.append(mod.register_forward_pre_hook(pre))
+    try:
+        _zoo.forward(b.model, b.entry, b.batch)
+    finally:
+        for h in hooks:
+            h.remove()
+    out: dict[str, tuple[str, float] | None] = {}
+    for name, key in inputs.items():
+        src = made.get(key)
+        if src is None:
+            out[name] = None
+            continue
+        mod = leaves[src]
+        act = initwise.activation_name(mod)
+        if act is not None and act != "linear":
+            out[name] = (f"{src} ({act})", initwise.gain(act))
+        elif "Norm" in type(mod).__name__ or any(p.dim() >= 2 for p in mod.parameters(recurse=False)):
+            out[name] = (f"{src} ({type(mod).__name__})", 1.0)
+        else:
+            out[name] = None
+    return out
+
+
+def gain_mismatches(b: Built, plan: Any) -> list[str]:
+    truth = input_producers(b)
+    bad = []
+    for e in plan.entries:
+        if e.action != "init" or e.role not in _WEIGHT_ROLES or e.gain is None:
+            continue
+        t = truth.get(e.module)
+        if t is None or abs(e.gain / t[1] - 1) <= 1e-6:
+            continue
+        bad.append(f"{e.name}: gain {e.gain:.3f} ({e.activation}) but its input is {t[0]}, gain {t[1]:.3f}")
+    return bad
+
+
+def check_dataflow(b: Built) -> None:
+    _need_init(b)
+    bad = gain_mismatches(b, b.plan)
+    assert not bad, f"{len(bad)} weights: " + "; ".join(bad[:2])
+
+
+def check_dataflow_inputs(b: Built) -> None:
+    """The same, for ``plan(model, "auto", example_inputs=...)`` (which the plan recommends)."""
+    _need_init(b)
+    inputs, _ = b.batch
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        plan = initwise.plan(b.model, "auto", example_inputs=inputs, seed=0)
+    bad = gain_mismatches(b, plan)
+    assert not bad, f"{len(bad)} weights: " + "; ".join(bad[:2])
+
+
+CHECK_FNS = {"forward": check_forward, "dataflow": check_dataflow, "dataflow_inputs": check_dataflow_inputs, "fans": check_fans, "attention": check_attention, "norms": check_norms, "loss": check_loss, "semantic": check_semantic,
              "std": check_std, "audit": check_audit}
 
 
@@ -354,6 +442,30 @@ CHECK_FNS = {"forward": check_forward, "fans": check_fans, "attention": check_at
 # today's measured failures (initwise at the zoo branch point); a fix makes them XPASS
 
 XFAIL: dict[tuple[str, str], str] = {
+    ('llama', 'dataflow_inputs'):
+        '2 weights: model.layers.0.mlp.up_proj.weight: gain 1.677 (silu) but its input is model.layers.0.post_attention_layernorm (LlamaRMSNorm), gain 1.000',
+    ('mistral', 'dataflow_inputs'):
+        '2 weights: model.layers.0.mlp.up_proj.weight: gain 1.677 (silu) but its input is model.layers.0.post_attention_layernorm (MistralRMSNorm), gain 1.000',
+    ('qwen2', 'dataflow_inputs'):
+        '2 weights: model.layers.0.mlp.up_proj.weight: gain 1.677 (silu) but its input is model.layers.0.post_attention_layernorm (Qwen2RMSNorm), gain 1.000',
+    ('gemma', 'dataflow_inputs'):
+        '2 weights: model.layers.0.mlp.up_proj.weight: gain 1.534 (gelu_tanh) but its input is model.layers.0.post_attention_layernorm (GemmaRMSNorm), gain 1.000',
+    ('phi', 'dataflow'):
+        '2 weights: model.layers.0.mlp.fc1.weight: gain 1.534 (gelu_tanh) but its input is model.layers.0.input_layernorm (LayerNorm), gain 1.000',
+    ('bart', 'dataflow'):
+        '2 weights: model.encoder.layers.0.fc1.weight: gain 1.534 (gelu) but its input is model.encoder.layers.0.self_attn_layer_norm (LayerNorm), gain 1.000',
+    ('vit', 'dataflow'):
+        '2 weights: vit.layers.0.mlp.fc1.weight: gain 1.534 (gelu) but its input is vit.layers.0.layernorm_after (LayerNorm), gain 1.000',
+    ('whisper', 'dataflow'):
+        '2 weights: model.encoder.layers.0.fc1.weight: gain 1.534 (gelu) but its input is model.encoder.layers.0.final_layer_norm (LayerNorm), gain 1.000',
+    ('clip', 'dataflow'):
+        '4 weights: text_model.encoder.layers.0.mlp.fc1.weight: gain 1.539 (quick_gelu) but its input is text_model.encoder.layers.0.layer_norm2 (LayerNorm), gain 1.000',
+    ('wav2vec2', 'dataflow'):
+        '1 weights: wav2vec2.feature_extractor.conv_layers.1.conv.weight: gain 1.000 (linear) but its input is wav2vec2.feature_extractor.conv_layers.0.activation (gelu), gain 1.534',
+    ('hf_resnet', 'dataflow'):
+        '1 weights: resnet.encoder.stages.1.layers.0.layer.0.convolution.weight: gain 1.000 (linear) but its input is resnet.encoder.stages.0.layers.0.activation (relu), gain 1.414',
+    ('hf_resnet', 'dataflow_inputs'):
+        '1 weights: resnet.encoder.stages.1.layers.0.shortcut.convolution.weight: gain 1.000 (linear) but its input is resnet.encoder.stages.0.layers.0.activation (relu), gain 1.414',
     ('gpt2', 'loss'):
         'initial loss 30.04 vs ln 512 = 6.24',
     ('gemma', 'loss'):
