@@ -230,11 +230,11 @@ def test_plan_comparison() -> None:
     nn.init.normal_(net[2].weight, std=0.05)
     plan = {"entries": None}
     entries = [{"name": "0.weight", "std": 0.1, "bound": None, "scheme": "normal",
-                "skipped": False},
+                "action": "init"},
                {"name": "2.weight", "std": 0.1, "bound": None, "scheme": "normal",
-                "skipped": False},
+                "action": "init"},
                {"name": "0.bias", "std": None, "bound": None, "scheme": "zeros",
-                "skipped": True}]
+                "action": "skip"}]
     del plan
     rep = audit(net, torch.randn(8, 64), plan=entries)
     w = {w.name: w for w in rep.weights}

@@ -31,6 +31,7 @@ fix turns them into XPASS and the mark must be removed; the audit check is ``str
 from __future__ import annotations
 
 import math
+import os
 import warnings
 from dataclasses import dataclass
 from typing import Any
@@ -439,83 +440,27 @@ CHECK_FNS = {"forward": check_forward, "dataflow": check_dataflow, "dataflow_inp
 
 
 # --------------------------------------------------------------------------------------------
-# today's measured failures (initwise at the zoo branch point); a fix makes them XPASS
+# today's measured failures; a fix makes them XPASS (strict: then remove the entry). Regenerate
+# with INITWISE_ZOO_NO_XFAIL=1 (every check runs unmarked).
 
 XFAIL: dict[tuple[str, str], str] = {
-    ('llama', 'dataflow_inputs'):
-        '2 weights: model.layers.0.mlp.up_proj.weight: gain 1.677 (silu) but its input is model.layers.0.post_attention_layernorm (LlamaRMSNorm), gain 1.000',
-    ('mistral', 'dataflow_inputs'):
-        '2 weights: model.layers.0.mlp.up_proj.weight: gain 1.677 (silu) but its input is model.layers.0.post_attention_layernorm (MistralRMSNorm), gain 1.000',
-    ('qwen2', 'dataflow_inputs'):
-        '2 weights: model.layers.0.mlp.up_proj.weight: gain 1.677 (silu) but its input is model.layers.0.post_attention_layernorm (Qwen2RMSNorm), gain 1.000',
-    ('gemma', 'dataflow_inputs'):
-        '2 weights: model.layers.0.mlp.up_proj.weight: gain 1.534 (gelu_tanh) but its input is model.layers.0.post_attention_layernorm (GemmaRMSNorm), gain 1.000',
-    ('phi', 'dataflow'):
-        '2 weights: model.layers.0.mlp.fc1.weight: gain 1.534 (gelu_tanh) but its input is model.layers.0.input_layernorm (LayerNorm), gain 1.000',
-    ('bart', 'dataflow'):
-        '2 weights: model.encoder.layers.0.fc1.weight: gain 1.534 (gelu) but its input is model.encoder.layers.0.self_attn_layer_norm (LayerNorm), gain 1.000',
-    ('vit', 'dataflow'):
-        '2 weights: vit.layers.0.mlp.fc1.weight: gain 1.534 (gelu) but its input is vit.layers.0.layernorm_after (LayerNorm), gain 1.000',
-    ('whisper', 'dataflow'):
-        '2 weights: model.encoder.layers.0.fc1.weight: gain 1.534 (gelu) but its input is model.encoder.layers.0.final_layer_norm (LayerNorm), gain 1.000',
-    ('clip', 'dataflow'):
-        '4 weights: text_model.encoder.layers.0.mlp.fc1.weight: gain 1.539 (quick_gelu) but its input is text_model.encoder.layers.0.layer_norm2 (LayerNorm), gain 1.000',
-    ('wav2vec2', 'dataflow'):
-        '1 weights: wav2vec2.feature_extractor.conv_layers.1.conv.weight: gain 1.000 (linear) but its input is wav2vec2.feature_extractor.conv_layers.0.activation (gelu), gain 1.534',
-    ('hf_resnet', 'dataflow'):
-        '1 weights: resnet.encoder.stages.1.layers.0.layer.0.convolution.weight: gain 1.000 (linear) but its input is resnet.encoder.stages.0.layers.0.activation (relu), gain 1.414',
-    ('hf_resnet', 'dataflow_inputs'):
-        '1 weights: resnet.encoder.stages.1.layers.0.shortcut.convolution.weight: gain 1.000 (linear) but its input is resnet.encoder.stages.0.layers.0.activation (relu), gain 1.414',
-    ('gpt2', 'loss'):
-        'initial loss 30.04 vs ln 512 = 6.24',
-    ('gemma', 'loss'):
-        'initial loss 96.89 vs ln 512 = 6.24',
-    ('gemma', 'attention'):
-        'attention entropy 1.36 nats below uniform (mean over rows) in attentions[0], max allowed 1.0 '
-        '(norms at 2x, see norms)',
-    ('gemma', 'norms'):
-        '5 of 5 norm layers output rms 2: GemmaRMSNorm computes x * (1 + w); auto writes w = 1 (own init: 0)',
-    ('t5', 'attention'):
-        'attention entropy 1.89 nats below uniform in encoder_attentions[1] (own init: 0.40): '
-        'no 1/sqrt(d_kv) in T5 attention, auto gives q std 0.125 instead of (d*d_kv)^-1/2 = 0.031',
-    ('opt', 'loss'):
-        'initial loss 29.08 vs ln 512 = 6.24',
-    ('bloom', 'loss'):
-        'initial loss 40.52 vs ln 512 = 6.24',
-    ('falcon', 'loss'):
-        'initial loss 32.82 vs ln 512 = 6.24',
-    ('mixtral', 'fans'):
-        '4 stacked weights: model.layers.0.mlp.experts.gate_up_proj [4, 256, 64]: std 0.007812 vs 0.125 per matrix (planned fan_in 16384, per-matrix 64); model.layers.0.mlp.experts.down_proj [4, 64, 128]: std 0.01105 vs 0.08839 per matr...',
-    ('mixtral', 'audit'):
-        'verdict vanishing: first leaves the band at row 9 model.layers.0.mlp.experts.act_fn (SiLUActivation): rms/ref = 0.0318 (reference rms 1: segment after row 7 model.layers.0.post_at; 4 rows flagged: model.layers.0.mlp.experts.act...',
-    ('qwen2_moe', 'fans'):
-        '4 stacked weights: model.layers.0.mlp.experts.gate_up_proj [4, 128, 64]: std 0.01105 vs 0.125 per matrix (planned fan_in 8192, per-matrix 64); model.layers.0.mlp.experts.down_proj [4, 64, 64]: std 0.01562 vs 0.125 per matrix (p...',
-    ('qwen2_moe', 'audit'):
-        'verdict vanishing: first leaves the band at row 13 model.layers.0.mlp.experts.act_fn (SiLUActivation): rms/ref = 0.0447 (reference rms 1: segment after row 7 model.layers.0.post_a; 4 rows flagged: model.layers.0.mlp.experts.act...',
-    ('bert_mlm', 'loss'):
-        'initial loss 29.20 vs ln 512 = 6.24',
-    ('roberta', 'loss'):
-        'initial loss 21.19 vs ln 512 = 6.24',
-    ('bart', 'loss'):
-        'initial loss 25.97 vs ln 512 = 6.24',
-    ('vit', 'semantic'):
-        'overwritten: vit.embeddings.cls_token (semantic name; mean 0.00196 -> 0.0153), vit.embeddings.position_embeddings (raw position table; mean 0.000301 -> 0.000972)',
-    ('whisper', 'loss'):
-        'initial loss 31.55 vs ln 512 = 6.24',
-    ('whisper', 'semantic'):
-        'overwritten: model.encoder.embed_positions.weight (requires_grad=False; mean 0.413 -> -0.0194)',
-    ('clip', 'semantic'):
-        'overwritten: logit_scale (semantic name; mean 2.66 -> 1)',
+    # audit (issue 14): constant-index position tables and designed scales read as signal
+    ('bert_cls', 'audit'):
+        'verdict vanishing at bert.embeddings.token_type_embeddings (ratio 0.0182) and '
+        'position_embeddings (0.0196): constant-index tables judged as signal',
+    ('bart', 'audit'):
+        'verdict vanishing at model.decoder.embed_positions (ratio 0.0198): a position table judged as signal',
+    ('whisper', 'audit'):
+        'verdict vanishing: decoder.layers.1.encoder_attn.q_proj grad-norm ratio 0.0774',
+    ('clip', 'audit'):
+        'verdict vanishing at vision_model.embeddings.position_embedding (ratio 0.02): a position table judged as signal',
     ('wav2vec2', 'audit'):
-        "AuditError: audit: the model's forward pass failed on the given inputs (RuntimeError: you can only change requires_grad flags of leaf variables.)",
-    ('mamba', 'loss'):
-        'initial loss 49.79 vs ln 512 = 6.24',
-    ('mamba', 'semantic'):
-        'overwritten: backbone.layers.0.mixer.A_log (semantic name; mean 1.92 -> 0.000234), backbone.layers.0.mixer.dt_proj.bias (semantic name; mean -4.69 -> 0), backbone.layers.1.mixer.A_log (semantic name; mean 1.92 -> -0.00784), bac...',
+        "AuditError: the model's forward fails in train mode (you can only change requires_grad flags of leaf variables)",
     ('convnext', 'audit'):
-        'verdict vanishing: first leaves the band at row 7 convnext.encoder.stages.0.layers.0.drop_path (Identity): rms/ref = 1.19e-06 (reference rms 0.781: segment after row 3 convnext.en; 2 rows flagged: convnext.encoder.stages.0.laye...',
+        'verdict vanishing at stages.0.layers.0.drop_path (ratio 1.2e-6): the designed layer scale of 1e-6',
+    # a classifier over a residual CNN: the residual stream grows, logits are too large
     ('hf_resnet', 'loss'):
-        'initial loss 8.62 vs ln 10 = 2.30',
+        'initial loss 9.03 vs ln 10 = 2.30',
     ('resnet', 'loss'):
         'initial loss 3.87 vs ln 10 = 2.30',
 }
@@ -527,7 +472,7 @@ def _cases() -> list[Any]:
         for check in CHECKS:
             marks = []
             reason = XFAIL.get((entry.name, check))
-            if reason is not None:
+            if reason is not None and not os.environ.get("INITWISE_ZOO_NO_XFAIL"):
                 marks.append(pytest.mark.xfail(strict=check != "audit", reason=reason))
             cases.append(pytest.param(entry.name, check, marks=marks, id=f"{entry.name}-{check}"))
     return cases

@@ -263,10 +263,12 @@ _PASS = frozenset({
     "adaptive_avg_pool3d", "adaptive_max_pool1d", "adaptive_max_pool2d", "adaptive_max_pool3d",
     "max_pool2d_with_indices", "interpolate", "upsample", "repeat", "repeat_interleave",
     "narrow", "select", "movedim", "moveaxis", "swapaxes", "view_as", "reshape_as", "t",
-    "__get__", "roll", "flip", "pixel_shuffle", "pixel_unshuffle", "index_select", "gather",
+    "__get__", "T", "mT", "roll", "flip", "pixel_shuffle", "pixel_unshuffle", "index_select", "gather",
     "masked_fill", "contiguous_", "requires_grad_", "mean", "sum",
 })  # fmt: skip
 _SPLITS = frozenset({"chunk", "split", "unbind", "tensor_split"})
+# Reads of a tensor's values (data-dependent control flow): faked on meta, see _fake_value
+_VALUE_READS = frozenset({"item", "__bool__", "__int__", "__float__", "__index__", "tolist"})
 _ACT_FUNCS: dict[str, str] = {
     "relu": "relu", "relu_": "relu", "gelu": "gelu", "silu": "silu", "tanh": "tanh",
     "tanh_": "tanh", "sigmoid": "sigmoid", "sigmoid_": "sigmoid", "elu": "elu", "selu": "selu",
@@ -311,6 +313,7 @@ class _Recorder(TorchFunctionMode):
         self.ops: list[tuple[str, list[Any], dict[str, Any], _Node | None, list[_Node]]] = []
         self.module: list[str] = [""]
         self.count = 0
+        self.fakes = 0
 
     def node_of(self, t: torch.Tensor) -> _Node:
         n = self.nodes.get(id(t))
@@ -332,8 +335,10 @@ class _Recorder(TorchFunctionMode):
     def __torch_function__(self, func: Any, types: Any, args: Sequence[Any] = (),
                            kwargs: Mapping[str, Any] | None = None) -> Any:  # fmt: skip
         kwargs = dict(kwargs or {})
-        out = func(*args, **kwargs)
         name = _name(func)
+        if name in _VALUE_READS and args and isinstance(args[0], torch.Tensor) and args[0].is_meta:
+            return self._fake_value(name, args[0])
+        out = func(*args, **kwargs)
         if name in ("shape", "dtype", "device", "size", "dim", "ndim", "numel", "is_floating_point",
                     "data_ptr", "stride", "requires_grad", "is_meta", "__len__", "__repr__",
                     "element_size", "is_contiguous", "get_device", "layout", "storage_offset"):
@@ -373,6 +378,20 @@ class _Recorder(TorchFunctionMode):
             self.keep.append(t)
         return out
 
+    def _fake_value(self, name: str, t: torch.Tensor) -> Any:
+        """A value for a data-dependent read of a meta tensor (``if mask.any():``, ``.item()``):
+        structure does not depend on which branch a forward takes for such reads."""
+        self.fakes += 1
+        if self.fakes > 10_000:
+            raise TraceError("the forward pass keeps reading tensor values (a data-dependent loop)")
+        if name == "__bool__":
+            return False
+        if name == "tolist":
+            return torch.zeros(t.shape, dtype=torch.long).tolist()
+        if t.is_floating_point() or t.is_complex():
+            return 0.0
+        return 1
+
     @staticmethod
     def _act_spec(name: str, args: Sequence[Any], kwargs: Mapping[str, Any]) -> Any:
         act = _ACT_FUNCS[name]
@@ -394,6 +413,12 @@ class _Recorder(TorchFunctionMode):
             return axes if out.dim() == len(axes) else None
         if name in _SPLITS:
             return axes
+        if name in ("T", "mT", "mH", "H"):
+            if out.dim() < 2:
+                return axes
+            if name in ("T", "H"):
+                return tuple(reversed(axes))
+            return (*axes[:-2], axes[-1], axes[-2])
         if name in ("t", "transpose", "swapaxes"):
             if out.dim() < 2:
                 return axes
@@ -672,6 +697,35 @@ def _value_weights(n: _Node, depth: int = 0) -> tuple[list[_Node], str | None]:
     return [], norm
 
 
+def _weight_input(n: _Node) -> _Node | None:
+    """The activation input of a weight op's node (the operand that is not the weight)."""
+    return next((x for x in n.inputs if _param_node(x) is None), None)
+
+
+def _chain(n: _Node, stop: frozenset[int], depth: int = 0) -> list[str]:
+    """The longest chain of weights along the value path ending at ``n``, back to the
+    residual stream (``stop``): a residual branch's depth, Fixup's ``m``."""
+    for _ in range(10_000):
+        if id(n) in stop or depth > 64:
+            return []
+        if n.weight is not None:
+            x = _weight_input(n)
+            return [*(_chain(x, stop, depth + 1) if x is not None else []), n.weight]
+        if n.op == "scaled_dot_product_attention" and len(n.inputs) >= 3:
+            n = n.inputs[2]  # the values; queries and keys only weight them
+            continue
+        if n.op in ("mul", "__mul__", "mul_", "matmul", "__matmul__", "bmm", "div", "__truediv__",
+                    "add", "__add__", "add_") and n.inputs:
+            values = [x for x in n.inputs if not _is_gate(x)]
+            chains = [_chain(x, stop, depth + 1) for x in values]
+            return max(chains, key=len, default=[])
+        if (n.op in _PASS or n.op in _NORM_OPS or n.activation is not None) and n.inputs:
+            n = n.inputs[0]
+            continue
+        return []
+    return []
+
+
 def _value_weight(n: _Node) -> tuple[_Node | None, str | None]:
     ws, norm = _value_weights(n)
     return (ws[0] if ws else None), norm
@@ -805,11 +859,11 @@ def _read(rec: _Recorder) -> Trace:
                     n = rec.nodes.get(id(t))
                     if n is not None and n.param is not None:
                         use(n.param, Usage("norm", name, node.module))
-        else:
+        elif name not in _PASS:  # any other use of a parameter (or of a view / cast of it)
             for i in ins:
-                if i.param is not None and (not out.usages.get(i.param) or name not in
-                                            [u.op for u in out.usages[i.param]]):
-                    use(i.param, Usage("other", name, node.module))
+                p = _param_node(i) if i.param is not None or i.axes is not None else None
+                if p is not None and p.param is not None and name not in [u.op for u in out.usages.get(p.param, [])]:
+                    use(p.param, Usage("other", name, node.module))
     _attention_scales(rec, out, consumers)
     _residuals(rec, out)
     return out
@@ -886,10 +940,12 @@ def _residuals(rec: _Recorder, out: Trace) -> None:
         if not identity and not (0 < len(wb) < len(wa)):
             continue
         writers, norm = _value_weights(a)
-        layers = tuple(p for p in out.order if p in wa)
         for w in writers:
-            if w.weight is not None:
-                out.residual.append((layers, w.weight, norm))
+            if w.weight is None:
+                continue
+            chain = set(_chain(w, anc_b))
+            layers = tuple(p for p in out.order if p in chain) or (w.weight,)
+            out.residual.append((layers, w.weight, norm))
 
 
 # --------------------------------------------------------------------------------------------

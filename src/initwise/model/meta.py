@@ -251,11 +251,12 @@ def materialize(
         for module in needs.values():
             if id(module) in done_ids:
                 continue
-            reset_params = getattr(module, "reset_parameters", None)
-            if callable(reset_params):
-                reset_params()
-            else:
+            # the model's own init (Hugging Face's _init_weights) first: it is what built the
+            # eager model's values (GPT-2's position table N(0, 0.02²), not Embedding's N(0, 1))
+            if callable(getattr(model, "_init_weights", None)):
                 model._init_weights(module)  # type: ignore[operator]
+            else:
+                module.reset_parameters()  # type: ignore[operator]
     p = write_all(model, p, rebind(model, work), seed)
     p.notes.append(
         f"materialized {len(meta_params)} parameter(s) on {dev}; buffers rebuilt by "

@@ -78,7 +78,7 @@ class _Presets:
         by the registered scheme ``name`` with ``params``; the rest as in the simple presets
         (recurrent weights orthogonal per gate block, biases 0, norms 1/0, embeddings N(0, 1)).
 
-        >>> presets.scheme("he_uniform").rules[4].scheme
+        >>> presets.scheme("he_uniform").rules[5].scheme
         'kaiming_uniform'
         """
         resolved = get_scheme(name, **params)  # validates name and parameters
@@ -159,7 +159,8 @@ class _Presets:
         return self._simple("orthogonal", "orthogonal", {"gain": "auto"})
 
     def gpt2(self, n_layer: int | None = None, std: float = 0.02) -> Policy:
-        """Radford et al. 2019: ``N(0, 0.02²)`` everywhere, residual outputs ``/sqrt(2·n_layer)``."""
+        """Radford et al. 2019: ``N(0, 0.02²)`` everywhere, residual outputs ``/sqrt(2·n_layer)``,
+        learned position embeddings ``N(0, 0.01²)`` (OpenAI's ``gpt-2`` code, ``model.py``)."""
         s = {"mean": 0.0, "std": std}
         return Policy(
             (
@@ -167,6 +168,8 @@ class _Presets:
                      note="N(0, (0.02/sqrt(2·n_layer))²)"),
                 Rule("normal", s, role=("embedding", "weight", "recurrent", "recurrent_input",
                                         "branch", "classifier")),
+                Rule("normal", {"mean": 0.0, "std": std / 2}, role="position",
+                     note="learned position embeddings N(0, 0.01²), as GPT-2's own code"),
                 *_common_tail(),
             ),
             name="gpt2",
@@ -226,7 +229,7 @@ def is_builtin_policy_name(name: str) -> bool:
 def get_policy(policy: str | Policy | Iterable[Rule]) -> Policy:
     """Return ``policy`` as a :class:`Policy`: a preset name, a Policy, or a list of rules.
 
-    >>> get_policy("kaiming").rules[4].scheme
+    >>> get_policy("kaiming").rules[5].scheme
     'kaiming_normal'
     >>> get_policy("gtp2")
     Traceback (most recent call last):

@@ -72,6 +72,11 @@ def structure_roles(model: nn.Module, info: GraphInfo) -> dict[str, list[str]]:
         for layer in b.layers:
             add(layer, "branch")
     if info.source == "dataflow":  # the residual sums and the head are known exactly
+        # ... except a head whose weight a parametrization computes (no parameter to name)
+        mods = dict(model.named_modules())
+        linears = [n for n in info.order if isinstance(mods.get(n), nn.Linear)]
+        if linears and f"{linears[-1]}.weight" not in info.usages:
+            add(linears[-1], "classifier")
         return extra
     mods = dict(model.named_modules())
     for name, m in mods.items():
