@@ -116,8 +116,8 @@ def check_finite_positive(
     raises ``RuntimeError`` for it); ``where`` prefixes the message (the function name).
     """
     prefix = f"{where}: " if where else ""
-    if isinstance(value, (str, bytes)):
-        raise TypeError(f"{prefix}{name} must be a real number, got {value!r} (str)")
+    if isinstance(value, (str, bytes, bool)):
+        raise TypeError(f"{prefix}{name} must be a real number, got {value!r} ({type(value).__name__})")
     try:
         v = float(value)
     except (TypeError, ValueError):
