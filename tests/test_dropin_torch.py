@@ -130,7 +130,7 @@ def test_fills_accept_every_dtype_torch_accepts_with_torchs_values(fn: str, shap
 @pytest.mark.parametrize(
     "fn,args",
     [("normal_", (0.5, 2.0)), ("uniform_", (-1.0, 3.0)), ("sparse_", (0.3, 0.1)), ("xavier_normal_", ()),
-     ("kaiming_normal_", ())],  # fmt: skip
+     ("kaiming_normal_", ())],
     ids=["normal_", "uniform_", "sparse_", "xavier_normal_", "kaiming_normal_"],
 )
 def test_complex_tensors_get_torchs_values(fn: str, args: tuple, dtype: torch.dtype) -> None:
@@ -253,7 +253,7 @@ def test_errors_derive_from_the_type_torch_raises(call: Any, ours: type) -> None
         (lambda t: initwise.orthogonal_(t, -1.0), "gain must be finite and >= 0"),
     ],
     ids=["normal mean nan", "normal std inf", "trunc mean nan", "trunc mean inf", "trunc std < 0",
-         "sparse 1.5", "orthogonal gain < 0"],  # fmt: skip
+         "sparse 1.5", "orthogonal gain < 0"],
 )
 def test_stricter_than_torch_by_design(call: Any, match: str) -> None:
     """torch fills NaN/inf or garbage here; initwise refuses (docs/dropin.md, 'Stricter')."""
@@ -348,7 +348,7 @@ TRUNC_EXCESS_KURTOSIS = float(TRUNC.stats(moments="k"))
     "alias,canonical,fn,scale,mode",
     [("he_normal", "he_truncated_normal", "he_truncated_normal_", 2.0, "fan_in"),
      ("glorot_normal", "glorot_truncated_normal", "glorot_truncated_normal_", 1.0, "fan_avg"),
-     ("lecun_truncated_normal", "lecun_truncated_normal", "lecun_truncated_normal_", 1.0, "fan_in")],  # fmt: skip
+     ("lecun_truncated_normal", "lecun_truncated_normal", "lecun_truncated_normal_", 1.0, "fan_in")],
     ids=["he_normal", "glorot_normal", "lecun_truncated_normal"],
 )
 def test_keras_names_are_truncated_normals(alias: str, canonical: str, fn: str, scale: float, mode: str) -> None:
