@@ -12,7 +12,7 @@ import difflib
 import math
 import numbers
 import warnings
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, NoReturn
 
 import torch
@@ -217,27 +217,32 @@ def check_seed(seed: object, where: str, *, allow_none: bool = True) -> int | No
     return value
 
 
-def check_only(only: object, where: str) -> tuple[str, ...] | None:
-    """Return ``only`` (a name pattern or a sequence of them) as a tuple of strings, else raise.
+def check_only(only: object, where: str) -> tuple[str, ...] | Callable[..., Any] | None:
+    """Validate ``only``: ``None``, a name (str), a sequence of names, or a predicate.
 
-    ``only`` selects parameters by qualified name (glob, or ``re:`` regex); ``None`` selects
-    everything. A bare number (``only=5``), bytes, a mapping or a sequence holding anything
-    but non-empty strings is a ``TypeError`` naming ``only``; an empty sequence is a
-    ``ValueError`` (it would select nothing).
+    Returns a tuple of names for a name or a sequence, the predicate itself for a callable,
+    and ``None`` for ``None``. A bare number (``only=5``), bytes, a mapping or a sequence
+    holding anything but non-empty strings is a ``TypeError`` naming ``only``; an empty
+    sequence is a ``ValueError`` (it would select nothing).
 
-    >>> check_only("*.weight", "init")
-    ('*.weight',)
+    >>> check_only("fc.weight", "init")
+    ('fc.weight',)
     >>> check_only(5, "init")
     Traceback (most recent call last):
     ...
-    TypeError: init: only must be a parameter-name pattern (str) or a list of them, got 5 (int)
+    TypeError: init: only must be a parameter name (str), a list of names or a predicate on the qualified name, got 5 (int)
     """
     if only is None:
         return None
-    msg = f"{where}: only must be a parameter-name pattern (str) or a list of them, got {only!r} ({type(only).__name__})"
+    if callable(only) and not isinstance(only, (str, type)):
+        return only
+    msg = (
+        f"{where}: only must be a parameter name (str), a list of names or a predicate on the "
+        f"qualified name, got {only!r} ({type(only).__name__})"
+    )
     if isinstance(only, str):
         items: tuple[Any, ...] = (only,)
-    elif isinstance(only, (bytes, dict)) or not isinstance(only, Iterable):
+    elif isinstance(only, (bytes, Mapping, type)) or not isinstance(only, Iterable):
         raise TypeError(msg)
     else:
         items = tuple(only)
@@ -247,7 +252,7 @@ def check_only(only: object, where: str) -> tuple[str, ...] | None:
         if not isinstance(item, str):
             raise TypeError(msg)
         if not item:
-            raise ValueError(f"{where}: only contains an empty pattern")
+            raise ValueError(f"{where}: only contains an empty name")
     return items
 
 
