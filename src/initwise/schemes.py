@@ -132,14 +132,17 @@ def _ndtri_exp(logp: torch.Tensor) -> torch.Tensor:
     """``x`` with ``log Φ(x) = logp``, for ``logp`` below float64's range of Φ itself.
 
     Newton's method on ``log Φ`` (increasing and concave) started left of the root at
-    ``-sqrt(-2 logp)``, so the iterates rise monotonically to it; 12 steps reach float64
-    precision from ``x = -37`` to ``x = -1e150``.
+    ``-sqrt(-2 logp)``, so the iterates rise monotonically to it (quadratically: 4 to 6
+    steps reach float64 precision from ``x = -37`` to ``x = -1e150``; at most 12 are taken).
     """
     x = -torch.sqrt(-2.0 * logp)
     half_log_2pi = 0.5 * math.log(2.0 * math.pi)
     for _ in range(12):
         log_cdf = torch.special.log_ndtr(x)
-        x = x - (log_cdf - logp) / torch.exp(-0.5 * x * x - half_log_2pi - log_cdf)
+        step = (log_cdf - logp) / torch.exp(-0.5 * x * x - half_log_2pi - log_cdf)
+        x = x - step
+        if bool((step.abs() <= 1e-15 * x.abs()).all()):
+            break
     return x
 
 
