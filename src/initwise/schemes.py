@@ -203,9 +203,12 @@ def _resolve_fans(
         return Fans(*shape_fans(tensor.shape))
     if axes is not None:
         raise ValueError(f"{fn}: pass either fans= or in_axis/out_axis/batch_axis, not both")
-    if isinstance(fans, (str, bytes)) or not isinstance(fans, (tuple, list)) or len(fans) != 2:
-        raise TypeError(f"{fn}: fans must be initwise.Fans(fan_in, fan_out) or a pair, got {fans!r}")
-    fi, fo = fans
+    try:
+        if isinstance(fans, (str, bytes)):
+            raise TypeError
+        fi, fo = fans
+    except (TypeError, ValueError):
+        raise TypeError(f"{fn}: fans must be initwise.Fans(fan_in, fan_out) or a pair, got {fans!r}") from None
     check_finite_positive("fans.fan_in", fi, where=fn)
     check_finite_positive("fans.fan_out", fo, where=fn)
     return Fans(float(fi), float(fo))
