@@ -447,7 +447,7 @@ for id_, make, call, exc, match in [
     ("check_seed-float", _NONE, lambda _: check_seed(1.5, "lsuv"), TypeError, r"^lsuv: seed must be an int \(or None\), got 1\.5 \(float\)"),
     ("check_seed-str", _NONE, lambda _: check_seed("1", "audit"), TypeError, r"^audit: seed must be an int \(or None\), got '1' \(str\)"),
     ("check_seed-bool", _NONE, lambda _: check_seed(True, "init"), TypeError, r"^init: seed must be an int \(or None\), got True \(bool\)"),
-    ("check_seed-negative", _NONE, lambda _: check_seed(-1, "init"), ValueError, r"^init: seed must be >= 0, got -1"),
+    ("check_seed-negative", _NONE, lambda _: check_seed(-1, "init", allow_negative=False), ValueError, r"^init: seed must be >= 0, got -1"),
     ("check_seed-none-not-allowed", _NONE, lambda _: check_seed(None, "audit", allow_none=False), TypeError, r"^audit: seed must be an int, got None"),
     ("check_only-int", _NONE, lambda _: check_only(5, "init"), TypeError, r"^init: only must be a parameter name \(str\), a list of names or a predicate on the qualified name, got 5 \(int\)"),
     ("check_only-bytes", _NONE, lambda _: check_only(b"fc", "lsuv"), TypeError, r"^lsuv: only must be a parameter name"),

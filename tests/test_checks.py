@@ -27,8 +27,9 @@ def test_check_seed_accepts_every_non_negative_int(seed: int) -> None:
     assert check_seed(np.int64(seed % 2**62), "lsuv") == seed % 2**62
 
 
-def test_check_seed_none() -> None:
+def test_check_seed_none_and_negative() -> None:
     assert check_seed(None, "lsuv") is None
+    assert check_seed(-3, "init") == -3  # the keyed engine takes any int
 
 
 def test_check_only_forms() -> None:

@@ -193,11 +193,14 @@ def check_tensor(
 # ---------------------------------------------------------------------------------------------
 
 
-def check_seed(seed: object, where: str, *, allow_none: bool = True) -> int | None:
+def check_seed(
+    seed: object, where: str, *, allow_none: bool = True, allow_negative: bool = True
+) -> int | None:
     """Return ``seed`` as an ``int`` (a Python or NumPy integer, not a bool), else raise.
 
     ``TypeError`` for floats (``seed=1.5``), strings and bools; ``ValueError`` for negative
-    seeds. ``None`` passes when ``allow_none``.
+    seeds unless ``allow_negative`` (the keyed engine accepts any int, so the default does).
+    ``None`` passes when ``allow_none``.
 
     >>> check_seed(3, "lsuv")
     3
@@ -212,7 +215,7 @@ def check_seed(seed: object, where: str, *, allow_none: bool = True) -> int | No
         what = "an int (or None)" if allow_none else "an int"
         raise TypeError(f"{where}: seed must be {what}, got {seed!r} ({type(seed).__name__})")
     value = int(seed)
-    if value < 0:
+    if value < 0 and not allow_negative:
         raise ValueError(f"{where}: seed must be >= 0, got {value}")
     return value
 
