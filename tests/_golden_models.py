@@ -199,7 +199,7 @@ def _digest_materialize(name: str, policy: str) -> str:
         return "unavailable"
     h = hashlib.sha256()
     try:
-        p = initwise.materialize(model, policy, device="cpu", seed=5)
+        initwise.materialize(model, policy, device="cpu", seed=5)
     except Exception as err:
         return f"error: {type(err).__name__}"
     names = sorted({n for n, _ in model.named_parameters()} | {

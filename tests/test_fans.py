@@ -183,7 +183,7 @@ def test_embedding() -> None:
 
 
 def test_hf_conv1d() -> None:
-    from transformers.pytorch_utils import Conv1D
+    Conv1D = pytest.importorskip("transformers.pytorch_utils").Conv1D  # skip without transformers
 
     m = Conv1D(nf=30, nx=20)
     assert m.weight.shape == (20, 30)  # stored [in, out]
@@ -588,7 +588,7 @@ def test_embedding_lookup_variance(gen: torch.Generator) -> None:
 
 
 def test_hf_conv1d_forward_variance(gen: torch.Generator) -> None:
-    from transformers.pytorch_utils import Conv1D
+    Conv1D = pytest.importorskip("transformers.pytorch_utils").Conv1D  # skip without transformers
 
     nx, nf, b = 128, 384, 4096
     m = Conv1D(nf=nf, nx=nx)

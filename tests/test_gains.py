@@ -253,7 +253,14 @@ MODULE_CASES: list[tuple[Any, str, Any]] = [
 ]
 
 
-@pytest.mark.parametrize(("obj", "name", "param"), MODULE_CASES, ids=lambda v: repr(v)[:30])
+def _case_id(v: Any) -> str:
+    """Readable ids without memory addresses (functions by module and name)."""
+    if callable(v) and not isinstance(v, (nn.Module, type)):
+        return f"{getattr(v, '__module__', None) or ''}.{getattr(v, '__name__', type(v).__name__)}"
+    return repr(v)[:30]
+
+
+@pytest.mark.parametrize(("obj", "name", "param"), MODULE_CASES, ids=_case_id)
 def test_modules_and_functions_match_names(obj: Any, name: str, param: Any) -> None:
     assert activation_name(obj) == name
     assert gain(obj) == gain(name, param)

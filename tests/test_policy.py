@@ -118,7 +118,7 @@ def test_rule_round_trip_property(roles: list[str], scale: float, scheme: str, p
 def test_registered_scheme_name_is_a_policy() -> None:
     m = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 2))
     p = initwise.init(m, "glorot_normal", seed=0)
-    assert p["0.weight"].scheme == "xavier_normal"
+    assert p["0.weight"].scheme == "glorot_truncated_normal"  # Keras's meaning (issue 15)
     assert p["0.bias"].scheme == "zeros"
     assert "match nothing" in str(p) and "unmatched rule:" not in str(p)
     with pytest.raises(ValueError, match="needs parameter"):

@@ -161,7 +161,7 @@ def test_seed_means_the_same_for_every_verb(bad: object) -> None:
     before = [p.detach().clone() for p in m.parameters()]
     with pytest.raises(TypeError, match="init: seed must be an int, got"):
         initwise.init(m, "auto", seed=bad)  # type: ignore[arg-type]
-    with pytest.raises(TypeError, match="lsuv: seed must be an int or None, got"):
+    with pytest.raises(TypeError, match=r"lsuv: seed must be an int \(or None\), got"):
         initwise.lsuv(m, X, seed=bad)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="audit: seed must be an int, got"):
         initwise.audit(m, X, seed=bad)  # type: ignore[arg-type]

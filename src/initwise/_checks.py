@@ -10,23 +10,54 @@ from __future__ import annotations
 
 import difflib
 import math
+import numbers
 import warnings
 from collections.abc import Iterable
 from typing import NoReturn
 
-import numpy as np
 import torch
+from torch import nn
+from torch.nn.parameter import is_lazy
 
-from ._errors import InitwiseWarning
+from ._errors import InitwiseError, InitwiseWarning
 
 __all__ = [
+    "BadValueError",
     "InitwiseWarning",
+    "NotATensorError",
+    "UnsupportedDtypeError",
+    "ZeroValueError",
+    "check_batched_inputs",
     "check_choice",
     "check_finite_positive",
+    "check_materialized",
+    "check_real",
     "check_seed",
     "check_tensor",
     "raise_unknown",
 ]
+
+
+# Errors for input torch rejects too: each also derives from the exception type torch raises
+# for it, so code written against ``torch.nn.init`` that catches torch's type keeps working.
+
+
+class BadValueError(InitwiseError, ValueError, RuntimeError):
+    """A parameter value out of range where torch raises ``RuntimeError`` (``uniform_(a > b)``,
+    ``normal_(std < 0)``, a negative gain)."""
+
+
+class UnsupportedDtypeError(InitwiseError, TypeError, NotImplementedError):
+    """A dtype a random scheme cannot fill (integer, bool) where torch raises
+    ``NotImplementedError`` (``"normal_kernel_cpu" not implemented for 'Long'``)."""
+
+
+class ZeroValueError(InitwiseError, ValueError, ZeroDivisionError):
+    """A zero that torch divides by (``dirac_(groups=0)``, ``trunc_normal_(std=0)``)."""
+
+
+class NotATensorError(InitwiseError, TypeError, AttributeError):
+    """Something that is not a tensor where torch fails with ``AttributeError``."""
 
 
 def raise_unknown(kind: str, value: object, valid: Iterable[str], *, limit: int | None = None) -> NoReturn:
@@ -53,32 +84,84 @@ def check_choice(kind: str, value: str, valid: Iterable[str]) -> str:
     return value
 
 
-def check_finite_positive(name: str, value: float, *, allow_zero: bool = False) -> float:
-    """Return ``float(value)`` if it is finite and positive (or zero when allowed), else raise."""
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise TypeError(f"{name} must be a real number, got {type(value).__name__}") from None
-    if not math.isfinite(v) or v < 0 or (v == 0 and not allow_zero):
-        need = "finite and >= 0" if allow_zero else "finite and > 0"
-        raise ValueError(f"{name} must be {need}, got {value!r}")
+def check_real(name: str, value: object, *, finite: bool = True, where: str = "") -> float:
+    """Return ``float(value)`` for a real number (not a bool, not a string), else raise.
+
+    ``TypeError`` names the parameter for non-numbers (``constant_(t, 'x')``); with ``finite``,
+    ``ValueError`` for NaN and infinities. ``where`` prefixes the message (the function name).
+    """
+    prefix = f"{where}: " if where else ""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(
+            f"{prefix}{name} must be a real number, got {value!r} ({type(value).__name__})"
+        )
+    v = float(value)
+    if finite and not math.isfinite(v):
+        raise ValueError(f"{prefix}{name} must be finite, got {value!r}")
     return v
 
 
-def check_tensor(tensor: object, fn: str, *, min_dim: int = 0, max_dim: int | None = None) -> bool:
+def check_finite_positive(
+    name: str,
+    value: float,
+    *,
+    allow_zero: bool = False,
+    where: str = "",
+    error: type[ValueError] = ValueError,
+) -> float:
+    """Return ``float(value)`` if it is finite and positive (or zero when allowed), else raise.
+
+    ``error`` is the class raised for a value out of range (:class:`BadValueError` where torch
+    raises ``RuntimeError`` for it); ``where`` prefixes the message (the function name).
+    """
+    prefix = f"{where}: " if where else ""
+    if isinstance(value, (str, bytes, bool)):
+        raise TypeError(f"{prefix}{name} must be a real number, got {value!r} ({type(value).__name__})")
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"{prefix}{name} must be a real number, got {type(value).__name__}") from None
+    if not math.isfinite(v) or v < 0 or (v == 0 and not allow_zero):
+        need = "finite and >= 0" if allow_zero else "finite and > 0"
+        raise error(f"{prefix}{name} must be {need}, got {value!r}")
+    return v
+
+
+_FLOAT_DTYPES = "float16, bfloat16, float32, float64"
+
+
+def check_tensor(
+    tensor: object,
+    fn: str,
+    *,
+    min_dim: int = 0,
+    max_dim: int | None = None,
+    allow_int: bool = False,
+    allow_complex: bool = False,
+) -> bool:
     """Validate ``tensor`` for the in-place scheme ``fn``.
 
     Returns ``True`` when ``fn`` should fill the tensor and ``False`` when the call is a no-op
-    (a meta tensor, or a tensor with no elements, which also warns). Raises ``TypeError`` for
-    non-tensors and non-floating dtypes and ``ValueError`` for a wrong number of dimensions.
-    All checks happen before anything is written.
+    (a meta tensor, or a tensor with no elements, which also warns with torch's text
+    "Initializing zero-element tensors is a no-op"). Raises :class:`NotATensorError` for
+    non-tensors, :class:`UnsupportedDtypeError` for dtypes ``fn`` cannot fill (integer and
+    bool unless ``allow_int``, complex unless ``allow_complex``) and ``ValueError`` for a wrong
+    number of dimensions. All checks happen before anything is written.
     """
     if not isinstance(tensor, torch.Tensor):
-        raise TypeError(f"{fn}: expected a torch.Tensor, got {type(tensor).__name__}")
-    if not (tensor.is_floating_point() or tensor.is_complex()) or tensor.is_complex():
-        raise TypeError(
-            f"{fn}: tensor must have a floating-point dtype (float16, bfloat16, float32, "
-            f"float64), got {tensor.dtype}"
+        raise NotATensorError(f"{fn}: expected a torch.Tensor, got {type(tensor).__name__}")
+    if tensor.is_complex():
+        if not allow_complex:
+            raise UnsupportedDtypeError(
+                f"{fn}: complex tensors are not supported here, got {tensor.dtype}; use a "
+                f"real floating-point dtype ({_FLOAT_DTYPES})"
+            )
+    elif not tensor.is_floating_point() and not allow_int:
+        also = ", or complex64/complex128" if allow_complex else ""
+        raise UnsupportedDtypeError(
+            f"{fn}: tensor must have a floating-point dtype ({_FLOAT_DTYPES}{also}), got "
+            f"{tensor.dtype}; integer and bool tensors only take zeros_, ones_, constant_, "
+            "eye_ and dirac_"
         )
     if tensor.dim() < min_dim:
         raise ValueError(
@@ -94,7 +177,8 @@ def check_tensor(tensor: object, fn: str, *, min_dim: int = 0, max_dim: int | No
         return False
     if tensor.numel() == 0:
         warnings.warn(
-            f"{fn}: tensor has no elements (shape {tuple(tensor.shape)}); nothing to initialize",
+            f"{fn}: Initializing zero-element tensors is a no-op (the tensor has no elements, "
+            f"shape {tuple(tensor.shape)})",
             InitwiseWarning,
             stacklevel=3,
         )
@@ -102,16 +186,92 @@ def check_tensor(tensor: object, fn: str, *, min_dim: int = 0, max_dim: int | No
     return True
 
 
-def check_seed(seed: object, verb: str, *, allow_none: bool = False) -> int | None:
-    """Return ``seed`` if it is a valid seed for ``verb``, else raise a clear ``TypeError``.
+# ---------------------------------------------------------------------------------------------
+# Shared validators for the model-level verbs (init, lsuv, audit): the same words, the same
+# errors. ``where`` is the public function's name, used as the message prefix.
+# ---------------------------------------------------------------------------------------------
 
-    The one meaning of ``seed=`` in ``init``, ``plan``, ``materialize``, ``lsuv`` and
-    ``audit``: a Python ``int`` (a NumPy integer is accepted), which keys every
-    random draw the verb makes; ``lsuv`` also accepts ``None`` (torch's global generator).
+
+def check_seed(
+    seed: object, where: str, *, allow_none: bool = True, allow_negative: bool = True
+) -> int | None:
+    """Return ``seed`` as an ``int`` (a Python or NumPy integer, not a bool), else raise.
+
+    ``TypeError`` for floats (``seed=1.5``), strings and bools; ``ValueError`` for negative
+    seeds unless ``allow_negative`` (the keyed engine accepts any int, so the default does).
+    ``None`` passes when ``allow_none``.
+
+    >>> check_seed(3, "lsuv")
+    3
+    >>> check_seed(1.5, "lsuv")
+    Traceback (most recent call last):
+    ...
+    TypeError: lsuv: seed must be an int (or None), got 1.5 (float)
     """
     if seed is None and allow_none:
         return None
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-        extra = " or None" if allow_none else ""
-        raise TypeError(f"{verb}: seed must be an int{extra}, got {type(seed).__name__} {seed!r}")
-    return int(seed)
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+        what = "an int (or None)" if allow_none else "an int"
+        raise TypeError(f"{where}: seed must be {what}, got {seed!r} ({type(seed).__name__})")
+    value = int(seed)
+    if value < 0 and not allow_negative:
+        raise ValueError(f"{where}: seed must be >= 0, got {value}")
+    return value
+
+
+def check_materialized(model: object, where: str, *, lazy_ok: bool = False) -> None:
+    """Raise if ``model`` (an ``nn.Module``) holds meta tensors or uninitialized lazy parameters.
+
+    The message names the first such tensor and says what to do: materialize it first
+    (``initwise.materialize(model)`` or ``model.to_empty(device=...)``), or run a forward
+    pass for lazy modules.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"{where}: expected an nn.Module, got {type(model).__name__}")
+    tensors = [*model.named_parameters(), *model.named_buffers()]
+    for name, t in tensors:
+        if is_lazy(t) and not lazy_ok:
+            raise ValueError(
+                f"{where}: {name} is an uninitialized lazy parameter; run one forward pass "
+                "(or materialize the model) first"
+            )
+    for name, t in tensors:
+        if not is_lazy(t) and t.is_meta:
+            raise ValueError(
+                f"{where}: the model has tensors on the meta device ({name}, shape "
+                f"{tuple(t.shape)}), which hold no values: materialize it first, e.g. "
+                "initwise.materialize(model) or model.to_empty(device='cpu') followed by "
+                "initwise.init(model)"
+            )
+
+
+def check_batched_inputs(inputs: object, where: str, *, min_dim: int = 2) -> None:
+    """Raise if a floating-point input (or the first tensor of a tuple/list/dict) lacks a batch
+    dimension (integer inputs may be a 1-D batch of indices, e.g. for an ``nn.Embedding``).
+
+    ``lsuv(model, torch.randn(8))`` would calibrate on one unbatched sample: a 1-D tensor has
+    no batch dimension (and statistics over one sample are meaningless), so this raises a
+    ``ValueError`` that shows the shape and the fix (``x.unsqueeze(0)`` is still one sample;
+    pass a batch ``[batch, features]``). Also rejects empty batches and non-tensor inputs
+    holding no tensor at all.
+    """
+    first: torch.Tensor | None = None
+    if isinstance(inputs, torch.Tensor):
+        first = inputs
+    elif isinstance(inputs, (tuple, list)):
+        first = next((x for x in inputs if isinstance(x, torch.Tensor)), None)
+    elif isinstance(inputs, dict):
+        first = next((x for x in inputs.values() if isinstance(x, torch.Tensor)), None)
+    if first is None:
+        raise TypeError(
+            f"{where}: inputs must be a tensor, or a tuple/list/dict holding tensors, with a "
+            f"batch dimension first; got {type(inputs).__name__}"
+        )
+    if first.is_floating_point() and first.dim() < min_dim:  # index inputs may be 1-D batches
+        raise ValueError(
+            f"{where}: inputs need a batch dimension first (at least {min_dim}-D, e.g. "
+            f"[batch, features]), got shape {tuple(first.shape)}; statistics over one "
+            "unbatched sample are meaningless: pass a batch of samples"
+        )
+    if first.shape[0] == 0:
+        raise ValueError(f"{where}: inputs have an empty batch (shape {tuple(first.shape)})")

@@ -61,9 +61,10 @@ from __future__ import annotations
 
 import difflib
 import math
-from collections.abc import Callable
+import numbers
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import NamedTuple, TypeVar
+from typing import NamedTuple, TypeVar, Union
 
 import torch
 from torch import nn
@@ -73,10 +74,12 @@ from ._math import select_fan, shape_fans
 from ._modules import is_hf_conv1d, is_norm
 
 __all__ = [
+    "Axis",
     "FanRule",
     "Fans",
     "TensorLayout",
     "WeightAxes",
+    "axis_fans",
     "describe_layout",
     "fans",
     "gate_blocks",
@@ -118,6 +121,77 @@ def tensor_fans(tensor: torch.Tensor | torch.Size | tuple[int, ...]) -> Fans:
     Fans(fan_in=288.0, fan_out=576.0)
     """
     return Fans(*shape_fans(tensor.shape if isinstance(tensor, torch.Tensor) else tensor))
+
+
+Axis = Union[int, Sequence[int]]  # noqa: UP007
+"""A fan axis: one dimension or several (JAX's ``in_axis`` / ``out_axis`` / ``batch_axis``)."""
+
+
+def _axes(name: str, value: object, ndim: int, where: str) -> tuple[int, ...]:
+    items = (value,) if isinstance(value, numbers.Integral) and not isinstance(value, bool) else value
+    if isinstance(items, (str, bytes)) or not isinstance(items, Sequence):
+        raise TypeError(f"{where}: {name} must be an int or a sequence of ints, got {value!r}")
+    out = []
+    for ax in items:
+        if isinstance(ax, bool) or not isinstance(ax, numbers.Integral):
+            raise TypeError(f"{where}: {name} must be an int or a sequence of ints, got {value!r}")
+        if not -ndim <= int(ax) < ndim:
+            raise ValueError(
+                f"{where}: {name}={value!r} is out of range for a {ndim}-D tensor "
+                f"(valid: {-ndim} .. {ndim - 1})"
+            )
+        out.append(int(ax) % ndim)
+    if len(set(out)) != len(out):
+        raise ValueError(f"{where}: {name}={value!r} names a dimension twice")
+    return tuple(out)
+
+
+def axis_fans(
+    shape: torch.Size | Sequence[int],
+    *,
+    in_axis: Axis = 1,
+    out_axis: Axis = 0,
+    batch_axis: Axis = (),
+    where: str = "axis_fans",
+) -> Fans:
+    """Return the fans of ``shape`` with explicit axes, with JAX's ``variance_scaling`` semantics.
+
+    ``fan_in = prod(shape[in_axis]) * receptive`` and ``fan_out = prod(shape[out_axis]) *
+    receptive``, where ``receptive`` is the product of every dimension that is neither an in,
+    an out nor a batch axis (batch dims count in no fan: one independent matrix per batch
+    index). Axes may be negative and may be sequences. The defaults are torch's layout
+    ``[out, in, *kernel]`` (:func:`tensor_fans`); JAX's defaults are ``in_axis=-2``,
+    ``out_axis=-1`` (``[*kernel, in, out]``).
+
+    >>> axis_fans((3, 3, 16, 32), in_axis=-2, out_axis=-1)  # a JAX/Keras conv kernel
+    Fans(fan_in=144.0, fan_out=288.0)
+    >>> axis_fans((8, 64, 32), in_axis=2, out_axis=1, batch_axis=0)  # 8 stacked [64, 32] weights
+    Fans(fan_in=32.0, fan_out=64.0)
+    """
+    dims = tuple(int(s) for s in shape)
+    nd = len(dims)
+    if nd == 0:
+        raise ValueError(f"{where}: fan axes need a tensor with at least 1 dimension, got shape ()")
+    ins = _axes("in_axis", in_axis, nd, where)
+    outs = _axes("out_axis", out_axis, nd, where)
+    batch = _axes("batch_axis", batch_axis, nd, where)
+    for (n1, a1), (n2, a2) in (
+        (("in_axis", ins), ("out_axis", outs)),
+        (("in_axis", ins), ("batch_axis", batch)),
+        (("out_axis", outs), ("batch_axis", batch)),
+    ):
+        common = set(a1) & set(a2)
+        if common:
+            raise ValueError(f"{where}: {n1} and {n2} share dimension(s) {sorted(common)}")
+    if not ins or not outs:
+        raise ValueError(f"{where}: in_axis and out_axis must each name at least one dimension")
+    used = set(ins) | set(outs) | set(batch)
+    receptive = math.prod(d for i, d in enumerate(dims) if i not in used)
+    fan_in = math.prod(dims[i] for i in ins) * receptive
+    fan_out = math.prod(dims[i] for i in outs) * receptive
+    if fan_in <= 0 or fan_out <= 0:
+        raise ValueError(f"{where}: shape {dims} has a zero-size fan (fan_in={fan_in}, fan_out={fan_out})")
+    return Fans(float(fan_in), float(fan_out))
 
 
 # --------------------------------------------------------------------------------------------

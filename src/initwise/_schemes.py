@@ -16,14 +16,25 @@ primitive draws (uniform, normal, truncated normal). Every function:
 
 from __future__ import annotations
 
+import functools
 import math
-from typing import Any
+import numbers
+import warnings
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import torch
 
 from . import random as _random
-from ._checks import check_choice, check_finite_positive, check_tensor
-from ._fans import Fans
+from ._checks import (
+    BadValueError,
+    ZeroValueError,
+    check_choice,
+    check_finite_positive,
+    check_real,
+    check_tensor,
+)
+from ._fans import Axis, Fans, axis_fans
 from ._math import (
     compute_std,
     normal_cdf,
@@ -33,7 +44,7 @@ from ._math import (
     uniform_bound,
 )
 from ._typing import DISTRIBUTIONS, FAN_MODES, Distribution, FanMode
-from .gains import calculate_gain
+from .gains import kaiming_gain
 from .random import Key
 
 __all__ = [
@@ -42,9 +53,12 @@ __all__ = [
     "delta_orthogonal_",
     "dirac_",
     "eye_",
+    "glorot_truncated_normal_",
+    "he_truncated_normal_",
     "kaiming_normal_",
     "kaiming_uniform_",
     "lecun_normal_",
+    "lecun_truncated_normal_",
     "lecun_uniform_",
     "normal_",
     "ones_",
@@ -91,7 +105,9 @@ def _fill_from(tensor: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
 
 def _draw_uniform(tensor: torch.Tensor, low: float, high: float, generator: Generator) -> torch.Tensor:
     if _is_key(generator):
-        _random.uniform_(tensor, generator, low=low, high=high)  # type: ignore[arg-type]
+        # complex: real and imaginary parts each U(low, high), as torch's uniform_ does
+        target = torch.view_as_real(tensor) if tensor.is_complex() else tensor
+        _random.uniform_(target, generator, low=low, high=high)  # type: ignore[arg-type]
         return tensor
     with torch.no_grad():
         return tensor.uniform_(low, high, generator=generator)  # type: ignore[arg-type]
@@ -99,10 +115,39 @@ def _draw_uniform(tensor: torch.Tensor, low: float, high: float, generator: Gene
 
 def _draw_normal(tensor: torch.Tensor, mean: float, std: float, generator: Generator) -> torch.Tensor:
     if _is_key(generator):
+        if std == 0.0:
+            with torch.no_grad():
+                return tensor.fill_(mean)
+        if tensor.is_complex():
+            # torch's complex normal_: each part N(mean, std²/2), so E|z - mean|² = std²
+            _random.normal_(torch.view_as_real(tensor), generator, mean=mean, std=std / math.sqrt(2.0))  # type: ignore[arg-type]
+            return tensor
         _random.normal_(tensor, generator, mean=mean, std=std)  # type: ignore[arg-type]
         return tensor
     with torch.no_grad():
         return tensor.normal_(mean, std, generator=generator)  # type: ignore[arg-type]
+
+
+def _ndtri_exp(logp: torch.Tensor) -> torch.Tensor:
+    """``x`` with ``log Φ(x) = logp``, for ``logp`` below float64's range of Φ itself.
+
+    Newton's method on ``log Φ`` (increasing and concave) started left of the root at
+    ``-sqrt(-2 logp)``, so the iterates rise monotonically to it (quadratically: 4 to 6
+    steps reach float64 precision from ``x = -37`` to ``x = -1e150``; at most 12 are taken).
+    """
+    x = -torch.sqrt(-2.0 * logp)
+    half_log_2pi = 0.5 * math.log(2.0 * math.pi)
+    for _ in range(12):
+        log_cdf = torch.special.log_ndtr(x)
+        step = (log_cdf - logp) / torch.exp(-0.5 * x * x - half_log_2pi - log_cdf)
+        x = x - step
+        if bool((step.abs() <= 1e-15 * x.abs()).all()):
+            break
+    return x
+
+
+# Below this Φ(hi) the float64 CDF difference loses the distribution: sample in log space.
+_LOG_SPACE_BELOW = 1e-280
 
 
 def _draw_trunc_normal(
@@ -112,6 +157,8 @@ def _draw_trunc_normal(
 
     Inverse-CDF sampling in float64, on the tail side where the CDF is accurate, so bounds far
     from the mean keep their exact distribution (torch's ``trunc_normal_`` loses it there).
+    Where even that tail's CDF underflows (bounds beyond about 37 standard deviations), the
+    inverse CDF is taken in log space (:func:`_ndtri_exp`).
     """
     if _is_key(generator):
         _random.trunc_normal_(tensor, generator, mean=mean, std=std, a=a, b=b)  # type: ignore[arg-type]
@@ -123,25 +170,113 @@ def _draw_trunc_normal(
     device = generator.device if isinstance(generator, torch.Generator) else tensor.device
     u = torch.empty(tensor.shape, dtype=torch.float64, device=device)
     u.uniform_(0.0, 1.0, generator=generator)  # type: ignore[arg-type]
-    p = u.mul_(phi - plo).add_(plo).clamp_(min=torch.finfo(torch.float64).tiny, max=1.0 - 2**-53)
-    z = torch.special.ndtri(p).clamp_(lo, hi)
+    if phi < _LOG_SPACE_BELOW:
+        log_hi = float(torch.special.log_ndtr(torch.tensor(hi, dtype=torch.float64)))
+        log_lo = float(torch.special.log_ndtr(torch.tensor(lo, dtype=torch.float64)))
+        ratio = math.exp(log_lo - log_hi)  # Φ(lo) / Φ(hi)
+        # p = Φ(hi) * (ratio + u (1 - ratio)), taken as log p
+        inner = u.mul_(1.0 - ratio).add_(ratio).clamp_(min=torch.finfo(torch.float64).tiny)
+        z = _ndtri_exp(inner.log_().add_(log_hi)).clamp_(lo, hi)
+    else:
+        p = u.mul_(phi - plo).add_(plo).clamp_(min=torch.finfo(torch.float64).tiny, max=1.0 - 2**-53)
+        z = torch.special.ndtri(p).clamp_(lo, hi)
     if flip:
         z.neg_()
     return _fill_from(tensor, z.mul_(std).add_(mean))
 
 
-def _resolve_fans(tensor: torch.Tensor, fans: Fans | tuple[float, float] | None, fn: str) -> Fans:
+def _resolve_fans(
+    tensor: torch.Tensor,
+    fans: Fans | tuple[float, float] | None,
+    fn: str,
+    axes: tuple[Axis, Axis, Axis] | None = None,
+) -> Fans:
     if fans is None:
+        if axes is not None:
+            in_axis, out_axis, batch_axis = axes
+            return axis_fans(tensor.shape, in_axis=in_axis, out_axis=out_axis, batch_axis=batch_axis, where=fn)
         if tensor.dim() < 2:
             raise ValueError(
                 f"{fn}: fans need a tensor with at least 2 dimensions ([out, in, *kernel]), got "
                 f"shape {tuple(tensor.shape)}; pass fans=initwise.Fans(fan_in, fan_out)"
             )
         return Fans(*shape_fans(tensor.shape))
-    fi, fo = fans
-    check_finite_positive("fans.fan_in", fi)
-    check_finite_positive("fans.fan_out", fo)
+    if axes is not None:
+        raise ValueError(f"{fn}: pass either fans= or in_axis/out_axis/batch_axis, not both")
+    try:
+        if isinstance(fans, (str, bytes)):
+            raise TypeError
+        fi, fo = fans
+    except (TypeError, ValueError):
+        raise TypeError(f"{fn}: fans must be initwise.Fans(fan_in, fan_out) or a pair, got {fans!r}") from None
+    check_finite_positive("fans.fan_in", fi, where=fn)
+    check_finite_positive("fans.fan_out", fo, where=fn)
     return Fans(float(fi), float(fo))
+
+
+def _check_axes(
+    in_axis: Axis | None, out_axis: Axis | None, batch_axis: Axis | None
+) -> tuple[Axis, Axis, Axis] | None:
+    """``None`` when no axis is given (torch's layout, the unchanged fast path)."""
+    if in_axis is None and out_axis is None and batch_axis is None:
+        return None
+    return (1 if in_axis is None else in_axis, 0 if out_axis is None else out_axis,
+            () if batch_axis is None else batch_axis)  # fmt: skip
+
+
+# Complex draws (JAX's complex variance_scaling): |z| has the law of a complex normal's modulus
+# (truncated at 2, radially) or of a uniform point in a disk, and the phase is uniform, so the
+# distribution is circular and E|z|² is exactly ``std²``.
+_RAYLEIGH_TRUNC = 2.0
+_RAYLEIGH_SECOND_MOMENT = 1.0 - _RAYLEIGH_TRUNC**2 * math.exp(-(_RAYLEIGH_TRUNC**2)) / -math.expm1(-(_RAYLEIGH_TRUNC**2))
+
+
+def _draw_complex(tensor: torch.Tensor, std: float, distribution: str, generator: Generator) -> torch.Tensor:
+    if distribution == "normal":
+        return _draw_normal(tensor, 0.0, std, generator)
+    real = torch.float64 if tensor.dtype == torch.complex128 else torch.float32
+    uv = torch.empty((*tensor.shape, 2), dtype=real)
+    _draw_uniform(uv, 0.0, 1.0, generator)
+    u, v = uv[..., 0], uv[..., 1]
+    if distribution == "uniform":
+        radius = torch.sqrt(2.0 * u) * std  # uniform in the disk of radius sqrt(2)·std
+    else:
+        # r² ~ Exp(1) truncated at 4, scaled so that E[r²] = std² exactly
+        r2 = torch.log1p(u * math.expm1(-(_RAYLEIGH_TRUNC**2))).neg_()
+        radius = torch.sqrt(r2) * (std / math.sqrt(_RAYLEIGH_SECOND_MOMENT))
+    z = torch.polar(radius, v * (2.0 * math.pi))
+    return _fill_from(tensor, z.to(tensor.device))
+
+
+def _variance_scaling(
+    tensor: torch.Tensor,
+    scale: float,
+    mode: str,
+    distribution: str,
+    fans: Fans | tuple[float, float] | None,
+    generator: Generator,
+    fn: str,
+    axes: tuple[Axis, Axis, Axis] | None = None,
+) -> torch.Tensor:
+    """The one implementation behind every variance-scaling scheme; ``fn`` names the caller."""
+    _is_key(generator)
+    min_dim = 0 if fans is not None else 2
+    if not check_tensor(tensor, fn, min_dim=min_dim, allow_complex=True):
+        return tensor
+    f = _resolve_fans(tensor, fans, fn, axes)
+    std = compute_std(scale, select_fan(f.fan_in, f.fan_out, mode))
+    if tensor.is_complex():
+        return _draw_complex(tensor, std, distribution, generator)
+    if distribution == "normal":
+        return _draw_normal(tensor, 0.0, std, generator)
+    if distribution == "uniform":
+        bound = uniform_bound(std)
+        return _draw_uniform(tensor, -bound, bound, generator)
+    parent = std / trunc_normal_moments(-2.0, 2.0)[1]
+    if parent == 0.0:
+        with torch.no_grad():
+            return tensor.zero_()
+    return _draw_trunc_normal(tensor, 0.0, parent, -2.0, 2.0, generator)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -156,6 +291,9 @@ def variance_scaling_(
     distribution: Distribution = "normal",
     *,
     fans: Fans | tuple[float, float] | None = None,
+    in_axis: Axis | None = None,
+    out_axis: Axis | None = None,
+    batch_axis: Axis | None = None,
     generator: Generator = None,
 ) -> torch.Tensor:
     r"""Fill ``tensor`` with zero-mean values of variance ``scale / fan``.
@@ -168,15 +306,25 @@ def variance_scaling_(
     - ``uniform``: :math:`\mathcal{U}(-b, b)` with ``b = sqrt(3) * std``;
     - ``truncated_normal``: a normal truncated at ±2 of its own standard deviations, whose
       parent standard deviation is ``std / 0.8796…`` so that the final variance is exactly
-      ``scale / fan``.
+      ``scale / fan`` (JAX's and Keras's convention).
+
+    Complex tensors follow JAX: circular distributions with ``E|z|² = scale / fan`` (a complex
+    normal; a uniform point in the disk of radius ``sqrt(2)·std``; a complex normal truncated
+    to ``|z| <= 2`` of its scale, normalized exactly).
 
     Args:
-        tensor: an n-dimensional floating-point tensor, torch layout ``[out, in, *kernel]``.
+        tensor: an n-dimensional floating-point or complex tensor, torch layout
+            ``[out, in, *kernel]`` unless the axes say otherwise.
         scale: the variance numerator (``gain**2``), finite and > 0.
         mode: which fan divides ``scale``.
         distribution: ``normal``, ``uniform`` or ``truncated_normal``.
         fans: a :class:`~initwise.Fans` override, e.g. ``initwise.fans(module)`` for layers whose
             shape does not tell their connectivity (grouped or transposed convolutions, …).
+        in_axis, out_axis, batch_axis: JAX's fan axes (an int or a sequence of ints) for
+            tensors in other layouts: ``fan_in = prod(in dims) * receptive``, ``fan_out =
+            prod(out dims) * receptive``, with ``receptive`` the product of the remaining
+            non-batch dims. Defaults: torch's ``in_axis=1``, ``out_axis=0``, no batch axis
+            (JAX's own defaults are ``-2``, ``-1``: pass them for a JAX-layout tensor).
         generator: a ``torch.Generator``, an :class:`initwise.random.Key` or ``None``.
 
     Example:
@@ -185,22 +333,11 @@ def variance_scaling_(
         >>> bool(w.abs().max() <= math.sqrt(3 * 2.0 / 128))
         True
     """
-    check_finite_positive("scale", scale)
+    check_finite_positive("scale", scale, where="variance_scaling_")
     check_choice("mode", mode, FAN_MODES)
     check_choice("distribution", distribution, DISTRIBUTIONS)
-    _is_key(generator)
-    active = check_tensor(tensor, "variance_scaling_", min_dim=0 if fans is not None else 2)
-    if not active:
-        return tensor
-    f = _resolve_fans(tensor, fans, "variance_scaling_")
-    std = compute_std(scale, select_fan(f.fan_in, f.fan_out, mode))
-    if distribution == "normal":
-        return _draw_normal(tensor, 0.0, std, generator)
-    if distribution == "uniform":
-        bound = uniform_bound(std)
-        return _draw_uniform(tensor, -bound, bound, generator)
-    parent = std / trunc_normal_moments(-2.0, 2.0)[1]
-    return _draw_trunc_normal(tensor, 0.0, parent, -2.0, 2.0, generator)
+    axes = _check_axes(in_axis, out_axis, batch_axis)
+    return _variance_scaling(tensor, scale, mode, distribution, fans, generator, "variance_scaling_", axes)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -213,17 +350,19 @@ def uniform_(
 ) -> torch.Tensor:
     r"""Fill ``tensor`` with values from :math:`\mathcal{U}(a, b)`.
 
-    Drop-in for ``torch.nn.init.uniform_``.
+    Drop-in for ``torch.nn.init.uniform_``; complex tensors get independent real and imaginary
+    parts in ``[a, b]``, as in torch.
 
     >>> t = uniform_(torch.empty(3, 5), -1.0, 1.0)
     >>> bool((t >= -1).all() and (t <= 1).all())
     True
     """
-    a, b = float(a), float(b)
+    a = check_real("a", a, finite=False, where="uniform_")
+    b = check_real("b", b, finite=False, where="uniform_")
     if not (math.isfinite(a) and math.isfinite(b)) or a > b:
-        raise ValueError(f"uniform_: need finite a <= b, got a={a}, b={b}")
+        raise BadValueError(f"uniform_: need finite a <= b, got a={a}, b={b}")
     _is_key(generator)
-    if not check_tensor(tensor, "uniform_"):
+    if not check_tensor(tensor, "uniform_", allow_complex=True):
         return tensor
     return _draw_uniform(tensor, a, b, generator)
 
@@ -233,22 +372,35 @@ def normal_(
 ) -> torch.Tensor:
     r"""Fill ``tensor`` with values from :math:`\mathcal{N}(\text{mean}, \text{std}^2)`.
 
-    Drop-in for ``torch.nn.init.normal_``.
+    Drop-in for ``torch.nn.init.normal_``. Complex tensors get torch's complex normal: real and
+    imaginary parts each :math:`\mathcal{N}(\text{mean}, \text{std}^2/2)`.
 
     >>> normal_(torch.empty(2, 2), 0.0, 0.02).shape
     torch.Size([2, 2])
     """
-    mean = float(mean)
-    if not math.isfinite(mean):
-        raise ValueError(f"normal_: mean must be finite, got {mean}")
-    std = check_finite_positive("std", std, allow_zero=True)
+    mean = check_real("mean", mean, where="normal_")
+    std = check_finite_positive("std", std, allow_zero=True, where="normal_", error=BadValueError)
     _is_key(generator)
-    if not check_tensor(tensor, "normal_"):
+    if not check_tensor(tensor, "normal_", allow_complex=True):
         return tensor
-    if std == 0.0:
+    if std == 0.0 and not tensor.is_complex():
         with torch.no_grad():
             return tensor.fill_(mean)
     return _draw_normal(tensor, mean, std, generator)
+
+
+def _trunc_checks(fn: str, mean: float, std: float, a: float, b: float) -> tuple[float, float, float, float]:
+    mean = check_real("mean", mean, where=fn)
+    if isinstance(std, (int, float)) and not isinstance(std, bool) and std == 0:
+        raise ZeroValueError(f"{fn}: std must be finite and > 0, got {std!r}")
+    std = check_finite_positive("std", std, where=fn)
+    a = check_real("a", a, finite=False, where=fn)
+    b = check_real("b", b, finite=False, where=fn)
+    if math.isnan(a) or math.isnan(b):
+        raise ValueError(f"{fn}: bounds must not be NaN, got a={a}, b={b}")
+    if a > b:
+        raise BadValueError(f"{fn}: need a <= b, got a={a}, b={b}")
+    return mean, std, a, b
 
 
 def trunc_normal_(
@@ -264,19 +416,23 @@ def trunc_normal_(
     Drop-in for ``torch.nn.init.trunc_normal_``: ``a`` and ``b`` are absolute bounds and ``std``
     is the standard deviation of the *parent* normal, so the values' own standard deviation is
     smaller (``0.88 * std`` for bounds at ±2 std). Use :func:`truncated_normal_` to get an exact
-    final standard deviation. Sampling is by inverse CDF in float64 on the accurate tail, so it
-    stays exact when ``[a, b]`` lies far from ``mean``.
+    final standard deviation. Sampling is by inverse CDF in float64 on the accurate tail (in
+    log space beyond 37 standard deviations), so it stays exact when ``[a, b]`` lies far from
+    ``mean``. ``a == b`` fills ``a``, as torch does.
 
     >>> t = trunc_normal_(torch.empty(1000), 0.0, 1.0, -0.5, 0.5)
     >>> bool(t.abs().max() <= 0.5)
     True
     """
-    mean = float(mean)
-    std = check_finite_positive("std", std)
-    a, b = float(a), float(b)
-    if math.isnan(a) or math.isnan(b) or not a < b:
-        raise ValueError(f"trunc_normal_: need a < b, got a={a}, b={b}")
+    mean, std, a, b = _trunc_checks("trunc_normal_", mean, std, a, b)
     _is_key(generator)
+    if a == b:
+        if not math.isfinite(a):
+            raise ValueError(f"trunc_normal_: a == b must be finite, got a={a}, b={b}")
+        if not check_tensor(tensor, "trunc_normal_"):
+            return tensor
+        with torch.no_grad():
+            return tensor.fill_(a)
     if not check_tensor(tensor, "trunc_normal_"):
         return tensor
     return _draw_trunc_normal(tensor, mean, std, (a - mean) / std, (b - mean) / std, generator)
@@ -298,13 +454,20 @@ def truncated_normal_(
     ``σp = std / s(a, b)`` where ``s(a, b)`` is the standard deviation of a standard normal
     truncated to ``[a, b]`` (``0.8796…`` for ±2). With symmetric bounds the mean is ``mean``.
 
+    Not the same ``std`` as JAX's ``truncated_normal(stddev)``, Keras's
+    ``TruncatedNormal(stddev)`` and torch's ``trunc_normal_(std)``: there it is the parent's,
+    and the values' standard deviation is ``0.8796 * stddev`` (0.0176 for 0.02). To port such
+    code, use :func:`trunc_normal_` (``a``, ``b`` absolute) or this function with
+    ``std=0.8796 * stddev``. See ``docs/dropin.md``.
+
     >>> t = truncated_normal_(torch.empty(200_000), std=0.02, generator=torch.Generator().manual_seed(0))
     >>> abs(t.std().item() / 0.02 - 1) < 0.01
     True
     """
-    mean = float(mean)
-    std = check_finite_positive("std", std)
-    a, b = float(a), float(b)
+    mean = check_real("mean", mean, where="truncated_normal_")
+    std = check_finite_positive("std", std, where="truncated_normal_")
+    a = check_real("a", a, finite=False, where="truncated_normal_")
+    b = check_real("b", b, finite=False, where="truncated_normal_")
     if math.isnan(a) or math.isnan(b) or not a < b:
         raise ValueError(f"truncated_normal_: need a < b (in standard deviations), got a={a}, b={b}")
     parent = std / trunc_normal_moments(a, b)[1]
@@ -314,59 +477,80 @@ def truncated_normal_(
     return _draw_trunc_normal(tensor, mean, parent, a, b, generator)
 
 
-def constant_(tensor: torch.Tensor, val: float) -> torch.Tensor:
-    """Fill ``tensor`` with ``val``. Drop-in for ``torch.nn.init.constant_``.
-
-    >>> constant_(torch.empty(2), 0.5)
-    tensor([0.5000, 0.5000])
-    """
-    if not check_tensor(tensor, "constant_"):
+def _fill(tensor: torch.Tensor, val: Any, fn: str) -> torch.Tensor:
+    if isinstance(val, torch.Tensor):
+        if val.numel() != 1:
+            raise ValueError(f"{fn}: val must be a number or a one-element tensor, got shape {tuple(val.shape)}")
+    elif not isinstance(val, numbers.Number):
+        raise TypeError(f"{fn}: val must be a number, got {val!r} ({type(val).__name__})")
+    complex_val = isinstance(val, complex) or (isinstance(val, torch.Tensor) and val.is_complex())
+    if complex_val and isinstance(tensor, torch.Tensor) and not tensor.is_complex():
+        raise BadValueError(f"{fn}: a complex val ({val!r}) needs a complex tensor, got {tensor.dtype}")
+    if not check_tensor(tensor, fn, allow_int=True, allow_complex=True):
         return tensor
     with torch.no_grad():
         return tensor.fill_(val)
 
 
+def constant_(tensor: torch.Tensor, val: float) -> torch.Tensor:
+    """Fill ``tensor`` with ``val``. Drop-in for ``torch.nn.init.constant_``.
+
+    Any dtype torch fills: floating point, complex, integer and bool (``val`` is converted as
+    ``Tensor.fill_`` converts it). ``val`` may be NaN or infinite.
+
+    >>> constant_(torch.empty(2), 0.5)
+    tensor([0.5000, 0.5000])
+    """
+    return _fill(tensor, val, "constant_")
+
+
 def ones_(tensor: torch.Tensor) -> torch.Tensor:
-    """Fill ``tensor`` with ones. Drop-in for ``torch.nn.init.ones_``."""
-    return constant_(tensor, 1.0)
+    """Fill ``tensor`` with ones (any dtype). Drop-in for ``torch.nn.init.ones_``."""
+    return _fill(tensor, 1.0, "ones_")
 
 
 def zeros_(tensor: torch.Tensor) -> torch.Tensor:
-    """Fill ``tensor`` with zeros. Drop-in for ``torch.nn.init.zeros_``."""
-    return constant_(tensor, 0.0)
+    """Fill ``tensor`` with zeros (any dtype). Drop-in for ``torch.nn.init.zeros_``."""
+    return _fill(tensor, 0.0, "zeros_")
 
 
 def eye_(tensor: torch.Tensor) -> torch.Tensor:
     """Fill the 2-D ``tensor`` with the identity (ones on the diagonal, zeros elsewhere).
 
-    Drop-in for ``torch.nn.init.eye_``.
+    Drop-in for ``torch.nn.init.eye_`` (any dtype, as in torch).
 
     >>> eye_(torch.empty(2, 3))
     tensor([[1., 0., 0.],
             [0., 1., 0.]])
     """
-    if not check_tensor(tensor, "eye_", min_dim=2, max_dim=2):
+    if not check_tensor(tensor, "eye_", min_dim=2, max_dim=2, allow_int=True, allow_complex=True):
         return tensor
     with torch.no_grad():
         tensor.zero_()
-        tensor.diagonal().fill_(1.0)
+        tensor.diagonal().fill_(1)
     return tensor
 
 
 def dirac_(tensor: torch.Tensor, groups: int = 1) -> torch.Tensor:
     """Fill a 3-, 4- or 5-D conv weight with the Dirac delta: the convolution is the identity.
 
-    Each of the ``groups`` output blocks keeps its input channels (as many as fit). Drop-in for
-    ``torch.nn.init.dirac_``.
+    Each of the ``groups`` output blocks keeps its input channels (as many as fit). The delta
+    sits at ``k // 2`` in each spatial dim, torch's centre (for even kernels, the later of the
+    two middle taps). Drop-in for ``torch.nn.init.dirac_`` (any dtype, as in torch).
 
     >>> w = dirac_(torch.empty(2, 2, 3))
     >>> w[:, :, 1]
     tensor([[1., 0.],
             [0., 1.]])
     """
-    if isinstance(groups, bool) or not isinstance(groups, int) or groups < 1:
+    if isinstance(groups, bool) or not isinstance(groups, numbers.Integral):
+        raise TypeError(f"dirac_: groups must be a positive int, got {groups!r} ({type(groups).__name__})")
+    if groups == 0:
+        raise ZeroValueError("dirac_: groups must be a positive int, got 0")
+    if groups < 0:
         raise ValueError(f"dirac_: groups must be a positive int, got {groups!r}")
-    if not check_tensor(tensor, "dirac_", min_dim=3, max_dim=5):
+    groups = int(groups)
+    if not check_tensor(tensor, "dirac_", min_dim=3, max_dim=5, allow_int=True, allow_complex=True):
         return tensor
     out = tensor.shape[0]
     if out % groups != 0:
@@ -379,7 +563,7 @@ def dirac_(tensor: torch.Tensor, groups: int = 1) -> torch.Tensor:
         for g in range(groups):
             for d in range(n):
                 index = (g * per_group + d, d, *centre)
-                tensor[index] = 1.0
+                tensor[index] = 1
     return tensor
 
 
@@ -388,9 +572,10 @@ def dirac_(tensor: torch.Tensor, groups: int = 1) -> torch.Tensor:
 # ---------------------------------------------------------------------------------------------
 
 
-def _gain_for(nonlinearity: str, param: Any) -> float:
-
-    return float(calculate_gain(nonlinearity, param))
+def _xavier_scale(gain: float, fn: str) -> float:
+    # gain 0 gives zeros, as in torch; a negative or non-finite gain is torch's RuntimeError
+    g = check_finite_positive("gain", gain, allow_zero=True, where=fn, error=BadValueError)
+    return g * g
 
 
 def xavier_uniform_(
@@ -409,8 +594,8 @@ def xavier_uniform_(
     >>> xavier_uniform_(torch.empty(3, 5)).shape
     torch.Size([3, 5])
     """
-    g = check_finite_positive("gain", gain)
-    return variance_scaling_(tensor, g * g, "fan_avg", "uniform", fans=fans, generator=generator)
+    scale = _xavier_scale(gain, "xavier_uniform_")
+    return _variance_scaling(tensor, scale, "fan_avg", "uniform", fans, generator, "xavier_uniform_")
 
 
 def xavier_normal_(
@@ -428,13 +613,16 @@ def xavier_normal_(
     >>> xavier_normal_(torch.empty(3, 5)).shape
     torch.Size([3, 5])
     """
-    g = check_finite_positive("gain", gain)
-    return variance_scaling_(tensor, g * g, "fan_avg", "normal", fans=fans, generator=generator)
+    scale = _xavier_scale(gain, "xavier_normal_")
+    return _variance_scaling(tensor, scale, "fan_avg", "normal", fans, generator, "xavier_normal_")
 
 
-def _kaiming_scale(a: float, mode: str, nonlinearity: str, gain: float | None) -> float:
+def _kaiming_scale(a: float, mode: str, nonlinearity: str, gain: float | None, fn: str) -> float:
     check_choice("mode", mode, ("fan_in", "fan_out"))
-    g = check_finite_positive("gain", gain) if gain is not None else _gain_for(nonlinearity, a)
+    if gain is not None:
+        g = check_finite_positive("gain", gain, where=fn)
+    else:
+        g = kaiming_gain(nonlinearity, a, where=fn)
     return g * g
 
 
@@ -451,15 +639,17 @@ def kaiming_uniform_(
     r"""He/Kaiming uniform: :math:`\mathcal{U}(-b, b)`, ``b = gain * sqrt(3 / fan_mode)``.
 
     He et al., "Delving Deep into Rectifiers" (2015). ``gain`` defaults to
-    ``calculate_gain(nonlinearity, a)`` (torch's values); pass ``gain=initwise.gain("gelu")``
-    for the exact gain of any activation. ``variance_scaling_(tensor, gain**2, mode, "uniform")``.
+    :func:`initwise.gains.kaiming_gain` ``(nonlinearity, a)``: torch's values for torch's
+    names, where ``a`` is leaky ReLU's negative slope; for the other activation names the
+    exact gain (``a`` is PReLU's slope and must stay 0 for the rest).
+    ``variance_scaling_(tensor, gain**2, mode, "uniform")``.
     Drop-in for ``torch.nn.init.kaiming_uniform_``.
 
     >>> kaiming_uniform_(torch.empty(3, 5), nonlinearity="relu").shape
     torch.Size([3, 5])
     """
-    scale = _kaiming_scale(a, mode, nonlinearity, gain)
-    return variance_scaling_(tensor, scale, mode, "uniform", fans=fans, generator=generator)
+    scale = _kaiming_scale(a, mode, nonlinearity, gain, "kaiming_uniform_")
+    return _variance_scaling(tensor, scale, mode, "uniform", fans, generator, "kaiming_uniform_")
 
 
 def kaiming_normal_(
@@ -474,14 +664,15 @@ def kaiming_normal_(
 ) -> torch.Tensor:
     r"""He/Kaiming normal: :math:`\mathcal{N}(0, \text{std}^2)`, ``std = gain / sqrt(fan_mode)``.
 
-    He et al. (2015). ``variance_scaling_(tensor, gain**2, mode, "normal")``.
-    Drop-in for ``torch.nn.init.kaiming_normal_``.
+    He et al. (2015). ``variance_scaling_(tensor, gain**2, mode, "normal")``, ``gain`` as in
+    :func:`kaiming_uniform_`. Drop-in for ``torch.nn.init.kaiming_normal_``. Keras's and JAX's
+    ``he_normal`` is a *truncated* normal: that is ``he_truncated_normal_``.
 
     >>> kaiming_normal_(torch.empty(3, 5), mode="fan_out", nonlinearity="relu").shape
     torch.Size([3, 5])
     """
-    scale = _kaiming_scale(a, mode, nonlinearity, gain)
-    return variance_scaling_(tensor, scale, mode, "normal", fans=fans, generator=generator)
+    scale = _kaiming_scale(a, mode, nonlinearity, gain, "kaiming_normal_")
+    return _variance_scaling(tensor, scale, mode, "normal", fans, generator, "kaiming_normal_")
 
 
 def lecun_uniform_(
@@ -497,7 +688,7 @@ def lecun_uniform_(
     >>> lecun_uniform_(torch.empty(3, 5)).shape
     torch.Size([3, 5])
     """
-    return variance_scaling_(tensor, 1.0, "fan_in", "uniform", fans=fans, generator=generator)
+    return _variance_scaling(tensor, 1.0, "fan_in", "uniform", fans, generator, "lecun_uniform_")
 
 
 def lecun_normal_(
@@ -509,12 +700,68 @@ def lecun_normal_(
     r"""LeCun normal: :math:`\mathcal{N}(0, 1 / \text{fan\_in})` (the init SELU expects).
 
     LeCun et al. (1998); Klambauer et al., "Self-Normalizing Neural Networks" (2017).
-    ``variance_scaling_(tensor, 1, "fan_in", "normal")``.
+    ``variance_scaling_(tensor, 1, "fan_in", "normal")``. Keras's and JAX's ``lecun_normal``
+    is a *truncated* normal: that is :func:`lecun_truncated_normal_`.
 
     >>> lecun_normal_(torch.empty(3, 5)).shape
     torch.Size([3, 5])
     """
-    return variance_scaling_(tensor, 1.0, "fan_in", "normal", fans=fans, generator=generator)
+    return _variance_scaling(tensor, 1.0, "fan_in", "normal", fans, generator, "lecun_normal_")
+
+
+# Keras / JAX: ``glorot_normal``, ``he_normal`` and ``lecun_normal`` are truncated normals
+# (±2 parent standard deviations, final variance exactly scale / fan; kurtosis 2.37).
+
+
+def glorot_truncated_normal_(
+    tensor: torch.Tensor,
+    *,
+    fans: Fans | tuple[float, float] | None = None,
+    generator: Generator = None,
+) -> torch.Tensor:
+    r"""Keras/JAX ``glorot_normal``: truncated normal of variance ``2 / (fan_in + fan_out)``.
+
+    Glorot & Bengio (2010). ``variance_scaling_(tensor, 1, "fan_avg", "truncated_normal")``.
+    (torch's ``xavier_normal_`` is a plain normal.)
+
+    >>> glorot_truncated_normal_(torch.empty(3, 5)).shape
+    torch.Size([3, 5])
+    """
+    return _variance_scaling(tensor, 1.0, "fan_avg", "truncated_normal", fans, generator, "glorot_truncated_normal_")
+
+
+def he_truncated_normal_(
+    tensor: torch.Tensor,
+    *,
+    fans: Fans | tuple[float, float] | None = None,
+    generator: Generator = None,
+) -> torch.Tensor:
+    r"""Keras/JAX ``he_normal``: truncated normal of variance ``2 / fan_in``.
+
+    He et al. (2015). ``variance_scaling_(tensor, 2, "fan_in", "truncated_normal")``.
+    (torch's ``kaiming_normal_`` is a plain normal.)
+
+    >>> he_truncated_normal_(torch.empty(3, 5)).shape
+    torch.Size([3, 5])
+    """
+    return _variance_scaling(tensor, 2.0, "fan_in", "truncated_normal", fans, generator, "he_truncated_normal_")
+
+
+def lecun_truncated_normal_(
+    tensor: torch.Tensor,
+    *,
+    fans: Fans | tuple[float, float] | None = None,
+    generator: Generator = None,
+) -> torch.Tensor:
+    r"""Keras/JAX ``lecun_normal``: truncated normal of variance ``1 / fan_in``.
+
+    LeCun et al. (1998); Klambauer et al. (2017).
+    ``variance_scaling_(tensor, 1, "fan_in", "truncated_normal")``.
+
+    >>> lecun_truncated_normal_(torch.empty(3, 5)).shape
+    torch.Size([3, 5])
+    """
+    return _variance_scaling(tensor, 1.0, "fan_in", "truncated_normal", fans, generator, "lecun_truncated_normal_")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -640,25 +887,27 @@ def sparse_(
     r"""Fill a 2-D ``tensor`` as a sparse matrix: N(0, std²) with a fraction of each column zero.
 
     Martens, "Deep learning via Hessian-free optimization" (2010). In each column,
-    ``ceil(sparsity * rows)`` entries chosen at random are zero. Drop-in for
-    ``torch.nn.init.sparse_`` (which forgets to pass ``generator`` to its permutations; here
-    every random call uses it).
+    ``ceil(sparsity * rows)`` entries chosen at random are zero (``sparsity=1`` zeroes all,
+    as in torch). Drop-in for ``torch.nn.init.sparse_`` (which forgets to pass ``generator``
+    to its permutations; here every random call uses it). Complex tensors get torch's complex
+    normal values.
 
     >>> w = sparse_(torch.empty(10, 4), 0.3)
     >>> [int((w[:, j] == 0).sum()) for j in range(4)]
     [3, 3, 3, 3]
     """
-    s = float(sparsity)
-    if not 0.0 <= s < 1.0:
-        raise ValueError(f"sparse_: sparsity must be in [0, 1), got {sparsity!r}")
-    std = check_finite_positive("std", std)
+    s = check_real("sparsity", sparsity, where="sparse_")
+    if not 0.0 <= s <= 1.0:
+        raise ValueError(f"sparse_: sparsity must be in [0, 1], got {sparsity!r}")
+    std = check_finite_positive("std", std, allow_zero=True, where="sparse_", error=BadValueError)
     _is_key(generator)
-    if not check_tensor(tensor, "sparse_", min_dim=2, max_dim=2):
+    if not check_tensor(tensor, "sparse_", min_dim=2, max_dim=2, allow_complex=True):
         return tensor
     rows, cols = tensor.shape
     num_zeros = math.ceil(s * rows)
-    direct = tensor.dtype == _work_dtype(tensor) and tensor.device.type == "cpu"
-    values = tensor if direct else torch.empty(rows, cols, dtype=_work_dtype(tensor))
+    cpu = tensor.device.type == "cpu"
+    direct = cpu and (tensor.is_complex() or tensor.dtype == _work_dtype(tensor))
+    values = tensor if direct else torch.empty(rows, cols, dtype=tensor.dtype if tensor.is_complex() else _work_dtype(tensor))
     _draw_normal(values, 0.0, std, generator)
     if num_zeros:
         with torch.no_grad():
@@ -672,3 +921,48 @@ def sparse_(
                 for c in range(cols):  # column by column, like torch (and as fast)
                     values[torch.randperm(rows, generator=torch_gen)[:num_zeros], c] = 0.0
     return tensor if direct else _fill_from(tensor, values.to(tensor.device))
+
+
+# ---------------------------------------------------------------------------------------------
+# torch.nn.init's deprecated names without the trailing underscore.
+# ---------------------------------------------------------------------------------------------
+
+_R = TypeVar("_R")
+
+
+def _deprecated(fn: Callable[..., _R]) -> Callable[..., _R]:
+    """``fn`` under its old name, warning as torch does (``FutureWarning``, the same text)."""
+    new_name = fn.__name__
+    old_name = new_name[:-1]
+
+    @functools.wraps(fn)
+    def alias(*args: Any, **kwargs: Any) -> _R:
+        warnings.warn(
+            f"`nn.init.{old_name}` is now deprecated in favor of `nn.init.{new_name}` "
+            f"(initwise.{old_name} -> initwise.{new_name}).",
+            FutureWarning,
+            stacklevel=2,
+        )
+        return fn(*args, **kwargs)
+
+    alias.__name__ = alias.__qualname__ = old_name
+    alias.__doc__ = f"Deprecated alias of :func:`{new_name}` (as in torch.nn.init); warns FutureWarning."
+    return alias
+
+
+uniform = _deprecated(uniform_)
+normal = _deprecated(normal_)
+constant = _deprecated(constant_)
+eye = _deprecated(eye_)
+dirac = _deprecated(dirac_)
+xavier_uniform = _deprecated(xavier_uniform_)
+xavier_normal = _deprecated(xavier_normal_)
+kaiming_uniform = _deprecated(kaiming_uniform_)
+kaiming_normal = _deprecated(kaiming_normal_)
+orthogonal = _deprecated(orthogonal_)
+sparse = _deprecated(sparse_)
+
+DEPRECATED_ALIASES: tuple[str, ...] = (
+    "uniform", "normal", "constant", "eye", "dirac", "xavier_uniform", "xavier_normal",
+    "kaiming_uniform", "kaiming_normal", "orthogonal", "sparse",
+)  # fmt: skip

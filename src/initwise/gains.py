@@ -86,6 +86,7 @@ __all__ = [
     "activation_name",
     "calculate_gain",
     "gain",
+    "kaiming_gain",
     "mean_and_second_moment",
     "second_moment",
 ]
@@ -705,6 +706,14 @@ def calculate_gain(nonlinearity: Activation, param: Param = None) -> float:
     if isinstance(nonlinearity, str):
         key = _normalize(nonlinearity)
         if key in _TORCH_NAMES:
+            # torch's own check says "negative_slope x not a valid number"; name the
+            # parameter and what it is as well (still a ValueError, as in torch).
+            bad = isinstance(param, bool) or not isinstance(param, (int, float))
+            if key == "leaky_relu" and param is not None and bad:
+                raise ValueError(
+                    f"calculate_gain: param of 'leaky_relu' is its negative slope, a real "
+                    f"number; {param!r} ({type(param).__name__}) is not a valid number"
+                )
             return float(torch.nn.init.calculate_gain(key, param))  # type: ignore[arg-type]
         return gain(nonlinearity, param)
     spec, _ = _resolve(nonlinearity, param)
@@ -712,3 +721,51 @@ def calculate_gain(nonlinearity: Activation, param: Param = None) -> float:
         slope = spec.params[0] if spec.name == "leaky_relu" else None
         return float(torch.nn.init.calculate_gain(spec.name, slope))  # type: ignore[arg-type]
     return gain(nonlinearity, param)
+
+
+# Names whose ``param`` is a negative slope: what ``a`` of ``kaiming_*`` means.
+_SLOPE_NAMES = frozenset(["leaky_relu", "prelu"])
+
+
+def kaiming_gain(nonlinearity: Activation, a: float = 0, *, where: str = "kaiming_normal_") -> float:
+    """The gain ``kaiming_normal_`` / ``kaiming_uniform_`` use for ``nonlinearity`` and slope ``a``.
+
+    ``a`` is torch's "negative slope of the rectifier used after this layer". As in torch, it
+    is used for ``leaky_relu`` (``a=0`` there gives the ReLU gain √2, torch's value) and
+    ignored for torch's other names (``relu``, ``tanh``, ``linear``, ...). For the names torch
+    does not know it is the slope of ``prelu`` (``a=0``, the default, means PReLU's default
+    slope 0.25) and must stay 0 for every other activation, whose gain is :func:`gain`'s
+    (``elu`` 1.2452, ``gelu`` 1.5335, ...): a non-zero ``a`` there is an error rather than a
+    silently different parameter (pass ``gain=initwise.gain("elu", alpha)`` instead).
+
+    Example:
+        >>> round(kaiming_gain("elu"), 4), round(kaiming_gain("prelu"), 4), kaiming_gain("relu", 0.3)
+        (1.2452, 1.372, 1.4142135623730951)
+    """
+    if isinstance(a, bool) or not isinstance(a, numbers.Real):
+        raise ValueError(
+            f"{where}: a (the negative slope of leaky_relu/prelu) must be a real number, got "
+            f"{a!r} ({type(a).__name__})"
+        )
+    if isinstance(nonlinearity, str):
+        key = _normalize(nonlinearity)
+        if key in _TORCH_NAMES:
+            return calculate_gain(key, a)
+        canon = _canonical(key)
+        if canon is None:
+            raise_unknown("nonlinearity", nonlinearity, ACTIVATIONS)
+        if canon in _SLOPE_NAMES:
+            return calculate_gain(canon, None if a == 0 else a)
+        if a != 0:
+            raise ValueError(
+                f"{where}: a={a!r} is the negative slope of leaky_relu/prelu, but nonlinearity "
+                f"{nonlinearity!r} takes no slope; leave a=0, or pass "
+                f"gain=initwise.gain({canon!r}, param) for its own parameter"
+            )
+        return calculate_gain(canon)
+    if a != 0:
+        raise ValueError(
+            f"{where}: a={a!r} is only for named nonlinearities; {nonlinearity!r} already "
+            "fixes its parameters (leave a=0)"
+        )
+    return calculate_gain(nonlinearity)

@@ -30,7 +30,7 @@ from ._math import (
     uniform_bound,
 )
 from ._typing import DISTRIBUTIONS, FAN_MODES
-from .gains import calculate_gain
+from .gains import kaiming_gain
 from .random._engine import _trunc_params
 from .random._philox import _trunc
 
@@ -119,7 +119,7 @@ def _gain(nonlinearity: str, a: float, gain: float | None) -> float:
     if gain is not None:
         return check_finite_positive("gain", gain)
 
-    return float(calculate_gain(nonlinearity, a))
+    return float(kaiming_gain(nonlinearity, a, where="initwise.numpy.kaiming"))
 
 
 def kaiming_normal(
@@ -187,6 +187,10 @@ _SHAPE_SCHEMES = {
     "kaiming_uniform": lambda shape, rng, p: variance_scaling(
         shape, _gain(p.get("nonlinearity", "relu"), p.get("a", 0.0), p.get("gain")) ** 2, p.get("mode", "fan_in"), "uniform", rng),
     "lecun_normal": lambda shape, rng, p: variance_scaling(shape, 1.0, "fan_in", "normal", rng),
+    # Keras/JAX names: truncated normals (as initwise's registry resolves them)
+    "glorot_truncated_normal": lambda shape, rng, p: variance_scaling(shape, 1.0, "fan_avg", "truncated_normal", rng),
+    "he_truncated_normal": lambda shape, rng, p: variance_scaling(shape, 2.0, "fan_in", "truncated_normal", rng),
+    "lecun_truncated_normal": lambda shape, rng, p: variance_scaling(shape, 1.0, "fan_in", "truncated_normal", rng),
     "lecun_uniform": lambda shape, rng, p: variance_scaling(shape, 1.0, "fan_in", "uniform", rng),
     "variance_scaling": lambda shape, rng, p: variance_scaling(shape, rng=rng, **p),
     "orthogonal": lambda shape, rng, p: orthogonal(shape[0], math.prod(shape[1:]), rng, **p).reshape(shape),
@@ -196,8 +200,8 @@ _SHAPE_SCHEMES = {
     "zeros": lambda shape, rng, p: np.zeros(shape),
     "ones": lambda shape, rng, p: np.ones(shape),
 }
-_ALIASES = {"glorot_uniform": "xavier_uniform", "glorot_normal": "xavier_normal", "he_normal": "kaiming_normal",
-            "he_uniform": "kaiming_uniform"}
+_ALIASES = {"glorot_uniform": "xavier_uniform", "glorot_normal": "glorot_truncated_normal",
+            "he_normal": "he_truncated_normal", "he_uniform": "kaiming_uniform"}
 
 
 def init(name: str, shape: Sequence[int], rng: np.random.Generator | None = None, **params: Any) -> np.ndarray:

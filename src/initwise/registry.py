@@ -1,8 +1,10 @@
 """The scheme registry: names, aliases, validated parameters and JSON configs.
 
->>> s = get_scheme("he_normal").with_params(nonlinearity="relu")
+>>> s = get_scheme("he").with_params(nonlinearity="relu")
 >>> s.name, s.params["nonlinearity"]
 ('kaiming_normal', 'relu')
+>>> get_scheme("he_normal").name  # Keras/JAX: a truncated normal
+'he_truncated_normal'
 >>> Scheme.from_config(s.to_config()) == s
 True
 """
@@ -29,7 +31,7 @@ from ._math import (
     uniform_bound,
 )
 from ._typing import DISTRIBUTIONS, FAN_MODES
-from .gains import calculate_gain
+from .gains import kaiming_gain
 
 __all__ = ["Scheme", "SchemeStats", "get_scheme", "register_scheme", "schemes"]
 
@@ -74,7 +76,7 @@ def _signature_params(fn: Callable[..., Any]) -> dict[str, Any]:
     """Parameters of an in-place scheme other than tensor, generator and fans, with defaults."""
     out: dict[str, Any] = {}
     for p in list(inspect.signature(fn).parameters.values())[1:]:
-        if p.name in ("generator", "fans"):
+        if p.name in ("generator", "fans", "in_axis", "out_axis", "batch_axis"):
             continue
         out[p.name] = None if p.default is inspect.Parameter.empty else p.default
     return out
@@ -130,17 +132,19 @@ def _validate(name: str, params: Mapping[str, Any]) -> dict[str, Any]:
         check_choice("distribution", merged["distribution"], DISTRIBUTIONS)
     if "nonlinearity" in merged:
 
-        calculate_gain(merged["nonlinearity"], merged.get("a"))
+        kaiming_gain(merged["nonlinearity"], merged.get("a", 0), where=f"scheme {name!r}")
     for k in ("scale", "std"):
         if k in merged:
             check_finite_positive(k, merged[k], allow_zero=(k == "std" and name == "normal"))
     if merged.get("gain") is not None:
         check_finite_positive("gain", merged["gain"], allow_zero=name in ("orthogonal", "delta_orthogonal"))
-    if "sparsity" in merged and not 0.0 <= float(merged["sparsity"]) < 1.0:
-        raise ValueError(f"sparsity must be in [0, 1), got {merged['sparsity']!r}")
+    if "sparsity" in merged and not 0.0 <= float(merged["sparsity"]) <= 1.0:
+        raise ValueError(f"sparsity must be in [0, 1], got {merged['sparsity']!r}")
     if name in ("uniform",) and not float(merged["a"]) <= float(merged["b"]):
         raise ValueError(f"uniform: need a <= b, got a={merged['a']}, b={merged['b']}")
-    if name in ("trunc_normal", "truncated_normal") and not float(merged["a"]) < float(merged["b"]):
+    if name == "trunc_normal" and not float(merged["a"]) <= float(merged["b"]):
+        raise ValueError(f"{name}: need a <= b, got a={merged['a']}, b={merged['b']}")
+    if name == "truncated_normal" and not float(merged["a"]) < float(merged["b"]):
         raise ValueError(f"{name}: need a < b, got a={merged['a']}, b={merged['b']}")
     for k, v in merged.items():
         if isinstance(v, float) and not math.isfinite(v):
@@ -259,10 +263,15 @@ def schemes() -> list[Scheme]:
 
 
 def get_scheme(name: str, **params: Any) -> Scheme:
-    """Resolve a scheme by name or alias (``glorot_uniform`` = ``xavier_uniform``, ``he_normal`` = ``kaiming_normal``).
+    """Resolve a scheme by name or alias (``glorot_uniform`` = ``xavier_uniform``, ``he`` = ``kaiming_normal``).
+
+    Keras's and JAX's names mean what they mean there: ``glorot_normal`` and ``he_normal`` are
+    truncated normals (``glorot_truncated_normal``, ``he_truncated_normal``); torch's plain
+    normals are ``xavier_normal`` and ``kaiming_normal``. (``lecun_normal`` is initwise's plain
+    normal; Keras's is ``lecun_truncated_normal``. See ``docs/dropin.md``.)
 
     >>> get_scheme("glorot_normal").name
-    'xavier_normal'
+    'glorot_truncated_normal'
     """
     return Scheme(name, params)
 
@@ -270,8 +279,8 @@ def get_scheme(name: str, **params: Any) -> Scheme:
 def resolve_scheme_name(name: str) -> str:
     """The canonical name of a scheme name or alias (parameters are not checked).
 
-    >>> resolve_scheme_name("He-Normal")
-    'kaiming_normal'
+    >>> resolve_scheme_name("He-Uniform")
+    'kaiming_uniform'
     """
     return _canonical(name)
 
@@ -297,7 +306,7 @@ def _kaiming_gain(p: Mapping[str, Any]) -> float:
     if p.get("gain") is not None:
         return float(p["gain"])
 
-    return float(calculate_gain(p["nonlinearity"], p["a"]))
+    return float(kaiming_gain(p["nonlinearity"], p["a"]))
 
 
 def _orth_std(shape: tuple[int, ...], gain: float) -> float:
@@ -378,9 +387,16 @@ def _register_builtins() -> None:
         "xavier_normal",
         _s.xavier_normal_,
         lambda shape, f, p: _vs_stats(float(p["gain"]) ** 2, "fan_avg", "normal", f),
-        aliases=("glorot_normal",),
         paper=glorot,
         formula="N(0, gain²·2 / (fan_in + fan_out))",
+    )
+    register_scheme(
+        "glorot_truncated_normal",
+        _s.glorot_truncated_normal_,
+        lambda shape, f, p: _vs_stats(1.0, "fan_avg", "truncated_normal", f),
+        aliases=("glorot_normal",),
+        paper=glorot + " (Keras/JAX glorot_normal)",
+        formula="truncated N (±2 parent stds), variance 2 / (fan_in + fan_out)",
     )
     he = "He et al. 2015, Delving Deep into Rectifiers"
     register_scheme(
@@ -395,9 +411,17 @@ def _register_builtins() -> None:
         "kaiming_normal",
         _s.kaiming_normal_,
         lambda shape, f, p: _vs_stats(_kaiming_gain(p) ** 2, p["mode"], "normal", f),
-        aliases=("he_normal", "kaiming", "he"),
+        aliases=("kaiming", "he"),
         paper=he,
         formula="N(0, gain² / fan_mode)",
+    )
+    register_scheme(
+        "he_truncated_normal",
+        _s.he_truncated_normal_,
+        lambda shape, f, p: _vs_stats(2.0, "fan_in", "truncated_normal", f),
+        aliases=("he_normal",),
+        paper=he + " (Keras/JAX he_normal)",
+        formula="truncated N (±2 parent stds), variance 2 / fan_in",
     )
     lecun = "LeCun et al. 1998, Efficient BackProp"
     register_scheme(
@@ -414,6 +438,13 @@ def _register_builtins() -> None:
         aliases=("lecun",),
         paper=lecun + "; Klambauer et al. 2017 (SELU)",
         formula="N(0, 1 / fan_in)",
+    )
+    register_scheme(
+        "lecun_truncated_normal",
+        _s.lecun_truncated_normal_,
+        lambda shape, f, p: _vs_stats(1.0, "fan_in", "truncated_normal", f),
+        paper=lecun + "; Klambauer et al. 2017 (Keras/JAX lecun_normal)",
+        formula="truncated N (±2 parent stds), variance 1 / fan_in",
     )
     register_scheme(
         "orthogonal",

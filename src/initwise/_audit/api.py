@@ -9,7 +9,7 @@ from typing import Any, get_args
 import torch
 from torch import nn
 
-from .._checks import check_choice, check_seed
+from .._checks import check_choice, check_materialized, check_seed
 from .._session import ModelState, call_args, input_tensors
 from .passes import _run
 from .plot import plot_reports
@@ -79,7 +79,8 @@ def audit(
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"audit: model must be an nn.Module, got {type(model).__name__}")
-    check_seed(seed, "audit")
+    check_seed(seed, "audit", allow_none=False)
+    check_materialized(model, "audit")
     check_choice("mode", mode, get_args(AuditMode))
     check_choice("layers", layers, get_args(Layers))
     th = thresholds if thresholds is not None else AuditThresholds()

@@ -12,7 +12,13 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from .._checks import InitwiseWarning, check_finite_positive, check_seed
+from .._checks import (
+    InitwiseWarning,
+    check_batched_inputs,
+    check_finite_positive,
+    check_materialized,
+    check_seed,
+)
 from .._errors import LSUVError
 from .._modules import sequence_first, unwrap
 from .._session import ModelState, call_args, suspend_in_place_compile
@@ -128,6 +134,7 @@ def lsuv(
     # torch.compile(model), DataParallel, DDP: calibrate the module they run (same names, same
     # keys, the same weights as on the bare model)
     model, _ = unwrap(model)
+    check_materialized(model, "lsuv", lazy_ok=True)  # lazy layers get their shapes in pass 1
     seed = check_seed(seed, "lsuv", allow_none=True)
     target = check_finite_positive("target_std", target_std)
     tol = check_finite_positive("tol", tol)
@@ -143,6 +150,8 @@ def lsuv(
         if not isinstance(custom[t], LayerRule):
             raise TypeError(f"custom_layers values must be LayerRule or str, got {r!r}")
     args, kwargs = call_args(inputs, input_fn, verb="lsuv")
+    if any(isinstance(t, torch.Tensor) for t in (*args, *kwargs.values())):
+        check_batched_inputs(args if args else kwargs, "lsuv")
     _check_inputs(args, kwargs, sequence_first(model))
     parametrized: list[str] = []
     units = _select(_discover(model, custom, parametrized), only)

@@ -356,24 +356,84 @@ class Rule:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Rule:
-        """Rebuild (and validate) a rule from :meth:`to_dict`'s output."""
+        """Rebuild (and validate) a rule from :meth:`to_dict`'s output.
+
+        The dict is checked as JSON, strictly: every field has its JSON type (``scale`` a
+        number, not ``"2"``; ``module`` / ``role`` a string or a list of strings, ...),
+        ``scheme`` is required, and a wrong field is an error naming it.
+
+        >>> Rule.from_dict({"scheme": "zeros", "role": "bias"}).describe()
+        'role=bias -> zeros()'
+        >>> Rule.from_dict({"role": "bias"})
+        Traceback (most recent call last):
+        ...
+        ValueError: Rule: the field 'scheme' is required (a scheme name or an action: auto, keep, forget_gate_bias, inv_sqrt_uniform)
+        """
+        if not isinstance(d, Mapping):
+            raise TypeError(
+                f"a rule must be a JSON object with a 'scheme' field, e.g. "
+                f'{{"scheme": "zeros", "role": "bias"}}; got {d!r} ({type(d).__name__})'
+            )
         valid = {"scheme", "params", "module", "name", "role", "fans", "scale", "depth_scale", "note"}
         for k in d:
             if k not in valid:
                 raise_unknown("Rule field", k, valid)
-        mod = d.get("module")
-        role = d.get("role")
+        if "scheme" not in d:
+            raise ValueError(
+                f"Rule: the field 'scheme' is required (a scheme name or an action: {', '.join(ACTIONS)})"
+            )
+        _json_type("Rule.scheme", d["scheme"], str)
+        params = d.get("params")
+        if params is not None:
+            _json_type("Rule.params", params, Mapping)
+        mod = _json_names("Rule.module", d.get("module"))
+        role = _json_names("Rule.role", d.get("role"))
+        for key in ("name", "fans", "depth_scale", "note"):
+            if d.get(key) is not None:
+                _json_type(f"Rule.{key}", d[key], str)
+        scale = d.get("scale", 1.0)
+        _json_number("Rule.scale", scale)
         return cls(
             scheme=d["scheme"],
-            params=dict(d.get("params") or {}),
-            module=tuple(mod) if isinstance(mod, list) else mod,
+            params=dict(params or {}),
+            module=mod,
             name=d.get("name"),
-            role=tuple(role) if isinstance(role, list) else role,
-            fans=d.get("fans", "module"),
-            scale=d.get("scale", 1.0),
-            depth_scale=d.get("depth_scale", "none"),
-            note=d.get("note", ""),
+            role=role,
+            fans=d.get("fans") or "module",
+            scale=scale,
+            depth_scale=d.get("depth_scale") or "none",
+            note=d.get("note") or "",
         )
+
+
+_JSON_NAMES = {str: "a string", Mapping: "an object", list: "a list", bool: "true or false"}
+
+
+def _json_type(field_name: str, value: object, kind: type) -> None:
+    if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
+        raise TypeError(
+            f"{field_name} must be {_JSON_NAMES.get(kind, kind.__name__)}, got {value!r} "
+            f"({type(value).__name__})"
+        )
+
+
+def _json_number(field_name: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(
+            f"{field_name} must be a number (e.g. 0.5), got {value!r} ({type(value).__name__}); "
+            "strings are not converted"
+        )
+
+
+def _json_names(field_name: str, value: object) -> str | tuple[str, ...] | None:
+    """A string or a list of strings (JSON has no tuples); ``None`` stays ``None``."""
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+        return tuple(value)
+    raise TypeError(
+        f"{field_name} must be a string or a list of strings, got {value!r} ({type(value).__name__})"
+    )
 
 
 @dataclass(frozen=True)
@@ -440,16 +500,52 @@ class Policy:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Policy:
-        """Rebuild (and validate) a policy from :meth:`to_dict`'s output."""
+        """Rebuild (and validate) a policy from :meth:`to_dict`'s output.
+
+        Checked as JSON, strictly: ``strict`` is ``true``/``false`` (not ``"false"``),
+        ``branches`` a list of module names (not a string), ``rules`` a list of rule objects,
+        ``n_layer`` a positive integer; a wrong field is an error naming it.
+
+        >>> Policy.from_dict({"rules": [{"scheme": "keep"}], "strict": "false"})
+        Traceback (most recent call last):
+        ...
+        TypeError: Policy.strict must be true or false, got 'false' (str)
+        """
+        if not isinstance(d, Mapping):
+            raise TypeError(f"a policy must be a JSON object with a 'rules' list, got {type(d).__name__}")
         valid = {"name", "strict", "n_layer", "branches", "rules"}
         for k in d:
             if k not in valid:
                 raise_unknown("Policy field", k, valid)
+        rules = d.get("rules", [])
+        if not isinstance(rules, (list, tuple)):
+            raise TypeError(
+                f"Policy.rules must be a list of rule objects, e.g. "
+                f'[{{"scheme": "zeros", "role": "bias"}}], got {rules!r} ({type(rules).__name__})'
+            )
+        built = []
+        for i, r in enumerate(rules):
+            try:
+                built.append(Rule.from_dict(r))
+            except (TypeError, ValueError) as err:
+                raise type(err)(f"Policy.rules[{i}]: {err}") from None
+        if d.get("name") is not None:
+            _json_type("Policy.name", d["name"], str)
+        strict = d.get("strict", False)
+        _json_type("Policy.strict", strict, bool)
+        n_layer = d.get("n_layer")
+        if n_layer is not None and (isinstance(n_layer, bool) or not isinstance(n_layer, int)):
+            raise TypeError(f"Policy.n_layer must be a positive integer or null, got {n_layer!r} ({type(n_layer).__name__})")
         b = d.get("branches")
+        if b is not None and (not isinstance(b, (list, tuple)) or not all(isinstance(x, str) for x in b)):
+            raise TypeError(
+                f"Policy.branches must be a list of qualified module names (strings) or null, got "
+                f"{b!r} ({type(b).__name__})"
+            )
         return cls(
-            rules=tuple(Rule.from_dict(r) for r in d.get("rules", ())),
-            name=d.get("name", "custom"),
-            strict=bool(d.get("strict", False)),
-            n_layer=d.get("n_layer"),
+            rules=tuple(built),
+            name=d.get("name") or "custom",
+            strict=strict,
+            n_layer=n_layer,
             branches=tuple(b) if b is not None else None,
         )

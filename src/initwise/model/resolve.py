@@ -460,7 +460,7 @@ def check_model(model: nn.Module, seed: int) -> None:
     """The checks every whole-model verb makes before it reads the model."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"expected an nn.Module, got {type(model).__name__}")
-    check_seed(seed, "init")
+    check_seed(seed, "init", allow_none=False)
     lazy = [n for n, t in model.named_parameters() if is_lazy(t)]
     if lazy:
         raise ValueError(
