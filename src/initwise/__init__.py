@@ -8,7 +8,7 @@ The public API is re-exported here from focused modules: ``fans`` (connectivity)
 
 from __future__ import annotations
 
-from . import random
+from . import random, theory
 from ._checks import InitwiseWarning
 from ._context import KeyedInit, keyed_init
 from ._names import canonical_name
@@ -132,6 +132,7 @@ __all__ = [
     "second_moment",
     "sparse_",
     "tensor_fans",
+    "theory",
     "trunc_normal_",
     "truncated_normal_",
     "uniform_",
