@@ -26,10 +26,13 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["BUILTIN_DATASETS", "Dataset", "load_dataset", "make_mnist1d", "make_teacher",
+__all__ = ["BUILTIN_DATASETS", "REGRESSION_DATASETS", "Dataset", "load_dataset",
+           "load_regression_dataset", "make_mnist1d", "make_teacher", "make_teacher_regression",
            "stratified_split"]
 
 BUILTIN_DATASETS: tuple[str, ...] = ("digits", "mnist1d", "teacher")
+#: Built-in data sets with real-valued targets (``--task regression``).
+REGRESSION_DATASETS: tuple[str, ...] = ("teacher",)
 
 
 @dataclass
@@ -227,6 +230,52 @@ def make_teacher(n: int = 3000, *, dim: int = 32, n_classes: int = 10, depth: in
         bias -= 0.5 * np.log(np.maximum(freq, 0.5 / n) * n_classes) * h.std()
     y = np.argmax(h + bias, axis=1)
     return x, y
+
+
+def make_teacher_regression(n: int = 3000, *, dim: int = 32, n_out: int = 10, depth: int = 4,
+                            seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Generate a regression task: Gaussian inputs and the real-valued outputs of a random deep
+    tanh "teacher" (as :func:`make_teacher`'s, without the argmax), each output standardized.
+
+    Example:
+        >>> x, t = make_teacher_regression(500, seed=0)
+        >>> x.shape, t.shape, bool(abs(t.std(axis=0) - 1).max() < 1e-9)
+        ((500, 32), (500, 10), True)
+    """
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, dim))
+    h = x
+    for i in range(depth):
+        fan_out = n_out if i == depth - 1 else 4 * dim
+        w = rng.standard_normal((h.shape[1], fan_out)) / math.sqrt(h.shape[1])
+        h = h @ w if i == depth - 1 else np.tanh(1.6 * (h @ w))
+    return x, (h - h.mean(axis=0)) / h.std(axis=0)
+
+
+def load_regression_dataset(name: str, *, seed: int = 0, test_fraction: float = 0.2) -> Dataset:
+    """Load a regression data set (see :data:`REGRESSION_DATASETS`): a seeded random split,
+    inputs standardized by the training split; ``y`` float32 of shape ``(n, n_out)`` and
+    ``n_classes`` the number of outputs.
+
+    Example:
+        >>> ds = load_regression_dataset("teacher")
+        >>> ds.in_shape, ds.n_classes, ds.y_train.dtype
+        ((32,), 10, torch.float32)
+    """
+    if name != "teacher":
+        raise ValueError(f"unknown regression dataset {name!r}. Valid options: "
+                         f"{', '.join(REGRESSION_DATASETS)}")
+    if not 0.0 < test_fraction < 1.0:
+        raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction!r}")
+    x, t = make_teacher_regression(3000, seed=12345)
+    perm = np.random.default_rng(seed).permutation(x.shape[0])
+    n_test = max(1, round(test_fraction * x.shape[0]))
+    te, tr = np.sort(perm[:n_test]), np.sort(perm[n_test:])
+    mean, std = x[tr].mean(axis=0), x[tr].std(axis=0)
+    x = ((x - mean) / np.where(std < 1e-8, 1.0, std)).astype(np.float32)
+    t = t.astype(np.float32)
+    return Dataset(name, torch.from_numpy(x[tr]), torch.from_numpy(t[tr]),
+                   torch.from_numpy(x[te]), torch.from_numpy(t[te]), int(t.shape[1]))
 
 
 def _npz(path: str) -> tuple[np.ndarray, np.ndarray]:
