@@ -236,6 +236,11 @@ def test_critical_scheme_registered_and_per_rule() -> None:
         initwise.get_scheme("critical", activation="tahn")
     with pytest.raises(ValueError, match="sigma_b2"):
         initwise.get_scheme("critical", sigma_b2=-1.0)
+    with pytest.raises(ValueError, match="no σ_w²"):  # GELU has no edge of chaos without bias
+        initwise.get_scheme("critical", activation="gelu")
+    auto = initwise.get_scheme("critical", activation="auto")  # a placeholder for a planner
+    with pytest.raises(ValueError, match="planner"):
+        auto(torch.empty(4, 4))
 
     torch.manual_seed(0)
     net = nn.Sequential(*[m for _ in range(3) for m in (nn.Linear(256, 256), nn.Tanh())])

@@ -2,8 +2,8 @@
 
 The public API is re-exported here from focused modules: ``fans`` (connectivity),
 ``gains`` (activation gains), ``schemes`` (in-place drop-ins for ``torch.nn.init``),
-``registry`` (names, aliases, configs), ``numpy`` (framework-free forms) and ``random``
-(the keyed counter-based engine).
+``registry`` (names, aliases, configs), ``numpy`` (framework-free forms), ``random``
+(the keyed counter-based engine) and ``theory`` (mean-field signal propagation).
 """
 
 from __future__ import annotations

@@ -212,7 +212,7 @@ def _resolve(activation: Activation, param: _gains.Param = None) -> _Phi:
     return _Phi(label, sfn, breaks, key=spec)
 
 
-@functools.lru_cache(maxsize=1)
+@functools.lru_cache(maxsize=4)
 def _gauss_legendre(n: int) -> tuple[np.ndarray, np.ndarray]:
     x, w = np.polynomial.legendre.leggauss(n)
     return x, w
@@ -229,7 +229,7 @@ def _composite(edges: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
     return z.ravel(), wz / wz.sum()
 
 
-@functools.lru_cache(maxsize=4096)
+@functools.lru_cache(maxsize=32)
 def _rule_1d(q: float, breaks: tuple[float, ...]) -> tuple[np.ndarray, np.ndarray]:
     s = math.sqrt(q)
     edges = set(np.arange(-_L, _L + 1e-9, _H).tolist())
@@ -756,6 +756,9 @@ def critical_(
         1.8
     """
     sb2 = check_finite_positive("sigma_b2", sigma_b2, allow_zero=True)
+    if activation == "auto":
+        raise ValueError("critical_: activation='auto' must be resolved to the layer's input-side "
+                         "activation by the planner; pass a name such as 'tanh'")
     sw2 = critical_sigma_w2(activation, sb2)
     if fans is None and tensor.dim() < 2:
         return normal_(tensor, 0.0, math.sqrt(sb2), generator=generator)
@@ -763,8 +766,14 @@ def critical_(
 
 
 def check_critical(activation: object, sigma_b2: object) -> None:
-    """Validate the ``critical`` scheme's parameters (raises ``ValueError`` naming the bad one)."""
+    """Validate the ``critical`` scheme's parameters when the scheme is built: the activation
+    is known and has an edge of chaos at ``sigma_b2`` (raises ``ValueError`` otherwise).
+
+    ``activation="auto"`` is accepted as a placeholder for a planner to replace by the layer's
+    input-side activation; :func:`critical_` refuses it.
+    """
     if not isinstance(activation, str):
         raise ValueError(f"critical: activation must be a name, got {activation!r}")
-    check_finite_positive("sigma_b2", sigma_b2, allow_zero=True)  # type: ignore[arg-type]
-    _resolve(activation)
+    sb2 = check_finite_positive("sigma_b2", sigma_b2, allow_zero=True)  # type: ignore[arg-type]
+    if activation != "auto":
+        critical_sigma_w2(activation, sb2)
