@@ -100,15 +100,16 @@ class _CNN(nn.Module):  # the reference's ConvBase (25 channels, 3 strided convo
 @pytest.mark.slow
 def test_published_baselines() -> None:
     """Greydanus (2020): logistic 32 %, MLP 68 %, CNN 94 % test accuracy. Same protocol: the
-    first 4000 samples train, the last 1000 test; Adam lr 1e-2, batches of 100 in order;
-    2000 steps here (the reference runs 6000; accuracies are flat after ~2000)."""
+    first 4000 samples train, the last 1000 test; Adam lr 1e-2, batches of 100 in order. The
+    reference runs 6000 steps; here 1000 (logistic, CNN) and 2000 (MLP), where the test
+    accuracies are within a few points of their plateau."""
     torch.set_num_threads(1)
     x, y = make_mnist1d()
     xt, yt = torch.tensor(x[:, 0], dtype=torch.float32), torch.tensor(y)
 
-    def accuracy(model: nn.Module) -> float:
+    def accuracy(model: nn.Module, steps: int) -> float:
         opt = torch.optim.Adam(model.parameters(), 1e-2)
-        for step in range(2000):
+        for step in range(steps):
             b = (step * 100) % 4000
             loss = nn.functional.cross_entropy(model(xt[b:b + 100]), yt[b:b + 100])
             opt.zero_grad()
@@ -118,9 +119,9 @@ def test_published_baselines() -> None:
             return float((model(xt[4000:]).argmax(1) == yt[4000:]).float().mean())
 
     torch.manual_seed(0)
-    acc = {"logistic": accuracy(nn.Linear(40, 10)), "mlp": accuracy(_MLP()),
-           "cnn": accuracy(_CNN())}
-    # measured: 0.316, 0.664, 0.933
+    acc = {"logistic": accuracy(nn.Linear(40, 10), 1000), "mlp": accuracy(_MLP(), 2000),
+           "cnn": accuracy(_CNN(), 1000)}
+    # measured: 0.323, 0.664, 0.920
     assert 0.27 <= acc["logistic"] <= 0.37, acc
     assert 0.60 <= acc["mlp"] <= 0.74, acc
     assert acc["cnn"] >= 0.89, acc
