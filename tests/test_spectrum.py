@@ -78,6 +78,18 @@ def test_slq_moments_within_tolerance_of_exact_svd() -> None:
     assert sum(dens) * float(pts[1] - pts[0]) == pytest.approx(1.0, abs=0.02)
 
 
+def test_exact_trace_when_affordable() -> None:
+    torch.manual_seed(1)
+    net = nn.Sequential(nn.Linear(40, 60), nn.Tanh(), nn.Linear(60, 50)).double()
+    x = torch.randn(40, dtype=torch.float64)
+    lam = _exact_sv(net, x) ** 2
+    s = jacobian_spectrum(net, x, steps=12, generator=_gen(0), probes=4)  # 40 <= 4 * 12
+    assert not s.exact and s.trace_exact and s.mean_sq_sv_se == 0.0
+    assert s.mean_sq_sv == pytest.approx(float(lam.mean()), rel=1e-10)
+    s = jacobian_spectrum(net, x, steps=8, generator=_gen(0), probes=4)  # 40 > 32
+    assert not s.trace_exact and s.mean_sq_sv_se > 0
+
+
 def test_audit_spectrum_runs_without_hooks() -> None:
     seen: list[int] = []
 

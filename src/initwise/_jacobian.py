@@ -22,7 +22,9 @@ reorthogonalization in float64. Two regimes:
   nodes ``θ_i``, weights ``S[0, i]²``; the runs are averaged (weights ``/ probes``).
   ``Σ w θ = mean_v vᵀAv`` is the Hutchinson estimate of ``tr(A)/dim`` (exact per probe for the
   polynomial, unbiased over probes, standard error from their spread); ``Σ w θ²`` estimates
-  ``tr(A²)/dim`` (exact per probe once ``steps >= 2``). Extreme Ritz values converge first:
+  ``tr(A²)/dim`` (exact per probe once ``steps >= 2``). When ``dim <= probes * steps``,
+  ``mean_sq_sv`` is instead the exact trace (``dim`` one-sided products). Extreme Ritz values
+  converge first:
   ``max sv`` is a lower bound of the largest singular value, ``min sv`` an upper bound of the
   smallest (Cauchy interlacing), the best over the probes.
 """
@@ -59,12 +61,15 @@ class SpectrumSummary:
         condition: ``max_sv / min_sv``.
         weights: quadrature weights of ``singular_values`` (sum 1; ``1/dim`` each when exact).
         probes: random start vectors used (1 when exact).
-        mean_sq_sv_se: standard error of ``mean_sq_sv`` over the probes (0 when exact; ``nan``
-            with one probe).
+        mean_sq_sv_se: standard error of ``mean_sq_sv`` over the probes (0 when exact or
+            ``trace_exact``; ``nan`` with one probe).
         var_sq_sv: variance of ``sv²`` over the spectrum, ``tr(A²)/dim - (tr(A)/dim)²``.
         band: ``(lo, hi)`` for ``band_fraction``.
         band_fraction: fraction of the singular values in ``band`` (see
             :meth:`fraction_in_band`).
+        trace_exact: ``mean_sq_sv`` is the exact ``tr(JᵀJ)/dim`` (summed over the ``dim``
+            columns of ``J`` or rows, whichever is fewer) though the rest is estimated: done when
+            ``dim <= probes * steps``, where it costs at most half the quadrature's products.
     """
 
     dim: int
@@ -83,6 +88,7 @@ class SpectrumSummary:
     var_sq_sv: float = math.nan
     band: tuple[float, float] = (0.5, 2.0)
     band_fraction: float = math.nan
+    trace_exact: bool = False
 
     def __post_init__(self) -> None:
         self.band = (float(self.band[0]), float(self.band[1]))  # a list after JSON
@@ -372,5 +378,18 @@ def jacobian_spectrum(
         weights.append(w / probes)
         means.append(float((w * th).sum()))
         used += n
-    return summarize_spectrum(torch.cat(thetas), torch.cat(weights), dim=dim, side=side,
-                              exact=False, steps=used, probes=probes, probe_means=means)
+    s = summarize_spectrum(torch.cat(thetas), torch.cat(weights), dim=dim, side=side,
+                           exact=False, steps=used, probes=probes, probe_means=means)
+    if dim <= probes * steps:
+        # exact trace: the squared norms of J's columns (JᵀJ side) or rows (JJᵀ side)
+        one = jv if side == "JtJ" else jtu
+        eye = torch.zeros(dim, dtype=x.dtype, device=x.device)
+        total = 0.0
+        for i in range(dim):
+            eye.zero_()
+            eye[i] = 1.0
+            total += float(one(eye).detach().to(torch.float64).pow(2).sum())
+        m2 = s.var_sq_sv + s.mean_sq_sv**2
+        s.mean_sq_sv, s.mean_sq_sv_se, s.trace_exact = total / dim, 0.0, True
+        s.var_sq_sv = max(m2 - s.mean_sq_sv**2, 0.0)
+    return s
