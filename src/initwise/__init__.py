@@ -2,15 +2,15 @@
 
 The public API is re-exported here from focused modules: ``fans`` (connectivity),
 ``gains`` (activation gains), ``schemes`` (in-place drop-ins for ``torch.nn.init``),
-``registry`` (names, aliases, configs), ``numpy`` (framework-free forms) and ``random``
-(the keyed counter-based engine).
+``registry`` (names, aliases, configs), ``numpy`` (framework-free forms), ``random``
+(the keyed counter-based engine) and ``theory`` (mean-field signal propagation).
 """
 
 from __future__ import annotations
 
 import sys as _sys
 
-from . import _audit, _fans, _lsuv, _schemes, model, random
+from . import _audit, _fans, _lsuv, _schemes, model, random, theory
 from ._audit import (
     AuditReport,
     AuditThresholds,
@@ -191,6 +191,7 @@ __all__ = [
     "sparse",
     "sparse_",
     "tensor_fans",
+    "theory",
     "trunc_normal_",
     "truncated_normal_",
     "uniform",

@@ -76,6 +76,24 @@ def _csv(kind: type) -> Any:
     return parse
 
 
+def _scheme_list(s: str) -> list[str]:
+    from .compare.schemes import split_schemes
+
+    vals = split_schemes(s)
+    if not vals:
+        raise argparse.ArgumentTypeError("expected at least one scheme")
+    return vals
+
+
+def _batch_size(s: str) -> int | str:
+    if s.strip().lower() == "full":
+        return "full"
+    try:
+        return int(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer or 'full', got {s!r}") from None
+
+
 def _build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="initwise",
@@ -93,9 +111,10 @@ def _build_parser() -> argparse.ArgumentParser:
         epilog=_EPILOG_COMPARE, formatter_class=argparse.RawDescriptionHelpFormatter)
     c.add_argument("--preset", help="a named experiment: default, he2015, seed-mlp, "
                                     "tanh-xavier, deep-resnet (options below override it)")
-    c.add_argument("--schemes", type=_csv(str), metavar="A,B,...",
+    c.add_argument("--schemes", type=_scheme_list, metavar="A,B,...",
                    help="init schemes: torch (PyTorch default), lsuv, or any initwise policy "
-                        "preset / scheme name (see 'initwise schemes')")
+                        "preset / scheme name (see 'initwise schemes'), optionally with "
+                        "parameters: normal:std=0.01, variance_scaling:scale=2,mode=fan_in")
     c.add_argument("--arch", help="mlp, cnn, resnet, resmlp, transformer, or "
                                            "package.module:factory")
     c.add_argument("--depths", "--depth", type=_csv(int), metavar="D,...",
@@ -111,10 +130,19 @@ def _build_parser() -> argparse.ArgumentParser:
                                                  "final optimizer; a preset's own lr if it sets one)")
     c.add_argument("--momentum", type=float, help="SGD momentum (default 0.9)")
     c.add_argument("--epochs", type=int, help="training epochs per run (default 10)")
-    c.add_argument("--batch-size", type=int, help="mini-batch size (default 64)")
+    c.add_argument("--batch-size", type=_batch_size, help="mini-batch size (default 64), or "
+                                                         "'full' for full-batch gradient descent")
     c.add_argument("--seeds", type=int, metavar="N", help="number of seeds 0..N-1 (default 3)")
     c.add_argument("--target-accuracy", type=float, metavar="ACC",
                    help="report the steps needed to reach this test accuracy (default 0.9)")
+    c.add_argument("--task", choices=["classification", "regression"],
+                   help="classification (default) or regression (real-valued targets, MSE; "
+                        "datasets: teacher); for regression 'accuracy' is the test R²")
+    c.add_argument("--loss", choices=["cross_entropy", "mse"],
+                   help="training loss (default cross_entropy; mse for regression; mse in "
+                        "classification is against one-hot targets)")
+    c.add_argument("--target-loss", type=float, metavar="LOSS",
+                   help="also report the steps until the training loss falls below LOSS")
     c.add_argument("--out", default="initwise-report", metavar="DIR",
                    help="report folder (default: initwise-report)")
     c.add_argument("--json", action="store_true", help="print the results JSON to stdout")
@@ -281,7 +309,7 @@ def _compare_config(args: argparse.Namespace) -> Any:
         cfg.preset = args.preset
     for key in ("schemes", "arch", "depths", "widths", "activation", "norm", "dataset",
                 "optimizer", "lr", "momentum", "epochs", "batch_size", "seeds",
-                "target_accuracy", "threads"):
+                "target_accuracy", "threads", "task", "loss", "target_loss"):
         v = getattr(args, key)
         if v is not None:
             setattr(cfg, key, v)
@@ -369,7 +397,7 @@ def _cmd_audit(args: argparse.Namespace) -> int:
         from .compare.schemes import apply_scheme
 
         apply_scheme(model, args.policy, x, seed=0)
-    from .audit import audit
+    from ._audit import audit
 
     rep = audit(model, x, targets=y, loss_fn=torch.nn.functional.cross_entropy)
     if args.plot:
@@ -383,7 +411,7 @@ def _cmd_audit(args: argparse.Namespace) -> int:
 
 def _cmd_plan(args: argparse.Namespace) -> int:
     model, x, _ = _model_and_batch(args)
-    from .plan import plan as make_plan
+    from .model import plan as make_plan
 
     plan = make_plan(model, args.policy, example_inputs=x)
     if args.json:

@@ -15,6 +15,10 @@ it returns torch's values, which are *conventions*, not second-moment-preserving
 design), ``sigmoid`` 1 (exact: 1.8462). For names torch rejects (``gelu``, ``silu``, ``mish``,
 ``elu``, ...) it returns :func:`gain`.
 
+Preserving ``E[x²]`` is not the edge of chaos: with these gains a deep tanh network is in the
+chaotic phase (``χ₁ = 1.18`` for ``gain("tanh")``, 1.21 for ``calculate_gain("tanh")``), so its
+gradients grow with depth; :func:`initwise.theory.isometry_gain` gives ``χ₁ = 1`` (tanh: 1).
+
 Computed gains (default parameters; ``leaky_relu`` slope 0.01, ``prelu`` 0.25, ``elu``/``celu``
 alpha 1, ``softplus`` beta 1, ``hardtanh`` [-1, 1]). A test checks this table against the code.
 

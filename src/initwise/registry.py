@@ -32,6 +32,7 @@ from ._math import (
 )
 from ._typing import DISTRIBUTIONS, FAN_MODES
 from .gains import kaiming_gain
+from .theory import check_critical, critical_, critical_sigma_w2
 
 __all__ = ["Scheme", "SchemeStats", "get_scheme", "register_scheme", "schemes"]
 
@@ -138,6 +139,8 @@ def _validate(name: str, params: Mapping[str, Any]) -> dict[str, Any]:
             check_finite_positive(k, merged[k], allow_zero=(k == "std" and name == "normal"))
     if merged.get("gain") is not None:
         check_finite_positive("gain", merged["gain"], allow_zero=name in ("orthogonal", "delta_orthogonal"))
+    if name == "critical":
+        check_critical(merged["activation"], merged["sigma_b2"])
     if "sparsity" in merged and not 0.0 <= float(merged["sparsity"]) <= 1.0:
         raise ValueError(f"sparsity must be in [0, 1], got {merged['sparsity']!r}")
     if name in ("uniform",) and not float(merged["a"]) <= float(merged["b"]):
@@ -478,3 +481,20 @@ def _register_builtins() -> None:
 
 
 _register_builtins()
+
+
+def _critical_stats(shape: tuple[int, ...], f: Fans, p: Mapping[str, Any]) -> SchemeStats:
+    if len(shape) < 2 and not math.isfinite(f.fan_in):  # a bias
+        return SchemeStats("normal", 0.0, math.sqrt(float(p["sigma_b2"])))
+    sw2 = critical_sigma_w2(p["activation"], float(p["sigma_b2"]))
+    return _vs_stats(sw2, "fan_in", "normal", f)
+
+
+register_scheme(
+    "critical",
+    critical_,
+    _critical_stats,
+    aliases=("edge_of_chaos",),
+    paper="Schoenholz et al. 2017, Deep Information Propagation",
+    formula="W ~ N(0, σ_w²/fan_in) with χ₁(σ_w², σ_b²) = 1 for the activation; bias ~ N(0, σ_b²)",
+)

@@ -136,6 +136,9 @@ def audit(
             report = _run(model, gargs, gkwargs, floats, targets, loss_fn, th, plan_std, layers,
                           handles, seed, dict(state.requires_grad), leaves)
             if spectrum:
+                for h in handles:  # the Lanczos products must not run the statistics hooks
+                    h.remove()
+                handles.clear()
                 torch.manual_seed(seed)
                 report.spectrum = _spectrum(model, args, kwargs, spectrum_steps,
                                             spectrum_examples, seed)

@@ -7,9 +7,9 @@ each architecture can read them: digits are ``(1, 8, 8)`` images, MNIST-1D signa
 
 - ``digits``: scikit-learn's ``load_digits`` (1797 8x8 handwritten digits shipped with
   scikit-learn, no download; install with ``pip install initwise[report]``).
-- ``mnist1d``: a re-implementation, from its published description, of the MNIST-1D idea
-  (Greydanus, 2020): ten 1-D template patterns, randomly padded, stretched, sheared and shifted,
-  with correlated and white noise, resampled to 40 points.
+- ``mnist1d``: MNIST-1D (Greydanus, 2020) by the reference generator's algorithm and defaults:
+  5000 signals of 40 points from ten 1-D digit templates, randomly padded, dilated, scaled,
+  shifted, sheared, with correlated and white noise (see :func:`make_mnist1d`).
 - ``teacher``: Gaussian inputs labelled by the argmax of a random deep tanh "teacher" network,
   with its output biases tuned so the classes are balanced.
 - a path to a ``.npz`` file with arrays ``X`` (``n`` samples, any shape) and ``y`` (``n``
@@ -26,10 +26,13 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["BUILTIN_DATASETS", "Dataset", "load_dataset", "make_mnist1d", "make_teacher",
+__all__ = ["BUILTIN_DATASETS", "REGRESSION_DATASETS", "Dataset", "load_dataset",
+           "load_regression_dataset", "make_mnist1d", "make_teacher", "make_teacher_regression",
            "stratified_split"]
 
 BUILTIN_DATASETS: tuple[str, ...] = ("digits", "mnist1d", "teacher")
+#: Built-in data sets with real-valued targets (``--task regression``).
+REGRESSION_DATASETS: tuple[str, ...] = ("teacher",)
 
 
 @dataclass
@@ -107,53 +110,97 @@ def _digits() -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(d.data, dtype=np.float64).reshape(-1, 1, 8, 8), np.asarray(d.target)
 
 
-# Ten hand-drawn 12-point 1-D templates, one per class (our own shapes, in the spirit of MNIST-1D).
-_TEMPLATES = np.array([
-    [0, 3, 5, 5, 3, 0, 0, 3, 5, 5, 3, 0],         # two bumps
-    [0, 0, 0, 5, 5, 5, 5, 5, 5, 0, 0, 0],         # plateau
-    [5, 4, 3, 2, 1, 0, 0, 1, 2, 3, 4, 5],         # valley
-    [0, 1, 2, 3, 4, 5, 5, 4, 3, 2, 1, 0],         # peak
-    [0, 5, 0, 5, 0, 5, 0, 5, 0, 5, 0, 5],         # fast oscillation
-    [0, 1, 2, 3, 4, 5, 0, 1, 2, 3, 4, 5],         # saw tooth
-    [5, 5, 5, 5, 5, 5, 0, 0, 0, 0, 0, 0],         # step down
-    [0, 0, 0, 0, 0, 0, 5, 5, 5, 5, 5, 5],         # step up
-    [0, 5, 5, 0, -5, -5, 0, 5, 5, 0, -5, -5],     # slow oscillation
-    [0, -3, -5, -3, 0, 3, 5, 3, 0, -3, -5, 0],    # sine-like
-], dtype=np.float64) / 5.0
+# MNIST-1D's ten 12-point templates, one per digit (Greydanus 2020, Fig. 1; raw heights before
+# the standardization done in _mnist1d_templates).
+_MNIST1D_DIGITS = np.array([
+    [5, 6, 6.5, 6.75, 7, 7, 7, 7, 6.75, 6.5, 6, 5],
+    [5, 3, 3, 3.4, 3.8, 4.2, 4.6, 5, 5.4, 5.8, 5, 5],
+    [5, 6, 6.5, 6.5, 6, 5.25, 4.75, 4, 3.5, 3.5, 4, 5],
+    [5, 6, 6.5, 6.5, 6, 5, 5, 6, 6.5, 6.5, 6, 5],
+    [5, 4.4, 3.8, 3.2, 2.6, 2.6, 5, 5, 5, 5, 5, 5],
+    [5, 3, 3, 3, 3, 5, 6, 6.5, 6.5, 6, 4.5, 5],
+    [5, 4, 3.5, 3.25, 3, 3, 3, 3, 3.25, 3.5, 4, 5],
+    [5, 7, 7, 6.6, 6.2, 5.8, 5.4, 5, 4.6, 4.2, 5, 5],
+    [5, 4, 3.5, 3.5, 4, 5, 5, 4, 3.5, 3.5, 4, 5],
+    [5, 4, 3.5, 3.5, 4, 5, 5, 5, 5, 4.7, 4.3, 5],
+], dtype=np.float64)
+
+# The reference generator's defaults (mnist1d.data.get_dataset_args).
+_MNIST1D_PADDING = (36, 60)  # zeros appended after the template, uniform integer in [36, 60]
+_MNIST1D_SCALE = 0.4  # amplitude factor uniform in 1 ± 0.2
+_MNIST1D_MAX_SHIFT = 48  # circular shift uniform integer in [0, 48)
+_MNIST1D_CORR_NOISE = 0.25  # std of the white noise smoothed (Gaussian, sigma 2) into the padding
+_MNIST1D_IID_NOISE = 0.02  # white noise added everywhere
+_MNIST1D_SHEAR = 0.75  # linear trend of slope uniform in ±0.375 over the signal
+_MNIST1D_EPS = 1e-8  # added to the template so that the padding (exactly 0) is found again
 
 
-def make_mnist1d(n: int = 4000, *, length: int = 40, seed: int = 0) -> tuple[np.ndarray,
-                                                                             np.ndarray]:
-    """Generate an MNIST-1D-style data set: ``(x, y)`` with ``x`` of shape ``(n, 1, length)``.
+def _mnist1d_templates() -> np.ndarray:
+    """The templates standardized per digit, shifted to start at 0, divided by 6."""
+    x = _MNIST1D_DIGITS - _MNIST1D_DIGITS.mean(axis=1, keepdims=True)
+    x = x / x.std(axis=1, keepdims=True)
+    return (x - x[:, :1]) / 6.0
 
-    Following Greydanus (2020), "Scaling down deep learning": each sample is one of ten 1-D
-    templates, zero-padded by a random amount, stretched by a random factor in [0.75, 1.25],
-    sheared by a random linear trend, circularly shifted, corrupted by smoothed (correlated)
-    and white Gaussian noise, and resampled to ``length`` points.
+
+def _gaussian_smooth(x: np.ndarray, sigma: float) -> np.ndarray:
+    """1-D Gaussian filter, radius ``int(4 sigma + 0.5)``, edges mirrored (scipy's 'reflect')."""
+    r = int(4.0 * sigma + 0.5)
+    k = np.exp(-0.5 * (np.arange(-r, r + 1) / sigma) ** 2)
+    return np.convolve(np.pad(x, r, mode="symmetric"), k / k.sum(), mode="valid")
+
+
+def _resample(x: np.ndarray, n: int) -> np.ndarray:
+    """Linear interpolation of ``x`` (on an even grid over [0, 1]) at ``n`` even points."""
+    return np.interp(np.linspace(0.0, 1.0, n), np.linspace(0.0, 1.0, x.size), x)
+
+
+def _mnist1d_sample(template: np.ndarray, rs: np.random.RandomState) -> np.ndarray:
+    """One transformed template of length 72 (template + the largest padding), not subsampled."""
+    lo, hi = _MNIST1D_PADDING
+    full = template.size + hi
+    pad = lo + int(rs.rand() * (hi - lo + 1))
+    sig = _resample(np.concatenate([template + _MNIST1D_EPS, np.zeros(pad)]), full)  # dilate
+    sig = sig * (1.0 + _MNIST1D_SCALE * (rs.rand() - 0.5))
+    sig = np.roll(sig, rs.randint(0, _MNIST1D_MAX_SHIFT))
+    corr = _gaussian_smooth(_MNIST1D_CORR_NOISE * rs.randn(full), 2.0)
+    sig = np.where(sig != 0.0, sig, corr)  # correlated noise in the padding only
+    sig = sig + _MNIST1D_IID_NOISE * rs.randn(full)
+    return sig - _MNIST1D_SHEAR * (rs.rand() - 0.5) * np.linspace(-0.5, 0.5, full)
+
+
+def make_mnist1d(n: int = 5000, *, length: int = 40, seed: int = 42,
+                 shuffle_seq: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Generate MNIST-1D (Greydanus, 2020): ``(x, y)`` with ``x`` of shape ``(n, 1, length)``.
+
+    The reference generator's algorithm and defaults ("Scaling down deep learning", the
+    ``mnist1d`` package): each of ten 12-point digit templates (standardized, starting at 0)
+    gets 36-60 zeros appended, is resampled to 72 points (so the digit is dilated by a random
+    factor), scaled by ``1 ± 0.2``, circularly shifted by 0-47 points; the padding is replaced
+    by Gaussian-smoothed (σ = 2 samples) noise of std 0.25, white noise of std 0.02 is added, a
+    random linear shear of slope in ±0.375, and the result is resampled to ``length`` points.
+    Classes come in equal blocks, then are shuffled; the whole set is standardized by its
+    global mean and std. Draws follow the reference's order from
+    ``numpy.random.RandomState(seed)``: with ``n = 5000`` and ``seed = 42`` (the defaults) this
+    is the reference data set (``shuffle_seq``: its fixed permutation of the positions).
 
     Example:
         >>> x, y = make_mnist1d(20, seed=1)
         >>> x.shape, sorted(set(y.tolist())) == list(range(10))
         ((20, 1, 40), True)
     """
-    rng = np.random.default_rng(seed)
-    y = np.arange(n) % 10
-    rng.shuffle(y)
-    xs = np.empty((n, length))
-    kernel = np.exp(-0.5 * (np.arange(-6, 7) / 2.0) ** 2)
-    kernel /= np.sqrt(np.sum(kernel**2))
-    for i, c in enumerate(y):
-        t = _TEMPLATES[c]
-        pad = rng.integers(12, 25, size=2)
-        sig = np.concatenate([np.zeros(pad[0]), t, np.zeros(pad[1])])
-        stretch = rng.uniform(0.75, 1.25)
-        m = max(8, round(sig.size * stretch))
-        sig = np.interp(np.linspace(0, sig.size - 1, m), np.arange(sig.size), sig)
-        sig = sig + rng.uniform(-0.5, 0.5) * np.linspace(-1, 1, m)
-        sig = np.roll(sig, rng.integers(0, m))
-        sig = sig + 0.25 * np.convolve(rng.standard_normal(m + 12), kernel, mode="valid")
-        sig = sig + 0.1 * rng.standard_normal(m)
-        xs[i] = np.interp(np.linspace(0, m - 1, length), np.arange(m), sig)
+    if n < 1 or length < 2:
+        raise ValueError(f"make_mnist1d: need n >= 1 and length >= 2, got n={n}, length={length}")
+    rs = np.random.RandomState(seed)
+    templates = _mnist1d_templates()
+    counts = [n // 10 + (1 if c < n % 10 else 0) for c in range(10)]
+    xs = np.stack([_resample(_mnist1d_sample(templates[c], rs), length)
+                   for c in range(10) for _ in range(counts[c])])
+    y = np.repeat(np.arange(10), counts)
+    order = rs.permutation(n)
+    xs, y = xs[order], y[order]
+    if shuffle_seq:
+        xs = xs[:, rs.permutation(length)]
+    xs = (xs - xs.mean()) / xs.std()
     return xs.reshape(n, 1, length), y
 
 
@@ -183,6 +230,52 @@ def make_teacher(n: int = 3000, *, dim: int = 32, n_classes: int = 10, depth: in
         bias -= 0.5 * np.log(np.maximum(freq, 0.5 / n) * n_classes) * h.std()
     y = np.argmax(h + bias, axis=1)
     return x, y
+
+
+def make_teacher_regression(n: int = 3000, *, dim: int = 32, n_out: int = 10, depth: int = 4,
+                            seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Generate a regression task: Gaussian inputs and the real-valued outputs of a random deep
+    tanh "teacher" (as :func:`make_teacher`'s, without the argmax), each output standardized.
+
+    Example:
+        >>> x, t = make_teacher_regression(500, seed=0)
+        >>> x.shape, t.shape, bool(abs(t.std(axis=0) - 1).max() < 1e-9)
+        ((500, 32), (500, 10), True)
+    """
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, dim))
+    h = x
+    for i in range(depth):
+        fan_out = n_out if i == depth - 1 else 4 * dim
+        w = rng.standard_normal((h.shape[1], fan_out)) / math.sqrt(h.shape[1])
+        h = h @ w if i == depth - 1 else np.tanh(1.6 * (h @ w))
+    return x, (h - h.mean(axis=0)) / h.std(axis=0)
+
+
+def load_regression_dataset(name: str, *, seed: int = 0, test_fraction: float = 0.2) -> Dataset:
+    """Load a regression data set (see :data:`REGRESSION_DATASETS`): a seeded random split,
+    inputs standardized by the training split; ``y`` float32 of shape ``(n, n_out)`` and
+    ``n_classes`` the number of outputs.
+
+    Example:
+        >>> ds = load_regression_dataset("teacher")
+        >>> ds.in_shape, ds.n_classes, ds.y_train.dtype
+        ((32,), 10, torch.float32)
+    """
+    if name != "teacher":
+        raise ValueError(f"unknown regression dataset {name!r}. Valid options: "
+                         f"{', '.join(REGRESSION_DATASETS)}")
+    if not 0.0 < test_fraction < 1.0:
+        raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction!r}")
+    x, t = make_teacher_regression(3000, seed=12345)
+    perm = np.random.default_rng(seed).permutation(x.shape[0])
+    n_test = max(1, round(test_fraction * x.shape[0]))
+    te, tr = np.sort(perm[:n_test]), np.sort(perm[n_test:])
+    mean, std = x[tr].mean(axis=0), x[tr].std(axis=0)
+    x = ((x - mean) / np.where(std < 1e-8, 1.0, std)).astype(np.float32)
+    t = t.astype(np.float32)
+    return Dataset(name, torch.from_numpy(x[tr]), torch.from_numpy(t[tr]),
+                   torch.from_numpy(x[te]), torch.from_numpy(t[te]), int(t.shape[1]))
 
 
 def _npz(path: str) -> tuple[np.ndarray, np.ndarray]:
@@ -245,7 +338,7 @@ def load_dataset(name: str, *, seed: int = 0, test_fraction: float = 0.2) -> Dat
     if name == "digits":
         x, y = _digits()
     elif name == "mnist1d":
-        x, y = make_mnist1d(4000, seed=12345)
+        x, y = make_mnist1d(5000, seed=42)
     elif name == "teacher":
         x, y = make_teacher(3000, seed=12345)
     elif name.endswith(".npz") or os.path.isfile(name):

@@ -33,10 +33,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from .data import load_dataset
+from .data import load_dataset, load_regression_dataset
 from .models import build_model
 from .schemes import apply_scheme, check_schemes
-from .train import RunResult, TrainConfig, _finite, train_one
+from .train import RunResult, TrainConfig, _finite, loss_function, train_one
 
 __all__ = ["DEFAULT_LR", "CompareConfig", "CompareResult", "init_batch", "run_compare",
            "summarize", "welch_t_test"]
@@ -62,7 +62,7 @@ class CompareConfig:
     lr: float | None = None
     momentum: float = 0.9
     epochs: int = 10
-    batch_size: int = 64
+    batch_size: int | str = 64  # or "full": full-batch gradient descent
     target_accuracy: float = 0.9
     test_fraction: float = 0.2
     init_batch: int = 256
@@ -70,6 +70,9 @@ class CompareConfig:
     grad_every: int = 10
     threads: int | None = 1
     preset: str | None = None
+    task: str = "classification"
+    loss: str | None = None
+    target_loss: float | None = None
 
     def resolved_lr(self) -> float:
         """Return ``lr``, or the optimizer's default when it is ``None`` (sgd 0.005, adam 0.001).
@@ -85,8 +88,17 @@ class CompareConfig:
         return TrainConfig(optimizer=self.optimizer,  # type: ignore[arg-type]
                            lr=self.resolved_lr(),
                            momentum=self.momentum, epochs=self.epochs,
-                           batch_size=self.batch_size, target_accuracy=self.target_accuracy,
-                           log_every=self.log_every, grad_every=self.grad_every)
+                           batch_size=self.batch_size,  # type: ignore[arg-type]
+                           target_accuracy=self.target_accuracy,
+                           log_every=self.log_every, grad_every=self.grad_every,
+                           task=self.task, loss=self.resolved_loss(),
+                           target_loss=self.target_loss)
+
+    def resolved_loss(self) -> str:
+        """Return ``loss``, or the task's default (cross_entropy; mse for regression)."""
+        if self.loss is not None:
+            return self.loss
+        return "mse" if self.task == "regression" else "cross_entropy"
 
     def validate(self) -> None:
         """Raise ``ValueError`` for inconsistent settings (before any training starts)."""
@@ -97,8 +109,19 @@ class CompareConfig:
         self.lr = self.resolved_lr()
         check_finite_positive("lr", self.lr)
         check_finite_positive("momentum", self.momentum, allow_zero=True)
+        from .train import LOSSES, TASKS
+
+        check_choice("task", self.task, TASKS)
+        check_choice("loss", self.resolved_loss(), LOSSES)
+        if self.task == "regression" and self.resolved_loss() != "mse":
+            raise ValueError("task 'regression' needs loss 'mse'")
+        self.loss = self.resolved_loss()
+        if self.target_loss is not None:
+            check_finite_positive("target_loss", self.target_loss)
         for name in ("epochs", "batch_size", "seeds", "init_batch", "log_every", "grad_every"):
             v = getattr(self, name)
+            if name == "batch_size" and v == "full":
+                continue
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
         for name in ("depths", "widths"):
@@ -234,11 +257,15 @@ def summarize(runs: list[RunResult], schemes: list[str], alpha: float = 0.05
             ok = [r for r in rs if r.error is None]
             accs[s] = [r.test_accuracy for r in ok]
             reached = [r.steps_to_target for r in ok if r.steps_to_target is not None]
+            reached_loss = [r.steps_to_target_loss for r in ok
+                            if r.steps_to_target_loss is not None]
             per[s] = {"test_accuracy": _stats(accs[s]),
                       "final_train_loss": _stats([r.train_loss[-1] for r in ok
                                                   if r.train_loss and not r.diverged]),
                       "steps_to_target": _stats([float(x) for x in reached]),
                       "reached_target": len(reached), "diverged": sum(r.diverged for r in ok),
+                      "steps_to_target_loss": _stats([float(x) for x in reached_loss]),
+                      "reached_target_loss": len(reached_loss),
                       "errors": [r.error for r in rs if r.error is not None], "runs": len(rs),
                       "init_verdict": next((r.init_scale["verdict"] for r in ok
                                             if "verdict" in r.init_scale), None)}
@@ -315,7 +342,7 @@ def run_compare(config: CompareConfig, *, callback: Callback | None = None,
     partial = False
     tcfg = config.train_config()
     # Fail fast, before any training, on a bad dataset or architecture.
-    data = load_dataset(config.dataset, seed=0, test_fraction=config.test_fraction)
+    data = _load_data(config, seed=0)
     dataset_info = data.describe()
     for d, w in cells:
         build_model(config.arch, data.in_shape, data.n_classes, depth=d, width=w,
@@ -323,7 +350,7 @@ def run_compare(config: CompareConfig, *, callback: Callback | None = None,
     try:
         for i, (seed, depth, width, scheme) in enumerate(jobs):
             if i > 0 and jobs[i - 1][0] != seed:
-                data = load_dataset(config.dataset, seed=seed, test_fraction=config.test_fraction)
+                data = _load_data(config, seed=seed)
                 dataset_info = data.describe()
             runs.append(_one(config, tcfg, data, scheme, depth, width, seed))
             done_cost += _cost(depth, width)
@@ -345,14 +372,23 @@ def run_compare(config: CompareConfig, *, callback: Callback | None = None,
                          command=command if command is not None else list(sys.argv))
 
 
-def _audit(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor
-           ) -> tuple[dict[str, Any], Any]:
+def _load_data(config: CompareConfig, seed: int) -> Any:
+    """The data set of ``config`` split with ``seed`` (real-valued targets for regression)."""
+    if config.task == "regression":
+        return load_regression_dataset(config.dataset, seed=seed,
+                                       test_fraction=config.test_fraction)
+    return load_dataset(config.dataset, seed=seed, test_fraction=config.test_fraction)
+
+
+def _audit(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor,
+           loss_fn: Callable[..., torch.Tensor] | None = None) -> tuple[dict[str, Any], Any]:
     """Per-layer forward/backward scale at init, and the :func:`initwise.audit` report."""
     import initwise
 
     from .scale import scale_from_audit
 
-    rep = initwise.audit(model, x, targets=y, loss_fn=torch.nn.functional.cross_entropy)
+    rep = initwise.audit(model, x, targets=y,
+                         loss_fn=torch.nn.functional.cross_entropy if loss_fn is None else loss_fn)
     return scale_from_audit(rep), rep
 
 
@@ -360,7 +396,7 @@ def init_batch(data: Any, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor
     """Return ``(x, y)``: ``n`` training samples drawn by a permutation seeded with ``seed``.
 
     Example:
-        >>> from .data import load_dataset
+        >>> from .data import load_dataset, load_regression_dataset
         >>> x, y = init_batch(load_dataset("teacher"), 64, seed=0)
         >>> tuple(x.shape), len(set(y.tolist())) > 5
         ((64, 32), True)
@@ -386,7 +422,8 @@ def _one(config: CompareConfig, tcfg: TrainConfig, data: Any, scheme: str, depth
                         activation=config.activation, norm=config.norm)
     try:
         info = apply_scheme(model, scheme, x0, seed=seed)
-        scale, report = _audit(model, x0, y0)
+        scale, report = (_audit(model, x0, y0) if tcfg.loss == "cross_entropy"
+                         else _audit(model, x0, y0, loss_function(tcfg.task, tcfg.loss)))
     except (ValueError, TypeError, RuntimeError, NotImplementedError) as e:
         # A scheme that does not apply to this architecture is a result, not a crash.
         return _failed(scheme, depth, width, seed, t0, e)

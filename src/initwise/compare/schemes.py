@@ -5,6 +5,12 @@ Names are ``"torch"`` (PyTorch's default init, i.e. leave the model as construct
 preset (``"kaiming"``, ``"xavier"``, ``"auto"``, ``"orthogonal"``, ``"fixup"`` ...) and every
 registered fan-based or orthogonal scheme (``"xavier_normal"``, ``"he_uniform"`` ..., applied to
 every weight through ``initwise.presets.scheme``).
+
+A name may carry parameters, ``name:key=value,key=value`` (values parsed as int, float, bool or
+string): ``"normal:std=0.01"`` (any registered scheme, applied to every weight),
+``"variance_scaling:scale=2,mode=fan_in"``, ``"critical:activation=tanh"``, a preset's options
+(``"gpt2:n_layer=12"``) or LSUV's keyword arguments (``"lsuv:tol=0.01"``). The spec string is the
+scheme's label in the results.
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["apply_scheme", "check_schemes", "scheme_names"]
+__all__ = ["apply_scheme", "check_schemes", "parse_scheme", "scheme_names", "split_schemes"]
 
 def scheme_names() -> tuple[str, ...]:
     """Return every name :func:`apply_scheme` accepts, ``torch`` and ``lsuv`` first.
@@ -34,14 +40,108 @@ def scheme_names() -> tuple[str, ...]:
     return tuple(dict.fromkeys(["torch", "lsuv", *PRESETS, *usable]))
 
 
+def _value(v: str) -> Any:
+    low = v.strip().lower()
+    if low in ("true", "false"):
+        return low == "true"
+    for kind in (int, float):
+        try:
+            return kind(v)
+        except ValueError:
+            pass
+    return v.strip()
+
+
+def parse_scheme(spec: str) -> tuple[str, dict[str, Any]]:
+    """Split ``"name:key=value,..."`` into the name and its parameters.
+
+    Example:
+        >>> parse_scheme("variance_scaling:scale=2,mode=fan_in")
+        ('variance_scaling', {'scale': 2, 'mode': 'fan_in'})
+        >>> parse_scheme("kaiming")
+        ('kaiming', {})
+    """
+    name, sep, rest = spec.partition(":")
+    params: dict[str, Any] = {}
+    if sep:
+        for item in filter(None, (t.strip() for t in rest.split(","))):
+            k, eq, v = item.partition("=")
+            if not eq or not k.strip():
+                raise ValueError(f"scheme {spec!r}: parameter {item!r} must look like key=value")
+            params[k.strip()] = _value(v)
+        if not params:
+            raise ValueError(f"scheme {spec!r}: no parameters after ':'")
+    return name.strip(), params
+
+
+def split_schemes(text: str) -> list[str]:
+    """Split a comma-separated list of scheme specs, keeping ``key=value`` items with their
+    scheme.
+
+    Example:
+        >>> split_schemes("torch,normal:std=0.01,variance_scaling:scale=2,mode=fan_in,kaiming")
+        ['torch', 'normal:std=0.01', 'variance_scaling:scale=2,mode=fan_in', 'kaiming']
+    """
+    out: list[str] = []
+    for item in (t.strip() for t in text.split(",")):
+        if not item:
+            continue
+        if out and ":" in out[-1] and "=" in item and ":" not in item:
+            out[-1] += "," + item
+        else:
+            out.append(item)
+    return out
+
+
+def _policy_for(name: str, params: dict[str, Any]) -> Any:
+    """The policy of a parametrized spec (validated): a preset's options or a scheme's params."""
+    import initwise
+
+    from ..policy import PRESETS
+
+    if name in PRESETS:
+        try:
+            return getattr(initwise.presets, name)(**params)
+        except TypeError as e:
+            raise ValueError(f"scheme {name!r}: {e}") from None
+    return initwise.presets.scheme(name, **params)
+
+
 def check_schemes(names: Iterable[str]) -> list[str]:
-    """Validate ``names`` (unique, all known) and return them as a list.
+    """Validate ``names`` (unique, all known; parametrized specs built once) and return them.
 
     Raises ``ValueError`` listing the valid options for an unknown name.
     """
     valid = scheme_names()
     out: list[str] = []
     for n in names:
+        if ":" in n:
+            base, params = parse_scheme(n)
+            if base == "torch":
+                raise ValueError("scheme 'torch' takes no parameters")
+            if base == "lsuv":
+                import inspect
+
+                import initwise
+
+                allowed = [k for k in inspect.signature(initwise.lsuv).parameters
+                           if k not in ("model", "inputs")]
+                for k in params:
+                    if k not in allowed:
+                        from .._checks import raise_unknown
+
+                        raise_unknown("parameter for lsuv:", k, allowed)
+            else:
+                from ..registry import scheme_names as registered
+
+                if base not in valid and base not in registered():
+                    from .._checks import raise_unknown
+
+                    raise_unknown("scheme", base, [*valid, *registered()])
+                _policy_for(base, params)
+            if n not in out:
+                out.append(n)
+            continue
         if n not in valid:
             from .._checks import raise_unknown
 
@@ -80,6 +180,16 @@ def apply_scheme(model: nn.Module, name: str, inputs: torch.Tensor, *, seed: int
         return {"scheme": name, "backend": "torch"}
     import initwise
 
+    if ":" in name:
+        base, params = parse_scheme(name)
+        if base == "lsuv":
+            rep = initwise.lsuv(model, inputs, seed=seed, **params)
+            return {"scheme": name, "backend": "initwise.lsuv", "params": params,
+                    "details": _to_dict(rep)}
+        plan = initwise.init(model, policy=_policy_for(base, params), example_inputs=inputs,
+                             seed=seed)
+        return {"scheme": name, "backend": "initwise.init", "params": params,
+                "details": _to_dict(plan)}
     if name == "lsuv":
         rep = initwise.lsuv(model, inputs, seed=seed)
         return {"scheme": name, "backend": "initwise.lsuv", "details": _to_dict(rep)}

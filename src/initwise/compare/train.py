@@ -7,12 +7,21 @@ once per epoch. A non-finite loss stops the run and is reported as a divergence,
 
 Batch order comes from a generator seeded with the run's seed, so every scheme sees the same
 batches in the same order within a seed; schemes differ only in their init.
+
+Tasks and losses: classification with cross-entropy (default) or with MSE against one-hot
+targets (``loss="mse"``); regression (``task="regression"``, float targets, MSE), where
+``test_accuracy`` holds the test R² (``1 - SSE/SST``; 1 is perfect, 0 is the mean predictor) so
+that rankings stay "higher is better". ``batch_size="full"`` is full-batch gradient descent
+(one step per epoch). ``target_loss``: ``steps_to_target_loss`` is the number of optimizer steps
+after which the training loss (of the batch about to be used, the whole set when full-batch)
+first falls below it.
 """
 
 from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
@@ -21,10 +30,13 @@ from torch import nn
 
 from .data import Dataset
 
-__all__ = ["RunResult", "TrainConfig", "evaluate", "train_one"]
+__all__ = ["RunResult", "TrainConfig", "evaluate", "evaluate_regression", "loss_function",
+           "train_one"]
 
 Optimizer = Literal["sgd", "adam"]
 OPTIMIZERS: tuple[str, ...] = ("sgd", "adam")
+TASKS: tuple[str, ...] = ("classification", "regression")
+LOSSES: tuple[str, ...] = ("cross_entropy", "mse")
 
 
 @dataclass
@@ -35,10 +47,13 @@ class TrainConfig:
     lr: float = 0.01
     momentum: float = 0.9
     epochs: int = 10
-    batch_size: int = 64
+    batch_size: int | Literal["full"] = 64
     target_accuracy: float = 0.9
     log_every: int = 5
     grad_every: int = 10
+    task: str = "classification"
+    loss: str = "cross_entropy"
+    target_loss: float | None = None
 
 
 @dataclass
@@ -70,6 +85,7 @@ class RunResult:
     width: int = 0
     error: str | None = None
     audit_report: Any = field(default=None, repr=False, compare=False)
+    steps_to_target_loss: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-able dict of every field but ``audit_report`` (the library object;
@@ -93,19 +109,58 @@ def _weight_params(model: nn.Module) -> list[tuple[str, nn.Parameter]]:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, chunk: int = 2048
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, chunk: int = 2048,
+             loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
              ) -> tuple[float, float]:
-    """Return ``(accuracy, mean cross-entropy)`` of ``model`` on ``(x, y)`` in eval mode."""
+    """Return ``(accuracy, mean loss)`` of ``model`` on ``(x, y)`` in eval mode (the loss is
+    cross-entropy unless ``loss_fn``, a mean-reduced loss, is given)."""
     was_training = model.training
     model.eval()
     correct, loss_sum = 0, 0.0
     for i in range(0, x.shape[0], chunk):
         out = model(x[i:i + chunk])
-        loss_sum += float(nn.functional.cross_entropy(out, y[i:i + chunk], reduction="sum"))
+        if loss_fn is None:
+            loss_sum += float(nn.functional.cross_entropy(out, y[i:i + chunk], reduction="sum"))
+        else:
+            loss_sum += float(loss_fn(out, y[i:i + chunk])) * out.shape[0]
         correct += int((out.argmax(dim=1) == y[i:i + chunk]).sum())
     model.train(was_training)
     n = max(x.shape[0], 1)
     return correct / n, loss_sum / n
+
+
+def loss_function(task: str, loss: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """The training loss for ``(task, loss)``: cross-entropy, MSE on one-hot targets, or MSE.
+
+    Example:
+        >>> f = loss_function("classification", "mse")
+        >>> float(f(torch.tensor([[1.0, 0.0]]), torch.tensor([0])))
+        0.0
+    """
+    if task == "regression":
+        if loss != "mse":
+            raise ValueError(f"task 'regression' needs loss 'mse', got {loss!r}")
+        return nn.functional.mse_loss
+    if loss == "mse":
+        def mse_one_hot(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            target = nn.functional.one_hot(y, out.shape[1]).to(out.dtype)
+            return nn.functional.mse_loss(out, target)
+
+        return mse_one_hot
+    return nn.functional.cross_entropy
+
+
+@torch.no_grad()
+def evaluate_regression(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float,
+                                                                                     float]:
+    """Return ``(R², mean squared error)`` of ``model`` on ``(x, y)`` in eval mode."""
+    was_training = model.training
+    model.eval()
+    out = model(x).reshape(y.shape)
+    model.train(was_training)
+    sse = float(((out - y) ** 2).sum())
+    sst = float(((y - y.mean(dim=0)) ** 2).sum())
+    return (1.0 - sse / sst if sst > 0 else math.nan), sse / max(y.numel(), 1)
 
 
 def _layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
@@ -145,7 +200,9 @@ def train_one(model: nn.Module, data: Dataset, cfg: TrainConfig, *, scheme: str,
                     grad_layers=[n for n, _ in weights])
     gen = torch.Generator().manual_seed(seed)
     n = data.x_train.shape[0]
-    bs = min(cfg.batch_size, n)
+    bs = n if cfg.batch_size == "full" else min(int(cfg.batch_size), n)
+    regression = cfg.task == "regression"
+    loss_fn = loss_function(cfg.task, cfg.loss)
     step = 0
     loss_acc, loss_cnt = 0.0, 0
     for _epoch in range(cfg.epochs):
@@ -155,11 +212,14 @@ def train_one(model: nn.Module, data: Dataset, cfg: TrainConfig, *, scheme: str,
             idx = perm[i:i + bs]
             xb, yb = data.x_train[idx], data.y_train[idx]
             out = model(xb)
-            loss = nn.functional.cross_entropy(out, yb)
+            loss = loss_fn(out, yb)
             lv = loss.item()
             if not math.isfinite(lv):
                 res.diverged, res.diverged_at_step = True, step
                 break
+            if (cfg.target_loss is not None and res.steps_to_target_loss is None
+                    and lv < cfg.target_loss):
+                res.steps_to_target_loss = step
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if step % cfg.grad_every == 0:
@@ -171,17 +231,21 @@ def train_one(model: nn.Module, data: Dataset, cfg: TrainConfig, *, scheme: str,
             step += 1
             loss_acc += lv
             loss_cnt += 1
-            correct += int((out.detach().argmax(dim=1) == yb).sum())
+            if not regression:
+                correct += int((out.detach().argmax(dim=1) == yb).sum())
             seen += bs
             if loss_cnt == cfg.log_every:
                 res.loss_steps.append(step)
                 res.train_loss.append(loss_acc / loss_cnt)
                 loss_acc, loss_cnt = 0.0, 0
-        acc, tl = evaluate(model, data.x_test, data.y_test)
+        acc, tl = (evaluate_regression(model, data.x_test, data.y_test) if regression
+                   else evaluate(model, data.x_test, data.y_test,
+                                 loss_fn=None if cfg.loss == "cross_entropy" else loss_fn))
         res.epoch_steps.append(step)
         res.epoch_test_accuracy.append(acc)
         res.epoch_test_loss.append(tl)
-        res.epoch_train_accuracy.append(correct / seen if seen else 0.0)
+        res.epoch_train_accuracy.append(math.nan if regression else
+                                        (correct / seen if seen else 0.0))
         if res.steps_to_target is None and acc >= cfg.target_accuracy:
             res.steps_to_target = step
         if res.diverged:
