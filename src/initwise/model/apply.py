@@ -256,7 +256,9 @@ def write_all(model: nn.Module, p: Plan, work: Sequence[Work], seed: int) -> Pla
     own = [w for w in work if w.special == "model_init"]
     if own:  # first: the tensors other rules name are written after it
         p.notes += write_model_init(model, own, seed, keep=[w.entry.name for w in work if w not in own])
-        written += [w.entry.name for w in own]
+        for w in own:
+            _reset_count(model, w.entry.name)
+            written.append(w.entry.name)
         work = [w for w in work if w.special != "model_init"]
     for w in work:
         try:
@@ -333,6 +335,11 @@ def write_model_init(model: nn.Module, work: Sequence[Work], seed: int, keep: Se
     tensors.update(model.named_buffers(remove_duplicate=False))
     names = {n for w in work for n in (w.entry.name, *w.entry.aliases)}
     chosen = {id(tensors[n]) for n in names}
+    for n in names:  # a norm's step count goes with its statistics (as reset_running_stats)
+        mod, _, leaf = n.rpartition(".")
+        count = tensors.get(f"{mod}.num_batches_tracked" if mod else "num_batches_tracked")
+        if leaf in ("running_mean", "running_var") and count is not None:
+            chosen.add(id(count))
     owners = {""}
     for n in names:
         parts = n.split(".")[:-1]
