@@ -221,6 +221,21 @@ def test_hf_mixed_with_other_rules_and_a_parameter_no_code_writes() -> None:
     assert any("extra" in n and "wrote none" in n for n in plan.notes)
 
 
+def test_hf_failing_model_code_raises_init_error_and_restores_the_rest() -> None:
+    class Bad(nn.Linear):
+        def reset_parameters(self) -> None:
+            if hasattr(self, "armed"):
+                raise RuntimeError("boom")
+            super().reset_parameters()
+
+    net = nn.Sequential(nn.Linear(8, 8), Bad(8, 8))
+    net[1].armed = True
+    keep = net[0].weight.detach().clone()
+    with pytest.raises(initwise.InitError, match="model_init"):
+        _init(net, "hf", seed=0, only=["1.weight"])
+    assert torch.equal(net[0].weight, keep)
+
+
 # --------------------------------------------------------------------------------------------
 # The numbers of each recipe on tiny GPT-2 / LLaMA models
 # --------------------------------------------------------------------------------------------

@@ -255,7 +255,11 @@ def write_all(model: nn.Module, p: Plan, work: Sequence[Work], seed: int) -> Pla
     sharded, fallback = 0, []
     own = [w for w in work if w.special == "model_init"]
     if own:  # first: the tensors other rules name are written after it
-        p.notes += write_model_init(model, own, seed, keep=[w.entry.name for w in work if w not in own])
+        try:
+            p.notes += write_model_init(model, own, seed, keep=[w.entry.name for w in work if w.special != "model_init"])
+        except BaseException as err:  # the model's own code cannot be dry-run
+            raise InitError(f"init failed in the model's own init code (action model_init); the "
+                            f"{len(own)} tensor(s) it covers may be changed, nothing else") from err
         for w in own:
             _reset_count(model, w.entry.name)
             written.append(w.entry.name)
@@ -330,6 +334,12 @@ def write_model_init(model: nn.Module, work: Sequence[Work], seed: int, keep: Se
     does). Values depend only on (seed, canonical name, that code). Tensors the code writes
     outside the selection are restored, except those named in ``keep`` (other rules write them
     next). Returns notes for the plan.
+
+    >>> a, b = torch.nn.Linear(4, 3), torch.nn.Linear(4, 3)  # different global draws
+    >>> _ = init(a, "hf", seed=0)
+    >>> _ = init(b, "hf", seed=0)
+    >>> torch.equal(a.weight, b.weight), bool(a.weight.abs().max() <= 0.5)
+    (True, True)
     """
     tensors: dict[str, torch.Tensor] = dict(model.named_parameters(remove_duplicate=False))
     tensors.update(model.named_buffers(remove_duplicate=False))

@@ -53,7 +53,7 @@ class _Presets:
     """Named policies. ``initwise.presets.gpt2(n_layer=12)`` builds one with options.
 
     >>> sorted(presets.names())[:3]
-    ['auto', 'dcgan', 'fixup']
+    ['auto', 'dcgan', 'deepnet']
     """
 
     def names(self) -> tuple[str, ...]:
@@ -228,8 +228,12 @@ class _Presets:
         )
 
     def megatron(self, n_layer: int | None = None, std: float = 0.02) -> Policy:
-        """Megatron-LM: ``N(0, σ²)`` (``init_method_std`` σ = 0.02), residual outputs
-        ``σ/sqrt(2·num_layers)`` (``scaled_init_method_normal``), biases 0, norms 1/0."""
+        """Megatron-LM: ``N(0, 0.02²)`` everywhere, residual outputs ``/sqrt(2·num_layers)``.
+
+        ``init_method_normal(σ)`` (σ = ``init_method_std``) for every weight and embedding,
+        ``scaled_init_method_normal`` for the attention ``linear_proj`` and MLP ``linear_fc2``
+        (role ``residual_out``); biases 0, norms 1/0.
+        """
         s = {"mean": 0.0, "std": std}
         return Policy(
             (
@@ -244,8 +248,13 @@ class _Presets:
         )
 
     def olmo2(self, std: float = 0.02, cutoff: float = 3.0) -> Policy:
-        """OLMo 2 (OLMo-core ``InitMethod.normal``): every weight, embeddings and the LM head
-        included, truncated ``N(0, σ²)`` cut at ``±3σ`` (σ = 0.02); biases 0, norms 1."""
+        """OLMo 2: every weight, embeddings and head included, ``N(0, 0.02²)`` truncated at ±3σ.
+
+        OLMo-core ``InitMethod.normal``: ``trunc_normal_(std=σ, a=-3σ, b=3σ)``; biases 0, norms 1.
+
+        >>> dict(presets.olmo2().rules[0].params)
+        {'mean': 0.0, 'std': 0.02, 'a': -0.06, 'b': 0.06}
+        """
         p = {"mean": 0.0, "std": std, "a": -cutoff * std, "b": cutoff * std}
         return Policy(
             (
@@ -257,9 +266,11 @@ class _Presets:
         )
 
     def small_init(self, d_model: int | None = None, n_layer: int | None = None) -> Policy:
-        """GPT-NeoX ``small_init`` + ``wang_init``: weights and embeddings
-        ``N(0, 2/(5·d))`` (Nguyen & Salazar 2019), residual outputs
-        ``N(0, (2/(n_layer·sqrt(d)))²)``; ``d`` the model width; biases 0, norms 1/0."""
+        """Nguyen & Salazar 2019 / GPT-NeoX: ``N(0, 2/(5d))``, residual outputs ``std 2/(n_layer·sqrt(d))``.
+
+        GPT-NeoX ``small_init`` for weights and embeddings, ``wang_init`` for the residual
+        outputs; ``d`` is the model width (``d_model=``, else from the model); biases 0, norms 1/0.
+        """
         out = Rule("normal", {"mean": 0.0, "std": 1.0}, role="residual_out", depth_scale="wang",
                    note="wang_init: std = 2/(n_layer·sqrt(d))")
         rest = Rule("normal", {"mean": 0.0, "std": 1.0}, role=_ALL_WEIGHTS, depth_scale="small_init",
@@ -267,9 +278,12 @@ class _Presets:
         return Policy((out, rest, *_common_tail()), name="small_init", n_layer=n_layer, d_model=d_model)
 
     def modded_nanogpt(self) -> Policy:
-        """modded-nanoGPT (speedrun record 2025-02-01): ``CastedLinear`` weights
-        ``U(±sqrt(3)·0.5/sqrt(fan_in))``, attention and MLP output projections (``c_proj``) and
-        the LM head zero, embeddings ``N(0, 1)``; learned scalars kept."""
+        """modded-nanoGPT: weights ``U(±sqrt(3)·0.5/sqrt(fan_in))``, output projections and head 0.
+
+        The speedrun record of 2025-02-01: ``CastedLinear`` weights with std ``0.5/sqrt(fan_in)``,
+        attention and MLP ``c_proj`` and the LM head zero, embeddings ``N(0, 1)``; learned
+        scalars keep the model's values.
+        """
         return Policy(
             (
                 Rule("zeros", role="residual_out", note="c_proj of attention and MLP: zero"),
@@ -287,8 +301,10 @@ class _Presets:
 
     def deepnet(self, n_layer: int | None = None, n_encoder: int | None = None,
                 n_decoder: int | None = None) -> Policy:
-        """Wang et al. 2022 (DeepNet): in the blocks, ``xavier_normal(gain=β)`` for the
-        feed-forward, value and output projections and ``gain=1`` for query and key;
+        """Wang et al. 2022 (DeepNet): block weights ``xavier_normal(gain=β)``, query and key gain 1.
+
+        In the numbered blocks, ``xavier_normal(gain=β)`` for the feed-forward, value and output
+        projections and ``gain=1`` for query and key;
         β = (8N)^(-1/4) (one stack of N layers), or for an encoder-decoder
         β_enc = 0.87·(N⁴M)^(-1/16), β_dec = (12M)^(-1/4). The residual ``x·α + f(x)`` of
         DeepNorm is a forward change the model must make itself (see the docs)."""
