@@ -221,6 +221,17 @@ def test_hf_mixed_with_other_rules_and_a_parameter_no_code_writes() -> None:
     assert any("extra" in n and "wrote none" in n for n in plan.notes)
 
 
+def test_hf_materialize_of_a_meta_model_equals_init() -> None:
+    with torch.device("meta"):
+        meta = llama(n_layer=2)
+    with _quiet():
+        initwise.materialize(meta, "hf", device="cpu", seed=1)
+    ref = llama(n_layer=2, seed=8)
+    _init(ref, "hf", seed=1)
+    want = ref.state_dict()
+    assert all(torch.equal(v, want[k]) for k, v in meta.state_dict().items())
+
+
 def test_hf_failing_model_code_raises_init_error_and_restores_the_rest() -> None:
     class Bad(nn.Linear):
         def reset_parameters(self) -> None:
@@ -322,6 +333,20 @@ def test_deepnet_encoder_decoder_betas() -> None:
     p = presets.deepnet(n_encoder=6, n_decoder=12)
     scales = [r.scale for r in p.rules if r.name and "coder" in r.name]
     assert scales == pytest.approx([0.87 * (6**4 * 12) ** (-1 / 16), (12 * 12) ** -0.25])
+
+
+def test_deepnet_on_an_encoder_decoder() -> None:
+    model = t5()
+    n = m = 2
+    plan = _init(model, presets.deepnet(n_encoder=n, n_decoder=m), seed=0)
+    b_enc, b_dec = 0.87 * (n**4 * m) ** (-1 / 16), (12 * m) ** -0.25
+    xavier = math.sqrt(2.0 / (D + D))  # d_model = n_heads · d_kv = 64
+    for name, gain in (("encoder.block.1.layer.0.SelfAttention.v.weight", b_enc),
+                       ("encoder.block.1.layer.0.SelfAttention.q.weight", 1.0),
+                       ("decoder.block.0.layer.1.EncDecAttention.o.weight", b_dec),
+                       ("decoder.block.0.layer.1.EncDecAttention.k.weight", 1.0)):
+        assert plan[name].std == pytest.approx(gain * xavier, rel=1e-9), name
+        assert_variance(model.get_parameter(name), (gain * xavier) ** 2, excess_kurtosis=0.0)
 
 
 def test_small_init_takes_an_explicit_width() -> None:
