@@ -255,15 +255,15 @@ def write_all(model: nn.Module, p: Plan, work: Sequence[Work], seed: int) -> Pla
     sharded, fallback = 0, []
     own = [w for w in work if w.special == "model_init"]
     if own:  # first: the tensors other rules name are written after it
+        work = [w for w in work if w.special != "model_init"]
         try:
-            p.notes += write_model_init(model, own, seed, keep=[w.entry.name for w in work if w.special != "model_init"])
+            p.notes += write_model_init(model, own, seed, keep=[w.entry.name for w in work])
         except BaseException as err:  # the model's own code cannot be dry-run
             raise InitError(f"init failed in the model's own init code (action model_init); the "
                             f"{len(own)} tensor(s) it covers may be changed, nothing else") from err
         for w in own:
             _reset_count(model, w.entry.name)
             written.append(w.entry.name)
-        work = [w for w in work if w.special != "model_init"]
     for w in work:
         try:
             if is_dtensor(w.tensor):

@@ -385,7 +385,7 @@ def resolve_scheme(rule: Rule, rule_i: int, name: str, module: nn.Module, leaf: 
         return Resolved(getattr(rule.scheme, "__name__", "callable"), dict(rule.params),
                         scheme=rule.scheme, leftover=s)
     if rule.scheme == "model_init":  # the model's own init code, keyed (apply.write_model_init)
-        return Resolved("model_init", {}, special="model_init")
+        return Resolved("model_init", {}, special="model_init", blocks=1)
     if rule.scheme == "auto":
         if f is None:
             raise ValueError(f"{name}: action 'auto' needs fans (a weight with ≥2 dimensions); "
