@@ -177,6 +177,23 @@ def test_hf_values_do_not_depend_on_other_layers_or_construction_order() -> None
         assert torch.equal(p, big[name]), name
 
 
+def test_hf_does_not_depend_on_construction_order() -> None:
+    class AB(nn.Module):
+        def __init__(self, flip: bool) -> None:
+            super().__init__()
+            if flip:
+                self.b = nn.Conv1d(6, 8, 3)
+                self.a = nn.Linear(30, 20)
+            else:
+                self.a = nn.Linear(30, 20)
+                self.b = nn.Conv1d(6, 8, 3)
+
+    x, y = AB(False), AB(True)
+    _init(x, "hf", seed=11)
+    _init(y, "hf", seed=11)
+    assert all(torch.equal(v, y.state_dict()[k]) for k, v in x.state_dict().items())
+
+
 def test_hf_with_only_writes_the_selection_with_the_full_run_values() -> None:
     full, part = gpt2(), gpt2(seed=3)
     _init(full, "hf", seed=0)
