@@ -109,9 +109,8 @@ def test_activation_discovery_functional_and_fallbacks() -> None:
             self.act = nn.SiLU()  # registered after b: module order gets it wrong
 
     m = Reg()
-    p2 = P.plan(m)
-    assert p2.source == "module_order" and p2["b.weight"].activation == "linear"
-    assert any("fell back to module registration order" in n for n in p2.notes)
+    p2 = P.plan(m)  # the meta pass takes one branch of `if x.sum() > 0`: the structure is the same
+    assert p2.source == "dataflow" and p2["b.weight"].activation == "silu"
     p3 = P.plan(m, example_inputs=torch.ones(2, 8))
     assert p3.source == "dataflow" and p3["b.weight"].activation == "silu"
 

@@ -23,6 +23,7 @@ examples:
   initwise compare --schemes torch,kaiming --arch cnn --depths 4,8
   initwise audit mlp:depth=30 --policy kaiming
   initwise plan mlp:depth=5,activation=gelu --policy auto
+  initwise plan transformer:depth=4 --diff gpt2 olmo2
   initwise gains
   initwise schemes
 
@@ -167,6 +168,8 @@ def _build_parser() -> argparse.ArgumentParser:
     _model_args(pl)
     pl.add_argument("--policy", default="auto", help="policy preset (default auto)")
     pl.add_argument("--json", action="store_true", help="print the plan as JSON")
+    pl.add_argument("--diff", nargs=2, metavar=("A", "B"),
+                    help="show, per parameter, what changes from policy A to policy B")
 
     g = sub.add_parser("gains", help="list activation gains",
                        description="List every known activation with its exact variance-"
@@ -413,11 +416,50 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     model, x, _ = _model_and_batch(args)
     from .model import plan as make_plan
 
+    if args.diff:
+        return _plan_diff(make_plan(model, args.diff[0], example_inputs=x),
+                          make_plan(model, args.diff[1], example_inputs=x), args.json)
     plan = make_plan(model, args.policy, example_inputs=x)
     if args.json:
         _print_json(plan.to_dict())
     else:
         print(plan)
+    return 0
+
+
+def _plan_diff(a: Any, b: Any, as_json: bool) -> int:
+    """Print ``a.diff(b)``: one row per changed field of each parameter, or JSON."""
+    changes = a.diff(b)
+    if as_json:
+        _print_json({"a": a.policy, "b": b.policy, "tensors": len(a.entries),
+                     "changes": [{"name": c.name, "status": c.status,
+                                  "changes": {k: list(v) for k, v in c.changes.items()}}
+                                 for c in changes]})
+        return 0
+
+    def fmt(v: Any) -> str:
+        if isinstance(v, float):
+            return f"{v:.4g}"
+        if isinstance(v, dict):
+            return ", ".join(f"{k}={fmt(x)}" for k, x in v.items()) or "-"
+        return "-" if v is None else str(v)
+
+    print(f"Plan diff: A={a.policy!r} -> B={b.policy!r}: {len(changes)} of {len(a.entries)} "
+          "tensors change")
+    if not changes:
+        print("(no parameter changes)")
+        return 0
+    rows = [("name", "field", "A", "B")]
+    for c in changes:
+        if c.status != "changed":
+            rows.append((c.name, c.status, "", ""))
+        for i, (k, (x, y)) in enumerate(c.changes.items()):
+            rows.append((c.name if i == 0 else "", k, fmt(x), fmt(y)))
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    for i, r in enumerate(rows):
+        print("  ".join(col.ljust(w) for col, w in zip(r, widths, strict=True)).rstrip())
+        if i == 0:
+            print("  ".join("-" * w for w in widths))
     return 0
 
 

@@ -37,9 +37,12 @@ order; the other names are skipped with ``tied_to`` set.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
+import functools
 import logging
+import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import fields
 from typing import Any
@@ -50,13 +53,14 @@ from torch import nn
 from .._errors import InitError
 from .._names import canonical_name
 from .._sharding import ELEMENTWISE_SCHEMES, fill_sharded, local_box
-from .._torch import is_dtensor, local_tensor, power_method
+from .._torch import is_dtensor, local_tensor, power_method, version
 from ..registry import Scheme
 from .entries import Plan, PlanEntry
+from .keyed import keyed_init
 from .policy import Policy, Rule
 from .resolve import Only, Work, build, tensor_key
 
-__all__ = ["init", "plan", "validate", "write_all", "write_dtensor"]
+__all__ = ["init", "plan", "validate", "write_all", "write_dtensor", "write_model_init"]
 
 log = logging.getLogger("initwise")
 
@@ -102,6 +106,11 @@ def validate(work: Sequence[Work], seed: int, *, scratch_device: torch.device | 
             raise TypeError(f"{w.entry.name}: cannot initialize a {t.dtype} tensor "
                             f"(rule {w.entry.rule_text})")
         if w.special == "forget":
+            continue
+        if w.special == "model_init":
+            if w.setter is not None:
+                raise ValueError(f"{w.entry.name}: action 'model_init' cannot write a parametrized "
+                                 f"tensor (rule {w.entry.rule_text}); exclude it with only=")
             continue
         n = w.entry.blocks
         shape = (t.shape[0] // n, *t.shape[1:]) if t.dim() else ()
@@ -246,6 +255,17 @@ def write_all(model: nn.Module, p: Plan, work: Sequence[Work], seed: int) -> Pla
     """The write pass: every validated work item into its tensor (DTensors shard-locally)."""
     written: list[str] = []
     sharded, fallback = 0, []
+    own = [w for w in work if w.special == "model_init"]
+    if own:  # first: the tensors other rules name are written after it
+        work = [w for w in work if w.special != "model_init"]
+        try:
+            p.notes += write_model_init(model, own, seed, keep=[w.entry.name for w in work])
+        except BaseException as err:  # the model's own code cannot be dry-run
+            raise InitError(f"init failed in the model's own init code (action model_init); the "
+                            f"{len(own)} tensor(s) it covers may be changed, nothing else") from err
+        for w in own:
+            _reset_count(model, w.entry.name)
+            written.append(w.entry.name)
     for w in work:
         try:
             if is_dtensor(w.tensor):
@@ -269,6 +289,118 @@ def write_all(model: nn.Module, p: Plan, work: Sequence[Work], seed: int) -> Pla
     p.applied = True
     log.debug("initwise.init: wrote %d tensors with policy %s", len(written), p.policy)
     return p
+
+
+# --------------------------------------------------------------------------------------------
+# Action "model_init": the model's own init code, keyed
+# --------------------------------------------------------------------------------------------
+
+
+def _init_fn(module: nn.Module, outer: Callable[[nn.Module], None] | None) -> Callable[[nn.Module], None] | None:
+    """The init function for ``module`` and its children: a Hugging Face ``PreTrainedModel``
+    (a module with ``config`` and ``_init_weights``) brings its own, as in ``smart_apply``."""
+    fn: Any = getattr(module, "_init_weights", None)
+    if callable(fn) and hasattr(module, "config"):
+        return fn
+    return outer
+
+
+def _own_init_calls(model: nn.Module, owners: set[str]) -> list[tuple[str, Callable[[], None]]]:
+    """``(module name, call)`` for every module in ``owners``, children before parents."""
+    calls: list[tuple[str, Callable[[], None]]] = []
+
+    def walk(m: nn.Module, name: str, outer: Callable[[nn.Module], None] | None) -> None:
+        fn = _init_fn(m, outer)
+        for child_name, child in m.named_children():
+            walk(child, f"{name}.{child_name}" if name else child_name, fn)
+        if name not in owners:
+            return
+        reset: Any = getattr(m, "reset_parameters", None)
+        if fn is not None:
+            calls.append((name, functools.partial(fn, m)))
+        elif callable(reset):
+            calls.append((name, reset))
+
+    walk(model, "", None)
+    return calls
+
+
+def write_model_init(model: nn.Module, work: Sequence[Work], seed: int, keep: Sequence[str] = ()) -> list[str]:
+    """Write the tensors of ``work`` (action ``model_init``) with the model's own init code, keyed.
+
+    For every module holding a selected tensor, and its ancestors (a Hugging Face
+    ``_init_weights`` may write a child's weight from the parent, as GPT-2 does for ``c_proj``),
+    children first, run the innermost ``PreTrainedModel``'s ``_init_weights(module)`` (outside
+    Hugging Face models: ``module.reset_parameters()``) inside :func:`keyed_init` (and
+    transformers' ``guard_torch_init_functions`` when it is loaded, as ``initialize_weights``
+    does). Values depend only on (seed, canonical name, that code). Tensors the code writes
+    outside the selection are restored, except those named in ``keep`` (other rules write them
+    next). Returns notes for the plan.
+
+    >>> a, b = torch.nn.Linear(4, 3), torch.nn.Linear(4, 3)  # different global draws
+    >>> _ = init(a, "hf", seed=0)
+    >>> _ = init(b, "hf", seed=0)
+    >>> torch.equal(a.weight, b.weight), bool(a.weight.abs().max() <= 0.5)
+    (True, True)
+    """
+    tensors: dict[str, torch.Tensor] = dict(model.named_parameters(remove_duplicate=False))
+    tensors.update(model.named_buffers(remove_duplicate=False))
+    names = {n for w in work for n in (w.entry.name, *w.entry.aliases)}
+    chosen = {id(tensors[n]) for n in names}
+    for n in names:  # a norm's step count goes with its statistics (as reset_running_stats)
+        mod, _, leaf = n.rpartition(".")
+        count = tensors.get(f"{mod}.num_batches_tracked" if mod else "num_batches_tracked")
+        if leaf in ("running_mean", "running_var") and count is not None:
+            chosen.add(id(count))
+    owners = {""}
+    for n in names:
+        parts = n.split(".")[:-1]
+        owners.update(".".join(parts[:i]) for i in range(1, len(parts) + 1))
+    rewritten = {id(tensors[n]) for n in keep if n in tensors}
+    others = {id(t): t for t in tensors.values() if id(t) not in chosen and id(t) not in rewritten}
+    saved = {i: t.detach().clone() for i, t in others.items() if not t.is_meta}
+    flags = {id(t): (t, getattr(t, "_is_hf_initialized", None)) for t in tensors.values()}
+    before = {n: version(tensors[n]) for n in names}
+    hf = sys.modules.get("transformers.initialization")
+    guard = getattr(hf, "guard_torch_init_functions", None)
+    try:
+        for t, _ in flags.values():  # transformers' init functions skip flagged tensors
+            t._is_hf_initialized = id(t) not in chosen  # type: ignore[attr-defined]
+        with torch.no_grad(), keyed_init(model, seed) as stats, \
+                (guard() if callable(guard) else contextlib.nullcontext()):
+            for _, call in _own_init_calls(model, owners):
+                call()
+    finally:
+        for t, old in flags.values():
+            if old is None:
+                with contextlib.suppress(AttributeError):
+                    del t._is_hf_initialized  # type: ignore[attr-defined]
+            else:
+                t._is_hf_initialized = old  # type: ignore[attr-defined]
+        restored = []
+        with torch.no_grad():
+            for i, copy_of in saved.items():
+                if not torch.equal(others[i], copy_of):
+                    others[i].copy_(copy_of)
+                    restored.append(i)
+    notes = []
+    params = dict(model.named_parameters())  # the names keyed_init keys by
+    keyed = {w.entry.name for w in work if w.entry.name in params and canonical_name(w.entry.name) in stats.draws}
+    bumped = {w.entry.name for w in work if version(tensors[w.entry.name]) != before[w.entry.name]}
+    untouched = sorted(w.entry.name for w in work if w.entry.name in params
+                       and w.entry.name not in keyed | bumped)
+    if untouched:
+        notes.append("model_init: the model's init code wrote none of " + ", ".join(untouched)
+                     + " through torch.nn.init, Tensor.normal_/uniform_ or an in-place op (values "
+                     "from construction kept, not keyed)")
+    unkeyed = sorted((bumped - keyed) & set(params))
+    if unkeyed:
+        notes.append("model_init: written by in-place ops outside torch.nn.init (a constant is "
+                     "exact; random values there are not keyed): " + ", ".join(unkeyed))
+    if restored:
+        notes.append(f"model_init: restored {len(restored)} tensor(s) outside the selection that "
+                     "the model's init code also wrote")
+    return notes
 
 
 def field_names() -> list[str]:  # used by tests to check JSON completeness

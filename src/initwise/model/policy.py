@@ -21,11 +21,20 @@ and names a *scheme*: a registry name with parameters (``"kaiming_normal"``,
   (default 1; Jozefowicz et al. 2015); ``bias_hh``: 0 (torch adds the two biases);
 - ``"inv_sqrt_uniform"``: ``U(±scale/sqrt(v))`` with ``v`` the fan_in of the module's weight
   tensor (``of="fan_in"``) or an integer attribute of the module (``of="hidden_size"``): the
-  bound torch's own constructors use.
+  bound torch's own constructors use;
+- ``"model_init"``: the model's own init code, run keyed: Hugging Face ``_init_weights`` of the
+  innermost ``PreTrainedModel`` holding the tensor (called on the tensor's module and its
+  ancestors, children first, as ``PreTrainedModel.initialize_weights`` does), or the module's
+  ``reset_parameters()`` outside Hugging Face models; inside :func:`initwise.keyed_init`, so the
+  values depend only on (seed, name, that code). Tensors outside the selection are left as
+  they were.
 
 ``scale`` multiplies the drawn values; ``depth_scale`` adds a model-dependent factor:
-``"gpt2"`` = ``1/sqrt(2·n_layer)`` (Radford et al. 2019) and ``"fixup"`` =
-``L^(-1/(2m-2))`` (Zhang et al. 2019). ``fans="tensor"`` uses the raw tensor fans and treats
+``"gpt2"`` = ``1/sqrt(2·n_layer)`` (Radford et al. 2019), ``"fixup"`` =
+``L^(-1/(2m-2))`` (Zhang et al. 2019), ``"small_init"`` = ``sqrt(2/(5·d))`` (Nguyen & Salazar
+2019), ``"wang"`` = ``2/(n_layer·sqrt(d))`` (GPT-NeoX ``wang_init``) and ``"deepnet"`` =
+``(8·n_layer)^(-1/4)`` (Wang et al. 2022), with ``d`` the model width (``config.hidden_size``,
+``n_embd``, ``d_model``; else the embedding width). ``fans="tensor"`` uses the raw tensor fans and treats
 stacked parameters as one tensor, exactly as ``torch.nn.init`` does; ``"module"`` (default)
 uses :func:`initwise.fans` and initializes stacked gate/q-k-v blocks separately.
 
@@ -106,10 +115,10 @@ ROLES: tuple[str, ...] = get_args(Role)
   used as weights).
 """
 
-Action = Literal["auto", "keep", "forget_gate_bias", "inv_sqrt_uniform"]
+Action = Literal["auto", "keep", "forget_gate_bias", "inv_sqrt_uniform", "model_init"]
 ACTIONS: tuple[str, ...] = get_args(Action)
 FanSource = Literal["module", "tensor"]
-DepthScale = Literal["none", "gpt2", "fixup"]
+DepthScale = Literal["none", "gpt2", "fixup", "small_init", "wang", "deepnet"]
 _FAN_SOURCES: tuple[str, ...] = get_args(FanSource)
 _DEPTH_SCALES: tuple[str, ...] = get_args(DepthScale)
 
@@ -118,6 +127,7 @@ _ACTION_PARAMS: dict[str, dict[str, Any]] = {
     "keep": {},
     "forget_gate_bias": {"value": 1.0},
     "inv_sqrt_uniform": {"of": "fan_in", "scale": 1.0},
+    "model_init": {},
 }
 
 ModuleSpec = Union[str, type, tuple[Union[str, type], ...], None]  # noqa: UP007
@@ -202,8 +212,9 @@ class Rule:
         fans: ``"module"`` (layer-aware fans, stacked blocks separately) or ``"tensor"``
             (raw tensor fans, whole tensor, as torch does).
         scale: multiplies the values (``std``, bounds and means scale with it).
-        depth_scale: ``"none"``, ``"gpt2"`` (× ``1/sqrt(2·n_layer)``) or ``"fixup"``
-            (× ``L^(-1/(2m-2))``).
+        depth_scale: ``"none"``, ``"gpt2"`` (× ``1/sqrt(2·n_layer)``), ``"fixup"``
+            (× ``L^(-1/(2m-2))``), ``"small_init"`` (× ``sqrt(2/(5·d))``), ``"wang"``
+            (× ``2/(n_layer·sqrt(d))``) or ``"deepnet"`` (× ``(8·n_layer)^(-1/4)``).
         note: free text shown in plans (paper, formula).
 
     >>> Rule("zeros", role="bias").matches(nn.Linear(2, 2), "fc.bias", ("bias",))
@@ -367,7 +378,7 @@ class Rule:
         >>> Rule.from_dict({"role": "bias"})
         Traceback (most recent call last):
         ...
-        ValueError: Rule: the field 'scheme' is required (a scheme name or an action: auto, keep, forget_gate_bias, inv_sqrt_uniform)
+        ValueError: Rule: the field 'scheme' is required (a scheme name or an action: auto, keep, forget_gate_bias, inv_sqrt_uniform, model_init)
         """
         if not isinstance(d, Mapping):
             raise TypeError(
@@ -447,6 +458,8 @@ class Policy:
         n_layer: number of transformer blocks for ``depth_scale="gpt2"`` (default: inferred
             from ``model.config`` or the structure).
         branches: qualified module names that are residual branches (overrides detection).
+        d_model: the model width for ``depth_scale="small_init"``/``"wang"`` (default:
+            ``model.config.hidden_size`` / ``n_embd`` / ``d_model``, else the embedding width).
 
     >>> Policy([Rule("keep")]).describe().splitlines()[1]
     '  0. any -> keep()'
@@ -457,6 +470,7 @@ class Policy:
     strict: bool = False
     n_layer: int | None = None
     branches: tuple[str, ...] | None = None
+    d_model: int | None = None
 
     def __post_init__(self) -> None:
         rules = tuple(self.rules)
@@ -466,6 +480,8 @@ class Policy:
         object.__setattr__(self, "rules", rules)
         if self.n_layer is not None and (not isinstance(self.n_layer, int) or self.n_layer < 1):
             raise ValueError(f"Policy.n_layer must be a positive int, got {self.n_layer!r}")
+        if self.d_model is not None and (not isinstance(self.d_model, int) or self.d_model < 1):
+            raise ValueError(f"Policy.d_model must be a positive int, got {self.d_model!r}")
         if self.branches is not None:
             if isinstance(self.branches, str):
                 raise TypeError("Policy.branches must be a sequence of module names, not a string")
@@ -474,12 +490,13 @@ class Policy:
     def with_rules(self, *rules: Rule, first: bool = True) -> Policy:
         """Return a copy with ``rules`` added before (default) or after the existing ones."""
         new = (*rules, *self.rules) if first else (*self.rules, *rules)
-        return Policy(new, self.name, self.strict, self.n_layer, self.branches)
+        return Policy(new, self.name, self.strict, self.n_layer, self.branches, self.d_model)
 
     def replace(self, **changes: Any) -> Policy:
-        """Return a copy with fields replaced (``strict``, ``n_layer``, ``branches``, ``name``)."""
+        """Return a copy with fields replaced (``strict``, ``n_layer``, ``branches``, ``name``, ``d_model``)."""
         d = {"rules": self.rules, "name": self.name, "strict": self.strict,
-             "n_layer": self.n_layer, "branches": self.branches, **changes}  # fmt: skip
+             "n_layer": self.n_layer, "branches": self.branches, "d_model": self.d_model,
+             **changes}  # fmt: skip
         return Policy(**d)
 
     def describe(self) -> str:
@@ -496,6 +513,7 @@ class Policy:
             "n_layer": self.n_layer,
             "branches": list(self.branches) if self.branches is not None else None,
             "rules": [r.to_dict() for r in self.rules],
+            **({"d_model": self.d_model} if self.d_model is not None else {}),
         }
 
     @classmethod
@@ -513,7 +531,7 @@ class Policy:
         """
         if not isinstance(d, Mapping):
             raise TypeError(f"a policy must be a JSON object with a 'rules' list, got {type(d).__name__}")
-        valid = {"name", "strict", "n_layer", "branches", "rules"}
+        valid = {"name", "strict", "n_layer", "branches", "rules", "d_model"}
         for k in d:
             if k not in valid:
                 raise_unknown("Policy field", k, valid)
@@ -548,4 +566,5 @@ class Policy:
             strict=strict,
             n_layer=n_layer,
             branches=tuple(b) if b is not None else None,
+            d_model=d.get("d_model"),
         )

@@ -55,7 +55,7 @@ class _Presets:
     """Named policies. ``initwise.presets.gpt2(n_layer=12)`` builds one with options.
 
     >>> sorted(presets.names())[:3]
-    ['auto', 'dcgan', 'fixup']
+    ['auto', 'dcgan', 'deepnet']
     """
 
     def names(self) -> tuple[str, ...]:
@@ -215,9 +215,140 @@ class _Presets:
             name="dcgan",
         )
 
+    # ----------------------------------------------------------------------------------------
+    # Reference recipes: each reproduces one family's published or reference init (sources in
+    # docs/model-init.md, "Reference recipes")
+    # ----------------------------------------------------------------------------------------
+
+    def hf(self) -> Policy:
+        """The model's own init (Hugging Face ``_init_weights``, else ``reset_parameters``), keyed.
+
+        Every tensor is written by the code the model ships with, run inside
+        :func:`initwise.keyed_init`: the same distributions as the model's constructor, but
+        bit-identical for a seed whatever the construction order, global seed or sharding.
+        """
+        return Policy(
+            (Rule("model_init", note="the model's own init code, keyed by (seed, name)"),),
+            name="hf",
+        )
+
+    def megatron(self, n_layer: int | None = None, std: float = 0.02) -> Policy:
+        """Megatron-LM: ``N(0, 0.02²)`` everywhere, residual outputs ``/sqrt(2·num_layers)``.
+
+        ``init_method_normal(σ)`` (σ = ``init_method_std``) for every weight and embedding,
+        ``scaled_init_method_normal`` for the attention ``linear_proj`` and MLP ``linear_fc2``
+        (role ``residual_out``); biases 0, norms 1/0.
+        """
+        s = {"mean": 0.0, "std": std}
+        return Policy(
+            (
+                Rule("normal", s, role="residual_out", depth_scale="gpt2",
+                     note="output_layer_init_method = scaled_init_method_normal: "
+                          "N(0, (σ/sqrt(2·num_layers))²) (linear_proj, linear_fc2)"),
+                Rule("normal", s, role=_ALL_WEIGHTS, note="init_method_normal(σ)"),
+                *_common_tail(),
+            ),
+            name="megatron",
+            n_layer=n_layer,
+        )
+
+    def olmo2(self, std: float = 0.02, cutoff: float = 3.0) -> Policy:
+        """OLMo 2: every weight, embeddings and head included, ``N(0, 0.02²)`` truncated at ±3σ.
+
+        OLMo-core ``InitMethod.normal``: ``trunc_normal_(std=σ, a=-3σ, b=3σ)``; biases 0, norms 1.
+
+        >>> dict(presets.olmo2().rules[0].params)
+        {'mean': 0.0, 'std': 0.02, 'a': -0.06, 'b': 0.06}
+        """
+        p = {"mean": 0.0, "std": std, "a": -cutoff * std, "b": cutoff * std}
+        return Policy(
+            (
+                Rule("trunc_normal", p, role=_ALL_WEIGHTS,
+                     note=f"trunc_normal(std={std:g}, a=-{cutoff:g}σ, b={cutoff:g}σ)"),
+                *_common_tail(),
+            ),
+            name="olmo2",
+        )
+
+    def small_init(self, d_model: int | None = None, n_layer: int | None = None) -> Policy:
+        """Nguyen & Salazar 2019 / GPT-NeoX: ``N(0, 2/(5d))``, residual outputs ``std 2/(n_layer·sqrt(d))``.
+
+        GPT-NeoX ``small_init`` for weights and embeddings, ``wang_init`` for the residual
+        outputs; ``d`` is the model width (``d_model=``, else from the model); biases 0, norms 1/0.
+        """
+        out = Rule("normal", {"mean": 0.0, "std": 1.0}, role="residual_out", depth_scale="wang",
+                   note="wang_init: std = 2/(n_layer·sqrt(d))")
+        rest = Rule("normal", {"mean": 0.0, "std": 1.0}, role=_ALL_WEIGHTS, depth_scale="small_init",
+                    note="small_init: std = sqrt(2/(5·d))")
+        return Policy((out, rest, *_common_tail()), name="small_init", n_layer=n_layer, d_model=d_model)
+
+    def modded_nanogpt(self) -> Policy:
+        """modded-nanoGPT: weights ``U(±sqrt(3)·0.5/sqrt(fan_in))``, output projections and head 0.
+
+        The speedrun record of 2025-02-01: ``CastedLinear`` weights with std ``0.5/sqrt(fan_in)``,
+        attention and MLP ``c_proj`` and the LM head zero, embeddings ``N(0, 1)``; learned
+        scalars keep the model's values.
+        """
+        return Policy(
+            (
+                Rule("zeros", role="residual_out", note="c_proj of attention and MLP: zero"),
+                Rule("zeros", role="classifier", note="lm_head: zero"),
+                Rule("variance_scaling", {"scale": 0.25, "mode": "fan_in", "distribution": "uniform"},
+                     role=("weight", "branch", "recurrent_input"),
+                     note="CastedLinear.reset_parameters: std 0.5/sqrt(fan_in), bound sqrt(3)·std"),
+                Rule("normal", {"mean": 0.0, "std": 1.0}, role="embedding", note="nn.Embedding: N(0, 1)"),
+                Rule("keep", role=("gate", "scalar_scale", "scalar_bias", "other"),
+                     note="learned scalars (lambdas) keep the model's values"),
+                *_common_tail(),
+            ),
+            name="modded_nanogpt",
+        )
+
+    def deepnet(self, n_layer: int | None = None, n_encoder: int | None = None,
+                n_decoder: int | None = None) -> Policy:
+        """Wang et al. 2022 (DeepNet): block weights ``xavier_normal(gain=β)``, query and key gain 1.
+
+        In the numbered blocks, ``xavier_normal(gain=β)`` for the feed-forward, value and output
+        projections and ``gain=1`` for query and key;
+        β = (8N)^(-1/4) (one stack of N layers), or for an encoder-decoder
+        β_enc = 0.87·(N⁴M)^(-1/16), β_dec = (12M)^(-1/4). The residual ``x·α + f(x)`` of
+        DeepNorm is a forward change the model must make itself (see the docs)."""
+        qk = Rule("xavier_normal", {"gain": 1.0}, name=_QK_NAMES, note="query/key: xavier_normal(gain=1)")
+        head = Rule("auto", role="classifier", note="not in the paper: auto")
+        if n_encoder is None and n_decoder is None:
+            beta_rules: tuple[Rule, ...] = (
+                Rule("xavier_normal", {"gain": 1.0}, name=_IN_STACK, role=("residual_out", "branch", "weight"),
+                     depth_scale="deepnet", note="ffn, value, output: xavier_normal(gain=(8N)^(-1/4))"),
+            )
+        else:
+            if not (isinstance(n_encoder, int) and isinstance(n_decoder, int) and n_encoder > 0
+                    and n_decoder > 0):
+                raise ValueError("deepnet: an encoder-decoder needs both n_encoder and n_decoder "
+                                 f"(positive ints), got {n_encoder!r}, {n_decoder!r}")
+            b_enc = 0.87 * (n_encoder**4 * n_decoder) ** (-1.0 / 16.0)
+            b_dec = (12.0 * n_decoder) ** -0.25
+            beta_rules = (
+                Rule("xavier_normal", {"gain": 1.0}, name=r"re:(^|\.)encoder\..*\.[0-9]+\.",
+                     role=("residual_out", "branch", "weight"), scale=b_enc,
+                     note=f"encoder ffn, value, output: β_enc = 0.87·(N⁴M)^(-1/16) = {b_enc:.4g}"),
+                Rule("xavier_normal", {"gain": 1.0}, name=r"re:(^|\.)decoder\..*\.[0-9]+\.",
+                     role=("residual_out", "branch", "weight"), scale=b_dec,
+                     note=f"decoder ffn, value, output: β_dec = (12M)^(-1/4) = {b_dec:.4g}"),
+            )
+        return Policy((qk, head, *beta_rules, *self.auto().rules), name="deepnet", n_layer=n_layer)
+
+
+# The weight roles every "one distribution for all weights" recipe covers (embeddings included)
+_ALL_WEIGHTS = ("embedding", "weight", "recurrent", "recurrent_input", "branch", "classifier")
+# Query and key projections by name (no role tells them from the value projection)
+_QK_NAMES = r"re:(^|\.)(q_proj|k_proj|q|k|query|key|wq|wk|q_lin|k_lin|to_q|to_k)\.weight$"
+# A weight inside a numbered stack of blocks (h.3.mlp.fc2): the layers of the blocks
+_IN_STACK = r"re:\.[0-9]+\."
+
 
 PRESETS: tuple[str, ...] = ("auto", "torch", "xavier", "kaiming", "lecun", "orthogonal", "gpt2",
-                            "fixup", "zero_residual", "rezero", "dcgan")  # fmt: skip
+                            "fixup", "zero_residual", "rezero", "dcgan", "hf", "megatron", "olmo2",
+                            "small_init", "modded_nanogpt", "deepnet")  # fmt: skip
 presets = _Presets()
 
 

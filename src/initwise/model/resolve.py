@@ -335,6 +335,8 @@ def depth_scale(ctx: _Context, rule: Rule, modname: str) -> tuple[float, list[st
                                  "or Policy(n_layer=...)")
             ctx.notes.append(f"gpt2 depth scaling uses n_layer={ctx.n_layer}")
         s *= 1.0 / math.sqrt(2.0 * ctx.n_layer)
+    elif rule.depth_scale in ("small_init", "wang", "deepnet"):
+        s *= _width_depth_factor(ctx, rule.depth_scale)
     elif rule.depth_scale == "fixup":
         br = ctx.branch_of.get(modname)
         if br is None:
@@ -345,6 +347,43 @@ def depth_scale(ctx: _Context, rule: Rule, modname: str) -> tuple[float, list[st
             if m > 1:
                 s *= big_l ** (-1.0 / (2 * m - 2))
     return s, post
+
+
+def _width_depth_factor(ctx: _Context, kind: str) -> float:
+    """``small_init``: sqrt(2/(5d)); ``wang``: 2/(n_layer·sqrt(d)); ``deepnet``: (8·n_layer)^(-1/4)."""
+    if kind in ("wang", "deepnet") and ctx.n_layer is None:
+        ctx.n_layer = _n_layer(ctx.model, ctx.policy, ctx.info)
+        if ctx.n_layer is None:
+            raise ValueError(f"depth_scale={kind!r} needs n_layer: pass Policy(n_layer=...)")
+        ctx.notes.append(f"{kind} depth scaling uses n_layer={ctx.n_layer}")
+    if kind == "deepnet":
+        assert ctx.n_layer is not None
+        return float((8.0 * ctx.n_layer) ** -0.25)
+    d = ctx.policy.d_model or _d_model(ctx.model)
+    if d is None:
+        raise ValueError(f"depth_scale={kind!r} needs the model width d: the model has no "
+                         "config.hidden_size / n_embd / d_model and no single embedding width; "
+                         "pass Policy(d_model=...) or presets.small_init(d_model=...)")
+    note = f"{kind} uses the model width d={d}"
+    if note not in ctx.notes:
+        ctx.notes.append(note)
+    if kind == "small_init":
+        return math.sqrt(2.0 / (5.0 * d))
+    assert ctx.n_layer is not None
+    return 2.0 / (ctx.n_layer * math.sqrt(d))
+
+
+def _d_model(model: nn.Module) -> int | None:
+    """The model width: ``config.hidden_size`` (``n_embd``, ``d_model``, ...), else the width of
+    its embeddings when they all have the same one."""
+    cfg = getattr(model, "config", None)
+    for attr in ("hidden_size", "n_embd", "d_model", "dim", "model_dim"):
+        v = getattr(cfg, attr, None)
+        if isinstance(v, int) and v > 0:
+            return v
+    widths = {int(m.weight.shape[-1]) for m in model.modules()
+              if isinstance(m, (nn.Embedding, nn.EmbeddingBag))}
+    return widths.pop() if len(widths) == 1 else None
 
 
 # --------------------------------------------------------------------------------------------
@@ -372,6 +411,8 @@ def resolve_scheme(rule: Rule, rule_i: int, name: str, module: nn.Module, leaf: 
     if callable(rule.scheme) and not isinstance(rule.scheme, str):
         return Resolved(getattr(rule.scheme, "__name__", "callable"), dict(rule.params),
                         scheme=rule.scheme, leftover=s)
+    if rule.scheme == "model_init":  # the model's own init code, keyed (apply.write_model_init)
+        return Resolved("model_init", {}, special="model_init", blocks=1)
     if rule.scheme == "auto":
         if f is None:
             raise ValueError(f"{name}: action 'auto' needs fans (a weight with ≥2 dimensions); "
@@ -421,6 +462,10 @@ def describe(res: Resolved, name: str, block_shape: tuple[int, ...], f: Fans | N
     if res.special == "forget":
         post.append(f"forget-gate block = {res.value:g}, other gates 0")
         return "constant", res.value / 4.0, None, None
+    if res.special == "model_init":
+        post.append("the model's own init code (Hugging Face _init_weights, else "
+                    "reset_parameters) run under keyed_init")
+        return None, None, None, None
     if not isinstance(res.scheme, Scheme):
         return None, None, None, None
     try:
