@@ -166,3 +166,21 @@ def test_seed_means_the_same_for_every_verb(bad: object) -> None:
     with pytest.raises(TypeError, match="audit: seed must be an int, got"):
         initwise.audit(m, X, seed=bad)  # type: ignore[arg-type]
     assert all(torch.equal(a, b) for a, b in zip(before, m.parameters(), strict=True))
+
+
+def test_lsuv_lists_what_it_does_not_calibrate() -> None:
+    """Fused expert tensors (one [E, out, in] parameter) are not calibrated, and say so."""
+
+    class Experts(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.w = nn.Parameter(torch.randn(4, 16, 8) * 0.1)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.einsum("bi,eoi->bo", x, self.w)
+
+    m = nn.Sequential(nn.Linear(6, 8), Experts(), nn.Linear(16, 3))
+    with pytest.warns(initwise.InitwiseWarning, match=r"not calibrated \(1\.w \(Experts\): batched weights"):
+        rep = initwise.lsuv(m, X)
+    assert [u.split(" ", 1)[0] for u in rep.uncalibrated] == ["1.w"]
+    assert "uncalibrated" in rep.to_dict()

@@ -124,8 +124,8 @@ def is_weight_layer(module: nn.Module) -> bool:
     """Whether ``module`` directly owns a ≥2-D parameter and is not an embedding or norm."""
     if is_embedding(module) or is_norm(module):
         return False
-    if any(p.dim() >= 2 for p in module.parameters(recurse=False)):
-        return True
+    if any(_torch.is_lazy(p) or p.dim() >= 2 for p in module.parameters(recurse=False)):
+        return True  # (a lazy layer's weight has no shape yet: a weight layer all the same)
     # a parametrized weight (weight_norm, spectral_norm, ...) lives in module.parametrizations
     plist = getattr(module, "parametrizations", None)
     return isinstance(plist, nn.ModuleDict) and any(p.dim() >= 2 for p in plist.parameters())

@@ -20,8 +20,10 @@ from .._checks import (
     check_seed,
 )
 from .._errors import LSUVError
-from .._modules import sequence_first, unwrap
+from .._modules import CONV_TYPES, is_weight_layer, sequence_first, unwrap
+from .._names import selection
 from .._session import ModelState, call_args, suspend_in_place_compile
+from .._torch import is_lazy
 from .proof import _KEEP_MODE, _NO_FASTPATH
 from .report import LayerRule, LSUVLayer, LSUVReport, LSUVStep
 from .run import _Run
@@ -59,6 +61,33 @@ def _check_inputs(args: tuple[Any, ...], kwargs: dict[str, Any], seq_first: bool
             f"{tuple(first.shape)}); LSUV needs a mini-batch of at least 2 samples "
             "(per-layer statistics of a single example are not those of the data)"
         )
+
+
+def _uncovered(model: nn.Module, units: list[Any], parametrized: list[str], only: Any) -> list[str]:
+    """Weights of weighted modules that no unit calibrates, with why (for the report)."""
+    covered = {id(u.weight.param) for u in units}
+    covered |= {id(t) for u in units for _, t, _ in u.weight.extra_ortho}
+    sel = selection(only, "lsuv")
+    left_on_purpose = {p.split(" ", 1)[0] for p in parametrized}
+    out = []
+    for mname, m in model.named_modules():
+        if not is_weight_layer(m) or (mname or "<root>") in left_on_purpose:
+            continue
+        for leaf, p in m.named_parameters(recurse=False):
+            name = f"{mname}.{leaf}" if mname else leaf
+            if is_lazy(p) or p.dim() < 2 or id(p) in covered or name in left_on_purpose:
+                continue
+            if isinstance(m, (nn.RNNBase, nn.RNNCellBase)) and leaf.startswith(("weight_hh", "weight_hr")):
+                continue  # recurrent weights are left untouched by design
+            if sel is not None and sel.names is not None and not sel.matches(name):
+                continue
+            if sel is not None and sel.predicate is not None:
+                continue  # a predicate selects layers, not these weights
+            what = "batched weights (e.g. fused experts)" if p.dim() >= 3 and not isinstance(m, CONV_TYPES) \
+                else "a weight of a layer LSUV has no rule for"
+            out.append(f"{name} ({type(m).__name__}): {what}; pass custom_layers="
+                       f"{{{type(m).__name__}: LayerRule(...)}} if its output is linear in it")
+    return out
 
 
 def lsuv(
@@ -163,6 +192,14 @@ def lsuv(
             InitwiseWarning,
             stacklevel=2,
         )
+    uncalibrated = _uncovered(model, units, parametrized, only)
+    if uncalibrated:
+        warnings.warn(
+            f"lsuv: not calibrated ({'; '.join(uncalibrated[:5])}"
+            f"{f'; and {len(uncalibrated) - 5} more' if len(uncalibrated) > 5 else ''})",
+            InitwiseWarning,
+            stacklevel=2,
+        )
     if not units:
         raise ValueError(f"lsuv: no layer to calibrate in {type(model).__name__}")
 
@@ -259,7 +296,7 @@ def lsuv(
     if skipped:
         logger.info("lsuv: layers never executed, left untouched: %s", ", ".join(skipped))
     report = LSUVReport(rows, run.pass_index, target, tol, include_bias, converged, max_error,
-                        skipped, parametrized, verified, list(run.reasons))  # fmt: skip
+                        skipped, parametrized, verified, list(run.reasons), uncalibrated)  # fmt: skip
     logger.info("%s", report)
     return report
 

@@ -67,6 +67,10 @@ class LSUVReport:
 
     ``verified``: a fresh pass measured the final stds (else the first pass provably equals
     one, or ``verify=False``). ``verify_reasons``: why the first pass was not provably exact.
+    ``skipped``: layers never executed by the batch; ``parametrized``: layers left untouched
+    on purpose (parametrizations, heads tied to an embedding); ``uncalibrated``: weights of
+    other weighted modules that no layer rule covers (fused expert tensors, custom layers),
+    each with why and what to pass: nothing is left out silently.
     """
 
     layers: list[LSUVLayer]
@@ -80,6 +84,7 @@ class LSUVReport:
     parametrized: list[str] = field(default_factory=list)
     verified: bool = True
     verify_reasons: list[str] = field(default_factory=list)
+    uncalibrated: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-able dict (rows as dicts)."""
