@@ -184,13 +184,15 @@ def _did_you_mean(sub: argparse.ArgumentParser, extras: list[str]) -> str:
     """An 'unrecognized arguments' message with the closest option of ``sub``."""
     import difflib
 
-    options = [o for act in sub._actions for o in act.option_strings if o.startswith("--")]
+    canonical = {o: next(x for x in act.option_strings if x.startswith("--"))
+                 for act in sub._actions for o in act.option_strings if o.startswith("--")}
     msg = f"unrecognized arguments: {' '.join(extras)}"
     for x in extras:
         if x.startswith("-"):
-            close = difflib.get_close_matches(x.split("=", 1)[0], options, n=1, cutoff=0.6)
+            close = difflib.get_close_matches(x.split("=", 1)[0], list(canonical), n=1,
+                                              cutoff=0.6)
             if close:
-                return f"{msg}; did you mean {close[0]}?"
+                return f"{msg}; did you mean {canonical[close[0]]}?"
     return msg
 
 

@@ -29,8 +29,8 @@ __all__ = ["PRESETS", "preset_overrides", "seed_mlp"]
 PRESETS: dict[str, dict[str, Any]] = {
     "default": {},
     "he2015": {"arch": "mlp", "activation": "relu", "depths": [30], "widths": [128],
-               "schemes": ["xavier", "kaiming"], "optimizer": "sgd", "lr": 0.005,
-               "momentum": 0.9, "epochs": 15, "seeds": 3},
+               "schemes": ["xavier", "kaiming"], "optimizer": "sgd", "lr": 0.002,
+               "momentum": 0.9, "epochs": 40, "seeds": 5},
     "seed-mlp": {"arch": "initwise.compare.presets:seed_mlp", "depths": [3], "widths": [256],
                  "activation": "relu", "schemes": ["torch", "kaiming"], "optimizer": "adam",
                  "lr": 0.001, "epochs": 10, "seeds": 3},
