@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import sys
 import time
@@ -379,8 +380,6 @@ def _compare_config(args: argparse.Namespace) -> Any:
 
 def _previous(out: str) -> dict[str, Any]:
     """Read ``out/results.json`` for ``--resume`` (``ValueError`` with what is wrong)."""
-    import os
-
     path = os.path.join(out, "results.json")
     try:
         with open(path, encoding="utf-8") as f:
@@ -426,7 +425,11 @@ def _cmd_compare(args: argparse.Namespace, argv: list[str]) -> int:
         return _err(prog, bad_out, 2)
     rank, world = dist_env()
     mode = "off" if args.quiet or rank != 0 else "bar" if sys.stderr.isatty() else "lines"
-    progress = _Progress(mode, sys.stderr)
+    try:  # seconds between progress lines off a terminal
+        interval = float(os.environ.get("INITWISE_PROGRESS_INTERVAL", "10"))
+    except ValueError:
+        interval = 10.0
+    progress = _Progress(mode, sys.stderr, interval)
     t0 = time.perf_counter()
     total = cfg.seeds * len(cfg.depths) * len(cfg.widths) * len(cfg.schemes)
     note = (f", {cfg.jobs} worker processes" if cfg.jobs > 1 else "") + (
