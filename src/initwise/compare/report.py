@@ -128,9 +128,10 @@ def _fmt(x: Any, nd: int = 3) -> str:
 
 
 def _pfmt(p: float | None) -> str:
+    """``p=0.036`` or ``p<1e-4`` (the t-distribution tail is not resolved below that)."""
     if p is None:
-        return "–"
-    return "<1e-4" if p < 1e-4 else f"{p:.2g}"
+        return "p=–"
+    return "p<1e-4" if p < 1e-4 else f"p={p:.2g}"
 
 
 def _acc(stats: dict[str, Any]) -> str:
@@ -159,7 +160,7 @@ def _verdict(cell: dict[str, Any]) -> str:
         s += " (one seed: spread unknown, not a significant result)"
     else:
         word = "beyond" if cell["significant"] else "within"
-        s += f" ({word} the seed spread, Welch p={_pfmt(cell['p_value'])})"
+        s += f" ({word} the seed spread, Welch {_pfmt(cell['p_value'])})"
     if cell.get("vs_torch") is not None and cell["runner_up"] != "torch":
         s += f"; +{cell['vs_torch'] * 100:.1f} points over PyTorch's default init"
     if cell.get("tied_with_winner") or cell.get("beats"):
@@ -214,12 +215,12 @@ def takeaway(result: CompareResult) -> str:
         elif cell["significant"] is None:
             s += "; with one seed the seed-to-seed spread is unknown, so this is not a result"
         elif cell["significant"]:
-            s += (f"; that is beyond the seed-to-seed spread (Welch p = "
-                  f"{_pfmt(cell['p_value'])}, {n} seeds)")
+            s += (f"; that is beyond the seed-to-seed spread (Welch {_pfmt(cell['p_value'])}, "
+                  f"{n} seeds)")
         else:
             tied = [w, *cell.get("tied_with_winner", [])]
-            s += (f"; that is within the seed-to-seed spread (Welch p = "
-                  f"{_pfmt(cell['p_value'])}, {n} seeds), so {', '.join(tied)} are tied")
+            s += (f"; that is within the seed-to-seed spread (Welch {_pfmt(cell['p_value'])}, "
+                  f"{n} seeds), so {', '.join(tied)} are tied")
         low = [x for x in cell["ranking"] if (_mean(cell, x) or 0.0) < 1.5 / max(
             result.dataset.get("n_classes", 10), 1)]
         if low:
