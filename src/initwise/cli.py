@@ -38,7 +38,12 @@ examples:
       schemes torch,xavier,kaiming,auto,lsuv,orthogonal, SGD lr 0.005, 10 epochs, 3 seeds
       (about a minute); writes initwise-report/index.html
   initwise compare --preset he2015          30-layer ReLU MLP, Xavier stalls, Kaiming trains
-  initwise compare --preset seed-mlp        64-256-128-10 MLP with Adam, torch vs kaiming
+                                            (SGD lr 0.002, 40 epochs, 5 seeds: a few minutes)
+  initwise compare --preset seed-mlp        64-256-128-10 MLP with Adam, torch vs kaiming:
+                                            gradients, convergence speed, accuracy
+  initwise compare --jobs 2                 the default run in 2 worker processes
+  torchrun --nproc-per-node 4 -m initwise compare --depths 10,20,40,80
+                                            the grid split over 4 ranks, one report
   initwise compare --preset deep-resnet     16 unnormalized residual blocks: fixup, zero_residual
   initwise compare --arch resnet --norm none --schemes torch,fixup,zero_residual --depths 8
   initwise compare --dataset mydata.npz --arch mypkg.models:make_net --schemes torch,kaiming

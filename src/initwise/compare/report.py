@@ -936,7 +936,8 @@ dl.gloss dd{margin:0 0 .4em 1.2em}
 
 def _title(result: CompareResult) -> str:
     c = result.config
-    return (f"initwise compare: {c.get('arch')} ({c.get('activation')}) on {c.get('dataset')}"
+    arch = str(c.get("arch")).rsplit(":", 1)[-1]  # a user factory by its name
+    return (f"initwise compare: {arch} ({c.get('activation')}) on {c.get('dataset')}"
             + (f" — preset {c['preset']}" if c.get("preset") else ""))
 
 
