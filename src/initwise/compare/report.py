@@ -221,6 +221,8 @@ def takeaway(result: CompareResult) -> str:
             tied = [w, *cell.get("tied_with_winner", [])]
             s += (f"; that is within the seed-to-seed spread (Welch {_pfmt(cell['p_value'])}, "
                   f"{n} seeds), so {', '.join(tied)} are tied")
+        if cell.get("beats"):
+            s += f"; it is significantly better than {', '.join(cell['beats'])}"
         low = [x for x in cell["ranking"] if (_mean(cell, x) or 0.0) < 1.5 / max(
             result.dataset.get("n_classes", 10), 1)]
         if low:
@@ -925,7 +927,7 @@ figure{margin:1em 0}figure img{max-width:100%;border:1px solid #eee}figcaption{f
 color:#555}code,pre{background:#f6f6f6;border-radius:3px}pre{padding:.6em;overflow-x:auto;
 font-size:.85em}.muted{color:#666;font-size:.9em}.sw{display:inline-block;width:.9em;height:.9em;
 border-radius:2px;margin:0 .3em -.1em .2em}.toggles label{margin-right:1em;cursor:pointer;
-white-space:nowrap}.charts{display:flex;flex-wrap:wrap;gap:.4em}svg.chart{border:1px solid #eee}
+white-space:nowrap}.charts{display:flex;flex-wrap:wrap;gap:.4em 1em}h3{font-size:1em;margin:.6em 0 .2em}svg.chart{border:1px solid #eee}
 svg.chart .tick{font-size:10px;fill:#555}svg.chart .axis{font-size:11px;fill:#333}
 svg.chart .ptitle{font-size:12px;font-weight:600}svg.chart .pt{cursor:pointer}
 #tip{position:absolute;display:none;background:#222;color:#fff;font-size:12px;padding:.3em .5em;
@@ -994,10 +996,12 @@ def _html(result: CompareResult, figures: list[str], notes: dict[str, list[str]]
                  + "<button type='button' id='toggle-all'>all / none</button></p>"
                  "<p class='muted'>Click a scheme to hide or show it; hover a point for its "
                  "value.</p>")
+    parts.append("<div class='charts'>")
     for ch in ("chart-acc-epoch", "chart-loss", "chart-acc-depth"):
         title = {"chart-acc-epoch": "Test accuracy per epoch", "chart-loss": "Training loss",
                  "chart-acc-depth": "Test accuracy against depth"}[ch]
-        parts.append(f"<h3>{title}</h3><div class='charts' id='{ch}'></div>")
+        parts.append(f"<div><h3>{title}</h3><div class='charts' id='{ch}'></div></div>")
+    parts.append("</div>")
     parts.append("<h2>Results</h2>" + _html_table(_HEAD, _rows(result), win_col=len(_HEAD) - 1))
     parts.append("<h2>Stable gradients, convergence speed, accuracy</h2>"
                  + _html_table(_CLAIMS_HEAD, _claims_rows(result))

@@ -418,8 +418,10 @@ _WORKER: dict[str, Any] = {}
 
 
 def _data_for(config: CompareConfig, seed: int, cache: dict[int, Any]) -> Any:
+    """The split of ``seed``, cached: a worker gets runs of every seed, most expensive first."""
     if seed not in cache:
-        cache.clear()  # one seed at a time is enough; keeps memory flat
+        if len(cache) >= 16:
+            cache.pop(next(iter(cache)))
         cache[seed] = load_dataset(config.dataset, seed=seed, test_fraction=config.test_fraction)
     return cache[seed]
 
