@@ -282,6 +282,16 @@ _UNMATCHED_RULES = re.compile(r"\(\d+ rules? of preset '[^']*' match(es)? nothin
 _REST = re.compile(r":[a-z]+:`~?([^`]+)`|``([^`]+)``|`([^`]+)`")
 
 
+def _dedupe_rows(text: str) -> str:
+    """``row 6 6 (ReLU)`` -> ``row 6 (ReLU)``: a Sequential names its layers by their index.
+
+    Example:
+        >>> _dedupe_rows("first leaves the band at row 6 6 (ReLU); row 7 fc (Linear)")
+        'first leaves the band at row 6 (ReLU); row 7 fc (Linear)'
+    """
+    return re.sub(r"\brow (\d+) \1 \(", r"row \1 (", text)
+
+
 def _plain(text: str) -> str:
     """Drop reStructuredText markup (``code``, :func:`name`) from a docstring line.
 
@@ -509,7 +519,7 @@ def _cmd_audit(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(rep.to_dict())
     else:
-        print(rep)
+        print(_dedupe_rows(str(rep)))
         print("\n" + _AUDIT_LEGEND.rstrip())
     return 0
 

@@ -25,6 +25,7 @@ import io
 import json
 import math
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -269,6 +270,18 @@ def _errors(result: CompareResult) -> tuple[list[tuple[int, int, str, str]],
         seen.add(key)
         (scheme_err if getattr(r, "error_stage", None) == "init" else run_err).append(key)
     return scheme_err, run_err
+
+
+def _audit_reasons(result: CompareResult) -> list[tuple[int, int, str, str, str]]:
+    """(depth, width, scheme, verdict, reason) for each cell and scheme not called healthy."""
+    out = []
+    for cell in result.summary:
+        for s, st in cell["schemes"].items():
+            v, why = st.get("init_verdict"), st.get("init_reason")
+            if v and v != "healthy" and why:
+                why = re.sub(r"\brow (\d+) \1 \(", r"row \1 (", why)  # "row 6 6 (ReLU)"
+                out.append((cell["depth"], cell["width"], s, v, why))
+    return out
 
 
 def _rows(result: CompareResult) -> list[list[str]]:
@@ -1007,6 +1020,11 @@ def _html(result: CompareResult, figures: list[str], notes: dict[str, list[str]]
                  + _html_table(_CLAIMS_HEAD, _claims_rows(result))
                  + f"<p class='muted'>Steps to target: to {c.get('target_accuracy')} test "
                    "accuracy, mean over the seeds that reached it.</p>")
+    why = _audit_reasons(result)
+    if why:
+        parts.append("<h2>Why the audit at init said so</h2><ul>" + "".join(
+            f"<li>depth {d}, width {w}, {e(s)}: {e(v)}: {e(m)}</li>" for d, w, s, v, m in why)
+            + "</ul><p class='muted'>Seed 0, one batch, before training; see the glossary.</p>")
     scheme_err, run_err = _errors(result)
     if scheme_err:
         parts.append("<h2>Schemes that failed to apply</h2><ul>" + "".join(
@@ -1073,6 +1091,11 @@ def _md(result: CompareResult, figures: list[str], notes: dict[str, list[str]],
               "## Stable gradients, convergence speed, accuracy", "",
               *_md_table(_CLAIMS_HEAD, _claims_rows(result)), "",
               f"Steps to target: to {c.get('target_accuracy')} test accuracy.", ""]
+    why = _audit_reasons(result)
+    if why:
+        lines += ["## Why the audit at init said so", ""]
+        lines += [f"- depth {d}, width {w}, {s}: {v}: {m}" for d, w, s, v, m in why]
+        lines.append("")
     scheme_err, run_err = _errors(result)
     if scheme_err:
         lines += ["## Schemes that failed to apply", ""]

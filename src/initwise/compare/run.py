@@ -496,6 +496,8 @@ def run_compare(config: CompareConfig, *, callback: Callback | None = None,
     grid in worker processes. Inside a ``torchrun`` job (``WORLD_SIZE`` > 1) each rank runs
     its share of the grid and rank 0 gathers every run (gloo); other ranks return a result
     with ``rank > 0`` and no runs. The numbers are the same whichever way the grid is run.
+    With ``jobs > 1`` the workers are spawned: a script calling this needs the usual
+    ``if __name__ == "__main__":`` guard. ``wall_time_s`` of a resumed sweep adds the previous part's time.
 
     Example:
         >>> cfg = CompareConfig(dataset="teacher", depths=[2], widths=[16], schemes=["torch"],
@@ -541,6 +543,7 @@ def run_compare(config: CompareConfig, *, callback: Callback | None = None,
                       "run": run})
 
     torch.set_num_threads(threads)
+    t_exec = time.perf_counter()
     try:
         _execute(config, todo, threads, on_result)
     except KeyboardInterrupt:
@@ -552,6 +555,9 @@ def run_compare(config: CompareConfig, *, callback: Callback | None = None,
     if previous is not None:
         _reaudit(config, done_runs)
     runs = [done_runs[i] for i in sorted(done_runs)]
+    # A resumed sweep: the time of the first part plus the time spent running the rest.
+    wall = (time.perf_counter() - t0 if previous is None else
+            float(previous.get("wall_time_s") or 0.0) + time.perf_counter() - t_exec)
     cfg_dict = asdict(config)
     env = environment()
     env["torch_threads"] = threads
@@ -561,7 +567,7 @@ def run_compare(config: CompareConfig, *, callback: Callback | None = None,
                                                    expected_seeds=config.seeds),
                          dataset_info, env, partial=partial or (rank == 0 and
                                                                 len(runs) < len(jobs)),
-                         total_runs=len(jobs), wall_time_s=time.perf_counter() - t0,
+                         total_runs=len(jobs), wall_time_s=wall,
                          command=command if command is not None else list(sys.argv),
                          rank=rank, resumed_runs=resumed)
 
