@@ -245,14 +245,28 @@ def takeaway(result: CompareResult) -> str:
         w = last.get("winner")
         wv = last["schemes"].get(w, {}).get("init_verdict") if w else None
         if w and wv and wv != "healthy":
-            out.append(f"{w} won although its signal at init was {wv}: the audit describes "
-                       "step 0 only, and training can recover from it (Adam rescales every "
-                       "update; a shallow network has few layers to lose the signal in). "
-                       "The accuracy columns say whether it did.")
+            out.append(f"{w} won although the audit called its signal at init {wv}: the "
+                       "audit describes step 0 only, and training can recover"
+                       + _recovery(result, last["depth"])
+                       + ". The accuracy columns say how well it did.")
     if result.partial:
         out.append(f"This report is partial: {len(result.runs)} of {result.total_runs} runs "
                    "finished.")
     return " ".join(out)
+
+
+def _recovery(result: CompareResult, depth: int) -> str:
+    """Why a scheme the audit did not call healthy can still train, for this setting."""
+    c = result.config
+    why = []
+    if c.get("optimizer") == "adam":
+        why.append("Adam rescales every update, whatever the gradient's size")
+    if c.get("arch") in ("resnet", "resmlp"):
+        why.append("in a residual network the audit also measures inside the branches, where "
+                   "a small signal is harmless because the identity path carries it")
+    if depth <= 5:
+        why.append("a shallow network has few layers to lose the signal in")
+    return (": " + "; ".join(why)) if why else ""
 
 
 def _errors(result: CompareResult) -> tuple[list[tuple[int, int, str, str]],
