@@ -282,7 +282,7 @@ def test_gains_torch_column_is_torchs_own(capsys: pytest.CaptureFixture[str]) ->
 
 
 @pytest.mark.parametrize(("argv", "lr"), [
-    ([], 0.005), (["--optimizer", "adam"], 0.001), (["--preset", "he2015"], 0.005),
+    ([], 0.005), (["--optimizer", "adam"], 0.001), (["--preset", "he2015"], 0.002),
     (["--preset", "he2015", "--optimizer", "adam"], 0.001),
     (["--preset", "seed-mlp", "--optimizer", "sgd"], 0.005),
     (["--preset", "he2015", "--optimizer", "adam", "--lr", "0.03"], 0.03),
