@@ -125,21 +125,19 @@ def plot_reports(reports: Sequence[AuditReport], path: str | None,
     for ax in (ax_f, ax_b):
         ax.set_ylim(lo / 3.0, hi * 3.0)
     th = reports[0].thresholds
-    since = " (since the last norm layer)" if th.scope == "segment" else ""
-    ax_f.set_ylabel(f"forward: output size\nrelative to the input{since}")
-    ax_b.set_ylabel(f"backward: gradient size\nrelative to the output's gradient{since}")
-    ax_z.set_ylabel("fraction of the outputs")
+    since = "; after a norm layer, sizes relative to it" if th.scope == "segment" else ""
+    ax_f.set_ylabel("output size / input size", fontsize=9)
+    ax_b.set_ylabel("gradient size /\noutput's gradient size", fontsize=9)
+    ax_z.set_ylabel("fraction of outputs", fontsize=9)
     ax_z.set_ylim(-0.03, 1.03)
     ax_z.set_xlabel("layer (1 = first weighted layer from the input; activations just after "
                     "their layer)")
     ax_z.grid(True, alpha=0.25)
-    ax_f.set_title("initwise audit: signal size through the network at init "
-                   f"(healthy band [1/{band:g}, {band:g}] shaded, ✕ = first layer out of band)",
-                   fontsize=10)
+    ax_f.set_title(f"initwise audit at init: healthy band [1/{band:g}, {band:g}] shaded, "
+                   f"✕ = first layer out of band{since}", fontsize=9)
     ax_f.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), framealpha=0.9)
-    ax_z.set_title("after each activation: fraction of exact zeros (solid; about 0.5 is normal "
-                   "for ReLU, near 1 means dead units) and of saturated outputs of bounded "
-                   "activations (dashed)", fontsize=9)
+    ax_z.set_title("after each activation: exact zeros (solid; about 0.5 is normal for ReLU, "
+                   "near 1 means dead units), saturated outputs (dashed)", fontsize=9)
     if path is not None:
         fig.savefig(path, dpi=120)
     return fig
