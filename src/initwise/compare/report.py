@@ -892,7 +892,10 @@ function panel(box,p){
  var xt=p.xticks||niceTicks(x0,x1,5).map(function(v){return [v,String(v)];});
  xt.forEach(function(t){var X=sx(t[0]);el('line',{x1:X,x2:X,y1:H-B,y2:H-B+4,stroke:'#888'},svg);
   el('text',{x:X,y:H-B+15,'text-anchor':'middle','class':'tick'},svg).textContent=t[1];});
- var yt=p.log?(function(){var o=[];for(var e=Math.ceil(fy0);e<=Math.floor(fy1);e++){o.push(Math.pow(10,e));}return o;})()
+ var yt=p.log?(function(){var o=[],m=[1],e,i,v;for(var pass=0;pass<3;pass++){o=[];
+   for(e=Math.floor(fy0);e<=Math.ceil(fy1);e++){for(i=0;i<m.length;i++){v=m[i]*Math.pow(10,e);
+    if(Math.log10(v)>=fy0&&Math.log10(v)<=fy1){o.push(v);}}}
+   if(o.length>=3){break;}m=pass===0?[1,2,5]:[1,1.5,2,3,5,7];}return o;})()
    :niceTicks(y0,y1,5);
  yt.forEach(function(v){var Y=sy(v);el('line',{x1:L,x2:W-R,y1:Y,y2:Y,stroke:'#eee'},svg);
   el('text',{x:L-5,y:Y+4,'text-anchor':'end','class':'tick'},svg).textContent=fmt(v);});
@@ -975,7 +978,7 @@ def _html_table(head: list[str], rows: list[list[str]], win_col: int | None = No
     out = ["<table><tr>" + "".join(f"<th>{e(h)}</th>" for h in head) + "</tr>"]
     for r in rows:
         cls = " class=win" if win_col is not None and r[win_col] else ""
-        cells = r if win_col is None else r[:win_col] + r[win_col + 1:]
+        cells = r
         out.append(f"<tr{cls}>" + "".join(
             f"<td><b>{e(x[2:-2])}</b></td>" if x.startswith("**") and x.endswith("**")
             else f"<td>{e(x)}</td>" for x in cells) + "</tr>")
