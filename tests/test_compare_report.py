@@ -97,6 +97,7 @@ def test_partial_report_crowns_no_winner_among_schemes_that_did_not_all_run() ->
     # depth 3: b ran seed 0 only, so only seed 0 is compared (a fair pairing).
     assert full["seeds_used"] == [0] and full["schemes"]["a"]["test_accuracy"]["n"] == 1
     assert not full["complete"]
+    assert "Interrupted: compared on the 1 seed(s) every scheme finished (0)" in _verdict(full)
     # depth 6: b never ran: no winner, the leader is named as such.
     assert missing["winner"] is None and missing["leader"] == "a" and missing["missing"] == ["b"]
     assert "no winner is called" in _verdict(missing) and "wins" not in _verdict(missing)

@@ -167,6 +167,10 @@ def _verdict(cell: dict[str, Any]) -> str:
     if cell.get("tied_with_winner") or cell.get("beats"):
         s += ". Tied with: " + (", ".join(cell["tied_with_winner"]) or "none")
         s += "; significantly better than: " + (", ".join(cell["beats"]) or "none")
+    if cell.get("complete") is False:
+        used = cell.get("seeds_used") or []
+        s += (f". Interrupted: compared on the {len(used)} seed(s) every scheme finished "
+              f"({', '.join(map(str, used))})")
     return s
 
 
