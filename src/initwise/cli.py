@@ -110,10 +110,11 @@ def _build_parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser(
         "compare", help="train a network under several init schemes and write a report",
-        description="Train the same network under several init schemes (same data split and "
-                    "batch order per seed), measure signal scale at init, loss/accuracy curves, "
-                    "gradient norms, steps to a target accuracy and divergence, and write an "
-                    "HTML/Markdown/JSON report with figures.",
+        description="Train the same network under several init schemes (same data split and\n"
+                    "batch order per seed), measure signal scale at init, loss/accuracy curves,\n"
+                    "gradient norms, steps to a target accuracy and divergence, and write a\n"
+                    "report: index.html (self-contained, interactive), report.md, results.json,\n"
+                    "results.csv and PNG figures.",
         epilog=_EPILOG_COMPARE, formatter_class=argparse.RawDescriptionHelpFormatter)
     c.add_argument("--preset", help="a named experiment: default, he2015, seed-mlp, "
                                     "tanh-xavier, deep-resnet (options below override it)")
@@ -142,7 +143,8 @@ def _build_parser() -> argparse.ArgumentParser:
     c.add_argument("--out", default="initwise-report", metavar="DIR",
                    help="report folder (default: initwise-report)")
     c.add_argument("--json", action="store_true", help="print the results JSON to stdout")
-    c.add_argument("--quiet", action="store_true", help="no progress bar or summary table")
+    c.add_argument("--quiet", action="store_true",
+                   help="no progress or summary table (the report path is still printed)")
     c.add_argument("--threads", type=int, help="torch CPU threads per process (default 1: "
                                                 "fastest for small models; raise it for large "
                                                 "user models)")
