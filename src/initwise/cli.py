@@ -8,6 +8,7 @@ sub-commands so that ``initwise --help`` is fast. Exit codes: 0 success, 1 runti
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -396,18 +397,54 @@ def _compare_config(args: argparse.Namespace) -> Any:
 
 
 def _previous(out: str) -> dict[str, Any]:
-    """Read ``out/results.json`` for ``--resume`` (``ValueError`` with what is wrong)."""
+    """Read what ``--resume`` continues (``ValueError`` with what is wrong).
+
+    ``out/results.json`` (written on Ctrl-C or SIGTERM), or the checkpoint next to ``out``
+    (written after every run, so it survives SIGKILL), whichever holds more runs.
+    """
+    from .compare.report import checkpoint_path
+
+    found: list[dict[str, Any]] = []
     path = os.path.join(out, "results.json")
-    try:
-        with open(path, encoding="utf-8") as f:
-            prev = json.load(f)
-    except FileNotFoundError:
-        raise ValueError(f"--resume: nothing to resume, {path} does not exist") from None
-    except (OSError, ValueError) as e:
-        raise ValueError(f"--resume: cannot read {path}: {e}") from None
-    if not isinstance(prev, dict) or not isinstance(prev.get("runs"), list):
-        raise ValueError(f"--resume: {path} is not an initwise compare results.json")
-    return prev
+    for p in (path, checkpoint_path(out)):
+        try:
+            with open(p, encoding="utf-8") as f:
+                prev = json.load(f)
+        except FileNotFoundError:
+            continue
+        except (OSError, ValueError) as e:
+            raise ValueError(f"--resume: cannot read {p}: {e}") from None
+        if not isinstance(prev, dict) or not isinstance(prev.get("runs"), list):
+            raise ValueError(f"--resume: {p} is not an initwise compare results.json")
+        found.append(prev)
+    if not found:
+        raise ValueError(f"--resume: nothing to resume, {path} does not exist")
+    return max(found, key=lambda d: len(d["runs"]))
+
+
+class _Checkpoint:
+    """Progress callback wrapper: saves the finished runs after each one (for --resume)."""
+
+    def __init__(self, inner: Any, out: str, cfg: Any, previous: dict[str, Any] | None
+                 ) -> None:
+        from dataclasses import asdict
+
+        self.inner, self.out = inner, out
+        self.state: dict[str, Any] = {"checkpoint": True, "config": None, "runs": list(
+            (previous or {}).get("runs") or []), "wall_time_s": float(
+            (previous or {}).get("wall_time_s") or 0.0)}
+        self.cfg, self.asdict, self.t0 = cfg, asdict, time.perf_counter()
+        self.base_wall = self.state["wall_time_s"]
+
+    def __call__(self, ev: dict[str, Any]) -> None:
+        from .compare.report import write_checkpoint
+
+        self.state["config"] = self.asdict(self.cfg)
+        self.state["runs"].append(ev["run"].to_dict())
+        self.state["wall_time_s"] = self.base_wall + time.perf_counter() - self.t0
+        with contextlib.suppress(OSError):  # a convenience: the report is written at the end
+            write_checkpoint(self.out, self.state)
+        self.inner(ev)
 
 
 def _on_sigterm() -> Any:
@@ -454,8 +491,10 @@ def _cmd_compare(args: argparse.Namespace, argv: list[str]) -> int:
         f", resuming {args.out}/results.json" if previous is not None else "")
     progress.start(total, note)
     old_term = _on_sigterm()
+    # After every run, the finished runs are saved next to --out (one rank: not under torchrun)
+    callback = _Checkpoint(progress, args.out, cfg, previous) if world == 1 else progress
     try:
-        result = run_compare(cfg, callback=progress, command=["initwise", *argv],
+        result = run_compare(cfg, callback=callback, command=["initwise", *argv],
                              previous=previous)
     except (ValueError, TypeError, FileNotFoundError) as e:
         progress.close()

@@ -37,8 +37,8 @@ import numpy as np
 from .._audit_plot import plot_reports
 from .run import CompareResult
 
-__all__ = ["REPORT_FILES", "format_summary", "out_problem", "scheme_color", "takeaway",
-           "write_report"]
+__all__ = ["REPORT_FILES", "checkpoint_path", "format_summary", "out_problem", "scheme_color",
+           "takeaway", "write_checkpoint", "write_report"]
 
 FIGURES = ("accuracy_vs_depth.png", "test_accuracy_curves.png", "loss_curves.png",
            "signal_scale.png", "grad_norms.png")
@@ -1196,6 +1196,32 @@ def _clean_stale(parent: str, base: str) -> None:
         shutil.rmtree(os.path.join(parent, name), ignore_errors=True)
 
 
+def checkpoint_path(out: str) -> str:
+    """Where a running sweep keeps its finished runs (next to ``out``, not inside it)."""
+    final = os.path.realpath(out)
+    return os.path.join(os.path.dirname(final), f".{os.path.basename(final)}.initwise-"
+                                                "checkpoint.json")
+
+
+def write_checkpoint(out: str, state: dict[str, Any]) -> None:
+    """Atomically replace the sweep's checkpoint with ``state`` (config and runs so far).
+
+    Written after every finished run, so ``--resume`` survives even SIGKILL; removed when the
+    report is written. The file is created by :func:`tempfile.mkstemp` (``O_EXCL``) and
+    renamed over the old one: no symlink is followed.
+    """
+    path = checkpoint_path(out)
+    fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", dir=os.path.dirname(path))
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(state, f, allow_nan=False)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise
+
+
 def out_problem(out: str) -> str | None:
     """Return why ``out`` cannot receive a report (or ``None``): checked before any training.
 
@@ -1280,6 +1306,8 @@ def write_report(result: CompareResult, out: str) -> dict[str, str]:
     finally:
         if os.path.isdir(stage) and os.path.basename(stage).startswith(f".{base}{_STAGING}"):
             shutil.rmtree(stage, ignore_errors=True)
+    with contextlib.suppress(OSError):  # the report now holds every finished run
+        os.remove(checkpoint_path(out))
     paths = {k: os.path.join(out, v) for k, v in docs.items()}
     for name in figures:
         paths[name] = os.path.join(out, name)
