@@ -4,15 +4,19 @@
    per-layer grad norms every 10 steps, test evaluation per epoch) against a plain PyTorch loop
    (same model, data, batch order, optimizer; no measurement), interleaved, best of N repeats.
    Target: overhead <= 20%.
-2. Wall time of the default ``initwise compare`` run (skip with ``--no-default``).
+2. Wall time of the default ``initwise compare`` run, serial and with ``--jobs 2``, printed as
+   a speedup ratio (target >= 1.7x on 2 free cores), and a check that both give the same
+   numbers (skip with ``--no-default``; ``--keep DIR`` keeps the serial report).
 
-Run: ``python benchmarks/bench_compare.py [--repeats 5] [--no-default]``
+Run: ``python benchmarks/bench_compare.py [--repeats 5] [--no-default] [--keep DIR]``
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -68,24 +72,41 @@ def main() -> int:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--no-default", action="store_true", help="skip the default-run timing")
+    ap.add_argument("--no-overhead", action="store_true", help="skip the overhead timing")
+    ap.add_argument("--jobs", type=int, default=2, help="worker processes to compare (2)")
+    ap.add_argument("--keep", metavar="DIR", help="copy the serial run's report here")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {args.threads} thread(s), cpu_count={os.cpu_count()}, "
           f"loadavg={os.getloadavg()[0]:.1f}")
-    print(f"{'model':<24} {'plain steps/s':>14} {'measured steps/s':>17} {'overhead':>9}")
-    for depth, width in ((5, 128), (30, 128)):
-        plain, meas = bench_overhead(depth, width, args.repeats)
-        print(f"{f'mlp depth {depth} width {width}':<24} {plain:>14.0f} {meas:>17.0f} "
-              f"{(plain / meas - 1) * 100:>8.1f}%")
+    if not args.no_overhead:
+        print(f"{'model':<24} {'plain steps/s':>14} {'measured steps/s':>17} {'overhead':>9}")
+        for depth, width in ((5, 128), (30, 128)):
+            plain, meas = bench_overhead(depth, width, args.repeats)
+            print(f"{f'mlp depth {depth} width {width}':<24} {plain:>14.0f} {meas:>17.0f} "
+                  f"{(plain / meas - 1) * 100:>8.1f}%")
     if not args.no_default:
         from initwise import cli
 
-        with tempfile.TemporaryDirectory() as out:
-            t0 = time.perf_counter()
-            rc = cli.main(["compare", "--quiet", "--out", out])
-            wall = time.perf_counter() - t0
-        print(f"default 'initwise compare': {wall:.1f} s wall (exit code {rc}), "
-              f"loadavg={os.getloadavg()[0]:.1f}")
+        walls, numbers = {}, {}
+        with tempfile.TemporaryDirectory() as tmp:
+            for jobs in (1, args.jobs):
+                out = os.path.join(tmp, f"jobs{jobs}")
+                load = os.getloadavg()[0]
+                t0 = time.perf_counter()
+                rc = cli.main(["compare", "--quiet", "--jobs", str(jobs), "--out", out])
+                walls[jobs] = time.perf_counter() - t0
+                with open(os.path.join(out, "results.json")) as f:
+                    runs = json.load(f)["runs"]
+                numbers[jobs] = [{k: v for k, v in r.items() if k != "time_s"} for r in runs]
+                print(f"default 'initwise compare --jobs {jobs}': {walls[jobs]:.1f} s wall "
+                      f"(exit code {rc}), loadavg before {load:.1f}")
+                if jobs == 1 and args.keep:
+                    shutil.rmtree(args.keep, ignore_errors=True)
+                    shutil.copytree(out, args.keep)
+        same = numbers[1] == numbers[args.jobs]
+        print(f"--jobs {args.jobs} vs serial: {walls[1] / walls[args.jobs]:.2f}x faster "
+              f"(target >= 1.7x on 2 free cores); identical numbers: {same}")
     return 0
 
 

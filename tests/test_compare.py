@@ -388,7 +388,8 @@ def test_report_html_md_embed_figures(tmp_path: pytest.TempPathFactory) -> None:
     with open(paths["md"]) as f:
         md = f.read()
     assert re.search(r"^\| depth \| width \| scheme", md, re.M)
-    assert md.count("\n| 2 | 8 |") == 2 and md.count("\n| 3 | 8 |") == 2
+    results = md.split("\n## Results\n")[1].split("\n## ")[0]  # one row per scheme and cell
+    assert results.count("\n| 2 | 8 |") == 2 and results.count("\n| 3 | 8 |") == 2
     for name in ("accuracy_vs_depth.png", "signal_scale.png", "loss_curves.png"):
         with open(paths[name], "rb") as f:
             assert f.read(4) == b"\x89PNG"
@@ -495,11 +496,13 @@ def test_report_interrupt_during_figures_still_writes_documents(
     with pytest.raises(KeyboardInterrupt):
         write_report(res, out)
     files = sorted(os.listdir(out))
-    assert files == ["accuracy_vs_depth.png", "index.html", "report.md", "results.json"]
+    # The figures drawn before the interrupt (accuracy, per-epoch accuracy, loss), no half file.
+    assert files == ["accuracy_vs_depth.png", "index.html", "loss_curves.png", "report.md",
+                     "results.csv", "results.json", "test_accuracy_curves.png"]
     with open(os.path.join(out, "results.json")) as f:
         assert json.load(f)["completed_runs"] == 1
     with open(os.path.join(out, "index.html")) as f:
-        assert f.read().count("data:image/png;base64,") == 1
+        assert f.read().count("data:image/png;base64,") == 3
 
 
 def test_caption_says_when_cells_are_left_out() -> None:

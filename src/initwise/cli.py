@@ -8,7 +8,10 @@ sub-commands so that ``initwise --help`` is fast. Exit codes: 0 success, 1 runti
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
+import re
 import sys
 import time
 from collections.abc import Sequence
@@ -37,7 +40,12 @@ examples:
       schemes torch,xavier,kaiming,auto,lsuv,orthogonal, SGD lr 0.005, 10 epochs, 3 seeds
       (about a minute); writes initwise-report/index.html
   initwise compare --preset he2015          30-layer ReLU MLP, Xavier stalls, Kaiming trains
-  initwise compare --preset seed-mlp        64-256-128-10 MLP with Adam, torch vs kaiming
+                                            (SGD lr 0.002, 40 epochs, 5 seeds: a few minutes)
+  initwise compare --preset seed-mlp        64-256-128-10 MLP with Adam, torch vs kaiming:
+                                            gradients, convergence speed, accuracy
+  initwise compare --jobs 2                 the default run in 2 worker processes
+  torchrun --nproc-per-node 4 -m initwise compare --depths 10,20,40,80
+                                            the grid split over 4 ranks, one report
   initwise compare --preset deep-resnet     16 unnormalized residual blocks: fixup, zero_residual
   initwise compare --arch resnet --norm none --schemes torch,fixup,zero_residual --depths 8
   initwise compare --dataset mydata.npz --arch mypkg.models:make_net --schemes torch,kaiming
@@ -48,7 +56,24 @@ MODEL FACTORIES: --arch package.module:factory imports factory and calls
 DATASETS: digits (needs scikit-learn), mnist1d, teacher, or a .npz file with arrays X
   (n_samples, ...) and y (n_samples integer labels).
 The winner per depth is the best mean test accuracy; it is called significant when Welch's
-t-test against the runner-up over seeds gives p < 0.05. Ctrl-C writes a partial report.
+t-test against the runner-up over seeds gives p < 0.05. Ctrl-C (or SIGTERM) writes a partial
+report; --resume continues it. --jobs N runs the grid in N processes, with the same numbers
+as a serial run; under torchrun (WORLD_SIZE > 1) the ranks share the grid and rank 0 writes
+the report.
+"""
+
+_AUDIT_LEGEND = """\
+columns of the parameter table:
+  std       measured standard deviation of the parameter
+  intended  the std the init plan intended ('-': no plan, e.g. --policy torch or lsuv)
+  std/int   measured std / intended std (1 = exactly as planned)
+  orth err  orthogonal weights only: ||G/g^2 - I||_F with G the Gram matrix of the short side
+            and g the gain (0 = exactly orthogonal)
+  grad rms  root-mean-square of the loss gradient of the parameter on the batch
+  sgd upd   ||dL/dW|| / ||W||: one SGD step of learning rate lr changes W by lr x this,
+            relative to W
+  adam upd  sqrt(number of nonzero gradient entries) / ||W||: Adam's first step changes W by
+            lr x this, relative to W, whatever the gradient's scale
 """
 
 _EPILOG_MODEL = """\
@@ -105,10 +130,11 @@ def _build_parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser(
         "compare", help="train a network under several init schemes and write a report",
-        description="Train the same network under several init schemes (same data split and "
-                    "batch order per seed), measure signal scale at init, loss/accuracy curves, "
-                    "gradient norms, steps to a target accuracy and divergence, and write an "
-                    "HTML/Markdown/JSON report with figures.",
+        description="Train the same network under several init schemes (same data split and\n"
+                    "batch order per seed), measure signal scale at init, loss/accuracy curves,\n"
+                    "gradient norms, steps to a target accuracy and divergence, and write a\n"
+                    "report: index.html (self-contained, interactive), report.md, results.json,\n"
+                    "results.csv and PNG figures.",
         epilog=_EPILOG_COMPARE, formatter_class=argparse.RawDescriptionHelpFormatter)
     c.add_argument("--preset", help="a named experiment: default, he2015, seed-mlp, "
                                     "tanh-xavier, deep-resnet (options below override it)")
@@ -147,14 +173,23 @@ def _build_parser() -> argparse.ArgumentParser:
     c.add_argument("--out", default="initwise-report", metavar="DIR",
                    help="report folder (default: initwise-report)")
     c.add_argument("--json", action="store_true", help="print the results JSON to stdout")
-    c.add_argument("--quiet", action="store_true", help="no progress bar or summary table")
-    c.add_argument("--threads", type=int, help="torch CPU threads (default 1: fastest for small models; "
-                        "raise it for large user models)")
+    c.add_argument("--quiet", action="store_true",
+                   help="no progress or summary table (the report path is still printed)")
+    c.add_argument("--threads", type=int, help="torch CPU threads per process (default 1: "
+                                                "fastest for small models; raise it for large "
+                                                "user models)")
+    c.add_argument("--jobs", type=int, metavar="N",
+                   help="worker processes (default 1); the numbers are identical to a serial "
+                        "run")
+    c.add_argument("--device", help="cpu (default), cuda or cuda:N (needs a CUDA GPU)")
+    c.add_argument("--resume", action="store_true",
+                   help="continue an interrupted sweep from DIR/results.json (same options)")
 
     a = sub.add_parser("audit", help="measure forward/backward signal scale per layer at init",
                        description="Audit a model at init: per-layer forward output scale and "
                                    "backward gradient scale on a batch, with a verdict.",
-                       epilog=_EPILOG_MODEL, formatter_class=argparse.RawDescriptionHelpFormatter)
+                       epilog=_EPILOG_MODEL + "\n" + _AUDIT_LEGEND,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     _model_args(a)
     a.add_argument("--policy", default="torch",
                    help="init to apply before auditing (default torch: as constructed)")
@@ -180,7 +215,25 @@ def _build_parser() -> argparse.ArgumentParser:
                        description="List registered init schemes and whole-model policy presets "
                                    "(all usable with 'initwise compare --schemes').")
     s.add_argument("--json", action="store_true", help="print as JSON")
+    p.set_defaults(_subparsers={"compare": c, "audit": a, "plan": pl, "gains": g,
+                                "schemes": s})
     return p
+
+
+def _did_you_mean(sub: argparse.ArgumentParser, extras: list[str]) -> str:
+    """An 'unrecognized arguments' message with the closest option of ``sub``."""
+    import difflib
+
+    canonical = {o: next(x for x in act.option_strings if x.startswith("--"))
+                 for act in sub._actions for o in act.option_strings if o.startswith("--")}
+    msg = f"unrecognized arguments: {' '.join(extras)}"
+    for x in extras:
+        if x.startswith("-"):
+            close = difflib.get_close_matches(x.split("=", 1)[0], list(canonical), n=1,
+                                              cutoff=0.6)
+            if close:
+                return f"{msg}; did you mean {canonical[close[0]]}?"
+    return msg
 
 
 def _model_args(p: argparse.ArgumentParser) -> None:
@@ -259,6 +312,30 @@ def _model_and_batch(args: argparse.Namespace) -> tuple[Any, Any, Any]:
     return model, x, y
 
 
+_UNMATCHED_RULES = re.compile(r"\(\d+ rules? of preset '[^']*' match(es)? nothing in this model\)")
+_REST = re.compile(r":[a-z]+:`~?([^`]+)`|``([^`]+)``|`([^`]+)`")
+
+
+def _dedupe_rows(text: str) -> str:
+    """``row 6 6 (ReLU)`` -> ``row 6 (ReLU)``: a Sequential names its layers by their index.
+
+    Example:
+        >>> _dedupe_rows("first leaves the band at row 6 6 (ReLU); row 7 fc (Linear)")
+        'first leaves the band at row 6 (ReLU); row 7 fc (Linear)'
+    """
+    return re.sub(r"\brow (\d+) \1 \(", r"row \1 (", text)
+
+
+def _plain(text: str) -> str:
+    """Drop reStructuredText markup (``code``, :func:`name`) from a docstring line.
+
+    Example:
+        >>> _plain("He et al.: ``N(0, 2/fan_in)``, see :func:`initwise.init`")
+        'He et al.: N(0, 2/fan_in), see initwise.init'
+    """
+    return _REST.sub(lambda m: next(g for g in m.groups() if g is not None), text)
+
+
 def _print_json(obj: Any, out: TextIO | None = None) -> None:
     print(json.dumps(obj, indent=1, default=str), file=out or sys.stdout)
 
@@ -267,36 +344,62 @@ def _print_json(obj: Any, out: TextIO | None = None) -> None:
 
 
 class _Progress:
-    """A one-line progress bar with time remaining on stderr (TTY only)."""
+    """Progress on stderr: a one-line bar on a terminal, periodic plain lines otherwise.
 
-    def __init__(self, enabled: bool, stream: TextIO) -> None:
-        self.enabled, self.stream, self.width = enabled, stream, 0
+    The bar is cut to the terminal's width (it never wraps); off a terminal (CI logs, pipes)
+    a line is printed every ``interval`` seconds and at the end. The time left comes from
+    ``run_compare``, which weights every run by its expected cost (depth x epochs).
+    """
+
+    def __init__(self, mode: str, stream: TextIO, interval: float = 10.0) -> None:
+        self.mode, self.stream, self.interval = mode, stream, interval
+        self.width, self.last = 0, 0.0
+
+    @staticmethod
+    def _eta(s: float) -> str:
+        s = max(0, round(s))
+        return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}" if s >= 3600 else \
+            f"{s // 60}:{s % 60:02d}"
 
     def __call__(self, ev: dict[str, Any]) -> None:
-        if not self.enabled:
+        if self.mode == "off":
             return
         done, total = ev["done"], ev["total"]
-        n = 24
-        fill = round(n * done / total)
-        eta = round(ev["eta_s"])
         r = ev["run"]
         acc = "error" if r.error else f"acc {r.test_accuracy:.3f}"
-        line = (f"\r[{'#' * fill}{'.' * (n - fill)}] {done}/{total} runs  "
-                f"{int(ev['elapsed_s'])}s elapsed, ~{eta // 60}:{eta % 60:02d} left  "
-                f"(last: {r.scheme} d={r.depth} seed {r.seed} {acc})")
+        text = (f"{done}/{total} runs  {int(ev['elapsed_s'])}s elapsed, "
+                f"~{self._eta(ev['eta_s'])} left  (last: {r.scheme} depth {r.depth} "
+                f"seed {r.seed}: {acc})")
+        if self.mode == "lines":
+            now = time.monotonic()
+            if done == total or now - self.last >= self.interval:
+                self.last = now
+                self.stream.write(f"initwise compare: {text}\n")
+                self.stream.flush()
+            return
+        import shutil
+
+        cols = shutil.get_terminal_size((80, 24)).columns - 1
+        n = 20
+        fill = round(n * done / total)
+        line = f"[{'#' * fill}{'.' * (n - fill)}] {text}"[:cols]
+        self.stream.write("\r" + line.ljust(self.width))
         self.width = max(self.width, len(line))
-        self.stream.write(line.ljust(self.width))
         self.stream.flush()
 
-    def start(self, total: int) -> None:
-        if self.enabled:
-            line = f"[{'.' * 24}] 0/{total} runs  starting..."
+    def start(self, total: int, note: str = "") -> None:
+        self.last = time.monotonic()
+        if self.mode == "lines":
+            self.stream.write(f"initwise compare: {total} runs{note}\n")
+            self.stream.flush()
+        elif self.mode == "bar":
+            line = f"[{'.' * 20}] 0/{total} runs  starting...{note}"
             self.width = len(line)
             self.stream.write(line)
             self.stream.flush()
 
     def close(self) -> None:
-        if self.enabled and self.width:
+        if self.mode == "bar" and self.width:
             self.stream.write("\r" + " " * self.width + "\r")
             self.stream.flush()
 
@@ -312,7 +415,7 @@ def _compare_config(args: argparse.Namespace) -> Any:
         cfg.preset = args.preset
     for key in ("schemes", "arch", "depths", "widths", "activation", "norm", "dataset",
                 "optimizer", "lr", "momentum", "epochs", "batch_size", "seeds",
-                "target_accuracy", "threads", "task", "loss", "target_loss"):
+                "target_accuracy", "threads", "jobs", "device", "task", "loss", "target_loss"):
         v = getattr(args, key)
         if v is not None:
             setattr(cfg, key, v)
@@ -324,70 +427,143 @@ def _compare_config(args: argparse.Namespace) -> Any:
     return cfg
 
 
-def _prepare_out(out: str) -> str | None:
-    """Create the report folder and check it is writable; return an error message or None."""
-    import os
-    import tempfile
+def _previous(out: str) -> dict[str, Any]:
+    """Read what ``--resume`` continues (``ValueError`` with what is wrong).
 
-    if os.path.exists(out) and not os.path.isdir(out):
-        return f"--out {out!r} exists and is not a directory"
-    try:
-        os.makedirs(out, exist_ok=True)
-        with tempfile.TemporaryFile(dir=out):
-            pass
-    except OSError as e:
-        return f"--out {out!r} is not a writable directory ({e.strerror or e})"
-    return None
+    ``out/results.json`` (written on Ctrl-C or SIGTERM), or the checkpoint next to ``out``
+    (written after every run, so it survives SIGKILL), whichever holds more runs.
+    """
+    from .compare.report import checkpoint_path
+
+    found: list[dict[str, Any]] = []
+    path = os.path.join(out, "results.json")
+    for p in (path, checkpoint_path(out)):
+        try:
+            with open(p, encoding="utf-8") as f:
+                prev = json.load(f)
+        except FileNotFoundError:
+            continue
+        except (OSError, ValueError) as e:
+            raise ValueError(f"--resume: cannot read {p}: {e}") from None
+        if not isinstance(prev, dict) or not isinstance(prev.get("runs"), list):
+            raise ValueError(f"--resume: {p} is not an initwise compare results.json")
+        found.append(prev)
+    if not found:
+        raise ValueError(f"--resume: nothing to resume, {path} does not exist")
+    return max(found, key=lambda d: len(d["runs"]))
+
+
+class _Checkpoint:
+    """Progress callback wrapper: saves the finished runs after each one (for --resume)."""
+
+    def __init__(self, inner: Any, out: str, cfg: Any, previous: dict[str, Any] | None
+                 ) -> None:
+        from dataclasses import asdict
+
+        self.inner, self.out = inner, out
+        self.state: dict[str, Any] = {"checkpoint": True, "config": None, "runs": list(
+            (previous or {}).get("runs") or []), "wall_time_s": float(
+            (previous or {}).get("wall_time_s") or 0.0)}
+        self.cfg, self.asdict, self.t0 = cfg, asdict, time.perf_counter()
+        self.base_wall = self.state["wall_time_s"]
+
+    def __call__(self, ev: dict[str, Any]) -> None:
+        from .compare.report import write_checkpoint
+
+        self.state["config"] = self.asdict(self.cfg)
+        self.state["runs"].append(ev["run"].to_dict())
+        self.state["wall_time_s"] = self.base_wall + time.perf_counter() - self.t0
+        with contextlib.suppress(OSError):  # a convenience: the report is written at the end
+            write_checkpoint(self.out, self.state)
+        self.inner(ev)
+
+
+def _on_sigterm() -> Any:
+    """Treat SIGTERM like Ctrl-C during the sweep (a partial report, then --resume)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    return signal.signal(signal.SIGTERM, handler)
 
 
 def _cmd_compare(args: argparse.Namespace, argv: list[str]) -> int:
-    from .compare.report import format_summary, write_report
-    from .compare.run import run_compare
+    import signal
 
+    from .compare.report import format_summary, out_problem, write_report
+    from .compare.run import dist_env, run_compare
+
+    prog = "initwise compare"
     try:
         cfg = _compare_config(args)
         cfg.validate()
-    except ValueError as e:
-        return _err("initwise compare", str(e), 2)
-    bad_out = _prepare_out(args.out)
+        previous = _previous(args.out) if args.resume else None
+    except (ValueError, TypeError) as e:
+        return _err(prog, str(e), 2)
+    bad_out = out_problem(args.out)
     if bad_out is not None:
-        return _err("initwise compare", bad_out, 2)
-    progress = _Progress(sys.stderr.isatty() and not args.quiet, sys.stderr)
+        return _err(prog, bad_out, 2)
+    rank, world = dist_env()
+    mode = "off" if args.quiet or rank != 0 else "bar" if sys.stderr.isatty() else "lines"
+    try:  # seconds between progress lines off a terminal
+        interval = float(os.environ.get("INITWISE_PROGRESS_INTERVAL", "10"))
+    except ValueError:
+        interval = 10.0
+    progress = _Progress(mode, sys.stderr, interval)
     t0 = time.perf_counter()
-    progress.start(cfg.seeds * len(cfg.depths) * len(cfg.widths) * len(cfg.schemes))
+    total = cfg.seeds * len(cfg.depths) * len(cfg.widths) * len(cfg.schemes)
+    note = (f", {cfg.jobs} worker processes" if cfg.jobs > 1 else "") + (
+        f", {world} torchrun ranks" if world > 1 else "") + (
+        f", resuming {args.out}/results.json" if previous is not None else "")
+    progress.start(total, note)
+    old_term = _on_sigterm()
+    # After every run, the finished runs are saved next to --out (one rank: not under torchrun)
+    callback = _Checkpoint(progress, args.out, cfg, previous) if world == 1 else progress
     try:
-        result = run_compare(cfg, callback=progress, command=["initwise", *argv])
+        result = run_compare(cfg, callback=callback, command=["initwise", *argv],
+                             previous=previous)
     except (ValueError, TypeError, FileNotFoundError) as e:
         progress.close()
-        return _err("initwise compare", str(e), 2)
-    except ImportError as e:
+        return _err(prog, str(e), 2)
+    except (ImportError, RuntimeError) as e:
         progress.close()
-        return _err("initwise compare", str(e), 1)
+        return _err(prog, str(e), 1)
+    finally:
+        if old_term is not None:
+            signal.signal(signal.SIGTERM, old_term)
     progress.close()
+    if result.rank != 0:
+        return 0  # rank 0 gathered every run and writes the one report
     try:
         paths = write_report(result, args.out)
     except KeyboardInterrupt:
-        print(f"initwise compare: interrupted while drawing figures; results.json, report.md "
-              f"and index.html written to {args.out} (some figures missing)", file=sys.stderr)
+        print(f"{prog}: interrupted while drawing figures; the report in {args.out} has "
+              "every number, some figures are missing", file=sys.stderr)
         return 130
-    except OSError as e:
+    except (OSError, ValueError) as e:
         if args.json:
             _print_json(result.to_dict())
-        return _err("initwise compare", f"could not write the report to {args.out!r}: {e}", 1)
+        return _err(prog, f"could not write the report to {args.out!r}: {e}", 1)
     summary_stream = sys.stderr if args.json else sys.stdout
     if args.json:
         _print_json(result.to_dict())
     if not args.quiet:
         print(format_summary(result), file=summary_stream)
-        print(f"\nreport: {paths['html']} ({time.perf_counter() - t0:.0f} s)",
-              file=summary_stream)
+        print("", file=summary_stream)
+    print(f"report: {paths['html']} ({time.perf_counter() - t0:.0f} s)", file=summary_stream)
     if result.partial:
-        print(f"initwise compare: interrupted; partial report written to {args.out}",
+        print(f"{prog}: interrupted; partial report written to {args.out} "
+              f"({len(result.runs)}/{result.total_runs} runs; continue with --resume)",
               file=sys.stderr)
         return 130
     if result.runs and all(r.error is not None for r in result.runs):
         first = result.runs[0].error
-        return _err("initwise compare", f"all runs failed (first error: {first}); report "
+        return _err(prog, f"all runs failed (first error: {first}); report "
                     f"written to {args.out}", 1)
     return 0
 
@@ -396,19 +572,27 @@ def _cmd_audit(args: argparse.Namespace) -> int:
     import torch
 
     model, x, y = _model_and_batch(args)
-    if args.policy != "torch":
+    plan = None
+    if args.policy not in ("torch", "lsuv"):
+        from . import init as init_model
+        from .compare.schemes import check_schemes
+
+        check_schemes([args.policy])
+        plan = init_model(model, policy=args.policy, example_inputs=x, seed=0)
+    elif args.policy == "lsuv":
         from .compare.schemes import apply_scheme
 
         apply_scheme(model, args.policy, x, seed=0)
     from ._audit import audit
 
-    rep = audit(model, x, targets=y, loss_fn=torch.nn.functional.cross_entropy)
+    rep = audit(model, x, targets=y, loss_fn=torch.nn.functional.cross_entropy, plan=plan)
     if args.plot:
         rep.plot(args.plot)
     if args.json:
         _print_json(rep.to_dict())
     else:
-        print(rep)
+        print(_dedupe_rows(str(rep)))
+        print("\n" + _AUDIT_LEGEND.rstrip())
     return 0
 
 
@@ -423,7 +607,9 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(plan.to_dict())
     else:
-        print(plan)
+        # A preset's rules for layers this model does not have are not news: leave them out.
+        print("\n".join(ln for ln in str(plan).splitlines()
+                        if not _UNMATCHED_RULES.fullmatch(ln.strip())))
     return 0
 
 
@@ -513,10 +699,10 @@ def _cmd_schemes(args: argparse.Namespace) -> int:
         return 0
     print("Schemes (initwise.get_scheme(name), in-place functions name_):")
     for s in schemes:
-        print(f"  {s['name']:<18} {s['formula']}")
+        print(f"  {s['name']:<18} {_plain(str(s['formula']))}")
     print("\nPolicy presets (initwise.init(model, policy=...)):")
     for p in policies:
-        print(f"  {p['name']:<18} {p['summary']}")
+        print(f"  {p['name']:<18} {_plain(p['summary'])}")
     print("\nNames accepted by 'initwise compare --schemes':")
     print("  " + ", ".join(names))
     return 0
@@ -535,7 +721,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = _build_parser()
     try:
-        args = parser.parse_args(argv)
+        args, extras = parser.parse_known_args(argv)
+        if extras:
+            sub = (args._subparsers or {}).get(args.command)
+            if sub is None:
+                parser.error(f"unrecognized arguments: {' '.join(extras)}")
+            sub.error(_did_you_mean(sub, extras))  # this command's usage, not the top level
     except SystemExit as e:  # argparse: 2 for usage errors, 0 for --help
         return int(e.code) if isinstance(e.code, int) else 2
     if args.version:

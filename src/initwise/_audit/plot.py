@@ -41,9 +41,34 @@ def _finite_pos(v: float | None, floor: float) -> float:
     return min(max(v, floor), 1.0 / floor)
 
 
+def _layer_positions(rows: Sequence[Any]) -> list[float]:
+    """x position of each row, counting weighted layers 1..L from the input.
+
+    A weighted layer (Linear, Conv, ...) sits at its number k; the rows after it (its
+    activation, a norm, a residual add) sit between k and k + 1, so the axis counts layers the
+    way the other figures do, not audit rows (a 30-layer ReLU MLP has about 60 rows).
+    """
+    pos: list[float] = []
+    k = 0
+    extra = 0
+    for r in rows:
+        if r.kind == "weighted":
+            k += 1
+            extra = 0
+            pos.append(float(k))
+        else:
+            extra += 1
+            pos.append(k + min(0.5, 0.25 * extra) if k else 0.5 * min(extra, 1))
+    return pos
+
+
 def plot_reports(reports: Sequence[Any], path: str | None,
-                 labels: Sequence[str] | None) -> Any:
-    """Forward ratio, backward ratio and zero/saturated fraction against depth, overlaid."""
+                 labels: Sequence[str] | None, colors: Sequence[str] | None = None) -> Any:
+    """Forward ratio, backward ratio and zero/saturated fraction against depth, overlaid.
+
+    The x axis counts weighted layers 1..L from the input; ``colors`` gives one colour per
+    report (default: a fixed cycle).
+    """
     if not reports:
         raise ValueError("audit_plot: needs at least one report")
     if labels is None:
@@ -65,8 +90,9 @@ def plot_reports(reports: Sequence[Any], path: str | None,
             ax.axhline(y, color="#2ca02c", lw=0.8, ls="--", alpha=0.6)
         ax.grid(True, which="major", alpha=0.25)
     for k, (rep, label) in enumerate(zip(reports, labels, strict=True)):
-        c = _COLORS[k % len(_COLORS)]
-        idx = [r.index for r in rep.rows]
+        c = colors[k] if colors is not None and k < len(colors) else _COLORS[k % len(_COLORS)]
+        xpos = _layer_positions(rep.rows)
+        idx = xpos
         fwd = [_finite_pos(r.ratio, floor) for r in rep.rows]
         bwd = [_finite_pos(r.grad_ratio, floor) for r in rep.rows]
         full = (f"{label}  [fwd {_VERDICT_MARK[rep.forward_verdict]} {rep.forward_verdict}, "
@@ -74,45 +100,43 @@ def plot_reports(reports: Sequence[Any], path: str | None,
         seen += [v for v in fwd + bwd if not math.isnan(v)]
         ax_f.plot(idx, fwd, color=c, lw=1.3, marker="o", ms=2.0, label=full)
         ax_b.plot(idx, bwd, color=c, lw=1.3, marker="o", ms=2.0, label=full)
-        weighted = [(r.index, _finite_pos(r.ratio, floor)) for r in rep.rows
+        weighted = [(x, _finite_pos(r.ratio, floor)) for x, r in zip(xpos, rep.rows, strict=True)
                     if r.kind == "weighted"]
         if weighted and len(weighted) < len(idx):
             ax_f.plot(*zip(*weighted, strict=True), ls="none", marker="s", ms=3.5, color=c,
                       alpha=0.6)
-        acts = [(r.index, r.zero_fraction) for r in rep.rows
+        acts = [(x, r.zero_fraction) for x, r in zip(xpos, rep.rows, strict=True)
                 if r.kind in ("activation", "output") or r.zero_fraction > 0.9]
         if acts:
             ax_z.plot(*zip(*acts, strict=True), color=c, lw=1.4, marker="o", ms=2.0)
-        sat = [(r.index, r.saturated_fraction) for r in rep.rows
+        sat = [(x, r.saturated_fraction) for x, r in zip(xpos, rep.rows, strict=True)
                if r.saturated_fraction is not None]
         if sat:
             ax_z.plot(*zip(*sat, strict=True), color=c, lw=1.2, ls="--", marker="^", ms=3)
         if rep.forward_first is not None:
-            ax_f.plot([rep.forward_first], [fwd[rep.forward_first]], marker="X", ms=11,
+            ax_f.plot([xpos[rep.forward_first]], [fwd[rep.forward_first]], marker="X", ms=11,
                       color=c, mec="k", mew=0.8, ls="none")
         if rep.backward_first is not None:
-            ax_b.plot([rep.backward_first], [bwd[rep.backward_first]], marker="X", ms=11,
+            ax_b.plot([xpos[rep.backward_first]], [bwd[rep.backward_first]], marker="X", ms=11,
                       color=c, mec="k", mew=0.8, ls="none")
     lo = min([0.3 / band, *seen])
     hi = max([3.0 * band, *seen])
     for ax in (ax_f, ax_b):
         ax.set_ylim(lo / 3.0, hi * 3.0)
     th = reports[0].thresholds
-    seg = " (segment)" if th.scope == "segment" else ""
-    ax_f.set_ylabel(f"forward: rms / reference{seg}" if seg else
-                    f"forward: rms / rms({th.reference})")
-    ax_b.set_ylabel(f"backward: ‖∂L/∂h‖ / reference{seg}" if seg else
-                    "backward: ‖∂L/∂h‖ / ‖∂L/∂y‖")
-    ax_z.set_ylabel("fraction")
+    since = "; after a norm layer, sizes relative to it" if th.scope == "segment" else ""
+    ax_f.set_ylabel("output size / input size", fontsize=9)
+    ax_b.set_ylabel("gradient size /\noutput's gradient size", fontsize=9)
+    ax_z.set_ylabel("fraction of outputs", fontsize=9)
     ax_z.set_ylim(-0.03, 1.03)
-    ax_z.set_xlabel("layer (row index, execution order)")
+    ax_z.set_xlabel("layer (1 = first weighted layer from the input; activations just after "
+                    "their layer)")
     ax_z.grid(True, alpha=0.25)
-    ax_f.set_title("initwise audit: signal scale against depth "
-                   f"(healthy band [1/{band:g}, {band:g}] shaded, ✕ = first row out of band)",
-                   fontsize=10)
+    ax_f.set_title(f"initwise audit at init: healthy band [1/{band:g}, {band:g}] shaded, "
+                   f"✕ = first layer out of band{since}", fontsize=9)
     ax_f.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), framealpha=0.9)
-    ax_z.set_title("activation rows: exact zeros (solid, dead ReLUs) and saturated outputs of "
-                   "bounded activations (dashed)", fontsize=9)
+    ax_z.set_title("after each activation: exact zeros (solid; about 0.5 is normal for ReLU, "
+                   "near 1 means dead units), saturated outputs (dashed)", fontsize=9)
     if path is not None:
         fig.savefig(path, dpi=120)
     return fig

@@ -34,8 +34,8 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["ACTIVATIONS", "ARCHS", "BasicBlock", "activation_module", "build_model",
-           "load_factory", "token_size"]
+__all__ = ["ACTIVATIONS", "ARCHS", "BasicBlock", "ModelFactoryError", "activation_module",
+           "build_model", "load_factory", "token_size"]
 
 class _ReLU2(nn.Module):
     """Squared ReLU, ``relu(x) ** 2`` (So et al., 2021, "Primer")."""
@@ -224,6 +224,11 @@ class _Transformer(nn.Module):
 def load_factory(spec: str) -> Callable[..., nn.Module]:
     """Import ``"package.module:factory"`` and return the callable, with clear errors.
 
+    The working directory is *appended* to ``sys.path`` (the console script, unlike
+    ``python -m``, does not put it there), so ``./mymodels.py`` is found but a stray
+    ``./matplotlib.py`` cannot shadow an installed package. A syntax error in the module is a
+    one-line ``ValueError`` naming the file and line.
+
     Example:
         >>> load_factory("torch.nn:Identity")
         <class 'torch.nn.modules.linear.Identity'>
@@ -231,13 +236,15 @@ def load_factory(spec: str) -> Callable[..., nn.Module]:
     mod_name, sep, attr = spec.partition(":")
     if not sep or not mod_name or not attr:
         raise ValueError(f"a user model must be given as 'package.module:factory', got {spec!r}")
-    # The console script (unlike ``python -m``) does not put the working directory on
-    # sys.path; do it so that a factory in ./mymodels.py is found either way.
     cwd = os.getcwd()
     if cwd not in sys.path and "" not in sys.path:
-        sys.path.insert(0, cwd)
+        sys.path.append(cwd)
     try:
         mod = importlib.import_module(mod_name)
+    except SyntaxError as e:
+        where = f"{e.filename or mod_name}, line {e.lineno}" if e.lineno else (e.filename
+                                                                                or mod_name)
+        raise ValueError(f"model {spec!r}: syntax error in {where}: {e.msg}") from None
     except ImportError as e:
         raise ValueError(f"cannot import module {mod_name!r} for model {spec!r}: {e}. Built-in "
                          f"architectures: {', '.join(ARCHS)}") from None
@@ -251,6 +258,39 @@ def load_factory(spec: str) -> Callable[..., nn.Module]:
     return obj
 
 
+class ModelFactoryError(RuntimeError):
+    """A user model factory raised while building the model (its own error, kept whole)."""
+
+
+_FACTORY_KWARGS = ("in_shape", "n_classes", "depth", "width", "activation")
+
+
+def _call_factory(spec: str, fn: Callable[..., Any], **kwargs: Any) -> nn.Module:
+    """Call a user factory; a wrong signature and the factory's own errors name the factory."""
+    import inspect
+
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):  # a builtin without a signature: just call it
+        sig = None
+    if sig is not None:
+        try:
+            sig.bind(**kwargs)
+        except TypeError as e:
+            raise ValueError(
+                f"model factory {spec!r} has the signature {sig}, which cannot take the "
+                f"keyword arguments {', '.join(_FACTORY_KWARGS)} ({e}); add the missing ones "
+                "or **kwargs") from None
+    try:
+        model = fn(**kwargs)
+    except Exception as e:
+        raise ModelFactoryError(f"model factory {spec!r} raised {type(e).__name__}: {e}") from e
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model factory {spec!r} returned {type(model).__name__}, "
+                        "expected a torch.nn.Module")
+    return model
+
+
 def build_model(arch: str, in_shape: tuple[int, ...], n_classes: int, *, depth: int = 5,
                 width: int = 64, activation: str = "relu", norm: str = "batch") -> nn.Module:
     """Build the built-in architecture ``arch`` or call the user factory ``"pkg.mod:fn"``.
@@ -262,12 +302,8 @@ def build_model(arch: str, in_shape: tuple[int, ...], n_classes: int, *, depth: 
     """
     _check_size("width", width, 1)
     if ":" in arch:
-        model = load_factory(arch)(in_shape=in_shape, n_classes=n_classes, depth=depth,
-                                   width=width, activation=activation)
-        if not isinstance(model, nn.Module):
-            raise TypeError(f"model factory {arch!r} returned {type(model).__name__}, "
-                            "expected a torch.nn.Module")
-        return model
+        return _call_factory(arch, load_factory(arch), in_shape=in_shape, n_classes=n_classes,
+                             depth=depth, width=width, activation=activation)
     if activation not in ACTIVATIONS:
         from .._checks import raise_unknown
 

@@ -84,6 +84,8 @@ class RunResult:
     init: dict[str, Any] = field(default_factory=dict)
     width: int = 0
     error: str | None = None
+    #: where a failed run failed: "init" (the scheme), "model" (its forward at init), "train"
+    error_stage: str | None = None
     audit_report: Any = field(default=None, repr=False, compare=False)
     steps_to_target_loss: int | None = None
 
