@@ -120,7 +120,8 @@ def test_registered_scheme_name_is_a_policy() -> None:
     p = initwise.init(m, "glorot_normal", seed=0)
     assert p["0.weight"].scheme == "glorot_truncated_normal"  # Keras's meaning (issue 15)
     assert p["0.bias"].scheme == "zeros"
-    assert "match nothing" in str(p) and "unmatched rule:" not in str(p)
+    assert "match nothing" not in str(p) and "unmatched rule:" not in str(p)  # presets: no noise
+    assert p.unmatched_rules  # still recorded in the data
     with pytest.raises(ValueError, match="needs parameter"):
         get_policy("sparse")
     with pytest.raises(ValueError, match="did you mean 'xavier_normal'"):

@@ -138,13 +138,11 @@ class Plan:
         rows = [head]
         for e in self.entries:
             scheme = e.scheme or "-"
-            if e.scheme == "variance_scaling":
-                scheme = f"vs({e.params.get('distribution', '')})"
-            elif e.scheme in ("normal", "uniform", "constant", "kaiming_uniform", "kaiming_normal"):
-                scheme = f"{e.scheme}"
+            if e.scheme == "variance_scaling":  # the distribution and the fan it scales by
+                scheme = f"{e.params.get('distribution', '')} /{e.params.get('mode', 'fan_in')}"
             if e.action == "keep":
                 scheme = "keep"
-            status = "init" if e.action == "init" else (e.reason if e.action == "skip" else "module")
+            status = "init" if e.action == "init" else e.reason
             rows.append((
                 e.name,
                 "x".join(map(str, e.shape)) or "scalar",
@@ -163,10 +161,8 @@ class Plan:
             if i == 0:
                 lines.append("  ".join("-" * w for w in widths))
         lines += [f"note: {n}" for n in self.notes]
-        if self.unmatched_rules and not is_builtin_policy_name(self.policy):
+        if self.unmatched_rules and not is_builtin_policy_name(self.policy):  # a user's own rules
             lines += [f"unmatched rule: {u}" for u in self.unmatched_rules]
-        elif self.unmatched_rules:
-            lines.append(f"({len(self.unmatched_rules)} rules of preset {self.policy!r} match nothing in this model)")
         return "\n".join(lines)
 
     def __str__(self) -> str:
