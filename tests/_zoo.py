@@ -488,10 +488,16 @@ def primary_output(out: Any) -> torch.Tensor:
 
 
 def initial_loss(model: nn.Module, entry: ZooEntry, batch: tuple[Any, dict[str, Any]]) -> float:
-    """The model's own loss on the batch (eval mode, float32, no grad)."""
+    """The model's own loss on the batch (float32, no grad) as the first training step sees it:
+    eval mode (no dropout), except batch norms, which use the batch's statistics as in training
+    (in eval mode, with fresh running statistics, a batch norm is the identity)."""
     inputs, labels = batch
     was = model.training
+    saved = {k: v.clone() for k, v in model.state_dict().items() if "running_" in k or "num_batches" in k}
     model.eval()
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.train()
     try:
         with torch.no_grad():
             if entry.hf:
@@ -501,6 +507,8 @@ def initial_loss(model: nn.Module, entry: ZooEntry, batch: tuple[Any, dict[str, 
             return float(entry.loss(_call(model, inputs), labels))
     finally:
         model.train(was)
+        if saved:  # the batch statistics updated the running ones: put them back
+            model.load_state_dict(saved, strict=False)
 
 
 def build_all(names: list[str] | None = None) -> tuple[dict[str, nn.Module], dict[str, str]]:

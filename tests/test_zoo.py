@@ -458,11 +458,6 @@ XFAIL: dict[tuple[str, str], str] = {
         "AuditError: the model's forward fails in train mode (you can only change requires_grad flags of leaf variables)",
     ('convnext', 'audit'):
         'verdict vanishing at stages.0.layers.0.drop_path (ratio 1.2e-6): the designed layer scale of 1e-6',
-    # a classifier over a residual CNN: the residual stream grows, logits are too large
-    ('hf_resnet', 'loss'):
-        'initial loss 9.03 vs ln 10 = 2.30',
-    ('resnet', 'loss'):
-        'initial loss 3.87 vs ln 10 = 2.30',
 }
 
 

@@ -27,7 +27,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,9 +36,10 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from .. import _torch
-from .._modules import is_activation
+from .._modules import is_activation, is_norm
 from .._session import call_args
 from ..gains import activation_name
+from ..theory import length_map
 
 __all__ = ["Trace", "TraceError", "Usage", "meta_shadow", "model_init_semantics", "synthesize_inputs", "trace"]
 
@@ -213,6 +214,7 @@ class _Node:
     n_out: int = 1
     last: int = 0  # size of the last dimension of (the first) output
     split_last: bool = False  # a split along the last dimension into equal parts
+    norm_out: bool = False  # output of a normalization module
 
 
 @dataclass
@@ -227,6 +229,8 @@ class Usage:
     batch_axes: tuple[int, ...] = ()
     fused: int = 1
     fused_contiguous: bool = True
+    fan_in: float = 0.0  # the contracted size (weights)
+    input_index: int = -1  # the graph node of the op's input (weights)
     activation: Any = None
     query_scale: float = 1.0
 
@@ -243,6 +247,7 @@ class Trace:
     # module -> what feeds the first weight op it runs (also when the weight is computed, e.g.
     # by a weight_norm parametrization, and so is no parameter)
     module_act: dict[str, Any] = field(default_factory=dict)
+    nodes: list[Any] = field(default_factory=list, repr=False)  # the graph, execution order
 
     def weight_usage(self, name: str) -> Usage | None:
         """The first use of ``name`` as a weight (or an embedding), if any."""
@@ -476,6 +481,11 @@ def _module_stack(shadow: nn.Module, rec: _Recorder) -> list[Any]:
                     n = rec.nodes.get(id(t))
                     if n is not None:
                         n.activation = mod
+            elif is_norm(mod):
+                for t in _tensors(out):
+                    n = rec.nodes.get(id(t))
+                    if n is not None:
+                        n.norm_out = True
 
         handles.append(m.register_forward_pre_hook(pre))
         handles.append(m.register_forward_hook(post))
@@ -579,6 +589,22 @@ def _operand_layout(name: str, args: Sequence[Any], pos: int, node: _Node, rec: 
             return pick([d - 1]), pick([d - 2]), batch
         return pick([d - 2]), pick([d - 1]), batch  # x @ W: W [..., in, out]
     return None
+
+
+def _fan_in(name: str, w: torch.Tensor, pos: int, node: _Node | None,
+            lay: tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]] | None) -> float:
+    """The size a weight op contracts its weight operand ``w`` over (per output)."""
+    if name.startswith("conv"):
+        return float(math.prod(w.shape[1:]))
+    if name in ("linear", "bilinear") or w.dim() < 2:
+        return float(w.shape[-1]) if w.dim() else 1.0
+    if name == "einsum":
+        if node is None or node.axes is None or lay is None:
+            return 0.0
+        return float(math.prod(w.shape[k] for k, ax in enumerate(node.axes) if ax in lay[0]))
+    first = {"addmm": 1, "baddbmm": 1}.get(name, 0)
+    left = (pos == first) if name != "__rmatmul__" else pos != 0
+    return float(w.shape[-1] if left else w.shape[-2])
 
 
 def _einsum_layout(eq: str, pos: int, node: _Node) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]] | None:
@@ -842,9 +868,11 @@ def _read(rec: _Recorder) -> Trace:
                 x_nodes = [rec.nodes.get(id(t)) for t in tensor_args if t is not a]
                 x = next((xn for xn in x_nodes if xn is not None and xn.param is None), None)
                 act = _feeding_activation(x) if x is not None else None
-                u = Usage("weight", name, node.module, activation=act)
+                u = Usage("weight", name, node.module, activation=act,
+                          input_index=-1 if x is None else x.index)
                 if lay is not None:
                     u.in_axes, u.out_axes, u.batch_axes = lay
+                u.fan_in = _fan_in(name, a, pos, n, lay)
                 u.fused, u.fused_contiguous = _fused_parts(node, consumers)
                 use(p.param, u)
                 node.weight = p.param
@@ -866,6 +894,12 @@ def _read(rec: _Recorder) -> Trace:
                     use(p.param, Usage("other", name, node.module))
     _attention_scales(rec, out, consumers)
     _residuals(rec, out)
+    seen: dict[int, _Node] = {}
+    for n in rec.nodes.values():
+        seen.setdefault(id(n), n)
+        for i in n.inputs:
+            seen.setdefault(id(i), i)
+    out.nodes = sorted(seen.values(), key=lambda n: n.index)
     return out
 
 
@@ -1005,3 +1039,89 @@ def model_init_semantics(model: nn.Module) -> dict[str, str]:
         if consts and not ops & {"normal_", "uniform_"} and any(v not in (0.0, 1.0) for v in consts):
             out.setdefault(pname, f"set to the constant {consts[-1]:g} by the model's own _init_weights")
     return out
+
+
+# --------------------------------------------------------------------------------------------
+# Second moments through the graph (whole-model targets)
+# --------------------------------------------------------------------------------------------
+
+ParamStats = Callable[[str], "tuple[float, float] | None"]
+"""A parameter's planned ``(mean, std)`` by name, or ``None`` if unknown."""
+
+
+def second_moments(tr: Trace, stats: ParamStats) -> dict[int, float]:
+    """E[x²] per element of every node of ``tr``, propagated in execution order from unit
+    second-moment inputs through the planned init (mean-field rules, one per kind of op).
+
+    Weights: ``fan_in · σ² · q_in`` (+ the bias's); activations: ``E[φ(√q z)²]``
+    (:func:`initwise.theory.length_map`); sums add, products multiply; normalization outputs
+    are 1; attention returns its values' second moment; shape ops, pooling and dropout keep
+    it. An estimate for targets such as "initial logits of unit variance", not a measurement.
+    """
+    q: dict[int, float] = {}
+    weight_of: dict[int, tuple[str, Usage]] = {}
+    for p, uses in tr.usages.items():
+        for u in uses:
+            if u.kind == "weight" and u.input_index >= 0:
+                weight_of.setdefault(u.input_index, (p, u))
+
+    def param_q(name: str | None) -> float:
+        if name is None:
+            return 1.0
+        s = stats(name)
+        return 1.0 if s is None else s[0] ** 2 + s[1] ** 2
+
+    for n in tr.nodes:
+        ins = [q.get(id(i), 1.0) for i in n.inputs]
+        v: float
+        if n.op == "input":
+            v = 1.0
+        elif n.op == "param":
+            v = param_q(n.param)
+        elif n.op == "const" or not ins:
+            v = 1.0
+        elif n.weight is not None:
+            name = n.weight
+            wu = next((x for x in tr.usages.get(name, []) if x.kind == "weight"), None)
+            xs = [q.get(id(i), 1.0) for i in n.inputs if _param_node(i) is None]
+            qx = xs[0] if xs else 1.0
+            fan = wu.fan_in if wu is not None and wu.fan_in > 0 else 1.0
+            s = stats(name)
+            var = (1.0 / fan) if s is None else s[1] ** 2
+            v = fan * var * qx
+            bias = [i for i in n.inputs if i.param is not None and i.param != name]
+            v += sum(param_q(b.param) for b in bias)
+        elif n.norm_out or n.op in _NORM_OPS:
+            v = 1.0
+        elif n.activation is not None and n.op not in ("mul", "__mul__", "mul_"):
+            v = _act_m2(n.activation, ins[0])
+        elif n.op in ("add", "__add__", "add_", "__iadd__", "__radd__", "sub", "__sub__", "__rsub__"):
+            v = sum(ins) + sum(c * c for c in n.scalars)
+        elif n.op in ("mul", "__mul__", "mul_", "__rmul__"):
+            v = math.prod(ins) * math.prod(c * c for c in n.scalars) if ins else 1.0
+        elif n.op in ("div", "__truediv__", "div_"):
+            v = ins[0] / math.prod(c * c for c in n.scalars) if n.scalars else ins[0]
+        elif n.op == "scaled_dot_product_attention":
+            v = ins[2] if len(ins) > 2 else ins[-1]
+        elif n.op in ("matmul", "__matmul__", "bmm", "einsum") and len(n.inputs) == 2:
+            a, b = n.inputs
+            v = ins[1] if _is_gate(a) else ins[0] if _is_gate(b) else ins[0] * ins[1]
+        elif n.op in ("softmax", "log_softmax"):
+            v = 1.0
+        elif n.op in ("cat", "stack", "concat"):
+            v = sum(ins) / len(ins)
+        else:
+            v = ins[0]
+        if not math.isfinite(v) or v < 0:
+            v = 1.0
+        q[id(n)] = v
+    return {n.index: q[id(n)] for n in tr.nodes}
+
+
+def _act_m2(act: Any, qx: float) -> float:
+    try:
+        if isinstance(act, tuple):
+            return float(length_map(qx, act[0], 1.0, param=act[1]))
+        return float(length_map(qx, act, 1.0))
+    except (ValueError, TypeError):
+        return qx

@@ -38,6 +38,7 @@ from .._names import selection
 from .._torch import is_dtensor, is_lazy
 from ..registry import Scheme, get_scheme
 from . import structure
+from .dataflow import second_moments
 from .entries import Plan, PlanEntry
 from .policy import Policy, Rule
 from .presets import get_policy
@@ -232,6 +233,7 @@ class _Context:
     unstable: dict[str, int] = field(default_factory=dict)
     meta_ok: bool = False  # plan meta tensors as if they had storage (materialize)
     param_roles: dict[str, list[str]] = field(default_factory=dict)
+    head_gain: dict[str, float] = field(default_factory=dict)  # whole-model target for heads
 
 
 # --------------------------------------------------------------------------------------------
@@ -538,7 +540,52 @@ def build(model: nn.Module, policy_in: str | Policy | Iterable[Rule], example_in
         entries.append(entry)
         if w is not None:
             work.append(w)
+    ctx.head_gain = _head_gains(ctx, entries, ts)
+    if ctx.head_gain:  # the heads again, with their whole-model target
+        by_name = {n: (k, t) for n, k, t in ts.items}
+        for i, e in enumerate(entries):
+            if e.name in ctx.head_gain:
+                k, t = by_name[e.name]
+                entry, w = _plan_tensor(ctx, ts, select, e.name, k, t)
+                entries[i] = entry
+                work = [x for x in work if x.entry.name != e.name] + ([w] if w is not None else [])
     return _finish(ctx, ts, seed, entries), work
+
+
+def _head_gains(ctx: _Context, entries: list[PlanEntry], ts: Tensors) -> dict[str, float]:
+    """Classifier heads under ``auto``: the gain that gives their logits unit variance, from
+    their input's second moment propagated through the plan (a residual CNN's pooled
+    features are far from unit scale; a pre-norm transformer's are at 1 and keep gain 1)."""
+    tr, pre = ctx.info.trace, ctx.info.prefix
+    heads = [e for e in entries if e.action == "init" and "classifier" in e.roles
+             and e.rule is not None and ctx.policy.rules[e.rule].scheme == "auto"]
+    if tr is None or not heads:
+        return {}
+    planned = {e.name: e for e in entries}
+    tensors = {n: t for n, _, t in ts.items}
+
+    def stats(name: str) -> tuple[float, float] | None:
+        e = planned.get(pre + name)
+        if e is not None and e.action == "init":
+            std = e.std if e.std is not None else (e.bound / math.sqrt(3.0) if e.bound else 0.0)
+            return (e.mean or 0.0, float(std))
+        t = tensors.get(pre + name)
+        if t is None or t.is_meta or t.numel() < 2 or is_dtensor(t) or not t.is_floating_point():
+            return None
+        with torch.no_grad():
+            return (float(t.float().mean()), float(t.float().std()))
+
+    q = second_moments(tr, stats)
+    out = {}
+    for e in heads:
+        u = tr.weight_usage(e.name.removeprefix(pre))
+        if u is None or u.input_index < 0:
+            continue
+        qx = q.get(u.input_index, 1.0)
+        assumed = 1.0 if e.gain is None else 1.0 / e.gain**2  # what the layer-local gain assumes
+        if qx > 0 and math.isfinite(qx) and abs(qx / assumed - 1.0) > 1e-6:
+            out[e.name] = 1.0 / math.sqrt(qx)
+    return out
 
 
 def _plan_tensor(ctx: _Context, ts: Tensors, select: Callable[[str], bool], name: str, kind: str,
@@ -582,6 +629,10 @@ def _plan_tensor(ctx: _Context, ts: Tensors, select: Callable[[str], bool], name
                                        usage=axes)
     act, g, act_src = input_gain(ctx, module, modname, leaf, t, name)
     s, post = depth_scale(ctx, rule, modname)
+    if rule.scheme == "auto" and name in ctx.head_gain:
+        g = ctx.head_gain[name]
+        post.append(f"head: its input's second moment, propagated through the plan, is {1 / g**2:.3g}: "
+                    "std set so the initial logits have unit variance")
     if rule.scheme == "auto" and usage is not None and usage.query_scale != 1.0:
         # logits q.k without 1/sqrt(d): the query's std carries the factor (T5)
         s *= usage.query_scale

@@ -175,12 +175,7 @@ def param_structure_roles(info: GraphInfo) -> dict[str, list[str]]:
             add(p, "branch_end")
     last = [p for p, uses in info.usages.items() if any(u.kind == "weight" and u.op in ("linear", "addmm", "matmul")
                                                          for u in uses)]
-    if last:
-        order = [p for p in _weight_order(info) if p in last]
-        if order:
-            add(order[-1], "classifier")
+    order = [p for p in info.weight_order if p in last]  # execution order of first use as a weight
+    if order:
+        add(order[-1], "classifier")
     return out
-
-
-def _weight_order(info: GraphInfo) -> list[str]:
-    return [p for p in info.usages if any(u.kind == "weight" for u in info.usages[p])]

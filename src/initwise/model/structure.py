@@ -89,6 +89,9 @@ class GraphInfo:
     usages: dict[str, list[Usage]] = field(default_factory=dict)
     residual_writers: set[str] = field(default_factory=set)  # parameters writing residual sums
     semantic: dict[str, str] = field(default_factory=dict)  # parameter -> why its values matter
+    trace: Trace | None = field(default=None, repr=False)  # the dataflow graph (unprefixed names)
+    weight_order: list[str] = field(default_factory=list)  # weights, in the order first used as such
+    prefix: str = ""  # the wrapper prefix the trace's names lack
 
     def usage(self, param: str) -> Usage | None:
         """The first use of ``param`` as a weight or an embedding table (dataflow only)."""
@@ -437,6 +440,8 @@ def _from_trace(tr: Trace, shadow: nn.Module, info: GraphInfo) -> None:
         ordered = (*(m for m in modules if m != wmod), wmod)
         info.branches.append(Branch(ordered, norm if norm in mods else None, "dataflow"))
     info.notes.extend(tr.notes)
+    info.trace = tr
+    info.weight_order = list(tr.order)
 
 
 def _prefixed(info: GraphInfo, pre: str) -> GraphInfo:
@@ -454,6 +459,9 @@ def _prefixed(info: GraphInfo, pre: str) -> GraphInfo:
         usages={p(k): v for k, v in info.usages.items()},
         residual_writers={p(k) for k in info.residual_writers},
         semantic={p(k): v for k, v in info.semantic.items()},
+        trace=info.trace,
+        weight_order=[p(k) for k in info.weight_order],
+        prefix=pre,
     )
 
 
