@@ -27,13 +27,16 @@ from ._errors import AuditError, InitError, InitwiseError, InitwiseWarning, LSUV
 from ._fans import (
     FanRule,
     Fans,
+    WeightAxes,
     axis_fans,
     describe_layout,
     fans,
     gate_blocks,
     register_fans,
+    register_layout,
     tensor_fans,
     unregister_fans,
+    unregister_layout,
 )
 from ._lsuv import LayerRule, LSUVLayer, LSUVReport, LSUVStep, lsuv
 from ._names import canonical_name
@@ -135,6 +138,7 @@ __all__ = [
     "Scheme",
     "SchemeStats",
     "SpectrumSummary",
+    "WeightAxes",
     "WeightStats",
     "WidthAuditReport",
     "WidthRow",
@@ -185,6 +189,7 @@ __all__ = [
     "presets",
     "random",
     "register_fans",
+    "register_layout",
     "register_scheme",
     "schemes",
     "second_moment",
@@ -197,6 +202,7 @@ __all__ = [
     "uniform",
     "uniform_",
     "unregister_fans",
+    "unregister_layout",
     "variance_scaling_",
     "xavier_normal",
     "xavier_normal_",

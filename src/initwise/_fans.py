@@ -85,8 +85,11 @@ __all__ = [
     "gate_blocks",
     "plan_layout",
     "register_fans",
+    "register_layout",
+    "registered_layout",
     "tensor_fans",
     "unregister_fans",
+    "unregister_layout",
 ]
 
 
@@ -374,6 +377,70 @@ def register_fans(module_type: type[nn.Module], fn: _R | None = None) -> _R | Ca
     return add if fn is None else add(fn)
 
 
+# Explicit layouts (register_layout): (module type, parameter name) -> WeightAxes
+_LAYOUTS: dict[tuple[type[nn.Module], str], WeightAxes] = {}
+
+
+def register_layout(module_type: type[nn.Module], name: str, *, in_axis: Axis, out_axis: Axis,
+                    batch_axis: Axis = (), parts: int = 1, contiguous: bool = True) -> None:
+    """Declare how parameter ``name`` of ``module_type`` (and subclasses) is laid out.
+
+    The explicit form of what whole-model planning otherwise reads from the model's dataflow:
+    which axes the forward pass contracts (``in_axis``), produces (``out_axis``) and batches
+    over (``batch_axis``: one independent matrix per index, e.g. fused experts; no fan counts
+    them), with JAX's ``variance_scaling`` axis semantics (ints or sequences, negative allowed),
+    and into how many equal ``parts`` the output is split (fused q/k/v or gate/up;
+    ``contiguous=False`` when the parts interleave). Checked before the dataflow and the built-in
+    rules; undo with :func:`unregister_layout`. Process-wide.
+
+    >>> class Experts(torch.nn.Module):  # 8 experts, each a [64, 32] gate/up weight
+    ...     def __init__(self) -> None:
+    ...         super().__init__()
+    ...         self.w = torch.nn.Parameter(torch.empty(8, 64, 32))
+    >>> register_layout(Experts, "w", in_axis=2, out_axis=1, batch_axis=0, parts=2)
+    >>> plan_layout(Experts(), "w", Experts().w).fans
+    Fans(fan_in=32.0, fan_out=32.0)
+    >>> unregister_layout(Experts, "w")
+    """
+    if not (isinstance(module_type, type) and issubclass(module_type, nn.Module)):
+        raise TypeError(f"register_layout: module_type must be an nn.Module subclass, got {module_type!r}")
+    if not isinstance(name, str) or not name:
+        raise TypeError(f"register_layout: name must be a parameter name, got {name!r}")
+    if isinstance(parts, bool) or not isinstance(parts, int) or parts < 1:
+        raise ValueError(f"register_layout: parts must be an integer >= 1, got {parts!r}")
+
+    def norm(value: Axis, what: str) -> tuple[int, ...]:
+        items: tuple[object, ...] = (value,) if isinstance(value, int) else tuple(value)
+        if not all(isinstance(a, int) and not isinstance(a, bool) for a in items):
+            raise TypeError(f"register_layout: {what} must be an int or a sequence of ints, got {value!r}")
+        return tuple(int(a) for a in items)  # type: ignore[call-overload]
+
+    axes = WeightAxes(norm(in_axis, "in_axis"), norm(out_axis, "out_axis"), norm(batch_axis, "batch_axis"),
+                      parts, contiguous)
+    if not axes.in_axes or not axes.out_axes:
+        raise ValueError("register_layout: in_axis and out_axis must name at least one axis each")
+    _LAYOUTS[(module_type, name)] = axes
+
+
+def unregister_layout(module_type: type[nn.Module], name: str) -> None:
+    """Remove the layout registered for exactly ``(module_type, name)`` (no error if none)."""
+    _LAYOUTS.pop((module_type, name), None)
+
+
+def registered_layout(module: nn.Module, name: str, ndim: int) -> WeightAxes | None:
+    """The layout registered for ``module``'s parameter ``name`` (most derived class first),
+    with negative axes resolved for a ``ndim``-dimensional tensor."""
+    for klass in type(module).__mro__:
+        hit = _LAYOUTS.get((klass, name))
+        if hit is not None:
+            def pos(axes: tuple[int, ...]) -> tuple[int, ...]:
+                return tuple(a % ndim for a in axes)
+
+            return WeightAxes(pos(hit.in_axes), pos(hit.out_axes), pos(hit.batch_axes), hit.parts,
+                              hit.contiguous)
+    return None
+
+
 def unregister_fans(module_type: type[nn.Module]) -> None:
     """Remove the rule registered for exactly ``module_type`` (no error if there is none).
 
@@ -605,6 +672,13 @@ def plan_layout(module: nn.Module, leaf: str, tensor: torch.Tensor, *, module_na
     ``x @ W`` or ``einsum``) it gives the fans; for a ``Linear`` / ``Conv1D`` whose output is
     split into parts it gives the parts (q/k/v, gate/up).
     """
+    explicit = registered_layout(module, leaf, tensor.dim())
+    if explicit is not None and source != "tensor":
+        declared = explicit.fans(tuple(tensor.shape))
+        if declared is None:
+            raise ValueError(f"{type(module).__name__}.{leaf}: the registered layout {explicit} does not "
+                             f"fit its shape {tuple(tensor.shape)}")
+        return TensorLayout(tensor, declared, 1, explicit.batch_axes)
     t, packed = tensor, 1
     if transposable and is_hf_conv1d(module) and leaf == "weight" and t.dim() == 2:
         t = t.t()

@@ -712,6 +712,12 @@ def _value_weights(n: _Node, depth: int = 0) -> tuple[list[_Node], str | None]:
         if n.op in ("add", "__add__", "add_") and len(n.inputs) == 1:  # + a constant
             n = n.inputs[0]
             continue
+        if n.op in ("einsum", "matmul", "__matmul__", "bmm") and len(n.inputs) == 2:
+            values = [x for x in n.inputs if not _is_gate(x)]  # combine with routing weights
+            if len(values) != 1:
+                return [], norm
+            n = values[0]
+            continue
         if n.op in ("add", "__add__", "add_") and len(n.inputs) == 2 and depth < 4:
             out: list[_Node] = []
             for x in n.inputs:
