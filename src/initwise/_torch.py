@@ -8,7 +8,8 @@ stands for; none changes torch's behaviour.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -25,6 +26,7 @@ __all__ = [
     "NormBase",
     "apply_to_own_tensors",
     "compile_wrapped",
+    "composites_traced_through",
     "compute_local_shape_and_global_offset",
     "disable_torch_function",
     "global_hooks",
@@ -142,6 +144,20 @@ def version(tensor: torch.Tensor) -> int:
 def disable_torch_function() -> Any:
     """A context in which ``__torch_function__`` overrides (modes included) are not called."""
     return torch._C.DisableTorchFunction()
+
+
+@contextmanager
+def composites_traced_through() -> Iterator[None]:
+    """Inside the block, ``torch.nn.functional``'s Python composites that hand themselves as a
+    whole to ``__torch_function__`` (``multi_head_attention_forward``) run their body instead,
+    so a ``TorchFunctionMode`` sees the linear maps inside them. Process-wide while it runs."""
+    functional: Any = torch.nn.functional
+    saved = functional.has_torch_function
+    functional.has_torch_function = lambda *a, **k: False
+    try:
+        yield
+    finally:
+        functional.has_torch_function = saved
 
 
 def power_method(parametrization: nn.Module, weight: torch.Tensor, iterations: int) -> bool:

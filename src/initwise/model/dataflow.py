@@ -160,27 +160,39 @@ def _hf_inputs(model: nn.Module) -> dict[str, torch.Tensor] | None:
     return out or None
 
 
-def synthesize_inputs(model: nn.Module) -> tuple[tuple[Any, ...], dict[str, Any]] | None:
-    """Meta inputs for ``model`` when the caller gave none, or ``None`` if there is no guess."""
+def synthesize_inputs(model: nn.Module) -> list[tuple[tuple[Any, ...], dict[str, Any]]]:
+    """Meta inputs for ``model`` when the caller gave none: guesses to try in order (a Hugging
+    Face model's from its config; else one per distinct first-layer kind, in registration
+    order: a module's first registered layer need not be the one that reads the input)."""
     hf = _hf_inputs(model)
     if hf is not None:
-        return (), hf
+        return [((), hf)]
+    out: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
+    seen: set[tuple[Any, ...]] = set()
     for m in model.modules():
+        guess: tuple[torch.Tensor, ...] | None = None
         if isinstance(m, nn.Embedding):
-            return (torch.zeros(2, 8, dtype=torch.long, device="meta"),), {}
-        if isinstance(m, nn.Linear):
-            return (torch.empty(2, m.in_features, device="meta"),), {}
-        if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
-            n = {nn.Conv1d: 1, nn.Conv2d: 2, nn.Conv3d: 3}[type(m)] if type(m) in (
-                nn.Conv1d, nn.Conv2d, nn.Conv3d) else 2
+            guess = (torch.zeros(2, 8, dtype=torch.long, device="meta"),)
+        elif isinstance(m, nn.Linear):
+            guess = (torch.empty(2, m.in_features, device="meta"),)
+        elif isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
+            n = m.weight.dim() - 2
             size = {1: 256, 2: 64, 3: 16}[n]
-            return (torch.empty(2, m.in_channels, *([size] * n), device="meta"),), {}
-        if isinstance(m, nn.RNNBase):
+            guess = (torch.empty(2, m.in_channels, *([size] * n), device="meta"),)
+        elif isinstance(m, nn.RNNBase):
             shape = (2, 8, m.input_size) if m.batch_first else (8, 2, m.input_size)
-            return (torch.empty(*shape, device="meta"),), {}
-        if isinstance(m, nn.MultiheadAttention):
-            return (torch.empty(2, 8, m.embed_dim, device="meta"),) * 3, {}
-    return None
+            guess = (torch.empty(*shape, device="meta"),)
+        elif isinstance(m, nn.MultiheadAttention):
+            guess = (torch.empty(2, 8, m.embed_dim, device="meta"),) * 3
+        if guess is None:
+            continue
+        key = tuple((tuple(t.shape), t.dtype) for t in guess)
+        if key not in seen:
+            seen.add(key)
+            out.append((guess, {}))
+        if len(out) >= 4:
+            break
+    return out
 
 
 def _to_meta(x: Any) -> Any:
@@ -274,6 +286,7 @@ _PASS = frozenset({
 _SPLITS = frozenset({"chunk", "split", "unbind", "tensor_split"})
 # Reads of a tensor's values (data-dependent control flow): faked on meta, see _fake_value
 _VALUE_READS = frozenset({"item", "__bool__", "__int__", "__float__", "__index__", "tolist"})
+
 _ACT_FUNCS: dict[str, str] = {
     "relu": "relu", "relu_": "relu", "gelu": "gelu", "silu": "silu", "tanh": "tanh",
     "tanh_": "tanh", "sigmoid": "sigmoid", "sigmoid_": "sigmoid", "elu": "elu", "selu": "selu",
@@ -631,11 +644,14 @@ def _einsum_layout(eq: str, pos: int, node: _Node) -> tuple[tuple[int, ...], tup
 
 
 def _consumers(rec: _Recorder) -> dict[int, list[_Node]]:
+    """Node -> the nodes that read it (split parts included)."""
     out: dict[int, list[_Node]] = {}
-    for _, _, _, node, ins in rec.ops:
-        if node is None:
+    seen: set[int] = set()
+    for node in [n for _, _, _, n, _ in rec.ops if n is not None] + list(rec.nodes.values()):
+        if id(node) in seen:
             continue
-        for i in ins:
+        seen.add(id(node))
+        for i in node.inputs:
             out.setdefault(id(i), []).append(node)
     return out
 
@@ -794,18 +810,31 @@ def _trace(model: nn.Module, example_inputs: Any, *, meta: bool) -> Trace:
     shadow.eval()
     if example_inputs is not None:
         inputs = _to_meta(example_inputs) if meta else example_inputs
-        args, kwargs = call_args(inputs, verb="example_inputs")
+        guesses = [call_args(inputs, verb="example_inputs")]
     else:
-        guess = synthesize_inputs(shadow)
-        if guess is None:
+        guesses = synthesize_inputs(shadow)
+        if not guesses:
             raise TraceError("no example_inputs and no way to synthesize them for this model")
-        args, kwargs = guess
+    err: TraceError | None = None
+    for args, kwargs in guesses:
+        try:
+            return _run(shadow, names, args, kwargs)
+        except TraceError as e:
+            err = err or e
+    assert err is not None
+    raise err
+
+
+def _run(shadow: nn.Module, names: dict[int, str], args: tuple[Any, ...], kwargs: dict[str, Any]
+         ) -> Trace:  # fmt: skip
     rec = _Recorder(names)
     for t in _tensors((args, kwargs)):
         rec.mark_input(t)
     handles = _module_stack(shadow, rec)
     try:
-        with torch.no_grad(), rec:
+        # grad enabled: torch's fused inference paths (MultiheadAttention, TransformerEncoder
+        # layers) would hide every op; on meta nothing is computed either way
+        with torch.enable_grad(), _torch.composites_traced_through(), rec:
             shadow(*args, **kwargs)
     except Exception as err:
         raise TraceError(f"{type(err).__name__}: {str(err)[:160]}") from err

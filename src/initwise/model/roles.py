@@ -141,12 +141,12 @@ def refine_role(base: str, module: nn.Module, name: str, info: GraphInfo) -> tup
         return base, None
     if base == "norm" and uses[0].op in ("add", "__add__", "__radd__", "add_", "sub", "__rsub__"):
         return "other", "a norm scale used as an offset (1 + w): its neutral value is the model's own"
-    if base == "bias" and "bias" not in kinds:
+    known = isinstance(module, _KNOWN_LAYERS) or is_hf_conv1d(module)
+    if base == "bias" and "bias" not in kinds and not known:
         return "other", f"used by {', '.join(ops)} in the forward pass, not as its layer's bias"
     if base in ("gate", "scalar_bias", "scalar_scale") and any(u.op not in _SCALAR_USES for u in uses):
         return "other", f"used by {', '.join(ops)} in the forward pass"
-    if base == "weight" and not isinstance(module, _KNOWN_LAYERS) and not is_hf_conv1d(module) \
-            and not kinds & {"weight", "embedding"}:
+    if base == "weight" and not known and not kinds & {"weight", "embedding"}:
         return "other", f"used by {', '.join(ops)} in the forward pass, not as a weight"
     return base, None
 

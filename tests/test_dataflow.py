@@ -1,0 +1,224 @@
+"""What ``auto`` reads from a model's dataflow (issue 13 items 2-4), on small hand-written models.
+
+Each case is a structure an unseen architecture may have; the zoo (tests/test_zoo.py) checks
+the same on real Hugging Face families.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+import initwise
+from initwise.model import dataflow
+
+
+class GatedMLP(nn.Module):  # registers act first: order is not dataflow
+    def __init__(self, d: int = 32) -> None:
+        super().__init__()
+        self.act = nn.SiLU()
+        self.down = nn.Linear(4 * d, d)
+        self.up = nn.Linear(d, 4 * d)
+        self.gate = nn.Linear(d, 4 * d)
+        self.norm = nn.LayerNorm(d)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.norm(x)
+        return x + self.down(self.act(self.gate(h)) * self.up(h))
+
+
+def test_gated_product_and_norm_inputs() -> None:
+    p = initwise.plan(GatedMLP(), "auto")
+    assert p.source == "dataflow"
+    assert p["down.weight"].activation == "silu"
+    assert p["up.weight"].activation == "linear" and p["gate.weight"].activation == "linear"
+    assert "residual_out" in p["down.weight"].roles
+
+
+class SEBlock(nn.Module):
+    def __init__(self, c: int = 16) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(c, c, 3, padding=1)
+        self.bn1 = nn.BatchNorm2d(c)
+        self.conv2 = nn.Conv2d(c, c, 3, padding=1)
+        self.bn2 = nn.BatchNorm2d(c)
+        self.fc1 = nn.Linear(c, c // 4)
+        self.fc2 = nn.Linear(c // 4, c)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.bn2(self.conv2(F.relu(self.bn1(self.conv1(x)))))
+        s = torch.sigmoid(self.fc2(F.relu(self.fc1(y.mean((2, 3))))))
+        return F.relu(x + y * s[:, :, None, None])
+
+
+class SENet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 16, 3, padding=1)
+        self.blocks = nn.Sequential(SEBlock(), SEBlock())
+        self.head = nn.Linear(16, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.blocks(F.relu(self.stem(x))).mean((2, 3)))
+
+
+def test_residual_writer_skips_squeeze_excitation_and_stem() -> None:
+    p = initwise.plan(SENet(), "fixup")
+    res = {e.name for e in p if "residual_out" in e.roles}
+    assert res == {"blocks.0.conv2.weight", "blocks.1.conv2.weight"}  # not the SE fc2, not the stem
+    assert "branch" not in p["stem.weight"].roles
+    z = initwise.init(SENet(), "zero_residual", seed=0)
+    assert z["blocks.0.bn2.weight"].scheme == "zeros"  # the branch's trailing norm ends it
+
+
+def test_fused_contiguous_and_interleaved_parts() -> None:
+    class Packed(nn.Module):
+        def __init__(self, interleaved: bool) -> None:
+            super().__init__()
+            self.qkv = nn.Linear(32, 96)
+            self.interleaved = interleaved
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            y = self.qkv(x)
+            if self.interleaved:  # per head [q, k, v] (GPT-NeoX)
+                q, k, v = y.view(*x.shape[:-1], 4, 24).chunk(3, dim=-1)
+            else:
+                q, k, v = y.chunk(3, dim=-1)
+            return q * k + v
+
+    a = initwise.plan(Packed(False), "xavier")["qkv.weight"]
+    b = initwise.plan(Packed(True), "xavier")["qkv.weight"]
+    assert (a.blocks, a.fan_out) == (3, 32.0)  # three [32, 32] blocks
+    assert (b.blocks, b.fan_out) == (1, 32.0)  # interleaved: the fans, drawn as one tensor
+    assert a.std == pytest.approx(b.std) == pytest.approx(math.sqrt(2 / 64))
+
+
+def test_rotary_halves_are_not_parts() -> None:
+    class Rope(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.q = nn.Linear(16, 16)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            q = self.q(x)
+            a, b = q.chunk(2, dim=-1)
+            return torch.cat((-b, a), dim=-1)
+
+    assert initwise.plan(Rope(), "xavier")["q.weight"].blocks == 1
+
+
+class Tokens(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.tok = nn.Embedding(100, 32)
+        self.pos = nn.Embedding(16, 32)
+        self.fixed = nn.Embedding(100, 32)  # a frozen table (looked up by the input)
+        self.fixed.weight.requires_grad_(False)
+        self.cls = nn.Parameter(torch.randn(1, 1, 32) * 0.02)
+        self.scale = nn.Parameter(torch.tensor(2.5))
+        self.body = nn.Linear(32, 32)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        pos = torch.arange(ids.shape[1], device=ids.device)
+        h = self.tok(ids) + self.pos(pos) + self.fixed(ids)
+        h = torch.cat([self.cls.expand(ids.shape[0], -1, -1), h], dim=1)
+        logits = self.body(h) @ self.tok.weight.T
+        return logits * self.scale.exp()
+
+
+def test_do_no_harm_and_ties() -> None:
+    torch.manual_seed(0)
+    m = Tokens()
+    before = {n: p.detach().clone() for n, p in m.named_parameters()}
+    p = initwise.init(m, "auto", seed=0)
+    assert p["tok.weight"].role == "tied_embedding"
+    assert p["tok.weight"].std == pytest.approx(1 / math.sqrt(32))  # logits O(1)
+    assert p["pos.weight"].role == "position" and p["pos.weight"].action == "keep"
+    assert p["fixed.weight"].action == "keep" and "frozen" in p["fixed.weight"].reason
+    assert p["cls"].role == "other" and p["cls"].action == "keep"
+    assert p["scale"].role == "other" and p["scale"].action == "keep"  # exp(scale): meaning
+    for n in ("pos.weight", "fixed.weight", "cls", "scale"):
+        assert torch.equal(before[n], dict(m.named_parameters())[n]), n
+    # a rule that names a tensor still applies
+    pol = initwise.Policy((initwise.Rule("zeros", name="fixed.weight"), *initwise.get_policy("auto").rules))
+    m2 = Tokens()
+    initwise.init(m2, pol, seed=0)
+    assert torch.all(m2.fixed.weight == 0)
+
+
+def test_unscaled_attention_gets_a_smaller_query() -> None:
+    class NoScale(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.q, self.k, self.v = nn.Linear(64, 64), nn.Linear(64, 64), nn.Linear(64, 64)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            a = torch.softmax(self.q(x) @ self.k(x).transpose(-1, -2), dim=-1)
+            return a @ self.v(x)
+
+    p = initwise.plan(NoScale(), "auto")
+    assert p["q.weight"].std == pytest.approx(1 / 8 / 8)  # 1/sqrt(fan_in) x 1/sqrt(d)
+    assert p["k.weight"].std == pytest.approx(1 / 8)
+    assert "not scaled by 1/sqrt(d)" in (p["q.weight"].post or "")
+
+
+def test_model_init_semantics_from_copy() -> None:
+    class Ssm(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.A_log = nn.Parameter(torch.empty(8, 4))
+            self.proj = nn.Linear(8, 8)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.proj(x) * torch.exp(self.A_log).sum(-1)
+
+        def _init_weights(self, module: nn.Module) -> None:
+            if module is self:
+                with torch.no_grad():
+                    self.A_log.copy_(torch.log(torch.arange(1.0, 5.0)).expand(8, 4))
+
+    m = Ssm()
+    m._init_weights(m)
+    assert "copy_" in dataflow.model_init_semantics(m)["A_log"]
+    keep = m.A_log.detach().clone()
+    p = initwise.init(m, "auto", seed=0)
+    assert p["A_log"].action == "keep" and torch.equal(m.A_log, keep)
+
+
+def test_value_reads_on_meta_take_a_branch() -> None:
+    class Branchy(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a, self.b = nn.Linear(8, 8), nn.Linear(8, 8)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            if bool((x > 0).any()) and x.sum().item() > -1e9:
+                return self.b(torch.tanh(self.a(x)))
+            return self.b(torch.tanh(self.a(-x)))
+
+    p = initwise.plan(Branchy())
+    assert p.source == "dataflow" and p["b.weight"].activation == "tanh"
+
+
+def test_classifier_head_gets_unit_logits_from_the_propagated_scale() -> None:
+    class Wide(nn.Module):  # features summed from four unit-scale paths: second moment 4
+        def __init__(self) -> None:
+            super().__init__()
+            self.paths = nn.ModuleList([nn.Linear(16, 32) for _ in range(4)])
+            self.head = nn.Linear(32, 10)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.head(sum(p(x) for p in self.paths))
+
+    torch.manual_seed(0)
+    m = Wide()
+    p = initwise.init(m, "auto", seed=0)
+    assert p["head.weight"].std == pytest.approx(1 / math.sqrt(32 * 4))
+    x = torch.randn(4096, 16, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        logits = m(x)
+    assert float(logits.var()) == pytest.approx(1.0, rel=0.25)
