@@ -16,7 +16,9 @@ primitive draws (uniform, normal, truncated normal). Every function:
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -522,6 +524,28 @@ def lecun_normal_(
 # ---------------------------------------------------------------------------------------------
 
 
+@contextlib.contextmanager
+def _one_thread() -> Iterator[None]:
+    """Run torch (and MKL/OpenMP) single-threaded in the calling thread inside the block.
+
+    LAPACK/BLAS and torch's reductions split their sums by the thread count, so a QR or a
+    norm computed with 1 and 2 threads differs in the last bits (48,184 of 65,536 elements of
+    a 256x256 orthogonal matrix did). One thread is one fixed summation order: the keyed
+    schemes run their linear algebra here, so their values do not depend on
+    ``torch.get_num_threads()`` (torchrun sets ``OMP_NUM_THREADS=1``). The setting is
+    per-thread for OpenMP and MKL; it is restored on exit, also on error.
+    """
+    prev = torch.get_num_threads()
+    if prev == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(prev)
+
+
 def _haar_from_reflectors(at: torch.Tensor) -> torch.Tensor:
     """Orthonormal columns from a Gaussian ``a = at.T`` (m >= n) by Householder reflectors, no QR.
 
@@ -533,17 +557,20 @@ def _haar_from_reflectors(at: torch.Tensor) -> torch.Tensor:
     them (``orgqr``) times ``diag(sign(beta))``: exactly the distribution of Q from QR with
     the sign fix (Haar), while skipping the factorization (about half the cost of QR).
     ``at`` is ``[n, m]`` (row k is column k of ``a``: LAPACK's column-major layout); it is
-    overwritten. Returns ``[m, n]``.
+    overwritten. Returns ``[m, n]``. Runs single-threaded (:func:`_one_thread`), so the bits
+    do not depend on the thread count; one thread is also the fastest for the sizes
+    initialization sees on a shared machine (see docs/random.md).
     """
-    alpha = torch.diagonal(at).clone()
-    low = at.triu_(1)  # row k: the part of column k of a below the diagonal
-    xnorm = torch.linalg.vector_norm(low, dim=1)
-    trivial = xnorm == 0  # an empty or zero sub-column: H = I, R_kk = alpha
-    beta = torch.where(trivial, alpha, -torch.copysign(torch.hypot(alpha, xnorm), alpha))
-    tau = torch.where(trivial, 0.0, (beta - alpha) / torch.where(trivial, 1.0, beta))
-    low.div_(torch.where(trivial, 1.0, alpha - beta).unsqueeze(1))  # v = x / (alpha - beta)
-    q = torch.linalg.householder_product(low.t(), tau)
-    return q.mul_(torch.where(beta < 0, -1.0, 1.0))
+    with _one_thread():
+        alpha = torch.diagonal(at).clone()
+        low = at.triu_(1)  # row k: the part of column k of a below the diagonal
+        xnorm = torch.linalg.vector_norm(low, dim=1)
+        trivial = xnorm == 0  # an empty or zero sub-column: H = I, R_kk = alpha
+        beta = torch.where(trivial, alpha, -torch.copysign(torch.hypot(alpha, xnorm), alpha))
+        tau = torch.where(trivial, 0.0, (beta - alpha) / torch.where(trivial, 1.0, beta))
+        low.div_(torch.where(trivial, 1.0, alpha - beta).unsqueeze(1))  # v = x / (alpha - beta)
+        q = torch.linalg.householder_product(low.t(), tau)
+        return q.mul_(torch.where(beta < 0, -1.0, 1.0))
 
 
 def _orthogonal_matrix(rows: int, cols: int, dtype: torch.dtype, generator: Generator) -> torch.Tensor:
@@ -666,7 +693,8 @@ def sparse_(
                 # a keyed random permutation of each column: argsort of keyed uniforms
                 keys = torch.empty(rows, cols, dtype=torch.float64)
                 _random.uniform_(keys, generator.child("sparse_mask"))  # type: ignore[union-attr]
-                values.scatter_(0, keys.argsort(dim=0)[:num_zeros], 0.0)
+                # distinct 52-bit keys: one permutation; stable sort pins ties all the same
+                values.scatter_(0, keys.argsort(dim=0, stable=True)[:num_zeros], 0.0)
             else:
                 torch_gen = generator if isinstance(generator, torch.Generator) else None
                 for c in range(cols):  # column by column, like torch (and as fast)
