@@ -43,7 +43,7 @@
 #define IW_AVX512 0
 #endif
 
-#define B 32 /* Philox blocks per batch: 64 output values */
+#define B 64 /* Philox blocks per batch: 128 output values */
 
 #define PHILOX_M0 0xD2511F53u
 #define PHILOX_M1 0xCD9E8D57u
@@ -299,9 +299,12 @@ static inline __attribute__((always_inline)) void batch_uniform(const params_t *
 static inline __attribute__((always_inline)) void batch_normal(const params_t *P, int nb, const uint64_t *wa,
                                 const uint64_t *wb, double *va, double *vb) {
     const double mean = P->p[0], sd = P->p[1];
+    double radv[B];
+    /* the radii first, in a loop of their own: its divisions and square roots (the slowest
+       units) then overlap each other instead of waiting behind the sine/cosine polynomials */
+    for (int j = 0; j < nb; j++) radv[j] = __builtin_sqrt(-2.0 * iw_log(u52(wa[j])));
     for (int j = 0; j < nb; j++) {
-        double u1 = u52(wa[j]);
-        double rad = __builtin_sqrt(-2.0 * iw_log(u1));
+        double rad = radv[j];
         uint64_t m2 = wb[j];
         uint64_t oct = m2 >> 49;
         double f = (bits2d(0x3FF0000000000000ULL | ((m2 & 0x1FFFFFFFFFFFFULL) << 3)) - 1.0) +
