@@ -650,7 +650,8 @@ def orthogonal_(tensor: torch.Tensor, gain: float = 1.0, generator: Generator = 
     a Gaussian matrix with the sign fix of Mezzadri (2007). Elementwise variance is
     ``gain**2 / max(rows, cols)``. With an :class:`initwise.random.Key` as ``generator``, Q is
     formed from the Gaussian's Householder reflectors without the factorization (Stewart 1980;
-    the same Haar distribution, 1.3-1.9x faster). Drop-in for
+    the same Haar distribution, 1.3-1.9x faster), with a summation order fixed by the shape,
+    so the values do not depend on the thread count (docs/random.md). Drop-in for
     ``torch.nn.init.orthogonal_`` (bitwise, in float32, for a torch generator); unlike torch it
     works in float16 and bfloat16 (QR runs in float32 and the result is rounded once) and on
     non-contiguous views (e.g. one gate block of an LSTM weight).
