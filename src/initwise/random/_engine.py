@@ -491,7 +491,9 @@ def _generate_torch(dist: str, k: Key4, p: Params, plan: _Plan, tensor: torch.Te
     """
     code = DIST_CODES[dist]
     dev = tensor.device
-    out = tensor if tensor.is_contiguous() else torch.empty(tensor.shape, dtype=tensor.dtype, device=dev)
+    plain = type(tensor) in (torch.Tensor, torch.nn.Parameter)  # not a subclass (DTensor, ...)
+    direct = plain and tensor.is_contiguous()
+    out = tensor if direct else torch.empty(tensor.shape, dtype=tensor.dtype, device=dev)
     flat = out.view(-1)
     n = flat.numel()
     rows = None if plan.rows is None else torch.from_numpy(plan.rows).to(dev)
