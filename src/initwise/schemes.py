@@ -607,7 +607,8 @@ def _split_product(v: torch.Tensor, tau: torch.Tensor, threads: int) -> torch.Te
         head()
         tail()
         return q
-    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+    # the worker pins torch/MKL/OpenMP to one thread for itself (these settings are per thread)
+    with concurrent.futures.ThreadPoolExecutor(1, initializer=torch.set_num_threads, initargs=(1,)) as pool:
         done = pool.submit(tail)
         head()
         done.result()
