@@ -576,6 +576,7 @@ def _haar_from_reflectors(at: torch.Tensor) -> torch.Tensor:
         return q.mul_(torch.where(beta < 0, -1.0, 1.0))
 
 
+_ONE_THREAD_NUMEL = 1 << 18  # keyed orthogonal_ at most this big runs entirely on one thread
 _SPLIT_MIN = 1024  # Q has at least this many columns: form it in two independent pieces
 
 
@@ -667,10 +668,14 @@ def orthogonal_(tensor: torch.Tensor, gain: float = 1.0, generator: Generator = 
         return tensor
     rows = tensor.shape[0]
     cols = tensor.numel() // rows
-    q = _orthogonal_matrix(rows, cols, _work_dtype(tensor), generator)
-    if g != 1.0:
-        q = q * g
-    return _fill_from(tensor, q.to(tensor.device))
+    # Small keyed matrices (LSUV's pre-init: 50 of them) finish on one thread: a parallel
+    # region for a 64K-element copy costs more than the copy where cores are shared.
+    small = _is_key(generator) and rows * cols <= _ONE_THREAD_NUMEL
+    with _one_thread() if small else contextlib.nullcontext():
+        q = _orthogonal_matrix(rows, cols, _work_dtype(tensor), generator)
+        if g != 1.0:
+            q = q * g
+        return _fill_from(tensor, q.to(tensor.device))
 
 
 def delta_orthogonal_(tensor: torch.Tensor, gain: float = 1.0, generator: Generator = None) -> torch.Tensor:
