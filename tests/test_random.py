@@ -21,7 +21,7 @@ from initwise.random import _engine, _philox
 
 NATIVE = iwr.native_available()
 needs_native = pytest.mark.skipif(not NATIVE, reason="C extension not built")
-BACKENDS = ["native", "numpy"] if NATIVE else ["numpy"]
+BACKENDS = ["native", "numpy", "torch"] if NATIVE else ["numpy", "torch"]
 FILLS = {"uniform": iwr.uniform_, "normal": iwr.normal_, "trunc_normal": iwr.trunc_normal_}
 INF = math.inf
 

@@ -16,11 +16,13 @@ primitive draws (uniform, normal, truncated normal). Every function:
 
 from __future__ import annotations
 
+import concurrent.futures
+import contextlib
 import functools
 import math
 import numbers
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import torch
@@ -769,6 +771,28 @@ def lecun_truncated_normal_(
 # ---------------------------------------------------------------------------------------------
 
 
+@contextlib.contextmanager
+def _one_thread() -> Iterator[None]:
+    """Run torch (and MKL/OpenMP) single-threaded in the calling thread inside the block.
+
+    LAPACK/BLAS and torch's reductions split their sums by the thread count, so a QR or a
+    norm computed with 1 and 2 threads differs in the last bits (48,184 of 65,536 elements of
+    a 256x256 orthogonal matrix did). One thread is one fixed summation order: the keyed
+    schemes run their linear algebra here, so their values do not depend on
+    ``torch.get_num_threads()`` (torchrun sets ``OMP_NUM_THREADS=1``). The setting is
+    per-thread for OpenMP and MKL; it is restored on exit, also on error.
+    """
+    prev = torch.get_num_threads()
+    if prev == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(prev)
+
+
 def _haar_from_reflectors(at: torch.Tensor) -> torch.Tensor:
     """Orthonormal columns from a Gaussian ``a = at.T`` (m >= n) by Householder reflectors, no QR.
 
@@ -780,17 +804,62 @@ def _haar_from_reflectors(at: torch.Tensor) -> torch.Tensor:
     them (``orgqr``) times ``diag(sign(beta))``: exactly the distribution of Q from QR with
     the sign fix (Haar), while skipping the factorization (about half the cost of QR).
     ``at`` is ``[n, m]`` (row k is column k of ``a``: LAPACK's column-major layout); it is
-    overwritten. Returns ``[m, n]``.
+    overwritten. Returns ``[m, n]``. Runs single-threaded (:func:`_one_thread`), so the bits
+    do not depend on the thread count; one thread is also the fastest for the sizes
+    initialization sees on a shared machine (see docs/random.md).
     """
-    alpha = torch.diagonal(at).clone()
-    low = at.triu_(1)  # row k: the part of column k of a below the diagonal
-    xnorm = torch.linalg.vector_norm(low, dim=1)
-    trivial = xnorm == 0  # an empty or zero sub-column: H = I, R_kk = alpha
-    beta = torch.where(trivial, alpha, -torch.copysign(torch.hypot(alpha, xnorm), alpha))
-    tau = torch.where(trivial, 0.0, (beta - alpha) / torch.where(trivial, 1.0, beta))
-    low.div_(torch.where(trivial, 1.0, alpha - beta).unsqueeze(1))  # v = x / (alpha - beta)
-    q = torch.linalg.householder_product(low.t(), tau)
-    return q.mul_(torch.where(beta < 0, -1.0, 1.0))
+    threads = torch.get_num_threads()
+    with _one_thread():
+        alpha = torch.diagonal(at).clone()
+        low = at.triu_(1)  # row k: the part of column k of a below the diagonal
+        xnorm = torch.linalg.vector_norm(low, dim=1)
+        trivial = xnorm == 0  # an empty or zero sub-column: H = I, R_kk = alpha
+        beta = torch.where(trivial, alpha, -torch.copysign(torch.hypot(alpha, xnorm), alpha))
+        tau = torch.where(trivial, 0.0, (beta - alpha) / torch.where(trivial, 1.0, beta))
+        low.div_(torch.where(trivial, 1.0, alpha - beta).unsqueeze(1))  # v = x / (alpha - beta)
+        v = low.t()
+        q = torch.linalg.householder_product(v, tau) if v.shape[1] < _SPLIT_MIN else _split_product(v, tau, threads)
+        return q.mul_(torch.where(beta < 0, -1.0, 1.0))
+
+
+_ONE_THREAD_NUMEL = 1 << 18  # keyed orthogonal_ at most this big runs entirely on one thread
+_SPLIT_MIN = 1024  # Q has at least this many columns: form it in two independent pieces
+
+
+def _split_product(v: torch.Tensor, tau: torch.Tensor, threads: int) -> torch.Tensor:
+    """``householder_product(v, tau)`` as two pieces that run concurrently, each on one thread.
+
+    With ``k = n - 7n/20`` (a fixed split: the bits depend on the shape, never on threads),
+    ``Q[:, :k] = H_1..H_k E`` is the product of the first k reflectors alone, and
+    ``Q[:, k:] = H_1..H_k [0; Q']`` with ``Q'`` the product of the trailing reflectors on rows
+    k and below (reflector j only touches rows >= j). Both pieces cost about the same, so two
+    threads form Q in ~0.55x the one-thread time (LAPACK's own threading would change the
+    bits); one thread pays ~8% over a single ``orgqr``.
+    """
+    m, n = v.shape
+    k = n - (7 * n) // 20
+    q = torch.empty(n, m, dtype=v.dtype).t()  # column-major, as householder_product returns
+
+    def head() -> None:
+        with _one_thread():
+            q[:, :k] = torch.linalg.householder_product(v[:, :k], tau[:k])
+
+    def tail() -> None:
+        with _one_thread():
+            c = torch.zeros(m, n - k, dtype=v.dtype)
+            c[k:] = torch.linalg.householder_product(v[k:, k:], tau[k:])
+            q[:, k:] = torch.ormqr(v[:, :k], tau[:k], c)
+
+    if threads < 2:
+        head()
+        tail()
+        return q
+    # the worker pins torch/MKL/OpenMP to one thread for itself (these settings are per thread)
+    with concurrent.futures.ThreadPoolExecutor(1, initializer=torch.set_num_threads, initargs=(1,)) as pool:
+        done = pool.submit(tail)
+        head()
+        done.result()
+    return q
 
 
 def _orthogonal_matrix(rows: int, cols: int, dtype: torch.dtype, generator: Generator) -> torch.Tensor:
@@ -829,7 +898,8 @@ def orthogonal_(tensor: torch.Tensor, gain: float = 1.0, generator: Generator = 
     a Gaussian matrix with the sign fix of Mezzadri (2007). Elementwise variance is
     ``gain**2 / max(rows, cols)``. With an :class:`initwise.random.Key` as ``generator``, Q is
     formed from the Gaussian's Householder reflectors without the factorization (Stewart 1980;
-    the same Haar distribution, 1.3-1.9x faster). Drop-in for
+    the same Haar distribution, 1.3-1.9x faster), with a summation order fixed by the shape,
+    so the values do not depend on the thread count (docs/random.md). Drop-in for
     ``torch.nn.init.orthogonal_`` (bitwise, in float32, for a torch generator); unlike torch it
     works in float16 and bfloat16 (QR runs in float32 and the result is rounded once) and on
     non-contiguous views (e.g. one gate block of an LSTM weight).
@@ -844,10 +914,14 @@ def orthogonal_(tensor: torch.Tensor, gain: float = 1.0, generator: Generator = 
         return tensor
     rows = tensor.shape[0]
     cols = tensor.numel() // rows
-    q = _orthogonal_matrix(rows, cols, _work_dtype(tensor), generator)
-    if g != 1.0:
-        q = q * g
-    return _fill_from(tensor, q.to(tensor.device))
+    # Small keyed matrices (LSUV's pre-init: 50 of them) finish on one thread: a parallel
+    # region for a 64K-element copy costs more than the copy where cores are shared.
+    small = _is_key(generator) and rows * cols <= _ONE_THREAD_NUMEL
+    with _one_thread() if small else contextlib.nullcontext():
+        q = _orthogonal_matrix(rows, cols, _work_dtype(tensor), generator)
+        if g != 1.0:
+            q = q * g
+        return _fill_from(tensor, q.to(tensor.device))
 
 
 def delta_orthogonal_(tensor: torch.Tensor, gain: float = 1.0, generator: Generator = None) -> torch.Tensor:
@@ -915,7 +989,8 @@ def sparse_(
                 # a keyed random permutation of each column: argsort of keyed uniforms
                 keys = torch.empty(rows, cols, dtype=torch.float64)
                 _random.uniform_(keys, generator.child("sparse_mask"))  # type: ignore[union-attr]
-                values.scatter_(0, keys.argsort(dim=0)[:num_zeros], 0.0)
+                # distinct 52-bit keys: one permutation; stable sort pins ties all the same
+                values.scatter_(0, keys.argsort(dim=0, stable=True)[:num_zeros], 0.0)
             else:
                 torch_gen = generator if isinstance(generator, torch.Generator) else None
                 for c in range(cols):  # column by column, like torch (and as fast)

@@ -24,7 +24,7 @@ import torch
 
 from .._checks import check_choice, check_finite_positive, check_tensor
 from .._math import normal_cdf as _phi
-from . import _philox
+from . import _philox, _torchops
 from ._philox import DIST_CODES, Key4, Params
 
 try:  # the optional C extension (built by setup.py when a compiler is available)
@@ -48,7 +48,7 @@ __all__ = [
     "use_backend",
 ]
 
-Backend = Literal["native", "numpy"]
+Backend = Literal["native", "numpy", "torch"]
 RandomDistribution = Literal["uniform", "normal", "trunc_normal"]
 BACKENDS: Final[tuple[str, ...]] = get_args(Backend)
 RANDOM_DISTRIBUTIONS: Final[tuple[str, ...]] = get_args(RandomDistribution)
@@ -193,10 +193,13 @@ def native_available() -> bool:
 
 
 def backend() -> Backend:
-    """The backend the next call uses: ``"native"`` or ``"numpy"``.
+    """The backend the next CPU call uses: ``"native"``, ``"numpy"`` or ``"torch"``.
 
     Order: :func:`use_backend` if active, else the ``INITWISE_RANDOM_BACKEND`` environment
-    variable, else ``"native"`` when built. Both give bit-identical values.
+    variable, else ``"native"`` when built. All give bit-identical values. ``"torch"`` (torch
+    operations, any device) is what tensors on other devices use by default: they are
+    generated where they live; naming ``"native"`` or ``"numpy"`` explicitly makes them be
+    generated on the CPU and copied instead.
     """
     name = _backend_override.get() or os.environ.get(_ENV_BACKEND) or None
     if name is None:
@@ -226,6 +229,13 @@ def use_backend(name: Backend) -> Iterator[None]:
         yield
     finally:
         _backend_override.reset(token)
+
+
+def _on_device(device: torch.device) -> bool:
+    """Whether a fill of a tensor on ``device`` runs the torch-ops path on that device."""
+    if device.type == "cpu":
+        return backend() == "torch"
+    return (_backend_override.get() or os.environ.get(_ENV_BACKEND)) not in ("native", "numpy")
 
 
 def set_num_threads(n: int | None) -> None:
@@ -474,6 +484,31 @@ def _generate(dist: str, k: Key4, p: Params, plan: _Plan, out: torch.Tensor) -> 
         flat[lo:hi].copy_(_round_np(buf, out.dtype))
 
 
+def _generate_torch(dist: str, k: Key4, p: Params, plan: _Plan, tensor: torch.Tensor) -> None:
+    """Write the values of ``plan`` into ``tensor`` with torch operations on its own device.
+
+    Bit-identical to :func:`_generate` (see ``_torchops``); chunked so temporaries stay small.
+    """
+    code = DIST_CODES[dist]
+    dev = tensor.device
+    plain = type(tensor) in (torch.Tensor, torch.nn.Parameter)  # not a subclass (DTensor, ...)
+    direct = plain and tensor.is_contiguous()
+    out = tensor if direct else torch.empty(tensor.shape, dtype=tensor.dtype, device=dev)
+    flat = out.view(-1)
+    n = flat.numel()
+    rows = None if plan.rows is None else torch.from_numpy(plan.rows).to(dev)
+    for lo in range(0, n, _CHUNK):
+        hi = min(n, lo + _CHUNK)
+        if rows is None:
+            v = _torchops.values(code, k, p, plan.start + lo, hi - lo, device=dev)
+        else:
+            lin = torch.arange(lo, hi, dtype=torch.int64, device=dev)
+            v = _torchops.values(code, k, p, 0, 0, index=rows[lin // plan.row_len] + lin % plan.row_len)
+        flat[lo:hi].copy_(_torchops.round_to(v, tensor.dtype))
+    if out is not tensor:
+        tensor.copy_(out)
+
+
 @dataclass
 class _ShardScope:
     target: torch.Tensor
@@ -523,6 +558,9 @@ def _fill(fn: str, dist: str, tensor: torch.Tensor, k: Key, params: Mapping[str,
     if not do_fill:
         return tensor
     with torch.no_grad():
+        if _on_device(tensor.device):
+            _generate_torch(dist, k.words, p, plan, tensor)
+            return tensor
         direct = tensor.device.type == "cpu" and tensor.is_contiguous()
         out = tensor if direct else torch.empty(tensor.shape, dtype=tensor.dtype)
         _generate(dist, k.words, p, plan, out)
@@ -619,6 +657,11 @@ def sample(key: Key, distribution: RandomDistribution, index: torch.Tensor, *,
     if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
         raise TypeError(f"{fn}: dtype must be a floating-point torch.dtype, got {dtype!r}")
     p = _params(distribution, fn, params)
+    if _on_device(index.device):
+        if index.numel() and (int(index.min()) < 0 or int(index.max()) >= _MAX_INDEX):
+            raise ValueError(f"{fn}: indices must be in [0, 2**62)")
+        v = _torchops.values(DIST_CODES[distribution], key.words, p, 0, 0, index=index.reshape(-1))
+        return _torchops.round_to(v, dtype).view(index.shape)
     idx = np.ascontiguousarray(index.detach().to("cpu", torch.int64).numpy().reshape(-1))
     if idx.size and (int(idx.min()) < 0 or int(idx.max()) >= _MAX_INDEX):
         raise ValueError(f"{fn}: indices must be in [0, 2**62)")

@@ -1,0 +1,274 @@
+"""The keyed Philox4x32-10 engine written in torch operations: runs on any device.
+
+A line-by-line twin of the NumPy reference (``_philox.py``): the same Philox rounds, the same
+bit manipulations and the same IEEE-754 double operations in the same order, so it gives the
+same float64 values bit for bit, on the CPU and on accelerators. What makes that hold on a
+GPU:
+
+* Philox in int64 lanes holding 32-bit words. The 32x32 -> 64-bit products are split into two
+  16x32 partial products (each < 2^48), so no int64 product ever overflows (torch does not
+  define wrap-around) and no unsigned dtype is needed.
+* Floats use only ``+ - *`` with one rounding each (separate kernels: nothing can be fused into
+  an FMA; ``a + b`` and ``a - b`` stay exact even where a kernel computes them as
+  ``fma(+-1, b, a)``), ``/`` between two tensors (a division by a Python scalar may be turned
+  into a multiplication by its reciprocal on CUDA; none is used), ``sqrt`` (correctly rounded
+  in CUDA's and every CPU's double precision), ``where``, comparisons, exact bit views
+  (``int64 <-> float64``) and exact conversions. No ``log``/``sin``/``cos``/``erf`` kernels,
+  whose last bits differ between devices: those are the ones written out in ``_philox.py``.
+* Rounding to float16/bfloat16 goes through float32 rounded to odd (one correct rounding, as
+  the CPU path does), since torch converts ``double -> half`` through ``float`` on CUDA.
+
+Do not run this under ``torch.compile``: a fused kernel may contract ``a * b + c`` into an FMA.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+import torch
+
+from ._philox import (
+    _COS_C,
+    _LOG_C,
+    _PPND_A,
+    _PPND_B,
+    _PPND_C,
+    _PPND_D,
+    _PPND_E,
+    _PPND_F,
+    _SIN_C,
+    HALF_ULP49,
+    HALF_ULP52,
+    LN2_HI,
+    LN2_LO,
+    PI_4,
+    SQRT1_2,
+    TWO52,
+    W0,
+    W1,
+    Key4,
+    Params,
+)
+
+__all__ = ["block_values", "isqrt", "philox4x32_10", "round_to", "values"]
+
+_M32: Final = 0xFFFFFFFF
+_M0: Final = 0xD2511F53
+_M1: Final = 0xCD9E8D57
+_ONE: Final = 0x3FF0000000000000  # bits of 1.0
+_HALF: Final = 0x3FE0000000000000  # bits of 0.5
+_MANT: Final = 0x000FFFFFFFFFFFFF
+_F64 = torch.float64
+_I64 = torch.int64
+
+
+def _mulhilo(m: int, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """High and low 32-bit words of ``m * x`` (``m`` a 32-bit constant, ``x`` in [0, 2^32))."""
+    lo16 = x * (m & 0xFFFF)  # < 2^48
+    s = x * (m >> 16) + (lo16 >> 16)  # < 2^48 + 2^32: m * x = s * 2^16 + (lo16 & 0xFFFF)
+    return s >> 16, ((s & 0xFFFF) << 16) | (lo16 & 0xFFFF)
+
+
+def philox4x32_10(ctr: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor],
+                  key: tuple[int, int]) -> tuple[torch.Tensor, ...]:
+    """Philox4x32-10 on counters given as four int64 tensors of 32-bit words; 4 tensors back.
+
+    >>> z = torch.zeros(1, dtype=torch.int64)
+    >>> [hex(int(w[0])) for w in philox4x32_10((z, z, z, z), (0, 0))]
+    ['0x6627e8d5', '0xe169c58d', '0xbc57ac4c', '0x9b00dbd8']
+    """
+    c0, c1, c2, c3 = (c.to(_I64) & _M32 for c in ctr)
+    k0, k1 = int(key[0]), int(key[1])
+    for _ in range(10):
+        hi0, lo0 = _mulhilo(_M0, c0)
+        hi1, lo1 = _mulhilo(_M1, c2)
+        c0, c1, c2, c3 = hi1 ^ c1 ^ k0, lo1, hi0 ^ c3 ^ k1, lo0
+        k0 = (k0 + W0) & _M32
+        k1 = (k1 + W1) & _M32
+    return c0, c1, c2, c3
+
+
+def _f64(bits: torch.Tensor) -> torch.Tensor:
+    return bits.view(_F64)
+
+
+_M62: Final = (1 << 62) - 1
+
+
+def _sq62(y: torch.Tensor) -> torch.Tensor:
+    """``y * y mod 2^62`` for int64 ``y < 2^54``, with no intermediate above 2^63."""
+    yh, yl = y >> 26, y & 0x3FFFFFF
+    a = ((yh * yh) & 0x3FF) << 52
+    b = ((2 * yh * yl) & ((1 << 36) - 1)) << 26
+    return (((a + b) & _M62) + yl * yl) & _M62
+
+
+def isqrt(x: torch.Tensor) -> torch.Tensor:
+    """Correctly rounded square root of float64 ``x >= 0`` (normal or zero), on any device.
+
+    ``torch.sqrt`` is correctly rounded on CUDA but not on every CPU build (torch 2.13's
+    AVX-512 kernel rounds 0.8% of doubles the other way), so its result is only a first guess
+    ``y`` within one ulp, checked exactly in integers: with ``x = X 4^k``, ``X`` in
+    ``[2^104, 2^106)`` and ``y = Y 2^k``, ``Y`` is right iff ``-Y < X - Y^2 <= Y``
+    (computed mod 2^62: ``|X - Y^2| < 2^56``), otherwise ``Y + 1`` or ``Y - 1`` is.
+    """
+    b = x.contiguous().view(_I64)
+    ex = (b >> 52) & 0x7FF
+    s = 52 + ((ex - 1127) & 1)  # X = mantissa * 2^s, s in {52, 53}
+    k = (ex - 1075 - s) >> 1  # exact: ex - 1075 - s is even
+    y = torch.sqrt(x)
+    big_y = (y * _f64((1023 - k) << 52)).to(_I64)  # y 2^-k: an integer <= 2^53
+    mant = (b & _MANT) | (1 << 52)
+    xm = (mant & ((1 << (62 - s)) - 1)) << s  # X mod 2^62 (s is a tensor: shift per lane)
+    r = (xm - _sq62(big_y)) & _M62
+    r = torch.where(r >= 1 << 61, r - (1 << 62), r)  # X - Y^2, exact
+    big_y = big_y + (r > big_y).to(_I64) - (r <= -big_y).to(_I64)
+    out = big_y.to(_F64) * _f64((1023 + k) << 52)
+    return torch.where(x == 0.0, x, out)
+
+
+def _u52(m: torch.Tensor) -> torch.Tensor:
+    """``(m + 1/2) 2^-52`` exactly, for 52-bit integers ``m``."""
+    return (_f64(m | _ONE) - 1.0) + HALF_ULP52
+
+
+def _horner(coefs: list[float], z: torch.Tensor) -> torch.Tensor:
+    r = torch.full_like(z, coefs[0])
+    for c in coefs[1:]:
+        r = (z * r) + c
+    return r
+
+
+def ilog(x: torch.Tensor) -> torch.Tensor:
+    """Natural log of float64 ``x`` in ``[2^-1022, 1)``, as ``_philox.ilog``."""
+    b = x.contiguous().view(_I64)
+    ex = (b >> 52) & 0x7FF
+    m = _f64((b & _MANT) | _HALF)
+    e = _f64(ex | 0x4330000000000000) - (TWO52 + 1022.0)
+    small = m < SQRT1_2
+    m = torch.where(small, m + m, m)
+    e = torch.where(small, e - 1.0, e)
+    f = m - 1.0
+    s = f / (m + 1.0)
+    z = s * s
+    lm = (s + s) + s * (z * _horner(_LOG_C, z))
+    return e * LN2_HI + (e * LN2_LO + lm)
+
+
+def _sin_poly(x: torch.Tensor) -> torch.Tensor:
+    z = x * x
+    return x + x * (z * _horner(_SIN_C, z))
+
+
+def _cos_poly(x: torch.Tensor) -> torch.Tensor:
+    z = x * x
+    return 1.0 + z * _horner(_COS_C, z)
+
+
+def _ppnd_central(q: torch.Tensor) -> torch.Tensor:
+    r = 0.180625 - q * q
+    return (_horner(_PPND_A, r) * q) / _horner(_PPND_B, r)
+
+
+def _ppnd_tail(p: torch.Tensor) -> torch.Tensor:
+    """AS241 for the lower tail, evaluated everywhere (``where`` picks): no host sync."""
+    r = isqrt(-ilog(p))
+    rn = r - 1.6
+    near = -(_horner(_PPND_C, rn) / _horner(_PPND_D, rn))
+    rf = r - 5.0
+    far = -(_horner(_PPND_E, rf) / _horner(_PPND_F, rf))
+    return torch.where(r <= 5.0, near, far)
+
+
+def _words(key: Key4, blocks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The two 52-bit integers of each Philox block (halves 0 and 1)."""
+    c0 = blocks & _M32
+    c1 = blocks >> 32
+    c2 = torch.full_like(blocks, key[2])
+    c3 = torch.full_like(blocks, key[3])
+    w0, w1, w2, w3 = philox4x32_10((c0, c1, c2, c3), (key[0], key[1]))
+    return (w1 << 20) | (w0 >> 12), (w3 << 20) | (w2 >> 12)
+
+
+def _trunc(p: Params, u: torch.Tensor) -> torch.Tensor:
+    mean, std, pa, pbc, z_mass, sign, lo, hi = p
+    plo = pa + u * z_mass
+    phi = pbc + (1.0 - u) * z_mass
+    use_lo = plo <= 0.5
+    pv = torch.where(use_lo, plo, phi)
+    q = pv - 0.5
+    x = torch.where(q < -0.425, _ppnd_tail(pv), _ppnd_central(q))
+    z = torch.where(use_lo, x, -x)
+    z = sign * z
+    z = torch.where(z < lo, lo, z)
+    z = torch.where(z > hi, hi, z)
+    return mean + std * z
+
+
+def block_values(dist: int, key: Key4, p: Params,
+                 blocks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Float64 values of halves 0 and 1 of each Philox block (int64 ``blocks``, any device)."""
+    wa, wb = _words(key, blocks)
+    if dist == 0:
+        lo, sc = p[0], p[1]
+        return lo + sc * _u52(wa), lo + sc * _u52(wb)
+    if dist == 1:
+        mean, sd = p[0], p[1]
+        rad = isqrt(-2.0 * ilog(_u52(wa)))
+        octant = wb >> 49
+        f = (_f64(((wb & 0x1FFFFFFFFFFFF) << 3) | _ONE) - 1.0) + HALF_ULP49
+        swap = (octant & 1) != 0
+        x = torch.where(swap, 1.0 - f, f) * PI_4
+        s, c = _sin_poly(x), _cos_poly(x)
+        sp = torch.where(swap, c, s)
+        cp = torch.where(swap, s, c)
+        q = octant >> 1
+        odd = (q & 1) != 0
+        a_ = torch.where(odd, sp, cp)
+        b_ = torch.where(odd, cp, sp)
+        ct = torch.where(((q ^ (q >> 1)) & 1) != 0, -a_, a_)
+        st = torch.where((q >> 1) != 0, -b_, b_)
+        return mean + sd * (rad * ct), mean + sd * (rad * st)
+    return _trunc(p, _u52(wa)), _trunc(p, _u52(wb))
+
+
+def values(dist: int, key: Key4, p: Params, start: int, n: int, *,
+           index: torch.Tensor | None = None, device: torch.device | str = "cpu") -> torch.Tensor:
+    """Float64 values of global elements ``start .. start + n - 1``, or at int64 ``index``."""
+    if index is not None:
+        idx = index.to(device=device, dtype=_I64)
+        va, vb = block_values(dist, key, p, idx >> 1)
+        return torch.where((idx & 1) != 0, vb, va)
+    if n <= 0:
+        return torch.empty(0, dtype=_F64, device=device)
+    b0 = start >> 1
+    b1 = (start + n - 1) >> 1
+    va, vb = block_values(dist, key, p, torch.arange(b0, b1 + 1, dtype=_I64, device=device))
+    s = start - 2 * b0
+    return torch.stack((va, vb), dim=1).view(-1)[s:s + n]
+
+
+def _round_odd_f32(x: torch.Tensor) -> torch.Tensor:
+    """float64 -> float32 rounded to odd (bits as int64): exact for a second, narrower rounding."""
+    f = x.to(torch.float32)
+    back = f.to(_F64)
+    bits = f.view(torch.int32).to(_I64) & _M32
+    bits = bits - (back.abs() > x.abs()).to(_I64)  # rounded away from zero: step back
+    return bits | (back != x).to(_I64)  # sticky bit
+
+
+def round_to(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Round float64 ``x`` to ``dtype`` once, exactly as the CPU path does (same device)."""
+    if dtype == _F64:
+        return x
+    if dtype == torch.float32:
+        return x.to(torch.float32)  # IEEE double -> float conversion, round to nearest even
+    if dtype == torch.float16:
+        odd = _round_odd_f32(x)
+        odd = torch.where(odd >= 1 << 31, odd - (1 << 32), odd).to(torch.int32)
+        return odd.view(torch.float32).to(torch.float16)
+    if dtype == torch.bfloat16:
+        bits = _round_odd_f32(x)
+        h = (bits + (0x7FFF + ((bits >> 16) & 1))) >> 16 & 0xFFFF
+        return torch.where(h >= 1 << 15, h - (1 << 16), h).to(torch.int16).view(torch.bfloat16)
+    return x.cpu().to(dtype).to(x.device)  # other formats: torch's CPU conversion, as the CPU path
