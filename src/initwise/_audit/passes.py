@@ -10,10 +10,17 @@ import torch
 from torch import nn
 
 from .._errors import AuditError
-from .._modules import activation_bounds, resets_scale
-from .._session import primary_output
+from .._modules import (
+    is_embedding,
+    layer_type,
+    parametrization_modules,
+    resets_scale,
+    saturation_bounds,
+)
+from .._session import input_tensors, primary_output
+from .output import output_check
 from .report import AuditReport, AuditThresholds, LayerStats, WeightStats
-from .stats import _flat32, _grad_stats, _orth_error, _out_stats, _sum_sq
+from .stats import _flat32, _grad_stats, _orth_error, _out_stats, _sum_sq, _weight_stats
 from .verdict import _batch, _judge, _reference
 
 
@@ -25,11 +32,31 @@ def _kind(m: nn.Module) -> str:
     return "other"
 
 
+def _storage(t: torch.Tensor) -> int:
+    return int(t.untyped_storage().data_ptr())
+
+
+def _index_from_input(idx: torch.Tensor, batch: int, input_storages: set[int]) -> bool:
+    """Whether an embedding's integer indices depend on the model's input.
+
+    Indices that are (a view of) an integer model input do. Otherwise, with a batch of more
+    than one example, they do when they vary along the batch dimension; position ids
+    (``arange``, a ``position_ids`` buffer, relative-position buckets) are the same for every
+    example (batch dimension 1, absent, or an expanded copy) and do not. With one example and
+    indices computed inside the model, they are taken as input-independent.
+    """
+    if _storage(idx) in input_storages:
+        return True
+    if batch > 1 and idx.dim() >= 1 and idx.shape[0] == batch:
+        return bool((idx != idx[:1]).any())
+    return False
+
+
 def _run(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any],
          floats: list[torch.Tensor], targets: Any, loss_fn: Callable[..., torch.Tensor] | None,
          th: AuditThresholds, plan_std: dict[str, tuple[float | None, str | None]],
          layers: str, handles: list[Any], seed: int, orig_rg: dict[torch.Tensor, bool],
-         leaves: list[torch.Tensor]) -> AuditReport:
+         prefix: str = "") -> AuditReport:
     records: list[dict[str, Any]] = []
     out_stats: list[torch.Tensor] = []
     grad_stats: dict[int, torch.Tensor] = {}
@@ -39,24 +66,45 @@ def _run(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any],
     norm_in_grad: dict[int, torch.Tensor] = {}  # row -> [sum of squares, ...] of its gradient
     last: list[Any] = [None]  # the previous row's output tensor (for feeds_norm)
     readers: dict[int, tuple[torch.Tensor, int]] = {}  # id(input) -> (input, first reader)
+    batch = _batch(args, kwargs)
+    # The model's inputs do not require grad (a model may set requires_grad on a view of
+    # them, as Wav2Vec2 does): a row whose output requires no grad depends on no parameter,
+    # and it depends on the input when it reads a model input or such a row's output.
+    inputs = input_tensors(args, kwargs)
+    from_input: set[int] = {id(t) for t in inputs}
+    int_storages = {_storage(t) for t in inputs if not t.is_floating_point()
+                    and not t.is_complex() and t.numel() > 0}
 
     def make_hook(name: str, m: nn.Module) -> Callable[..., None]:
-        bounds = activation_bounds(m)
+        bounds = saturation_bounds(m)
         is_norm = m is not model and resets_scale(m)
+        embedding = is_embedding(m)
 
         def hook(mod: nn.Module, inp: Any, out: Any) -> None:
             y = primary_output(out)
             if y is None or y.numel() == 0:
                 return
-            idx = len(records)
             call = calls.get(name, 0)
             calls[name] = call + 1
-            rec = {"name": name, "call": call, "type": type(mod).__name__,
+            x_in = primary_output(inp)
+            ids = inp[0] if isinstance(inp, tuple) and inp and isinstance(inp[0], torch.Tensor) \
+                else None
+            if y.requires_grad:
+                # an additive table looked up with input-independent indices (positions,
+                # relative-position buckets) is a learned bias, not signal
+                constant = (embedding and ids is not None and not ids.is_floating_point()
+                            and not _index_from_input(ids, batch, int_storages))
+            else:
+                constant = not any(isinstance(t, torch.Tensor) and id(t) in from_input
+                                   for t in (inp if isinstance(inp, tuple) else (inp,)))
+                if not constant:
+                    from_input.add(id(y))
+            rec = {"name": name, "call": call, "type": layer_type(mod),
                    "kind": "output" if mod is model and _kind(mod) != "weighted"
                    else _kind(mod), "shape": list(y.shape), "numel": y.numel(),
                    "module": mod, "norm": False, "feeds_norm": False,
-                   "constant": not y.requires_grad}
-            x_in = primary_output(inp)
+                   "constant": constant}
+            idx = len(records)
             # siblings reading one tensor (q, k, v) share a gradient; the model (or any
             # container) reading its own input is not a sibling of its first layer
             if x_in is not None and mod is not model and next(iter(mod.children()), None) is None:
@@ -99,7 +147,10 @@ def _run(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any],
 
         return hook
 
+    internals = parametrization_modules(model)
     for name, m in model.named_modules():
+        if m in internals:
+            continue
         is_leaf = next(iter(m.children()), None) is None
         weighted = any(True for _ in m.parameters(recurse=False))
         if m is model or weighted or (layers == "leaves" and is_leaf):
@@ -141,9 +192,9 @@ def _run(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any],
         pnames.setdefault(prm, pn)
     plist = [p for p in pnames if p.requires_grad]
     grads: tuple[torch.Tensor | None, ...] = tuple(None for _ in plist)
-    if loss.requires_grad and (plist or leaves):
+    if loss.requires_grad and plist:
         try:
-            grads = torch.autograd.grad(loss, [*plist, *leaves], allow_unused=True)[:len(plist)]
+            grads = torch.autograd.grad(loss, plist, allow_unused=True)
         except Exception as e:
             raise AuditError(f"audit: the backward pass failed ({type(e).__name__}: {e})") from e
     gmap: dict[torch.Tensor, torch.Tensor | None] = dict(zip(plist, grads, strict=True))
@@ -152,17 +203,10 @@ def _run(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any],
     wvecs = []
     nan = torch.full((), math.nan, dtype=torch.float64)
     for p in pnames:
-        f = _flat32(p)
-        s1, s2 = _sum_sq(f)
-        nnz = torch.count_nonzero(f).double()
         g = gmap.get(p)
-        gs = _grad_stats(g, nonzeros=True) if g is not None else torch.stack([nan, nan, nan]).to(f.device)
-        spread = nan.to(f.device)
-        if p.dim() >= 2 and p.numel() > 0:
-            w2 = f.reshape(p.shape[0], -1)
-            nr = w2.norm(dim=1) if w2.shape[0] <= w2.shape[1] else w2.norm(dim=0)
-            spread = ((nr.max() - nr.min()) / nr.mean().clamp_min(1e-30)).double()
-        wvecs.append(torch.stack([s1.double(), s2.double(), nnz, gs[0], gs[2], spread]))
+        gs = (_grad_stats(g, nonzeros=True) if g is not None
+              else torch.stack([nan, nan, nan]).to(p.device))
+        wvecs.append(torch.cat([_weight_stats(p), gs[0:1], gs[2:3]]))
 
     # The one host sync for all statistics.
     fwd = torch.stack(out_stats).cpu().tolist() if out_stats else []
@@ -173,10 +217,9 @@ def _run(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any],
 
     weights: list[WeightStats] = []
     zero_params: set[str] = set()
-    for (p, name), (s1, s2, nnz, gss, gnnz, spread) in zip(pnames.items(), wst, strict=True):
+    for (p, name), (mean, var, s2, nnz, spread, gss, gnnz) in zip(pnames.items(), wst,
+                                                                  strict=True):
         n = int(p.numel())
-        mean = s1 / max(n, 1)
-        var = max(s2 / max(n, 1) - mean * mean, 0.0)
         rms = math.sqrt(max(s2 / max(n, 1), 0.0))
         norm = rms * math.sqrt(n)
         ws = WeightStats(name=name, shape=list(p.shape), numel=n, mean=mean,
@@ -225,7 +268,7 @@ def _run(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any],
         mean = s1 / numel
         m2 = s2 / numel
         var = max(m2 - mean * mean, 0.0)
-        bounds = activation_bounds(rec["module"])
+        bounds = saturation_bounds(rec["module"])
         nonfinite = not (math.isfinite(lo) and math.isfinite(hi))
         mod = rec["module"]
         own_zero = any(param_owner.get(id(mp)) in zero_params
@@ -261,11 +304,14 @@ def _run(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any],
         # The output's gradient, from the loss directly.
         out_gnorm = float("nan")
 
+    head = next(((rec["name"], rec["module"]) for rec in reversed(records)
+                 if rec["module"] is not model and rec["kind"] == "weighted"), None)
     report = AuditReport(
-        model=type(model).__name__, mode="", batch=_batch(args, kwargs), loss=float(loss.detach()),
+        model=layer_type(model), mode="", batch=batch, loss=float(loss.detach()),
         loss_kind=loss_kind, input_rms=in_rms, reference_rms=ref,
         output_grad_norm=out_gnorm, thresholds=th, rows=rows, weights=weights,
-        forward_verdict="healthy", backward_verdict="healthy", verdict="healthy")
+        forward_verdict="healthy", backward_verdict="healthy", verdict="healthy",
+        output=output_check(model, out, y, targets, head, th))
     _judge(report)
     return report
 

@@ -109,6 +109,9 @@ def _judge(rep: AuditReport) -> None:
             r.grad_reference = _nearest(r.grad_norm, *gspan)
             r.grad_ratio = (r.grad_norm / r.grad_reference if r.grad_reference > 0
                             else math.inf)
+        if r.constant:  # not signal: reported, not judged
+            r.grad_flag = "n/a"
+            continue
         if blocked and r.grad_norm == 0.0:
             r.grad_flag = "skipped"
             continue
@@ -150,6 +153,8 @@ def _judge(rep: AuditReport) -> None:
                                f"{_fmt(bfirst.grad_ratio)}{ref}")
     f, b = rep.forward_verdict, rep.backward_verdict
     rep.verdict = f if _SEVERITY[f] >= _SEVERITY[b] else b
+    if rep.output is not None and _SEVERITY[rep.output.verdict] > _SEVERITY[rep.verdict]:
+        rep.verdict = rep.output.verdict
     n_norm = sum(r.norm for r in rep.rows)
     if segmented and n_norm:
         notes.append(f"{n_norm} normalization rows re-set the reference (scope 'segment'): "
