@@ -136,6 +136,9 @@ def audit(
             gkwargs = {k: plain(v) for k, v in kwargs.items()}
             report = _run(model, gargs, gkwargs, floats, targets, loss_fn, th, plan_std, layers,
                           handles, seed, dict(state.requires_grad))
+            for h in handles:  # the spectrum's transforms run without the audit's hooks
+                h.remove()
+            handles.clear()
             if spectrum:
                 torch.manual_seed(seed)
                 report.spectrum = _spectrum(model, args, kwargs, spectrum_steps,

@@ -11,6 +11,7 @@ from torch import nn
 
 from .._errors import AuditError
 from .._modules import (
+    is_activation,
     is_embedding,
     layer_type,
     parametrization_modules,
@@ -52,6 +53,58 @@ def _index_from_input(idx: torch.Tensor, batch: int, input_storages: set[int]) -
     return False
 
 
+_SHAPE_NODES = frozenset({
+    "ViewBackward0", "UnsafeViewBackward0", "ReshapeAliasBackward0", "TransposeBackward0",
+    "PermuteBackward0", "CloneBackward0", "ExpandBackward0", "SqueezeBackward0",
+    "SqueezeBackward1", "SqueezeBackward2", "UnsqueezeBackward0", "ToCopyBackward0",
+    "TBackward0", "AliasBackward0",
+    # elementwise maps of one tensor: part of the term they shape
+    "GeluBackward0", "SiluBackward0", "ReluBackward0", "TanhBackward0", "SigmoidBackward0",
+    "NativeDropoutBackward0", "MulBackward1", "DivBackward1",
+})
+_ADD_NODES = frozenset({"AddBackward0", "AddBackward1"})
+
+
+def _addend_nodes(fn: Any) -> list[Any]:
+    """The autograd nodes of the terms of the sum that produced a tensor (``[]`` if it is not
+    a sum of two or more tensors): for each term, the chain of nodes from the sum down
+    through shape ops and elementwise maps of one tensor, nested sums opened."""
+    def chain(f: Any) -> list[Any]:
+        out = []
+        for _ in range(16):
+            if f is None:
+                break
+            out.append(f)
+            if f.name() not in _SHAPE_NODES:
+                break
+            nxt = [n for n, _ in f.next_functions if n is not None]
+            if len(nxt) != 1:
+                break
+            f = nxt[0]
+        return out
+
+    top_chain = chain(fn)
+    top = top_chain[-1] if top_chain else None
+    if top is None or top.name() not in _ADD_NODES:
+        return []
+    if len([n for n, _ in top.next_functions if n is not None]) < 2:
+        return []
+    out: list[Any] = []
+    stack = [top]
+    seen = 0
+    while stack and seen < 64:
+        seen += 1
+        f = stack.pop()
+        for n, _ in f.next_functions:
+            c = chain(n)
+            if not c:
+                continue
+            out.extend(c)
+            if c[-1].name() in _ADD_NODES:
+                stack.append(c[-1])
+    return out
+
+
 def _run(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any],
          floats: list[torch.Tensor], targets: Any, loss_fn: Callable[..., torch.Tensor] | None,
          th: AuditThresholds, plan_std: dict[str, tuple[float | None, str | None]],
@@ -63,7 +116,6 @@ def _run(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any],
     calls: dict[str, int] = {}
 
     norm_in: dict[int, torch.Tensor] = {}  # row -> sum of squares of a norm's input
-    norm_in_grad: dict[int, torch.Tensor] = {}  # row -> [sum of squares, ...] of its gradient
     last: list[Any] = [None]  # the previous row's output tensor (for feeds_norm)
     readers: dict[int, tuple[torch.Tensor, int]] = {}  # id(input) -> (input, first reader)
     batch = _batch(args, kwargs)
@@ -74,6 +126,14 @@ def _run(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any],
     from_input: set[int] = {id(t) for t in inputs}
     int_storages = {_storage(t) for t in inputs if not t.is_floating_point()
                     and not t.is_complex() and t.numel() > 0}
+    input_storages = {_storage(t) for t in inputs if t.numel() > 0}
+    row_of: dict[int, int] = {}  # id(row output) -> row
+    keep: list[torch.Tensor] = []  # row outputs, alive while their ids are keys
+    gfn_row: dict[Any, int] = {}  # autograd node of a row output -> row
+    passes_from: dict[int, int] = {}  # pass-through row -> the row it passes on
+    in_src: dict[int, tuple[str, int]] = {}  # row -> where its input gradient is measured
+    in_hooked: dict[int, int] = {}  # id(input tensor) -> the row whose hook measures it
+    in_grad: dict[int, torch.Tensor] = {}  # row -> gradient stats at its input (hooks)
 
     def make_hook(name: str, m: nn.Module) -> Callable[..., None]:
         bounds = saturation_bounds(m)
@@ -111,20 +171,47 @@ def _run(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any],
                 first = readers.setdefault(id(x_in), (x_in, idx))
                 rec["shares_input_with"] = first[1] if first[0] is x_in and first[1] != idx \
                     else None
+            if mod is not model and any(isinstance(t, torch.Tensor) and t.numel() > 0
+                                        and _storage(t) in input_storages
+                                        for t in (inp if isinstance(inp, tuple) else (inp,))):
+                rec["reads_input"] = True
+                if x_in is not None and x_in.is_floating_point():
+                    with torch.no_grad():
+                        norm_in[idx] = _sum_sq(_flat32(x_in))[1] / max(x_in.numel(), 1)
             records.append(rec)
             with torch.no_grad():
                 out_stats.append(_out_stats(y, bounds, th.saturation_margin))
+            src = row_of.get(id(x_in)) if x_in is not None else None
+            rec["src"] = src
+            # the gradient at the row's input (summed over every reader of that tensor): the
+            # producing row's gradient, or a hook on the input
+            if x_in is not None and x_in.requires_grad and mod is not model:
+                if src is not None:
+                    in_src[idx] = ("row", src)
+                elif id(x_in) in in_hooked:
+                    in_src[idx] = ("hook", in_hooked[id(x_in)])
+                else:
+                    in_hooked[id(x_in)] = idx
+                    in_src[idx] = ("hook", idx)
+
+                    def ihook(g: torch.Tensor) -> None:
+                        with torch.no_grad():
+                            in_grad[idx] = _grad_stats(g)
+                    handles.append(x_in.register_hook(ihook))
+                # residual sums: the rows whose outputs are added (directly, or through shape
+                # ops and nested sums) to form this row's input are addends
+                if x_in.grad_fn is not None:
+                    for a in _addend_nodes(x_in.grad_fn):
+                        r_add = gfn_row.get(a)
+                        if r_add is not None:
+                            records[r_add]["addend"] = True
             # parameter-free rows that shrink the tensor (global/avg pooling, mean): the
             # gradient norm legitimately drops by sqrt(numel_in / numel_out) across them
             pool = (not is_norm and mod is not model and x_in is not None
                     and next(iter(mod.parameters(recurse=False)), None) is None
                     and x_in.numel() > y.numel() and x_in.requires_grad)
-            if pool and x_in is not None:
+            if pool:
                 rec["pool"] = True
-                def phook(g: torch.Tensor) -> None:
-                    with torch.no_grad():
-                        norm_in_grad[idx] = _grad_stats(g)
-                handles.append(x_in.register_hook(phook))
             x = x_in if is_norm else None
             if x is not None and x.numel() > 0:
                 rec["norm"] = True
@@ -133,13 +220,19 @@ def _run(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any],
                 prev = last[0]
                 if prev is not None and prev[1] is x:
                     records[prev[0]]["feeds_norm"] = True
-                if x.requires_grad:
-                    def ihook(g: torch.Tensor) -> None:
-                        with torch.no_grad():
-                            norm_in_grad[idx] = _grad_stats(g)
-                    handles.append(x.register_hook(ihook))
             last[0] = (idx, y)
+            row_of[id(y)] = idx
+            keep.append(y)
             if y.requires_grad:
+                if y.grad_fn is not None:
+                    gfn_row[y.grad_fn] = idx
+                    # a pass-through row (dropout, identity) hands the addend role down
+                    if src is not None and not embedding and x_in is not None \
+                            and x_in.shape == y.shape and bounds is None \
+                            and next(iter(mod.parameters(recurse=False)), None) is None \
+                            and not is_norm and not is_activation(mod):
+                        passes_from[idx] = src
+
                 def ghook(g: torch.Tensor) -> None:
                     with torch.no_grad():
                         grad_stats[idx] = _grad_stats(g)
@@ -168,6 +261,12 @@ def _run(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any],
     y = primary_output(out)
     if y is None:
         raise AuditError("audit: the model's output contains no floating-point tensor")
+    # a dead network: examples that differ give the same output
+    same_output = None
+    if batch > 1 and y.dim() > 0 and y.shape[0] == batch and any(
+            t.dim() > 0 and t.shape[0] == batch and bool((t != t[:1]).any()) for t in inputs):
+        with torch.no_grad():
+            same_output = bool((y == y[:1]).all())
     # The loss: user's, or a seeded unit-variance random projection.
     if loss_fn is None:
         gen = torch.Generator().manual_seed(seed)
@@ -212,7 +311,13 @@ def _run(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any],
     fwd = torch.stack(out_stats).cpu().tolist() if out_stats else []
     bwd = {k: v.cpu().tolist() for k, v in grad_stats.items()}
     nin = {k: float(v) for k, v in norm_in.items()}
-    nin_grad = {k: v.cpu().tolist()[0] for k, v in norm_in_grad.items()}
+    hooked_in = {k: v.cpu().tolist()[0] for k, v in in_grad.items()}
+    nin_grad: dict[int, float] = {}
+    for i, (how, j) in in_src.items():
+        if how == "row" and j in bwd:
+            nin_grad[i] = bwd[j][0]
+        elif how == "hook" and j in hooked_in:
+            nin_grad[i] = hooked_in[j]
     wst = torch.stack(wvecs).cpu().tolist() if wvecs else []
 
     weights: list[WeightStats] = []
@@ -285,6 +390,9 @@ def _run(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any],
         r.zero_init = own_zero and zeros == numel
         r.norm, r.feeds_norm, r.constant = rec["norm"], rec["feeds_norm"], rec["constant"]
         r.pool = bool(rec.get("pool", False))
+        r.addend = bool(rec.get("addend", False))
+        r.reads_input = bool(rec.get("reads_input", False))
+        r.source = rec.get("src")
         r.shares_input_with = rec.get("shares_input_with")
         if i in nin:
             r.in_rms = math.sqrt(nin[i]) if math.isfinite(nin[i]) else math.inf
@@ -297,6 +405,10 @@ def _run(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any],
             r.grad_max_abs = gmax
         rows.append(r)
 
+    # an addend passed on by a pass-through row (dropout, identity) is its source's output
+    for i in sorted(passes_from, reverse=True):
+        if rows[i].addend:
+            rows[passes_from[i]].addend = True
     ref = _reference(rows, in_rms, th)
     out_row = next((r for r in reversed(rows) if r.name == "" and r.call == 0), None)
     out_gnorm = out_row.grad_norm if out_row is not None and out_row.grad_norm else None
@@ -311,7 +423,8 @@ def _run(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any],
         loss_kind=loss_kind, input_rms=in_rms, reference_rms=ref,
         output_grad_norm=out_gnorm, thresholds=th, rows=rows, weights=weights,
         forward_verdict="healthy", backward_verdict="healthy", verdict="healthy",
-        output=output_check(model, out, y, targets, head, th))
+        output=output_check(model, out, y, targets, head, th),
+        input_independent=bool(same_output))
     _judge(report)
     return report
 

@@ -142,6 +142,9 @@ class LayerStats:
     grad_segment: int | None = None
     grad_global_ratio: float | None = None
     shares_input_with: int | None = None
+    addend: bool = False
+    reads_input: bool = False
+    source: int | None = None
 
 
 @dataclass
@@ -277,6 +280,7 @@ class AuditReport:
     notes: list[str] = field(default_factory=list)
     spectrum: SpectrumSummary | None = None
     output: OutputCheck | None = None
+    input_independent: bool = False
 
     # -- data ------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
