@@ -42,6 +42,7 @@ _WRITE_DUNDERS = frozenset({"__setitem__", "__iadd__", "__isub__", "__imul__", "
                             "__idiv__", "__ipow__", "__iand__", "__ior__"})
 _COPY_OPS = frozenset({"to", "float", "double", "half", "bfloat16", "clone", "contiguous", "cpu",
                        "cuda", "type"})
+_PRIMITIVES = frozenset(n for n in dir(torch.nn.init) if n.endswith("_") and not n.startswith("_"))
 _LOAD = frozenset({"_load_from_state_dict", "load_state_dict", "_load_state_dict_into_model",
                    "_load_state_dict_into_meta_model", "load_state_dict_into_meta_model"})
 _CONSTRUCT = frozenset({"reset_parameters", "_reset_parameters"})
@@ -82,8 +83,10 @@ def _site(fallback_op: str) -> tuple[str, str, str]:
                 phase = "construct"
             elif code.co_name in _INIT:
                 phase = "init"
-        if not caller and not fname.startswith(_TORCH_DIR) and not fname.startswith(_HERE) \
-                and not fname.endswith("contextlib.py"):
+        # wrappers of the init primitives (transformers' own ``normal_``...) are not callers
+        wrapper = code.co_name in _PRIMITIVES
+        if not caller and not wrapper and not fname.startswith(_TORCH_DIR) and \
+                not fname.startswith(_HERE) and not fname.endswith("contextlib.py"):
             caller = _where(frame)
         frame = frame.f_back
     return op, phase or "init", caller
