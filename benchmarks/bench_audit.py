@@ -8,7 +8,7 @@ the audit zoo's Hugging Face families built from configs (``--width`` hidden, 4 
 128, batch 8; needs ``transformers``). Target (issue 14): ratio <= 1.3.
 
     python benchmarks/bench_audit.py [--device cpu|cuda] [--repeats 5]
-        [--models resnet,gpt2,zoo] [--width 256]
+        [--models resnet,gpt2,zoo] [--width 256]   (zoo,zoo:gpt2,zoo:vit: only those)
 """
 
 from __future__ import annotations
@@ -168,8 +168,12 @@ def bench(name: str, model: nn.Module, x: object, repeats: int,
     def audited() -> None:
         audit(model, x)
 
-    t_plain = _time(plain, repeats, device)
-    t_audit = _time(audited, repeats, device)
+    # interleaved, so that a change in machine load hits both sides alike (shared CPUs)
+    plains, audits = [], []
+    for _ in range(repeats):
+        plains.append(_time(plain, 1, device))
+        audits.append(_time(audited, 1, device))
+    t_plain, t_audit = statistics.median(plains), statistics.median(audits)
     rep = audit(model, x)
     print(f"{name:10s} {device.type:5s} rows {len(rep.rows):4d}  plain fwd+bwd "
           f"{t_plain * 1e3:9.2f} ms  audit {t_audit * 1e3:9.2f} ms  ratio "
@@ -196,8 +200,11 @@ def main() -> None:
         bench("gpt2-small", GPT(), torch.randint(0, 50257, (4, 128), generator=g),
               args.repeats, device)
     if "zoo" in args.models:
+        only = [m for m in args.models.split(",") if m.startswith("zoo:")]
+        keep = {m.removeprefix("zoo:") for m in only}
         for name, (model, x) in zoo(args.width).items():
-            bench(name, model, x, args.repeats, device)
+            if not keep or name in keep:
+                bench(name, model, x, args.repeats, device)
 
 
 if __name__ == "__main__":

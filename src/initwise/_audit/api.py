@@ -22,6 +22,14 @@ from .stats import _plan_map
 # audit
 # ------------------------------------------------------------------------------------------
 
+def _seed(seed: int, device: torch.device) -> None:
+    """Seed the RNGs the audited forward uses (dropout): the CPU generator, and the model's
+    CUDA device; ``torch.manual_seed`` would also reach every other backend (~15 ms)."""
+    torch.default_generator.manual_seed(seed)
+    if device.type == "cuda":
+        torch.cuda.manual_seed(seed)
+
+
 def audit(
     model: nn.Module,
     inputs: Any,
@@ -119,7 +127,7 @@ def audit(
                     else contextlib.nullcontext())
         with torch.inference_mode(False), torch.enable_grad(), no_cudnn, \
                 torch.random.fork_rng(devices=devices), suspend_in_place_compile(model):
-            torch.manual_seed(seed)
+            _seed(seed, device)
             model.train(mode == "train")
             for p in params:
                 if p.is_floating_point():
@@ -140,7 +148,7 @@ def audit(
                 h.remove()
             handles.clear()
             if spectrum:
-                torch.manual_seed(seed)
+                _seed(seed, device)
                 report.spectrum = _spectrum(model, args, kwargs, spectrum_steps,
                                             spectrum_examples, seed)
     finally:

@@ -69,8 +69,11 @@ def _classification(y: torch.Tensor, dim: int, kind: str, classes: int, source: 
                     th: AuditThresholds) -> OutputCheck:
     z = y.detach().float().movedim(dim, -1).reshape(-1, classes)
     lse = torch.logsumexp(z, dim=-1)
-    measured = float((lse - z.mean(dim=-1)).mean())
-    std = float(z.var(dim=-1, correction=0).mean().sqrt())
+    mean = z.mean(dim=-1)
+    measured = float((lse - mean).mean())
+    # per-position variance from two fast reductions (a Welford var is ~10x slower on CPU)
+    var = (torch.linalg.vector_norm(z, dim=-1) ** 2 / classes - mean ** 2).clamp_min(0.0)
+    std = float(var.mean().sqrt())
     target_loss = model_loss
     if targets is not None:
         t = targets.reshape(-1).to(z.device)
