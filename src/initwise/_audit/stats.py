@@ -21,6 +21,23 @@ def _flat32(x: torch.Tensor) -> torch.Tensor:
     return x.reshape(-1)
 
 
+COUNT_SAMPLE = 65536  # counts (zeros, saturated, nonzeros) above this many elements are sampled
+
+
+def _count_view(f: torch.Tensor) -> tuple[torch.Tensor, float]:
+    """``(view, scale)``: ``f`` itself, or above :data:`COUNT_SAMPLE` elements an evenly
+    strided sample of about that size (odd stride: no aliasing with power-of-two feature
+    sizes) and the factor that turns a count on it into an estimate for ``f``. A fraction
+    estimated on 65536 elements has a standard error of at most 0.002; an all-zero tensor
+    reads exactly 1."""
+    n = f.numel()
+    if n <= COUNT_SAMPLE:
+        return f, 1.0
+    step = (n // COUNT_SAMPLE) | 1
+    v = f[::step]
+    return v, n / v.numel()
+
+
 def _sum_sq(f: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(sum, sum of squares) of a flat tensor: two fast fused reductions (no Welford pass)."""
     return f.sum(), torch.linalg.vector_norm(f).double() ** 2
@@ -36,16 +53,18 @@ def _out_stats(x: torch.Tensor, bounds: tuple[float | None, float | None] | None
     f = _flat32(x)
     s1, s2 = _sum_sq(f)
     lo, hi = torch.aminmax(f)
-    zeros = f.numel() - torch.count_nonzero(f)
+    c, scale = _count_view(f)
+    zeros = (c.numel() - torch.count_nonzero(c)).double() * scale
+    zeros = torch.where(s2 == 0, torch.full_like(zeros, f.numel()), zeros)
     if bounds is not None:
         b_lo, b_hi = bounds
         width = (b_hi if b_hi is not None else 0.0) - (b_lo if b_lo is not None else 0.0)
         m = margin * abs(width)
-        sat = torch.zeros((), dtype=torch.int64, device=f.device)
+        sat = torch.zeros((), dtype=torch.float64, device=f.device)
         if b_lo is not None:
-            sat = sat + (f <= b_lo + m).sum()
+            sat = sat + (c <= b_lo + m).sum().double() * scale
         if b_hi is not None:
-            sat = sat + (f >= b_hi - m).sum()
+            sat = sat + (c >= b_hi - m).sum().double() * scale
     else:
         sat = zeros
     return torch.stack([s1.double(), s2.double(), lo.double(), hi.double(), zeros.double(),
@@ -84,7 +103,8 @@ def _weight_stats(p: torch.Tensor) -> torch.Tensor:
 def _param_grad_stats(g: torch.Tensor) -> torch.Tensor:
     """[sum of squares, nonzeros] of a parameter's gradient as float64 (still on device)."""
     f = _flat32(g)
-    return torch.stack([_sum_sq(f)[1], torch.count_nonzero(f).double()])
+    c, scale = _count_view(f)
+    return torch.stack([_sum_sq(f)[1], torch.count_nonzero(c).double() * scale])
 
 
 def _grad_stats(g: torch.Tensor, nonzeros: bool = False) -> torch.Tensor:
