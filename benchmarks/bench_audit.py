@@ -193,10 +193,10 @@ def main() -> None:
     g = torch.Generator().manual_seed(0)
     print(f"torch {torch.__version__}, device {device}, threads {torch.get_num_threads()}, "
           f"median of {args.repeats}")
-    if "resnet" in args.models:
+    if "resnet" in args.models.split(","):
         bench("resnet18", resnet18(), torch.randn(32, 3, 32, 32, generator=g), args.repeats,
               device)
-    if "gpt2" in args.models:
+    if "gpt2" in args.models.split(","):
         bench("gpt2-small", GPT(), torch.randint(0, 50257, (4, 128), generator=g),
               args.repeats, device)
     if "zoo" in args.models:
