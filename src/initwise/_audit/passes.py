@@ -42,7 +42,11 @@ def _kind(m: nn.Module) -> str:
 
 
 def _storage(t: torch.Tensor) -> int:
-    return int(t.untyped_storage().data_ptr())
+    """Where ``t``'s storage starts (-1 for tensors without one: functorch wrappers, meta)."""
+    try:
+        return -1 if t.is_meta else int(t.untyped_storage().data_ptr())
+    except (RuntimeError, NotImplementedError):
+        return -1
 
 
 def _index_from_input(idx: torch.Tensor, batch: int, input_storages: set[int]) -> bool:
@@ -133,8 +137,8 @@ def _run(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any],
     inputs = input_tensors(args, kwargs)
     from_input: set[int] = {id(t) for t in inputs}
     int_storages = {_storage(t) for t in inputs if not t.is_floating_point()
-                    and not t.is_complex() and t.numel() > 0}
-    input_storages = {_storage(t) for t in inputs if t.numel() > 0}
+                    and not t.is_complex() and t.numel() > 0} - {-1}
+    input_storages = {_storage(t) for t in inputs if t.numel() > 0} - {-1}
     row_of: dict[int, int] = {}  # id(row output) -> row
     keep: list[torch.Tensor] = []  # row outputs, alive while their ids are keys
     gfn_row: dict[Any, int] = {}  # autograd node of a row output -> row
