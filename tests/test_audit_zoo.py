@@ -18,7 +18,6 @@ from torch import nn
 from initwise import audit
 
 T = pytest.importorskip("transformers")
-pytestmark = pytest.mark.slow  # ~25 s on one core, most of it importing transformers' models
 T.logging.set_verbosity_error()
 
 V = 1000
