@@ -152,6 +152,13 @@ def _run(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any],
         bounds = saturation_bounds(m)
         is_norm = m is not model and resets_scale(m)
         embedding = is_embedding(m)
+        # what the module is does not change between calls: decided once, not per call
+        type_name = layer_type(m)
+        kind = "output" if m is model and _kind(m) != "weighted" else _kind(m)
+        leaf = next(iter(m.children()), None) is None
+        param_free = next(iter(m.parameters(recurse=False)), None) is None
+        passes_on = param_free and not embedding and bounds is None and not is_norm \
+            and not is_activation(m)
 
         def hook(mod: nn.Module, inp: Any, out: Any) -> None:
             y = primary_output(out)
@@ -172,15 +179,14 @@ def _run(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any],
                                    for t in (inp if isinstance(inp, tuple) else (inp,)))
                 if not constant:
                     from_input.add(id(y))
-            rec = {"name": name, "call": call, "type": layer_type(mod),
-                   "kind": "output" if mod is model and _kind(mod) != "weighted"
-                   else _kind(mod), "shape": list(y.shape), "numel": y.numel(),
+            rec = {"name": name, "call": call, "type": type_name,
+                   "kind": kind, "shape": list(y.shape), "numel": y.numel(),
                    "module": mod, "norm": False, "feeds_norm": False,
                    "constant": constant}
             idx = len(records)
             # siblings reading one tensor (q, k, v) share a gradient; the model (or any
             # container) reading its own input is not a sibling of its first layer
-            if x_in is not None and mod is not model and next(iter(mod.children()), None) is None:
+            if x_in is not None and mod is not model and leaf:
                 first = readers.setdefault(id(x_in), (x_in, idx))
                 rec["shares_input_with"] = first[1] if first[0] is x_in and first[1] != idx \
                     else None
@@ -228,8 +234,7 @@ def _run(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any],
                             records[r_add]["addend"] = True
             # parameter-free rows that shrink the tensor (global/avg pooling, mean): the
             # gradient norm legitimately drops by sqrt(numel_in / numel_out) across them
-            pool = (not is_norm and mod is not model and x_in is not None
-                    and next(iter(mod.parameters(recurse=False)), None) is None
+            pool = (not is_norm and mod is not model and x_in is not None and param_free
                     and x_in.numel() > y.numel() and x_in.requires_grad)
             if pool:
                 rec["pool"] = True
@@ -248,10 +253,8 @@ def _run(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any],
                 if y.grad_fn is not None:
                     gfn_row[y.grad_fn] = idx
                     # a pass-through row (dropout, identity) hands the addend role down
-                    if src is not None and not embedding and x_in is not None \
-                            and x_in.shape == y.shape and bounds is None \
-                            and next(iter(mod.parameters(recurse=False)), None) is None \
-                            and not is_norm and not is_activation(mod):
+                    if src is not None and passes_on and x_in is not None \
+                            and x_in.shape == y.shape:
                         passes_from[idx] = src
 
                 if idx not in dup_of:
