@@ -2,10 +2,13 @@
 
 The peer, measured in the same run on the same model and batch: ``y = model(x)``,
 ``L = sum(y * R)``, ``torch.autograd.grad(L, params)`` (what the audit itself computes, without
-hooks and statistics). Models: a ResNet-18-like CNN at 32x32 (batch 32) and a GPT-2-small-sized
-decoder stack (d=768, 12 layers, 12 heads, seq 128, batch 4, vocab 50257). Target: ratio <= 2.
+hooks and statistics). Models: a ResNet-18-like CNN at 32x32 (batch 32), a GPT-2-small-sized
+decoder stack (d=768, 12 layers, 12 heads, seq 128, batch 4, vocab 50257) and, with ``zoo``,
+the audit zoo's Hugging Face families built from configs (``--width`` hidden, 4 layers, seq
+128, batch 8; needs ``transformers``). Target (issue 14): ratio <= 1.3.
 
-    python benchmarks/bench_audit.py [--device cpu|cuda] [--repeats 5] [--models resnet,gpt2]
+    python benchmarks/bench_audit.py [--device cpu|cuda] [--repeats 5]
+        [--models resnet,gpt2,zoo] [--width 256]   (zoo,zoo:gpt2,zoo:vit: only those)
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from initwise import audit
+from initwise._session import call_args, primary_output
 
 
 class BasicBlock(nn.Module):
@@ -109,22 +113,67 @@ def _time(fn: Callable[[], object], repeats: int, device: torch.device) -> float
     return statistics.median(times)
 
 
-def bench(name: str, model: nn.Module, x: torch.Tensor, repeats: int,
+def zoo(width: int) -> dict[str, tuple[nn.Module, object]]:
+    """The audit zoo's families at ``width`` (4 layers, vocabulary 8000, seq 128, batch 8)."""
+    import transformers as T
+
+    T.logging.set_verbosity_error()
+    g = torch.Generator().manual_seed(0)
+    v, d, h = 8000, width, max(width // 64, 2)
+    ids = torch.randint(0, v, (8, 128), generator=g)
+    img = torch.randn(8, 3, 64, 64, generator=g)
+    llama = {"hidden_size": d, "intermediate_size": 4 * d, "num_hidden_layers": 4,
+             "num_attention_heads": h, "num_key_value_heads": h, "vocab_size": v}
+    return {
+        "gpt2": (T.GPT2LMHeadModel(T.GPT2Config(n_embd=d, n_layer=4, n_head=h, vocab_size=v,
+                                                 n_positions=256)), ids),
+        "llama": (T.LlamaForCausalLM(T.LlamaConfig(**llama)), ids),
+        "bert": (T.BertForMaskedLM(T.BertConfig(hidden_size=d, num_hidden_layers=4,
+                                                num_attention_heads=h,
+                                                intermediate_size=4 * d, vocab_size=v)), ids),
+        "t5": (T.T5ForConditionalGeneration(T.T5Config(
+            d_model=d, d_kv=64, d_ff=4 * d, num_layers=4, num_heads=h, vocab_size=v,
+            decoder_start_token_id=0)), {"input_ids": ids, "decoder_input_ids": ids}),
+        "vit": (T.ViTForImageClassification(T.ViTConfig(
+            hidden_size=d, num_hidden_layers=4, num_attention_heads=h, intermediate_size=4 * d,
+            image_size=64, patch_size=8, num_labels=100)), img),
+        "mamba": (T.MambaForCausalLM(T.MambaConfig(hidden_size=d, num_hidden_layers=4,
+                                                   vocab_size=v, state_size=16)), ids),
+        "mixtral": (T.MixtralForCausalLM(T.MixtralConfig(**llama, num_local_experts=4,
+                                                          num_experts_per_tok=2)), ids),
+    }
+
+
+def _to(x: object, device: torch.device) -> object:
+    if isinstance(x, torch.Tensor):
+        return x.to(device)
+    if isinstance(x, dict):
+        return {k: _to(v, device) for k, v in x.items()}
+    return x
+
+
+def bench(name: str, model: nn.Module, x: object, repeats: int,
           device: torch.device) -> tuple[float, float]:
     model.to(device).train()
-    x = x.to(device)
+    x = _to(x, device)
     params = [p for p in model.parameters() if p.requires_grad]
+    args, kwargs = call_args(x)
 
     def plain() -> None:
-        y = model(x)
+        y = primary_output(model(*args, **kwargs))
+        assert y is not None
         r = torch.randn(y.shape, generator=torch.Generator().manual_seed(0)).to(device)
-        torch.autograd.grad((y * r).sum(), params)
+        torch.autograd.grad((y * r).sum(), params, allow_unused=True)
 
     def audited() -> None:
         audit(model, x)
 
-    t_plain = _time(plain, repeats, device)
-    t_audit = _time(audited, repeats, device)
+    # interleaved, so that a change in machine load hits both sides alike (shared CPUs)
+    plains, audits = [], []
+    for _ in range(repeats):
+        plains.append(_time(plain, 1, device))
+        audits.append(_time(audited, 1, device))
+    t_plain, t_audit = statistics.median(plains), statistics.median(audits)
     rep = audit(model, x)
     print(f"{name:10s} {device.type:5s} rows {len(rep.rows):4d}  plain fwd+bwd "
           f"{t_plain * 1e3:9.2f} ms  audit {t_audit * 1e3:9.2f} ms  ratio "
@@ -137,18 +186,25 @@ def main() -> None:
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--models", default="resnet,gpt2")
+    ap.add_argument("--width", type=int, default=256, help="hidden size of the zoo models")
     args = ap.parse_args()
     device = torch.device(args.device)
     torch.manual_seed(0)
     g = torch.Generator().manual_seed(0)
     print(f"torch {torch.__version__}, device {device}, threads {torch.get_num_threads()}, "
           f"median of {args.repeats}")
-    if "resnet" in args.models:
+    if "resnet" in args.models.split(","):
         bench("resnet18", resnet18(), torch.randn(32, 3, 32, 32, generator=g), args.repeats,
               device)
-    if "gpt2" in args.models:
+    if "gpt2" in args.models.split(","):
         bench("gpt2-small", GPT(), torch.randint(0, 50257, (4, 128), generator=g),
               args.repeats, device)
+    if "zoo" in args.models:
+        only = [m for m in args.models.split(",") if m.startswith("zoo:")]
+        keep = {m.removeprefix("zoo:") for m in only}
+        for name, (model, x) in zoo(args.width).items():
+            if not keep or name in keep:
+                bench(name, model, x, args.repeats, device)
 
 
 if __name__ == "__main__":

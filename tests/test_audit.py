@@ -228,14 +228,11 @@ def test_plan_comparison() -> None:
     net = nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 10))
     nn.init.normal_(net[0].weight, std=0.1)
     nn.init.normal_(net[2].weight, std=0.05)
-    plan = {"entries": None}
-    entries = [{"name": "0.weight", "std": 0.1, "bound": None, "scheme": "normal",
-                "action": "init"},
-               {"name": "2.weight", "std": 0.1, "bound": None, "scheme": "normal",
-                "action": "init"},
+    # the typed entry vocabulary (PlanEntry's ``action``, not the old duck-typed ``skipped``)
+    entries = [{"name": "0.weight", "std": 0.1, "bound": None, "scheme": "normal"},
+               {"name": "2.weight", "std": 0.1, "bound": None, "scheme": "normal"},
                {"name": "0.bias", "std": None, "bound": None, "scheme": "zeros",
                 "action": "skip"}]
-    del plan
     rep = audit(net, torch.randn(8, 64), plan=entries)
     w = {w.name: w for w in rep.weights}
     assert w["0.weight"].matches_plan is True

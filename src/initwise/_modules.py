@@ -12,6 +12,7 @@ import re
 
 import torch
 from torch import nn
+from torch.nn.utils import parametrize
 
 from . import _torch
 from .gains import activation_name
@@ -25,7 +26,10 @@ __all__ = [
     "is_hf_conv1d",
     "is_norm",
     "is_weight_layer",
+    "layer_type",
+    "parametrization_modules",
     "resets_scale",
+    "saturation_bounds",
     "sequence_first",
     "unwrap",
 ]
@@ -139,6 +143,53 @@ def activation_bounds(module: nn.Module) -> tuple[float, float] | None:
         if isinstance(module, cls):
             return b
     return None
+
+
+def saturation_bounds(module: nn.Module) -> tuple[float | None, float | None] | None:
+    """The bounds near which ``module``'s outputs count as saturated: ``(lower, upper)``, a
+    side ``None`` where the bound is not a saturation (``None``: not a bounded activation).
+
+    A lower bound of 0 reached by a ReLU-like hard zero (ReLU6, ``Hardtanh(0, t)``) is the
+    ReLU's inactive side, counted as exact zeros, not as saturation: only the upper bound
+    saturates. Tanh, sigmoid, softsign and hardsigmoid saturate on both sides (their lower
+    bound is approached, or held, by the same mechanism as the upper one).
+
+    >>> saturation_bounds(nn.ReLU6()), saturation_bounds(nn.Tanh()), saturation_bounds(nn.ReLU())
+    ((None, 6.0), (-1.0, 1.0), None)
+    """
+    b = activation_bounds(module)
+    if b is None:
+        return None
+    if isinstance(module, nn.Hardtanh) and b[0] == 0.0:
+        return (None, b[1])
+    return (b[0], b[1])
+
+
+def parametrization_modules(model: nn.Module) -> set[nn.Module]:
+    """The modules that implement parametrizations inside ``model`` (``ParametrizationList``
+    containers and their members, e.g. ``_WeightNorm``): internals of a parametrized layer,
+    not layers of the model's dataflow.
+
+    >>> lin = nn.utils.parametrizations.weight_norm(nn.Linear(3, 3))
+    >>> sorted(type(m).__name__ for m in parametrization_modules(lin))
+    ['ModuleDict', 'ParametrizationList', '_WeightNorm']
+    """
+    out: set[nn.Module] = set()
+    for m in model.modules():
+        if parametrize.is_parametrized(m):
+            plist = getattr(m, "parametrizations", None)
+            if isinstance(plist, nn.Module):
+                out.update(plist.modules())
+    return out
+
+
+def layer_type(module: nn.Module) -> str:
+    """The class name of ``module`` as its user wrote it (``Linear`` for a parametrized
+    ``ParametrizedLinear``)."""
+    cls = type(module)
+    if parametrize.is_parametrized(module) and len(cls.__mro__) > 1:
+        return cls.__mro__[1].__name__
+    return cls.__name__
 
 
 _WRAPPER_ATTRS = {"DistributedDataParallel": "module", "DataParallel": "module"}

@@ -25,6 +25,9 @@ examples:
   initwise compare --preset he2015         # He et al. 2015: 30-layer ReLU net, Xavier vs Kaiming
   initwise compare --schemes torch,kaiming --arch cnn --depths 4,8
   initwise audit mlp:depth=30 --policy kaiming
+  initwise audit mlp:depth=30 --fail-on vanishing,exploding   # exit 1 on a bad verdict (CI)
+  initwise check mlp:depth=5 --strict       # exit 1 on uninitialized / low-precision weights
+  initwise digest mlp:depth=5 --policy auto --seed 0   # pin the init: SHA-256 per parameter
   initwise plan mlp:depth=5,activation=gelu --policy auto
   initwise plan transformer:depth=4 --diff gpt2 olmo2
   initwise gains
@@ -195,6 +198,7 @@ def _build_parser() -> argparse.ArgumentParser:
                    help="init to apply before auditing (default torch: as constructed)")
     a.add_argument("--plot", metavar="PNG", help="also save the audit plot to this file")
     a.add_argument("--json", action="store_true", help="print the report as JSON")
+    _add_fail_on(a)
 
     pl = sub.add_parser("plan", help="show which init each parameter of a model would get",
                         description="Print the init plan of a policy for a model (what each "
@@ -217,6 +221,7 @@ def _build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true", help="print as JSON")
     p.set_defaults(_subparsers={"compare": c, "audit": a, "plan": pl, "gains": g,
                                 "schemes": s})
+    _add_guard_commands(sub)
     return p
 
 
@@ -571,6 +576,7 @@ def _cmd_compare(args: argparse.Namespace, argv: list[str]) -> int:
 def _cmd_audit(args: argparse.Namespace) -> int:
     import torch
 
+    _check_fail_on(args)
     model, x, y = _model_and_batch(args)
     plan = None
     if args.policy not in ("torch", "lsuv"):
@@ -593,7 +599,7 @@ def _cmd_audit(args: argparse.Namespace) -> int:
     else:
         print(_dedupe_rows(str(rep)))
         print("\n" + _AUDIT_LEGEND.rstrip())
-    return 0
+    return _audit_exit(args, rep)
 
 
 def _cmd_plan(args: argparse.Namespace) -> int:
@@ -708,6 +714,91 @@ def _cmd_schemes(args: argparse.Namespace) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------- CI guards
+# `initwise audit --fail-on`, `initwise check --strict`, `initwise digest`: exit 0 when clean,
+# 1 on findings, 2 on a usage error.
+
+_FAIL_ON = ("vanishing", "exploding")
+
+
+def _add_fail_on(a: argparse.ArgumentParser) -> None:
+    a.add_argument("--fail-on", type=_csv(str), metavar="V,...", default=None,
+                   help="exit 1 when the verdict (forward, backward or output) is one of these: "
+                        "vanishing, exploding")
+
+
+def _audit_exit(args: argparse.Namespace, rep: Any) -> int:
+    fail_on = getattr(args, "fail_on", None)
+    if not fail_on:
+        return 0
+    verdicts = {rep.verdict, rep.forward_verdict, rep.backward_verdict}
+    if rep.output is not None:
+        verdicts.add(rep.output.verdict)
+    return 1 if verdicts & set(fail_on) else 0
+
+
+def _add_guard_commands(sub: Any) -> None:
+    d = sub.add_parser("digest", help="hash a model's initial weights (pin them in CI)",
+                       description="SHA-256 of each parameter of MODEL after init with POLICY "
+                                   "and SEED (keyed engine: stable across platforms), and a "
+                                   "total. Without --policy: the weights as constructed.",
+                       epilog=_EPILOG_MODEL, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _model_args(d)
+    d.add_argument("--policy", default=None, help="init policy preset (default: as constructed)")
+    d.add_argument("--seed", type=int, default=0, help="seed of the keyed engine (default 0)")
+    d.add_argument("--json", action="store_true", help="print the digest as JSON")
+    c = sub.add_parser("check", help="provenance guard: uninitialized, low-precision, untied",
+                       description="Check MODEL's parameters for values that were never "
+                                   "initialized, sampled in bf16/fp16, or broken ties. Exit 1 "
+                                   "on an error finding (with --strict: on any finding).",
+                       epilog=_EPILOG_MODEL, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _model_args(c)
+    c.add_argument("--policy", default="torch",
+                   help="init to apply before checking (default torch: as constructed)")
+    c.add_argument("--strict", action="store_true", help="fail on warnings and infos too")
+    c.add_argument("--json", action="store_true", help="print the report as JSON")
+
+
+def _check_fail_on(args: argparse.Namespace) -> None:
+    bad = [v for v in (getattr(args, "fail_on", None) or []) if v not in _FAIL_ON]
+    if bad:
+        raise ValueError(f"--fail-on: unknown verdict(s) {', '.join(bad)}; valid: "
+                         + ", ".join(_FAIL_ON))
+
+
+def _cmd_digest(args: argparse.Namespace) -> int:
+    from ._checks import check_seed
+    from ._guard import digest
+
+    check_seed(args.seed, "digest")
+    model, x, _ = _model_and_batch(args)
+    rep = digest(model, args.policy, seed=args.seed, example_inputs=x)
+    if args.json:
+        _print_json(rep.to_dict())
+    else:
+        print(rep)
+    return 0
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    from ._guard import check
+
+    model, x, _ = _model_and_batch(args)
+    if args.policy != "torch":
+        from .compare.schemes import apply_scheme
+
+        apply_scheme(model, args.policy, x, seed=0)
+    rep = check(model, strict=args.strict)
+    if args.json:
+        _print_json(rep.to_dict())
+    else:
+        print(rep)
+    return 0 if rep.ok else 1
+
+
+_GUARD_COMMANDS = {"digest": _cmd_digest, "check": _cmd_check}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``initwise`` command line with ``argv`` (default ``sys.argv[1:]``).
 
@@ -746,6 +837,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_plan(args)
         if args.command == "gains":
             return _cmd_gains(args)
+        if args.command in _GUARD_COMMANDS:
+            return _GUARD_COMMANDS[args.command](args)
         return _cmd_schemes(args)
     except (ValueError, FileNotFoundError) as e:
         return _err(f"initwise {args.command}", str(e), 2)

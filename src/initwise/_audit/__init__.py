@@ -75,6 +75,21 @@ layer is ``χ = n σ² E[tanh'(h)⁴]`` ≈ 8.5 > 1 (the chaotic phase of Poole 
 gradient explodes too, even though the tanh outputs stay bounded. The saturated fraction is
 reported per activation row.
 
+Which rows carry the signal: rows whose outputs are terms of a residual sum (found on the
+autograd graph of each row's input) are judged for explosion only, a small term being carried
+by the skip; a row reading a model input directly opens a segment referenced to that input
+(a second tower, a decoder's ids); embeddings looked up with input-independent indices
+(positions, relative-position buckets) are ``constant`` (not signal); a row whose output
+gradient is small while the gradient at its input is in band (attention queries, routers)
+is not vanishing; parametrization internals (``_WeightNorm``) are not rows.
+
+**Output check** (``report.output``, :class:`OutputCheck`): for a language model
+(``config.vocab_size``), a classifier (``config.num_labels``, class targets, or a head named
+like one) or regression targets, the initial loss against an uninformed model (``ln V``,
+``ln C``, ``mean(t²)``); logits whose uniform-label cross-entropy exceeds
+``max_loss_ratio × ln C`` make the verdict "exploding". A dead network (the same output for
+every example) is "vanishing" at its first all-zero layer.
+
 Deliberate zero initialization (zero-init-last, ReZero, a zero classifier) is recognized:
 modules that have an all-zero parameter and an all-zero output are marked ``zero_init`` and
 skipped by the verdict, together with all-zero rows after them and, in the backward pass,
@@ -98,7 +113,8 @@ change of ``W`` after one SGD step is ``lr × sgd_update``; ``None`` for an all-
 neglected), so its relative size is ``lr × adam_update`` whatever the gradient's scale.
 
 Sections: :mod:`.report` (results as data), :mod:`.stats` (per-tensor statistics),
-:mod:`.passes` (the hooked forward and backward pass), :mod:`.verdict` (the judgment),
+:mod:`.passes` (the hooked forward and backward pass), :mod:`.output` (the output check),
+:mod:`.verdict` (the judgment),
 :mod:`.spectrum` (Jacobian singular values), :mod:`.widths` (width sweeps), :mod:`.plot`
 (figures), :mod:`.api` (:func:`audit`, :func:`audit_plot`).
 """
@@ -111,6 +127,7 @@ from .report import (
     AuditReport,
     AuditThresholds,
     LayerStats,
+    OutputCheck,
     WeightStats,
     WidthAuditReport,
     WidthRow,
@@ -123,6 +140,7 @@ __all__ = [
     "AuditReport",
     "AuditThresholds",
     "LayerStats",
+    "OutputCheck",
     "SpectrumSummary",
     "WeightStats",
     "WidthAuditReport",

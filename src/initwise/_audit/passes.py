@@ -10,10 +10,26 @@ import torch
 from torch import nn
 
 from .._errors import AuditError
-from .._modules import activation_bounds, resets_scale
-from .._session import primary_output
+from .._modules import (
+    is_activation,
+    is_embedding,
+    layer_type,
+    parametrization_modules,
+    resets_scale,
+    saturation_bounds,
+)
+from .._session import input_tensors, primary_output
+from .output import output_check
 from .report import AuditReport, AuditThresholds, LayerStats, WeightStats
-from .stats import _flat32, _grad_stats, _orth_error, _out_stats, _sum_sq
+from .stats import (
+    _flat32,
+    _grad_stats,
+    _orth_error,
+    _out_stats,
+    _param_grad_stats,
+    _sum_sq,
+    _weight_stats,
+)
 from .verdict import _batch, _judge, _reference
 
 
@@ -25,58 +41,203 @@ def _kind(m: nn.Module) -> str:
     return "other"
 
 
+def _storage(t: torch.Tensor) -> int:
+    """Where ``t``'s storage starts (-1 for tensors without one: functorch wrappers, meta)."""
+    try:
+        return -1 if t.is_meta else int(t.untyped_storage().data_ptr())
+    except (RuntimeError, NotImplementedError):
+        return -1
+
+
+def _index_from_input(idx: torch.Tensor, batch: int, input_storages: set[int]) -> bool:
+    """Whether an embedding's integer indices depend on the model's input.
+
+    Indices that are (a view of) an integer model input do. Otherwise, with a batch of more
+    than one example, they do when they vary along the batch dimension; position ids
+    (``arange``, a ``position_ids`` buffer, relative-position buckets) are the same for every
+    example (batch dimension 1, absent, or an expanded copy) and do not. With one example and
+    indices computed inside the model, they are taken as input-independent.
+    """
+    if _storage(idx) in input_storages:
+        return True
+    if batch > 1 and idx.dim() >= 1 and idx.shape[0] == batch:
+        return bool((idx != idx[:1]).any())
+    return False
+
+
+_SHAPE_NODES = frozenset({
+    "ViewBackward0", "UnsafeViewBackward0", "ReshapeAliasBackward0", "TransposeBackward0",
+    "PermuteBackward0", "CloneBackward0", "ExpandBackward0", "SqueezeBackward0",
+    "SqueezeBackward1", "SqueezeBackward2", "UnsqueezeBackward0", "ToCopyBackward0",
+    "TBackward0", "AliasBackward0",
+    # elementwise maps of one tensor: part of the term they shape
+    "GeluBackward0", "SiluBackward0", "ReluBackward0", "TanhBackward0", "SigmoidBackward0",
+    "NativeDropoutBackward0", "MulBackward1", "DivBackward1",
+})
+_ADD_NODES = frozenset({"AddBackward0", "AddBackward1"})
+
+
+def _addend_nodes(fn: Any) -> list[Any]:
+    """The autograd nodes of the terms of the sum that produced a tensor (``[]`` if it is not
+    a sum of two or more tensors): for each term, the chain of nodes from the sum down
+    through shape ops and elementwise maps of one tensor, nested sums opened."""
+    def chain(f: Any) -> list[Any]:
+        out = []
+        for _ in range(16):
+            if f is None:
+                break
+            out.append(f)
+            if f.name() not in _SHAPE_NODES:
+                break
+            nxt = [n for n, _ in f.next_functions if n is not None]
+            if len(nxt) != 1:
+                break
+            f = nxt[0]
+        return out
+
+    top_chain = chain(fn)
+    top = top_chain[-1] if top_chain else None
+    if top is None or top.name() not in _ADD_NODES:
+        return []
+    if len([n for n, _ in top.next_functions if n is not None]) < 2:
+        return []
+    out: list[Any] = []
+    stack = [top]
+    seen = 0
+    while stack and seen < 64:
+        seen += 1
+        f = stack.pop()
+        for n, _ in f.next_functions:
+            c = chain(n)
+            if not c:
+                continue
+            out.extend(c)
+            if c[-1].name() in _ADD_NODES:
+                stack.append(c[-1])
+    return out
+
+
 def _run(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any],
          floats: list[torch.Tensor], targets: Any, loss_fn: Callable[..., torch.Tensor] | None,
          th: AuditThresholds, plan_std: dict[str, tuple[float | None, str | None]],
-         layers: str, handles: list[Any], seed: int, orig_rg: dict[torch.Tensor, bool],
-         leaves: list[torch.Tensor]) -> AuditReport:
+         layers: str, handles: list[Any], seed: int, orig_rg: dict[torch.Tensor, bool]
+         ) -> AuditReport:
     records: list[dict[str, Any]] = []
     out_stats: list[torch.Tensor] = []
     grad_stats: dict[int, torch.Tensor] = {}
     calls: dict[str, int] = {}
 
     norm_in: dict[int, torch.Tensor] = {}  # row -> sum of squares of a norm's input
-    norm_in_grad: dict[int, torch.Tensor] = {}  # row -> [sum of squares, ...] of its gradient
     last: list[Any] = [None]  # the previous row's output tensor (for feeds_norm)
     readers: dict[int, tuple[torch.Tensor, int]] = {}  # id(input) -> (input, first reader)
+    batch = _batch(args, kwargs)
+    # The model's inputs do not require grad (a model may set requires_grad on a view of
+    # them, as Wav2Vec2 does): a row whose output requires no grad depends on no parameter,
+    # and it depends on the input when it reads a model input or such a row's output.
+    inputs = input_tensors(args, kwargs)
+    from_input: set[int] = {id(t) for t in inputs}
+    int_storages = {_storage(t) for t in inputs if not t.is_floating_point()
+                    and not t.is_complex() and t.numel() > 0} - {-1}
+    input_storages = {_storage(t) for t in inputs if t.numel() > 0} - {-1}
+    row_of: dict[int, int] = {}  # id(row output) -> row
+    keep: list[torch.Tensor] = []  # row outputs, alive while their ids are keys
+    gfn_row: dict[Any, int] = {}  # autograd node of a row output -> row
+    passes_from: dict[int, int] = {}  # pass-through row -> the row it passes on
+    in_src: dict[int, tuple[str, int]] = {}  # row -> where its input gradient is measured
+    in_hooked: dict[int, int] = {}  # id(input tensor) -> the row whose hook measures it
+    in_grad: dict[int, torch.Tensor] = {}  # row -> gradient stats at its input (hooks)
+    dup_of: dict[int, int] = {}  # row -> the earlier row with the very same output tensor
 
     def make_hook(name: str, m: nn.Module) -> Callable[..., None]:
-        bounds = activation_bounds(m)
+        bounds = saturation_bounds(m)
         is_norm = m is not model and resets_scale(m)
+        embedding = is_embedding(m)
+        # what the module is does not change between calls: decided once, not per call
+        type_name = layer_type(m)
+        kind = "output" if m is model and _kind(m) != "weighted" else _kind(m)
+        leaf = next(iter(m.children()), None) is None
+        param_free = next(iter(m.parameters(recurse=False)), None) is None
+        passes_on = param_free and not embedding and bounds is None and not is_norm \
+            and not is_activation(m)
 
         def hook(mod: nn.Module, inp: Any, out: Any) -> None:
             y = primary_output(out)
             if y is None or y.numel() == 0:
                 return
-            idx = len(records)
             call = calls.get(name, 0)
             calls[name] = call + 1
-            rec = {"name": name, "call": call, "type": type(mod).__name__,
-                   "kind": "output" if mod is model and _kind(mod) != "weighted"
-                   else _kind(mod), "shape": list(y.shape), "numel": y.numel(),
-                   "module": mod, "norm": False, "feeds_norm": False,
-                   "constant": not y.requires_grad}
             x_in = primary_output(inp)
+            ids = inp[0] if isinstance(inp, tuple) and inp and isinstance(inp[0], torch.Tensor) \
+                else None
+            if y.requires_grad:
+                # an additive table looked up with input-independent indices (positions,
+                # relative-position buckets) is a learned bias, not signal
+                constant = (embedding and ids is not None and not ids.is_floating_point()
+                            and not _index_from_input(ids, batch, int_storages))
+            else:
+                constant = not any(isinstance(t, torch.Tensor) and id(t) in from_input
+                                   for t in (inp if isinstance(inp, tuple) else (inp,)))
+                if not constant:
+                    from_input.add(id(y))
+            rec = {"name": name, "call": call, "type": type_name,
+                   "kind": kind, "shape": list(y.shape), "numel": y.numel(),
+                   "module": mod, "norm": False, "feeds_norm": False,
+                   "constant": constant}
+            idx = len(records)
             # siblings reading one tensor (q, k, v) share a gradient; the model (or any
             # container) reading its own input is not a sibling of its first layer
-            if x_in is not None and mod is not model and next(iter(mod.children()), None) is None:
+            if x_in is not None and mod is not model and leaf:
                 first = readers.setdefault(id(x_in), (x_in, idx))
                 rec["shares_input_with"] = first[1] if first[0] is x_in and first[1] != idx \
                     else None
+            if mod is not model and any(isinstance(t, torch.Tensor) and t.numel() > 0
+                                        and _storage(t) in input_storages
+                                        for t in (inp if isinstance(inp, tuple) else (inp,))):
+                rec["reads_input"] = True
+                if x_in is not None and x_in.is_floating_point():
+                    with torch.no_grad():
+                        norm_in[idx] = _sum_sq(_flat32(x_in))[1] / max(x_in.numel(), 1)
             records.append(rec)
-            with torch.no_grad():
-                out_stats.append(_out_stats(y, bounds, th.saturation_margin))
+            # a container (or the model) returning its last layer's output: the same tensor,
+            # the same statistics and gradient, measured once
+            same = row_of.get(id(y))
+            if same is not None and records[same].get("bounds") == bounds:
+                dup_of[idx] = same
+                out_stats.append(out_stats[same])
+            else:
+                with torch.no_grad():
+                    out_stats.append(_out_stats(y, bounds, th.saturation_margin))
+            rec["bounds"] = bounds
+            src = row_of.get(id(x_in)) if x_in is not None else None
+            rec["src"] = src
+            # the gradient at the row's input (summed over every reader of that tensor): the
+            # producing row's gradient, or a hook on the input
+            if x_in is not None and x_in.requires_grad and mod is not model:
+                if src is not None:
+                    in_src[idx] = ("row", src)
+                elif id(x_in) in in_hooked:
+                    in_src[idx] = ("hook", in_hooked[id(x_in)])
+                else:
+                    in_hooked[id(x_in)] = idx
+                    in_src[idx] = ("hook", idx)
+
+                    def ihook(g: torch.Tensor) -> None:
+                        with torch.no_grad():
+                            in_grad[idx] = _grad_stats(g)
+                    handles.append(x_in.register_hook(ihook))
+                # residual sums: the rows whose outputs are added (directly, or through shape
+                # ops and nested sums) to form this row's input are addends
+                if x_in.grad_fn is not None:
+                    for a in _addend_nodes(x_in.grad_fn):
+                        r_add = gfn_row.get(a)
+                        if r_add is not None:
+                            records[r_add]["addend"] = True
             # parameter-free rows that shrink the tensor (global/avg pooling, mean): the
             # gradient norm legitimately drops by sqrt(numel_in / numel_out) across them
-            pool = (not is_norm and mod is not model and x_in is not None
-                    and next(iter(mod.parameters(recurse=False)), None) is None
+            pool = (not is_norm and mod is not model and x_in is not None and param_free
                     and x_in.numel() > y.numel() and x_in.requires_grad)
-            if pool and x_in is not None:
+            if pool:
                 rec["pool"] = True
-                def phook(g: torch.Tensor) -> None:
-                    with torch.no_grad():
-                        norm_in_grad[idx] = _grad_stats(g)
-                handles.append(x_in.register_hook(phook))
             x = x_in if is_norm else None
             if x is not None and x.numel() > 0:
                 rec["norm"] = True
@@ -85,21 +246,29 @@ def _run(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any],
                 prev = last[0]
                 if prev is not None and prev[1] is x:
                     records[prev[0]]["feeds_norm"] = True
-                if x.requires_grad:
-                    def ihook(g: torch.Tensor) -> None:
-                        with torch.no_grad():
-                            norm_in_grad[idx] = _grad_stats(g)
-                    handles.append(x.register_hook(ihook))
             last[0] = (idx, y)
+            row_of[id(y)] = idx
+            keep.append(y)
             if y.requires_grad:
-                def ghook(g: torch.Tensor) -> None:
-                    with torch.no_grad():
-                        grad_stats[idx] = _grad_stats(g)
-                handles.append(y.register_hook(ghook))
+                if y.grad_fn is not None:
+                    gfn_row[y.grad_fn] = idx
+                    # a pass-through row (dropout, identity) hands the addend role down
+                    if src is not None and passes_on and x_in is not None \
+                            and x_in.shape == y.shape:
+                        passes_from[idx] = src
+
+                if idx not in dup_of:
+                    def ghook(g: torch.Tensor) -> None:
+                        with torch.no_grad():
+                            grad_stats[idx] = _grad_stats(g)
+                    handles.append(y.register_hook(ghook))
 
         return hook
 
+    internals = parametrization_modules(model)
     for name, m in model.named_modules():
+        if m in internals:
+            continue
         is_leaf = next(iter(m.children()), None) is None
         weighted = any(True for _ in m.parameters(recurse=False))
         if m is model or weighted or (layers == "leaves" and is_leaf):
@@ -114,9 +283,18 @@ def _run(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any],
         ) from e
     last[0] = None
     readers.clear()
+    row_of.clear()  # the forward's bookkeeping: free the row outputs and graph nodes it held
+    keep.clear()
+    gfn_row.clear()
     y = primary_output(out)
     if y is None:
         raise AuditError("audit: the model's output contains no floating-point tensor")
+    # a dead network: examples that differ give the same output
+    same_output = None
+    if batch > 1 and y.dim() > 0 and y.shape[0] == batch and any(
+            t.dim() > 0 and t.shape[0] == batch and bool((t != t[:1]).any()) for t in inputs):
+        with torch.no_grad():  # the first and the last example: enough to tell, 2/B of y
+            same_output = bool(torch.equal(y[:1], y[-1:]))
     # The loss: user's, or a seeded unit-variance random projection.
     if loss_fn is None:
         gen = torch.Generator().manual_seed(seed)
@@ -141,9 +319,9 @@ def _run(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any],
         pnames.setdefault(prm, pn)
     plist = [p for p in pnames if p.requires_grad]
     grads: tuple[torch.Tensor | None, ...] = tuple(None for _ in plist)
-    if loss.requires_grad and (plist or leaves):
+    if loss.requires_grad and plist:
         try:
-            grads = torch.autograd.grad(loss, [*plist, *leaves], allow_unused=True)[:len(plist)]
+            grads = torch.autograd.grad(loss, plist, allow_unused=True)
         except Exception as e:
             raise AuditError(f"audit: the backward pass failed ({type(e).__name__}: {e})") from e
     gmap: dict[torch.Tensor, torch.Tensor | None] = dict(zip(plist, grads, strict=True))
@@ -152,35 +330,34 @@ def _run(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any],
     wvecs = []
     nan = torch.full((), math.nan, dtype=torch.float64)
     for p in pnames:
-        f = _flat32(p)
-        s1, s2 = _sum_sq(f)
-        nnz = torch.count_nonzero(f).double()
         g = gmap.get(p)
-        gs = _grad_stats(g, nonzeros=True) if g is not None else torch.stack([nan, nan, nan]).to(f.device)
-        spread = nan.to(f.device)
-        if p.dim() >= 2 and p.numel() > 0:
-            w2 = f.reshape(p.shape[0], -1)
-            nr = w2.norm(dim=1) if w2.shape[0] <= w2.shape[1] else w2.norm(dim=0)
-            spread = ((nr.max() - nr.min()) / nr.mean().clamp_min(1e-30)).double()
-        wvecs.append(torch.stack([s1.double(), s2.double(), nnz, gs[0], gs[2], spread]))
+        gs = _param_grad_stats(g) if g is not None else torch.stack([nan, nan]).to(p.device)
+        wvecs.append(torch.cat([_weight_stats(p), gs]))
 
     # The one host sync for all statistics.
     fwd = torch.stack(out_stats).cpu().tolist() if out_stats else []
+    for i, j in dup_of.items():
+        if j in grad_stats:
+            grad_stats[i] = grad_stats[j]
     bwd = {k: v.cpu().tolist() for k, v in grad_stats.items()}
     nin = {k: float(v) for k, v in norm_in.items()}
-    nin_grad = {k: v.cpu().tolist()[0] for k, v in norm_in_grad.items()}
+    hooked_in = {k: v.cpu().tolist()[0] for k, v in in_grad.items()}
+    nin_grad: dict[int, float] = {}
+    for i, (how, j) in in_src.items():
+        if how == "row" and j in bwd:
+            nin_grad[i] = bwd[j][0]
+        elif how == "hook" and j in hooked_in:
+            nin_grad[i] = hooked_in[j]
     wst = torch.stack(wvecs).cpu().tolist() if wvecs else []
 
     weights: list[WeightStats] = []
     zero_params: set[str] = set()
-    for (p, name), (s1, s2, nnz, gss, gnnz, spread) in zip(pnames.items(), wst, strict=True):
+    for (p, name), (mean, var, s2, spread, gss, gnnz) in zip(pnames.items(), wst, strict=True):
         n = int(p.numel())
-        mean = s1 / max(n, 1)
-        var = max(s2 / max(n, 1) - mean * mean, 0.0)
         rms = math.sqrt(max(s2 / max(n, 1), 0.0))
         norm = rms * math.sqrt(n)
         ws = WeightStats(name=name, shape=list(p.shape), numel=n, mean=mean,
-                         std=math.sqrt(max(var, 0.0)), rms=rms, norm=norm, zero=nnz == 0,
+                         std=math.sqrt(max(var, 0.0)), rms=rms, norm=norm, zero=s2 == 0,
                          requires_grad=orig_rg.get(p, True))
         if ws.zero:
             zero_params.add(name)
@@ -225,7 +402,7 @@ def _run(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any],
         mean = s1 / numel
         m2 = s2 / numel
         var = max(m2 - mean * mean, 0.0)
-        bounds = activation_bounds(rec["module"])
+        bounds = saturation_bounds(rec["module"])
         nonfinite = not (math.isfinite(lo) and math.isfinite(hi))
         mod = rec["module"]
         own_zero = any(param_owner.get(id(mp)) in zero_params
@@ -242,6 +419,9 @@ def _run(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any],
         r.zero_init = own_zero and zeros == numel
         r.norm, r.feeds_norm, r.constant = rec["norm"], rec["feeds_norm"], rec["constant"]
         r.pool = bool(rec.get("pool", False))
+        r.addend = bool(rec.get("addend", False))
+        r.reads_input = bool(rec.get("reads_input", False))
+        r.source = rec.get("src")
         r.shares_input_with = rec.get("shares_input_with")
         if i in nin:
             r.in_rms = math.sqrt(nin[i]) if math.isfinite(nin[i]) else math.inf
@@ -254,6 +434,10 @@ def _run(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any],
             r.grad_max_abs = gmax
         rows.append(r)
 
+    # an addend passed on by a pass-through row (dropout, identity) is its source's output
+    for i in sorted(passes_from, reverse=True):
+        if rows[i].addend:
+            rows[passes_from[i]].addend = True
     ref = _reference(rows, in_rms, th)
     out_row = next((r for r in reversed(rows) if r.name == "" and r.call == 0), None)
     out_gnorm = out_row.grad_norm if out_row is not None and out_row.grad_norm else None
@@ -261,11 +445,15 @@ def _run(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any],
         # The output's gradient, from the loss directly.
         out_gnorm = float("nan")
 
+    head = next(((rec["name"], rec["module"]) for rec in reversed(records)
+                 if rec["module"] is not model and rec["kind"] == "weighted"), None)
     report = AuditReport(
-        model=type(model).__name__, mode="", batch=_batch(args, kwargs), loss=float(loss.detach()),
+        model=layer_type(model), mode="", batch=batch, loss=float(loss.detach()),
         loss_kind=loss_kind, input_rms=in_rms, reference_rms=ref,
         output_grad_norm=out_gnorm, thresholds=th, rows=rows, weights=weights,
-        forward_verdict="healthy", backward_verdict="healthy", verdict="healthy")
+        forward_verdict="healthy", backward_verdict="healthy", verdict="healthy",
+        output=output_check(model, out, y, targets, head, th),
+        input_independent=bool(same_output))
     _judge(report)
     return report
 

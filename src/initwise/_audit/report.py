@@ -54,6 +54,10 @@ class AuditThresholds:
         flat_slope: :func:`audit_widths` calls a quantity flat in width when ``|slope|`` of
             ``log(value)`` against ``log(width)`` is below this (halfway to ``±1/2``, the
             nearest exponent with which quantities scale in standard parametrization).
+        max_loss_ratio: output check (:class:`OutputCheck`): logits whose cross-entropy
+            against uniformly random labels exceeds this many times ``ln C`` (the loss of an
+            uninformed model over ``C`` classes) are "exploding". 2 means logits with a
+            per-position std of about 3.7 over 1000 classes, 2.1 over 10.
 
     >>> AuditThresholds(band=100.0).band
     100.0
@@ -67,6 +71,7 @@ class AuditThresholds:
     plan_sigmas: float = 6.0
     orthogonality_tol: float = 1e-3
     flat_slope: float = 0.25
+    max_loss_ratio: float = 2.0
 
     def __post_init__(self) -> None:
         check_finite_positive("band", self.band)
@@ -80,6 +85,9 @@ class AuditThresholds:
         check_finite_positive("plan_sigmas", self.plan_sigmas)
         check_finite_positive("orthogonality_tol", self.orthogonality_tol)
         check_finite_positive("flat_slope", self.flat_slope)
+        check_finite_positive("max_loss_ratio", self.max_loss_ratio)
+        if self.max_loss_ratio <= 1:
+            raise ValueError(f"max_loss_ratio must be > 1, got {self.max_loss_ratio!r}")
 
 
 @dataclass
@@ -134,6 +142,9 @@ class LayerStats:
     grad_segment: int | None = None
     grad_global_ratio: float | None = None
     shares_input_with: int | None = None
+    addend: bool = False
+    reads_input: bool = False
+    source: int | None = None
 
 
 @dataclass
@@ -160,6 +171,42 @@ class WeightStats:
     grad_norm: float | None = None
     sgd_update: float | None = None
     adam_update: float | None = None
+
+
+OutputKind = Literal["lm", "classifier", "regression"]
+
+
+@dataclass
+class OutputCheck:
+    """The model's output against what an uninformed model gives (part of the verdict).
+
+    For logits over ``classes`` (a language model's vocabulary, a classifier's labels), an
+    uninformed model predicts the uniform distribution: its cross-entropy is ``ln C`` whatever
+    the labels. ``measured_loss`` is the cross-entropy of the model's logits against
+    uniformly random labels, ``mean(logsumexp(z) − mean(z))`` over positions (``≥ ln C``, equal
+    for constant logits; about ``ln C + s²/2`` for logits of small per-position std ``s``),
+    so it needs no labels; ``target_loss`` is the cross-entropy against the given targets (or
+    the model's own ``loss``) when there are any. The verdict is "exploding" when
+    ``loss_ratio = measured_loss / ln C`` exceeds ``max_loss_ratio`` or the logits are not
+    finite. For regression (floating targets of the output's shape) the uninformed model
+    predicts 0: ``expected_loss = mean(t²)``, ``measured_loss = mean((y − t)²)``, and the
+    verdict is "exploding" when ``rms(y) / rms(t)`` (``output_scale``) exceeds ``√band``.
+
+    ``source`` says how the head was recognized (``config.vocab_size``, ``config.num_labels``,
+    ``targets``, ``head <name>``).
+    """
+
+    kind: str
+    classes: int | None
+    source: str
+    expected_loss: float
+    measured_loss: float
+    loss_ratio: float
+    output_std: float
+    verdict: str
+    why: str
+    target_loss: float | None = None
+    output_scale: float | None = None
 
 
 def _enc(v: Any) -> Any:
@@ -232,6 +279,8 @@ class AuditReport:
     backward_reason: str = ""
     notes: list[str] = field(default_factory=list)
     spectrum: SpectrumSummary | None = None
+    output: OutputCheck | None = None
+    input_independent: bool = False
 
     # -- data ------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -252,6 +301,7 @@ class AuditReport:
         kw["rows"] = [LayerStats(**r) for r in d["rows"]]
         kw["weights"] = [WeightStats(**w) for w in d["weights"]]
         kw["spectrum"] = SpectrumSummary(**d["spectrum"]) if d.get("spectrum") else None
+        kw["output"] = OutputCheck(**d["output"]) if d.get("output") else None
         return cls(**kw)
 
     @classmethod
@@ -262,14 +312,17 @@ class AuditReport:
     # -- text ------------------------------------------------------------------------------
     def _summary_lines(self) -> list[str]:
         t = self.thresholds
+        out = f", output: {self.output.verdict}" if self.output is not None else ""
         lines = [
             f"verdict: {self.verdict}  (forward: {self.forward_verdict}, "
-            f"backward: {self.backward_verdict})",
+            f"backward: {self.backward_verdict}{out})",
         ]
         if self.forward_reason:
             lines.append(f"forward: {self.forward_reason}")
         if self.backward_reason:
             lines.append(f"backward: {self.backward_reason}")
+        if self.output is not None:
+            lines.append(f"output: {self.output.verdict}: {self.output.why}")
         lines.append(
             f"healthy band: rms/ref and grad-norm ratio in [{1 / t.band:.3g}, {t.band:.3g}], "
             f"zeros <= {t.max_zero_fraction:.3g}; reference rms = {self.reference_rms:.4g} "

@@ -41,6 +41,26 @@ def _where(rep: AuditReport, seg: int | None, backward: bool) -> str:
     return f"segment after row {seg} {r.name or '(model)'} ({r.type})"
 
 
+def _input_gradient_in_band(rep: AuditReport, r: LayerStats, floor: float) -> bool:
+    """Whether the gradient reaching ``r``'s input, or the input of the parameter-free or
+    normalization rows that lead to it (at most 4), is at least ``floor``: the backward signal
+    then goes around ``r`` (through the other readers of that tensor, or a residual skip)."""
+    row: LayerStats | None = r
+    for _ in range(4):
+        if row is None:
+            return False
+        g = row.grad_in_norm
+        if g is not None and math.isfinite(g) and g >= floor:
+            return True
+        src = row.source
+        if src is None or src >= len(rep.rows):
+            return False
+        row = rep.rows[src]
+        if row.kind == "weighted" and not row.norm:
+            return False
+    return False
+
+
 def _judge(rep: AuditReport) -> None:
     """Set ratios, segments, flags, verdicts and reasons on ``rep`` (rules: module docs)."""
     th = rep.thresholds
@@ -55,6 +75,12 @@ def _judge(rep: AuditReport) -> None:
     seg: int | None = None
     for r in rep.rows:
         label = f"row {r.index} {r.name or '(model)'} ({r.type})"
+        if segmented and r.reads_input and not r.constant and th.reference == "input":
+            # a row reading a model input directly (a second tower, a decoder's ids) is judged
+            # against that input: its rms, or for integer ids the row's own output
+            new_ref = r.in_rms if r.in_rms is not None else r.rms
+            if math.isfinite(new_ref) and new_ref > 0:
+                span, seg = (new_ref, new_ref), None
         r.segment = seg
         r.global_ratio = r.rms / ref0 if ref0 > 0 else math.inf
         r.reference = _nearest(r.rms, *span)
@@ -62,6 +88,10 @@ def _judge(rep: AuditReport) -> None:
         r.flag = "ok"
         if r.constant:
             r.flag = "n/a"
+            continue
+        if r.zero_init and rep.input_independent:
+            r.flag = "vanishing"  # a dead layer: the output no longer depends on the input
+            seen_zero_init = True
             continue
         if r.zero_init or (seen_zero_init and r.zero_fraction == 1.0 and not r.nonfinite):
             r.flag = "skipped"
@@ -72,6 +102,8 @@ def _judge(rep: AuditReport) -> None:
         judged = not (segmented and (r.norm or r.feeds_norm))
         if r.nonfinite or (judged and r.ratio > hi):
             r.flag = "exploding"
+        elif r.addend:
+            pass  # a small term of a residual sum: the sum carries the signal
         elif (judged and r.ratio < lo) or r.zero_fraction > th.max_zero_fraction:
             r.flag = "vanishing"
         if r.saturated_fraction is not None and r.saturated_fraction > 0.5:
@@ -80,11 +112,19 @@ def _judge(rep: AuditReport) -> None:
                 and math.isfinite(r.rms) and r.rms > 0:
             span, seg = new, r.index
     first = next((r for r in rep.rows if r.flag in ("vanishing", "exploding")), None)
+    if first is None and rep.input_independent:
+        first = rep.rows[-1] if rep.rows else None
+        if first is not None:
+            first.flag = "vanishing"
     if first is not None:
         rep.forward_verdict = first.flag
         rep.forward_first = first.index
         in_band = lo <= first.ratio <= hi or (segmented and (first.norm or first.feeds_norm))
         why = ("non-finite values" if first.nonfinite else
+               "a dead layer: all-zero weights and output, and the model's output is the "
+               "same for every example" if first.zero_init and rep.input_independent else
+               "the model's output is the same for every example (it does not depend on "
+               "the input)" if rep.input_independent and first is rep.rows[-1] else
                f"{first.zero_fraction:.1%} exact zeros" if in_band else
                f"rms/ref = {first.ratio:.3g} (reference rms {first.reference:.3g}: "
                f"{_where(rep, first.segment, False)})")
@@ -109,6 +149,9 @@ def _judge(rep: AuditReport) -> None:
             r.grad_reference = _nearest(r.grad_norm, *gspan)
             r.grad_ratio = (r.grad_norm / r.grad_reference if r.grad_reference > 0
                             else math.inf)
+        if r.constant:  # not signal: reported, not judged
+            r.grad_flag = "n/a"
+            continue
         if blocked and r.grad_norm == 0.0:
             r.grad_flag = "skipped"
             continue
@@ -137,6 +180,12 @@ def _judge(rep: AuditReport) -> None:
         key = r.index if r.shares_input_with is None else r.shares_input_with
         if r.grad_flag == "vanishing" and group_max.get(key, 0.0) >= lo:
             r.grad_flag = "ok"
+        # a small gradient at a row that only modulates its input (attention scores, a
+        # router, a selection projection) does not stop the backward signal when the
+        # gradient at that input, summed over all of its readers, is in the band
+        if r.grad_flag == "vanishing" and not r.norm and not r.pool and r.grad_reference \
+                and _input_gradient_in_band(rep, r, lo * r.grad_reference):
+            r.grad_flag = "ok"
     bfirst = next((r for r in reversed(rep.rows) if r.grad_flag in ("vanishing", "exploding")),
                   None)
     if bfirst is not None:
@@ -150,6 +199,8 @@ def _judge(rep: AuditReport) -> None:
                                f"{_fmt(bfirst.grad_ratio)}{ref}")
     f, b = rep.forward_verdict, rep.backward_verdict
     rep.verdict = f if _SEVERITY[f] >= _SEVERITY[b] else b
+    if rep.output is not None and _SEVERITY[rep.output.verdict] > _SEVERITY[rep.verdict]:
+        rep.verdict = rep.output.verdict
     n_norm = sum(r.norm for r in rep.rows)
     if segmented and n_norm:
         notes.append(f"{n_norm} normalization rows re-set the reference (scope 'segment'): "

@@ -1,0 +1,227 @@
+"""Issue 14's findings, each on the real model that showed it, and the output-level check."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from initwise import AuditReport, audit, init
+
+
+def _cnn(width: int = 16) -> nn.Module:
+    return nn.Sequential(
+        nn.Conv2d(3, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU(),
+        nn.Conv2d(width, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(width, 10))
+
+
+def _x(*shape: int, seed: int = 0) -> torch.Tensor:
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
+
+
+# -- audit after init(model, "auto") on BatchNorm models ------------------------------------
+
+def test_audit_with_the_plan_of_init_auto_on_a_batchnorm_model() -> None:
+    torch.manual_seed(0)
+    net = _cnn(512)  # 512 ones: a one-pass float32 std reads ~3e-4 here
+    plan = init(net, "auto")
+    rep = audit(net, _x(4, 3, 8, 8), plan=plan)
+    w = {x.name: x for x in rep.weights}
+    for bn in ("1.weight", "4.weight"):
+        assert w[bn].std == 0.0 and w[bn].mean == 1.0
+        assert w[bn].intended_std == 0.0 and w[bn].matches_plan is True
+    assert w["0.weight"].matches_plan is True and w["0.weight"].scheme is not None
+    assert not any("differs from the plan" in n for n in rep.notes)
+    assert rep.verdict == "healthy"
+
+
+# -- train mode on HF Wav2Vec2 ---------------------------------------------------------------
+
+def test_train_mode_runs_wav2vec2_which_sets_requires_grad_on_its_input() -> None:
+    T = pytest.importorskip("transformers")
+    T.logging.set_verbosity_error()
+    cfg = T.Wav2Vec2Config(hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
+                           intermediate_size=128, conv_dim=(32, 32), conv_stride=(5, 2),
+                           conv_kernel=(10, 3), num_conv_pos_embeddings=16,
+                           num_conv_pos_embedding_groups=4)
+    torch.manual_seed(0)
+    model = T.Wav2Vec2Model(cfg).eval()
+    x = _x(2, 1600)
+    rep = audit(model, x)  # mode="train"
+    assert rep.mode == "train"
+    names = [r.name for r in rep.rows]
+    assert "feature_extractor.conv_layers.0.conv" in names
+    assert rep.rows[0].name == "feature_extractor.conv_layers.0.conv" and rep.rows[0].reads_input
+    assert not x.requires_grad and not model.training  # the caller's tensor and flags
+
+
+# -- torch.compile ---------------------------------------------------------------------------
+
+def _same_rows(a: AuditReport, b: AuditReport) -> None:
+    assert [(r.name, r.call, r.type) for r in a.rows] == [(r.name, r.call, r.type) for r in b.rows]
+    for ra, rb in zip(a.rows, b.rows, strict=True):
+        assert ra.rms == pytest.approx(rb.rms, rel=1e-6, abs=1e-12)
+        assert (ra.grad_norm is None) == (rb.grad_norm is None)
+    assert [w.name for w in a.weights] == [w.name for w in b.weights]
+    assert (a.verdict, a.forward_verdict, a.backward_verdict) == \
+        (b.verdict, b.forward_verdict, b.backward_verdict)
+
+
+def test_compiled_cnn_is_audited_eagerly_with_the_same_rows() -> None:
+    torch.manual_seed(0)
+    net = _cnn()
+    x = _x(8, 3, 16, 16)
+    eager = audit(net, x)
+    compiled = audit(torch.compile(net), x)  # would fail inside dynamo if traced
+    _same_rows(eager, compiled)
+    assert eager.verdict == "healthy"
+
+
+def test_compiled_gpt2_gives_the_same_rows_as_eager() -> None:
+    T = pytest.importorskip("transformers")
+    T.logging.set_verbosity_error()
+    torch.manual_seed(0)
+    cfg = T.GPT2Config(n_embd=64, n_layer=2, n_head=4, vocab_size=500, n_positions=32,
+                       bos_token_id=0, eos_token_id=0)
+    model = T.GPT2LMHeadModel(cfg)
+    ids = torch.randint(0, 500, (2, 8), generator=torch.Generator().manual_seed(0))
+    eager = audit(model, ids)
+    assert len(eager.rows) > 20
+    _same_rows(eager, audit(torch.compile(model), ids))
+    model.compile()  # compiled in place: run eagerly for the audit
+    _same_rows(eager, audit(model, ids))
+
+
+# -- parametrizations ----------------------------------------------------------------------
+
+def _mlp(weight_norm: bool, width: int = 512, depth: int = 4) -> nn.Module:
+    torch.manual_seed(0)
+    layers: list[nn.Module] = []
+    for _ in range(depth):
+        lin = nn.Linear(width, width)
+        nn.init.kaiming_normal_(lin.weight, nonlinearity="relu")
+        layers += [nn.utils.parametrizations.weight_norm(lin) if weight_norm else lin, nn.ReLU()]
+    return nn.Sequential(*layers)
+
+
+def test_weight_normed_mlp_reads_like_the_same_function_without_weight_norm() -> None:
+    x = _x(16, 512)
+    plain, normed = audit(_mlp(False), x), audit(_mlp(True), x)
+    assert not any(r.type in ("_WeightNorm", "ParametrizationList") for r in normed.rows)
+    assert [(r.name, r.type) for r in normed.rows] == [(r.name, r.type) for r in plain.rows]
+    for a, b in zip(plain.rows, normed.rows, strict=True):
+        assert a.rms == pytest.approx(b.rms, rel=1e-4)
+    assert normed.verdict == plain.verdict == "healthy"
+
+
+# -- constant-index additive tables ----------------------------------------------------------
+
+def test_t5_relative_attention_bias_and_clip_position_embedding_are_not_signal() -> None:
+    T = pytest.importorskip("transformers")
+    T.logging.set_verbosity_error()
+    torch.manual_seed(0)
+    ids = torch.randint(0, 500, (4, 12), generator=torch.Generator().manual_seed(0))
+    t5 = T.T5ForConditionalGeneration(T.T5Config(d_model=64, d_kv=16, d_ff=128, num_layers=2,
+                                                 num_heads=4, vocab_size=500,
+                                                 decoder_start_token_id=0))
+    rep = audit(t5, {"input_ids": ids, "decoder_input_ids": ids})
+    bias = [r for r in rep.rows if r.name.endswith("relative_attention_bias")]
+    assert bias and all(r.constant and r.flag == "n/a" for r in bias)
+    tokens = [r for r in rep.rows if r.type == "Embedding" and r not in bias]
+    assert tokens and not any(r.constant for r in tokens)  # the token tables are signal
+    assert rep.verdict == "healthy"
+
+    vision = T.CLIPVisionModel(T.CLIPVisionConfig(hidden_size=64, intermediate_size=128,
+                                                  num_hidden_layers=2, num_attention_heads=4,
+                                                  image_size=32, patch_size=8))
+    rep = audit(vision, _x(4, 3, 32, 32))
+    pos = next(r for r in rep.rows if r.name.endswith("position_embedding"))
+    assert pos.constant and pos.flag == "n/a" and pos.grad_flag == "n/a"
+    assert rep.verdict == "healthy"
+
+
+def test_gpt2_position_table_is_constant_and_token_table_is_signal_even_for_one_example() -> None:
+    T = pytest.importorskip("transformers")
+    T.logging.set_verbosity_error()
+    torch.manual_seed(0)
+    model = T.GPT2LMHeadModel(T.GPT2Config(n_embd=64, n_layer=1, n_head=4, vocab_size=500,
+                                           n_positions=32, bos_token_id=0, eos_token_id=0))
+    for batch in (1, 4):
+        ids = torch.randint(0, 500, (batch, 8), generator=torch.Generator().manual_seed(0))
+        rows = {r.name: r for r in audit(model, ids).rows}
+        assert rows["transformer.wpe"].constant and not rows["transformer.wte"].constant
+
+
+# -- saturation --------------------------------------------------------------------------------
+
+def test_relu6_saturation_counts_outputs_near_6_not_its_zeros() -> None:
+    net = nn.Sequential(nn.Identity(), nn.ReLU6())
+    x = 3.0 * _x(64, 256)
+    row = next(r for r in audit(net, x).rows if r.type == "ReLU6")
+    near6 = float((x >= 6 - 0.02 * 6).double().mean())
+    assert row.saturated_fraction == pytest.approx(near6, abs=1e-12)
+    assert row.zero_fraction == pytest.approx(float((x <= 0).double().mean()), abs=1e-12)
+    assert row.saturated_fraction < 0.05 < 0.45 < row.zero_fraction
+
+    tanh = next(r for r in audit(nn.Sequential(nn.Identity(), nn.Tanh()), x).rows
+                if r.type == "Tanh")
+    y = torch.tanh(x)
+    both = float(((y <= -1 + 0.04) | (y >= 1 - 0.04)).double().mean())
+    assert tanh.saturated_fraction == pytest.approx(both, abs=1e-12)  # tanh: both sides
+
+
+# -- output-level checks -----------------------------------------------------------------------
+
+def test_classifier_with_class_targets_is_judged_against_ln_c() -> None:
+    torch.manual_seed(0)
+    net = _cnn()
+    x, y = _x(8, 3, 16, 16), torch.randint(0, 10, (8,), generator=torch.Generator().manual_seed(1))
+    rep = audit(net, x, targets=y, loss_fn=F.cross_entropy)
+    out = rep.output
+    assert out is not None and out.kind == "classifier" and out.classes == 10
+    assert out.source == "targets" and out.expected_loss == pytest.approx(math.log(10))
+    assert out.target_loss == pytest.approx(rep.loss, rel=1e-5)
+    assert out.verdict == "healthy" and 1.0 <= out.loss_ratio < 1.2
+    with torch.no_grad():
+        net[-1].weight.mul_(100)
+    rep = audit(net, x, targets=y, loss_fn=F.cross_entropy)
+    assert rep.output is not None and rep.output.verdict == "exploding"
+    assert rep.verdict == "exploding"
+    back = AuditReport.from_json(rep.to_json())
+    assert back.output == rep.output
+    assert "ln C" in rep.to_markdown()
+
+
+def test_regression_targets_compare_output_scale_with_the_targets() -> None:
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(32, 64), nn.ReLU(), nn.Linear(64, 1))
+    x, t = _x(64, 32), _x(64, 1, seed=5)
+    rep = audit(net, x, targets=t, loss_fn=F.mse_loss)
+    out = rep.output
+    assert out is not None and out.kind == "regression" and out.verdict == "healthy"
+    assert out.expected_loss == pytest.approx(float((t ** 2).mean()), rel=1e-6)
+    assert out.measured_loss == pytest.approx(rep.loss, rel=1e-5)
+    with torch.no_grad():
+        net[2].weight.mul_(30)
+    assert audit(net, x, targets=t, loss_fn=F.mse_loss).output.verdict == "exploding"  # type: ignore[union-attr]
+
+
+def test_no_output_check_without_a_known_head_or_targets() -> None:
+    net = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 4))
+    assert audit(net, _x(4, 8)).output is None
+
+
+def test_hf_classifier_uses_num_labels() -> None:
+    T = pytest.importorskip("transformers")
+    T.logging.set_verbosity_error()
+    torch.manual_seed(0)
+    vit = T.ViTForImageClassification(T.ViTConfig(hidden_size=64, num_hidden_layers=1,
+                                                  num_attention_heads=4, intermediate_size=128,
+                                                  image_size=16, patch_size=8, num_labels=7))
+    out = audit(vit, _x(4, 3, 16, 16)).output
+    assert out is not None and (out.kind, out.classes, out.source) == \
+        ("classifier", 7, "config.num_labels")
