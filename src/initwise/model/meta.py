@@ -47,10 +47,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from .._session import deferred_interrupts, preserved_rng
 from .._torch import apply_to_own_tensors, own_buffers, own_parameters
-from .apply import validate, write_all
+from .apply import analyze, validate, write_all
 from .keyed import keyed_init
-from .resolve import build, rebind
+from .resolve import rebind
 
 __all__ = ["materialize"]
 
@@ -132,13 +133,30 @@ def _apply_rule(rule: str, name: str, module: nn.Module, root: nn.Module, device
         root._init_weights(module)  # type: ignore[operator]
 
 
-def _allocate(model: nn.Module, device: torch.device) -> tuple[set[str], set[str]]:
+class _Allocation:
+    """What :func:`_allocate` gave storage to, so that :meth:`undo` can put it back on meta."""
+
+    def __init__(self) -> None:
+        self.modules: list[nn.Module] = []
+        # (a module's own parameter or buffer dict, name, the meta tensor it held)
+        self.originals: list[tuple[dict[str, Any], str, torch.Tensor]] = []
+        self.meta_params: set[str] = set()
+        self.meta_buffers: set[str] = set()
+
+    def undo(self) -> None:
+        """Every module gets back the very meta tensors it had (ties included)."""
+        with deferred_interrupts():
+            for table, name, t in self.originals:
+                table[name] = t
+            for module in self.modules:  # let wrappers (FSDP2) re-read their parameters
+                apply_to_own_tensors(module, lambda t: t)
+
+
+def _allocate(model: nn.Module, device: torch.device, out: _Allocation) -> None:
     """``to_empty`` module by module, children first, keeping ties and non-meta tensors."""
     made: dict[int, torch.Tensor] = {}
     param_obj: dict[int, nn.Parameter] = {}
     keep_alive: list[torch.Tensor] = []  # meta originals: their ids must stay unique
-    meta_params: set[str] = set()
-    meta_buffers: set[str] = set()
 
     def empty(t: torch.Tensor) -> torch.Tensor:
         if not t.is_meta:
@@ -154,9 +172,12 @@ def _allocate(model: nn.Module, device: torch.device) -> tuple[set[str], set[str
         if not any(t.is_meta for t in (*params.values(), *buffers.values())):
             continue
         prefix = f"{mname}." if mname else ""
-        meta_params.update(prefix + n for n, p in params.items() if p.is_meta)
-        meta_buffers.update(prefix + n for n, b in buffers.items() if b.is_meta)
+        out.meta_params.update(prefix + n for n, p in params.items() if p.is_meta)
+        out.meta_buffers.update(prefix + n for n, b in buffers.items() if b.is_meta)
         keep_alive.extend(params.values())
+        out.modules.append(module)
+        out.originals.extend((own_parameters(module), n, p) for n, p in params.items() if p.is_meta)
+        out.originals.extend((own_buffers(module), n, b) for n, b in buffers.items() if b.is_meta)
         apply_to_own_tensors(module, empty)
         for n, old in params.items():  # re-tie parameters shared between modules
             new = own_parameters(module)[n]
@@ -164,7 +185,6 @@ def _allocate(model: nn.Module, device: torch.device) -> tuple[set[str], set[str
                 own_parameters(module)[n] = param_obj[id(old)]
             elif isinstance(new, nn.Parameter):
                 param_obj.setdefault(id(old), new)
-    return meta_params, meta_buffers
 
 
 def materialize(
@@ -218,16 +238,34 @@ def materialize(
     dev = torch.device(device)
     if dev.type == "meta":
         raise ValueError("materialize: device must be a real device, not 'meta'")
+    with preserved_rng():
+        p, work, rules, needs = _prepare(model, policy, dev, seed, example_inputs, only, reset)
+        allocation = _Allocation()
+        try:
+            _allocate(model, dev, allocation)
+            _rebuild(model, rules, needs, dev, seed, reset)
+            p = write_all(model, p, rebind(model, work), seed, backup=False)
+        except BaseException:
+            allocation.undo()  # nothing was there before: back on meta, as it was
+            raise
+    p.notes.append(
+        f"materialized {len(allocation.meta_params)} parameter(s) on {dev}; buffers rebuilt by "
+        + (", ".join(sorted({f"{r}" for _, _, r in rules})) or "nothing (none on meta)")
+    )
+    return p
+
+
+def _prepare(model: nn.Module, policy: Any, dev: torch.device, seed: int, example_inputs: Any, only: Any,
+             reset: ResetFn | None) -> tuple[Any, list[Any], list[tuple[str, nn.Module, str]], dict[str, nn.Module]]:
+    """Everything ``materialize`` checks before it allocates: the plan of the meta model (built
+    once), the buffer rules and the modules that must rebuild what the policy leaves to them."""
     rules: list[tuple[str, nn.Module, str]] = []
     for mname, module in model.named_modules():
         bufs = [n for n, b in own_buffers(module).items() if b is not None and b.is_meta]
         if bufs:
             rules.append((mname, module, _buffer_rule(mname, module, bufs, model, reset)))
-
-    # validate everything before allocating: the plan of the meta model (built once) and
-    # the modules that must rebuild what the policy leaves to them
-    meta_params = {n for n, p in model.named_parameters(remove_duplicate=False) if p.is_meta}
-    p, work = build(model, policy, example_inputs, seed, only, meta_ok=True)
+    meta_params = {n for n, q in model.named_parameters(remove_duplicate=False) if q.is_meta}
+    p, work = analyze(model, policy, example_inputs, seed, only, meta_ok=True)
     validate(work, seed, scratch_device=dev)
     needs: dict[str, nn.Module] = {}
     for e in p.entries:
@@ -241,24 +279,21 @@ def materialize(
                 f"materialize: parameter(s) {', '.join(names)} are left to the module by the policy "
                 f"but {type(module).__name__} has no reset_parameters() to rebuild them from meta"
             )
+    return p, work, rules, needs
 
-    _allocate(model, dev)
-    done = {m for _, m, r in rules if r in ("reset_parameters", "_init_weights")}
+
+def _rebuild(model: nn.Module, rules: list[tuple[str, nn.Module, str]], needs: dict[str, nn.Module],
+             dev: torch.device, seed: int, reset: ResetFn | None) -> None:
+    """Buffers by their rules, and parameters the policy leaves to their modules (keyed)."""
+    done = {id(m) for _, m, r in rules if r in ("reset_parameters", "_init_weights")}
     with keyed_init(model, seed=seed):
         for mname, module, rule in rules:
             _apply_rule(rule, mname, module, model, dev, reset)
-        done_ids = {id(m) for m in done}
         for module in needs.values():
-            if id(module) in done_ids:
+            if id(module) in done:
                 continue
             reset_params = getattr(module, "reset_parameters", None)
             if callable(reset_params):
                 reset_params()
             else:
                 model._init_weights(module)  # type: ignore[operator]
-    p = write_all(model, p, rebind(model, work), seed)
-    p.notes.append(
-        f"materialized {len(meta_params)} parameter(s) on {dev}; buffers rebuilt by "
-        + (", ".join(sorted({f"{r}" for _, _, r in rules})) or "nothing (none on meta)")
-    )
-    return p
