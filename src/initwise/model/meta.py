@@ -40,8 +40,10 @@ True
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from functools import partial
 from typing import Any
 
 import torch
@@ -243,7 +245,8 @@ def materialize(
         allocation = _Allocation()
         try:
             _allocate(model, dev, allocation)
-            _rebuild(model, rules, needs, dev, seed, reset)
+            planned = {n for w in work if w.setter is None for n in (w.entry.name, *w.entry.aliases)}
+            _rebuild(model, rules, needs, dev, seed, reset, planned)
             p = write_all(model, p, rebind(model, work), seed, backup=False)
         except BaseException:
             allocation.undo()  # nothing was there before: back on meta, as it was
@@ -282,18 +285,54 @@ def _prepare(model: nn.Module, policy: Any, dev: torch.device, seed: int, exampl
     return p, work, rules, needs
 
 
+@contextlib.contextmanager
+def _planned_on_meta(module: nn.Module, prefix: str, planned: set[str]) -> Iterator[None]:
+    """Inside the block, ``module``'s own parameters that the plan writes afterwards are meta
+    twins (same shape, dtype, ``requires_grad``), so a reset writes each tensor only once."""
+    table = own_parameters(module)
+    saved = {n: q for n, q in table.items() if q is not None and prefix + n in planned}
+    for n, q in saved.items():
+        table[n] = nn.Parameter(torch.empty(q.shape, dtype=q.dtype, device="meta"), q.requires_grad)
+    try:
+        yield
+    finally:
+        table.update(saved)
+
+
+def _reset_once(module: nn.Module, prefix: str, planned: set[str], run: Callable[[], object]) -> None:
+    """``run()`` a module's reset with the planned parameters on meta; if the reset needs their
+    values (it raises on meta), run it again on the real tensors."""
+    try:
+        with _planned_on_meta(module, prefix, planned):
+            run()
+    except Exception:
+        log.debug("materialize: reset of %s needs its parameters' values; writing them twice", prefix)
+        run()
+
+
 def _rebuild(model: nn.Module, rules: list[tuple[str, nn.Module, str]], needs: dict[str, nn.Module],
-             dev: torch.device, seed: int, reset: ResetFn | None) -> None:
-    """Buffers by their rules, and parameters the policy leaves to their modules (keyed)."""
+             dev: torch.device, seed: int, reset: ResetFn | None, planned: set[str]) -> None:
+    """Buffers by their rules, and parameters the policy leaves to their modules (keyed).
+
+    Module resets (``reset_parameters``, ``_init_weights``) run with the parameters the plan
+    writes afterwards swapped for meta twins: every tensor is written once.
+    """
     done = {id(m) for _, m, r in rules if r in ("reset_parameters", "_init_weights")}
+    names = {id(m): n for n, m in model.named_modules()}
     with keyed_init(model, seed=seed):
         for mname, module, rule in rules:
-            _apply_rule(rule, mname, module, model, dev, reset)
+            pre = f"{mname}." if mname else ""
+            if rule in ("reset_parameters", "_init_weights"):
+                _reset_once(module, pre, planned, partial(_apply_rule, rule, mname, module, model, dev, reset))
+            else:
+                _apply_rule(rule, mname, module, model, dev, reset)
         for module in needs.values():
             if id(module) in done:
                 continue
+            pre = f"{names[id(module)]}." if names[id(module)] else ""
             reset_params = getattr(module, "reset_parameters", None)
             if callable(reset_params):
-                reset_params()
+                _reset_once(module, pre, planned, reset_params)
             else:
-                model._init_weights(module)  # type: ignore[operator]
+                init_weights: Callable[[nn.Module], object] = getattr(model, "_init_weights")  # noqa: B009
+                _reset_once(module, pre, planned, partial(init_weights, module))
