@@ -392,7 +392,7 @@ def e2e_loss(model: nn.Module, idx: torch.Tensor) -> torch.Tensor:
 def e2e_reference(threads: int) -> dict[str, Any]:
     """Single-process init of an eager TinyGpt with every preset at ``threads`` threads, and
     one SGD step of the ``auto`` model (its loss and the stepped parameters)."""
-    from initwise import PRESETS, init
+    from initwise import PRESETS, init, plan
 
     saved = torch.get_num_threads()
     torch.set_num_threads(threads)
@@ -408,11 +408,17 @@ def e2e_reference(threads: int) -> dict[str, Any]:
         loss = e2e_loss(m, e2e_batch())
         loss.backward()
         torch.optim.SGD(m.parameters(), lr=0.5).step()
+        out["plan"] = plan_summary(plan(TinyGpt(), "gpt2", seed=E2E_SEED))
         out["loss"] = loss.item()
         out["stepped"] = {n: p.detach().clone() for n, p in m.named_parameters()}
         return out
     finally:
         torch.set_num_threads(saved)
+
+
+def plan_summary(p: Any) -> dict[str, tuple[Any, ...]]:
+    """What a plan decides per tensor (scheme, std, gain, activation, action), for comparing plans."""
+    return {e.name: (e.action, e.scheme, e.std, e.gain, e.activation) for e in p.entries}
 
 
 def llama_config() -> Any:
@@ -529,7 +535,7 @@ def worker_e2e(rank: int, world_size: int, refs: dict[int, dict[str, Any]],
     from torch.distributed.fsdp import fully_shard
     from torch.distributed.tensor.parallel import parallelize_module
 
-    from initwise import PRESETS, init, materialize
+    from initwise import PRESETS, init, materialize, plan
     from initwise.model.presets import get_policy
 
     torch.manual_seed(100 + rank)  # a different global RNG state on every rank: must not matter
@@ -579,6 +585,18 @@ def worker_e2e(rank: int, world_size: int, refs: dict[int, dict[str, Any]],
                 str(t): _diff(got, _blocks_of(m, refs[t]["presets"][preset], preset != "gpt2")) for t in refs
             }
         lap(f"init {layout}")
+        if layout == "fsdp2_init":  # dry runs on the sharded model: same plan, and it still trains
+            m = build()
+            init(m, "gpt2", seed=E2E_SEED)
+            plans = [plan_summary(plan(m, "gpt2", seed=E2E_SEED)),
+                     plan_summary(plan(m, "gpt2", seed=E2E_SEED, example_inputs=e2e_batch()))]
+            ref_plan = refs[1]["plan"]
+            loss = e2e_loss(m, e2e_batch())
+            loss.backward()
+            out["dry_run"] = {
+                "plan_differs": [[n for n in ref_plan if tuple(p[n]) != tuple(ref_plan[n])] for p in plans],
+                "loss": loss.item(),
+            }
         if on_meta:
             ckpt = os.path.join(ckpt_dir, f"ws{world_size}_{layout}")
             out["train"][layout] = _train_and_checkpoint(rank, build, refs[1], ckpt)

@@ -67,3 +67,13 @@ def test_hf_llama_under_fsdp2() -> None:
         r = res["e2e"]["llama"]
         assert r["1"] == [] and r["2"] == [], f"rank {rank}: {r}"
         assert math.isfinite(r["loss"]) and r["finite_after_step"]
+
+
+@pytest.mark.parametrize("world_size", [2, 4])
+def test_plan_of_an_fsdp2_model_equals_single_process_and_leaves_it_trainable(world_size: int) -> None:
+    """plan() (also with example_inputs) on a fully_shard model: the single-process plan, and
+    the next forward works (FSDP2's hooks are not run while the model is read)."""
+    for rank, res in enumerate(spawned(world_size)):
+        r = res["e2e"]["dry_run"]
+        assert r["plan_differs"] == [[], []], f"rank {rank}/{world_size}: {r['plan_differs']}"
+        assert math.isfinite(r["loss"])
