@@ -603,8 +603,14 @@ def worker_e2e(rank: int, world_size: int, refs: dict[int, dict[str, Any]],
             lap(f"train {layout}")
 
     # a materialize interrupted half-way under FSDP2 goes back to meta; the retry is exact
+    calls = [0]
+
     def stop(tensor: torch.Tensor, **_: Any) -> torch.Tensor:
-        raise KeyboardInterrupt
+        """Passes validation's dry run, then Ctrl-C in the write pass (after other writes)."""
+        calls[0] += 1
+        if calls[0] == 2:
+            raise KeyboardInterrupt
+        return tensor.zero_()
 
     m = fsdp(meta())
     pol = Policy((Rule(stop, name="blocks.1.mlp.down.weight"), *get_policy("auto").rules))
@@ -614,7 +620,18 @@ def worker_e2e(rank: int, world_size: int, refs: dict[int, dict[str, Any]],
     except KeyboardInterrupt:
         on_meta = all(p.to_local().is_meta for p in m.parameters())  # type: ignore[attr-defined]
         materialize(m, "auto", device="cpu", seed=E2E_SEED)
-        out["interrupt"] = {"back_on_meta": on_meta, "retry_differs": _diff(_gathered(m), refs[1]["presets"]["auto"])}
+        out["interrupt"] = {"back_on_meta": on_meta, "calls": calls[0],
+                            "retry_differs": _diff(_gathered(m), refs[1]["presets"]["auto"])}
+    # init interrupted half-way on an eager FSDP2 model: every rank's shards as they were
+    calls[0] = 0
+    m = fsdp(TinyGpt())
+    before = _local_blocks(m)
+    before = {n: t.clone() for n, t in before.items()}
+    try:
+        init(m, pol, seed=E2E_SEED)
+        out["interrupt_init"] = "no KeyboardInterrupt"
+    except KeyboardInterrupt:
+        out["interrupt_init"] = {"calls": calls[0], "changed": _diff(_local_blocks(m), before)}
     lap("interrupt")
 
     if world_size == 2 and llama_refs.get(1) is not None:  # (importing transformers costs)

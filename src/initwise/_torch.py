@@ -39,6 +39,7 @@ __all__ = [
     "own_buffers",
     "own_parameters",
     "power_method",
+    "readopt_fsdp_parameters",
     "rnn_weight_names",
     "set_in_place_compiled",
     "suspended_fsdp_hooks",
@@ -187,3 +188,15 @@ def suspended_fsdp_hooks(model: nn.Module) -> Iterator[None]:
         for m, pre, post in saved:
             m._forward_pre_hooks = pre
             m._forward_hooks = post
+
+
+def readopt_fsdp_parameters(module: nn.Module) -> None:
+    """Make an FSDP2 module's parameter bookkeeping adopt the parameters now registered on its
+    modules (after they were put back by assignment), without resharding first (resharding
+    would re-register the old ones). What ``load_state_dict(assign=True)`` triggers in FSDP2."""
+    if _FSDPModule is None or not isinstance(module, _FSDPModule):
+        return
+    state = module._get_fsdp_state()
+    for group in state._fsdp_param_groups:
+        for fsdp_param in group.fsdp_params:
+            fsdp_param.reset_sharded_param()

@@ -50,7 +50,7 @@ import torch
 from torch import nn
 
 from .._session import deferred_interrupts, preserved_rng
-from .._torch import apply_to_own_tensors, own_buffers, own_parameters
+from .._torch import apply_to_own_tensors, own_buffers, own_parameters, readopt_fsdp_parameters
 from .apply import analyze, validate, write_all
 from .keyed import keyed_init
 from .resolve import rebind
@@ -149,9 +149,16 @@ class _Allocation:
         """Every module gets back the very meta tensors it had (ties included)."""
         with deferred_interrupts():
             for table, name, t in self.originals:
+                if not t.is_meta:
+                    # ``_apply`` gave this very object storage (for DTensors it swaps the new
+                    # tensor's contents in with ``torch.utils.swap_tensors``): swap meta back in
+                    twin = torch.empty_like(t, device="meta")
+                    if isinstance(t, nn.Parameter):
+                        twin = nn.Parameter(twin, requires_grad=t.requires_grad)
+                    torch.utils.swap_tensors(t, twin)
                 table[name] = t
-            for module in self.modules:  # let wrappers (FSDP2) re-read their parameters
-                apply_to_own_tensors(module, lambda t: t)
+            for module in self.modules:  # FSDP2 adopts them back
+                readopt_fsdp_parameters(module)
 
 
 def _allocate(model: nn.Module, device: torch.device, out: _Allocation) -> None:
@@ -214,9 +221,15 @@ def materialize(
        ``reset_parameters()``; the model's ``_init_weights(module)`` (Hugging Face).
     3. Parameters the policy leaves to the module (``keep``, or not in ``only``) get their
        module's ``reset_parameters()`` (or the model's ``_init_weights``); these resets run
-       inside :func:`initwise.keyed_init`, so their draws are keyed by name too.
+       inside :func:`initwise.keyed_init`, so their draws are keyed by name too. Module resets
+       run with the parameters the plan writes swapped for meta twins: each tensor is written
+       once.
     4. :func:`init` with ``policy``, ``seed``, ``example_inputs`` and ``only``.
 
+    All or nothing: everything that can be checked (policy, ``only=``, ``seed``, the plan, the
+    rules of steps 2-3) is checked before step 1; if anything later stops it (Ctrl-C, out of
+    memory, a user callable), every module gets back the meta tensors it had and the exception
+    propagates (``KeyboardInterrupt`` as itself). torch's global random state is left as it was.
     Peak memory is the model's own size plus one parameter of scratch; the values are
     bit-identical to ``init`` of the same model built eagerly.
 
