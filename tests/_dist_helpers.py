@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import socket
 import tempfile
 import time
@@ -316,3 +317,369 @@ def worker_layouts(rank: int, world_size: int, seed: int, variant: int) -> dict[
         materialize(m, policy, device="cpu", seed=seed)
         out["fsdp_over_tp_meta"] = compare(m, ref)
     return out
+
+
+# ---------------------------------------------------------------------------------------------
+# End-to-end flows (issue 19, item 2): build -> shard -> init -> train -> checkpoint
+# ---------------------------------------------------------------------------------------------
+
+E2E_SEED = 11
+VOCAB, DIM, HEADS, HIDDEN = 37, 16, 4, 24  # vocab 37: uneven FSDP shards at 2 and 4 ranks
+
+
+class Attention(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.q, self.k, self.v, self.o = (nn.Linear(DIM, DIM) for _ in range(4))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, t, hd = x.size(0), x.size(1), DIM // HEADS
+        # -1 heads: under tensor parallelism each rank holds HEADS / tp of them
+        q = self.q(x).view(b, t, -1, hd).transpose(1, 2)
+        k = self.k(x).view(b, t, -1, hd).transpose(1, 2)
+        v = self.v(x).view(b, t, -1, hd).transpose(1, 2)
+        y = nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
+        return self.o(y.transpose(1, 2).reshape(b, t, -1))
+
+
+class Mlp(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.up = nn.Linear(DIM, HIDDEN)
+        self.act = nn.GELU()
+        self.down = nn.Linear(HIDDEN, DIM)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down(self.act(self.up(x)))
+
+
+class GptBlock(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.ln1, self.attn, self.ln2, self.mlp = nn.LayerNorm(DIM), Attention(), nn.LayerNorm(DIM), Mlp()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.ln1(x))
+        return x + self.mlp(self.ln2(x))
+
+
+class TinyGpt(nn.Module):
+    """The documented flow's model: embedding, 2 pre-norm residual blocks, final norm, head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.emb = nn.Embedding(VOCAB, DIM)
+        self.blocks = nn.ModuleList([GptBlock(), GptBlock()])
+        self.norm = nn.LayerNorm(DIM)
+        self.head = nn.Linear(DIM, VOCAB)
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        x = self.emb(idx)
+        for b in self.blocks:
+            x = b(x)
+        return self.head(self.norm(x))
+
+
+def e2e_batch() -> torch.Tensor:
+    return torch.randint(0, VOCAB, (3, 7), generator=torch.Generator().manual_seed(0))
+
+
+def e2e_loss(model: nn.Module, idx: torch.Tensor) -> torch.Tensor:
+    logits = model(idx[:, :-1])
+    return nn.functional.cross_entropy(logits.reshape(-1, VOCAB), idx[:, 1:].reshape(-1))
+
+
+def e2e_reference(threads: int) -> dict[str, Any]:
+    """Single-process init of an eager TinyGpt with every preset at ``threads`` threads, and
+    one SGD step of the ``auto`` model (its loss and the stepped parameters)."""
+    from initwise import PRESETS, init, plan
+
+    saved = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        out: dict[str, Any] = {"presets": {}}
+        for preset in PRESETS:
+            torch.manual_seed(3)  # must not matter
+            m = TinyGpt()
+            init(m, preset, seed=E2E_SEED)
+            out["presets"][preset] = {n: p.detach().clone() for n, p in m.named_parameters()}
+        m = TinyGpt()
+        init(m, "auto", seed=E2E_SEED)
+        loss = e2e_loss(m, e2e_batch())
+        loss.backward()
+        torch.optim.SGD(m.parameters(), lr=0.5).step()
+        out["plan"] = plan_summary(plan(TinyGpt(), "gpt2", seed=E2E_SEED))
+        out["loss"] = loss.item()
+        out["stepped"] = {n: p.detach().clone() for n, p in m.named_parameters()}
+        return out
+    finally:
+        torch.set_num_threads(saved)
+
+
+def plan_summary(p: Any) -> dict[str, tuple[Any, ...]]:
+    """What a plan decides per tensor (scheme, std, gain, activation, action), for comparing plans."""
+    return {e.name: (e.action, e.scheme, e.std, e.gain, e.activation) for e in p.entries}
+
+
+def llama_config() -> Any:
+    import transformers
+
+    return transformers.LlamaConfig(hidden_size=32, intermediate_size=40, num_hidden_layers=2,
+                                    num_attention_heads=4, num_key_value_heads=2, vocab_size=61)
+
+
+def llama_reference(threads: int) -> dict[str, torch.Tensor] | None:
+    """Single-process eager HF LLaMA (tiny config) + ``initwise.init``; None without transformers."""
+    try:
+        import transformers
+    except ImportError:
+        return None
+    from initwise import init
+
+    saved = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        m = transformers.LlamaForCausalLM(llama_config())
+        init(m, "auto", seed=E2E_SEED)
+        return {n: p.detach().clone() for n, p in m.named_parameters()}
+    finally:
+        torch.set_num_threads(saved)
+
+
+def _gpt_tp_plan() -> dict[str, Any]:
+    from torch.distributed.tensor.parallel import ColwiseParallel, RowwiseParallel
+
+    plan: dict[str, Any] = {}
+    for i in range(2):
+        for n in ("q", "k", "v"):
+            plan[f"blocks.{i}.attn.{n}"] = ColwiseParallel()
+        plan[f"blocks.{i}.attn.o"] = RowwiseParallel()
+        plan[f"blocks.{i}.mlp.up"] = ColwiseParallel()
+        plan[f"blocks.{i}.mlp.down"] = RowwiseParallel()
+    return plan
+
+
+def _gathered(model: nn.Module) -> dict[str, torch.Tensor]:
+    from initwise.distributed import is_dtensor
+
+    return {n: (p.full_tensor() if is_dtensor(p) else p).detach().clone() for n, p in model.named_parameters()}
+
+
+def _local_blocks(model: nn.Module) -> dict[str, torch.Tensor]:
+    from initwise.distributed import is_dtensor
+
+    return {n: (p.to_local() if is_dtensor(p) else p).detach() for n, p in model.named_parameters()}  # type: ignore[operator]
+
+
+def _blocks_of(model: nn.Module, ref: dict[str, torch.Tensor], local: bool) -> dict[str, torch.Tensor]:
+    """``ref``'s blocks that ``model``'s parameters hold on this rank (``local_box``)."""
+    from initwise.distributed import is_dtensor, local_box
+
+    if not local:
+        return ref
+    out = {}
+    for n, p in model.named_parameters():
+        if is_dtensor(p):
+            shape, offset = local_box(p)
+            out[n] = ref[n][tuple(slice(o, o + s) for o, s in zip(offset, shape, strict=True))]
+        else:
+            out[n] = ref[n]
+    return out
+
+
+def _diff(got: dict[str, torch.Tensor], want: dict[str, torch.Tensor]) -> list[str]:
+    bad = []
+    for n, w in want.items():
+        g = got[n]
+        if g.shape != w.shape or not torch.equal(g, w):
+            d = (g - w).abs().max().item() if g.shape == w.shape else math.nan
+            bad.append(f"{n} (max diff {d:.3g})")
+    return bad
+
+
+def _train_and_checkpoint(rank: int, build: Callable[[], nn.Module], ref: dict[str, Any], ckpt: str
+                          ) -> dict[str, Any]:  # fmt: skip
+    """forward -> backward -> SGD step -> DCP save -> load into a fresh model (another seed)."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_model_state_dict, set_model_state_dict
+
+    from initwise import materialize
+
+    model = build()
+    materialize(model, "auto", device="cpu", seed=E2E_SEED)
+    loss = e2e_loss(model, e2e_batch())
+    loss.backward()
+    torch.optim.SGD(model.parameters(), lr=0.5).step()
+    stepped = _gathered(model)
+    close = [n for n, w in ref["stepped"].items()
+             if not torch.allclose(stepped[n], w, rtol=1e-4, atol=1e-6)]  # fmt: skip
+    dcp.save(get_model_state_dict(model), checkpoint_id=ckpt)
+    fresh = build()
+    materialize(fresh, "auto", device="cpu", seed=E2E_SEED + 1)  # other values, then the load
+    sd = get_model_state_dict(fresh)
+    dcp.load(sd, checkpoint_id=ckpt)
+    set_model_state_dict(fresh, sd)
+    loaded = _gathered(fresh)
+    with torch.no_grad():
+        again, after = e2e_loss(fresh, e2e_batch()).item(), e2e_loss(model, e2e_batch()).item()
+    return {
+        "loss": loss.item(), "loss_ref": ref["loss"], "step_not_close": close,
+        "load_differs": _diff(loaded, stepped), "loss_after_load": again, "loss_after_step": after,
+    }  # fmt: skip
+
+
+def worker_e2e(rank: int, world_size: int, refs: dict[int, dict[str, Any]],
+               llama_refs: dict[int, Any], ckpt_dir: str) -> dict[str, Any]:  # fmt: skip
+    """The documented flows at this world size (see tests/test_distributed_e2e.py)."""
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
+    from torch.distributed.tensor.parallel import parallelize_module
+
+    from initwise import PRESETS, init, materialize, plan
+    from initwise.model.presets import get_policy
+
+    torch.manual_seed(100 + rank)  # a different global RNG state on every rank: must not matter
+    mesh = init_device_mesh("cpu", (world_size,))
+    mesh2 = init_device_mesh("cpu", (2, world_size // 2), mesh_dim_names=("dp", "tp")) if world_size == 4 else None
+
+    def fsdp(m: nn.Module, dp: Any = mesh) -> nn.Module:
+        for b in m.blocks:  # type: ignore[union-attr]
+            fully_shard(b, mesh=dp)
+        fully_shard(m, mesh=dp)
+        return m
+
+    def meta() -> nn.Module:
+        with torch.device("meta"):
+            return TinyGpt()
+
+    builders: dict[str, tuple[Callable[[], nn.Module], bool]] = {  # (build, on meta)
+        "fsdp2_materialize": (lambda: fsdp(meta()), True),
+        "fsdp2_init": (lambda: fsdp(TinyGpt()), False),
+        "tp_materialize": (lambda: parallelize_module(meta(), mesh, _gpt_tp_plan()), True),
+        "tp_init": (lambda: parallelize_module(TinyGpt(), mesh, _gpt_tp_plan()), False),
+    }
+    if mesh2 is not None:
+        builders["2d_materialize"] = (
+            lambda: fsdp(parallelize_module(meta(), mesh2["tp"], _gpt_tp_plan()), mesh2["dp"]), True)
+    out: dict[str, Any] = {"init": {}, "train": {}, "cpu_s": {}}
+    clock = time.process_time()
+
+    def lap(what: str) -> None:
+        nonlocal clock
+        now = time.process_time()
+        out["cpu_s"][what] = round(now - clock, 2)
+        clock = now
+
+    for layout, (build, on_meta) in builders.items():
+        for preset in PRESETS:
+            m = build()
+            if on_meta:
+                materialize(m, preset, device="cpu", seed=E2E_SEED)
+            else:
+                init(m, preset, seed=E2E_SEED)
+            # every rank checks its own block against the same block of the reference (no
+            # communication: equal blocks everywhere <=> equal gathered tensors); the gathered
+            # full tensors are compared for one preset per layout
+            got = _gathered(m) if preset == "gpt2" else _local_blocks(m)
+            out["init"][f"{layout}/{preset}"] = {
+                str(t): _diff(got, _blocks_of(m, refs[t]["presets"][preset], preset != "gpt2")) for t in refs
+            }
+        lap(f"init {layout}")
+        if layout == "fsdp2_init":  # dry runs on the sharded model: same plan, and it still trains
+            m = build()
+            init(m, "gpt2", seed=E2E_SEED)
+            plans = [plan_summary(plan(m, "gpt2", seed=E2E_SEED)),
+                     plan_summary(plan(m, "gpt2", seed=E2E_SEED, example_inputs=e2e_batch()))]
+            ref_plan = refs[1]["plan"]
+            loss = e2e_loss(m, e2e_batch())
+            loss.backward()
+            out["dry_run"] = {
+                "plan_differs": [[n for n in ref_plan if tuple(p[n]) != tuple(ref_plan[n])] for p in plans],
+                "loss": loss.item(),
+            }
+        if on_meta:
+            ckpt = os.path.join(ckpt_dir, f"ws{world_size}_{layout}")
+            out["train"][layout] = _train_and_checkpoint(rank, build, refs[1], ckpt)
+            lap(f"train {layout}")
+
+    # a materialize interrupted half-way under FSDP2 goes back to meta; the retry is exact
+    calls = [0]
+
+    def stop(tensor: torch.Tensor, **_: Any) -> torch.Tensor:
+        """Passes validation's dry run, then Ctrl-C in the write pass (after other writes)."""
+        calls[0] += 1
+        if calls[0] == 2:
+            raise KeyboardInterrupt
+        return tensor.zero_()
+
+    m = fsdp(meta())
+    pol = Policy((Rule(stop, name="blocks.1.mlp.down.weight"), *get_policy("auto").rules))
+    try:
+        materialize(m, pol, device="cpu", seed=E2E_SEED)
+        out["interrupt"] = "no KeyboardInterrupt"
+    except KeyboardInterrupt:
+        on_meta = all(p.to_local().is_meta for p in m.parameters())  # type: ignore[attr-defined]
+        materialize(m, "auto", device="cpu", seed=E2E_SEED)
+        out["interrupt"] = {"back_on_meta": on_meta, "calls": calls[0],
+                            "retry_differs": _diff(_gathered(m), refs[1]["presets"]["auto"])}
+    # init interrupted half-way on an eager FSDP2 model: every rank's shards as they were
+    calls[0] = 0
+    m = fsdp(TinyGpt())
+    before = _local_blocks(m)
+    before = {n: t.clone() for n, t in before.items()}
+    try:
+        init(m, pol, seed=E2E_SEED)
+        out["interrupt_init"] = "no KeyboardInterrupt"
+    except KeyboardInterrupt:
+        out["interrupt_init"] = {"calls": calls[0], "changed": _diff(_local_blocks(m), before)}
+    lap("interrupt")
+
+    if world_size == 2 and llama_refs.get(1) is not None:  # (importing transformers costs)
+        from transformers import LlamaForCausalLM
+
+        with torch.device("meta"):
+            lm = LlamaForCausalLM(llama_config())
+        for layer in lm.model.layers:
+            fully_shard(layer, mesh=mesh)
+        fully_shard(lm, mesh=mesh)
+        materialize(lm, "auto", device="cpu", seed=E2E_SEED)
+        got = _gathered(lm)
+        res: dict[str, Any] = {str(t): _diff(got, r) for t, r in llama_refs.items()}
+        ids = torch.randint(0, 61, (2, 9), generator=torch.Generator().manual_seed(1))
+        loss = lm(input_ids=ids, labels=ids).loss
+        loss.backward()
+        torch.optim.SGD(lm.parameters(), lr=0.1).step()
+        res["loss"] = loss.item()
+        res["finite_after_step"] = all(bool(torch.isfinite(p.to_local()).all()) for p in lm.parameters())  # type: ignore[attr-defined]
+        out["llama"] = res
+        lap("llama")
+    return out
+
+
+def worker_all(rank: int, world_size: int, seed: int, variant: int, e2e: tuple[Any, ...] | None) -> dict[str, Any]:
+    """One process group for the layout contract and (world sizes 2, 4) the end-to-end flows."""
+    out: dict[str, Any] = {"layouts": worker_layouts(rank, world_size, seed, variant)}
+    if e2e is not None:
+        out["e2e"] = worker_e2e(rank, world_size, *e2e)
+    return out
+
+
+_SPAWNED: dict[int, list[Any]] = {}
+
+
+def spawned(world_size: int) -> list[Any]:
+    """The per-rank results of :func:`worker_all` at ``world_size``, spawned once per session
+    (the contract test and the end-to-end tests share one process group: spawning is the cost)."""
+    if world_size not in _SPAWNED:
+        e2e = None
+        if world_size > 1:
+            refs = {t: e2e_reference(t) for t in (1, 2)}
+            llama = {t: llama_reference(t) for t in (1, 2)} if world_size == 2 else {}
+            ckpt = tempfile.mkdtemp(prefix="initwise_dcp_")
+            e2e = (refs, llama, ckpt)
+        try:
+            _SPAWNED[world_size] = run_ranks(worker_all, world_size, 7, world_size, e2e, timeout=300)
+        finally:
+            if e2e is not None:
+                shutil.rmtree(e2e[2], ignore_errors=True)
+    return _SPAWNED[world_size]

@@ -19,8 +19,7 @@ from _dist_helpers import (
     gloo_available,
     keyed_reference,
     keyed_reset,
-    run_ranks,
-    worker_layouts,
+    spawned,
 )
 from conftest import assert_variance
 from initwise import random as iwr
@@ -43,7 +42,7 @@ ELEMENTWISE_2D = {"emb.weight", "blocks.0.up.weight", "blocks.0.down.weight"}
 @pytest.mark.skipif(not gloo_available(), reason="gloo backend unavailable")
 @pytest.mark.parametrize("world_size", [1, 2, 4])
 def test_sharded_init_equals_single_process(world_size: int) -> None:
-    results = run_ranks(worker_layouts, world_size, 7, world_size, timeout=150)
+    results = [r["layouts"] for r in spawned(world_size)]  # (one process group per world size)
     expected = {"fsdp2", "fsdp2_meta_materialize", "tp_parallelize_module",
                 "distribute_tensor_shard0_shard1", "keyed_init_fsdp2", "keyed_init_distribute_tensor"}
     if world_size == 4:

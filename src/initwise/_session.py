@@ -9,10 +9,14 @@ Shared by ``lsuv``, ``audit`` and the planner's ``example_inputs``:
 - :class:`ModelState`: a snapshot of what running a model may change (modes,
   ``requires_grad``, buffers, including buffers a forward re-assigns), restored exactly.
 - :func:`suspend_in_place_compile`: modules compiled in place run eagerly while hooks watch.
+- :func:`preserved_rng`: torch's global CPU and CUDA random states, as they were on entry.
+- :func:`deferred_interrupts`: Ctrl-C held back while a model is being put back as it was.
 """
 
 from __future__ import annotations
 
+import signal
+import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
@@ -25,8 +29,10 @@ from . import _torch
 __all__ = [
     "ModelState",
     "call_args",
+    "deferred_interrupts",
     "input_tensors",
     "memory_signature",
+    "preserved_rng",
     "primary_output",
     "suspend_in_place_compile",
 ]
@@ -147,3 +153,39 @@ def memory_signature(t: torch.Tensor) -> tuple[Any, ...] | None:
     if t.numel() == 0 or t.is_meta:
         return None
     return (t.data_ptr(), tuple(t.shape), tuple(t.stride()), t.dtype, t.device)
+
+
+@contextmanager
+def preserved_rng() -> Iterator[None]:
+    """Leave torch's global random state (CPU, and every CUDA device once CUDA is initialized)
+    exactly as it was on entry, whatever the block (a user's forward, a module's reset) drew."""
+    cpu = torch.get_rng_state()
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else None
+    try:
+        yield
+    finally:
+        torch.set_rng_state(cpu)
+        if cuda is not None:
+            torch.cuda.set_rng_state_all(cuda)
+
+
+@contextmanager
+def deferred_interrupts() -> Iterator[None]:
+    """Hold back SIGINT (Ctrl-C) inside the block and deliver it on exit.
+
+    For short sections that must not stop half-way (putting a model back as it was). Only the
+    main thread can install signal handlers; elsewhere the block runs unprotected.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    pending: list[tuple[int, Any]] = []
+    old = signal.signal(signal.SIGINT, lambda signum, frame: pending.append((signum, frame)))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old)
+        if pending and callable(old):
+            old(*pending[0])
+        elif pending and old == signal.SIG_DFL:  # pragma: no cover - default action: terminate
+            signal.raise_signal(signal.SIGINT)

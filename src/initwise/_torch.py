@@ -8,6 +8,7 @@ stands for; none changes torch's behaviour.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -39,8 +40,10 @@ __all__ = [
     "own_buffers",
     "own_parameters",
     "power_method",
+    "readopt_fsdp_parameters",
     "rnn_weight_names",
     "set_in_place_compiled",
+    "suspended_fsdp_hooks",
     "torch_fans",
     "version",
 ]
@@ -52,7 +55,9 @@ ConvNd: type[nn.Module] = _ConvNd
 
 _DTensor: Any = None
 _local_shape_and_offset: Any = None
+_FSDPModule: Any = None
 try:
+    from torch.distributed.fsdp import FSDPModule as _FSDPModule
     from torch.distributed.tensor import DTensor as _DTensor
     from torch.distributed.tensor._utils import (
         compute_local_shape_and_global_offset as _local_shape_and_offset,
@@ -173,3 +178,40 @@ def power_method(parametrization: nn.Module, weight: torch.Tensor, iterations: i
 def torch_fans(tensor: torch.Tensor) -> tuple[int, int]:
     """torch's own ``(fan_in, fan_out)`` guess for ``tensor`` (``[out, in, *kernel]``)."""
     return torch.nn.init._calculate_fan_in_and_fan_out(tensor)
+
+
+@contextmanager
+def suspended_fsdp_hooks(model: nn.Module) -> Iterator[None]:
+    """Run the block with the forward (pre-)hooks of FSDP2 (``fully_shard``) modules detached.
+
+    Reading a sharded model's structure (an fx trace, a forward on ``example_inputs``) must
+    not run FSDP2's pre-forward hooks: a sub-module's hook would lazily initialize its FSDP
+    state as a root, and the next real forward fails ("FSDP requires running forward through
+    the root module first"). The hook dictionaries themselves are put back on exit, so every
+    handle stays valid; hooks registered inside the block are dropped with the temporary ones.
+    """
+    saved = []
+    if _FSDPModule is not None:
+        for m in model.modules():
+            if isinstance(m, _FSDPModule) and (m._forward_pre_hooks or m._forward_hooks):
+                saved.append((m, m._forward_pre_hooks, m._forward_hooks))
+                m._forward_pre_hooks = OrderedDict()
+                m._forward_hooks = OrderedDict()
+    try:
+        yield
+    finally:
+        for m, pre, post in saved:
+            m._forward_pre_hooks = pre
+            m._forward_hooks = post
+
+
+def readopt_fsdp_parameters(module: nn.Module) -> None:
+    """Make an FSDP2 module's parameter bookkeeping adopt the parameters now registered on its
+    modules (after they were put back by assignment), without resharding first (resharding
+    would re-register the old ones). What ``load_state_dict(assign=True)`` triggers in FSDP2."""
+    if _FSDPModule is None or not isinstance(module, _FSDPModule):
+        return
+    state = module._get_fsdp_state()
+    for group in state._fsdp_param_groups:
+        for fsdp_param in group.fsdp_params:
+            fsdp_param.reset_sharded_param()

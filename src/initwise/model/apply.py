@@ -19,10 +19,17 @@ built and validated first (scheme parameters, fans, shapes and dtypes; every bui
 run on a meta twin of its tensor, which performs all of its entry checks without allocating),
 and user callables are *dry-run* on a scratch tensor of one parameter's size with the same key
 (so a callable that raises, raises before the first write). Only then are values written,
-directly into the parameters (no model-sized backup: memory stays at one parameter of scratch).
-An error that appears only during the write pass (out of memory, interruption, a callable that
-behaves differently on a second identical call) raises :class:`InitError` naming the parameters
-already written.
+directly into the parameters. Should the write pass still stop half-way (out of memory, Ctrl-C,
+a user callable that behaves differently on a second call), every tensor already written is
+put back (Ctrl-C held back meanwhile) and the model is exactly as it was: ``KeyboardInterrupt``
+and other non-``Exception`` s propagate as themselves, errors as :class:`InitError`. The price
+is memory: the write pass keeps a copy of each tensor's old values from the moment it writes
+it until it ends (peak: the model plus the tensors initialized; a plan that initializes every
+parameter of a 4 GB model peaks at about 8 GB). :func:`~initwise.materialize` needs no copies
+(its tensors hold nothing yet: a failure puts the model back on the meta device), so it stays
+at the model's size. Planning (also :func:`plan` with ``example_inputs``, which runs the
+model's forward) leaves modes, buffers and torch's global CPU/CUDA random state as they were,
+and never runs FSDP2's forward hooks.
 
 **Ties.** A tensor registered under several names (e.g. ``wte.weight`` and ``lm_head.weight``)
 is initialized once, under its first name in ``named_parameters(remove_duplicate=False)``
@@ -52,15 +59,16 @@ from torch import nn
 
 from .._errors import InitError
 from .._names import canonical_name
+from .._session import ModelState, deferred_interrupts, preserved_rng
 from .._sharding import ELEMENTWISE_SCHEMES, fill_sharded, local_box
-from .._torch import is_dtensor, local_tensor, power_method, version
+from .._torch import is_dtensor, local_tensor, power_method, suspended_fsdp_hooks, version
 from ..registry import Scheme
 from .entries import Plan, PlanEntry
 from .keyed import keyed_init
 from .policy import Policy, Rule
-from .resolve import Only, Work, build, tensor_key
+from .resolve import Only, Work, build, check_model, tensor_key
 
-__all__ = ["init", "plan", "validate", "write_all", "write_dtensor", "write_model_init"]
+__all__ = ["analyze", "init", "plan", "validate", "write_all", "write_dtensor", "write_model_init"]
 
 log = logging.getLogger("initwise")
 
@@ -94,7 +102,8 @@ def validate(work: Sequence[Work], seed: int, *, scratch_device: torch.device | 
             plist: Any = copy.deepcopy(getattr(module, "parametrizations")[attr])  # noqa: B009
             try:
                 with torch.no_grad():
-                    plist.right_inverse(torch.zeros_like(w.tensor, device="cpu").normal_())
+                    # a value where the parametrization lives (meta for materialize)
+                    plist.right_inverse(torch.empty_like(w.tensor.detach()).normal_())
             except Exception as err:
                 raise ValueError(
                     f"{w.entry.name}: its parametrization ({', '.join(type(m).__name__ for m in plist)}) "
@@ -199,19 +208,64 @@ def write_dtensor(work: Any, seed: int, write: Callable[[Any, int], None]) -> bo
     return local_ok
 
 
-def _reset_count(model: nn.Module, name: str) -> None:
-    """Restart a norm's running-average count with its statistics (as ``reset_running_stats``).
+def _count_of(model: nn.Module, name: str) -> torch.Tensor | None:
+    """The ``num_batches_tracked`` to restart with a norm's running statistics ``name``.
 
     With ``momentum=None`` the next update weighs the statistics by ``1 / (count + 1)``: a
-    stale count would keep the fresh statistics almost frozen.
+    stale count would keep the fresh statistics almost frozen (``reset_running_stats`` zeroes
+    both too).
     """
     modname, _, leaf = name.rpartition(".")
     if leaf not in ("running_mean", "running_var"):
-        return
+        return None
     count = getattr(model.get_submodule(modname) if modname else model, "num_batches_tracked", None)
     if isinstance(count, torch.Tensor) and not count.is_meta:
-        with torch.no_grad():
-            count.zero_()
+        return count
+    return None
+
+
+class _Undo:
+    """Old values of what the write pass has changed so far, put back if it stops half-way."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.saved: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    def save(self, tensors: Iterable[torch.Tensor]) -> None:
+        if not self.enabled:
+            return
+        for t in tensors:
+            loc = local_tensor(t)
+            if loc.numel() and not loc.is_meta:
+                self.saved.append((loc, loc.detach().clone()))
+
+    def restore(self) -> None:
+        with deferred_interrupts(), torch.no_grad():
+            for loc, old in reversed(self.saved):
+                loc.copy_(old)
+        self.saved.clear()
+
+
+def _changed_by(w: Work) -> list[torch.Tensor]:
+    """The tensors writing ``w`` changes (a parametrization's originals and buffers too)."""
+    if w.setter is None:
+        return [w.tensor]
+    module, attr = w.setter
+    plist: nn.Module = getattr(module, "parametrizations")[attr]  # noqa: B009
+    return [*plist.parameters(), *plist.buffers()]
+
+
+def analyze(model: nn.Module, policy: str | Policy | Iterable[Rule], example_inputs: Any, seed: int,
+            only: Only, *, meta_ok: bool = False) -> tuple[Plan, list[Work]]:
+    """:func:`initwise.model.resolve.build` as a dry run: the model's modes and buffers (objects and values: a copy of the buffers is the memory cost) and torch's
+    random state are left as they were, and FSDP2 modules' forward hooks do not run."""
+    check_model(model, seed)  # (lazy parameters cannot even be snapshot)
+    state = ModelState(model, grads=False)  # an fx trace may assign to the model (buffers, modes)
+    try:
+        with preserved_rng(), suspended_fsdp_hooks(model):
+            return build(model, policy, example_inputs, seed, only, meta_ok=meta_ok)
+    finally:
+        state.restore()
 
 
 def plan(model: nn.Module, policy: str | Policy | Iterable[Rule] = "auto", *, example_inputs: Any = None,
@@ -231,7 +285,7 @@ def plan(model: nn.Module, policy: str | Policy | Iterable[Rule] = "auto", *, ex
     >>> print(plan(net).table().splitlines()[4].split()[:4])
     ['0.bias', '4', 'bias', 'zeros']
     """
-    return build(model, policy, example_inputs, seed, only)[0]
+    return analyze(model, policy, example_inputs, seed, only)[0]
 
 
 def init(model: nn.Module, policy: str | Policy | Iterable[Rule] = "auto", *, example_inputs: Any = None,
@@ -246,48 +300,68 @@ def init(model: nn.Module, policy: str | Policy | Iterable[Rule] = "auto", *, ex
     >>> lin.bias.abs().sum().item()
     0.0
     """
-    p, work = build(model, policy, example_inputs, seed, only)
-    validate(work, seed)
-    return write_all(model, p, work, seed)
+    p, work = analyze(model, policy, example_inputs, seed, only)
+    with preserved_rng():  # user callables may draw from torch's global generator
+        validate(work, seed)
+        return write_all(model, p, work, seed)
 
 
-def write_all(model: nn.Module, p: Plan, work: Sequence[Work], seed: int) -> Plan:
-    """The write pass: every validated work item into its tensor (DTensors shard-locally)."""
-    written: list[str] = []
-    sharded, fallback = 0, []
+def write_all(model: nn.Module, p: Plan, work: Sequence[Work], seed: int, *, backup: bool = True) -> Plan:
+    """The write pass: every validated work item into its tensor (DTensors shard-locally).
+
+    All or nothing: if it stops half-way, the tensors already written get their old values back
+    (``backup=False``: the caller puts the model back itself, as ``materialize`` does) and the
+    error propagates, as :class:`InitError` for an ``Exception``, as itself otherwise.
+    """
+    undo = _Undo(backup)
+    sharded, fallback, done = 0, [], 0
     own = [w for w in work if w.special == "model_init"]
     if own:  # first: the tensors other rules name are written after it
         work = [w for w in work if w.special != "model_init"]
+        counts = [c for c in (_count_of(model, w.entry.name) for w in own) if c is not None]
+        undo.save([t for w in own for t in _changed_by(w)] + counts)
         try:
             p.notes += write_model_init(model, own, seed, keep=[w.entry.name for w in work])
         except BaseException as err:  # the model's own code cannot be dry-run
-            raise InitError(f"init failed in the model's own init code (action model_init); the "
-                            f"{len(own)} tensor(s) it covers may be changed, nothing else") from err
-        for w in own:
-            _reset_count(model, w.entry.name)
-            written.append(w.entry.name)
+            undo.restore()
+            if not isinstance(err, Exception):
+                raise
+            raise InitError(f"init failed in the model's own init code (action model_init): "
+                            f"{type(err).__name__}: {err}; the model is unchanged") from err
+        with torch.no_grad():
+            for c in counts:
+                c.zero_()
+        done += len(own)
     for w in work:
         try:
+            count = _count_of(model, w.entry.name)
+            undo.save([*_changed_by(w), *([] if count is None else [count])])
             if is_dtensor(w.tensor):
                 sharded += 1
                 if not write_dtensor(w, seed, _write):
                     fallback.append(w.entry.name)
             else:
                 _write(w, seed)
-            _reset_count(model, w.entry.name)
+            if count is not None:
+                with torch.no_grad():
+                    count.zero_()
         except BaseException as err:
+            undo.restore()
+            if not isinstance(err, Exception):
+                raise
+            before = (f"the {done} tensor(s) written before it were put back: the model is unchanged"
+                      if backup else f"{done} tensor(s) were written before it")
             raise InitError(
-                f"init failed while writing {w.entry.name} after writing {len(written)} tensor(s) "
-                f"({', '.join(written[:10])}{'...' if len(written) > 10 else ''}); those are changed"
+                f"init failed while writing {w.entry.name} ({type(err).__name__}: {err}); {before}"
             ) from err
-        written.append(w.entry.name)
+        done += 1
     if sharded:
         p.notes.append(
             f"{sharded} DTensor parameter(s) written shard-locally; whole-parameter (memory of "
             f"one parameter) fallback for: {', '.join(fallback) or 'none'}"
         )
     p.applied = True
-    log.debug("initwise.init: wrote %d tensors with policy %s", len(written), p.policy)
+    log.debug("initwise.init: wrote %d tensors with policy %s", done, p.policy)
     return p
 
 

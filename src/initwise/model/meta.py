@@ -40,17 +40,20 @@ True
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from functools import partial
 from typing import Any
 
 import torch
 from torch import nn
 
-from .._torch import apply_to_own_tensors, own_buffers, own_parameters
-from .apply import validate, write_all
+from .._session import deferred_interrupts, preserved_rng
+from .._torch import apply_to_own_tensors, own_buffers, own_parameters, readopt_fsdp_parameters
+from .apply import analyze, validate, write_all
 from .keyed import keyed_init
-from .resolve import build, rebind
+from .resolve import rebind
 
 __all__ = ["materialize"]
 
@@ -132,13 +135,37 @@ def _apply_rule(rule: str, name: str, module: nn.Module, root: nn.Module, device
         root._init_weights(module)  # type: ignore[operator]
 
 
-def _allocate(model: nn.Module, device: torch.device) -> tuple[set[str], set[str]]:
+class _Allocation:
+    """What :func:`_allocate` gave storage to, so that :meth:`undo` can put it back on meta."""
+
+    def __init__(self) -> None:
+        self.modules: list[nn.Module] = []
+        # (a module's own parameter or buffer dict, name, the meta tensor it held)
+        self.originals: list[tuple[dict[str, Any], str, torch.Tensor]] = []
+        self.meta_params: set[str] = set()
+        self.meta_buffers: set[str] = set()
+
+    def undo(self) -> None:
+        """Every module gets back the very meta tensors it had (ties included)."""
+        with deferred_interrupts():
+            for table, name, t in self.originals:
+                if not t.is_meta:
+                    # ``_apply`` gave this very object storage (for DTensors it swaps the new
+                    # tensor's contents in with ``torch.utils.swap_tensors``): swap meta back in
+                    twin = torch.empty_like(t, device="meta")
+                    if isinstance(t, nn.Parameter):
+                        twin = nn.Parameter(twin, requires_grad=t.requires_grad)
+                    torch.utils.swap_tensors(t, twin)
+                table[name] = t
+            for module in self.modules:  # FSDP2 adopts them back
+                readopt_fsdp_parameters(module)
+
+
+def _allocate(model: nn.Module, device: torch.device, out: _Allocation) -> None:
     """``to_empty`` module by module, children first, keeping ties and non-meta tensors."""
     made: dict[int, torch.Tensor] = {}
     param_obj: dict[int, nn.Parameter] = {}
     keep_alive: list[torch.Tensor] = []  # meta originals: their ids must stay unique
-    meta_params: set[str] = set()
-    meta_buffers: set[str] = set()
 
     def empty(t: torch.Tensor) -> torch.Tensor:
         if not t.is_meta:
@@ -154,9 +181,12 @@ def _allocate(model: nn.Module, device: torch.device) -> tuple[set[str], set[str
         if not any(t.is_meta for t in (*params.values(), *buffers.values())):
             continue
         prefix = f"{mname}." if mname else ""
-        meta_params.update(prefix + n for n, p in params.items() if p.is_meta)
-        meta_buffers.update(prefix + n for n, b in buffers.items() if b.is_meta)
+        out.meta_params.update(prefix + n for n, p in params.items() if p.is_meta)
+        out.meta_buffers.update(prefix + n for n, b in buffers.items() if b.is_meta)
         keep_alive.extend(params.values())
+        out.modules.append(module)
+        out.originals.extend((own_parameters(module), n, p) for n, p in params.items() if p.is_meta)
+        out.originals.extend((own_buffers(module), n, b) for n, b in buffers.items() if b.is_meta)
         apply_to_own_tensors(module, empty)
         for n, old in params.items():  # re-tie parameters shared between modules
             new = own_parameters(module)[n]
@@ -164,7 +194,6 @@ def _allocate(model: nn.Module, device: torch.device) -> tuple[set[str], set[str
                 own_parameters(module)[n] = param_obj[id(old)]
             elif isinstance(new, nn.Parameter):
                 param_obj.setdefault(id(old), new)
-    return meta_params, meta_buffers
 
 
 def materialize(
@@ -192,9 +221,15 @@ def materialize(
        ``reset_parameters()``; the model's ``_init_weights(module)`` (Hugging Face).
     3. Parameters the policy leaves to the module (``keep``, or not in ``only``) get their
        module's ``reset_parameters()`` (or the model's ``_init_weights``); these resets run
-       inside :func:`initwise.keyed_init`, so their draws are keyed by name too.
+       inside :func:`initwise.keyed_init`, so their draws are keyed by name too. Module resets
+       run with the parameters the plan writes swapped for meta twins: each tensor is written
+       once.
     4. :func:`init` with ``policy``, ``seed``, ``example_inputs`` and ``only``.
 
+    All or nothing: everything that can be checked (policy, ``only=``, ``seed``, the plan, the
+    rules of steps 2-3) is checked before step 1; if anything later stops it (Ctrl-C, out of
+    memory, a user callable), every module gets back the meta tensors it had and the exception
+    propagates (``KeyboardInterrupt`` as itself). torch's global random state is left as it was.
     Peak memory is the model's own size plus one parameter of scratch; the values are
     bit-identical to ``init`` of the same model built eagerly.
 
@@ -218,16 +253,35 @@ def materialize(
     dev = torch.device(device)
     if dev.type == "meta":
         raise ValueError("materialize: device must be a real device, not 'meta'")
+    with preserved_rng():
+        p, work, rules, needs = _prepare(model, policy, dev, seed, example_inputs, only, reset)
+        allocation = _Allocation()
+        try:
+            _allocate(model, dev, allocation)
+            planned = {n for w in work if w.setter is None for n in (w.entry.name, *w.entry.aliases)}
+            _rebuild(model, rules, needs, dev, seed, reset, planned)
+            p = write_all(model, p, rebind(model, work), seed, backup=False)
+        except BaseException:
+            allocation.undo()  # nothing was there before: back on meta, as it was
+            raise
+    p.notes.append(
+        f"materialized {len(allocation.meta_params)} parameter(s) on {dev}; buffers rebuilt by "
+        + (", ".join(sorted({f"{r}" for _, _, r in rules})) or "nothing (none on meta)")
+    )
+    return p
+
+
+def _prepare(model: nn.Module, policy: Any, dev: torch.device, seed: int, example_inputs: Any, only: Any,
+             reset: ResetFn | None) -> tuple[Any, list[Any], list[tuple[str, nn.Module, str]], dict[str, nn.Module]]:
+    """Everything ``materialize`` checks before it allocates: the plan of the meta model (built
+    once), the buffer rules and the modules that must rebuild what the policy leaves to them."""
     rules: list[tuple[str, nn.Module, str]] = []
     for mname, module in model.named_modules():
         bufs = [n for n, b in own_buffers(module).items() if b is not None and b.is_meta]
         if bufs:
             rules.append((mname, module, _buffer_rule(mname, module, bufs, model, reset)))
-
-    # validate everything before allocating: the plan of the meta model (built once) and
-    # the modules that must rebuild what the policy leaves to them
-    meta_params = {n for n, p in model.named_parameters(remove_duplicate=False) if p.is_meta}
-    p, work = build(model, policy, example_inputs, seed, only, meta_ok=True)
+    meta_params = {n for n, q in model.named_parameters(remove_duplicate=False) if q.is_meta}
+    p, work = analyze(model, policy, example_inputs, seed, only, meta_ok=True)
     validate(work, seed, scratch_device=dev)
     needs: dict[str, nn.Module] = {}
     for e in p.entries:
@@ -241,25 +295,58 @@ def materialize(
                 f"materialize: parameter(s) {', '.join(names)} are left to the module by the policy "
                 f"but {type(module).__name__} has no reset_parameters() to rebuild them from meta"
             )
+    return p, work, rules, needs
 
-    _allocate(model, dev)
-    done = {m for _, m, r in rules if r in ("reset_parameters", "_init_weights")}
+
+@contextlib.contextmanager
+def _planned_on_meta(module: nn.Module, prefix: str, planned: set[str]) -> Iterator[None]:
+    """Inside the block, ``module``'s own parameters that the plan writes afterwards are meta
+    twins (same shape, dtype, ``requires_grad``), so a reset writes each tensor only once."""
+    table = own_parameters(module)
+    saved = {n: q for n, q in table.items() if q is not None and prefix + n in planned}
+    for n, q in saved.items():
+        table[n] = nn.Parameter(torch.empty(q.shape, dtype=q.dtype, device="meta"), q.requires_grad)
+    try:
+        yield
+    finally:
+        table.update(saved)
+
+
+def _reset_once(module: nn.Module, prefix: str, planned: set[str], run: Callable[[], object]) -> None:
+    """``run()`` a module's reset with the planned parameters on meta; if the reset needs their
+    values (it raises on meta), run it again on the real tensors."""
+    try:
+        with _planned_on_meta(module, prefix, planned):
+            run()
+    except Exception:
+        log.debug("materialize: reset of %s needs its parameters' values; writing them twice", prefix)
+        run()
+
+
+def _rebuild(model: nn.Module, rules: list[tuple[str, nn.Module, str]], needs: dict[str, nn.Module],
+             dev: torch.device, seed: int, reset: ResetFn | None, planned: set[str]) -> None:
+    """Buffers by their rules, and parameters the policy leaves to their modules (keyed).
+
+    Module resets (``reset_parameters``, ``_init_weights``) run with the parameters the plan
+    writes afterwards swapped for meta twins: every tensor is written once.
+    """
+    done = {id(m) for _, m, r in rules if r in ("reset_parameters", "_init_weights")}
+    names = {id(m): n for n, m in model.named_modules()}
     with keyed_init(model, seed=seed):
         for mname, module, rule in rules:
-            _apply_rule(rule, mname, module, model, dev, reset)
-        done_ids = {id(m) for m in done}
+            pre = f"{mname}." if mname else ""
+            if rule in ("reset_parameters", "_init_weights"):
+                _reset_once(module, pre, planned, partial(_apply_rule, rule, mname, module, model, dev, reset))
+            else:
+                _apply_rule(rule, mname, module, model, dev, reset)
         for module in needs.values():
-            if id(module) in done_ids:
+            if id(module) in done:
                 continue
+            pre = f"{names[id(module)]}." if names[id(module)] else ""
             # the model's own init (Hugging Face's _init_weights) first: it is what built the
             # eager model's values (GPT-2's position table N(0, 0.02²), not Embedding's N(0, 1))
-            if callable(getattr(model, "_init_weights", None)):
-                model._init_weights(module)  # type: ignore[operator]
+            init_weights = getattr(model, "_init_weights", None)
+            if callable(init_weights):
+                _reset_once(module, pre, planned, partial(init_weights, module))
             else:
-                module.reset_parameters()  # type: ignore[operator]
-    p = write_all(model, p, rebind(model, work), seed)
-    p.notes.append(
-        f"materialized {len(meta_params)} parameter(s) on {dev}; buffers rebuilt by "
-        + (", ".join(sorted({f"{r}" for _, _, r in rules})) or "nothing (none on meta)")
-    )
-    return p
+                _reset_once(module, pre, planned, getattr(module, "reset_parameters"))  # noqa: B009
