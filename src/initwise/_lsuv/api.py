@@ -27,7 +27,7 @@ from .._torch import is_lazy
 from .proof import _KEEP_MODE, _NO_FASTPATH
 from .report import LayerRule, LSUVLayer, LSUVReport, LSUVStep
 from .run import _Run
-from .units import Only, _discover, _select
+from .units import Only, _discover, _memory, _select
 
 logger = logging.getLogger("initwise.lsuv")
 
@@ -65,17 +65,18 @@ def _check_inputs(args: tuple[Any, ...], kwargs: dict[str, Any], seq_first: bool
 
 def _uncovered(model: nn.Module, units: list[Any], parametrized: list[str], only: Any) -> list[str]:
     """Weights of weighted modules that no unit calibrates, with why (for the report)."""
-    covered = {id(u.weight.param) for u in units}
-    covered |= {id(t) for u in units for _, t, _ in u.weight.extra_ortho}
+    covered = {_memory(u.weight.param) for u in units}  # memory: tied through .data too
+    covered |= {_memory(t) for u in units for _, t, _ in u.weight.extra_ortho}
     sel = selection(only, "lsuv")
     left_on_purpose = {p.split(" ", 1)[0] for p in parametrized}
     out = []
     for mname, m in model.named_modules():
-        if not is_weight_layer(m) or (mname or "<root>") in left_on_purpose:
+        if not is_weight_layer(m) or (mname or "<root>") in left_on_purpose \
+                or "parametrizations" in mname.split("."):  # reported as parametrized
             continue
         for leaf, p in m.named_parameters(recurse=False):
             name = f"{mname}.{leaf}" if mname else leaf
-            if is_lazy(p) or p.dim() < 2 or id(p) in covered or name in left_on_purpose:
+            if is_lazy(p) or p.dim() < 2 or name in left_on_purpose or _memory(p) in covered:
                 continue
             if isinstance(m, (nn.RNNBase, nn.RNNCellBase)) and leaf.startswith(("weight_hh", "weight_hr")):
                 continue  # recurrent weights are left untouched by design
