@@ -73,6 +73,8 @@ _SHAPE_NODES = frozenset({
     # elementwise maps of one tensor: part of the term they shape
     "GeluBackward0", "SiluBackward0", "ReluBackward0", "TanhBackward0", "SigmoidBackward0",
     "NativeDropoutBackward0", "MulBackward1", "DivBackward1",
+    # reductions of a sum are sums of the terms' reductions (a global mean before the head)
+    "MeanBackward0", "MeanBackward1", "SumBackward1",
 })
 _ADD_NODES = frozenset({"AddBackward0", "AddBackward1"})
 
