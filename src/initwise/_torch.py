@@ -8,6 +8,8 @@ stands for; none changes torch's behaviour.
 
 from __future__ import annotations
 
+import importlib
+import sys
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -53,17 +55,14 @@ BatchNormBase: type[nn.Module] = _BatchNorm
 InstanceNormBase: type[nn.Module] = _InstanceNorm
 ConvNd: type[nn.Module] = _ConvNd
 
-_DTensor: Any = None
-_local_shape_and_offset: Any = None
-_FSDPModule: Any = None
-try:
-    from torch.distributed.fsdp import FSDPModule as _FSDPModule
-    from torch.distributed.tensor import DTensor as _DTensor
-    from torch.distributed.tensor._utils import (
-        compute_local_shape_and_global_offset as _local_shape_and_offset,
-    )
-except ImportError:  # pragma: no cover - torch built without distributed
-    pass
+# torch.distributed (DTensor, FSDP2) is read only once the user's program has imported it:
+# no tensor is a DTensor and no module is an FSDP2 module before that, and importing it costs
+# more than half a second (it would slow every `import initwise`, and every compare worker).
+
+
+def _loaded(module: str, attr: str) -> Any:
+    mod = sys.modules.get(module)
+    return None if mod is None else getattr(mod, attr, None)
 
 
 def is_dtensor(tensor: object) -> bool:
@@ -72,7 +71,12 @@ def is_dtensor(tensor: object) -> bool:
     >>> is_dtensor(torch.zeros(2))
     False
     """
-    return _DTensor is not None and isinstance(tensor, _DTensor)
+    cls = _loaded("torch.distributed.tensor", "DTensor")
+    return cls is not None and isinstance(tensor, cls)
+
+
+def _fsdp_module_type() -> Any:
+    return _loaded("torch.distributed.fsdp", "FSDPModule")
 
 
 def local_tensor(tensor: torch.Tensor) -> torch.Tensor:
@@ -82,9 +86,8 @@ def local_tensor(tensor: torch.Tensor) -> torch.Tensor:
 
 def compute_local_shape_and_global_offset(shape: Any, mesh: Any, placements: Any) -> tuple[Any, Any]:
     """DTensor's own sharding math: this rank's block shape and its offset in the whole."""
-    if _local_shape_and_offset is None:  # pragma: no cover
-        raise RuntimeError("torch.distributed.tensor is not available in this torch build")
-    return _local_shape_and_offset(shape, mesh, placements)
+    utils = importlib.import_module("torch.distributed.tensor._utils")
+    return utils.compute_local_shape_and_global_offset(shape, mesh, placements)
 
 
 def own_parameters(module: nn.Module) -> dict[str, nn.Parameter | None]:
@@ -191,9 +194,10 @@ def suspended_fsdp_hooks(model: nn.Module) -> Iterator[None]:
     handle stays valid; hooks registered inside the block are dropped with the temporary ones.
     """
     saved = []
-    if _FSDPModule is not None:
+    fsdp_module = _fsdp_module_type()
+    if fsdp_module is not None:
         for m in model.modules():
-            if isinstance(m, _FSDPModule) and (m._forward_pre_hooks or m._forward_hooks):
+            if isinstance(m, fsdp_module) and (m._forward_pre_hooks or m._forward_hooks):
                 saved.append((m, m._forward_pre_hooks, m._forward_hooks))
                 m._forward_pre_hooks = OrderedDict()
                 m._forward_hooks = OrderedDict()
@@ -209,7 +213,8 @@ def readopt_fsdp_parameters(module: nn.Module) -> None:
     """Make an FSDP2 module's parameter bookkeeping adopt the parameters now registered on its
     modules (after they were put back by assignment), without resharding first (resharding
     would re-register the old ones). What ``load_state_dict(assign=True)`` triggers in FSDP2."""
-    if _FSDPModule is None or not isinstance(module, _FSDPModule):
+    fsdp_module = _fsdp_module_type()
+    if fsdp_module is None or not isinstance(module, fsdp_module):
         return
     state = module._get_fsdp_state()
     for group in state._fsdp_param_groups:
