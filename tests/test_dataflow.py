@@ -222,3 +222,25 @@ def test_classifier_head_gets_unit_logits_from_the_propagated_scale() -> None:
     with torch.no_grad():
         logits = m(x)
     assert float(logits.var()) == pytest.approx(1.0, rel=0.25)
+
+
+def test_gathered_bias_table_is_left_alone() -> None:
+    """A relative-position bias table gathered by a constant index and reshaped (Swin, T5-like)
+    is not a weight, however 2-D it is."""
+
+    class RelBias(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.table = nn.Parameter(torch.randn(9, 2) * 0.02)
+            self.register_buffer("index", torch.randint(0, 9, (16,)))
+            self.qk = nn.Linear(8, 8)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            bias = self.table[self.index].view(4, 4, 2).permute(2, 0, 1)
+            return self.qk(x) + bias.sum(0)[: x.shape[-2], : x.shape[-1]].mean()
+
+    m = RelBias()
+    keep = m.table.detach().clone()
+    p = initwise.init(m, "auto", seed=0)
+    assert p["table"].role == "other" and p["table"].action == "keep"
+    assert torch.equal(m.table, keep)

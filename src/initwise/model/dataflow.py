@@ -227,6 +227,7 @@ class _Node:
     last: int = 0  # size of the last dimension of (the first) output
     split_last: bool = False  # a split along the last dimension into equal parts
     norm_out: bool = False  # output of a normalization module
+    src_param: str | None = None  # a parameter this is a view / cast / gather of
 
 
 @dataclass
@@ -384,6 +385,8 @@ class _Recorder(TorchFunctionMode):
             node.activation = self._act_spec(name, args, kwargs)
         self.ops.append((name, list(args), kwargs, node, ins))
         node.axes = self._axes(name, args, kwargs, ins, outs)
+        if name in _PASS and ins and (ins[0].param or ins[0].src_param):
+            node.src_param = ins[0].param or ins[0].src_param
         for i, t in enumerate(outs):
             if name in _SPLITS and len(outs) > 1:  # each part its own node
                 part = _Node("split_part", [node], self.count, module=node.module,
@@ -925,8 +928,9 @@ def _read(rec: _Recorder) -> Trace:
         elif name not in _PASS:  # any other use of a parameter (or of a view / cast of it)
             for i in ins:
                 p = _param_node(i) if i.param is not None or i.axes is not None else None
-                if p is not None and p.param is not None and name not in [u.op for u in out.usages.get(p.param, [])]:
-                    use(p.param, Usage("other", name, node.module))
+                pname = p.param if p is not None else i.src_param
+                if pname is not None and name not in [u.op for u in out.usages.get(pname, [])]:
+                    use(pname, Usage("other", name, node.module))
     _attention_scales(rec, out, consumers)
     _residuals(rec, out)
     seen: dict[int, _Node] = {}
