@@ -244,3 +244,14 @@ def test_gathered_bias_table_is_left_alone() -> None:
     p = initwise.init(m, "auto", seed=0)
     assert p["table"].role == "other" and p["table"].action == "keep"
     assert torch.equal(m.table, keep)
+
+
+def test_two_input_forward_is_synthesized() -> None:
+    """``nn.Transformer.forward(src, tgt)``: read from the dataflow, not registration order."""
+    m = nn.Transformer(d_model=32, nhead=4, num_encoder_layers=1, num_decoder_layers=1,
+                       dim_feedforward=64, batch_first=True)
+    p = initwise.plan(m, "zero_residual")
+    assert p.source == "dataflow"
+    outs = {e.name for e in p if "residual_out" in e.roles}
+    assert "decoder.layers.0.multihead_attn.out_proj.weight" in outs
+    assert "encoder.layers.0.linear2.weight" in outs

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import inspect
 import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -186,6 +187,9 @@ def synthesize_inputs(model: nn.Module) -> list[tuple[tuple[Any, ...], dict[str,
             guess = (torch.empty(2, 8, m.embed_dim, device="meta"),) * 3
         if guess is None:
             continue
+        need = _required_positional(model)
+        if len(guess) < need:  # forward(src, tgt) and the like: the same kind of input each
+            guess = guess + (guess[0],) * (need - len(guess))
         key = tuple((tuple(t.shape), t.dtype) for t in guess)
         if key not in seen:
             seen.add(key)
@@ -193,6 +197,16 @@ def synthesize_inputs(model: nn.Module) -> list[tuple[tuple[Any, ...], dict[str,
         if len(out) >= 4:
             break
     return out
+
+
+def _required_positional(model: nn.Module) -> int:
+    """How many positional arguments ``model.forward`` requires (0 if it cannot tell)."""
+    try:
+        params = inspect.signature(model.forward).parameters.values()
+    except (TypeError, ValueError):
+        return 0
+    return sum(1 for p in params if p.default is p.empty
+               and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD))
 
 
 def _to_meta(x: Any) -> Any:
