@@ -107,7 +107,7 @@ def test_sigkill_mid_sweep_then_resume_gives_the_same_numbers(
         tmp_path: Path, serial: dict[str, Any]) -> None:
     """A real process killed with SIGKILL mid-sweep: no report, but the checkpoint written
     after every run lets --resume finish with the serial numbers."""
-    from initwise.compare.report import checkpoint_path
+    from initwise.compare.report import checkpoint_path, read_checkpoint
 
     out = tmp_path / "rep"
     env = {**_src_env(), "INITWISE_PROGRESS_INTERVAL": "0"}
@@ -122,7 +122,7 @@ def test_sigkill_mid_sweep_then_resume_gives_the_same_numbers(
     proc.communicate(timeout=120)
     assert proc.returncode == -signal.SIGKILL
     assert not out.exists()  # nothing half-written where the report goes
-    saved = json.loads(Path(checkpoint_path(str(out))).read_text())
+    saved = read_checkpoint(checkpoint_path(str(out)))
     assert 3 <= len(saved["runs"]) < 8
     assert cli.main(["compare", *ARGS, "--quiet", "--resume", "--out", str(out)]) == 0
     done = json.loads((out / "results.json").read_text())
@@ -191,3 +191,28 @@ def test_eta_weights_runs_by_cost() -> None:
     # After the shallow run, the deep one (7x the cost) is most of what is left.
     first = seen[0]
     assert first["eta_s"] > 3 * first["elapsed_s"] * 0.9
+
+
+def test_checkpoint_is_appended_and_survives_a_torn_line(tmp_path: Path) -> None:
+    """One line per run (not the whole sweep each time); a line torn by a kill is ignored."""
+    from initwise.compare.report import (
+        append_checkpoint,
+        checkpoint_path,
+        read_checkpoint,
+        write_checkpoint,
+    )
+
+    out = str(tmp_path / "rep")
+    write_checkpoint(out, {"checkpoint": True, "config": {"seeds": 1}, "runs": [{"i": 0}],
+                           "wall_time_s": 1.0})
+    append_checkpoint(out, {"i": 1}, 2.0)
+    with open(checkpoint_path(out), "a", encoding="utf-8") as f:
+        f.write('{"run": {"i": 2')  # killed mid-write
+    state = read_checkpoint(checkpoint_path(out))
+    assert state["runs"] == [{"i": 0}, {"i": 1}] and state["wall_time_s"] == 2.0
+    assert state["config"] == {"seeds": 1}
+    os.remove(checkpoint_path(out))
+    os.symlink(str(tmp_path / "elsewhere"), checkpoint_path(out))
+    with pytest.raises(OSError):
+        append_checkpoint(out, {"i": 3}, 3.0)  # a symlink in its place is refused
+    assert not (tmp_path / "elsewhere").exists()

@@ -438,14 +438,17 @@ def _previous(out: str) -> dict[str, Any]:
     ``out/results.json`` (written on Ctrl-C or SIGTERM), or the checkpoint next to ``out``
     (written after every run, so it survives SIGKILL), whichever holds more runs.
     """
-    from .compare.report import checkpoint_path
+    from .compare.report import checkpoint_path, read_checkpoint
 
     found: list[dict[str, Any]] = []
     path = os.path.join(out, "results.json")
     for p in (path, checkpoint_path(out)):
         try:
-            with open(p, encoding="utf-8") as f:
-                prev = json.load(f)
+            if p == path:
+                with open(p, encoding="utf-8") as f:
+                    prev = json.load(f)
+            else:
+                prev = read_checkpoint(p)
         except FileNotFoundError:
             continue
         except (OSError, ValueError) as e:
@@ -473,13 +476,18 @@ class _Checkpoint:
         self.base_wall = self.state["wall_time_s"]
 
     def __call__(self, ev: dict[str, Any]) -> None:
-        from .compare.report import write_checkpoint
+        from .compare.report import append_checkpoint, write_checkpoint
 
-        self.state["config"] = self.asdict(self.cfg)
-        self.state["runs"].append(ev["run"].to_dict())
-        self.state["wall_time_s"] = self.base_wall + time.perf_counter() - self.t0
+        run = ev["run"].to_dict()
+        wall = self.base_wall + time.perf_counter() - self.t0
         with contextlib.suppress(OSError):  # a convenience: the report is written at the end
-            write_checkpoint(self.out, self.state)
+            if self.state["config"] is None:  # the first run: the whole file (header, old runs)
+                self.state["config"] = self.asdict(self.cfg)
+                self.state["runs"].append(run)
+                self.state["wall_time_s"] = wall
+                write_checkpoint(self.out, self.state)
+            else:  # then one line per run
+                append_checkpoint(self.out, run, wall)
         self.inner(ev)
 
 

@@ -37,8 +37,8 @@ import numpy as np
 from .._audit.plot import plot_reports
 from .run import CompareResult
 
-__all__ = ["REPORT_FILES", "checkpoint_path", "format_summary", "out_problem", "scheme_color",
-           "takeaway", "write_checkpoint", "write_report"]
+__all__ = ["REPORT_FILES", "append_checkpoint", "checkpoint_path", "format_summary", "out_problem",
+           "read_checkpoint", "scheme_color", "takeaway", "write_checkpoint", "write_report"]
 
 FIGURES = ("accuracy_vs_depth.png", "test_accuracy_curves.png", "loss_curves.png",
            "signal_scale.png", "grad_norms.png")
@@ -1206,20 +1206,59 @@ def checkpoint_path(out: str) -> str:
 def write_checkpoint(out: str, state: dict[str, Any]) -> None:
     """Atomically replace the sweep's checkpoint with ``state`` (config and runs so far).
 
-    Written after every finished run, so ``--resume`` survives even SIGKILL; removed when the
-    report is written. The file is created by :func:`tempfile.mkstemp` (``O_EXCL``) and
-    renamed over the old one: no symlink is followed.
+    The checkpoint is JSON lines: a header (``checkpoint``, ``config``, ``wall_time_s``), then
+    one line per finished run (:func:`append_checkpoint`), so saving after every run costs one
+    run, not all of them, and ``--resume`` survives even SIGKILL (a torn last line is ignored).
+    Removed when the report is written. The file is created by :func:`tempfile.mkstemp`
+    (``O_EXCL``) and renamed over the old one: no symlink is followed.
     """
     path = checkpoint_path(out)
     fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", dir=os.path.dirname(path))
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(state, f, allow_nan=False)
+            head = {k: v for k, v in state.items() if k != "runs"}
+            f.write(json.dumps(head, allow_nan=False) + "\n")
+            for run in state.get("runs") or []:
+                f.write(json.dumps({"run": run}, allow_nan=False) + "\n")
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
             os.remove(tmp)
         raise
+
+
+def append_checkpoint(out: str, run: dict[str, Any], wall_time_s: float) -> None:
+    """Add one finished run to the checkpoint :func:`write_checkpoint` created (a symlink put
+    in its place is refused: ``O_NOFOLLOW``)."""
+    line = json.dumps({"run": run, "wall_time_s": wall_time_s}, allow_nan=False) + "\n"
+    flags = os.O_WRONLY | os.O_APPEND | getattr(os, "O_NOFOLLOW", 0)
+    fd = os.open(checkpoint_path(out), flags)
+    with os.fdopen(fd, "a", encoding="utf-8") as f:
+        f.write(line)
+
+
+def read_checkpoint(path: str) -> dict[str, Any]:
+    """The state a checkpoint holds: its header, ``runs`` and the latest ``wall_time_s``."""
+    with open(path, encoding="utf-8") as f:
+        lines = f.read().splitlines()
+    if not lines:
+        raise ValueError("empty checkpoint")
+    state: dict[str, Any] = json.loads(lines[0])
+    if not isinstance(state, dict):
+        raise ValueError("not a compare checkpoint")
+    runs: list[Any] = []
+    for i, line in enumerate(lines[1:], 1):
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            if i == len(lines) - 1:
+                break  # a line torn by a kill mid-write
+            raise
+        runs.append(rec["run"])
+        if "wall_time_s" in rec:
+            state["wall_time_s"] = rec["wall_time_s"]
+    state["runs"] = runs
+    return state
 
 
 def out_problem(out: str) -> str | None:
