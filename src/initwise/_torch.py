@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import importlib
 import sys
-from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -45,7 +44,6 @@ __all__ = [
     "readopt_fsdp_parameters",
     "rnn_weight_names",
     "set_in_place_compiled",
-    "suspended_fsdp_hooks",
     "torch_fans",
     "version",
 ]
@@ -181,32 +179,6 @@ def power_method(parametrization: nn.Module, weight: torch.Tensor, iterations: i
 def torch_fans(tensor: torch.Tensor) -> tuple[int, int]:
     """torch's own ``(fan_in, fan_out)`` guess for ``tensor`` (``[out, in, *kernel]``)."""
     return torch.nn.init._calculate_fan_in_and_fan_out(tensor)
-
-
-@contextmanager
-def suspended_fsdp_hooks(model: nn.Module) -> Iterator[None]:
-    """Run the block with the forward (pre-)hooks of FSDP2 (``fully_shard``) modules detached.
-
-    Reading a sharded model's structure (an fx trace, a forward on ``example_inputs``) must
-    not run FSDP2's pre-forward hooks: a sub-module's hook would lazily initialize its FSDP
-    state as a root, and the next real forward fails ("FSDP requires running forward through
-    the root module first"). The hook dictionaries themselves are put back on exit, so every
-    handle stays valid; hooks registered inside the block are dropped with the temporary ones.
-    """
-    saved = []
-    fsdp_module = _fsdp_module_type()
-    if fsdp_module is not None:
-        for m in model.modules():
-            if isinstance(m, fsdp_module) and (m._forward_pre_hooks or m._forward_hooks):
-                saved.append((m, m._forward_pre_hooks, m._forward_hooks))
-                m._forward_pre_hooks = OrderedDict()
-                m._forward_hooks = OrderedDict()
-    try:
-        yield
-    finally:
-        for m, pre, post in saved:
-            m._forward_pre_hooks = pre
-            m._forward_hooks = post
 
 
 def readopt_fsdp_parameters(module: nn.Module) -> None:

@@ -59,14 +59,14 @@ from torch import nn
 
 from .._errors import InitError
 from .._names import canonical_name
-from .._session import ModelState, deferred_interrupts, preserved_rng
+from .._session import deferred_interrupts, preserved_rng
 from .._sharding import ELEMENTWISE_SCHEMES, fill_sharded, local_box
-from .._torch import is_dtensor, local_tensor, power_method, suspended_fsdp_hooks, version
+from .._torch import is_dtensor, local_tensor, power_method, version
 from ..registry import Scheme
 from .entries import Plan, PlanEntry
 from .keyed import keyed_init
 from .policy import Policy, Rule
-from .resolve import Only, Work, build, check_model, tensor_key
+from .resolve import Only, Work, build, tensor_key
 
 __all__ = ["analyze", "init", "plan", "validate", "write_all", "write_dtensor", "write_model_init"]
 
@@ -257,15 +257,11 @@ def _changed_by(w: Work) -> list[torch.Tensor]:
 
 def analyze(model: nn.Module, policy: str | Policy | Iterable[Rule], example_inputs: Any, seed: int,
             only: Only, *, meta_ok: bool = False) -> tuple[Plan, list[Work]]:
-    """:func:`initwise.model.resolve.build` as a dry run: the model's modes and buffers (objects and values: a copy of the buffers is the memory cost) and torch's
-    random state are left as they were, and FSDP2 modules' forward hooks do not run."""
-    check_model(model, seed)  # (lazy parameters cannot even be snapshot)
-    state = ModelState(model, grads=False)  # an fx trace may assign to the model (buffers, modes)
-    try:
-        with preserved_rng(), suspended_fsdp_hooks(model):
-            return build(model, policy, example_inputs, seed, only, meta_ok=meta_ok)
-    finally:
-        state.restore()
+    """:func:`initwise.model.resolve.build` as a dry run: the structure is read from a shadow of
+    the model (:mod:`initwise.model.dataflow`), so the model's modes, buffers and hooks are not
+    touched (FSDP2's lazy state included); torch's random state is left as it was."""
+    with preserved_rng():
+        return build(model, policy, example_inputs, seed, only, meta_ok=meta_ok)
 
 
 def plan(model: nn.Module, policy: str | Policy | Iterable[Rule] = "auto", *, example_inputs: Any = None,

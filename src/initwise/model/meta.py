@@ -6,15 +6,6 @@ buffers are rebuilt by their rules, tensors the policy leaves to their modules a
 model's own init (keyed), and the plan is written. Peak memory is the model plus one
 parameter; the values equal an eager :func:`initwise.init` bit for bit. The whole story of
 sharded and meta-device init is in :mod:`initwise.distributed`.
-
->>> import torch, initwise
->>> with torch.device("meta"):
-...     net = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 4))
->>> p = materialize(net, device="cpu", seed=0)
->>> eager = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 4))
->>> _ = initwise.init(eager, seed=0)
->>> torch.equal(net[2].weight, eager[2].weight)
-True
 """
 
 from __future__ import annotations
