@@ -644,16 +644,16 @@ class WeightAxes:
 
     def fans(self, shape: tuple[int, ...]) -> Fans | None:
         """Fans per batch index and per part, or ``None`` when the axes do not fit ``shape``."""
-        nd = len(shape)
-        used = set(self.in_axes) | set(self.out_axes) | set(self.batch_axes)
-        if not self.in_axes or not self.out_axes or any(not 0 <= a < nd for a in used):
+        if not self.in_axes or not self.out_axes:
             return None
-        receptive = math.prod(shape[a] for a in range(nd) if a not in used)
-        fi = math.prod(shape[a] for a in self.in_axes) * receptive
-        fo = math.prod(shape[a] for a in self.out_axes) * receptive
-        if self.parts > 1 and fo % self.parts == 0:
-            fo //= self.parts
-        return Fans(float(fi), float(fo))
+        try:
+            f = axis_fans(shape, in_axis=self.in_axes, out_axis=self.out_axes,
+                          batch_axis=self.batch_axes, where="layout")
+        except (ValueError, TypeError):
+            return None
+        if self.parts > 1 and f.fan_out % self.parts == 0:
+            return Fans(f.fan_in, f.fan_out / self.parts)
+        return f
 
 
 def plan_layout(module: nn.Module, leaf: str, tensor: torch.Tensor, *, module_name: str = "",
