@@ -24,6 +24,14 @@ from ._audit import (
     audit_plot,
     audit_widths,
 )
+from ._coord import (
+    CoordCheckReport,
+    CoordMeasurement,
+    CoordProgress,
+    CoordRow,
+    coord_check,
+    coord_plot,
+)
 from ._errors import AuditError, InitError, InitwiseError, InitwiseWarning, LSUVError
 from ._fans import (
     FanRule,
@@ -121,6 +129,10 @@ __all__ = [
     "AuditReport",
     "AuditThresholds",
     "CheckReport",
+    "CoordCheckReport",
+    "CoordMeasurement",
+    "CoordProgress",
+    "CoordRow",
     "DigestReport",
     "EntryChange",
     "FanRule",
@@ -162,6 +174,8 @@ __all__ = [
     "compute_std",
     "constant",
     "constant_",
+    "coord_check",
+    "coord_plot",
     "delta_orthogonal_",
     "describe_layout",
     "digest",

@@ -183,10 +183,14 @@ class CoordCheckReport:
         return [self.row(layer, t, axis=axis, at=at).slope for t in range(self.steps + 1)]
 
     def verdict(self, layer: str, *, axis: Literal["width", "depth"] = "width") -> CoordVerdict:
-        """Return ``flat`` when ``|slope| < flat_slope`` at every step (and every fixed depth
-        or width), else ``grows`` / ``shrinks`` by the sign of the steepest slope;
-        ``unknown`` when a slope is undefined (a diverged run, a zero output)."""
-        rows = [r for r in self.rows if r.layer == layer and r.axis == axis]
+        """Return ``flat`` when ``|slope| < flat_slope`` at every step 1..steps (and every
+        fixed depth or width), else ``grows`` / ``shrinks`` by the sign of the steepest slope;
+        ``unknown`` when a slope is undefined (a diverged run, a zero output).
+
+        Step 0 (the init) is measured and plotted but does not count: muP's readout is
+        deliberately ``O(1/sqrt(width))`` at init and becomes ``O(1)`` with the first update.
+        """
+        rows = [r for r in self.rows if r.layer == layer and r.axis == axis and r.step >= 1]
         if not rows:
             if layer not in self.layers:
                     raise_unknown("layer", layer, self.layers, limit=20)
@@ -201,8 +205,9 @@ class CoordCheckReport:
     @property
     def ok(self) -> bool:
         """Whether every layer is flat in width (and in depth, when depths were swept)."""
-        axes: list[Literal["width", "depth"]] = ["width"] + (
-            ["depth"] if self.depths and len(self.depths) > 1 else [])
+        axes: list[Literal["width", "depth"]] = ["width"]
+        if self.depths and len(self.depths) > 1:
+            axes.append("depth")
         return all(v == "flat" for a in axes for v in self.verdicts(axis=a).values())
 
     def table(self, *, step: int | None = None) -> str:
@@ -416,7 +421,7 @@ def _parametrize(model: nn.Module, name: str, base: nn.Module | None) -> Any:
 
 
 try:  # replaced by a plain import once initwise.parametrize is merged
-    from ._param import parametrize as _PARAMETRIZE  # type: ignore[import-not-found]
+    from ._param import parametrize as _PARAMETRIZE
 except ImportError:  # pragma: no cover
     _PARAMETRIZE = None
 
@@ -461,7 +466,8 @@ def coord_check(
     step, forward hooks record the mean ``|x|`` of every leaf module's output (named by module
     name; a module called twice gives ``name`` and ``name#2``). Per layer and step, the
     log-log slope against width gives the verdict: ``flat`` when ``|slope| < flat_slope``
-    (0.2: 2x over a 32x width range) at every step.
+    (0.2: 2x over a 32x width range) at every step after the first update (step 0, the init,
+    is recorded but not judged: muP's output is meant to vanish there).
 
     ``parametrization=None`` trains the model as built with one learning rate (the plain
     PyTorch setup), for comparison.
@@ -515,7 +521,8 @@ def coord_check(
     base = None
     if parametrization is not None:
         base = _build(factory, bw, bd, seed, meta=True)
-    grid = [(w, d) for d in (ds or [None]) for w in ws]
+    sweep: list[int | None] = list(ds) if ds else [None]
+    grid = [(w, d) for d in sweep for w in ws]
     measurements: list[CoordMeasurement] = []
     layers: list[str] | None = None
     types: dict[str, str] = {}
@@ -563,9 +570,9 @@ def coord_plot(report: CoordCheckReport, path: str | None = None, *,
     except ImportError as e:  # pragma: no cover - depends on the environment
         raise ImportError("coord_plot needs matplotlib: pip install 'initwise[report]'") from e
     names = list(report.layers if layers is None else layers)
-    for n in names:
-        if n not in report.layers:
-            raise_unknown("layer", n, report.layers, limit=20)
+    for name in names:
+        if name not in report.layers:
+            raise_unknown("layer", name, report.layers, limit=20)
     if at is None:
         at = ((report.depths[0] if report.depths else None) if axis == "width"
               else report.widths[-1])

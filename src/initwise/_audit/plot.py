@@ -162,7 +162,7 @@ def plot_widths(rep: Any, path: str | None, quantity: str) -> Any:
                 label=f"{name} ({r.type}) slope {r.slope:+.2f}")
     ax.set_xlabel("width")
     ax.set_ylabel(quantity)
-    ax.set_title(f"coordinate check: {quantity} against width "
+    ax.set_title(f"width sweep at init: {quantity} against width "
                  f"(solid: flat, |slope| < {rep.flat_slope:g})", fontsize=10)
     ax.grid(True, which="both", alpha=0.25)
     if len(rows) <= 16:

@@ -36,11 +36,20 @@ def audit_widths(
     keep_reports: bool = False,
     **audit_kwargs: Any,
 ) -> WidthAuditReport:
-    """Audit ``factory(width)`` at several widths: which quantities stay constant as width grows.
+    """Audit ``factory(width)`` at init at several widths: which quantities stay constant.
 
-    The coordinate check of Yang et al. (Tensor Programs V, muP, 2022): for each layer, the
-    per-coordinate output rms, gradient rms and the SGD update scale are fitted against width
-    on log-log axes; a quantity is ``flat`` when ``|slope| < thresholds.flat_slope`` (0.25).
+    A width sweep of :func:`audit` at init, with no training step: for each layer, the
+    per-coordinate output rms, gradient rms and the single-learning-rate SGD update scale are
+    fitted against width on log-log axes; a quantity is ``flat`` when
+    ``|slope| < thresholds.flat_slope`` (0.25). The output ``rms`` checks the init scale.
+
+    This is not the muP coordinate check. Under a width-transferring parametrization (muP,
+    Yang et al., Tensor Programs V, 2022) gradients are *meant* to shrink with width: the
+    readout multiplier is ``1/width`` and the per-layer learning rates grow to compensate.
+    This function sees neither the learning rates nor any update, so it reports every
+    ``grad_rms`` and ``sgd_update`` of a correct muP model as not flat (slope about -1; tested).
+    To validate a parametrization, use :func:`initwise.coord_check`, which trains a few steps
+    with the parametrization's per-layer learning rates and measures the layers' outputs.
     Each model is built under a forked RNG seeded with ``seed``, so the global RNG is
     untouched. Layers are matched across widths by module name and call index.
 

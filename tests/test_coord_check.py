@@ -1,0 +1,210 @@
+"""coord_check: the coordinate check of Tensor Programs V (issue 16).
+
+A hand-written muP MLP (the abc-equivalent form with one global Adam learning rate: hidden and
+readout weights carry a forward multiplier ``base/width``, so Adam's sign-like update moves
+them by ``lr * base/width``) is flat; the same MLP in the standard parametrization grows. These
+models do not use ``initwise.parametrize``, so they check the measurement itself.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+from torch import nn
+
+import initwise
+from initwise import CoordCheckReport, audit_widths, coord_check
+
+
+class _MuLinear(nn.Module):
+    """``y = x (mult * w)^T + b``: the multiplier is part of the forward, not of the weight."""
+
+    def __init__(self, fan_in: int, fan_out: int, mult: float, std: float) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(fan_out, fan_in) * std)
+        self.bias = nn.Parameter(torch.zeros(fan_out))
+        self.mult = mult
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return nn.functional.linear(x, self.weight * self.mult, self.bias)
+
+
+def hand_mup_mlp(w: int, base: int = 64) -> nn.Module:
+    """40 -> w -> w -> w -> 10 ReLU MLP in muP for Adam with one global lr (equal to SP at base).
+
+    Effective weights: input std 1/sqrt(40), update O(lr); hidden std 1/sqrt(w), update
+    O(lr/r); readout std 1/(sqrt(base) r), update O(lr/r), with r = w/base.
+    """
+    r = w / base
+    return nn.Sequential(_MuLinear(40, w, 1.0, 40**-0.5), nn.ReLU(),
+                         _MuLinear(w, w, 1 / r, r * w**-0.5), nn.ReLU(),
+                         _MuLinear(w, w, 1 / r, r * w**-0.5), nn.ReLU(),
+                         _MuLinear(w, 10, 1 / r, base**-0.5))
+
+
+def sp_mlp(w: int) -> nn.Module:
+    return nn.Sequential(nn.Linear(40, w), nn.ReLU(), nn.Linear(w, w), nn.ReLU(),
+                         nn.Linear(w, w), nn.ReLU(), nn.Linear(w, 10))
+
+
+def _batch(n: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    return torch.randn(n, 40, generator=g), torch.randint(0, 10, (n,), generator=g)
+
+
+WIDTHS = [64, 128, 256, 512]
+
+
+def test_hand_mup_is_flat_and_sp_grows() -> None:
+    x, y = _batch()
+    mup = coord_check(hand_mup_mlp, WIDTHS, x, targets=y, parametrization=None, steps=3)
+    sp = coord_check(sp_mlp, WIDTHS, x, targets=y, parametrization=None, steps=3)
+    assert mup.layers == ["0", "1", "2", "3", "4", "5", "6"]
+    assert mup.types["0"] == "_MuLinear" and sp.types["3"] == "ReLU"
+    for name in mup.layers:
+        assert mup.verdict(name) == "flat", mup.table()
+    assert mup.ok
+    # SP under Adam: the hidden pre-activation grows with width once the weights move (each
+    # step changes every one of the w inputs' weights by about lr, coherently).
+    assert sp.verdict("2") == "grows" and not sp.ok
+    assert sp.row("2", 3).slope > 0.5 and sp.row("2", 3).ratio > 2.5, sp.table()
+    # At init (step 0) both are flat in the hidden layers: the difference is training.
+    assert abs(sp.row("2", 0).slope) < 0.1 and abs(mup.row("2", 0).slope) < 0.2
+    # muP's readout vanishes at init (1/sqrt(width)); step 0 is not judged.
+    assert mup.row("6", 0).slope == pytest.approx(-0.5, abs=0.25)
+    assert "grows" in sp.table() and "slope" in sp.table()
+
+
+def test_measurement_is_mean_abs_of_the_module_output() -> None:
+    x, y = _batch(16)
+    rep = coord_check(sp_mlp, [16, 32], x, targets=y, parametrization=None, steps=1)
+    torch.manual_seed(123)
+    before = torch.get_rng_state()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        net = sp_mlp(32)
+    # step 0: the model as built with seed 0, before any update
+    h = net[0](x).detach()
+    assert rep.measurement(32).sizes["0"][0] == pytest.approx(float(h.abs().mean()), rel=1e-6)
+    assert rep.measurement(32).sizes["1"][0] == pytest.approx(float(h.relu().abs().mean()),
+                                                              rel=1e-6)
+    # step 1: after one Adam step on the same batch
+    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
+    nn.functional.cross_entropy(net(x), y).backward()
+    opt.step()
+    with torch.no_grad():
+        out = net(x)
+    assert rep.measurement(32).sizes["6"][1] == pytest.approx(float(out.abs().mean()), rel=1e-5)
+    assert rep.measurement(32).loss[0] > rep.measurement(32).loss[1]
+    assert torch.equal(torch.get_rng_state(), before)  # the global RNG is untouched
+
+
+def test_json_round_trip_and_plot(tmp_path: object) -> None:
+    x, y = _batch(16)
+    seen: list[initwise.CoordProgress] = []
+    rep = coord_check(hand_mup_mlp, [32, 64, 128], x, targets=y, parametrization=None, steps=2,
+                      progress=seen.append)
+    assert [p.done for p in seen] == [1, 2, 3] and seen[-1].total == 3 and seen[-1].width == 128
+    back = CoordCheckReport.from_json(rep.to_json())
+    assert back.to_dict() == rep.to_dict()
+    assert back.verdicts() == rep.verdicts()
+    assert json.loads(rep.to_json())["rows"][0]["layer"] == "0"
+    pytest.importorskip("matplotlib")
+    p = tmp_path / "coord.png"  # type: ignore[operator]
+    fig = rep.plot(str(p), layers=["0", "2", "6"])
+    assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    visible = [ax for ax in fig.axes if ax.get_visible() and ax.get_title()]
+    assert [ax.get_title() for ax in visible] == ["t = 0", "t = 1", "t = 2"]
+    assert len(visible[0].get_lines()) == 3 and visible[0].get_xscale() == "log"
+
+
+def test_depth_sweep() -> None:
+    x, y = _batch(16)
+
+    def factory(w: int, depth: int) -> nn.Module:
+        layers: list[nn.Module] = [nn.Linear(40, w), nn.ReLU()]
+        for _ in range(depth - 1):
+            layers += [nn.Linear(w, w), nn.ReLU()]
+        return nn.Sequential(*layers, nn.Linear(w, 10))
+
+    rep = coord_check(factory, [16, 32], x, targets=y, parametrization=None, steps=1,
+                      depths=[1, 2, 4])
+    assert {(m.width, m.depth) for m in rep.measurements} == {
+        (w, d) for w in (16, 32) for d in (1, 2, 4)}
+    # Module "0" is the same first layer at every depth (same seed): at init its output does
+    # not depend on depth at all.
+    r0 = rep.row("0", 0, axis="depth", at=32)
+    assert r0.sizes == [1, 2, 4] and r0.slope == pytest.approx(0.0, abs=1e-9)
+    assert "0" in rep.verdicts(axis="depth")
+    # Width rows exist per depth; a layer present only in deeper models has no depth row.
+    assert rep.row("2", 1, at=4).axis == "width"
+    assert not [r for r in rep.rows if r.layer == "6" and r.axis == "depth"]
+
+
+def test_bad_arguments() -> None:
+    x, y = _batch(8)
+    with pytest.raises(ValueError, match="at least two widths"):
+        coord_check(sp_mlp, [64], x, targets=y, parametrization=None)
+    with pytest.raises(ValueError, match="increasing"):
+        coord_check(sp_mlp, [128, 64], x, targets=y, parametrization=None)
+    with pytest.raises(ValueError, match="adamw"):
+        coord_check(sp_mlp, [8, 16], x, targets=y, parametrization=None,
+                    optimizer="adamax")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="lr"):
+        coord_check(sp_mlp, [8, 16], x, targets=y, parametrization=None, lr=-1.0)
+    with pytest.raises(ValueError, match="steps"):
+        coord_check(sp_mlp, [8, 16], x, targets=y, parametrization=None, steps=0)
+    with pytest.raises(ValueError, match=r"targets= .* or loss="):
+        coord_check(sp_mlp, [8, 16], x, parametrization=None)
+    rep = coord_check(sp_mlp, [8, 16], x, targets=y, parametrization=None, steps=1)
+    with pytest.raises(ValueError, match="layer"):
+        rep.verdict("nope")
+    # a custom loss without targets
+    got = coord_check(sp_mlp, [8, 16], x, parametrization=None, steps=1,
+                      loss=lambda out: out.pow(2).mean())
+    assert got.measurement(8).loss[0] > 0
+
+
+def test_diverged_run_is_unknown() -> None:
+    x, y = _batch(8)
+    rep = coord_check(sp_mlp, [8, 16], x * 1e30, targets=y, parametrization=None, steps=2,
+                      lr=1e30)
+    assert any(m.diverged for m in rep.measurements)
+    assert "unknown" in rep.verdicts().values()
+    assert CoordCheckReport.from_json(rep.to_json()).to_dict() == rep.to_dict()
+
+
+def test_audit_widths_is_not_the_mup_coordinate_check() -> None:
+    """audit_widths measures at init and sees no learning rate: a correct muP model's gradients
+    shrink like 1/width on purpose, which it reports as 'not flat' (its docs say so and point
+    to coord_check, which judges the same model flat)."""
+    x, y = _batch()
+    aw = audit_widths(hand_mup_mlp, WIDTHS, x, loss_fn=nn.functional.cross_entropy, targets=y)
+    rms = {r.name: r for r in aw.quantity("rms")}
+    assert all(rms[n].flat for n in ("0", "2", "4")), aw.to_markdown()
+    grads = [r for r in aw.quantity("grad_rms") if r.name in ("0", "2", "4")]
+    assert grads and all(not r.flat and r.slope == pytest.approx(-1.0, abs=0.1) for r in grads)
+    assert not any(r.flat for r in aw.quantity("sgd_update"))
+    assert "coord_check" in (audit_widths.__doc__ or "")
+    cc = coord_check(hand_mup_mlp, WIDTHS, x, targets=y, parametrization=None, steps=2)
+    assert all(cc.verdict(n) == "flat" for n in ("0", "2", "4"))
+
+
+def test_gpt2_from_config() -> None:
+    transformers = pytest.importorskip("transformers")
+
+    def factory(w: int) -> nn.Module:
+        cfg = transformers.GPT2Config(n_layer=2, n_embd=w, n_head=4, vocab_size=128,
+                                      n_positions=32, attn_pdrop=0.0, embd_pdrop=0.0,
+                                      resid_pdrop=0.0)
+        return transformers.GPT2LMHeadModel(cfg)
+
+    ids = torch.randint(0, 128, (2, 16), generator=torch.Generator().manual_seed(0))
+    rep = coord_check(factory, [32, 64], {"input_ids": ids, "labels": ids},
+                      parametrization=None, steps=1)
+    assert "transformer.h.0.mlp.c_fc" in rep.layers and "lm_head" in rep.layers
+    assert all(math.isfinite(v) for m in rep.measurements for v in m.loss)
+    assert rep.measurement(32).loss[1] < rep.measurement(32).loss[0]
