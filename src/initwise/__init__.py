@@ -50,6 +50,7 @@ from ._fans import (
 from ._guard import CheckReport, DigestReport, Finding, WatchLog, WriteEvent, check, digest, watch
 from ._lsuv import LayerRule, LSUVLayer, LSUVReport, LSUVStep, lsuv
 from ._names import canonical_name
+from ._param import Multiplier, ParamEntry, Parametrization, parametrize
 from ._schemes import (
     compute_std,
     constant,
@@ -148,7 +149,10 @@ __all__ = [
     "LSUVStep",
     "LayerRule",
     "LayerStats",
+    "Multiplier",
     "OutputCheck",
+    "ParamEntry",
+    "Parametrization",
     "Plan",
     "PlanEntry",
     "Policy",
@@ -209,6 +213,7 @@ __all__ = [
     "ones_",
     "orthogonal",
     "orthogonal_",
+    "parametrize",
     "plan",
     "presets",
     "random",

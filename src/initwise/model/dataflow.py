@@ -42,7 +42,7 @@ from .._session import call_args
 from ..gains import activation_name
 from ..theory import length_map
 
-__all__ = ["Trace", "TraceError", "Usage", "meta_shadow", "model_init_semantics", "synthesize_inputs", "trace"]
+__all__ = ["Attention", "Trace", "TraceError", "Usage", "meta_shadow", "model_init_semantics", "synthesize_inputs", "trace"]
 
 
 class TraceError(RuntimeError):
@@ -262,6 +262,26 @@ class Usage:
     query_scale: float = 1.0
 
 
+@dataclass(frozen=True)
+class Attention:
+    """One attention op: where its queries come from, their head size and the logit scale.
+
+    ``query`` is the weight whose output the queries are (``None``: not found), ``part`` /
+    ``parts`` the fused part of that output along its last dimension (q of a packed q-k-v:
+    part 0 of 3; ``None`` / 1 when not fused), ``module`` the module whose output carries the
+    queries (the weight's module, or the norm that normalizes the queries after it, e.g. a
+    ``q_norm``), ``head_dim`` the size of one query vector and ``scale`` the factor the logits
+    ``q . k`` are multiplied by (``1/sqrt(head_dim)`` in standard attention).
+    """
+
+    query: str | None
+    module: str
+    part: int | None
+    parts: int
+    head_dim: int
+    scale: float
+
+
 @dataclass
 class Trace:
     """What :func:`trace` found (parameter names are the model's qualified names)."""
@@ -275,6 +295,7 @@ class Trace:
     # by a weight_norm parametrization, and so is no parameter)
     module_act: dict[str, Any] = field(default_factory=dict)
     nodes: list[Any] = field(default_factory=list, repr=False)  # the graph, execution order
+    attention: list[Attention] = field(default_factory=list)  # attention ops, execution order
 
     def weight_usage(self, name: str) -> Usage | None:
         """The first use of ``name`` as a weight (or an embedding), if any."""
@@ -966,10 +987,12 @@ def _attention_scales(rec: _Recorder, out: Trace, consumers: dict[int, list[_Nod
                 continue
             d = q.shape[-1]
             scale = kwargs.get("scale")
+            qn = rec.nodes.get(id(q))
+            if qn is not None and d > 0:
+                out.attention.append(_attention_site(qn, d, 1.0 / math.sqrt(d) if scale is None else float(scale), out))
             if scale is None or d <= 0:
                 continue
             factor = (1.0 / math.sqrt(d)) / float(scale)
-            qn = rec.nodes.get(id(q))
         elif name == "softmax":
             src = node.inputs[0] if node.inputs else None
             mult = 1.0
@@ -990,6 +1013,7 @@ def _attention_scales(rec: _Recorder, out: Trace, consumers: dict[int, list[_Nod
             if q_t is None or q_t.dim() < 1:
                 continue
             d = q_t.shape[-1]
+            out.attention.append(_attention_site(qn, d, mult, out))
             factor = (1.0 / math.sqrt(d)) / mult
         else:
             continue
@@ -1001,6 +1025,54 @@ def _attention_scales(rec: _Recorder, out: Trace, consumers: dict[int, list[_Nod
                 if u.kind == "weight":
                     u.query_scale = factor
                     break
+
+
+def _attention_site(qn: _Node, head_dim: int, scale: float, out: Trace) -> Attention:
+    """Walk back from the queries of an attention op to the weight that computes them, through
+    shape ops, rotary embeddings (products with constant tables, halves put back together,
+    sums) and norms: the weight, the fused part of its output, and the module whose output
+    they are. A split counts as the fused part only if the weight's output is split into as
+    many parts as :func:`_fused_parts` found (rotary halves are not fused parts)."""
+    found: set[tuple[str, int | None, int]] = set()
+    norm: list[str] = []
+    modules: dict[str, str] = {}
+    seen: set[tuple[int, int | None]] = set()
+
+    def walk(n: _Node, part: int | None, parts: int, depth: int) -> None:
+        if (id(n), part) in seen or depth > 200 or len(found) > 8:
+            return
+        seen.add((id(n), part))
+        if n.weight is not None:
+            found.add((n.weight, part, parts))
+            modules[n.weight] = n.module
+            return
+        if n.op == "split_part" and n.inputs:
+            src = n.inputs[0]
+            if src.split_last:
+                walk(src, int(n.scalars[0]) if n.scalars else 0, src.n_out, depth + 1)
+            else:
+                walk(src, part, parts, depth + 1)
+            return
+        if n.op in _NORM_OPS and n.inputs:
+            norm.append(n.module)
+        for x in n.inputs:
+            if x.from_input:
+                walk(x, part, parts, depth + 1)
+
+    walk(qn, None, 1, 0)
+    weights = {w for w, _, _ in found}
+    if len(weights) != 1:
+        return Attention(None, "", None, 1, head_dim, scale)
+    w = weights.pop()
+    u = out.weight_usage(w)
+    fused = u.fused if u is not None else 1
+    parts_found = {p for _, p, n in found if p is not None and n == fused and fused > 1}
+    if norm:  # the queries are normalized after the projection: their scale is the norm's
+        return Attention(w, norm[0], None, 1, head_dim, scale)
+    if fused > 1 and len(parts_found) != 1:
+        return Attention(None, "", None, 1, head_dim, scale)
+    part = parts_found.pop() if fused > 1 else None
+    return Attention(w, modules[w], part, fused, head_dim, scale)
 
 
 def _residuals(rec: _Recorder, out: Trace) -> None:
