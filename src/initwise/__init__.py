@@ -24,7 +24,7 @@ from ._audit import (
     audit_plot,
     audit_widths,
 )
-from ._coord import (
+from ._param.coord import (
     CoordCheckReport,
     CoordMeasurement,
     CoordProgress,

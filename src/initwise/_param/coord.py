@@ -26,8 +26,9 @@ from typing import Any, Literal, cast
 import torch
 from torch import nn
 
-from ._checks import check_choice, check_finite_positive, check_seed, raise_unknown
-from ._session import call_args, primary_output
+from .._checks import check_choice, check_finite_positive, check_seed, raise_unknown
+from .._session import call_args, primary_output
+from .api import parametrize
 
 __all__ = ["FLAT_SLOPE", "CoordCheckReport", "CoordMeasurement", "CoordProgress", "CoordRow",
            "coord_check", "coord_plot", "loglog_slope"]
@@ -414,16 +415,7 @@ def _train_and_measure(model: nn.Module, base: nn.Module | None, *, parametrizat
 
 def _parametrize(model: nn.Module, name: str, base: nn.Module | None) -> Any:
     """The one call into the parametrization (``initwise.parametrize``'s contract)."""
-    if _PARAMETRIZE is None:  # pragma: no cover - before the parametrizations are merged
-        raise ValueError(f"coord_check: parametrization {name!r} needs initwise.parametrize, "
-                         "which this build lacks; use parametrization=None")
-    return _PARAMETRIZE(model, name, base=base)
-
-
-try:  # replaced by a plain import once initwise.parametrize is merged
-    from ._param import parametrize as _PARAMETRIZE
-except ImportError:  # pragma: no cover
-    _PARAMETRIZE = None
+    return parametrize(model, name, base=cast(nn.Module, base))
 
 
 def _build(factory: Callable[..., nn.Module], width: int, depth: int | None, seed: int,
