@@ -24,14 +24,6 @@ from ._audit import (
     audit_plot,
     audit_widths,
 )
-from ._param.coord import (
-    CoordCheckReport,
-    CoordMeasurement,
-    CoordProgress,
-    CoordRow,
-    coord_check,
-    coord_plot,
-)
 from ._errors import AuditError, InitError, InitwiseError, InitwiseWarning, LSUVError
 from ._fans import (
     FanRule,
@@ -51,6 +43,14 @@ from ._guard import CheckReport, DigestReport, Finding, WatchLog, WriteEvent, ch
 from ._lsuv import LayerRule, LSUVLayer, LSUVReport, LSUVStep, lsuv
 from ._names import canonical_name
 from ._param import Multiplier, ParamEntry, Parametrization, parametrize
+from ._param.coord import (
+    CoordCheckReport,
+    CoordMeasurement,
+    CoordProgress,
+    CoordRow,
+    coord_check,
+    coord_plot,
+)
 from ._schemes import (
     compute_std,
     constant,
