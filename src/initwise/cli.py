@@ -50,6 +50,11 @@ examples:
   torchrun --nproc-per-node 4 -m initwise compare --depths 10,20,40,80
                                             the grid split over 4 ranks, one report
   initwise compare --preset deep-resnet     16 unnormalized residual blocks: fixup, zero_residual
+  initwise compare --preset lr-transfer     learning-rate transfer across width, SP vs muP
+                                            (Tensor Programs V, Fig. 1; about a minute)
+  initwise compare --preset lr-transfer-depth
+                                            the same across depth, muP vs CompleteP
+  initwise compare --lrs 0.001,0.002,0.004 --parametrizations sp,mup --widths 64,512
   initwise compare --arch resnet --norm none --schemes torch,fixup,zero_residual --depths 8
   initwise compare --dataset mydata.npz --arch mypkg.models:make_net --schemes torch,kaiming
   initwise compare --depths 10,20,40 --activation tanh --schemes xavier,kaiming --seeds 5
@@ -140,7 +145,8 @@ def _build_parser() -> argparse.ArgumentParser:
                     "results.csv and PNG figures.",
         epilog=_EPILOG_COMPARE, formatter_class=argparse.RawDescriptionHelpFormatter)
     c.add_argument("--preset", help="a named experiment: default, he2015, seed-mlp, "
-                                    "tanh-xavier, deep-resnet (options below override it)")
+                                    "tanh-xavier, deep-resnet, lr-transfer, lr-transfer-depth "
+                                    "(options below override it)")
     c.add_argument("--schemes", type=_scheme_list, metavar="A,B,...",
                    help="init schemes: torch (PyTorch default), lsuv, or any initwise policy "
                         "preset / scheme name (see 'initwise schemes'), optionally with "
@@ -159,6 +165,11 @@ def _build_parser() -> argparse.ArgumentParser:
     c.add_argument("--lr", type=float, help="learning rate (default: sgd 0.005, adam 0.001, for the "
                                                  "final optimizer; a preset's own lr if it sets one)")
     c.add_argument("--momentum", type=float, help="SGD momentum (default 0.9)")
+    c.add_argument("--lrs", type=_csv(float), metavar="LR,...",
+                   help="learning-rate transfer: sweep these learning rates over the widths "
+                        "and depths under each --parametrizations (replaces --schemes)")
+    c.add_argument("--parametrizations", type=_csv(str), metavar="P,...",
+                   help="with --lrs: sp, mup, completep, spectral (default sp,mup)")
     c.add_argument("--epochs", type=int, help="training epochs per run (default 10)")
     c.add_argument("--batch-size", type=_batch_size, help="mini-batch size (default 64), or "
                                                          "'full' for full-batch gradient descent")
@@ -372,8 +383,12 @@ class _Progress:
         done, total = ev["done"], ev["total"]
         r = ev["run"]
         acc = "error" if r.error else f"acc {r.test_accuracy:.3f}"
+        where = f"depth {r.depth}"
+        if getattr(r, "lr", None) is not None:  # a learning-rate sweep
+            where = f"depth {r.depth} width {r.width} lr {r.lr:.3g}"
+            acc = "error" if r.error else f"loss {r.train_split_loss:.3f}"
         text = (f"{done}/{total} runs  {int(ev['elapsed_s'])}s elapsed, "
-                f"~{self._eta(ev['eta_s'])} left  (last: {r.scheme} depth {r.depth} "
+                f"~{self._eta(ev['eta_s'])} left  (last: {r.scheme} {where} "
                 f"seed {r.seed}: {acc})")
         if self.mode == "lines":
             now = time.monotonic()
@@ -420,7 +435,8 @@ def _compare_config(args: argparse.Namespace) -> Any:
         cfg.preset = args.preset
     for key in ("schemes", "arch", "depths", "widths", "activation", "norm", "dataset",
                 "optimizer", "lr", "momentum", "epochs", "batch_size", "seeds",
-                "target_accuracy", "threads", "jobs", "device", "task", "loss", "target_loss"):
+                "target_accuracy", "threads", "jobs", "device", "task", "loss", "target_loss",
+                "lrs", "parametrizations"):
         v = getattr(args, key)
         if v is not None:
             setattr(cfg, key, v)
@@ -510,6 +526,7 @@ def _cmd_compare(args: argparse.Namespace, argv: list[str]) -> int:
 
     from .compare.report import format_summary, out_problem, write_report
     from .compare.run import dist_env, run_compare
+    from .compare.transfer import run_transfer
 
     prog = "initwise compare"
     try:
@@ -529,7 +546,8 @@ def _cmd_compare(args: argparse.Namespace, argv: list[str]) -> int:
         interval = 10.0
     progress = _Progress(mode, sys.stderr, interval)
     t0 = time.perf_counter()
-    total = cfg.seeds * len(cfg.depths) * len(cfg.widths) * len(cfg.schemes)
+    total = cfg.seeds * len(cfg.depths) * len(cfg.widths) * (
+        len(cfg.schemes) if cfg.lrs is None else len(cfg.parametrizations) * len(cfg.lrs))
     note = (f", {cfg.jobs} worker processes" if cfg.jobs > 1 else "") + (
         f", {world} torchrun ranks" if world > 1 else "") + (
         f", resuming {args.out}/results.json" if previous is not None else "")
@@ -538,8 +556,8 @@ def _cmd_compare(args: argparse.Namespace, argv: list[str]) -> int:
     # After every run, the finished runs are saved next to --out (one rank: not under torchrun)
     callback = _Checkpoint(progress, args.out, cfg, previous) if world == 1 else progress
     try:
-        result = run_compare(cfg, callback=callback, command=["initwise", *argv],
-                             previous=previous)
+        runner = run_compare if cfg.lrs is None else run_transfer
+        result = runner(cfg, callback=callback, command=["initwise", *argv], previous=previous)
     except (ValueError, TypeError, FileNotFoundError) as e:
         progress.close()
         return _err(prog, str(e), 2)

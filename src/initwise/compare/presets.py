@@ -19,6 +19,12 @@ options given explicitly override the preset.
 - ``deep-resnet``: an unnormalized 16-block residual MLP (``resmlp``, ``--norm none``): plain
   Kaiming (the residual sum doubles the variance per block, so it diverges) vs Fixup
   (Zhang et al., 2019), zero-init residual (Goyal et al., 2017) and PyTorch's default.
+- ``lr-transfer``: Tensor Programs V, Fig. 1 (Yang et al., 2022): learning-rate transfer across
+  width. ReLU MLPs (2 hidden layers) of width 64, 256 and 1024 on digits, Adam, one epoch,
+  learning rates 2^-13 .. 2^-4, SP vs muP, 2 seeds: SP's best rate falls as the width grows,
+  muP's stays (:mod:`initwise.compare.transfer`; measured figures in docs/compare.md).
+- ``lr-transfer-depth``: the same across depth (Dey et al., 2025, CompleteP): residual MLPs
+  with BatchNorm of 2, 8 and 32 blocks (width 64), muP vs CompleteP, 1 seed.
 """
 
 from __future__ import annotations
@@ -43,6 +49,13 @@ PRESETS: dict[str, dict[str, Any]] = {
     "deep-resnet": {"arch": "resmlp", "norm": "none", "depths": [16], "widths": [128],
                     "schemes": ["torch", "kaiming", "fixup", "zero_residual"],
                     "optimizer": "sgd", "lr": 0.01, "epochs": 10, "seeds": 2},
+    "lr-transfer": {"arch": "mlp", "activation": "relu", "depths": [3],
+                    "widths": [64, 256, 1024], "optimizer": "adam", "epochs": 1, "seeds": 2,
+                    "lrs": [2.0**k for k in range(-13, -3)], "parametrizations": ["sp", "mup"]},
+    "lr-transfer-depth": {"arch": "resmlp", "norm": "batch", "activation": "relu",
+                          "depths": [2, 8, 32], "widths": [64], "optimizer": "adam",
+                          "epochs": 1, "seeds": 1, "lrs": [2.0**k for k in range(-13, -2)],
+                          "parametrizations": ["mup", "completep"]},
 }
 
 

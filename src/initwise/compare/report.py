@@ -36,6 +36,15 @@ import numpy as np
 
 from .._audit.plot import plot_reports
 from .run import CompareResult
+from .transfer import (
+    TRANSFER_CAPTIONS,
+    TRANSFER_FIGURES,
+    format_transfer_summary,
+    is_transfer,
+    transfer_figures,
+    transfer_rows,
+    transfer_takeaway,
+)
 
 __all__ = ["REPORT_FILES", "append_checkpoint", "checkpoint_path", "format_summary", "out_problem",
            "read_checkpoint", "scheme_color", "takeaway", "write_checkpoint", "write_report"]
@@ -44,7 +53,7 @@ FIGURES = ("accuracy_vs_depth.png", "test_accuracy_curves.png", "loss_curves.png
            "signal_scale.png", "grad_norms.png")
 #: every file a report folder may hold (``--out`` may already hold these, nothing else)
 REPORT_FILES = frozenset({"index.html", "report.md", "results.json", "results.csv",
-                          *FIGURES, "audit_init.png"})
+                          *FIGURES, "audit_init.png", *TRANSFER_FIGURES})
 
 _CAPTIONS = {
     "accuracy_vs_depth.png": "Test accuracy after training against depth: mean ± std over "
@@ -194,6 +203,8 @@ def takeaway(result: CompareResult) -> str:
     if all(r.error is not None for r in result.runs):
         return ("Every run failed, so there is nothing to compare; the errors are listed "
                 "below.")
+    if is_transfer(result):
+        return transfer_takeaway(result)
     out: list[str] = []
     cells = result.summary
     shown = cells if len(cells) <= 4 else cells[-4:]
@@ -350,6 +361,8 @@ _GLOSSARY = [
 
 def format_summary(result: CompareResult) -> str:
     """Return the terminal summary: a table per scheme and cell, then a winner per cell."""
+    if is_transfer(result):
+        return format_transfer_summary(result)
     rows = _rows(result)
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h)
               for i, h in enumerate(_HEAD)]
@@ -422,7 +435,8 @@ def results_csv(result: CompareResult) -> str:
     """Return one CSV row per run (the columns of :data:`_CSV_FIELDS`)."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(_CSV_FIELDS)
+    transfer = is_transfer(result)  # a learning-rate sweep: two more columns
+    w.writerow(_CSV_FIELDS + (["lr", "train_split_loss"] if transfer else []))
     for r in result.runs:
         def num(x: Any) -> str:
             return "" if x is None or (isinstance(x, float) and not math.isfinite(x)) else repr(x)
@@ -432,7 +446,8 @@ def results_csv(result: CompareResult) -> str:
                     num(r.train_loss[-1]) if r.train_loss else "", num(r.steps_to_target),
                     r.steps, int(r.diverged), num(r.diverged_at_step),
                     (r.init_scale or {}).get("verdict", ""), f"{r.time_s:.3f}",
-                    getattr(r, "error_stage", None) or "", r.error or ""])
+                    getattr(r, "error_stage", None) or "", r.error or ""]
+                   + ([num(r.lr), num(r.train_split_loss)] if transfer else []))
     return buf.getvalue()
 
 
@@ -441,6 +456,9 @@ def _config_rows(result: CompareResult) -> list[tuple[str, str]]:
     keys = ["preset", "dataset", "arch", "activation", "norm", "depths", "widths", "schemes",
             "seeds", "optimizer", "lr", "momentum", "epochs", "batch_size", "target_accuracy",
             "test_fraction", "init_batch", "threads", "jobs", "device"]
+    if is_transfer(result):  # a learning-rate sweep: its grid instead of schemes and one lr
+        keys = [k for k in keys if k not in ("schemes", "lr", "target_accuracy", "init_batch")]
+        keys += ["parametrizations", "lrs", "base_width", "base_depth"]
     rows = [(k, ", ".join(map(str, c[k])) if isinstance(c.get(k), list) else str(c.get(k)))
             for k in keys if k in c]
     if c.get("optimizer") == "adam":
@@ -748,6 +766,11 @@ def _write_figures(result: CompareResult, out: str
         return [], {}, False, "matplotlib is not installed (pip install 'initwise[report]')"
     if not any(r.error is None for r in result.runs):
         return [], {}, False, "no run finished, so there is nothing to draw"
+    if is_transfer(result):
+        try:
+            return transfer_figures(result, out), {}, False, None
+        except KeyboardInterrupt:
+            return [], {}, True, None
     made: list[str] = []
     notes: dict[str, list[str]] = {}
     mod = sys.modules[__name__]
@@ -1008,6 +1031,8 @@ def _html(result: CompareResult, figures: list[str], notes: dict[str, list[str]]
                      f"{len(result.runs)} of {result.total_runs} runs. Resume it with "
                      f"<code>--resume</code>.</p>")
     parts.append(f"<p class='takeaway' id='takeaway'>{e(takeaway(result))}</p>")
+    if is_transfer(result):
+        return "\n".join(parts + _html_transfer(result, figures, out, why_no_figures))
     parts.append(f"<p class='muted'>{len(result.runs)}/{result.total_runs} runs, "
                  f"{result.wall_time_s:.1f} s. Downloads: <a href='results.csv' "
                  f"download>results.csv</a> (one row per run), <a href='results.json'>"
@@ -1078,6 +1103,63 @@ def _html(result: CompareResult, figures: list[str], notes: dict[str, list[str]]
     return "\n".join(parts)
 
 
+def _html_transfer(result: CompareResult, figures: list[str], out: str,
+                   why_no_figures: str | None) -> list[str]:
+    """The body of a learning-rate transfer report (``transfer.py`` computes the content)."""
+    e = html.escape
+    head, rows = transfer_rows(result)
+    parts = [f"<p class='muted'>{len(result.runs)}/{result.total_runs} runs, "
+             f"{result.wall_time_s:.1f} s. Every number is in <a href='results.json'>"
+             "results.json</a>, one row per run in <a href='results.csv' download>"
+             "results.csv</a>.</p>",
+             "<h2>Training loss per learning rate</h2>" + _html_table(head, rows)
+             + "<p class='muted'>Loss on the whole training split after training, mean over "
+               "seeds; bold: the best learning rate of the row.</p>", "<h2>Figures</h2>"]
+    for name in figures:
+        with open(os.path.join(out, name), "rb") as f:
+            b64 = base64.b64encode(f.read()).decode("ascii")
+        parts.append(f"<figure><img alt='{e(name)}' src=\"data:image/png;base64,{b64}\">"
+                     f"<figcaption>{e(TRANSFER_CAPTIONS.get(name, ''))}</figcaption></figure>")
+    if not figures:
+        parts.append(f"<p class='muted'>No figures: {e(why_no_figures or 'none drawn')}.</p>")
+    _s, run_err = _errors(result)
+    errs = _s + run_err
+    if errs:
+        parts.append("<h2>Runs that failed</h2><ul>" + "".join(
+            f"<li>depth {d}, width {w}, {e(s)}: {e(m)}</li>" for d, w, s, m in errs[:20])
+            + "</ul>")
+    parts.append("<h2>Configuration</h2>" + _html_table(
+        ["setting", "value"], [list(r) for r in _config_rows(result)]))
+    parts.append("<h2>Reproduce</h2><pre>" + e(" ".join(result.command or [])) + "</pre>")
+    parts.append(_html_table(["version", ""], [[k, str(v)] for k, v in
+                                               result.environment.items()]))
+    parts.append("</body></html>")
+    return parts
+
+
+def _md_transfer(result: CompareResult, figures: list[str], why_no_figures: str | None
+                 ) -> list[str]:
+    head, rows = transfer_rows(result)
+    lines = [f"{len(result.runs)}/{result.total_runs} runs in {result.wall_time_s:.1f} s; "
+             "every number is in `results.json`, one row per run in `results.csv`.", "",
+             "## Training loss per learning rate", "", *_md_table(head, rows), "",
+             "Loss on the whole training split after training, mean over seeds; bold: the "
+             "best learning rate of the row.", "", "## Figures", ""]
+    lines += [f"![{name}]({name})\n\n{TRANSFER_CAPTIONS.get(name, '')}\n" for name in figures]
+    if not figures:
+        lines += [f"No figures: {why_no_figures or 'none drawn'}.", ""]
+    _s, run_err = _errors(result)
+    if _s + run_err:
+        lines += ["## Runs that failed", ""]
+        lines += [f"- depth {d}, width {w}, {s}: {m}" for d, w, s, m in (_s + run_err)[:20]]
+        lines.append("")
+    lines += ["## Configuration", "",
+              *_md_table(["setting", "value"], [list(r) for r in _config_rows(result)]), "",
+              "## Reproduce", "", "```", " ".join(result.command or []), "```", "",
+              "Versions: " + ", ".join(f"{k} {v}" for k, v in result.environment.items()), ""]
+    return lines
+
+
 def _finite_json(obj: Any) -> Any:
     if isinstance(obj, float):
         return obj if math.isfinite(obj) else None
@@ -1100,6 +1182,9 @@ def _md(result: CompareResult, figures: list[str], notes: dict[str, list[str]],
     if result.partial:
         lines += [f"> **Partial report**: interrupted after {len(result.runs)} of "
                   f"{result.total_runs} runs (resume with `--resume`).", ""]
+    if is_transfer(result):
+        return "\n".join(lines + [takeaway(result), ""]
+                         + _md_transfer(result, figures, why_no_figures))
     lines += [takeaway(result), "",
               f"{len(result.runs)}/{result.total_runs} runs in {result.wall_time_s:.1f} s; "
               "every number is in `results.json`, one row per run in `results.csv`.", "",

@@ -75,6 +75,13 @@ class CompareConfig:
     task: str = "classification"
     loss: str | None = None
     target_loss: float | None = None
+    #: a learning-rate grid: compare then sweeps learning-rate transfer (``transfer.py``)
+    lrs: list[float] | None = None
+    #: the parametrizations of a learning-rate sweep (``initwise.parametrize`` names)
+    parametrizations: list[str] = field(default_factory=lambda: ["sp", "mup"])
+    #: base shape of a learning-rate sweep (default: the smallest width and depth)
+    base_width: int | None = None
+    base_depth: int | None = None
 
     def resolved_lr(self) -> float:
         """Return ``lr``, or the optimizer's default when it is ``None`` (sgd 0.005, adam 0.001).
@@ -142,12 +149,35 @@ class CompareConfig:
         if not 0.0 < self.test_fraction < 1.0:
             raise ValueError(f"test_fraction must be in (0, 1), got {self.test_fraction!r}")
         check_device(self.device)
+        if self.lrs is not None:
+            self._validate_transfer()
         if self.schemes == list(DEFAULT_SCHEMES):
             # The default list adapts to what this installation provides.
             from .schemes import scheme_names
 
             self.schemes = [s for s in DEFAULT_SCHEMES if s in scheme_names()]
         self.schemes = check_schemes(self.schemes)
+
+
+    def _validate_transfer(self) -> None:
+        from .._checks import check_choice
+        from .._param import NAMES
+
+        lrs = self.lrs or []
+        if not lrs or any(isinstance(v, bool) or not isinstance(v, (int, float))
+                          or not math.isfinite(v) or v <= 0 for v in lrs):
+            raise ValueError(f"lrs must be a non-empty list of positive learning rates, got "
+                             f"{self.lrs!r}")
+        self.lrs = sorted({float(v) for v in lrs})
+        if not self.parametrizations:
+            raise ValueError("parametrizations must name at least one of " + ", ".join(NAMES))
+        for p in self.parametrizations:
+            check_choice("parametrization", p, NAMES)
+        self.parametrizations = list(dict.fromkeys(self.parametrizations))
+        for name in ("base_width", "base_depth"):
+            v = getattr(self, name)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+                raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
 
 
 @dataclass
@@ -532,6 +562,9 @@ def run_compare(config: CompareConfig, *, callback: Callback | None = None,
         (1, False, 'torch')
     """
     config.validate()
+    if config.lrs is not None:
+        raise ValueError("config.lrs is set: a learning-rate sweep runs with "
+                         "initwise.compare.transfer.run_transfer")
     t0 = time.perf_counter()
     old_threads = torch.get_num_threads()
     threads = config.threads or old_threads

@@ -88,6 +88,10 @@ class RunResult:
     error_stage: str | None = None
     audit_report: Any = field(default=None, repr=False, compare=False)
     steps_to_target_loss: int | None = None
+    #: learning-rate transfer runs (``CompareConfig.lrs``): the base learning rate of the run
+    lr: float | None = None
+    #: learning-rate transfer runs: the loss on the whole training split after training
+    train_split_loss: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-able dict of every field but ``audit_report`` (the library object;
@@ -170,19 +174,25 @@ def _layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
             if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d))]
 
 
-def _make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+def _make_optimizer(model: nn.Module, cfg: TrainConfig, params: Any = None
+                    ) -> torch.optim.Optimizer:
+    """The optimizer of ``cfg`` over ``params`` (parameter groups with their own learning
+    rates, e.g. a parametrization's) or, by default, every parameter at ``cfg.lr``."""
+    params = model.parameters() if params is None else params
     if cfg.optimizer == "sgd":
-        return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum)
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum)
     if cfg.optimizer == "adam":
-        return torch.optim.Adam(model.parameters(), lr=cfg.lr)
+        return torch.optim.Adam(params, lr=cfg.lr)
     from .._checks import raise_unknown
 
     raise_unknown("optimizer", cfg.optimizer, OPTIMIZERS)
 
 
 def train_one(model: nn.Module, data: Dataset, cfg: TrainConfig, *, scheme: str, depth: int,
-              seed: int) -> RunResult:
+              seed: int, params: Any = None) -> RunResult:
     """Train ``model`` on ``data`` with ``cfg`` and return the measurements.
+
+    ``params``: the optimizer's parameter groups (default: every parameter at ``cfg.lr``).
 
     Example:
         >>> from initwise.compare.data import load_dataset
@@ -196,7 +206,7 @@ def train_one(model: nn.Module, data: Dataset, cfg: TrainConfig, *, scheme: str,
     """
     t0 = time.perf_counter()
     model.train()
-    opt = _make_optimizer(model, cfg)
+    opt = _make_optimizer(model, cfg, params)
     weights = _weight_params(model)
     res = RunResult(scheme, depth, seed, 0.0, float("nan"), 0.0, False, None, None, 0, 0.0,
                     grad_layers=[n for n, _ in weights])
