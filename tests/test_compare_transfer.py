@@ -126,7 +126,7 @@ def test_config_errors() -> None:
 def test_cli_and_presets(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     for name in ("lr-transfer", "lr-transfer-depth"):
         p = preset_overrides(name)
-        assert p["lrs"] and all(b / a == 2.0 for a, b in zip(p["lrs"], p["lrs"][1:]))
+        assert p["lrs"] and all(b / a == 2.0 for a, b in zip(p["lrs"], p["lrs"][1:], strict=False))
     assert preset_overrides("lr-transfer")["parametrizations"] == ["sp", "mup"]
     assert preset_overrides("lr-transfer-depth")["parametrizations"] == ["mup", "completep"]
     out = tmp_path / "rep"

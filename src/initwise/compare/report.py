@@ -1183,8 +1183,8 @@ def _md(result: CompareResult, figures: list[str], notes: dict[str, list[str]],
         lines += [f"> **Partial report**: interrupted after {len(result.runs)} of "
                   f"{result.total_runs} runs (resume with `--resume`).", ""]
     if is_transfer(result):
-        return "\n".join(lines + [takeaway(result), ""]
-                         + _md_transfer(result, figures, why_no_figures))
+        return "\n".join([*lines, takeaway(result), "",
+                          *_md_transfer(result, figures, why_no_figures)])
     lines += [takeaway(result), "",
               f"{len(result.runs)}/{result.total_runs} runs in {result.wall_time_s:.1f} s; "
               "every number is in `results.json`, one row per run in `results.csv`.", "",

@@ -26,7 +26,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -90,7 +90,7 @@ def _one_transfer(config: CompareConfig, data: Any, job: TransferJob) -> RunResu
                                activation=config.activation, norm=config.norm)
         p = initwise.parametrize(model, name, base=base)
         p.init(seed=seed)
-        groups = p.param_groups(lr=lr, optimizer=config.optimizer)
+        groups = p.param_groups(lr=lr, optimizer=cast(Any, config.optimizer))
     except (ValueError, TypeError, RuntimeError, NotImplementedError) as e:
         r = RunResult(name, depth, seed, math.nan, math.nan, math.nan, False, None, None, 0,
                       time.perf_counter() - t0, width=width, error=f"{type(e).__name__}: {e}",
