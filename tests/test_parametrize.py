@@ -429,6 +429,7 @@ def test_init_of_a_model_on_meta_materializes_it() -> None:
             assert torch.equal(u, v), n
 
 
+@pytest.mark.distributed
 @pytest.mark.skipif(not gloo_available(), reason="gloo backend unavailable")
 def test_fsdp2_world_size_2_same_groups_values_and_multipliers() -> None:
     torch.manual_seed(0)
@@ -441,3 +442,52 @@ def test_fsdp2_world_size_2_same_groups_values_and_multipliers() -> None:
         assert rank["groups"] == groups
         assert rank["values"] == values
         assert rank["multipliers"] == [x.to_dict() for x in p.multipliers]
+
+
+class _TorchEncoder(nn.Module):
+    """nn.TransformerEncoderLayer stack: the queries are inside MultiheadAttention's forward."""
+
+    def __init__(self, d: int, depth: int = 2) -> None:
+        super().__init__()
+        self.inp = nn.Linear(6, d)
+        self.layers = nn.ModuleList(
+            nn.TransformerEncoderLayer(d, 2, 2 * d, dropout=0.0, batch_first=True) for _ in range(depth))
+        self.out = nn.Linear(d, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.inp(x)
+        for lay in self.layers:
+            h = lay(h)
+        return self.out(h)
+
+
+def test_attention_no_hook_can_reach_is_an_error_unless_attention_false() -> None:
+    with pytest.raises(ValueError, match="attention=False"):
+        initwise.parametrize(_TorchEncoder(32), "mup", base=_TorchEncoder(8))
+    p = initwise.parametrize(_TorchEncoder(32), "mup", base=_TorchEncoder(8), attention=False)
+    assert [x.kind for x in p.multipliers] == ["readout"]
+    assert any("attention=False" in n for n in p.notes)
+
+
+def test_completep_branch_on_multihead_attention_output() -> None:
+    torch.manual_seed(0)
+    m = _TorchEncoder(16, depth=4)
+    p = initwise.parametrize(m, "completep", base=_TorchEncoder(16, depth=2))
+    mods = sorted(x.module for x in p.multipliers if x.kind == "branch")
+    assert mods == sorted(f"layers.{i}.{n}" for i in range(4) for n in ("self_attn", "linear2"))
+    x = torch.randn(2, 5, 6)
+    lay = m.layers[0]
+    got: list[torch.Tensor] = []
+    h = lay.self_attn.register_forward_hook(lambda _m, _a, out: got.append(out[0].detach().clone()))
+    m(x)
+    p.remove()
+    m(x)
+    h.remove()
+    assert torch.allclose(got[0], got[1] * 0.5, atol=1e-6)
+
+
+def test_delta_names_roles_at_the_base_width() -> None:
+    p = initwise.parametrize(mlp(16), "mup", base=mlp(16), delta=_meta(mlp, 32))
+    assert {e.name: e.role for e in p}["2.weight"] == "hidden"
+    assert p["4.weight"].role == "output" and p.multipliers == []
+    assert all(e.lr_adam == 1.0 and e.init_scale == 1.0 for e in p)  # still exactly SP

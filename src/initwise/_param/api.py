@@ -327,7 +327,7 @@ def _entry(name: Name, t: TensorShape, depth: float, alpha: float, eps: float) -
 
 
 def _multipliers(name: Name, s: Structure, entries: dict[str, ParamEntry], alpha: float,
-                 depth_of: dict[str, float]) -> tuple[list[Multiplier], list[str]]:
+                 depth_of: dict[str, float], attention: bool) -> tuple[list[Multiplier], list[str]]:
     out: list[Multiplier] = []
     notes: list[str] = []
     if name not in ("mup", "completep"):
@@ -337,29 +337,41 @@ def _multipliers(name: Name, s: Structure, entries: dict[str, ParamEntry], alpha
         f = 1.0 / e.width_in if e.role == "output" else 1.0 / e.width_out  # tied: the table's width
         if f != 1.0:
             if not module:
-                raise ValueError(f"parametrize: the readout {pname!r} is used as a weight outside any "
-                                 "submodule: there is no module to put its 1/width multiplier on")
+                raise ValueError(f"parametrize: the readout {pname!r} is applied inside a bigger module's "
+                                 "forward (not by a Linear of its own): there is no module to put its "
+                                 "1/width multiplier on; give the readout its own nn.Linear")
             out.append(Multiplier(module, "readout", f, param=pname))
     for a, b in s.attention:
         assert a.query is not None
-        if not a.module:
-            notes.append(f"attention of {a.query}: the queries are computed outside a submodule; "
-                         "logit scale left as it is")
-            continue
         target = b.scale * b.head_dim / a.head_dim  # μP: s_base · d_base / d
         f = target / a.scale if a.scale > 0 else 1.0  # the logits are linear in the queries
-        if not math.isclose(f, 1.0, rel_tol=1e-12, abs_tol=0.0):
-            out.append(Multiplier(a.module, "query", f, part=a.part, parts=a.parts, param=canonical_name(a.query)))
+        if math.isclose(f, 1.0, rel_tol=1e-12, abs_tol=0.0):
+            continue
+        if not attention:
+            notes.append(f"attention of {canonical_name(a.query)}: 1/sqrt(d) kept (attention=False)")
+            continue
+        if not a.module:
+            raise ValueError(f"parametrize: the queries of {canonical_name(a.query)!r} are computed inside "
+                             "a bigger module's forward (e.g. nn.MultiheadAttention's packed in_proj): "
+                             "there is no module output to put muP's 1/d attention multiplier on; "
+                             "pass attention=False to keep 1/sqrt(d) (not muP-exact)")
+        out.append(Multiplier(a.module, "query", f, part=a.part, parts=a.parts, param=canonical_name(a.query)))
     if name == "completep":
         for writer, module in s.writers:
-            m_l = depth_of.get(entries[canonical_name(writer)].block, 1.0) if canonical_name(writer) in entries else 1.0
-            if m_l != 1.0:
-                out.append(Multiplier(module, "branch", m_l ** (-alpha), param=canonical_name(writer)))
+            we = entries.get(writer)
+            m_l = depth_of.get(we.block, 1.0) if we is not None else 1.0
+            if m_l == 1.0:
+                continue
+            if not module:
+                raise ValueError(f"parametrize: the residual branch written by {writer!r} ends inside a "
+                                 "bigger module's forward: there is no module output to put CompleteP's "
+                                 "branch multiplier on")
+            out.append(Multiplier(module, "branch", m_l ** (-alpha), param=writer))
     return out, notes
 
 
 def parametrize(model: nn.Module, name: Name | str, *, base: nn.Module, delta: nn.Module | None = None,
-                policy: object = "auto", alpha: float = 1.0) -> Parametrization:
+                policy: object = "auto", alpha: float = 1.0, attention: bool = True) -> Parametrization:
     """Parametrize ``model`` relative to ``base`` (the same model at its base width and depth).
 
     Names: ``"sp"`` (standard: the policy's init, plain groups, no multipliers), ``"mup"``
@@ -380,6 +392,8 @@ def parametrize(model: nn.Module, name: Name | str, *, base: nn.Module, delta: n
             ``delta`` differ are the infinite ones (names roles at the base width itself).
         policy: the SP init (a preset name of :func:`initwise.init` or a policy).
         alpha: CompleteP's depth exponent, in [0.5, 1].
+        attention: put μP's ``1/d`` attention multiplier on the queries (``False``: keep the
+            model's ``1/√d``, for attention whose queries no hook can reach).
     """
     name = cast(Name, check_choice("parametrization", name, NAMES))
     if not isinstance(model, nn.Module):
@@ -406,7 +420,7 @@ def parametrize(model: nn.Module, name: Name | str, *, base: nn.Module, delta: n
     eps = completep_eps(width, m_l, alpha) if name == "completep" else 1.0
     entries = [_entry(name, t, depth_of.get(t.block, 1.0), alpha, eps) for t in s.tensors]
     by_name = {e.name: e for e in entries}
-    mults, more = _multipliers(name, s, by_name, alpha, depth_of)
+    mults, more = _multipliers(name, s, by_name, alpha, depth_of, attention)
     p = Parametrization(
         name=name, entries=entries, multipliers=mults, width=width,
         depth={b.path: (b.depth, b.base_depth) for b in s.blocks}, alpha=alpha,
