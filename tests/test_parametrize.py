@@ -8,11 +8,15 @@ from typing import Any
 
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 from torch import nn
 
 import initwise
 from _dist_helpers import gloo_available, run_ranks
 from _param_models import digest, fsdp_groups_and_values, tiny_gpt
+from initwise._param.rules import scaling
+from initwise._param.shapes import TensorShape
 
 
 def mlp(w: int, d_in: int = 40, d_out: int = 10, hidden: int = 2) -> nn.Sequential:
@@ -491,3 +495,41 @@ def test_delta_names_roles_at_the_base_width() -> None:
     assert {e.name: e.role for e in p}["2.weight"] == "hidden"
     assert p["4.weight"].role == "output" and p.multipliers == []
     assert all(e.lr_adam == 1.0 and e.init_scale == 1.0 for e in p)  # still exactly SP
+
+
+def test_hf_json_round_trip_and_data_parallel_groups() -> None:
+    m = _gpt2(32, depth=4)
+    p = initwise.parametrize(m, "completep", base=_gpt2(16, depth=2, meta=True))
+    s = p.to_json()
+    q = initwise.Parametrization.from_json(s)
+    assert q.to_dict() == p.to_dict() and q.table() == p.table() and q.multipliers == p.multipliers
+    assert {x.kind for x in q.multipliers} == {"readout", "query", "branch"}
+    p.remove()
+    dp = nn.DataParallel(m)  # no GPU: runs the module itself, names gain "module."
+    r = initwise.Parametrization.from_json(s, model=dp)
+    assert [g["names"] for g in r.param_groups(lr=1.0)] == [g["names"] for g in p.param_groups(lr=1.0)]
+    assert [g["lr"] for g in r.param_groups(lr=1.0, optimizer="sgd")] == \
+        [g["lr"] for g in p.param_groups(lr=1.0, optimizer="sgd")]
+    r.remove()
+
+
+@given(
+    fi=st.integers(1, 4096), fo=st.integers(1, 4096),
+    role=st.sampled_from(["input", "hidden", "output", "vector", "fixed"]),
+    name=st.sampled_from(["sp", "mup", "completep", "spectral"]),
+)
+def test_every_rule_is_the_identity_at_the_base(fi: int, fo: int, role: str, name: str) -> None:
+    t = TensorShape("w", (fo, fi), (fo, fi), "weight", role, fi, fo, fi, fo)  # type: ignore[arg-type]
+    s = scaling(name, t)  # type: ignore[arg-type]
+    assert (s.init in (None, 1.0), s.lr_adam, s.lr_sgd, s.multiplier, s.eps) == (True, 1.0, 1.0, 1.0, 1.0)
+
+
+@given(a=st.integers(1, 64), b=st.integers(1, 64))
+def test_mup_hidden_factors_compose_over_successive_width_ratios(a: int, b: int) -> None:
+    """Scaling 16 -> 16a -> 16ab is scaling 16 -> 16ab: the rules depend on the ratio only."""
+    def h(w: int, base: int) -> Any:
+        return scaling("mup", TensorShape("w", (w, w), (base, base), "weight", "hidden", w, w, base, base))
+
+    one, two, both = h(16 * a, 16), h(16 * a * b, 16 * a), h(16 * a * b, 16)
+    assert both.lr_adam == pytest.approx(one.lr_adam * two.lr_adam)
+    assert both.init == pytest.approx(one.init * two.init)  # type: ignore[operator]
