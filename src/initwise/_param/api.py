@@ -27,6 +27,7 @@ from .._checks import check_choice, check_real, check_seed
 from .._modules import unwrap
 from .._names import canonical_name
 from ..model import init as _init
+from ..model import materialize as _materialize
 from ..model.policy import Policy, Rule
 from .multipliers import Multiplier, install
 from .rules import NAMES, OPTIMIZERS, Name, Optimizer, completep_eps, scaling
@@ -121,26 +122,46 @@ class Parametrization:
 
     # ------------------------------------------------------------------------------ the model
     def install(self) -> Parametrization:
-        """Put the forward multipliers on the model (done by :func:`parametrize`)."""
+        """Put the forward multipliers on the model (done by :func:`parametrize`).
+
+        For a ``torch.compile`` d model, ``torch.compiler.reset()`` is called when hooks are
+        added or removed: a compiled graph does not see hooks registered after it was built.
+        """
         if not self._handles:
-            inner, _ = unwrap(self._model("install"))
+            model = self._model("install")
+            inner, prefix = unwrap(model)
             self._handles = install(inner, self.multipliers, "Parametrization.install")
+            if self._handles and "_orig_mod" in prefix:
+                torch.compiler.reset()
         return self
 
     def remove(self) -> None:
         """Take the forward multipliers off the model (the model computes what it did before)."""
         for h in self._handles:
             h.remove()
+        if self._handles and self.model is not None and "_orig_mod" in unwrap(self.model)[1]:
+            torch.compiler.reset()
         self._handles = []
 
-    def init(self, seed: int = 0) -> Parametrization:
+    def init(self, seed: int = 0, *, device: torch.device | str | None = None) -> Parametrization:
         """Initialize the model in place: the SP init (:func:`initwise.init` with this
         parametrization's ``policy``, keyed by parameter name, so layout-invariant), each
-        parameter then multiplied by its ``init_scale`` (exactly SP where that is 1)."""
+        parameter then multiplied by its ``init_scale`` (exactly SP where that is 1).
+
+        A model on the meta device is given storage on ``device`` first and initialized by
+        :func:`initwise.materialize` (tensors the policy keeps get their module's own init,
+        keyed); a sharded (FSDP2) meta model gets its local shards only.
+        """
         check_seed(seed, "Parametrization.init")
         model = self._model("init")
         policy = cast("str | Policy | Iterable[Rule]", self._policy if self._policy is not None else self.policy)
-        _init(model, policy, seed=seed)
+        if any(p.is_meta for p in model.parameters()):
+            if device is None:
+                raise ValueError("Parametrization.init: the model is on the meta device; pass device= "
+                                 "(e.g. 'cpu' or 'cuda') to materialize it there")
+            _materialize(model, policy, device=device, seed=seed)
+        else:
+            _init(model, policy, seed=seed)
         scale = {e.name: e.init_scale for e in self.entries if e.init_scale != 1.0}
         if scale:
             with torch.no_grad():
@@ -198,14 +219,14 @@ class Parametrization:
     def table(self) -> str:
         """A readable fixed-width table: one row per parameter, then the multipliers and notes."""
         head = ("name", "shape", "base", "role", "m_in", "m_out", "m_L", "init std", "x SP init",
-                "Adam LR", "SGD LR", "wd (adam)", "note")
+                "Adam LR", "SGD LR", "wd (adam)", "eps", "note")
         rows = [head]
         for e in self.entries:
             rows.append((
                 e.name, "x".join(map(str, e.shape)) or "scalar", "x".join(map(str, e.base_shape)) or "scalar",
                 e.role, f"{e.width_in:g}", f"{e.width_out:g}", f"{e.depth:g}",
                 "SP" if e.std is None else f"{e.std:.4g}", f"{e.init_scale:.4g}",
-                f"{e.lr_adam:.4g}", f"{e.lr_sgd:.4g}", f"{e.wd_adam:.4g}", e.note,
+                f"{e.lr_adam:.4g}", f"{e.lr_sgd:.4g}", f"{e.wd_adam:.4g}", f"{e.eps:.4g}", e.note,
             ))
         widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
         depth = ", ".join(f"{k or '(model)'}: {a}/{b}" for k, (a, b) in self.depth.items()) or "as base"
@@ -306,7 +327,7 @@ def _entry(name: Name, t: TensorShape, depth: float, alpha: float, eps: float) -
 
 
 def _multipliers(name: Name, s: Structure, entries: dict[str, ParamEntry], alpha: float,
-                 depth_of: dict[str, float]) -> tuple[list[Multiplier], list[str]]:
+                 depth_of: dict[str, float], attention: bool) -> tuple[list[Multiplier], list[str]]:
     out: list[Multiplier] = []
     notes: list[str] = []
     if name not in ("mup", "completep"):
@@ -316,29 +337,41 @@ def _multipliers(name: Name, s: Structure, entries: dict[str, ParamEntry], alpha
         f = 1.0 / e.width_in if e.role == "output" else 1.0 / e.width_out  # tied: the table's width
         if f != 1.0:
             if not module:
-                raise ValueError(f"parametrize: the readout {pname!r} is used as a weight outside any "
-                                 "submodule: there is no module to put its 1/width multiplier on")
+                raise ValueError(f"parametrize: the readout {pname!r} is applied inside a bigger module's "
+                                 "forward (not by a Linear of its own): there is no module to put its "
+                                 "1/width multiplier on; give the readout its own nn.Linear")
             out.append(Multiplier(module, "readout", f, param=pname))
     for a, b in s.attention:
         assert a.query is not None
-        if not a.module:
-            notes.append(f"attention of {a.query}: the queries are computed outside a submodule; "
-                         "logit scale left as it is")
-            continue
         target = b.scale * b.head_dim / a.head_dim  # μP: s_base · d_base / d
-        f = math.sqrt(target / a.scale) if a.scale > 0 else 1.0
-        if not math.isclose(f, 1.0, rel_tol=1e-12, abs_tol=0.0):
-            out.append(Multiplier(a.module, "query", f, part=a.part, parts=a.parts, param=canonical_name(a.query)))
+        f = target / a.scale if a.scale > 0 else 1.0  # the logits are linear in the queries
+        if math.isclose(f, 1.0, rel_tol=1e-12, abs_tol=0.0):
+            continue
+        if not attention:
+            notes.append(f"attention of {canonical_name(a.query)}: 1/sqrt(d) kept (attention=False)")
+            continue
+        if not a.module:
+            raise ValueError(f"parametrize: the queries of {canonical_name(a.query)!r} are computed inside "
+                             "a bigger module's forward (e.g. nn.MultiheadAttention's packed in_proj): "
+                             "there is no module output to put muP's 1/d attention multiplier on; "
+                             "pass attention=False to keep 1/sqrt(d) (not muP-exact)")
+        out.append(Multiplier(a.module, "query", f, part=a.part, parts=a.parts, param=canonical_name(a.query)))
     if name == "completep":
         for writer, module in s.writers:
-            m_l = depth_of.get(entries[canonical_name(writer)].block, 1.0) if canonical_name(writer) in entries else 1.0
-            if m_l != 1.0:
-                out.append(Multiplier(module, "branch", m_l ** (-alpha), param=canonical_name(writer)))
+            we = entries.get(writer)
+            m_l = depth_of.get(we.block, 1.0) if we is not None else 1.0
+            if m_l == 1.0:
+                continue
+            if not module:
+                raise ValueError(f"parametrize: the residual branch written by {writer!r} ends inside a "
+                                 "bigger module's forward: there is no module output to put CompleteP's "
+                                 "branch multiplier on")
+            out.append(Multiplier(module, "branch", m_l ** (-alpha), param=writer))
     return out, notes
 
 
 def parametrize(model: nn.Module, name: Name | str, *, base: nn.Module, delta: nn.Module | None = None,
-                policy: object = "auto", alpha: float = 1.0) -> Parametrization:
+                policy: object = "auto", alpha: float = 1.0, attention: bool = True) -> Parametrization:
     """Parametrize ``model`` relative to ``base`` (the same model at its base width and depth).
 
     Names: ``"sp"`` (standard: the policy's init, plain groups, no multipliers), ``"mup"``
@@ -359,6 +392,8 @@ def parametrize(model: nn.Module, name: Name | str, *, base: nn.Module, delta: n
             ``delta`` differ are the infinite ones (names roles at the base width itself).
         policy: the SP init (a preset name of :func:`initwise.init` or a policy).
         alpha: CompleteP's depth exponent, in [0.5, 1].
+        attention: put μP's ``1/d`` attention multiplier on the queries (``False``: keep the
+            model's ``1/√d``, for attention whose queries no hook can reach).
     """
     name = cast(Name, check_choice("parametrization", name, NAMES))
     if not isinstance(model, nn.Module):
@@ -385,7 +420,7 @@ def parametrize(model: nn.Module, name: Name | str, *, base: nn.Module, delta: n
     eps = completep_eps(width, m_l, alpha) if name == "completep" else 1.0
     entries = [_entry(name, t, depth_of.get(t.block, 1.0), alpha, eps) for t in s.tensors]
     by_name = {e.name: e for e in entries}
-    mults, more = _multipliers(name, s, by_name, alpha, depth_of)
+    mults, more = _multipliers(name, s, by_name, alpha, depth_of, attention)
     p = Parametrization(
         name=name, entries=entries, multipliers=mults, width=width,
         depth={b.path: (b.depth, b.base_depth) for b in s.blocks}, alpha=alpha,

@@ -227,40 +227,64 @@ def infer(model: nn.Module, base: nn.Module, *, delta: nn.Module | None = None, 
     info = analyze(model)
     binfo = analyze(base)
     s = Structure(tensors=tensors, blocks=blocks, attention=[], readouts={}, writers=[], plan=p_model)
-    _uses(s, info, binfo, blocks, where)
+    _uses(s, model, info, binfo, blocks)
     return s
 
 
-def _uses(s: Structure, info: GraphInfo, binfo: GraphInfo, blocks: list[Blocks], where: str) -> None:
-    """Readout modules, attention sites (paired with the base's) and residual writers."""
+def _owns(mods: dict[str, nn.Module], module: str, param: str, params: dict[str, torch.Tensor]) -> bool:
+    """Whether ``module`` is a leaf whose own forward applies ``param`` (its output is the
+    weight op's output, so a hook on it sees exactly that): ``Linear``, ``Conv1D``, a tied head."""
+    m = mods.get(module)
+    t = params.get(param)
+    if m is None or t is None or next(iter(m.children()), None) is not None:
+        return False
+    return any(p is t for p in m.parameters(recurse=False))
+
+
+def _uses(s: Structure, model: nn.Module, info: GraphInfo, binfo: GraphInfo, blocks: list[Blocks]) -> None:
+    """Readout modules, attention sites (paired with the base's) and residual writers, each with
+    the module a hook can go on (``""``: none can: the op runs inside a bigger module's forward)."""
+    mods = dict(model.named_modules())
+    params = _params(model)
     for t in s.tensors:
         if t.role == "output" or t.kind == "tied_embedding":
-            for u in info.usages.get(t.name, []):
-                if u.kind == "weight":
-                    s.readouts[t.name] = u.module
-                    break
-            else:
-                if t.role == "output":
-                    s.notes.append(f"{t.name}: no use as a weight found in the forward pass")
-    if info.trace is not None and binfo.trace is not None:
-        base_sites = {a.query: a for a in binfo.trace.attention if a.query is not None}
-        for a in info.trace.attention:
-            if a.query is None:
-                s.notes.append("an attention op whose queries come from no single weight: its "
-                               "logit scale is left as it is")
-                continue
-            b = base_sites.get(_to_base(canonical_name(a.query), blocks)[0])
-            if b is None:
-                s.notes.append(f"attention of {a.query}: no counterpart in base; scale left as it is")
-                continue
-            s.attention.append((a, b))
-        norms: dict[str, str] = {}
-        for layers, writer, norm in info.trace.residual:
-            del layers
-            mod = writer.rpartition(".")[0]
-            target = norm if norm is not None else mod
-            norms.setdefault(writer, target)
-        s.writers = list(norms.items())
-    else:
+            u = next((u for u in info.usages.get(t.name, []) if u.kind == "weight"), None)
+            if u is not None:
+                s.readouts[t.name] = u.module if _owns(mods, u.module, t.name, params) else ""
+            elif t.role == "output":
+                s.readouts[t.name] = ""
+    if info.trace is None or binfo.trace is None:
         s.notes.append("the forward pass could not be traced on meta: no attention or residual "
                        "multipliers were placed")
+        return
+    base_sites = {canonical_name(a.query): a for a in binfo.trace.attention if a.query is not None}
+    for a in info.trace.attention:
+        if a.query is None:
+            s.notes.append("an attention op whose queries come from no single weight: its logit "
+                           "scale is left as it is")
+            continue
+        q = canonical_name(a.query)
+        b = base_sites.get(_to_base(q, blocks)[0])
+        if b is None:
+            s.notes.append(f"attention of {q}: no counterpart in base; its logit scale is left as it is")
+            continue
+        ok = _owns(mods, a.module, q, params) or (a.module in mods and a.part is None and a.module != ""
+                                                   and next(iter(mods[a.module].children()), None) is None
+                                                   and a.module != q.rpartition(".")[0])  # a q-norm
+        s.attention.append((a if ok else Attention(a.query, "", a.part, a.parts, a.head_dim, a.scale), b))
+    seen: set[str] = set()
+    for _layers, writer, norm in info.trace.residual:
+        w = canonical_name(writer)
+        if w in seen:
+            continue
+        seen.add(w)
+        u = next((u for u in info.usages.get(writer, []) if u.kind == "weight"), None)
+        if norm is not None:
+            target = norm
+        elif u is not None and _owns(mods, u.module, w, params):
+            target = u.module
+        elif u is not None and isinstance(mods.get(u.module), nn.MultiheadAttention):
+            target = u.module  # out_proj is its last op: its output (first element) is the branch
+        else:
+            target = ""
+        s.writers.append((w, target))
