@@ -233,7 +233,7 @@ def test_tensor_programs_v_figures() -> None:
 
     Measured here (docs/coord_check.md): SP layer-2 pre-activation 12.9x from width 64 to 2048
     at step 4 (slope 0.76); SP output 486x at step 1, 83x at step 2, 7.4x at step 4; muP hidden
-    layers 0.86x-1.29x (|slope| <= 0.08) and output 0.88x at step 4.
+    layers 0.90x-1.29x over steps 1-4 (|slope| <= 0.08) and output 0.63x-0.88x.
     """
     x, y = _batch()
     widths = [64, 128, 256, 512, 1024, 2048]
