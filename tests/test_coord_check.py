@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+from typing import Any
 
 import pytest
 import torch
@@ -208,6 +209,14 @@ def test_gpt2_from_config() -> None:
     assert "transformer.h.0.mlp.c_fc" in rep.layers and "lm_head" in rep.layers
     assert all(math.isfinite(v) for m in rep.measurements for v in m.loss)
     assert rep.measurement(32).loss[1] < rep.measurement(32).loss[0]
+    # Through initwise.parametrize: muP at the base width is SP, above it differs.
+    kw: dict[str, Any] = {"steps": 1}
+    mup = coord_check(factory, [32, 64], {"input_ids": ids, "labels": ids},
+                      parametrization="mup", **kw)
+    sp = coord_check(factory, [32, 64], {"input_ids": ids, "labels": ids},
+                     parametrization="sp", **kw)
+    assert mup.measurement(32).loss == sp.measurement(32).loss
+    assert mup.measurement(64).loss[1] != sp.measurement(64).loss[1]
 
 
 # ----------------------------------------------------------------------------- with parametrize
@@ -254,3 +263,30 @@ def test_tensor_programs_v_figures() -> None:
         out = mup.row("6", t)
         assert 0.5 < out.ratio < 2.0, mup.table(step=t)
     assert mup.ok and not sp.ok
+
+
+@pytest.mark.slow
+def test_depth_check_completep_flat_mup_grows() -> None:
+    """Residual MLP with BatchNorm (compare's resmlp), width 256, 2, 8 and 32 blocks, Adam lr
+    0.01: under muP the residual stream after the last block and the output grow with depth
+    (about sqrt(L): measured slopes 0.54 and 0.45 at steps 1-3, 4.5x and 3.4x from 2 to 32
+    blocks); under CompleteP (branches times L_base/L) they stay within |slope| < 0.2
+    (measured -0.17..-0.14 and -0.12..-0.04). The branch output itself shrinks like 1/L under
+    CompleteP, by design (slope -1.00)."""
+    from initwise.compare.models import build_model
+
+    def factory(w: int, depth: int) -> nn.Module:
+        return build_model("resmlp", (40,), 10, depth=depth, width=w, norm="batch")
+
+    x, y = _batch()
+    kw: dict[str, Any] = {"targets": y, "depths": [2, 8, 32], "steps": 3}
+    mup = coord_check(factory, [64, 256], x, parametrization="mup", **kw)
+    cp = coord_check(factory, [64, 256], x, parametrization="completep", **kw)
+    assert "blocks" in mup.layers and "blocks.0" in mup.layers  # containers are measured
+    for layer in ("blocks", "fc"):
+        m, c = mup.slopes(layer, axis="depth", at=256), cp.slopes(layer, axis="depth", at=256)
+        assert all(s > 0.35 for s in m[1:]), m
+        assert all(abs(s) < 0.2 for s in c[1:]), c
+    assert mup.verdict("fc", axis="depth") == "grows"
+    assert cp.row("blocks.0.bn2", 1, axis="depth").slope == pytest.approx(-1.0, abs=0.05)
+    assert mup.ok and cp.ok  # both are flat in width at every depth

@@ -205,11 +205,14 @@ class CoordCheckReport:
 
     @property
     def ok(self) -> bool:
-        """Whether every layer is flat in width (and in depth, when depths were swept)."""
-        axes: list[Literal["width", "depth"]] = ["width"]
-        if self.depths and len(self.depths) > 1:
-            axes.append("depth")
-        return all(v == "flat" for a in axes for v in self.verdicts(axis=a).values())
+        """Whether every layer is flat in width (at every swept depth).
+
+        Depth verdicts are read per layer (:meth:`verdicts` with ``axis="depth"``): under
+        CompleteP or Depth-muP a residual branch's output is *meant* to shrink with depth
+        (its multiplier is ``L^-alpha``), while the residual stream (a block's output) and
+        the model's output should be flat.
+        """
+        return all(v == "flat" for v in self.verdicts(axis="width").values())
 
     def table(self, *, step: int | None = None) -> str:
         """Return a plain-text table: per layer, the width slope at ``step`` (default: the
@@ -329,7 +332,8 @@ def _default_loss(out: Any, targets: torch.Tensor | None) -> torch.Tensor:
 
 
 class _Recorder:
-    """Forward hooks on every leaf module: mean ``|x|`` of its output, by module name."""
+    """Forward hooks on every submodule (leaves and containers such as residual blocks, whose
+    output is the residual stream): mean ``|x|`` of its output, by module name."""
 
     def __init__(self, model: nn.Module) -> None:
         self.sizes: dict[str, float] = {}
@@ -338,7 +342,7 @@ class _Recorder:
         self.handles = []
         self.calls: dict[str, int] = {}
         for name, m in model.named_modules():
-            if name and not any(True for _ in m.children()):
+            if name:
                 self.types[name] = type(m).__name__
                 self.handles.append(m.register_forward_hook(self._hook(name)))
 
@@ -455,7 +459,7 @@ def coord_check(
     ``initwise.parametrize(model, parametrization, base=factory(base_width))`` (the base is
     built on the meta device) and initialized with ``seed``; then it is trained for ``steps``
     optimizer steps on the one fixed batch ``inputs``. Before the first step and after each
-    step, forward hooks record the mean ``|x|`` of every leaf module's output (named by module
+    step, forward hooks record the mean ``|x|`` of every submodule's output (named by module
     name; a module called twice gives ``name`` and ``name#2``). Per layer and step, the
     log-log slope against width gives the verdict: ``flat`` when ``|slope| < flat_slope``
     (0.2: 2x over a 32x width range) at every step after the first update (step 0, the init,
