@@ -143,6 +143,28 @@ def test_cli_and_presets(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     assert "parametrization" in capsys.readouterr().err
 
 
+def test_interrupt_gives_a_partial_report(tiny: Any, tmp_path: Path,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    from initwise.compare import transfer
+
+    real = transfer._one_transfer
+    calls: list[int] = []
+
+    def two_then_interrupt(*a: Any, **k: Any) -> Any:
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        calls.append(1)
+        return real(*a, **k)
+
+    monkeypatch.setattr(transfer, "_one_transfer", two_then_interrupt)
+    part = run_transfer(_cfg(**TINY))
+    assert part.partial and len(part.runs) == 2 and part.total_runs == 8
+    assert [r.to_dict()["train_split_loss"] for r in part.runs] == [
+        r.to_dict()["train_split_loss"] for r in tiny.runs[:2]]
+    paths = write_report(part, str(tmp_path / "rep"))
+    assert "rerun to complete it" in Path(paths["md"]).read_text()
+
+
 @pytest.mark.slow
 def test_jobs_2_gives_bitwise_the_serial_numbers(tiny: Any) -> None:
     par = run_transfer(_cfg(**{**TINY, "jobs": 2}))

@@ -588,9 +588,9 @@ def _cmd_compare(args: argparse.Namespace, argv: list[str]) -> int:
         print("", file=summary_stream)
     print(f"report: {paths['html']} ({time.perf_counter() - t0:.0f} s)", file=summary_stream)
     if result.partial:
+        again = "continue with --resume" if cfg.lrs is None else "rerun to complete it"
         print(f"{prog}: interrupted; partial report written to {args.out} "
-              f"({len(result.runs)}/{result.total_runs} runs; continue with --resume)",
-              file=sys.stderr)
+              f"({len(result.runs)}/{result.total_runs} runs; {again})", file=sys.stderr)
         return 130
     if result.runs and all(r.error is not None for r in result.runs):
         first = result.runs[0].error

@@ -1028,8 +1028,9 @@ def _html(result: CompareResult, figures: list[str], notes: dict[str, list[str]]
              f"<h1>{e(_title(result))}</h1>"]
     if result.partial:
         parts.append(f"<p class='partial'><b>Partial report:</b> the run was interrupted after "
-                     f"{len(result.runs)} of {result.total_runs} runs. Resume it with "
-                     f"<code>--resume</code>.</p>")
+                     f"{len(result.runs)} of {result.total_runs} runs. "
+                     + ("Rerun it to complete it.</p>" if is_transfer(result)
+                        else "Resume it with <code>--resume</code>.</p>"))
     parts.append(f"<p class='takeaway' id='takeaway'>{e(takeaway(result))}</p>")
     if is_transfer(result):
         return "\n".join(parts + _html_transfer(result, figures, out, why_no_figures))
@@ -1181,7 +1182,9 @@ def _md(result: CompareResult, figures: list[str], notes: dict[str, list[str]],
     lines = [f"# {_title(result)}", ""]
     if result.partial:
         lines += [f"> **Partial report**: interrupted after {len(result.runs)} of "
-                  f"{result.total_runs} runs (resume with `--resume`).", ""]
+                  f"{result.total_runs} runs ("
+                  + ("rerun to complete it" if is_transfer(result) else "resume with `--resume`")
+                  + ").", ""]
     if is_transfer(result):
         return "\n".join([*lines, takeaway(result), "",
                           *_md_transfer(result, figures, why_no_figures)])

@@ -23,6 +23,7 @@ numbers as a serial run.
 from __future__ import annotations
 
 import math
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict
@@ -231,7 +232,7 @@ def run_transfer(config: CompareConfig, *, callback: Callback | None = None,
     return CompareResult(asdict(config), runs, transfer_summary(runs, config), info, env,
                          partial=partial or len(runs) < len(jobs), total_runs=len(jobs),
                          wall_time_s=time.perf_counter() - t0,
-                         command=command if command is not None else None)
+                         command=command if command is not None else list(sys.argv))
 
 
 # ----------------------------------------------------------------------------- summary
