@@ -371,7 +371,8 @@ def _multipliers(name: Name, s: Structure, entries: dict[str, ParamEntry], alpha
 
 
 def parametrize(model: nn.Module, name: Name | str, *, base: nn.Module, delta: nn.Module | None = None,
-                policy: object = "auto", alpha: float = 1.0, attention: bool = True) -> Parametrization:
+                policy: object = "auto", alpha: float = 1.0, attention: bool = True,
+                example_inputs: object = None) -> Parametrization:
     """Parametrize ``model`` relative to ``base`` (the same model at its base width and depth).
 
     Names: ``"sp"`` (standard: the policy's init, plain groups, no multipliers), ``"mup"``
@@ -394,6 +395,8 @@ def parametrize(model: nn.Module, name: Name | str, *, base: nn.Module, delta: n
         alpha: CompleteP's depth exponent, in [0.5, 1].
         attention: put μP's ``1/d`` attention multiplier on the queries (``False``: keep the
             model's ``1/√d``, for attention whose queries no hook can reach).
+        example_inputs: inputs for the forward pass that reads the model's structure (on the
+            meta device), when they cannot be synthesized from its first layer or config.
     """
     name = cast(Name, check_choice("parametrization", name, NAMES))
     if not isinstance(model, nn.Module):
@@ -406,7 +409,11 @@ def parametrize(model: nn.Module, name: Name | str, *, base: nn.Module, delta: n
     inner, _ = unwrap(model)
     binner, _ = unwrap(base)
     dinner = unwrap(delta)[0] if delta is not None else None
-    s = infer(inner, binner, delta=dinner, policy=policy)
+    s = infer(inner, binner, delta=dinner, policy=policy, example_inputs=example_inputs)
+    if name in ("mup", "completep") and not s.traced:
+        raise ValueError(f"parametrize: {name!r} places forward multipliers where the forward pass "
+                         f"applies the readout, the queries and the residual branches, but {s.notes[-1]}; "
+                         "pass example_inputs= (a tensor, a tuple of args or a dict of kwargs)")
     depth_of = {b.path: b.ratio for b in s.blocks}
     notes = list(s.notes)
     if name == "mup" and s.blocks:
