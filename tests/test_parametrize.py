@@ -592,3 +592,34 @@ def test_weight_decay_keeps_lr_times_wd_width_independent() -> None:
     for opt in ("adam", "adamw", "sgd"):
         for g in p.param_groups(lr=0.02, optimizer=opt, weight_decay=0.1):  # type: ignore[arg-type]
             assert g["lr"] * g["weight_decay"] == pytest.approx(0.02 * 0.1), (opt, g["names"])
+
+
+def _residual_update(name: str, depth: int) -> float:
+    """One Adam step (lr 0.01): mean |Δ| of the residual stream before the final norm, relative
+    to its size at init (tiny GPT, width 64, base depth 2)."""
+    torch.manual_seed(0)
+    m = tiny_gpt(64, depth)
+    p = initwise.parametrize(m, name, base=tiny_gpt(64, 2, meta=True)).init(seed=0)
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.randint(0, 50, (8, 16), generator=g), torch.randint(0, 50, (8, 16), generator=g)
+    seen: dict[str, torch.Tensor] = {}
+    h = m.ln.register_forward_hook(lambda _m, a, _o: seen.__setitem__("h", a[0].detach()))
+    with torch.no_grad():
+        m(x)
+    h0 = seen["h"]
+    opt = torch.optim.Adam(p.param_groups(lr=1e-2))
+    opt.zero_grad()
+    nn.functional.cross_entropy(m(x).flatten(0, 1), y.flatten()).backward()
+    opt.step()
+    with torch.no_grad():
+        m(x)
+    h.remove()
+    return float((seen["h"] - h0).abs().mean() / h0.abs().mean())
+
+
+def test_completep_relative_residual_update_is_depth_independent_mup_grows() -> None:
+    """Depth 2 -> 16 at width 64 (measured: CompleteP 1.40, 1.34, 1.47; μP 1.40, 2.25, 2.42)."""
+    cp = [_residual_update("completep", d) for d in (2, 8, 16)]
+    mup = [_residual_update("mup", d) for d in (2, 8, 16)]
+    assert max(cp) / min(cp) < 1.25, cp
+    assert mup[-1] / mup[0] > 1.5, mup
