@@ -179,6 +179,12 @@ def test_json_round_trip_rebinds_and_installs() -> None:
     q2.remove()
     with pytest.raises(ValueError, match="not bound to a model"):
         q.param_groups(lr=1.0)
+    # the reloaded parametrization initializes exactly as the original
+    a, b = copy.deepcopy(m), copy.deepcopy(m)
+    p.model = a
+    p.init(seed=2)
+    initwise.Parametrization.from_json(s, model=b).init(seed=2).remove()
+    assert all(torch.equal(u, v) for u, v in zip(a.parameters(), b.parameters(), strict=True))
 
 
 def test_clear_errors() -> None:

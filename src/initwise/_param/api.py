@@ -260,9 +260,11 @@ class Parametrization:
         return json.dumps(self.to_dict(), **kwargs)
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any], model: nn.Module | None = None) -> Parametrization:
+    def from_dict(cls, d: Mapping[str, Any], model: nn.Module | None = None, *,
+                  policy: object = None) -> Parametrization:
         """Rebuild a parametrization; with ``model`` (the same architecture and widths), bind
-        it and install its multipliers (no ``base`` needed)."""
+        it and install its multipliers (no ``base`` needed). ``policy``: the SP init policy
+        object, when it was not a preset name (JSON keeps only its name)."""
         p = cls(
             name=cast(Name, check_choice("parametrization", d["name"], NAMES)),
             entries=[ParamEntry.from_dict(e) for e in d["entries"]],
@@ -272,6 +274,7 @@ class Parametrization:
             alpha=float(d.get("alpha", 1.0)),
             policy=str(d.get("policy", "auto")),
             notes=list(d.get("notes", [])),
+            _policy=policy,
         )
         if model is not None:
             inner, _ = unwrap(model)
@@ -285,8 +288,9 @@ class Parametrization:
         return p
 
     @classmethod
-    def from_json(cls, s: str, model: nn.Module | None = None) -> Parametrization:
-        return cls.from_dict(json.loads(s), model)
+    def from_json(cls, s: str, model: nn.Module | None = None, *, policy: object = None) -> Parametrization:
+        """:meth:`from_dict` of :meth:`to_json`'s string."""
+        return cls.from_dict(json.loads(s), model, policy=policy)
 
 
 # ------------------------------------------------------------------------------------------
