@@ -181,6 +181,9 @@ class Parametrization:
         when given (times CompleteP's ε factor) and ``names`` (canonical parameter names, so
         that compiled, DDP- and FSDP2-wrapped models give the same groups). Frozen parameters
         are left out.
+
+        ``weight_decay`` is set in every group (default 0: it overrides the optimizer's own
+        default, e.g. AdamW's 0.01; pass the decay you want). ``eps`` is set only when given.
         """
         check_choice("optimizer", optimizer, OPTIMIZERS)
         lr = check_real("lr", lr, where="Parametrization.param_groups")
