@@ -14,7 +14,7 @@ from torch import nn
 
 import initwise
 from _dist_helpers import gloo_available, run_ranks
-from _param_models import digest, fsdp_groups_and_values, tiny_gpt
+from _param_models import TinyGPT, digest, fsdp_groups_and_values, tiny_gpt
 from initwise._param.rules import scaling
 from initwise._param.shapes import TensorShape
 
@@ -179,6 +179,12 @@ def test_json_round_trip_rebinds_and_installs() -> None:
     q2.remove()
     with pytest.raises(ValueError, match="not bound to a model"):
         q.param_groups(lr=1.0)
+    # the reloaded parametrization initializes exactly as the original
+    a, b = copy.deepcopy(m), copy.deepcopy(m)
+    p.model = a
+    p.init(seed=2)
+    initwise.Parametrization.from_json(s, model=b).init(seed=2).remove()
+    assert all(torch.equal(u, v) for u, v in zip(a.parameters(), b.parameters(), strict=True))
 
 
 def test_clear_errors() -> None:
@@ -533,3 +539,93 @@ def test_mup_hidden_factors_compose_over_successive_width_ratios(a: int, b: int)
     one, two, both = h(16 * a, 16), h(16 * a * b, 16 * a), h(16 * a * b, 16)
     assert both.lr_adam == pytest.approx(one.lr_adam * two.lr_adam)
     assert both.init == pytest.approx(one.init * two.init)  # type: ignore[operator]
+
+
+class _QNormAttention(nn.Module):
+    """Queries normalized per head after their projection (as Qwen3 / OLMo-2 q_norm)."""
+
+    def __init__(self, d: int, heads: int = 2) -> None:
+        super().__init__()
+        self.heads = heads
+        self.inp = nn.Linear(6, d)
+        self.q, self.k, self.v = nn.Linear(d, d), nn.Linear(d, d), nn.Linear(d, d)
+        self.q_norm = nn.LayerNorm(d // heads)
+        self.out = nn.Linear(d, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.inp(x)
+        b, t, d = x.shape
+
+        def heads(z: torch.Tensor) -> torch.Tensor:
+            return z.view(b, t, self.heads, d // self.heads).transpose(1, 2)
+
+        q = self.q_norm(heads(self.q(x)))
+        a = torch.nn.functional.scaled_dot_product_attention(q, heads(self.k(x)), heads(self.v(x)))
+        return self.out(a.transpose(1, 2).reshape(b, t, d))
+
+
+def test_query_multiplier_goes_after_a_q_norm() -> None:
+    x = torch.randn(2, 3, 6)  # (its input cannot be guessed from its first layer: a 3-D batch)
+    with pytest.raises(ValueError, match=r"could not be traced.*pass example_inputs="):
+        initwise.parametrize(_QNormAttention(64), "mup", base=_QNormAttention(16))
+    p = initwise.parametrize(_QNormAttention(64), "mup", base=_QNormAttention(16), example_inputs=x)
+    q = [x for x in p.multipliers if x.kind == "query"]
+    assert [(x.module, x.part) for x in q] == [("q_norm", None)] and q[0].factor == pytest.approx(0.5)
+
+
+def test_more_heads_of_the_same_size_keep_the_attention_scale() -> None:
+    m = TinyGPT(64, 2, heads=8)  # head size 8, as the base's 16 / 2
+    p = initwise.parametrize(m, "mup", base=_meta(TinyGPT, 16, 2, heads=2))
+    assert [x.kind for x in p.multipliers] == ["readout"]
+
+
+def test_readout_applied_by_a_bigger_module_is_an_error() -> None:
+    class FunctionalHead(nn.Module):
+        def __init__(self, d: int) -> None:
+            super().__init__()
+            self.emb = nn.Embedding(20, d)
+            self.mid = nn.Linear(d, d)
+
+        def forward(self, idx: torch.Tensor) -> torch.Tensor:
+            return torch.nn.functional.linear(torch.relu(self.mid(self.emb(idx))), self.emb.weight)
+
+    with pytest.raises(ValueError, match="no module to put its 1/width multiplier on"):
+        initwise.parametrize(FunctionalHead(32), "mup", base=FunctionalHead(8))
+
+
+def test_weight_decay_keeps_lr_times_wd_width_independent() -> None:
+    p = initwise.parametrize(mlp(128), "mup", base=_meta(mlp, 32))
+    for opt in ("adam", "adamw", "sgd"):
+        for g in p.param_groups(lr=0.02, optimizer=opt, weight_decay=0.1):  # type: ignore[arg-type]
+            assert g["lr"] * g["weight_decay"] == pytest.approx(0.02 * 0.1), (opt, g["names"])
+
+
+def _residual_update(name: str, depth: int) -> float:
+    """One Adam step (lr 0.01): mean |Δ| of the residual stream before the final norm, relative
+    to its size at init (tiny GPT, width 64, base depth 2)."""
+    torch.manual_seed(0)
+    m = tiny_gpt(64, depth)
+    p = initwise.parametrize(m, name, base=tiny_gpt(64, 2, meta=True)).init(seed=0)
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.randint(0, 50, (8, 16), generator=g), torch.randint(0, 50, (8, 16), generator=g)
+    seen: dict[str, torch.Tensor] = {}
+    h = m.ln.register_forward_hook(lambda _m, a, _o: seen.__setitem__("h", a[0].detach()))
+    with torch.no_grad():
+        m(x)
+    h0 = seen["h"]
+    opt = torch.optim.Adam(p.param_groups(lr=1e-2))
+    opt.zero_grad()
+    nn.functional.cross_entropy(m(x).flatten(0, 1), y.flatten()).backward()
+    opt.step()
+    with torch.no_grad():
+        m(x)
+    h.remove()
+    return float((seen["h"] - h0).abs().mean() / h0.abs().mean())
+
+
+def test_completep_relative_residual_update_is_depth_independent_mup_grows() -> None:
+    """Depth 2 -> 16 at width 64 (measured: CompleteP 1.40, 1.34, 1.47; μP 1.40, 2.25, 2.42)."""
+    cp = [_residual_update("completep", d) for d in (2, 8, 16)]
+    mup = [_residual_update("mup", d) for d in (2, 8, 16)]
+    assert max(cp) / min(cp) < 1.25, cp
+    assert mup[-1] / mup[0] > 1.5, mup

@@ -181,6 +181,9 @@ class Parametrization:
         when given (times CompleteP's ε factor) and ``names`` (canonical parameter names, so
         that compiled, DDP- and FSDP2-wrapped models give the same groups). Frozen parameters
         are left out.
+
+        ``weight_decay`` is set in every group (default 0: it overrides the optimizer's own
+        default, e.g. AdamW's 0.01; pass the decay you want). ``eps`` is set only when given.
         """
         check_choice("optimizer", optimizer, OPTIMIZERS)
         lr = check_real("lr", lr, where="Parametrization.param_groups")
@@ -260,9 +263,11 @@ class Parametrization:
         return json.dumps(self.to_dict(), **kwargs)
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any], model: nn.Module | None = None) -> Parametrization:
+    def from_dict(cls, d: Mapping[str, Any], model: nn.Module | None = None, *,
+                  policy: object = None) -> Parametrization:
         """Rebuild a parametrization; with ``model`` (the same architecture and widths), bind
-        it and install its multipliers (no ``base`` needed)."""
+        it and install its multipliers (no ``base`` needed). ``policy``: the SP init policy
+        object, when it was not a preset name (JSON keeps only its name)."""
         p = cls(
             name=cast(Name, check_choice("parametrization", d["name"], NAMES)),
             entries=[ParamEntry.from_dict(e) for e in d["entries"]],
@@ -272,6 +277,7 @@ class Parametrization:
             alpha=float(d.get("alpha", 1.0)),
             policy=str(d.get("policy", "auto")),
             notes=list(d.get("notes", [])),
+            _policy=policy,
         )
         if model is not None:
             inner, _ = unwrap(model)
@@ -285,8 +291,9 @@ class Parametrization:
         return p
 
     @classmethod
-    def from_json(cls, s: str, model: nn.Module | None = None) -> Parametrization:
-        return cls.from_dict(json.loads(s), model)
+    def from_json(cls, s: str, model: nn.Module | None = None, *, policy: object = None) -> Parametrization:
+        """:meth:`from_dict` of :meth:`to_json`'s string."""
+        return cls.from_dict(json.loads(s), model, policy=policy)
 
 
 # ------------------------------------------------------------------------------------------
@@ -371,7 +378,8 @@ def _multipliers(name: Name, s: Structure, entries: dict[str, ParamEntry], alpha
 
 
 def parametrize(model: nn.Module, name: Name | str, *, base: nn.Module, delta: nn.Module | None = None,
-                policy: object = "auto", alpha: float = 1.0, attention: bool = True) -> Parametrization:
+                policy: object = "auto", alpha: float = 1.0, attention: bool = True,
+                example_inputs: object = None) -> Parametrization:
     """Parametrize ``model`` relative to ``base`` (the same model at its base width and depth).
 
     Names: ``"sp"`` (standard: the policy's init, plain groups, no multipliers), ``"mup"``
@@ -394,6 +402,8 @@ def parametrize(model: nn.Module, name: Name | str, *, base: nn.Module, delta: n
         alpha: CompleteP's depth exponent, in [0.5, 1].
         attention: put μP's ``1/d`` attention multiplier on the queries (``False``: keep the
             model's ``1/√d``, for attention whose queries no hook can reach).
+        example_inputs: inputs for the forward pass that reads the model's structure (on the
+            meta device), when they cannot be synthesized from its first layer or config.
     """
     name = cast(Name, check_choice("parametrization", name, NAMES))
     if not isinstance(model, nn.Module):
@@ -406,7 +416,11 @@ def parametrize(model: nn.Module, name: Name | str, *, base: nn.Module, delta: n
     inner, _ = unwrap(model)
     binner, _ = unwrap(base)
     dinner = unwrap(delta)[0] if delta is not None else None
-    s = infer(inner, binner, delta=dinner, policy=policy)
+    s = infer(inner, binner, delta=dinner, policy=policy, example_inputs=example_inputs)
+    if name in ("mup", "completep") and not s.traced:
+        raise ValueError(f"parametrize: {name!r} places forward multipliers where the forward pass "
+                         f"applies the readout, the queries and the residual branches, but {s.notes[-1]}; "
+                         "pass example_inputs= (a tensor, a tuple of args or a dict of kwargs)")
     depth_of = {b.path: b.ratio for b in s.blocks}
     notes = list(s.notes)
     if name == "mup" and s.blocks:

@@ -98,6 +98,7 @@ class Structure:
     readouts: dict[str, str]  # output-role parameter -> the module that applies it as a weight
     writers: list[tuple[str, str]]  # (writer parameter, module whose output is the branch)
     plan: Plan
+    traced: bool = True  # the forward pass of both models ran on meta (uses are known)
     notes: list[str] = field(default_factory=list)
 
 
@@ -180,7 +181,7 @@ def _params(model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def infer(model: nn.Module, base: nn.Module, *, delta: nn.Module | None = None, policy: object = "auto",
-          where: str = "parametrize") -> Structure:
+          example_inputs: object = None, where: str = "parametrize") -> Structure:
     """Compare ``model`` with ``base`` (and ``delta``); see the module documentation.
 
     ``model``, ``base`` and ``delta`` are unwrapped modules (no compile / DDP wrapper).
@@ -224,9 +225,10 @@ def infer(model: nn.Module, base: nn.Module, *, delta: nn.Module | None = None, 
             fan_in=fi, fan_out=fo, base_fan_in=bfi, base_fan_out=bfo, block=blk,
             std=_std(e, em), base_std=_std(b, eb),
         ))
-    info = analyze(model)
-    binfo = analyze(base)
-    s = Structure(tensors=tensors, blocks=blocks, attention=[], readouts={}, writers=[], plan=p_model)
+    info = analyze(model, example_inputs)
+    binfo = analyze(base, example_inputs)
+    s = Structure(tensors=tensors, blocks=blocks, attention=[], readouts={}, writers=[], plan=p_model,
+                  traced=info.trace is not None and binfo.trace is not None)
     _uses(s, model, info, binfo, blocks)
     return s
 
@@ -251,11 +253,13 @@ def _uses(s: Structure, model: nn.Module, info: GraphInfo, binfo: GraphInfo, blo
             u = next((u for u in info.usages.get(t.name, []) if u.kind == "weight"), None)
             if u is not None:
                 s.readouts[t.name] = u.module if _owns(mods, u.module, t.name, params) else ""
-            elif t.role == "output":
-                s.readouts[t.name] = ""
+            elif t.role == "output":  # no trace: the module that owns it, if it is a leaf layer
+                parent = t.name.rpartition(".")[0]
+                s.readouts[t.name] = parent if _owns(mods, parent, t.name, params) else ""
     if info.trace is None or binfo.trace is None:
-        s.notes.append("the forward pass could not be traced on meta: no attention or residual "
-                       "multipliers were placed")
+        why = "; ".join(n for n in info.notes + binfo.notes if "failed" in n or "could not" in n)
+        s.notes.append(f"the forward pass could not be traced on meta ({why}): attention and "
+                       "residual branches unknown")
         return
     base_sites = {canonical_name(a.query): a for a in binfo.trace.attention if a.query is not None}
     for a in info.trace.attention:
