@@ -290,3 +290,22 @@ def test_depth_check_completep_flat_mup_grows() -> None:
     assert mup.verdict("fc", axis="depth") == "grows"
     assert cp.row("blocks.0.bn2", 1, axis="depth").slope == pytest.approx(-1.0, abs=0.05)
     assert mup.ok and cp.ok  # both are flat in width at every depth
+
+
+def test_cli(tmp_path: object, capsys: pytest.CaptureFixture[str]) -> None:
+    from initwise import cli
+
+    args = ["coord-check", "mlp:depth=3", "--input-shape", "40", "--batch", "32",
+            "--widths", "16,32,64", "--steps", "2"]
+    assert cli.main([*args, "--parametrization", "sp", "--json"]) == 0
+    got = CoordCheckReport.from_json(capsys.readouterr().out)
+    assert got.parametrization == "sp" and got.widths == [16, 32, 64] and got.steps == 2
+    assert got.layers[:3] == ["0", "1", "2"]  # Flatten, Linear, ReLU of compare's mlp
+    png = tmp_path / "c.png"  # type: ignore[operator]
+    code = cli.main([*args, "--parametrization", "none", "--plot", str(png), "--strict"])
+    out = capsys.readouterr()
+    assert code == 1 and "grows" in out.out and "worst" in out.out  # SP fails --strict
+    assert "initwise coord-check: 3/3 models" in out.err  # progress off a terminal
+    assert png.exists()
+    assert cli.main([*args, "--parametrization", "mu-p"]) == 2
+    assert "completep" in capsys.readouterr().err

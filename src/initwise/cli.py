@@ -32,6 +32,7 @@ examples:
   initwise plan transformer:depth=4 --diff gpt2 olmo2
   initwise gains
   initwise schemes
+  initwise coord-check mlp:depth=4 --widths 64,256,1024 --parametrization mup
 
 Run 'initwise COMMAND --help' for the options of each command.
 """
@@ -233,6 +234,7 @@ def _build_parser() -> argparse.ArgumentParser:
     p.set_defaults(_subparsers={"compare": c, "audit": a, "plan": pl, "gains": g,
                                 "schemes": s})
     _add_guard_commands(sub)
+    _add_coord_command(sub)
     return p
 
 
@@ -367,8 +369,10 @@ class _Progress:
     ``run_compare``, which weights every run by its expected cost (depth x epochs).
     """
 
-    def __init__(self, mode: str, stream: TextIO, interval: float = 10.0) -> None:
+    def __init__(self, mode: str, stream: TextIO, interval: float = 10.0,
+                 prog: str = "initwise compare", unit: str = "runs") -> None:
         self.mode, self.stream, self.interval = mode, stream, interval
+        self.prog, self.unit = prog, unit
         self.width, self.last = 0, 0.0
 
     @staticmethod
@@ -387,14 +391,19 @@ class _Progress:
         if getattr(r, "lr", None) is not None:  # a learning-rate sweep
             where = f"depth {r.depth} width {r.width} lr {r.lr:.3g}"
             acc = "error" if r.error else f"loss {r.train_split_loss:.3f}"
-        text = (f"{done}/{total} runs  {int(ev['elapsed_s'])}s elapsed, "
-                f"~{self._eta(ev['eta_s'])} left  (last: {r.scheme} {where} "
-                f"seed {r.seed}: {acc})")
+        self.show(done, total, f"{int(ev['elapsed_s'])}s elapsed, ~{self._eta(ev['eta_s'])} "
+                               f"left  (last: {r.scheme} {where} seed {r.seed}: {acc})")
+
+    def show(self, done: int, total: int, text: str) -> None:
+        """Draw ``done/total`` followed by ``text`` (the bar, or a periodic line)."""
+        if self.mode == "off":
+            return
+        text = f"{done}/{total} {self.unit}  {text}"
         if self.mode == "lines":
             now = time.monotonic()
             if done == total or now - self.last >= self.interval:
                 self.last = now
-                self.stream.write(f"initwise compare: {text}\n")
+                self.stream.write(f"{self.prog}: {text}\n")
                 self.stream.flush()
             return
         import shutil
@@ -410,10 +419,10 @@ class _Progress:
     def start(self, total: int, note: str = "") -> None:
         self.last = time.monotonic()
         if self.mode == "lines":
-            self.stream.write(f"initwise compare: {total} runs{note}\n")
+            self.stream.write(f"{self.prog}: {total} {self.unit}{note}\n")
             self.stream.flush()
         elif self.mode == "bar":
-            line = f"[{'.' * 20}] 0/{total} runs  starting...{note}"
+            line = f"[{'.' * 20}] 0/{total} {self.unit}  starting...{note}"
             self.width = len(line)
             self.stream.write(line)
             self.stream.flush()
@@ -785,6 +794,78 @@ def _add_guard_commands(sub: Any) -> None:
     c.add_argument("--json", action="store_true", help="print the report as JSON")
 
 
+def _add_coord_command(sub: Any) -> None:
+    k = sub.add_parser(
+        "coord-check", help="the muP coordinate check: layer sizes over training, across widths",
+        description="Build MODEL at each width (and depth), parametrize it, train a few steps "
+                    "on one batch and print, per layer, the log-log slope of its mean |x| "
+                    "against width and a verdict (flat / grows / shrinks). Tensor Programs V, "
+                    "Fig. 5. The width (and depth) in MODEL are replaced by the sweep.",
+        epilog=_EPILOG_MODEL + "\nexample:\n  initwise coord-check mlp:depth=4 --widths "
+                               "64,128,256,512,1024,2048 --parametrization sp --plot coord.png\n",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    _model_args(k)
+    k.add_argument("--widths", type=_csv(int), default=[64, 128, 256, 512, 1024],
+                   metavar="W,...", help="widths (default 64,128,256,512,1024)")
+    k.add_argument("--depths", type=_csv(int), metavar="D,...", help="also sweep depth")
+    k.add_argument("--parametrization", default="mup",
+                   help="sp, mup, completep, spectral, or none (as built, one lr); default mup")
+    k.add_argument("--steps", type=int, default=4, help="optimizer steps (default 4)")
+    k.add_argument("--optimizer", choices=["adam", "adamw", "sgd"], default="adam")
+    k.add_argument("--lr", type=float, default=0.01, help="base learning rate (default 0.01)")
+    k.add_argument("--seed", type=int, default=0, help="seed of construction and init")
+    k.add_argument("--plot", metavar="PNG", help="save the plot (one panel per step)")
+    k.add_argument("--json", action="store_true", help="print the report as JSON")
+    k.add_argument("--quiet", action="store_true", help="no progress bar")
+    k.add_argument("--strict", action="store_true",
+                   help="exit 1 unless every layer is flat in width")
+
+
+def _cmd_coord(args: argparse.Namespace) -> int:
+    from ._param.coord import coord_check
+    from .compare.models import build_model
+
+    _model, x, y = _model_and_batch(args)  # validates the spec and builds the batch
+    arch, opts = _parse_model(args.model)
+    in_shape = tuple(x.shape[1:])
+    n_classes = args.n_classes
+    if args.dataset:
+        from .compare.data import load_dataset
+
+        n_classes = load_dataset(args.dataset, seed=0).n_classes
+    depth = opts.pop("depth", 5)
+    opts.pop("width", None)
+
+    def factory(width: int, d: int | None = None) -> Any:
+        return build_model(arch, in_shape, n_classes, width=width,
+                           depth=depth if d is None else d, **opts)
+
+    name = None if args.parametrization == "none" else args.parametrization
+    mode = "off" if args.quiet or args.json else "bar" if sys.stderr.isatty() else "lines"
+    progress = _Progress(mode, sys.stderr, 10.0, prog="initwise coord-check", unit="models")
+    total = len(args.widths) * len(args.depths or [None])
+    progress.start(total)
+    try:
+        rep = coord_check(
+            factory, args.widths, x, targets=y, parametrization=name, steps=args.steps,
+            optimizer=args.optimizer, lr=args.lr, depths=args.depths, seed=args.seed,
+            progress=lambda ev: progress.show(ev.done, ev.total, (
+                f"{int(ev.elapsed_s)}s elapsed  (last: width {ev.width}"
+                + (f" depth {ev.depth})" if ev.depth else ")"))))
+    finally:
+        progress.close()
+    if args.plot:
+        rep.plot(args.plot)
+    if args.json:
+        _print_json(rep.to_dict())
+    else:
+        print(rep.table())
+        if args.depths and len(args.depths) > 1:
+            print("\nverdicts across depth: " + ", ".join(
+                f"{k}: {v}" for k, v in rep.verdicts(axis="depth").items()))
+    return 1 if args.strict and not rep.ok else 0
+
+
 def _check_fail_on(args: argparse.Namespace) -> None:
     bad = [v for v in (getattr(args, "fail_on", None) or []) if v not in _FAIL_ON]
     if bad:
@@ -863,6 +944,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_plan(args)
         if args.command == "gains":
             return _cmd_gains(args)
+        if args.command == "coord-check":
+            return _cmd_coord(args)
         if args.command in _GUARD_COMMANDS:
             return _GUARD_COMMANDS[args.command](args)
         return _cmd_schemes(args)

@@ -216,18 +216,22 @@ class CoordCheckReport:
 
     def table(self, *, step: int | None = None) -> str:
         """Return a plain-text table: per layer, the width slope at ``step`` (default: the
-        last), the ratio largest/smallest width and the verdict."""
+        last), the ratio largest/smallest width there, the steepest slope over steps
+        1..steps (what the verdict judges) and the verdict."""
         t = self.steps if step is None else step
         lines = [f"coord check ({self.parametrization or 'as built'}, {self.optimizer} "
                  f"lr {self.lr:g}, widths {self.widths[0]}..{self.widths[-1]}, step {t})",
-                 f"{'layer':<28} {'type':<14} {'slope':>7} {'ratio':>8}  verdict"]
+                 f"{'layer':<28} {'type':<14} {'slope':>7} {'ratio':>8} {'worst':>7}  verdict"]
         for name in self.layers:
             try:
                 r = self.row(name, t)
             except KeyError:
                 continue
+            judged = [x.slope for x in self.rows if x.layer == name and x.axis == "width"
+                      and x.step >= 1 and math.isfinite(x.slope)]
+            worst = max(judged, key=abs) if judged else math.nan
             lines.append(f"{name[:28]:<28} {self.types.get(name, '')[:14]:<14} "
-                         f"{r.slope:7.3f} {r.ratio:8.3g}  {self.verdict(name)}")
+                         f"{r.slope:7.3f} {r.ratio:8.3g} {worst:7.3f}  {self.verdict(name)}")
         return "\n".join(lines)
 
     # ------------------------------------------------------------------ JSON
