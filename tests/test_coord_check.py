@@ -309,3 +309,13 @@ def test_cli(tmp_path: object, capsys: pytest.CaptureFixture[str]) -> None:
     assert png.exists()
     assert cli.main([*args, "--parametrization", "mu-p"]) == 2
     assert "completep" in capsys.readouterr().err
+
+
+def test_compiled_and_wrapped_models_measure_like_eager() -> None:
+    x, y = _batch(16)
+    kw: dict[str, Any] = {"targets": y, "parametrization": "mup", "steps": 2}
+    eager = coord_check(sp_mlp, [32, 64], x, **kw)
+    for wrap in (torch.compile, nn.DataParallel):
+        got = coord_check(lambda w, wrap=wrap: wrap(sp_mlp(w)), [32, 64], x, **kw)
+        assert got.layers == eager.layers  # no _orig_mod. / module. prefix
+        assert [m.sizes for m in got.measurements] == [m.sizes for m in eager.measurements]

@@ -27,7 +27,8 @@ import torch
 from torch import nn
 
 from .._checks import check_choice, check_finite_positive, check_seed, raise_unknown
-from .._session import call_args, primary_output
+from .._modules import unwrap
+from .._session import call_args, primary_output, suspend_in_place_compile
 from .api import parametrize
 
 __all__ = ["FLAT_SLOPE", "CoordCheckReport", "CoordMeasurement", "CoordProgress", "CoordRow",
@@ -386,32 +387,37 @@ def _train_and_measure(model: nn.Module, base: nn.Module | None, *, parametrizat
         handle.init(seed=seed)
         params = handle.param_groups(lr=lr, optimizer=optimizer, weight_decay=weight_decay)
         kwargs = {}
+    # A torch.compile / DataParallel / DDP wrapper is measured through the module it runs,
+    # eagerly (the same math; compiling every width would dominate the time, and the hooks
+    # would break the graph), with its own names (no ``_orig_mod.`` / ``module.`` prefix).
+    inner, _prefix = unwrap(model)
     try:
         opt = _OPTIMIZER_CLASSES[optimizer](params, **kwargs)
-        rec = _Recorder(model)
+        rec = _Recorder(inner)
         args, kw = call_args(inputs, verb="coord_check")
         sizes: dict[str, list[float]] = {}
         losses: list[float] = []
         diverged = False
-        model.train()
+        inner.train()
         try:
-            for t in range(steps + 1):
-                rec.reset()
-                opt.zero_grad(set_to_none=True)
-                out = model(*args, **kw)
-                value = (_default_loss(out, targets) if loss is None
-                         else loss(out, targets) if targets is not None else loss(out))
-                if t == 0:
-                    order = list(rec.order)
-                for name in order:
-                    sizes.setdefault(name, []).append(rec.sizes.get(name, math.nan))
-                losses.append(float(value.detach()))
-                if not math.isfinite(losses[-1]):
-                    diverged = True
-                    break
-                if t < steps:
-                    value.backward()
-                    opt.step()
+            with suspend_in_place_compile(inner):
+                for t in range(steps + 1):
+                    rec.reset()
+                    opt.zero_grad(set_to_none=True)
+                    out = inner(*args, **kw)
+                    value = (_default_loss(out, targets) if loss is None
+                             else loss(out, targets) if targets is not None else loss(out))
+                    if t == 0:
+                        order = list(rec.order)
+                    for name in order:
+                        sizes.setdefault(name, []).append(rec.sizes.get(name, math.nan))
+                    losses.append(float(value.detach()))
+                    if not math.isfinite(losses[-1]):
+                        diverged = True
+                        break
+                    if t < steps:
+                        value.backward()
+                        opt.step()
         finally:
             rec.remove()
     finally:
@@ -470,7 +476,9 @@ def coord_check(
     is recorded but not judged: muP's output is meant to vanish there).
 
     ``parametrization=None`` trains the model as built with one learning rate (the plain
-    PyTorch setup), for comparison.
+    PyTorch setup), for comparison. A ``torch.compile`` / ``DataParallel`` / DDP wrapper is
+    parametrized as given and measured through the module it runs, eagerly (the same math;
+    layer names without the wrapper's prefix).
 
     Args:
         factory: ``width -> model`` (``(width, depth) -> model`` with ``depths``).
