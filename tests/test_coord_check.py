@@ -319,3 +319,32 @@ def test_compiled_and_wrapped_models_measure_like_eager() -> None:
         got = coord_check(lambda w, wrap=wrap: wrap(sp_mlp(w)), [32, 64], x, **kw)
         assert got.layers == eager.layers  # no _orig_mod. / module. prefix
         assert [m.sizes for m in got.measurements] == [m.sizes for m in eager.measurements]
+
+
+@pytest.mark.slow
+def test_llama_from_config_mup_flat_except_by_design() -> None:
+    """HF LLaMA (2 layers, GQA, RMSNorm, widths 32..128, Adam lr 0.01, 3 steps). Under muP every
+    layer is flat but two, both by design: the query projections carry the 1/d attention
+    multiplier sqrt(d_base/d) on their output (slope -1/2 at init), and the readout's logits
+    start at 1/sqrt(width) and become O(1) only as Adam's updates accumulate (measured slope
+    -0.51 at init, -0.38 after 3 steps, -0.25 after 6). Under SP the MLP's down projection grows
+    (measured slope 0.29 after 2 steps)."""
+    transformers = pytest.importorskip("transformers")
+
+    def factory(w: int) -> nn.Module:
+        cfg = transformers.LlamaConfig(hidden_size=w, intermediate_size=2 * w,
+                                       num_hidden_layers=2, num_attention_heads=4,
+                                       num_key_value_heads=2, vocab_size=128,
+                                       max_position_embeddings=32)
+        return transformers.LlamaForCausalLM(cfg)
+
+    ids = torch.randint(0, 128, (2, 16), generator=torch.Generator().manual_seed(0))
+    batch = {"input_ids": ids, "labels": ids}
+    mup = coord_check(factory, [32, 64, 128], batch, parametrization="mup", steps=3)
+    sp = coord_check(factory, [32, 64, 128], batch, parametrization="sp", steps=3)
+    odd = {k for k, v in mup.verdicts().items() if v != "flat"}
+    assert odd == {"model.layers.0.self_attn.q_proj", "model.layers.1.self_attn.q_proj",
+                   "lm_head"}, mup.table()
+    assert mup.row("model.layers.0.self_attn.q_proj", 0).slope == pytest.approx(-0.5, abs=0.1)
+    assert mup.row("lm_head", 0).slope < mup.row("lm_head", 3).slope < 0
+    assert sp.verdict("model.layers.1.mlp.down_proj") == "grows", sp.table()
