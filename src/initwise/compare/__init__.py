@@ -17,6 +17,7 @@ from .report import format_summary, write_report
 from .run import CompareConfig, CompareResult, run_compare, summarize, welch_t_test
 from .schemes import apply_scheme, scheme_names
 from .train import RunResult, TrainConfig, train_one
+from .transfer import run_transfer, transfer_summary
 
 __all__ = [
     "ACTIVATIONS",
@@ -34,9 +35,11 @@ __all__ = [
     "load_dataset",
     "preset_overrides",
     "run_compare",
+    "run_transfer",
     "scheme_names",
     "summarize",
     "train_one",
+    "transfer_summary",
     "welch_t_test",
     "write_report",
 ]
