@@ -1,7 +1,8 @@
 """Framework-free scalar math shared by the torch and NumPy APIs.
 
 This is the one place where a (scale, fan) pair becomes a standard deviation or a uniform
-bound, and where truncated-normal moments are computed.
+bound, and where truncated-normal moments are computed; also the log-log slope that the width
+sweeps (``audit_widths``, ``coord_check``) fit.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from ._typing import FAN_MODES
 __all__ = [
     "SQRT3",
     "compute_std",
+    "loglog_slope",
     "normal_cdf",
     "normal_pdf",
     "shape_fans",
@@ -99,3 +101,23 @@ def trunc_normal_moments(a: float, b: float) -> tuple[float, float]:
     mean = (pa - pb) / z
     var = 1.0 + (apa - bpb) / z - mean * mean
     return mean, math.sqrt(max(var, 0.0))
+
+
+def loglog_slope(sizes: Sequence[float], values: Sequence[float]) -> float:
+    """Return the least-squares slope of ``log(value)`` against ``log(size)`` (NaN if undefined).
+
+    Non-finite and non-positive values are left out; fewer than two points give NaN.
+
+    >>> round(loglog_slope([64, 128, 256], [1.0, 2.0, 4.0]), 6)
+    1.0
+    """
+    pts = [(math.log(s), math.log(v)) for s, v in zip(sizes, values, strict=True)
+           if v is not None and math.isfinite(v) and v > 0]
+    if len(pts) < 2:
+        return math.nan
+    mx = sum(p[0] for p in pts) / len(pts)
+    my = sum(p[1] for p in pts) / len(pts)
+    sxx = sum((p[0] - mx) ** 2 for p in pts)
+    if sxx == 0:
+        return math.nan
+    return sum((p[0] - mx) * (p[1] - my) for p in pts) / sxx

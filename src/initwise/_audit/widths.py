@@ -3,27 +3,15 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
 from torch import nn
 
+from .._math import loglog_slope
 from .api import audit
 from .report import AuditReport, WidthAuditReport, WidthRow
-
-
-def _slope(widths: Sequence[int], values: Sequence[float]) -> float:
-    pts = [(math.log(w), math.log(v)) for w, v in zip(widths, values, strict=True)
-           if v is not None and math.isfinite(v) and v > 0]
-    if len(pts) < 2:
-        return math.nan
-    mx = sum(p[0] for p in pts) / len(pts)
-    my = sum(p[1] for p in pts) / len(pts)
-    sxx = sum((p[0] - mx) ** 2 for p in pts)
-    if sxx == 0:
-        return math.nan
-    return sum((p[0] - mx) * (p[1] - my) for p in pts) / sxx
 
 
 def audit_widths(
@@ -100,7 +88,7 @@ def audit_widths(
                 continue
             vals = [getattr(m[key], quantity) for m in maps]
             vals = [math.nan if v is None else float(v) for v in vals]
-            s = _slope(ws, vals)
+            s = loglog_slope(ws, vals)
             rows.append(WidthRow(name=key[0], call=key[1], type=maps[0][key].type,
                                  quantity=quantity, values=vals, slope=s,
                                  flat=math.isfinite(s) and abs(s) < th.flat_slope))
@@ -108,7 +96,7 @@ def audit_widths(
         if not all(wname in wm for wm in wmaps) or not wname.endswith("weight"):
             continue
         vals = [math.nan if (u := wm[wname].sgd_update) is None else float(u) for wm in wmaps]
-        s = _slope(ws, vals)
+        s = loglog_slope(ws, vals)
         rows.append(WidthRow(name=wname, call=0, type="parameter", quantity="sgd_update",
                              values=vals, slope=s, flat=math.isfinite(s) and abs(s) < th.flat_slope))
     return WidthAuditReport(widths=ws, flat_slope=th.flat_slope, rows=rows,

@@ -7,7 +7,7 @@ few steps on one fixed batch, and record after every step the size of each layer
 flat in width; under the standard parametrization the layers after the first blow up with
 width once training moves the weights (Adam's update of a width-``n`` matrix changes its
 outputs by O(n) per step). A layer whose log-log slope against width stays below
-``flat_slope`` at every step is ``flat``.
+``flat_slope`` at every step after the first update is ``flat``.
 
 The default ``flat_slope`` is 0.2: over a 32x width range (64 to 2048) a flat layer changes by
 at most 2x (``32 ** 0.2 = 2``); the standard parametrization's hidden layers grow with slopes
@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal, cast
 
@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from .._checks import check_choice, check_finite_positive, check_seed, raise_unknown
+from .._math import loglog_slope
 from .._modules import unwrap
 from .._session import call_args, primary_output, suspend_in_place_compile
 from .api import parametrize
@@ -42,26 +43,6 @@ CoordVerdict = Literal["flat", "grows", "shrinks", "unknown"]
 OPTIMIZERS: tuple[str, ...] = ("adam", "adamw", "sgd")
 _OPTIMIZER_CLASSES: dict[str, type[torch.optim.Optimizer]] = {
     "adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}
-
-
-def loglog_slope(sizes: Sequence[float], values: Sequence[float]) -> float:
-    """Return the least-squares slope of ``log(value)`` against ``log(size)`` (NaN if undefined).
-
-    Non-finite and non-positive values are left out; fewer than two points give NaN.
-
-    >>> round(loglog_slope([64, 128, 256], [1.0, 2.0, 4.0]), 6)
-    1.0
-    """
-    pts = [(math.log(s), math.log(v)) for s, v in zip(sizes, values, strict=True)
-           if v is not None and math.isfinite(v) and v > 0]
-    if len(pts) < 2:
-        return math.nan
-    mx = sum(p[0] for p in pts) / len(pts)
-    my = sum(p[1] for p in pts) / len(pts)
-    sxx = sum((p[0] - mx) ** 2 for p in pts)
-    if sxx == 0:
-        return math.nan
-    return sum((p[0] - mx) * (p[1] - my) for p in pts) / sxx
 
 
 def _verdict(slopes: Sequence[float], flat_slope: float) -> CoordVerdict:
@@ -321,7 +302,7 @@ def _at(values: list[float], t: int) -> float:
 
 def _default_loss(out: Any, targets: torch.Tensor | None) -> torch.Tensor:
     if targets is None:
-        loss = out.get("loss") if isinstance(out, dict) or hasattr(out, "keys") else None
+        loss = out.get("loss") if isinstance(out, Mapping) else getattr(out, "loss", None)
         if isinstance(loss, torch.Tensor):
             return loss
         raise ValueError("coord_check: pass targets= (class indices or real targets) or loss= "
