@@ -103,7 +103,11 @@ class LayerStats:
     norm); ``feeds_norm``: the row's output is a normalization layer's input. ``constant``:
     the output depends on neither the inputs nor a parameter (e.g. rotary cos/sin tables).
     ``flag`` is ``"ok"``, ``"vanishing"``, ``"exploding"``, ``"skipped"`` (zero-init) or
-    ``"n/a"`` (constant); ``grad_flag`` likewise, ``"n/a"`` when no gradient reached it.
+    ``"n/a"`` (constant); ``grad_flag`` likewise, ``"n/a"`` when no gradient reached it, and
+    ``"scaled"`` when its gradient is small by design: the row's output is a residual branch
+    multiplied by a parameter before the sum (``gate``, the parameter's name; ``gate_scale``,
+    its rms: ReZero's ``α = 0``, ConvNeXt's layer scale ``1e-6``), or feeds such a row, and
+    the gradient ratio divided by ``gate_scale`` is in the band.
     """
 
     index: int
@@ -145,6 +149,8 @@ class LayerStats:
     addend: bool = False
     reads_input: bool = False
     source: int | None = None
+    gate: str | None = None
+    gate_scale: float | None = None
 
 
 @dataclass
@@ -257,6 +263,9 @@ class AuditReport:
 
     ``forward_first`` / ``backward_first`` are the row indices where the signal first leaves
     the healthy band (``None`` when healthy); ``forward_reason`` / ``backward_reason`` say why.
+    ``by_design`` says what the audit read as the recipe's intent and did not call vanishing:
+    residual branches multiplied by a gate or layer scale (their rows flagged ``"scaled"``), a
+    zero-initialized output layer.
     """
 
     model: str
@@ -281,6 +290,7 @@ class AuditReport:
     spectrum: SpectrumSummary | None = None
     output: OutputCheck | None = None
     input_independent: bool = False
+    by_design: list[str] = field(default_factory=list)
 
     # -- data ------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -338,6 +348,7 @@ class AuditReport:
                 f"max sv {s.max_sv:.4g}, min sv {s.min_sv:.4g}, std log sv {s.log_sv_std:.3g}, "
                 f"condition {s.condition:.4g}"
             )
+        lines += [f"by design: {n}" for n in self.by_design]
         lines += [f"note: {n}" for n in self.notes]
         return lines
 
