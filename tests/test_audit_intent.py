@@ -146,7 +146,7 @@ def test_all_zero_network_is_still_dead() -> None:
     assert not rep.by_design
 
 
-@pytest.mark.parametrize("n_layer", [12, 24])
+@pytest.mark.parametrize("n_layer", [12, pytest.param(24, marks=pytest.mark.slow)])
 def test_gpt2_deep_with_its_own_and_the_preset_init_is_healthy(n_layer: int) -> None:
     tr = pytest.importorskip("transformers")
     tr.logging.set_verbosity_error()

@@ -12,7 +12,11 @@ every layer (in execution order; a module called twice gives two rows):
   its gradient, the relative update that gradient implies for SGD and for Adam, and the
   orthogonality error of orthogonal(-looking) weights;
 * optionally (``spectrum=True``) the singular values of the input-output Jacobian
-  (dynamical isometry), see :mod:`initwise._audit.spectrum`.
+  (dynamical isometry), see :mod:`initwise._audit.spectrum`;
+* optionally what the signal-propagation papers measure (:mod:`initwise._audit.probes`):
+  correlation propagation between two inputs against the mean-field maps
+  (``correlation=``), the output change after one SGD step (``step_lr=``, the Fixup
+  principle), residual-stream growth across depth (``residual=True``).
 
 It then gives a verdict for each pass: ``"healthy"``, ``"vanishing"`` or ``"exploding"``.
 
@@ -130,7 +134,8 @@ neglected), so its relative size is ``lr × adam_update`` whatever the gradient'
 Sections: :mod:`.report` (results as data), :mod:`.stats` (per-tensor statistics),
 :mod:`.passes` (the hooked forward and backward pass), :mod:`.output` (the output check),
 :mod:`.verdict` (the judgment),
-:mod:`.spectrum` (Jacobian singular values), :mod:`.widths` (width sweeps), :mod:`.plot`
+:mod:`.spectrum` (Jacobian singular values), :mod:`.probes` (correlation, one step, residual
+stream), :mod:`.widths` (width sweeps), :mod:`.plot`
 (figures), :mod:`.api` (:func:`audit`, :func:`audit_plot`).
 """
 
@@ -138,6 +143,7 @@ from __future__ import annotations
 
 from .._errors import AuditError
 from .api import audit, audit_plot
+from .probes import CorrelationTrace, OneStepChange, ResidualGrowth
 from .report import (
     AuditReport,
     AuditThresholds,
@@ -154,8 +160,11 @@ __all__ = [
     "AuditError",
     "AuditReport",
     "AuditThresholds",
+    "CorrelationTrace",
     "LayerStats",
+    "OneStepChange",
     "OutputCheck",
+    "ResidualGrowth",
     "SpectrumSummary",
     "WeightStats",
     "WidthAuditReport",
