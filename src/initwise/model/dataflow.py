@@ -1019,8 +1019,8 @@ def _residuals(rec: _Recorder, out: Trace) -> None:
             continue
         wa = {weight_of[i] for i in anc_a - anc_b if i in weight_of}
         wb = {weight_of[i] for i in anc_b - anc_a if i in weight_of}
-        if len(wb) > len(wa):
-            a, b, wa, wb = b, a, wb, wa
+        if len(wb) > len(wa):  # the branch is the term with more weights of its own
+            a, b, wa, wb, anc_a, anc_b = b, a, wb, wa, anc_b, anc_a
         if not wa:
             continue
         identity = id(b) in anc_a
