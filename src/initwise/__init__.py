@@ -103,6 +103,7 @@ from .model import (
     keyed_init,
     materialize,
     plan,
+    remove_fixup_scalars,
 )
 from .model.presets import presets
 from .registry import Scheme, SchemeStats, get_scheme, register_scheme, schemes
@@ -207,6 +208,7 @@ __all__ = [
     "register_fans",
     "register_layout",
     "register_scheme",
+    "remove_fixup_scalars",
     "schemes",
     "second_moment",
     "sparse",
