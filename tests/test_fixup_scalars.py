@@ -169,3 +169,14 @@ def test_gpt2_position_embeddings_are_n_0_001() -> None:
     w = m.transformer.wpe.weight.detach().double()
     se = math.sqrt(2 / w.numel())  # relative SE of a normal variance estimate
     assert abs(float(w.var()) / 0.01**2 - 1) < 6 * se
+
+
+def test_materialize_adds_them_on_the_device() -> None:
+    with torch.device("meta"):
+        m = ResMLP(2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        p = initwise.materialize(m, "fixup", device="cpu", example_inputs=X)
+    assert p.added and m.blocks[1].fc2.fixup_scale.device.type == "cpu"
+    assert m.blocks[1].fc2.fixup_scale.item() == 1.0
+    assert torch.isfinite(m(X)).all()
