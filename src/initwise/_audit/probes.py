@@ -78,9 +78,15 @@ class CorrelationTrace:
     rows: list[CorrelationRow] = field(default_factory=list)
     note: str = ""
 
+    def last(self) -> CorrelationRow | None:
+        """The last row with a defined cosine (an all-zero output, e.g. a zero-initialized
+        head, has none)."""
+        return next((r for r in reversed(self.rows) if math.isfinite(r.cosine)), None)
+
     def final(self) -> float:
-        """The cosine at the last row."""
-        return self.rows[-1].cosine if self.rows else math.nan
+        """The cosine at :meth:`last` (nan when no row has one)."""
+        r = self.last()
+        return r.cosine if r is not None else math.nan
 
 
 @dataclass

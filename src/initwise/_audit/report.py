@@ -369,12 +369,14 @@ class AuditReport:
             )
         if self.correlation is not None:
             c = self.correlation
+            last = c.last()
             th = [r for r in c.rows if r.theory is not None]
             dev = max((abs(r.cosine - r.theory) for r in th if r.theory is not None),
                       default=None)
             lines.append(
                 f"correlation of two inputs ({c.pairs} pairs, {c.pairing}): input "
-                f"{_fmt(c.input_cosine)} -> last row {_fmt(c.final())}"
+                f"{_fmt(c.input_cosine)} -> {_fmt(c.final())} at "
+                f"{(last.name or '(model)') if last is not None else '-'}"
                 + (f"; mean-field theory at {len(th)} Linear rows, max |measured - theory| "
                    f"{_fmt(dev)}" if th else ""))
         if self.one_step is not None:
