@@ -178,3 +178,16 @@ def test_convnext_layer_scale_is_scaled_by_design() -> None:
     assert rep.verdict == "healthy", rep.backward_reason
     assert any("layer scale of 1e-06" in s for s in rep.by_design), rep.by_design
     assert any(r.grad_flag == "scaled" and r.name.endswith("pwconv2") for r in rep.rows)
+
+
+def test_a_gate_near_one_changes_nothing() -> None:
+    """A layer scale of 1 (a trained gate, or one initialized at 1) does not make the branch
+    small: the rows keep their ordinary verdict and nothing is read as designed."""
+    torch.manual_seed(0)
+    m = ResMLP(8, gate="vector", value=1.0)
+    plain = ResMLP(8)
+    plain.load_state_dict({k: v for k, v in m.state_dict().items() if not k.endswith("alpha")})
+    rep, ref = audit(m, X), audit(plain, X)
+    assert not rep.by_design and not any(r.grad_flag == "scaled" for r in rep.rows)
+    flags = {(r.name, r.call): r.grad_flag for r in ref.rows if r.name}
+    assert [r.grad_flag for r in rep.rows if (r.name, r.call) in flags] == list(flags.values())

@@ -235,7 +235,8 @@ def correlation_trace(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str,
         how = "batch"
     else:
         c0 = float(pairing)
-        if len(tensors) != 1 or not tensors[0].is_floating_point() or args[:1] != (tensors[0],):
+        if len(tensors) != 1 or not tensors[0].is_floating_point() or not args \
+                or args[0] is not tensors[0]:
             raise ValueError("audit: correlation=<c0> builds each example's partner from a single "
                              "floating-point input tensor; pass correlation=True to pair the "
                              "examples of the batch instead")
