@@ -191,3 +191,37 @@ def test_a_gate_near_one_changes_nothing() -> None:
     assert not rep.by_design and not any(r.grad_flag == "scaled" for r in rep.rows)
     flags = {(r.name, r.call): r.grad_flag for r in ref.rows if r.name}
     assert [r.grad_flag for r in rep.rows if (r.name, r.call) in flags] == list(flags.values())
+
+
+class RZTXLayer(nn.Module):
+    """The ReZero transformer layer (Bachlechner et al. 2020's RZTXEncoderLayer): one
+    ``resweight`` gates both branches, ``src + dropout(branch) * resweight``."""
+
+    def __init__(self, d: int = 32, h: int = 4) -> None:
+        super().__init__()
+        self.self_attn = nn.MultiheadAttention(d, h, dropout=0.1, batch_first=True)
+        self.linear1, self.linear2 = nn.Linear(d, 4 * d), nn.Linear(4 * d, d)
+        self.dropout, self.dropout1, self.dropout2 = nn.Dropout(0.1), nn.Dropout(0.1), nn.Dropout(0.1)
+        self.resweight = nn.Parameter(torch.tensor([0.0]))
+
+    def forward(self, src: torch.Tensor) -> torch.Tensor:
+        src = src + self.dropout1(self.self_attn(src, src, src)[0]) * self.resweight
+        h = self.linear2(self.dropout(torch.relu(self.linear1(src))))
+        return src + self.dropout2(h) * self.resweight
+
+
+def test_rezero_transformer_is_healthy_and_its_sums_are_found() -> None:
+    torch.manual_seed(0)
+    emb, layers, head = nn.Embedding(100, 32), [RZTXLayer() for _ in range(12)], nn.Linear(32, 100)
+    m = nn.Sequential(emb, *layers, head)
+    ids = torch.randint(0, 100, (4, 16), generator=torch.Generator().manual_seed(1))
+    initwise.init(m, "rezero", example_inputs=ids, seed=0)
+    assert all(layer.resweight.item() == 0 for layer in layers)
+    rep = audit(m, ids, residual=True)
+    assert rep.verdict == "healthy", (rep.forward_reason, rep.backward_reason)
+    assert rep.by_design == ["24 residual branches multiplied by a gate of 0 before the sum "
+                             "(12 parameters, e.g. 1.resweight): gradient scaled by design "
+                             "(gate 0), not vanishing"]
+    g = rep.residual_growth
+    assert g is not None and len(g.sums) == 24 and g.total_growth == 1.0  # gates 0: identity
+    assert g.sums[0].writers == ["1.self_attn.out_proj"]  # MultiheadAttention's own weight

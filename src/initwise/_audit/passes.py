@@ -89,6 +89,13 @@ def _addend_nodes(fn: Any) -> list[Any]:
             if f is None:
                 break
             out.append(f)
+            if f.name() == "MulBackward0":  # a term times a gate parameter is still the term
+                ops = [n for n, _ in f.next_functions]
+                gates = [_gate_param(o) if o is not None else None for o in ops]
+                if len(ops) != 2 or (gates[0] is None) == (gates[1] is None):
+                    break
+                f = ops[1] if gates[0] is not None else ops[0]
+                continue
             if f.name() not in _SHAPE_NODES:
                 break
             nxt = [n for n, _ in f.next_functions if n is not None]

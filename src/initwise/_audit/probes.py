@@ -425,8 +425,16 @@ def residual_growth(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, A
         return hook
 
     for name in writers:
-        if name in mods:
-            handles.append(mods[name].register_forward_hook(make(name)))
+        if name not in mods:
+            continue
+        handles.append(mods[name].register_forward_hook(make(name)))
+        # a module that uses its only child's weight without calling it (MultiheadAttention's
+        # out_proj): the parent's output is the writer's
+        parent = name.rpartition(".")[0]
+        pm = mods.get(parent)
+        if parent and pm is not None and [n for n, _ in pm.named_children()] == \
+                [name.rpartition(".")[2]]:
+            handles.append(pm.register_forward_hook(make(name)))
     try:
         reseed()
         with torch.no_grad(), rec:

@@ -98,18 +98,23 @@ def _gated_rows(rep: AuditReport) -> dict[int, LayerStats]:
 
 def _by_design_gates(rep: AuditReport, gated: dict[int, LayerStats]) -> list[str]:
     """What the gated branches were read as, one line per kind of gate and its scale."""
-    found: dict[tuple[str, str], list[str]] = {}
+    found: dict[tuple[str, str], tuple[set[int], list[str]]] = {}
     numel = {w.name: w.numel for w in rep.weights}
     for i, g in gated.items():
         if rep.rows[i].grad_flag == "scaled" and g.gate is not None \
                 and g.gate_scale is not None:
             kind = "gate" if numel.get(g.gate, 1) == 1 else "layer scale"
-            names = found.setdefault((kind, f"{g.gate_scale:.3g}"), [])
+            rows, names = found.setdefault((kind, f"{g.gate_scale:.3g}"), (set(), []))
+            rows.add(g.index)
             if g.gate not in names:
                 names.append(g.gate)
-    return [f"{len(names)} residual branch{'es' if len(names) > 1 else ''} multiplied by a "
-            f"{kind} of {v} before the sum (e.g. {names[0]}): gradient scaled by design "
-            f"({kind} {v}), not vanishing" for (kind, v), names in found.items()]
+    out = []
+    for (kind, v), (rows, names) in found.items():
+        params = f"{len(names)} parameters, " if len(names) != len(rows) else ""
+        out.append(f"{len(rows)} residual branch{'es' if len(rows) > 1 else ''} multiplied by a "
+                   f"{kind} of {v} before the sum ({params}e.g. {names[0]}): gradient scaled "
+                   f"by design ({kind} {v}), not vanishing")
+    return out
 
 
 def _judge(rep: AuditReport) -> None:
