@@ -1110,8 +1110,12 @@ def second_moments(tr: Trace, stats: ParamStats) -> dict[int, float]:
     (:func:`initwise.theory.length_map`); sums add, products multiply; normalization outputs
     are 1; attention returns its values' second moment; shape ops, pooling and dropout keep
     it. An estimate for targets such as "initial logits of unit variance", not a measurement.
+    A ReLU of a nonnegative input (a ReLU output, or a sum of them plus exactly-zero terms,
+    e.g. ``relu(x + α·f(x))`` with ReZero's ``α = 0``) is the identity: it keeps ``E[x²]``
+    instead of halving it as for a zero-mean Gaussian input.
     """
     q: dict[int, float] = {}
+    nonneg: set[int] = set()  # nodes whose values are >= 0
     weight_of: dict[int, tuple[str, Usage]] = {}
     for p, uses in tr.usages.items():
         for u in uses:
@@ -1147,7 +1151,13 @@ def second_moments(tr: Trace, stats: ParamStats) -> dict[int, float]:
         elif n.norm_out or n.op in _NORM_OPS:
             v = 1.0
         elif n.activation is not None and n.op not in ("mul", "__mul__", "mul_"):
-            v = _act_m2(n.activation, ins[0])
+            relu = _act_label(n.activation) in _IDENTITY_ON_NONNEG
+            if relu and n.inputs and id(n.inputs[0]) in nonneg:
+                v = ins[0]
+            else:
+                v = _act_m2(n.activation, ins[0])
+            if relu:
+                nonneg.add(id(n))
         elif n.op in ("add", "__add__", "add_", "__iadd__", "__radd__", "sub", "__sub__", "__rsub__"):
             v = sum(ins) + sum(c * c for c in n.scalars)
         elif n.op in ("mul", "__mul__", "mul_", "__rmul__"):
@@ -1168,7 +1178,16 @@ def second_moments(tr: Trace, stats: ParamStats) -> dict[int, float]:
         if not math.isfinite(v) or v < 0:
             v = 1.0
         q[id(n)] = v
+        if id(n) not in nonneg and n.inputs and n.weight is None and (
+                (n.op in _PASS and id(n.inputs[0]) in nonneg)
+                or (n.op in ("add", "__add__", "add_", "__iadd__", "__radd__") and all(
+                    id(i) in nonneg or q.get(id(i), 1.0) == 0.0 for i in n.inputs)
+                    and any(id(i) in nonneg for i in n.inputs))):
+            nonneg.add(id(n))
     return {n.index: q[id(n)] for n in tr.nodes}
+
+
+_IDENTITY_ON_NONNEG = frozenset({"relu", "relu6", "leaky_relu"})
 
 
 def _act_m2(act: Any, qx: float) -> float:
