@@ -301,3 +301,13 @@ def test_duplicate_depths_dedupe_in_cli(tmp_path: Path) -> None:
     assert rc == 0
     res = json.loads((tmp_path / "results.json").read_text())
     assert res["config"]["depths"] == [2] and res["total_runs"] == 1
+
+
+def test_audit_command_measures_what_the_papers_measure(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["audit", "resmlp:depth=4,width=32", "--policy", "fixup", "--correlation",
+                     "--step-lr", "0.01", "--residual"]) == 0
+    out = capsys.readouterr().out
+    assert "correlation of two inputs" in out and "one SGD step (lr 0.01" in out
+    assert "residual stream (4 sums" in out
+    assert cli.main(["audit", "mlp:depth=3,width=16", "--step-lr", "-1"]) == 2
+    assert "step_lr" in capsys.readouterr().err

@@ -443,12 +443,7 @@ CHECK_FNS = {"forward": check_forward, "dataflow": check_dataflow, "dataflow_inp
 # today's measured failures; a fix makes them XPASS (strict: then remove the entry). Regenerate
 # with INITWISE_ZOO_NO_XFAIL=1 (every check runs unmarked).
 
-XFAIL: dict[tuple[str, str], str] = {
-    # audit: ConvNeXt's layer scale (1e-6 by design) scales the gradient into its branch
-    # (pwconv2: grad ratio 1e-6), read as vanishing; judging by intent is issue 18 item 2
-    ('convnext', 'audit'):
-        'backward verdict vanishing at stages.1.layers.0.pwconv2 (grad ratio 1.0e-6): the designed layer scale of 1e-6',
-}
+XFAIL: dict[tuple[str, str], str] = {}
 
 
 def _cases() -> list[Any]:

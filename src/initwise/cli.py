@@ -210,6 +210,13 @@ def _build_parser() -> argparse.ArgumentParser:
                    help="init to apply before auditing (default torch: as constructed)")
     a.add_argument("--plot", metavar="PNG", help="also save the audit plot to this file")
     a.add_argument("--json", action="store_true", help="print the report as JSON")
+    a.add_argument("--correlation", action="store_true",
+                   help="also trace the cosine of pairs of examples layer by layer (with the "
+                        "mean-field prediction for a plain fully connected net)")
+    a.add_argument("--step-lr", type=float, metavar="LR",
+                   help="also measure the output change after one SGD step of this lr")
+    a.add_argument("--residual", action="store_true",
+                   help="also measure the residual stream's rms after each residual sum")
     _add_fail_on(a)
 
     pl = sub.add_parser("plan", help="show which init each parameter of a model would get",
@@ -626,7 +633,9 @@ def _cmd_audit(args: argparse.Namespace) -> int:
         apply_scheme(model, args.policy, x, seed=0)
     from ._audit import audit
 
-    rep = audit(model, x, targets=y, loss_fn=torch.nn.functional.cross_entropy, plan=plan)
+    rep = audit(model, x, targets=y, loss_fn=torch.nn.functional.cross_entropy, plan=plan,
+                correlation=bool(args.correlation), step_lr=args.step_lr,
+                residual=bool(args.residual))
     if args.plot:
         rep.plot(args.plot)
     if args.json:

@@ -12,7 +12,11 @@ every layer (in execution order; a module called twice gives two rows):
   its gradient, the relative update that gradient implies for SGD and for Adam, and the
   orthogonality error of orthogonal(-looking) weights;
 * optionally (``spectrum=True``) the singular values of the input-output Jacobian
-  (dynamical isometry), see :mod:`initwise._audit.spectrum`.
+  (dynamical isometry), see :mod:`initwise._audit.spectrum`;
+* optionally what the signal-propagation papers measure (:mod:`initwise._audit.probes`):
+  correlation propagation between two inputs against the mean-field maps
+  (``correlation=``), the output change after one SGD step (``step_lr=``, the Fixup
+  principle), residual-stream growth across depth (``residual=True``).
 
 It then gives a verdict for each pass: ``"healthy"``, ``"vanishing"`` or ``"exploding"``.
 
@@ -95,6 +99,21 @@ modules that have an all-zero parameter and an all-zero output are marked ``zero
 skipped by the verdict, together with all-zero rows after them and, in the backward pass,
 rows whose gradient is exactly zero because such a module blocks it at step 0.
 
+**Recipes judged by their intent** (``report.by_design`` says what was read as designed):
+
+* a residual branch multiplied by a parameter before the sum (ReZero's ``x + α·f(x)`` with
+  ``α = 0``, ConvNeXt/CaiT's layer scale ``γ = 1e-6``), found on the autograd graph: the
+  product ``p ⊙ t`` is a term of the sum, ``p`` is a parameter (through broadcasts and casts
+  only), and ``t`` descends from another term of the sum (the skip), so a parameter on the
+  skip (``s·x + f(x)``) is no gate. The branch's rows (the gated row, then up its sources
+  while the gradient stays at its scale) have a gradient ``rms(p)`` times the stream's: a
+  small gradient there is ``"scaled"`` (not vanishing) when ``grad_ratio ≥ rms(p) / band``,
+  and still vanishing when it is smaller than the gate explains; a normalization row inside
+  such a branch opens no backward segment;
+* a zero-initialized output layer whose weight receives a gradient (Fixup's classifier, a
+  zero-init head) makes the output the same for every example at step 0 by design: not a
+  dead network (an all-zero network, whose head gets no gradient, still is).
+
 **Conventions.** ``mode="train"`` (default) audits the model as the first training step sees
 it (batch-statistics normalization, dropout active with the seeded RNG); ``"eval"`` audits it
 in inference mode. The model is left exactly as it was: parameters and buffers (BatchNorm
@@ -115,7 +134,8 @@ neglected), so its relative size is ``lr × adam_update`` whatever the gradient'
 Sections: :mod:`.report` (results as data), :mod:`.stats` (per-tensor statistics),
 :mod:`.passes` (the hooked forward and backward pass), :mod:`.output` (the output check),
 :mod:`.verdict` (the judgment),
-:mod:`.spectrum` (Jacobian singular values), :mod:`.widths` (width sweeps), :mod:`.plot`
+:mod:`.spectrum` (Jacobian singular values), :mod:`.probes` (correlation, one step, residual
+stream), :mod:`.widths` (width sweeps), :mod:`.plot`
 (figures), :mod:`.api` (:func:`audit`, :func:`audit_plot`).
 """
 
@@ -123,6 +143,7 @@ from __future__ import annotations
 
 from .._errors import AuditError
 from .api import audit, audit_plot
+from .probes import CorrelationTrace, OneStepChange, ResidualGrowth
 from .report import (
     AuditReport,
     AuditThresholds,
@@ -139,8 +160,11 @@ __all__ = [
     "AuditError",
     "AuditReport",
     "AuditThresholds",
+    "CorrelationTrace",
     "LayerStats",
+    "OneStepChange",
     "OutputCheck",
+    "ResidualGrowth",
     "SpectrumSummary",
     "WeightStats",
     "WidthAuditReport",

@@ -9,11 +9,13 @@ from typing import Any, get_args
 import torch
 from torch import nn
 
-from .._checks import check_choice, check_materialized, check_seed
+from .._checks import check_choice, check_finite_positive, check_materialized, check_seed
 from .._modules import unwrap
 from .._session import ModelState, call_args, input_tensors, suspend_in_place_compile
+from ..model.structure import analyze
 from .passes import _run
 from .plot import plot_reports
+from .probes import correlation_trace, one_step_change, residual_growth
 from .report import AuditMode, AuditReport, AuditThresholds, Layers
 from .spectrum import _spectrum
 from .stats import _plan_map
@@ -44,6 +46,9 @@ def audit(
     seed: int = 0,
     spectrum_steps: int = 32,
     spectrum_examples: int | None = 1,
+    correlation: bool | float = False,
+    step_lr: float | None = None,
+    residual: bool = False,
 ) -> AuditReport:
     """Audit how a model's initialization propagates signal forward and backward.
 
@@ -67,6 +72,18 @@ def audit(
             gives the last row (its output).
         thresholds: verdict thresholds (:class:`AuditThresholds`).
         seed: seeds the default loss's projection, dropout and the Lanczos start vector.
+        correlation: also trace the cosine similarity of two inputs' representations layer
+            by layer (Poole et al. 2016), with the mean-field prediction for a plain fully
+            connected network: ``True`` pairs examples ``2i`` and ``2i+1`` of the batch; a
+            float ``c0`` in ``[-1, 1]`` pairs each example with a seeded partner of the same
+            norm at cosine exactly ``c0`` (one floating-point input). ``report.correlation``
+            (:class:`CorrelationTrace`).
+        step_lr: also measure the output change after one SGD step of this learning rate on
+            the audit's loss (the Fixup principle), parameters restored bit-exactly:
+            ``report.one_step`` (:class:`OneStepChange`).
+        residual: also measure the residual stream's rms after each residual sum found by the
+            structure analysis, and its growth over depth: ``report.residual_growth``
+            (:class:`ResidualGrowth`).
 
     Returns:
         An :class:`AuditReport`.
@@ -108,6 +125,12 @@ def audit(
     for t in floats:
         if not bool(torch.isfinite(t).all()):
             raise ValueError("audit: inputs contain non-finite values (nan or inf)")
+    if not isinstance(correlation, (bool, int, float)) or (
+            not isinstance(correlation, bool) and not -1.0 <= float(correlation) <= 1.0):
+        raise ValueError(f"audit: correlation must be True, False or a cosine c0 in [-1, 1], "
+                         f"got {correlation!r}")
+    if step_lr is not None:
+        check_finite_positive("step_lr", step_lr)
     plan_std = _plan_map(plan)
     # torch.compile(model) / DataParallel wrappers: audit the module they run, eagerly, so
     # the hooks see every layer (the same rows as the eager model) and dynamo never traces
@@ -148,6 +171,24 @@ def audit(
             for h in handles:  # the spectrum's transforms run without the audit's hooks
                 h.remove()
             handles.clear()
+            if correlation is not False:
+                _seed(seed, device)
+                report.correlation = correlation_trace(
+                    model, gargs, gkwargs, True if correlation is True else float(correlation),
+                    seed)
+            if step_lr is not None:
+                rg: dict[torch.Tensor, bool] = dict(state.requires_grad)
+                report.one_step = one_step_change(
+                    model, gargs, gkwargs, _loss_of(loss_fn, targets, seed), report.loss_kind,
+                    float(step_lr), lambda: _seed(seed, device),
+                    lambda p: rg.get(p, True))
+            if residual:
+                info = analyze(model, inputs)
+                writers = {w for b in info.branches
+                           for w in (b.layers[-1:] + ((b.trailing_norm,) if b.trailing_norm
+                                                      else ()))}
+                report.residual_growth = residual_growth(model, gargs, gkwargs, writers,
+                                                         info.source, lambda: _seed(seed, device))
             if spectrum:
                 for h in handles:  # the Lanczos products must not run the statistics hooks
                     h.remove()
@@ -163,6 +204,19 @@ def audit(
     return report
 
 
+
+
+def _loss_of(loss_fn: Callable[..., torch.Tensor] | None, targets: Any, seed: int
+             ) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The audit's loss as a function of the output: the user's, or ``Σ y ⊙ R`` seeded."""
+    def loss(y: torch.Tensor) -> torch.Tensor:
+        if loss_fn is None:
+            gen = torch.Generator().manual_seed(seed)
+            proj = torch.randn(y.shape, generator=gen, dtype=torch.float32).to(y.device, y.dtype)
+            return (y * proj).sum()
+        out = loss_fn(y) if targets is None else loss_fn(y, targets)
+        return out.reshape(())
+    return loss
 
 
 def audit_plot(reports: AuditReport | Sequence[AuditReport], path: str | None = None,

@@ -89,6 +89,13 @@ def _addend_nodes(fn: Any) -> list[Any]:
             if f is None:
                 break
             out.append(f)
+            if f.name() == "MulBackward0":  # a term times a gate parameter is still the term
+                ops = [n for n, _ in f.next_functions]
+                gates = [_gate_param(o) if o is not None else None for o in ops]
+                if len(ops) != 2 or (gates[0] is None) == (gates[1] is None):
+                    break
+                f = ops[1] if gates[0] is not None else ops[0]
+                continue
             if f.name() not in _SHAPE_NODES:
                 break
             nxt = [n for n, _ in f.next_functions if n is not None]
@@ -116,6 +123,101 @@ def _addend_nodes(fn: Any) -> list[Any]:
             out.extend(c)
             if c[-1].name() in _ADD_NODES:
                 stack.append(c[-1])
+    return out
+
+
+# nodes between a parameter and its use as an elementwise gate (broadcast, index, cast)
+_GATE_PATH = frozenset({
+    "ExpandBackward0", "ViewBackward0", "UnsafeViewBackward0", "UnsqueezeBackward0",
+    "SqueezeBackward0", "SqueezeBackward1", "SelectBackward0", "SliceBackward0",
+    "IndexBackward0", "ToCopyBackward0", "ReshapeAliasBackward0", "PermuteBackward0",
+    "TransposeBackward0", "AliasBackward0", "CloneBackward0",
+})
+
+
+def _gate_param(f: Any) -> torch.Tensor | None:
+    """The parameter an autograd path leads to through broadcasts and casts only (None when
+    it leads anywhere else)."""
+    for _ in range(8):
+        if f is None:
+            return None
+        if f.name().endswith("AccumulateGrad"):
+            v = f.variable
+            return v if isinstance(v, nn.Parameter) else None
+        if f.name() not in _GATE_PATH:
+            return None
+        nxt = [n for n, _ in f.next_functions if n is not None]
+        if len(nxt) != 1:
+            return None
+        f = nxt[0]
+    return None
+
+
+def _reaches(start: Any, targets: set[Any], limit: int = 4096) -> bool:
+    """Whether the autograd graph below ``start`` contains one of ``targets`` (bounded walk)."""
+    seen: set[Any] = set()
+    stack = [start]
+    while stack and len(seen) < limit:
+        f = stack.pop()
+        if f in targets:
+            return True
+        if f in seen:
+            continue
+        seen.add(f)
+        stack.extend(n for n, _ in f.next_functions if n is not None)
+    return False
+
+
+def _gated_terms(fn: Any) -> list[tuple[Any, torch.Tensor]]:
+    """The branch terms of a residual sum multiplied by a parameter (a ReZero gate ``α``, a
+    layer scale ``γ``): ``(node of the gated tensor, parameter)`` for each term ``p ⊙ t`` of
+    the sum that produced a tensor, where ``t`` is computed from another term of the same sum
+    (the skip): ``x + α·f(x)`` is a gated branch, ``s·x + f(x)`` is not (``x`` does not
+    descend from ``f(x)``)."""
+    top = fn
+    for _ in range(16):  # down to the sum, through shape ops and elementwise maps
+        if top is None or top.name() in _ADD_NODES or top.name() not in _SHAPE_NODES:
+            break
+        nxt = [n for n, _ in top.next_functions if n is not None]
+        top = nxt[0] if len(nxt) == 1 else None
+    if top is None or top.name() not in _ADD_NODES:
+        return []
+    ends: list[list[Any]] = []  # each direct term: its chain of nodes from the sum down
+    for n, _ in top.next_functions:
+        c: list[Any] = []
+        f = n
+        for _ in range(16):
+            if f is None:
+                break
+            c.append(f)
+            if f.name() not in _SHAPE_NODES:
+                break
+            nxt = [m for m, _ in f.next_functions if m is not None]
+            if len(nxt) != 1:
+                break
+            f = nxt[0]
+        if c:
+            ends.append(c)
+    if len(ends) < 2:
+        return []
+    out: list[tuple[Any, torch.Tensor]] = []
+    for i, c in enumerate(ends):
+        mul = c[-1]
+        if mul.name() != "MulBackward0":
+            continue
+        ops = [n for n, _ in mul.next_functions]
+        if len(ops) != 2:
+            continue
+        params = [_gate_param(o) for o in ops]
+        if (params[0] is None) == (params[1] is None):
+            continue
+        k = 0 if params[0] is not None else 1
+        gate, operand = params[k], ops[1 - k]
+        if operand is None or gate is None:
+            continue
+        skip = {node for j, o in enumerate(ends) if j != i for node in o}
+        if _reaches(operand, skip):
+            out.append((operand, gate))
     return out
 
 
@@ -234,6 +336,12 @@ def _run(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any],
                         r_add = gfn_row.get(a)
                         if r_add is not None:
                             records[r_add]["addend"] = True
+                    # a branch multiplied by a parameter before the sum (ReZero's α, a layer
+                    # scale γ): its gradient is scaled by that parameter, by design
+                    for node, gate in _gated_terms(x_in.grad_fn):
+                        r_g = gfn_row.get(node)
+                        if r_g is not None:
+                            records[r_g]["gate"] = gate
             # parameter-free rows that shrink the tensor (global/avg pooling, mean): the
             # gradient norm legitimately drops by sqrt(numel_in / numel_out) across them
             pool = (not is_norm and mod is not model and x_in is not None and param_free
@@ -424,6 +532,11 @@ def _run(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any],
         r.addend = bool(rec.get("addend", False))
         r.reads_input = bool(rec.get("reads_input", False))
         r.source = rec.get("src")
+        gate = rec.get("gate")
+        if gate is not None:
+            r.gate = param_owner.get(id(gate), "")
+            with torch.no_grad():
+                r.gate_scale = float(_flat32(gate.detach()).pow(2).mean().sqrt())
         r.shares_input_with = rec.get("shares_input_with")
         if i in nin:
             r.in_rms = math.sqrt(nin[i]) if math.isfinite(nin[i]) else math.inf

@@ -12,14 +12,15 @@ from typing import Any
 
 # Reports are read by their fields only (no import of the report module: it imports this one).
 
-__all__ = ["plot_reports", "plot_widths"]
+__all__ = ["plot_probes", "plot_reports", "plot_widths"]
 
 _COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2",
            "#17becf", "#7f7f7f", "#bcbd22"]
 _VERDICT_MARK = {"healthy": "✓", "vanishing": "↓", "exploding": "↑"}
 
 
-def _figure(ncols: int, nrows: int, size: tuple[float, float]) -> tuple[Any, Any]:
+def _figure(ncols: int, nrows: int, size: tuple[float, float], sharex: bool = True
+            ) -> tuple[Any, Any]:
     try:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
@@ -30,7 +31,7 @@ def _figure(ncols: int, nrows: int, size: tuple[float, float]) -> tuple[Any, Any
         ) from e
     fig = Figure(figsize=size, layout="constrained")
     FigureCanvasAgg(fig)
-    axes = fig.subplots(nrows, ncols, sharex=True, squeeze=False)
+    axes = fig.subplots(nrows, ncols, sharex=sharex, squeeze=False)
     return fig, axes
 
 
@@ -137,6 +138,51 @@ def plot_reports(reports: Sequence[Any], path: str | None,
     ax_f.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), framealpha=0.9)
     ax_z.set_title("after each activation: exact zeros (solid; about 0.5 is normal for ReLU, "
                    "near 1 means dead units), saturated outputs (dashed)", fontsize=9)
+    if path is not None:
+        fig.savefig(path, dpi=120)
+    return fig
+
+
+def plot_probes(reports: Sequence[Any], path: str | None,
+                labels: Sequence[str] | None) -> Any:
+    """Correlation of two inputs against depth (measured solid, mean-field theory dashed) and
+    the residual stream's rms after each residual sum (log scale), overlaid per report."""
+    reps = [r for r in reports if r.correlation is not None or r.residual_growth is not None]
+    if not reps:
+        raise ValueError("plot_probes: no report has correlation or residual_growth; audit "
+                         "with correlation=True or residual=True")
+    if labels is None:
+        labels = [r.model if len(reports) == 1 else f"{i}: {r.model}"
+                  for i, r in enumerate(reports)]
+    labels = [lab for lab, r in zip(labels, reports, strict=True) if r in reps]
+    fig, axes = _figure(2, 1, (12.0, 4.5), sharex=False)
+    ax_c, ax_r = axes[0, 0], axes[0, 1]
+    for k, (rep, label) in enumerate(zip(reps, labels, strict=True)):
+        c = _COLORS[k % len(_COLORS)]
+        if rep.correlation is not None and rep.correlation.rows:
+            rows = rep.correlation.rows
+            ax_c.plot([r.index for r in rows], [r.cosine for r in rows], color=c, lw=1.3,
+                      marker="o", ms=2.0, label=f"{label} ({rep.correlation.pairing})")
+            th = [(r.index, r.theory) for r in rows if r.theory is not None]
+            if th:
+                ax_c.plot(*zip(*th, strict=True), color=c, lw=1.0, ls="--", alpha=0.8,
+                          label=f"{label}: mean-field theory")
+        g = rep.residual_growth
+        if g is not None and g.sums:
+            ax_r.plot(range(len(g.sums) + 1), [g.initial_rms] + [s.rms for s in g.sums],
+                      color=c, lw=1.3, marker="o", ms=2.0,
+                      label=f"{label} (x{g.total_growth:.3g}, exponent {g.depth_exponent:.2f})")
+    ax_c.set_xlabel("module call")
+    ax_c.set_ylabel("cosine of the two inputs' representations", fontsize=9)
+    ax_c.set_ylim(-1.03, 1.03)
+    ax_c.grid(True, alpha=0.25)
+    ax_r.set_xlabel("residual sums so far")
+    ax_r.set_ylabel("residual stream rms", fontsize=9)
+    ax_r.set_yscale("log")
+    ax_r.grid(True, which="both", alpha=0.25)
+    for ax in (ax_c, ax_r):
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7, loc="best", framealpha=0.85)
     if path is not None:
         fig.savefig(path, dpi=120)
     return fig

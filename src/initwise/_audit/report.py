@@ -9,7 +9,14 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal, get_args
 
 from .._checks import check_choice, check_finite_positive
-from .plot import plot_reports, plot_widths
+from .plot import plot_probes, plot_reports, plot_widths
+from .probes import (
+    CorrelationRow,
+    CorrelationTrace,
+    OneStepChange,
+    ResidualGrowth,
+    ResidualSum,
+)
 from .spectrum import SpectrumSummary
 
 Verdict = Literal["healthy", "vanishing", "exploding"]
@@ -103,7 +110,11 @@ class LayerStats:
     norm); ``feeds_norm``: the row's output is a normalization layer's input. ``constant``:
     the output depends on neither the inputs nor a parameter (e.g. rotary cos/sin tables).
     ``flag`` is ``"ok"``, ``"vanishing"``, ``"exploding"``, ``"skipped"`` (zero-init) or
-    ``"n/a"`` (constant); ``grad_flag`` likewise, ``"n/a"`` when no gradient reached it.
+    ``"n/a"`` (constant); ``grad_flag`` likewise, ``"n/a"`` when no gradient reached it, and
+    ``"scaled"`` when its gradient is small by design: the row's output is a residual branch
+    multiplied by a parameter before the sum (``gate``, the parameter's name; ``gate_scale``,
+    its rms: ReZero's ``α = 0``, ConvNeXt's layer scale ``1e-6``), or feeds such a row, and
+    the gradient ratio divided by ``gate_scale`` is in the band.
     """
 
     index: int
@@ -145,6 +156,8 @@ class LayerStats:
     addend: bool = False
     reads_input: bool = False
     source: int | None = None
+    gate: str | None = None
+    gate_scale: float | None = None
 
 
 @dataclass
@@ -257,6 +270,9 @@ class AuditReport:
 
     ``forward_first`` / ``backward_first`` are the row indices where the signal first leaves
     the healthy band (``None`` when healthy); ``forward_reason`` / ``backward_reason`` say why.
+    ``by_design`` says what the audit read as the recipe's intent and did not call vanishing:
+    residual branches multiplied by a gate or layer scale (their rows flagged ``"scaled"``), a
+    zero-initialized output layer.
     """
 
     model: str
@@ -281,6 +297,10 @@ class AuditReport:
     spectrum: SpectrumSummary | None = None
     output: OutputCheck | None = None
     input_independent: bool = False
+    by_design: list[str] = field(default_factory=list)
+    correlation: CorrelationTrace | None = None
+    one_step: OneStepChange | None = None
+    residual_growth: ResidualGrowth | None = None
 
     # -- data ------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -302,6 +322,15 @@ class AuditReport:
         kw["weights"] = [WeightStats(**w) for w in d["weights"]]
         kw["spectrum"] = SpectrumSummary(**d["spectrum"]) if d.get("spectrum") else None
         kw["output"] = OutputCheck(**d["output"]) if d.get("output") else None
+        if d.get("correlation"):
+            c = dict(d["correlation"])
+            c["rows"] = [CorrelationRow(**r) for r in c["rows"]]
+            kw["correlation"] = CorrelationTrace(**c)
+        kw["one_step"] = OneStepChange(**d["one_step"]) if d.get("one_step") else None
+        if d.get("residual_growth"):
+            g = dict(d["residual_growth"])
+            g["sums"] = [ResidualSum(**r) for r in g["sums"]]
+            kw["residual_growth"] = ResidualGrowth(**g)
         return cls(**kw)
 
     @classmethod
@@ -338,6 +367,33 @@ class AuditReport:
                 f"max sv {s.max_sv:.4g}, min sv {s.min_sv:.4g}, std log sv {s.log_sv_std:.3g}, "
                 f"condition {s.condition:.4g}"
             )
+        if self.correlation is not None:
+            c = self.correlation
+            last = c.last()
+            th = [r for r in c.rows if r.theory is not None]
+            dev = max((abs(r.cosine - r.theory) for r in th if r.theory is not None),
+                      default=None)
+            lines.append(
+                f"correlation of two inputs ({c.pairs} pairs, {c.pairing}): input "
+                f"{_fmt(c.input_cosine)} -> {_fmt(c.final())} at "
+                f"{(last.name or '(model)') if last is not None else '-'}"
+                + (f"; mean-field theory at {len(th)} Linear rows, max |measured - theory| "
+                   f"{_fmt(dev)}" if th else ""))
+        if self.one_step is not None:
+            o = self.one_step
+            lines.append(
+                f"one SGD step (lr {o.lr:g}, loss {o.loss_kind}): output change rms "
+                f"{o.change_rms:.4g} ({_fmt(o.relative_change)} of the output's norm; "
+                f"{o.change_per_lr:.4g} per unit lr), loss {o.loss_before:.4g} -> "
+                f"{o.loss_after:.4g}")
+        if self.residual_growth is not None:
+            g = self.residual_growth
+            lines.append(
+                f"residual stream ({len(g.sums)} sums, {g.source}): rms {_fmt(g.initial_rms)} "
+                f"-> {_fmt(g.sums[-1].rms if g.sums else None)}, growth {_fmt(g.total_growth)} "
+                f"({_fmt(g.per_sum)} per sum, depth exponent {_fmt(g.depth_exponent)})"
+                + (f"; {g.note}" if g.note else ""))
+        lines += [f"by design: {n}" for n in self.by_design]
         lines += [f"note: {n}" for n in self.notes]
         return lines
 
@@ -390,17 +446,36 @@ class AuditReport:
                          _fmt(w.sgd_update), _fmt(w.adam_update)])
         return _table(header, rows, markdown)
 
+    def _probe_tables(self, markdown: bool) -> list[str]:
+        out: list[str] = []
+        if self.correlation is not None and self.correlation.rows:
+            body = [[str(r.index), r.name or "(model)", r.type, _fmt(r.cosine, ".4f"),
+                     _fmt(r.theory, ".4f")] for r in self.correlation.rows]
+            out += ["### Correlation of two inputs" if markdown else "correlation of two inputs",
+                    "", _table(["#", "layer", "type", "cosine", "theory"], body, markdown), ""]
+        if self.residual_growth is not None and self.residual_growth.sums:
+            body = [[str(s.index), ", ".join(s.writers), _fmt(s.rms), _fmt(s.ratio),
+                     _fmt(s.growth)] for s in self.residual_growth.sums]
+            out += ["### Residual stream" if markdown else "residual stream", "",
+                    _table(["#", "writers", "rms", "ratio", "growth"], body,
+                           markdown), ""]
+        return out
+
     def to_markdown(self) -> str:
-        """Return the report as Markdown: summary, layer table, weight table."""
+        """Return the report as Markdown: summary, layer table, weight table (and the optional
+        correlation and residual-stream tables)."""
         parts = [f"## initwise audit: {self.model}", ""]
         parts += [f"- {line}" for line in self._summary_lines()]
         parts += ["", "### Layers", "", self._layer_table(True), "", "### Parameters", "",
-                  self._weight_table(True), ""]
+                  self._weight_table(True), "", *self._probe_tables(True)]
         return "\n".join(parts)
 
     def __str__(self) -> str:
         parts = [f"initwise audit: {self.model}", *self._summary_lines(), "",
                  self._layer_table(False), "", self._weight_table(False)]
+        probes = self._probe_tables(False)
+        if probes:
+            parts += ["", *probes[:-1]]
         return "\n".join(parts)
 
     # -- plots -----------------------------------------------------------------------------
@@ -412,6 +487,13 @@ class AuditReport:
         to ``path`` when given.
         """
         return plot_reports([self, *others], path, labels)
+
+    def plot_probes(self, path: str | None = None, *others: AuditReport,
+                    labels: Sequence[str] | None = None) -> Any:
+        """Plot the correlation of two inputs against depth (with the mean-field theory) and
+        the residual stream's rms across residual sums, overlaying ``others`` (reports audited
+        with ``correlation=`` / ``residual=True``). Needs matplotlib; returns the Figure."""
+        return plot_probes([self, *others], path, labels)
 
 
 

@@ -61,6 +61,62 @@ def _input_gradient_in_band(rep: AuditReport, r: LayerStats, floor: float) -> bo
     return False
 
 
+def _zero_head(rep: AuditReport) -> LayerStats | None:
+    """The model's last weighted layer when it is zero-initialized and its weight receives a
+    gradient (Fixup's classifier, a zero-init head): the output is the same for every example
+    by design until the first step, which makes it depend on the input."""
+    last = next((r for r in reversed(rep.rows) if r.kind == "weighted" and r.name
+                 and not r.constant), None)
+    if last is None or not last.zero_init:
+        return None
+    live = any(w.name.startswith(f"{last.name}.") and len(w.shape) >= 2 and w.zero
+               and w.grad_norm and math.isfinite(w.grad_norm) for w in rep.weights)
+    return last if live else None
+
+
+def _gated_rows(rep: AuditReport) -> dict[int, LayerStats]:
+    """Row -> the gated row whose branch it is in, for residual branches multiplied by a
+    parameter before the sum (ReZero's ``α``, a layer scale ``γ``) small enough to take the
+    branch's gradient out of the band (``rms(γ) < 1 / band``): from each gated row up its
+    chain of sources while the gradient stays at the gated row's scale (below ``band`` times
+    it), i.e. until the chain reaches the stream the branch reads."""
+    band = rep.thresholds.band
+    out: dict[int, LayerStats] = {}
+    for g in rep.rows:
+        if g.gate_scale is None or g.gate_scale >= 1.0 / band or g.grad_norm is None \
+                or not math.isfinite(g.grad_norm):
+            continue
+        row: LayerStats | None = g
+        for _ in range(len(rep.rows)):
+            if row is None or row.grad_norm is None or row.grad_norm > band * g.grad_norm \
+                    or row.index in out:
+                break
+            out[row.index] = g
+            row = rep.rows[row.source] if row.source is not None else None
+    return out
+
+
+def _by_design_gates(rep: AuditReport, gated: dict[int, LayerStats]) -> list[str]:
+    """What the gated branches were read as, one line per kind of gate and its scale."""
+    found: dict[tuple[str, str], tuple[set[int], list[str]]] = {}
+    numel = {w.name: w.numel for w in rep.weights}
+    for i, g in gated.items():
+        if rep.rows[i].grad_flag == "scaled" and g.gate is not None \
+                and g.gate_scale is not None:
+            kind = "gate" if numel.get(g.gate, 1) == 1 else "layer scale"
+            rows, names = found.setdefault((kind, f"{g.gate_scale:.3g}"), (set(), []))
+            rows.add(g.index)
+            if g.gate not in names:
+                names.append(g.gate)
+    out = []
+    for (kind, v), (rows, names) in found.items():
+        params = f"{len(names)} parameters, " if len(names) != len(rows) else ""
+        out.append(f"{len(rows)} residual branch{'es' if len(rows) > 1 else ''} multiplied by a "
+                   f"{kind} of {v} before the sum ({params}e.g. {names[0]}): gradient scaled "
+                   f"by design ({kind} {v}), not vanishing")
+    return out
+
+
 def _judge(rep: AuditReport) -> None:
     """Set ratios, segments, flags, verdicts and reasons on ``rep`` (rules: module docs)."""
     th = rep.thresholds
@@ -68,6 +124,14 @@ def _judge(rep: AuditReport) -> None:
     segmented = th.scope == "segment"
     seen_zero_init = False
     notes: list[str] = []
+    by_design: list[str] = []
+    head = _zero_head(rep) if rep.input_independent else None
+    dead = rep.input_independent and head is None
+    if head is not None:
+        by_design.append(f"row {head.index} {head.name} ({head.type}): output layer "
+                         "zero-initialized (Fixup, zero-init head): the output is the same for "
+                         "every example until the first step, whose update of this layer "
+                         "makes it depend on the input")
     # Forward, in execution order: each normalization row opens a segment whose reference is
     # the interval between its input's and its output's rms.
     ref0 = rep.reference_rms
@@ -89,7 +153,7 @@ def _judge(rep: AuditReport) -> None:
         if r.constant:
             r.flag = "n/a"
             continue
-        if r.zero_init and rep.input_independent:
+        if r.zero_init and dead:
             r.flag = "vanishing"  # a dead layer: the output no longer depends on the input
             seen_zero_init = True
             continue
@@ -112,7 +176,7 @@ def _judge(rep: AuditReport) -> None:
                 and math.isfinite(r.rms) and r.rms > 0:
             span, seg = new, r.index
     first = next((r for r in rep.rows if r.flag in ("vanishing", "exploding")), None)
-    if first is None and rep.input_independent:
+    if first is None and dead:
         first = rep.rows[-1] if rep.rows else None
         if first is not None:
             first.flag = "vanishing"
@@ -122,9 +186,9 @@ def _judge(rep: AuditReport) -> None:
         in_band = lo <= first.ratio <= hi or (segmented and (first.norm or first.feeds_norm))
         why = ("non-finite values" if first.nonfinite else
                "a dead layer: all-zero weights and output, and the model's output is the "
-               "same for every example" if first.zero_init and rep.input_independent else
+               "same for every example" if first.zero_init and dead else
                "the model's output is the same for every example (it does not depend on "
-               "the input)" if rep.input_independent and first is rep.rows[-1] else
+               "the input)" if dead and first is rep.rows[-1] else
                f"{first.zero_fraction:.1%} exact zeros" if in_band else
                f"rms/ref = {first.ratio:.3g} (reference rms {first.reference:.3g}: "
                f"{_where(rep, first.segment, False)})")
@@ -138,6 +202,7 @@ def _judge(rep: AuditReport) -> None:
     g_ok = math.isfinite(g0) and g0 > 0
     gspan: tuple[float, float] = (g0, g0)
     gseg: int | None = None
+    gated = _gated_rows(rep)
     for r in reversed(rep.rows):
         r.grad_ratio = r.grad_reference = r.grad_global_ratio = r.grad_segment = None
         if r.grad_norm is None:
@@ -162,10 +227,14 @@ def _judge(rep: AuditReport) -> None:
         elif not math.isfinite(gr) or (judged and gr > hi):
             r.grad_flag = "exploding"
         elif judged and gr < lo:
-            r.grad_flag = "vanishing"
+            gate = gated.get(r.index)
+            # in a gated branch the gradient is the stream's times the gate: judged by that
+            r.grad_flag = ("scaled" if gate is not None and gate.gate_scale is not None
+                           and gr >= lo * gate.gate_scale else "vanishing")
         else:
             r.grad_flag = "ok"
-        if segmented and g_ok and (r.norm or r.pool) and r.grad_in_norm is not None and \
+        if segmented and g_ok and (r.norm or r.pool) and r.index not in gated and \
+                r.grad_in_norm is not None and \
                 math.isfinite(r.grad_in_norm) and r.grad_in_norm > 0:
             gspan = _span(r.grad_norm, r.grad_in_norm) or gspan
             gseg = r.index
@@ -186,6 +255,7 @@ def _judge(rep: AuditReport) -> None:
         if r.grad_flag == "vanishing" and not r.norm and not r.pool and r.grad_reference \
                 and _input_gradient_in_band(rep, r, lo * r.grad_reference):
             r.grad_flag = "ok"
+    by_design += _by_design_gates(rep, gated)
     bfirst = next((r for r in reversed(rep.rows) if r.grad_flag in ("vanishing", "exploding")),
                   None)
     if bfirst is not None:
@@ -211,5 +281,6 @@ def _judge(rep: AuditReport) -> None:
             notes.append(f"{w.name}: std {w.std:.4g} differs from the plan's "
                          f"{w.intended_std:.4g} (ratio {w.std_ratio:.3g})")
     rep.notes = notes
+    rep.by_design = by_design
 
 

@@ -4,6 +4,7 @@ Floors, each importing only those above it in this list's reverse:
 
 - :mod:`.policy` (rules) and :mod:`.presets` (named policies: ``presets``, ``get_policy``);
 - :mod:`.structure` (which activation feeds each layer, residual branches) and :mod:`.roles`;
+- :mod:`.scalars` (Fixup's scalar biases and multipliers, added by ``init`` when lacking);
 - :mod:`.entries` (the plan data: :class:`Plan`, :class:`PlanEntry`);
 - :mod:`.resolve` (the staged planner) and :mod:`.apply` (``plan``, ``init``: validate, write);
 - :mod:`.keyed` (``keyed_init``) and :mod:`.meta` (``materialize``).
@@ -17,11 +18,13 @@ from .keyed import KeyedInit, keyed_init
 from .meta import materialize
 from .policy import ACTIONS, ROLES, Policy, Rule
 from .presets import PRESETS, get_policy
+from .scalars import AddedScalar, remove_fixup_scalars
 
 __all__ = [
     "ACTIONS",
     "PRESETS",
     "ROLES",
+    "AddedScalar",
     "EntryChange",
     "KeyedInit",
     "Plan",
@@ -33,4 +36,5 @@ __all__ = [
     "keyed_init",
     "materialize",
     "plan",
+    "remove_fixup_scalars",
 ]

@@ -67,6 +67,7 @@ from .entries import Plan, PlanEntry
 from .keyed import keyed_init
 from .policy import Policy, Rule
 from .resolve import Only, Work, build, tensor_key
+from .scalars import add_scalars, remove_fixup_scalars
 
 __all__ = ["analyze", "init", "plan", "validate", "write_all", "write_dtensor", "write_model_init"]
 
@@ -299,7 +300,18 @@ def init(model: nn.Module, policy: str | Policy | Iterable[Rule] = "auto", *, ex
     p, work = analyze(model, policy, example_inputs, seed, only)
     with preserved_rng():  # user callables may draw from torch's global generator
         validate(work, seed)
-        return write_all(model, p, work, seed)
+        if not p.added:
+            return write_all(model, p, work, seed)
+        try:  # Fixup's scalars: added after validation, taken off again if writing fails
+            add_scalars(model, p.added)
+        except Exception as err:
+            raise InitError(f"init could not add Fixup's scalars ({type(err).__name__}: "
+                            f"{err}); the model is unchanged") from err
+        try:
+            return write_all(model, p, work, seed)
+        except BaseException:
+            remove_fixup_scalars(model, [a.module for a in p.added])
+            raise
 
 
 def write_all(model: nn.Module, p: Plan, work: Sequence[Work], seed: int, *, backup: bool = True) -> Plan:

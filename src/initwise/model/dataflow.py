@@ -1091,8 +1091,8 @@ def _residuals(rec: _Recorder, out: Trace) -> None:
             continue
         wa = {weight_of[i] for i in anc_a - anc_b if i in weight_of}
         wb = {weight_of[i] for i in anc_b - anc_a if i in weight_of}
-        if len(wb) > len(wa):
-            a, b, wa, wb = b, a, wb, wa
+        if len(wb) > len(wa):  # the branch is the term with more weights of its own
+            a, b, wa, wb, anc_a, anc_b = b, a, wb, wa, anc_b, anc_a
         if not wa:
             continue
         identity = id(b) in anc_a
@@ -1182,8 +1182,12 @@ def second_moments(tr: Trace, stats: ParamStats) -> dict[int, float]:
     (:func:`initwise.theory.length_map`); sums add, products multiply; normalization outputs
     are 1; attention returns its values' second moment; shape ops, pooling and dropout keep
     it. An estimate for targets such as "initial logits of unit variance", not a measurement.
+    A ReLU of a nonnegative input (a ReLU output, or a sum of them plus exactly-zero terms,
+    e.g. ``relu(x + α·f(x))`` with ReZero's ``α = 0``) is the identity: it keeps ``E[x²]``
+    instead of halving it as for a zero-mean Gaussian input.
     """
     q: dict[int, float] = {}
+    nonneg: set[int] = set()  # nodes whose values are >= 0
     weight_of: dict[int, tuple[str, Usage]] = {}
     for p, uses in tr.usages.items():
         for u in uses:
@@ -1219,7 +1223,13 @@ def second_moments(tr: Trace, stats: ParamStats) -> dict[int, float]:
         elif n.norm_out or n.op in _NORM_OPS:
             v = 1.0
         elif n.activation is not None and n.op not in ("mul", "__mul__", "mul_"):
-            v = _act_m2(n.activation, ins[0])
+            relu = _act_label(n.activation) in _IDENTITY_ON_NONNEG
+            if relu and n.inputs and id(n.inputs[0]) in nonneg:
+                v = ins[0]
+            else:
+                v = _act_m2(n.activation, ins[0])
+            if relu:
+                nonneg.add(id(n))
         elif n.op in ("add", "__add__", "add_", "__iadd__", "__radd__", "sub", "__sub__", "__rsub__"):
             v = sum(ins) + sum(c * c for c in n.scalars)
         elif n.op in ("mul", "__mul__", "mul_", "__rmul__"):
@@ -1240,7 +1250,16 @@ def second_moments(tr: Trace, stats: ParamStats) -> dict[int, float]:
         if not math.isfinite(v) or v < 0:
             v = 1.0
         q[id(n)] = v
+        if id(n) not in nonneg and n.inputs and n.weight is None and (
+                (n.op in _PASS and id(n.inputs[0]) in nonneg)
+                or (n.op in ("add", "__add__", "add_", "__iadd__", "__radd__") and all(
+                    id(i) in nonneg or q.get(id(i), 1.0) == 0.0 for i in n.inputs)
+                    and any(id(i) in nonneg for i in n.inputs))):
+            nonneg.add(id(n))
     return {n.index: q[id(n)] for n in tr.nodes}
+
+
+_IDENTITY_ON_NONNEG = frozenset({"relu", "relu6", "leaky_relu"})
 
 
 def _act_m2(act: Any, qx: float) -> float:

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 from .presets import is_builtin_policy_name
+from .scalars import AddedScalar
 
 __all__ = ["EntryAction", "EntryChange", "Plan", "PlanEntry"]
 
@@ -107,6 +108,7 @@ class Plan:
     notes: list[str] = field(default_factory=list)
     unmatched_rules: list[str] = field(default_factory=list)
     applied: bool = False
+    added: list[AddedScalar] = field(default_factory=list)  # parameters init adds (Fixup)
 
     def __iter__(self) -> Any:
         return iter(self.entries)
@@ -160,6 +162,7 @@ class Plan:
             lines.append("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
             if i == 0:
                 lines.append("  ".join("-" * w for w in widths))
+        lines += [f"add: {a}" for a in self.added]
         lines += [f"note: {n}" for n in self.notes]
         if self.unmatched_rules and not is_builtin_policy_name(self.policy):  # a user's own rules
             lines += [f"unmatched rule: {u}" for u in self.unmatched_rules]
@@ -177,6 +180,7 @@ class Plan:
             "notes": list(self.notes),
             "unmatched_rules": list(self.unmatched_rules),
             "entries": [e.to_dict() for e in self.entries],
+            **({"added": [a.to_dict() for a in self.added]} if self.added else {}),
         }
 
     def to_json(self, **kwargs: Any) -> str:
@@ -192,6 +196,7 @@ class Plan:
             notes=list(d.get("notes", [])),
             unmatched_rules=list(d.get("unmatched_rules", [])),
             applied=bool(d.get("applied", False)),
+            added=[AddedScalar.from_dict(a) for a in d.get("added", [])],
         )
 
     @classmethod

@@ -24,6 +24,7 @@ from .._torch import apply_to_own_tensors, own_buffers, own_parameters, readopt_
 from .apply import analyze, validate, write_all
 from .keyed import keyed_init
 from .resolve import rebind
+from .scalars import add_scalars, remove_fixup_scalars
 
 __all__ = ["materialize"]
 
@@ -231,8 +232,10 @@ def materialize(
             planned = {n for w in work if w.setter is None for n in (w.entry.name, *w.entry.aliases)}
             _rebuild(model, rules, needs, dev, seed, reset, planned)
             p = write_all(model, p, rebind(model, work), seed, backup=False)
+            add_scalars(model, p.added)  # Fixup's scalars, on the allocated layers' device
         except BaseException:
             allocation.undo()  # nothing was there before: back on meta, as it was
+            remove_fixup_scalars(model, [a.module for a in p.added])
             raise
     p.notes.append(
         f"materialized {len(allocation.meta_params)} parameter(s) on {dev}; buffers rebuilt by "

@@ -15,7 +15,9 @@ and names a *scheme*: a registry name with parameters (``"kaiming_normal"``,
 
 - ``"auto"``: variance-preserving ``N(0, g²/fan_in)`` (``distribution`` param: normal, uniform
   or truncated_normal) with layer-aware fans and ``g`` the exact gain of the nonlinearity on
-  the layer's *input* side (1 for the first layer, fed raw data);
+  the layer's *input* side (1 for the first layer, fed raw data); ``stream_gain="branch"``:
+  the first layer of a residual branch reading the stream itself (no activation or norm
+  between) takes the gain of its branch's nonlinearity, He-style, as Fixup and ReZero do;
 - ``"keep"``: leave the parameter to the module (its constructor / ``reset_parameters``);
 - ``"forget_gate_bias"``: LSTM ``bias_ih``: 0 except the forget-gate block = ``value``
   (default 1; Jozefowicz et al. 2015); ``bias_hh``: 0 (torch adds the two biases);
@@ -138,13 +140,16 @@ def _check_params(scheme: str, params: Mapping[str, Any]) -> dict[str, Any]:
     """Validate ``params`` for an action or a registry scheme; return the merged params."""
     if scheme in _ACTION_PARAMS:
         allowed = _ACTION_PARAMS[scheme]
+        optional = {"stream_gain"} if scheme == "auto" else set()
         for k in params:
-            if k not in allowed:
-                raise_unknown(f"parameter for action {scheme!r}:", k, allowed)
+            if k not in allowed and k not in optional:
+                raise_unknown(f"parameter for action {scheme!r}:", k, [*allowed, *optional])
         merged = {**allowed, **params}
         if scheme == "auto":
 
             check_choice("distribution", merged["distribution"], DISTRIBUTIONS)
+            if "stream_gain" in merged:
+                check_choice("stream_gain", merged["stream_gain"], ("exact", "branch"))
         elif scheme == "forget_gate_bias":
             v = float(merged["value"])
             if not math.isfinite(v):
@@ -460,6 +465,8 @@ class Policy:
         branches: qualified module names that are residual branches (overrides detection).
         d_model: the model width for ``depth_scale="small_init"``/``"wang"`` (default:
             ``model.config.hidden_size`` / ``n_embd`` / ``d_model``, else the embedding width).
+        fixup_scalars: ``init`` adds Fixup's scalar biases and multipliers to residual branches
+            that lack them (:mod:`initwise.model.scalars`); ``plan`` lists them.
 
     >>> Policy([Rule("keep")]).describe().splitlines()[1]
     '  0. any -> keep()'
@@ -471,6 +478,7 @@ class Policy:
     n_layer: int | None = None
     branches: tuple[str, ...] | None = None
     d_model: int | None = None
+    fixup_scalars: bool = False
 
     def __post_init__(self) -> None:
         rules = tuple(self.rules)
@@ -482,6 +490,8 @@ class Policy:
             raise ValueError(f"Policy.n_layer must be a positive int, got {self.n_layer!r}")
         if self.d_model is not None and (not isinstance(self.d_model, int) or self.d_model < 1):
             raise ValueError(f"Policy.d_model must be a positive int, got {self.d_model!r}")
+        if not isinstance(self.fixup_scalars, bool):
+            raise TypeError(f"Policy.fixup_scalars must be True or False, got {self.fixup_scalars!r}")
         if self.branches is not None:
             if isinstance(self.branches, str):
                 raise TypeError("Policy.branches must be a sequence of module names, not a string")
@@ -490,13 +500,15 @@ class Policy:
     def with_rules(self, *rules: Rule, first: bool = True) -> Policy:
         """Return a copy with ``rules`` added before (default) or after the existing ones."""
         new = (*rules, *self.rules) if first else (*self.rules, *rules)
-        return Policy(new, self.name, self.strict, self.n_layer, self.branches, self.d_model)
+        return Policy(new, self.name, self.strict, self.n_layer, self.branches, self.d_model,
+                      self.fixup_scalars)
 
     def replace(self, **changes: Any) -> Policy:
-        """Return a copy with fields replaced (``strict``, ``n_layer``, ``branches``, ``name``, ``d_model``)."""
+        """Return a copy with fields replaced (``strict``, ``n_layer``, ``branches``, ``name``,
+        ``d_model``, ``fixup_scalars``)."""
         d = {"rules": self.rules, "name": self.name, "strict": self.strict,
              "n_layer": self.n_layer, "branches": self.branches, "d_model": self.d_model,
-             **changes}  # fmt: skip
+             "fixup_scalars": self.fixup_scalars, **changes}  # fmt: skip
         return Policy(**d)
 
     def describe(self) -> str:
@@ -514,6 +526,7 @@ class Policy:
             "branches": list(self.branches) if self.branches is not None else None,
             "rules": [r.to_dict() for r in self.rules],
             **({"d_model": self.d_model} if self.d_model is not None else {}),
+            **({"fixup_scalars": True} if self.fixup_scalars else {}),
         }
 
     @classmethod
@@ -531,7 +544,7 @@ class Policy:
         """
         if not isinstance(d, Mapping):
             raise TypeError(f"a policy must be a JSON object with a 'rules' list, got {type(d).__name__}")
-        valid = {"name", "strict", "n_layer", "branches", "rules", "d_model"}
+        valid = {"name", "strict", "n_layer", "branches", "rules", "d_model", "fixup_scalars"}
         for k in d:
             if k not in valid:
                 raise_unknown("Policy field", k, valid)
@@ -551,6 +564,8 @@ class Policy:
             _json_type("Policy.name", d["name"], str)
         strict = d.get("strict", False)
         _json_type("Policy.strict", strict, bool)
+        fixup_scalars = d.get("fixup_scalars", False)
+        _json_type("Policy.fixup_scalars", fixup_scalars, bool)
         n_layer = d.get("n_layer")
         if n_layer is not None and (isinstance(n_layer, bool) or not isinstance(n_layer, int)):
             raise TypeError(f"Policy.n_layer must be a positive integer or null, got {n_layer!r} ({type(n_layer).__name__})")
@@ -567,4 +582,5 @@ class Policy:
             n_layer=n_layer,
             branches=tuple(b) if b is not None else None,
             d_model=d.get("d_model"),
+            fixup_scalars=fixup_scalars,
         )

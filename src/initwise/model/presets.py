@@ -176,19 +176,24 @@ class _Presets:
             n_layer=n_layer,
         )
 
-    def fixup(self, branches: Sequence[str] | None = None) -> Policy:
-        """Zhang et al. 2019: branch layers ×L^(-1/(2m-2)), last branch layer and classifier 0."""
+    def fixup(self, branches: Sequence[str] | None = None, scalars: bool = True) -> Policy:
+        """Zhang et al. 2019: branch layers ×L^(-1/(2m-2)), last branch layer and classifier 0,
+        and (``scalars=True``) the paper's scalar biases (0) and multiplier (1) added to each
+        branch that lacks them (:mod:`initwise.model.scalars`)."""
         return Policy(
             (
                 Rule("zeros", role=("classifier", "residual_out"),
                      note="last layer of each branch and the classifier start at 0"),
-                Rule("auto", role="branch", depth_scale="fixup", note="He-style × L^(-1/(2m-2))"),
+                Rule("auto", {"stream_gain": "branch"}, role="branch", depth_scale="fixup",
+                     note="He et al. 2015 × L^(-1/(2m-2)); a layer reading the residual sum "
+                          "gets its branch's gain"),
                 *_structural_head(),
                 Rule("auto", role=("weight", "recurrent_input")),
                 *_common_tail(),
             ),
             name="fixup",
             branches=tuple(branches) if branches is not None else None,
+            fixup_scalars=bool(scalars),
         )
 
     def zero_residual(self, branches: Sequence[str] | None = None) -> Policy:
@@ -201,7 +206,11 @@ class _Presets:
 
     def rezero(self) -> Policy:
         """Bachlechner et al. 2020 / De & Smith 2020: residual gates (``resweight``, ``alpha``) = 0."""
-        return Policy((Rule("zeros", role="gate"), *self.auto().rules), name="rezero")
+        return Policy((Rule("zeros", role="gate"),
+                       Rule("auto", {"stream_gain": "branch"}, role="branch",
+                            note="He et al. 2015: a layer reading the residual sum gets its "
+                                 "branch's gain"),
+                       *self.auto().rules), name="rezero")
 
     def dcgan(self) -> Policy:
         """Radford et al. 2015: conv/linear ``N(0, 0.02²)``, BatchNorm weight ``N(1, 0.02²)``."""

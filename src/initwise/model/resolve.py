@@ -43,6 +43,7 @@ from .entries import Plan, PlanEntry
 from .policy import Policy, Rule
 from .presets import get_policy
 from .roles import ROLE_PRIORITY, base_role, param_structure_roles, refine_role, structure_roles
+from .scalars import plan_fixup_scalars
 from .structure import Branch, GraphInfo
 
 __all__ = ["Only", "Work", "build", "rebind", "tensor_key"]
@@ -325,6 +326,49 @@ def input_gain(ctx: _Context, module: nn.Module, modname: str, leaf: str, t: tor
     return act, g, src
 
 
+_THROUGH_OPS = frozenset({"dropout", "view", "reshape", "contiguous", "to", "float", "clone",
+                          "permute", "transpose", "flatten", "unsqueeze", "squeeze"})
+_NORM_OPS = frozenset({"layer_norm", "group_norm", "batch_norm", "instance_norm", "rms_norm"})
+
+
+def _reads_stream(ctx: _Context, name: str) -> bool:
+    """Whether a weight reads the residual stream itself: its input (through dropout and shape
+    ops) is not the output of a normalization (a pre-norm branch reads unit scale)."""
+    tr, u = ctx.info.trace, ctx.info.usage(name)
+    if tr is None or u is None or u.kind != "weight" or u.input_index < 0:
+        return False
+    by_index = {n.index: n for n in tr.nodes}
+    n = by_index.get(u.input_index)
+    for _ in range(16):
+        if n is None:
+            return False
+        if n.norm_out or n.op in _NORM_OPS:
+            return False
+        if n.op not in _THROUGH_OPS or not n.inputs:
+            return True
+        n = n.inputs[0]
+    return True
+
+
+def stream_gain(ctx: _Context, rule: Rule, modname: str, name: str, act: str | None,
+                g: float | None) -> tuple[str | None, float | None, list[str]]:
+    """``stream_gain="branch"`` (Fixup, ReZero: He et al. 2015 on every branch layer): the
+    first layer of a residual branch that reads the residual stream itself (no activation or
+    normalization between) gets the gain of the nonlinearity inside its branch instead of the
+    exact gain 1 of its linear input."""
+    if rule.scheme != "auto" or rule.params.get("stream_gain") != "branch" or act != "linear":
+        return act, g, []
+    br = ctx.branch_of.get(modname)
+    if br is None or br.layers[0] != modname or not _reads_stream(ctx, name):
+        return act, g, []
+    for layer in br.layers:
+        a, ga, _ = ctx.info.activation_of(layer)
+        if a != "linear" and layer != modname:
+            return a, ga, [f"reads the residual stream: the gain of its branch's {a} "
+                           "(He et al. 2015 on every branch layer, as Fixup and ReZero)"]
+    return act, g, []
+
+
 def depth_scale(ctx: _Context, rule: Rule, modname: str) -> tuple[float, list[str]]:
     """The rule's ``scale`` times its depth factor, and notes for the entry's ``post``."""
     s = float(rule.scale)
@@ -549,7 +593,12 @@ def build(model: nn.Module, policy_in: str | Policy | Iterable[Rule], example_in
                 entry, w = _plan_tensor(ctx, ts, select, e.name, k, t)
                 entries[i] = entry
                 work = [x for x in work if x.entry.name != e.name] + ([w] if w is not None else [])
-    return _finish(ctx, ts, seed, entries), work
+    p = _finish(ctx, ts, seed, entries)
+    if policy.fixup_scalars:
+        head = next((e.module for e in entries if "classifier" in e.roles), None)
+        p.added, notes = plan_fixup_scalars(model, info, head)
+        p.notes += notes
+    return p, work
 
 
 def _head_gains(ctx: _Context, entries: list[PlanEntry], ts: Tensors) -> dict[str, float]:
@@ -628,7 +677,9 @@ def _plan_tensor(ctx: _Context, ts: Tensors, select: Callable[[str], bool], name
                                        transposable=name not in ts.setters and not is_dtensor(t),
                                        usage=axes)
     act, g, act_src = input_gain(ctx, module, modname, leaf, t, name)
+    act, g, stream_why = stream_gain(ctx, rule, modname, name, act, g)
     s, post = depth_scale(ctx, rule, modname)
+    post = [*stream_why, *post]
     if rule.scheme == "auto" and name in ctx.head_gain:
         g = ctx.head_gain[name]
         post.append(f"head: its input's second moment, propagated through the plan, is {1 / g**2:.3g}: "

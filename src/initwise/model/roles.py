@@ -21,6 +21,10 @@ _RESIDUAL_NAMES = {"c_proj", "o_proj", "out_proj", "down_proj"}
 
 
 def base_role(module: nn.Module, leaf: str, t: torch.Tensor, kind: str) -> str:
+    if leaf in ("fixup_bias_in", "fixup_bias_out"):  # added by init(policy="fixup")
+        return "scalar_bias"
+    if leaf == "fixup_scale":
+        return "scalar_scale"
     if isinstance(module, (nn.RNNBase, nn.RNNCellBase)):
         if leaf.startswith("weight_hh"):
             return "recurrent"
