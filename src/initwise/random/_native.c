@@ -219,11 +219,16 @@ static inline __attribute__((always_inline)) void philox_batch(const params_t *P
    32 bits, and the output masks them). Four independent vectors per step for latency. */
 static int iw_has_avx512 = 0;
 
+/* the high half of each product is moved down by a dword swap (vpshufd, the shuffle port)
+   rather than a 64-bit shift: 512-bit shifts and vpmuludq share one port on Intel, which made
+   Philox port-bound; after the swap the lane's upper half holds the product's low half
+   (junk, never read: vpmuludq reads the low 32 bits and the output masks them) */
+#define IW_HI(p) _mm512_shuffle_epi32(p, _MM_PERM_CDAB)
 #define IW_ROUND(c0, c1, c2, c3, K0, K1)                                                   \
     do {                                                                                  \
         __m512i p0_ = _mm512_mul_epu32(c0, m0), p1_ = _mm512_mul_epu32(c2, m1);           \
-        c0 = _mm512_ternarylogic_epi64(_mm512_srli_epi64(p1_, 32), c1, K0, 0x96);          \
-        c2 = _mm512_ternarylogic_epi64(_mm512_srli_epi64(p0_, 32), c3, K1, 0x96);          \
+        c0 = _mm512_ternarylogic_epi64(IW_HI(p1_), c1, K0, 0x96);                           \
+        c2 = _mm512_ternarylogic_epi64(IW_HI(p0_), c3, K1, 0x96);                           \
         c1 = p1_;                                                                         \
         c3 = p0_;                                                                         \
     } while (0)
@@ -280,7 +285,227 @@ __attribute__((target("avx512f"), noinline)) static void philox_batch_avx512(
     }
 #undef IW_OUT
 }
+
+/* ---- fused AVX-512 runs of whole blocks: Philox -> transform -> stores, in registers ----
+   The same IEEE-754 operations as batch_uniform / batch_normal on the same operands in the
+   same order (vector add/sub/mul/div/sqrt round exactly like the scalar ones; no FMA is
+   formed: -ffp-contract=off covers intrinsics too, checked by `objdump -d | grep fma`), so
+   the same bits. What changes is where values live and how exact steps are spelled: no
+   uint64/double staging arrays; iw_log's exponent/mantissa split by vgetexppd / vgetmantpd
+   (exact, equal to the bit manipulation); Box-Muller's octant selects as one mask blend and
+   sign flips (negation flips the sign bit); float32 conversion and the (a, b) interleave in
+   registers; Philox's first round multiplies the key's constant counter word, so that
+   product is computed once. G vectors (8 blocks each) go through every step side by side:
+   each step is a long dependency chain (10 Philox rounds, 10 Horner steps, a division and a
+   square root) and the out-of-order window holds too few of them to overlap chains that are
+   written one after the other. */
+#define IW_T __attribute__((target("avx512f")))
+#define IW_AI __attribute__((always_inline)) static inline
+#define IW_G 4 /* vectors side by side */
+#define IW_EACH _Pragma("GCC unroll 4") for (int v = 0; v < IW_G; v++)
+
+typedef struct {
+    __m512i m0, m1, M, one, hi_x0, x2, c1r0, K0[10], K1[10];
+    __m512d d_one, half52, half49, mean, sd;
+} kc_t;
+
+IW_T IW_AI void kc_init(const params_t *P, kc_t *K) {
+    uint64_t p1 = (uint64_t)PHILOX_M1 * P->c2; /* round 0's second product: a constant */
+    uint32_t k0 = P->k0, k1 = P->k1;
+    K->m0 = _mm512_set1_epi64(PHILOX_M0);
+    K->m1 = _mm512_set1_epi64(PHILOX_M1);
+    K->M = _mm512_set1_epi64(0xFFFFFFFFLL);
+    K->one = _mm512_set1_epi64(0x3FF0000000000000LL);
+    K->hi_x0 = _mm512_set1_epi64((long long)((p1 >> 32) ^ k0)); /* n0 = hi(p1) ^ c1 ^ k0 */
+    K->x2 = _mm512_set1_epi64((long long)(P->c3 ^ k1));         /* n2 = hi(p0) ^ c3 ^ k1 */
+    K->c1r0 = _mm512_set1_epi64((long long)(p1 & 0xFFFFFFFFULL));
+    for (int r = 0; r < 10; r++) {
+        K->K0[r] = _mm512_set1_epi64(k0);
+        K->K1[r] = _mm512_set1_epi64(k1);
+        k0 += PHILOX_W0;
+        k1 += PHILOX_W1;
+    }
+    K->d_one = _mm512_set1_pd(1.0);
+    K->half52 = _mm512_set1_pd(HALF_ULP52);
+    K->half49 = _mm512_set1_pd(HALF_ULP49);
+    K->mean = _mm512_set1_pd(P->p[0]);
+    K->sd = _mm512_set1_pd(P->p[1]);
+}
+
+/* blocks blk[v] + 0..7 -> the 64-bit output words Wa = (w1:w0), Wb = (w3:w2) */
+IW_T IW_AI void philox_g(const kc_t *K, const __m512i *blk, __m512i *Wa, __m512i *Wb) {
+    __m512i c0[IW_G], c1[IW_G], c2[IW_G], c3[IW_G];
+    const __m512i m0 = K->m0, m1 = K->m1;
+    IW_EACH {
+        __m512i p0 = _mm512_mul_epu32(blk[v], m0);
+        c0[v] = _mm512_xor_si512(_mm512_srli_epi64(blk[v], 32), K->hi_x0);
+        c2[v] = _mm512_xor_si512(IW_HI(p0), K->x2);
+        c1[v] = K->c1r0;
+        c3[v] = p0;
+    }
+#pragma GCC unroll 9
+    for (int r = 1; r < 10; r++) IW_EACH IW_ROUND(c0[v], c1[v], c2[v], c3[v], K->K0[r], K->K1[r]);
+    IW_EACH { /* (c1 << 32) | (c0 & M): imm 0xF8 = A | (B & C) */
+        Wa[v] = _mm512_ternarylogic_epi64(_mm512_slli_epi64(c1[v], 32), c0[v], K->M, 0xF8);
+        Wb[v] = _mm512_ternarylogic_epi64(_mm512_slli_epi64(c3[v], 32), c2[v], K->M, 0xF8);
+    }
+}
+
+/* u52 of the top 52 bits of W */
+IW_T IW_AI __m512d u52v(const kc_t *K, __m512i W) {
+    __m512i b = _mm512_or_si512(_mm512_srli_epi64(W, 12), K->one);
+    return _mm512_add_pd(_mm512_sub_pd(_mm512_castsi512_pd(b), K->d_one), K->half52);
+}
+
+#define IW_C(x) _mm512_set1_pd(x)
+#define IW_HORNER(r, z, c) IW_EACH r[v] = _mm512_add_pd(_mm512_mul_pd(z[v], r[v]), IW_C(c))
+
+IW_T IW_AI void normal_g(const kc_t *K, const __m512i *Wa, const __m512i *Wb, __m512d *va,
+                         __m512d *vb) {
+    __m512d e[IW_G], s[IW_G], z[IW_G], r[IW_G], rad[IW_G];
+    __m512d x[IW_G], zz[IW_G], rs[IW_G], rc[IW_G], sn[IW_G], cs[IW_G];
+    /* the order overlaps the slow units: the divisions first, the angle's polynomials while
+       they run, then the log's polynomial and the square roots */
+    IW_EACH { /* iw_log(u), up to s = f / (m + 1) */
+        __m512d u = u52v(K, Wa[v]);
+        __m512d m = _mm512_getmant_pd(u, _MM_MANT_NORM_p5_1, _MM_MANT_SIGN_src); /* [0.5, 1) */
+        __m512d ge = _mm512_getexp_pd(u); /* ex - 1023 = iw_log's e - 1 */
+        __mmask8 small = _mm512_cmp_pd_mask(m, IW_C(SQRT1_2), _CMP_LT_OQ);
+        m = _mm512_mask_add_pd(m, small, m, m);
+        e[v] = _mm512_mask_add_pd(ge, (__mmask8)~small, ge, K->d_one);
+        s[v] = _mm512_div_pd(_mm512_sub_pd(m, K->d_one), _mm512_add_pd(m, K->d_one));
+    }
+    IW_EACH { /* the angle: octant bits are W's bits 61 (swap), 62, 63 */
+        __m512i fb = _mm512_ternarylogic_epi64(_mm512_srli_epi64(Wb[v], 9),
+                                               _mm512_set1_epi64(0x000FFFFFFFFFFFF8LL), K->one,
+                                               0xEA); /* (A & B) | C */
+        __m512d fr = _mm512_add_pd(_mm512_sub_pd(_mm512_castsi512_pd(fb), K->d_one), K->half49);
+        __mmask8 sw = _mm512_test_epi64_mask(Wb[v], _mm512_set1_epi64(1LL << 61));
+        x[v] = _mm512_mul_pd(_mm512_mask_sub_pd(fr, sw, K->d_one, fr), IW_C(PI_4));
+        zz[v] = _mm512_mul_pd(x[v], x[v]);
+        rs[v] = IW_C(S8);
+        rc[v] = IW_C(C8);
+    }
+    IW_HORNER(rs, zz, S7); IW_HORNER(rc, zz, C7);
+    IW_HORNER(rs, zz, S6); IW_HORNER(rc, zz, C6);
+    IW_HORNER(rs, zz, S5); IW_HORNER(rc, zz, C5);
+    IW_HORNER(rs, zz, S4); IW_HORNER(rc, zz, C4);
+    IW_HORNER(rs, zz, S3); IW_HORNER(rc, zz, C3);
+    IW_HORNER(rs, zz, S2); IW_HORNER(rc, zz, C2);
+    IW_HORNER(rs, zz, S1); IW_HORNER(rc, zz, C1);
+    IW_EACH {
+        sn[v] = _mm512_add_pd(x[v], _mm512_mul_pd(x[v], _mm512_mul_pd(zz[v], rs[v])));
+        cs[v] = _mm512_add_pd(K->d_one, _mm512_mul_pd(zz[v], rc[v]));
+    }
+    IW_EACH { z[v] = _mm512_mul_pd(s[v], s[v]); r[v] = IW_C(L11); }
+    IW_HORNER(r, z, L10); IW_HORNER(r, z, L9); IW_HORNER(r, z, L8); IW_HORNER(r, z, L7);
+    IW_HORNER(r, z, L6); IW_HORNER(r, z, L5); IW_HORNER(r, z, L4); IW_HORNER(r, z, L3);
+    IW_HORNER(r, z, L2); IW_HORNER(r, z, L1);
+    IW_EACH { /* the radius sqrt(-2 iw_log(u)) */
+        __m512d lm = _mm512_add_pd(_mm512_add_pd(s[v], s[v]),
+                                   _mm512_mul_pd(s[v], _mm512_mul_pd(z[v], r[v])));
+        __m512d lg = _mm512_add_pd(_mm512_mul_pd(e[v], IW_C(LN2_HI)),
+                                   _mm512_add_pd(_mm512_mul_pd(e[v], IW_C(LN2_LO)), lm));
+        rad[v] = _mm512_sqrt_pd(_mm512_mul_pd(IW_C(-2.0), lg));
+    }
+    const __m512i sign = _mm512_set1_epi64((long long)0x8000000000000000ULL);
+    IW_EACH {
+        /* |cos theta| is sin_poly when bits 61 ^ 62; cos theta < 0 when bits 62 ^ 63, sin
+           theta < 0 when bit 63 (batch_normal's swap / q selects as a blend and sign flips) */
+        __m512i Wx = _mm512_xor_si512(Wb[v], _mm512_slli_epi64(Wb[v], 1));
+        __mmask8 ka = _mm512_test_epi64_mask(Wx, _mm512_set1_epi64(1LL << 62));
+        __m512d A = _mm512_mask_blend_pd(ka, cs[v], sn[v]), Bv = _mm512_mask_blend_pd(ka, sn[v], cs[v]);
+        __m512d ct = _mm512_castsi512_pd(
+            _mm512_ternarylogic_epi64(_mm512_castpd_si512(A), Wx, sign, 0x78)); /* A ^ (B & C) */
+        __m512d st = _mm512_castsi512_pd(
+            _mm512_ternarylogic_epi64(_mm512_castpd_si512(Bv), Wb[v], sign, 0x78));
+        va[v] = _mm512_add_pd(K->mean, _mm512_mul_pd(K->sd, _mm512_mul_pd(rad[v], ct)));
+        vb[v] = _mm512_add_pd(K->mean, _mm512_mul_pd(K->sd, _mm512_mul_pd(rad[v], st)));
+    }
+}
+
+IW_T IW_AI void uniform_g(const kc_t *K, const __m512i *Wa, const __m512i *Wb, __m512d *va,
+                          __m512d *vb) {
+    IW_EACH {
+        va[v] = _mm512_add_pd(K->mean, _mm512_mul_pd(K->sd, u52v(K, Wa[v])));
+        vb[v] = _mm512_add_pd(K->mean, _mm512_mul_pd(K->sd, u52v(K, Wb[v])));
+    }
+}
+
+/* store the 16 values a0 b0 a1 b1 ... a7 b7 (the first `cnt` of them when cnt < 16) */
+IW_T IW_AI void store16(char *out, int kind, __m512d va, __m512d vb, int cnt) {
+    if (kind == OUT_F32) {
+        const __m512i ix = _mm512_set_epi32(23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
+        __m512 o = _mm512_permutex2var_ps(_mm512_castps256_ps512(_mm512_cvtpd_ps(va)), ix,
+                                          _mm512_castps256_ps512(_mm512_cvtpd_ps(vb)));
+        if (cnt == 16)
+            _mm512_storeu_ps(out, o);
+        else
+            _mm512_mask_storeu_ps(out, (__mmask16)((1u << cnt) - 1u), o);
+    } else {
+        const __m512i lo = _mm512_set_epi64(11, 3, 10, 2, 9, 1, 8, 0);
+        const __m512i hi = _mm512_set_epi64(15, 7, 14, 6, 13, 5, 12, 4);
+        __m512d o0 = _mm512_permutex2var_pd(va, lo, vb), o1 = _mm512_permutex2var_pd(va, hi, vb);
+        double *d = (double *)out;
+        if (cnt == 16) {
+            _mm512_storeu_pd(d, o0);
+            _mm512_storeu_pd(d + 8, o1);
+        } else {
+            _mm512_mask_storeu_pd(d, (__mmask8)(cnt >= 8 ? 0xFFu : (1u << cnt) - 1u), o0);
+            if (cnt > 8) _mm512_mask_storeu_pd(d + 8, (__mmask8)((1u << (cnt - 8)) - 1u), o1);
+        }
+    }
+}
+
+/* blocks b0 .. b0 + nblk - 1 -> out (2 nblk values); the last group masks its stores */
+IW_T IW_AI void run_blocks(const params_t *P, uint64_t b0, int64_t nblk, char *out, const int dist,
+                           const int kind) {
+    kc_t K;
+    kc_init(P, &K);
+    const size_t step = (kind == OUT_F32 ? 4 : 8) * 16; /* bytes per 8 blocks */
+    const __m512i iota = _mm512_set_epi64(7, 6, 5, 4, 3, 2, 1, 0);
+    for (int64_t j = 0; j < nblk; j += 8 * IW_G) {
+        __m512i blk[IW_G], Wa[IW_G], Wb[IW_G];
+        __m512d va[IW_G], vb[IW_G];
+        __m512i b = _mm512_add_epi64(_mm512_set1_epi64((long long)(b0 + (uint64_t)j)), iota);
+        IW_EACH blk[v] = _mm512_add_epi64(b, _mm512_set1_epi64(8 * v));
+        philox_g(&K, blk, Wa, Wb);
+        if (dist == DIST_NORMAL)
+            normal_g(&K, Wa, Wb, va, vb);
+        else
+            uniform_g(&K, Wa, Wb, va, vb);
+        if (j + 8 * IW_G <= nblk) {
+            IW_EACH store16(out + (size_t)(j / 8 + v) * step, kind, va[v], vb[v], 16);
+        } else {
+            for (int v = 0; v < IW_G && j + 8 * v < nblk; v++) {
+                int64_t left = 2 * (nblk - j - 8 * v);
+                store16(out + (size_t)(j / 8 + v) * step, kind, va[v], vb[v],
+                        left >= 16 ? 16 : (int)left);
+            }
+        }
+    }
+}
+
+/* Elements 2 b0 .. 2 (b0 + nblk) - 1 of a uniform or normal fill. */
+__attribute__((target("avx512f"), noinline)) static void fill_blocks_avx512(
+    const params_t *P, uint64_t b0, int64_t nblk, void *out, int kind) {
+    if (P->dist == DIST_NORMAL) {
+        if (kind == OUT_F32)
+            run_blocks(P, b0, nblk, (char *)out, DIST_NORMAL, OUT_F32);
+        else
+            run_blocks(P, b0, nblk, (char *)out, DIST_NORMAL, OUT_F64);
+    } else {
+        if (kind == OUT_F32)
+            run_blocks(P, b0, nblk, (char *)out, DIST_UNIFORM, OUT_F32);
+        else
+            run_blocks(P, b0, nblk, (char *)out, DIST_UNIFORM, OUT_F64);
+    }
+}
+#undef IW_HORNER
+#undef IW_C
+#undef IW_EACH
 #undef IW_ROUND
+#undef IW_HI
 #define PHILOX_BATCH(P, nb, blk, wa, wb)                                                        \
     (iw_has_avx512 ? philox_batch_avx512(P, nb, blk, wa, wb) : philox_batch(P, nb, blk, wa, wb))
 #else
@@ -386,9 +611,9 @@ static inline __attribute__((always_inline)) void gen_batch(const params_t *P, i
         batch_trunc(P, nb, wa, wb, va, vb);
 }
 
-/* Fill out[0:n] with elements g0 .. g0+n-1 (global flat indices). */
+/* Fill out[0:n] with elements g0 .. g0+n-1 (global flat indices), in batches of B blocks. */
 IW_CLONES
-static void fill_run(const params_t *P, uint64_t g0, int64_t n, void *out, int kind) {
+static void fill_run_batched(const params_t *P, uint64_t g0, int64_t n, void *out, int kind) {
     uint64_t blk[B];
     double va[B], vb[B], tmp[2 * B];
     int64_t done = 0;
@@ -431,6 +656,29 @@ static void fill_run(const params_t *P, uint64_t g0, int64_t n, void *out, int k
         }
         done += cnt;
     }
+}
+
+/* Fill out[0:n] with elements g0 .. g0+n-1 (global flat indices). */
+static void fill_run(const params_t *P, uint64_t g0, int64_t n, void *out, int kind) {
+#if IW_AVX512
+    if (iw_has_avx512 && P->dist != DIST_TRUNC && n >= 2) {
+        size_t es = kind == OUT_F32 ? 4 : 8;
+        int64_t done = 0;
+        if (g0 & 1u) { /* an odd first element: the second half of its block */
+            fill_run_batched(P, g0, 1, out, kind);
+            done = 1;
+        }
+        int64_t nblk = (n - done) >> 1;
+        fill_blocks_avx512(P, (g0 + (uint64_t)done) >> 1, nblk, (char *)out + (size_t)done * es,
+                           kind);
+        done += 2 * nblk;
+        if (done < n)
+            fill_run_batched(P, g0 + (uint64_t)done, n - done, (char *)out + (size_t)done * es,
+                             kind);
+        return;
+    }
+#endif
+    fill_run_batched(P, g0, n, out, kind);
 }
 
 /* Values at arbitrary global indices idx[0:n] -> out[0:n]. */
