@@ -301,8 +301,10 @@ __attribute__((target("avx512f"), noinline)) static void philox_batch_avx512(
    written one after the other. */
 #define IW_T __attribute__((target("avx512f")))
 #define IW_AI __attribute__((always_inline)) static inline
+#ifndef IW_G
 #define IW_G 4 /* vectors side by side */
-#define IW_EACH _Pragma("GCC unroll 4") for (int v = 0; v < IW_G; v++)
+#endif
+#define IW_EACH _Pragma("GCC unroll 8") for (int v = 0; v < IW_G; v++)
 
 typedef struct {
     __m512i m0, m1, M, one, hi_x0, x2, c1r0, K0[10], K1[10];
@@ -729,15 +731,38 @@ static void run_job(const job_t *J) {
     }
 }
 
+#define MIN_PER_THREAD 65536
+#define MAX_THREADS 256
+#define CHUNK (1 << 18) /* elements a thread claims at a time */
+
 #if IW_THREADS
-static void *run_job_thread(void *arg) {
-    run_job((const job_t *)arg);
+#include <stdatomic.h>
+/* Threads claim chunks of the output from a shared counter instead of fixed halves: on a
+   shared machine one core is often slower (another job runs on it, or it takes more page
+   faults), and a fixed split leaves the other core idle at the end. Values never depend on
+   who fills what. */
+typedef struct {
+    job_t base;
+    int64_t total, chunk;
+    atomic_llong next;
+} pool_t;
+
+static void pool_work(pool_t *W) {
+    job_t J = W->base;
+    for (;;) {
+        int64_t lo = (int64_t)atomic_fetch_add(&W->next, (long long)W->chunk);
+        if (lo >= W->total) return;
+        J.lo = lo;
+        J.hi = lo + W->chunk < W->total ? lo + W->chunk : W->total;
+        run_job(&J);
+    }
+}
+
+static void *pool_thread(void *arg) {
+    pool_work((pool_t *)arg);
     return NULL;
 }
 #endif
-
-#define MIN_PER_THREAD 65536
-#define MAX_THREADS 256
 
 static void run_parallel(job_t base, int64_t total, int nthreads) {
     if (nthreads > MAX_THREADS) nthreads = MAX_THREADS;
@@ -747,24 +772,23 @@ static void run_parallel(job_t base, int64_t total, int nthreads) {
     base.hi = total;
 #if IW_THREADS
     if (nthreads > 1) {
-        job_t jobs[MAX_THREADS];
+        pool_t W;
         pthread_t tid[MAX_THREADS];
         int started[MAX_THREADS];
-        for (int t = 0; t < nthreads; t++) {
-            jobs[t] = base;
-            jobs[t].lo = total * t / nthreads;
-            jobs[t].hi = total * (t + 1) / nthreads;
-            started[t] = 0;
-        }
+        W.base = base;
+        W.total = total;
+        /* at least 4 chunks per thread so that the ends even out; even sizes keep Philox
+           blocks whole (a split block is only slower, never different) */
+        W.chunk = total / (4 * (int64_t)nthreads);
+        if (W.chunk > CHUNK) W.chunk = CHUNK;
+        if (W.chunk < 4096) W.chunk = 4096;
+        W.chunk &= ~(int64_t)1;
+        atomic_init(&W.next, 0);
         for (int t = 1; t < nthreads; t++)
-            started[t] = pthread_create(&tid[t], NULL, run_job_thread, &jobs[t]) == 0;
-        run_job(&jobs[0]);
-        for (int t = 1; t < nthreads; t++) {
-            if (started[t])
-                pthread_join(tid[t], NULL);
-            else
-                run_job(&jobs[t]); /* could not start a thread: do its share here */
-        }
+            started[t] = pthread_create(&tid[t], NULL, pool_thread, &W) == 0;
+        pool_work(&W); /* threads that could not start leave their share to this one */
+        for (int t = 1; t < nthreads; t++)
+            if (started[t]) pthread_join(tid[t], NULL);
         return;
     }
 #endif
