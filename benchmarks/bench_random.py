@@ -97,6 +97,8 @@ def _report(n: int, threads: int, k: iwr.Key, reps: int) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="4M and 16M elements")
+    ap.add_argument("--sizes", type=int, nargs="+", metavar="N",
+                    help="element counts instead (e.g. 65536 to compare inside the L2 cache)")
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1,
                     help="the 'all threads' setting (default: all cores)")
@@ -111,7 +113,7 @@ def main() -> None:
     if args.cpu_time:
         _CLOCK[0] = time.thread_time
         args.threads = 1
-    sizes = [1 << 22, 1 << 24] if args.quick else [1 << 26, 1 << 28]
+    sizes = args.sizes or ([1 << 22, 1 << 24] if args.quick else [1 << 26, 1 << 28])
     k = iwr.key(0, "bench")
     clock = "thread CPU time" if args.cpu_time else "wall time"
     print(f"initwise.random backend={iwr.backend()}  torch {torch.__version__}  "
