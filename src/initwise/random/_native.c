@@ -928,7 +928,24 @@ static PyObject *py_philox(PyObject *self, PyObject *args) {
     return Py_BuildValue("(IIII)", c0, c1, c2, c3);
 }
 
+/* simd([flag]) -> whether the AVX-512 kernels are used; flag 0 turns them off (the portable
+   batched path then runs on this CPU too), 1 back on where the CPU has AVX-512. For tests. */
+static PyObject *py_simd(PyObject *self, PyObject *args) {
+    int flag = -1;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "|i", &flag)) return NULL;
+#if IW_AVX512
+    if (flag == 0) iw_has_avx512 = 0;
+    if (flag == 1) iw_has_avx512 = __builtin_cpu_supports("avx512f");
+    return PyBool_FromLong(iw_has_avx512);
+#else
+    (void)flag;
+    Py_RETURN_FALSE;
+#endif
+}
+
 static PyMethodDef methods[] = {
+    {"simd", py_simd, METH_VARARGS, "simd([flag]): AVX-512 kernels in use (0: off, 1: on)."},
     {"fill", py_fill, METH_VARARGS, "Fill rows of a float32/float64 buffer (GIL released)."},
     {"sample", py_sample, METH_VARARGS, "Values at int64 global indices (GIL released)."},
     {"philox", py_philox, METH_VARARGS, "Raw Philox4x32-10 block: philox(ctr4, key2)."},
