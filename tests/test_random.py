@@ -481,7 +481,8 @@ def test_native_avx512_kernels_equal_the_portable_path():
     if not nat.simd():
         pytest.skip("this CPU has no AVX-512: the portable path is the only one")
     rng = np.random.default_rng(19)
-    lengths = [1, 2, 3, 15, 16, 17, 63, 64, 65, 127, 128, 129, 255, 256, 257, 1000, 70_001]
+    lengths = [1, 2, 3, 15, 16, 17, 63, 64, 65, 127, 128, 129, 255, 256, 257, 296, 511, 680, 1000,
+               70_001]
     try:
         for dist, params in CASES:
             k = iwr.key(5, f"simd-{dist}")

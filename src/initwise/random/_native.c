@@ -304,7 +304,7 @@ __attribute__((target("avx512f"), noinline)) static void philox_batch_avx512(
 #ifndef IW_G
 #define IW_G 4 /* vectors side by side */
 #endif
-#define IW_EACH _Pragma("GCC unroll 8") for (int v = 0; v < IW_G; v++)
+#define IW_EACH _Pragma("GCC unroll 8") for (int v = 0; v < g; v++) /* g: a constant */
 
 typedef struct {
     __m512i m0, m1, M, one, hi_x0, x2, c1r0, K0[10], K1[10];
@@ -335,7 +335,8 @@ IW_T IW_AI void kc_init(const params_t *P, kc_t *K) {
 }
 
 /* blocks blk[v] + 0..7 -> the 64-bit output words Wa = (w1:w0), Wb = (w3:w2) */
-IW_T IW_AI void philox_g(const kc_t *K, const __m512i *blk, __m512i *Wa, __m512i *Wb) {
+IW_T IW_AI void philox_g(const kc_t *K, const __m512i *blk, __m512i *Wa, __m512i *Wb,
+                         const int g) {
     __m512i c0[IW_G], c1[IW_G], c2[IW_G], c3[IW_G];
     const __m512i m0 = K->m0, m1 = K->m1;
     IW_EACH {
@@ -363,7 +364,7 @@ IW_T IW_AI __m512d u52v(const kc_t *K, __m512i W) {
 #define IW_HORNER(r, z, c) IW_EACH r[v] = _mm512_add_pd(_mm512_mul_pd(z[v], r[v]), IW_C(c))
 
 IW_T IW_AI void normal_g(const kc_t *K, const __m512i *Wa, const __m512i *Wb, __m512d *va,
-                         __m512d *vb) {
+                         __m512d *vb, const int g) {
     __m512d e[IW_G], s[IW_G], z[IW_G], r[IW_G], rad[IW_G];
     __m512d x[IW_G], zz[IW_G], rs[IW_G], rc[IW_G], sn[IW_G], cs[IW_G];
     /* the order overlaps the slow units: the divisions first, the angle's polynomials while
@@ -427,7 +428,7 @@ IW_T IW_AI void normal_g(const kc_t *K, const __m512i *Wa, const __m512i *Wb, __
 }
 
 IW_T IW_AI void uniform_g(const kc_t *K, const __m512i *Wa, const __m512i *Wb, __m512d *va,
-                          __m512d *vb) {
+                          __m512d *vb, const int g) {
     IW_EACH {
         va[v] = _mm512_add_pd(K->mean, _mm512_mul_pd(K->sd, u52v(K, Wa[v])));
         vb[v] = _mm512_add_pd(K->mean, _mm512_mul_pd(K->sd, u52v(K, Wb[v])));
@@ -459,33 +460,48 @@ IW_T IW_AI void store16(char *out, int kind, __m512d va, __m512d vb, int cnt) {
     }
 }
 
-/* blocks b0 .. b0 + nblk - 1 -> out (2 nblk values); the last group masks its stores */
+/* g vectors (8 g blocks from b) -> the first `nvals` (<= 16 g) of their values at out */
+IW_T IW_AI void run_group(const kc_t *K, __m512i b, char *out, const int dist, const int kind,
+                          const int g, int64_t nvals) {
+    const size_t step = (kind == OUT_F32 ? 4 : 8) * 16; /* bytes per 8 blocks */
+    __m512i blk[IW_G], Wa[IW_G], Wb[IW_G];
+    __m512d va[IW_G], vb[IW_G];
+    IW_EACH blk[v] = _mm512_add_epi64(b, _mm512_set1_epi64(8 * v));
+    philox_g(K, blk, Wa, Wb, g);
+    if (dist == DIST_NORMAL)
+        normal_g(K, Wa, Wb, va, vb, g);
+    else
+        uniform_g(K, Wa, Wb, va, vb, g);
+    if (nvals == 16 * g) {
+        IW_EACH store16(out + (size_t)v * step, kind, va[v], vb[v], 16);
+    } else {
+        for (int v = 0; v < g && 16 * v < nvals; v++)
+            store16(out + (size_t)v * step, kind, va[v], vb[v],
+                    nvals - 16 * v >= 16 ? 16 : (int)(nvals - 16 * v));
+    }
+}
+
+/* blocks b0 .. b0 + nblk - 1 -> out (2 nblk values): groups of IW_G vectors side by side; the
+   rest as one more (masked) group when it is over half a group, else vector by vector (one
+   vector alone is latency-bound, ~1.6x slower per value, but computes no unused blocks) */
 IW_T IW_AI void run_blocks(const params_t *P, uint64_t b0, int64_t nblk, char *out, const int dist,
                            const int kind) {
     kc_t K;
     kc_init(P, &K);
-    const size_t step = (kind == OUT_F32 ? 4 : 8) * 16; /* bytes per 8 blocks */
+    const size_t step = (kind == OUT_F32 ? 4 : 8) * 16;
     const __m512i iota = _mm512_set_epi64(7, 6, 5, 4, 3, 2, 1, 0);
-    for (int64_t j = 0; j < nblk; j += 8 * IW_G) {
-        __m512i blk[IW_G], Wa[IW_G], Wb[IW_G];
-        __m512d va[IW_G], vb[IW_G];
-        __m512i b = _mm512_add_epi64(_mm512_set1_epi64((long long)(b0 + (uint64_t)j)), iota);
-        IW_EACH blk[v] = _mm512_add_epi64(b, _mm512_set1_epi64(8 * v));
-        philox_g(&K, blk, Wa, Wb);
-        if (dist == DIST_NORMAL)
-            normal_g(&K, Wa, Wb, va, vb);
-        else
-            uniform_g(&K, Wa, Wb, va, vb);
-        if (j + 8 * IW_G <= nblk) {
-            IW_EACH store16(out + (size_t)(j / 8 + v) * step, kind, va[v], vb[v], 16);
-        } else {
-            for (int v = 0; v < IW_G && j + 8 * v < nblk; v++) {
-                int64_t left = 2 * (nblk - j - 8 * v);
-                store16(out + (size_t)(j / 8 + v) * step, kind, va[v], vb[v],
-                        left >= 16 ? 16 : (int)left);
-            }
-        }
+    int64_t j = 0;
+#define IW_AT(j) _mm512_add_epi64(_mm512_set1_epi64((long long)(b0 + (uint64_t)(j))), iota)
+    for (; j + 8 * IW_G <= nblk; j += 8 * IW_G)
+        run_group(&K, IW_AT(j), out + (size_t)(j / 8) * step, dist, kind, IW_G, 16 * IW_G);
+    if (nblk - j > 4 * IW_G) {
+        run_group(&K, IW_AT(j), out + (size_t)(j / 8) * step, dist, kind, IW_G, 2 * (nblk - j));
+        return;
     }
+    for (; j < nblk; j += 8)
+        run_group(&K, IW_AT(j), out + (size_t)(j / 8) * step, dist, kind, 1,
+                  nblk - j >= 8 ? 16 : 2 * (nblk - j));
+#undef IW_AT
 }
 
 /* Elements 2 b0 .. 2 (b0 + nblk) - 1 of a uniform or normal fill. */
@@ -663,7 +679,7 @@ static void fill_run_batched(const params_t *P, uint64_t g0, int64_t n, void *ou
 /* Fill out[0:n] with elements g0 .. g0+n-1 (global flat indices). */
 static void fill_run(const params_t *P, uint64_t g0, int64_t n, void *out, int kind) {
 #if IW_AVX512
-    if (iw_has_avx512 && P->dist != DIST_TRUNC && n >= 2) {
+    if (iw_has_avx512 && P->dist != DIST_TRUNC && n >= 256) { /* shorter: batches waste less */
         size_t es = kind == OUT_F32 ? 4 : 8;
         int64_t done = 0;
         if (g0 & 1u) { /* an odd first element: the second half of its block */
