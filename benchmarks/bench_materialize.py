@@ -18,6 +18,11 @@ run, the machine's load average before and after, and one JSON line.
     python benchmarks/bench_materialize.py                 # the 1.06B model, 2 threads
     python benchmarks/bench_materialize.py --quick         # 2 layers, hidden 1024 (~0.2B)
     python benchmarks/bench_materialize.py --profile       # cProfile of one materialize
+    python benchmarks/bench_materialize.py --first-touch 4.5 [--huge]  # the machine's page faults
+
+``--first-touch GB`` measures what the machine charges for fresh memory, in a fresh process:
+256 MiB float32 tensors allocated one after the other and held, each written once
+(``fill_``), CPU ns per element for each (``--huge``: after ``madvise(MADV_HUGEPAGE)``).
 """
 
 from __future__ import annotations
@@ -116,6 +121,29 @@ def sharded(rank: int, world_size: int, quick: bool, threads: int) -> dict[str, 
             "peak_over_local": (_maxrss() - base) / local}  # fmt: skip
 
 
+def first_touch(gb: float, huge: bool) -> list[float]:
+    """CPU ns per element to write each of a sequence of fresh, held 256 MiB tensors."""
+    import ctypes
+
+    import torch
+
+    torch.set_num_threads(1)
+    n = 1 << 26
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    keep, out = [], []
+    for _ in range(max(1, int(gb * 2**30 / (4 * n)))):
+        c0 = time.process_time()
+        t = torch.empty(n)
+        if huge:  # MADV_HUGEPAGE on the 2 MiB-aligned interior
+            lo, hi = (t.data_ptr() + (1 << 21) - 1) >> 21 << 21, (t.data_ptr() + 4 * n) >> 21 << 21
+            libc.madvise(lo, hi - lo, 14)
+        t.fill_(1.0)
+        out.append((time.process_time() - c0) * 1e9 / n)
+        keep.append(t)
+    return out
+
+
 def run_child(mode: str, quick: bool, threads: int, profile: str | None = None) -> dict[str, float]:
     cmd = [sys.executable, __file__, "--child", mode, "--threads", str(threads)]
     cmd += ["--quick"] if quick else []
@@ -134,9 +162,22 @@ def main() -> None:
     ap.add_argument("--modes", nargs="+", default=["initwise", "hf", "torch"])
     ap.add_argument("--world-sizes", type=int, nargs="*", default=[])
     ap.add_argument("--profile", action="store_true", help="cProfile one materialize, print the top")
+    ap.add_argument("--first-touch", type=float, metavar="GB", help="page-fault cost of GB of fresh memory")
+    ap.add_argument("--huge", action="store_true", help="with --first-touch: MADV_HUGEPAGE")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--profile-to", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.first_touch:
+        if args.child:
+            print(json.dumps(first_touch(args.first_touch, args.huge)))
+            return
+        cmd = [sys.executable, __file__, "--child", "first-touch", "--first-touch", str(args.first_touch)]
+        out = subprocess.run(cmd + (["--huge"] if args.huge else []), capture_output=True, text=True, check=True)
+        costs = json.loads(out.stdout.strip().splitlines()[-1])
+        print(f"first touch of 256 MiB tensors, held, {'2 MiB' if args.huge else '4 KiB'} pages "
+              f"(CPU ns/element, in order; load {os.getloadavg()[0]:.2f}):")
+        print(" ".join(f"{c:.1f}" for c in costs))
+        return
     if args.child:
         print(json.dumps(child(args.child, args.quick, args.threads, args.profile_to)))
         return

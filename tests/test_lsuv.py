@@ -1113,3 +1113,56 @@ def test_lazy_modules_and_sequence_first_single_step() -> None:
     with pytest.warns(InitwiseWarning, match="a.out_proj"):
         report = lsuv(ParamOut(), _randn(4, 6, 16))
     assert [r.name for r in report.layers] == ["a.in_proj_weight[v]"]
+
+
+def test_pre_init_computed_ahead_on_two_threads_gives_the_lazy_bits(monkeypatch: pytest.MonkeyPatch) -> None:
+    """At >= 2 torch threads the keyed pre-init matrices are computed ahead, several at a time
+    (issue 19 item 5); the weights are bit for bit those of the one-at-a-time path, gate blocks
+    (LSTM), MHA's q/k pre-init and a real HF model included, and the thread setting is kept."""
+    from transformers import GPT2Config, GPT2Model
+
+    from initwise._lsuv import run as lsuv_run
+
+    class Mixed(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lin = nn.Linear(256, 256)
+            self.lstm = nn.LSTM(256, 256, batch_first=True)
+            self.mha = nn.MultiheadAttention(256, 4, batch_first=True, kdim=128, vdim=128)
+            self.kv = nn.Linear(256, 128)
+            self.head = nn.Linear(256, 256)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            h, _ = self.lstm(torch.relu(self.lin(x)))
+            kv = self.kv(h)
+            h, _ = self.mha(h, kv, kv)
+            return self.head(h)
+
+    torch.manual_seed(0)
+    gpt2 = GPT2Model(GPT2Config(n_layer=1, n_embd=256, n_head=4, vocab_size=64, n_positions=32))
+    cases = [(Mixed(), _randn(4, 16, 256)), (gpt2, torch.arange(64).reshape(4, 16) % 64)]
+    computed: list[int] = []
+    real_prefetch = lsuv_run._Run._prefetch
+
+    def spy(self: Any) -> dict[str, torch.Tensor]:
+        out = real_prefetch(self)
+        computed.append(len(out))
+        return out
+
+    monkeypatch.setattr(lsuv_run._Run, "_prefetch", spy)
+    prev = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        for model, x in cases:
+            ahead, lazy = copy.deepcopy(model), copy.deepcopy(model)
+            lsuv(ahead, x, seed=3)
+            assert torch.get_num_threads() == 2
+            assert computed[-1] >= 4  # the path under test ran (and computed something)
+            with monkeypatch.context() as m:
+                m.setattr(lsuv_run, "_PREFETCH_BYTES", 0)
+                lsuv(lazy, x, seed=3)
+            assert computed[-1] == 0
+            for (name, a), b in zip(ahead.named_parameters(), lazy.parameters(), strict=True):
+                assert torch.equal(a, b), name
+    finally:
+        torch.set_num_threads(prev)

@@ -469,3 +469,42 @@ def test_scalar_tensor():
     assert s.shape == () and torch.equal(s, iwr.normal_(torch.empty(6), k)[5])
     b = iwr.normal_(torch.empty(()), k, offset=(), global_shape=())
     assert torch.equal(b, iwr.normal_(torch.empty(1), k)[0])
+
+
+@needs_native
+def test_native_avx512_kernels_equal_the_portable_path():
+    """The fused AVX-512 kernel (uniform, normal) and the AVX-512 Philox batch (all
+    distributions) give the bits of the portable batched C path, which CPUs without AVX-512
+    run: lengths around the kernel's 8- and 32-block groups, odd starts, both output types,
+    misaligned outputs, rows of a box and several threads."""
+    nat = _engine._native
+    if not nat.simd():
+        pytest.skip("this CPU has no AVX-512: the portable path is the only one")
+    rng = np.random.default_rng(19)
+    lengths = [1, 2, 3, 15, 16, 17, 63, 64, 65, 127, 128, 129, 255, 256, 257, 296, 511, 680, 1000,
+               70_001]
+    try:
+        for dist, params in CASES:
+            k = iwr.key(5, f"simd-{dist}")
+            for n in lengths:
+                off = int(rng.integers(0, 2**34)) | int(rng.integers(0, 2))
+                for dtype in (torch.float32, torch.float64):
+                    buf = torch.empty(n + 1, dtype=dtype)
+                    got = []
+                    for flag in (1, 0):
+                        nat.simd(flag)
+                        x = buf[n % 2 :]  # every other length: an output not on 8 bytes / 64 bytes
+                        iwr.set_num_threads(2 if n > 50_000 else 1)
+                        with iwr.use_backend("native"):
+                            FILLS[dist](x[:n], k, offset=off, **params)
+                        got.append(x[:n].clone())
+                    assert torch.equal(got[0], got[1]), (dist, n, off, dtype)
+            got = []
+            for flag in (1, 0):
+                nat.simd(flag)
+                with iwr.use_backend("native"):
+                    got.append(_fill(dist, (70, 513), k, offset=(3, 7), global_shape=(90, 600), **params))
+            assert torch.equal(got[0], got[1]), dist
+    finally:
+        nat.simd(1)
+        iwr.set_num_threads(None)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import logging
 import math
@@ -31,6 +32,8 @@ from .scale import _bias_view, _solve_scale, _stats, _std
 from .units import _STOCK, _memory, _rnn_layer_output, _Unit
 
 logger = logging.getLogger("initwise.lsuv")
+
+_PREFETCH_BYTES = 256 << 20  # pre-init matrices computed ahead of the pass, at most this much
 
 
 class _Run:
@@ -75,6 +78,7 @@ class _Run:
         self.param_versions: dict[int, tuple[str, torch.Tensor, int]] = {}
         self.final: dict[int, tuple[torch.Tensor, int, float]] = {}  # id -> (p, ptr, sum)
         self.rng_state: tuple[torch.Tensor, list[torch.Tensor]] | None = None
+        self.prefetched: dict[str, torch.Tensor] | None = None  # name -> keyed pre-init values
 
     # -- first-pass exactness ----------------------------------------------------------------
     def proof_begin(self) -> _Watch | None:
@@ -227,24 +231,91 @@ class _Run:
                 p.copy_(saved)
 
     # -- per call ----------------------------------------------------------------------------
+    def _ortho_targets(self, w: Any) -> list[tuple[str, torch.Tensor, torch.Tensor | None]]:
+        """(name, tensor, extra param or None) for each orthogonal pre-init of weight ``w``."""
+        view = w.view()
+        step = view.shape[0] // w.blocks
+        out: list[tuple[str, torch.Tensor, torch.Tensor | None]] = [
+            (w.name if w.blocks == 1 else f"{w.name}[{i}]",
+             view if w.blocks == 1 else view[i * step : (i + 1) * step], None)
+            for i in range(w.blocks)
+        ]  # fmt: skip
+        out += [(name, p if rows is None else p[rows], p) for name, p, rows in w.extra_ortho]
+        return out
+
+    def _prefetch(self) -> dict[str, torch.Tensor]:
+        """The keyed pre-init matrices of the weights still to pre-init, several at a time.
+
+        With a seed each matrix is a pure function of (seed, name) and is computed
+        single-threaded (``orthogonal_`` pins its linear algebra to one thread), so the values
+        do not depend on who computes them or when: with ``t >= 2`` torch threads, ``t``
+        worker threads (each at one torch thread) compute them before the pass needs them,
+        instead of one after the other inside it. Only CPU tensors, at most _PREFETCH_BYTES
+        in all (the rest stays lazy); a matrix whose computation fails is left to the lazy
+        path, which raises where it always did.
+        """
+        threads = torch.get_num_threads()
+        if not self.orthogonal_first or self.seed is None or threads < 2:
+            return {}
+        jobs: list[tuple[str, torch.Tensor]] = []
+        seen: set[str] = set()
+        total = 0
+        for u in self.units:
+            if u.weight.preinit_done:
+                continue
+            for name, t, _ in self._ortho_targets(u.weight):
+                nbytes = t.numel() * t.element_size()
+                if name in seen or t.device.type != "cpu" or t.dim() < 2 or t.numel() == 0:
+                    continue
+                if total + nbytes > _PREFETCH_BYTES:
+                    continue
+                seen.add(name)
+                total += nbytes
+                jobs.append((name, t))
+        if len(jobs) < 2:
+            return {}
+        seed, generator = self.seed, self.generator
+
+        def make(name: str, t: torch.Tensor) -> torch.Tensor:
+            out = torch.empty(t.shape, dtype=t.dtype)
+            _orthogonal(out, name, seed, generator)
+            return out
+
+        done: dict[str, torch.Tensor] = {}
+        try:
+            with concurrent.futures.ThreadPoolExecutor(
+                min(threads, len(jobs)), initializer=torch.set_num_threads, initargs=(1,)
+            ) as pool:
+                futures = [(name, pool.submit(make, name, t)) for name, t in jobs]
+                for name, f in futures:
+                    with contextlib.suppress(Exception):
+                        done[name] = f.result()
+        finally:
+            torch.set_num_threads(threads)
+        return done
+
     def preinit(self, unit: _Unit) -> None:
         w = unit.weight
         if w.preinit_done:
             return
+        if self.prefetched is None:
+            self.prefetched = self._prefetch()
         w.preinit_done = True
         if not (self.orthogonal_first or (self.zero_bias and unit.bias_param is not None)):
             return
         self.backup(w.param)
         if self.orthogonal_first:
-            view = w.view()
-            step = view.shape[0] // w.blocks
-            for i in range(w.blocks):
-                blk = view if w.blocks == 1 else view[i * step : (i + 1) * step]
-                _orthogonal(blk, w.name if w.blocks == 1 else f"{w.name}[{i}]", self.seed, self.generator)
-            for name, p, rows in w.extra_ortho:
-                self.backup(p)
-                _orthogonal(p if rows is None else p[rows], name, self.seed, self.generator)
-                self.wrote(p)
+            for name, t, extra in self._ortho_targets(w):
+                if extra is not None:
+                    self.backup(extra)
+                q = self.prefetched.pop(name, None)
+                if q is None:
+                    _orthogonal(t, name, self.seed, self.generator)
+                else:
+                    with torch.no_grad():
+                        t.copy_(q)  # the values _orthogonal writes, computed ahead
+                if extra is not None:
+                    self.wrote(extra)
         b = unit.bias()
         if self.zero_bias and b is not None and unit.bias_param is not None:
             self.backup(unit.bias_param)

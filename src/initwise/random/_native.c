@@ -219,11 +219,16 @@ static inline __attribute__((always_inline)) void philox_batch(const params_t *P
    32 bits, and the output masks them). Four independent vectors per step for latency. */
 static int iw_has_avx512 = 0;
 
+/* the high half of each product is moved down by a dword swap (vpshufd, the shuffle port)
+   rather than a 64-bit shift: 512-bit shifts and vpmuludq share one port on Intel, which made
+   Philox port-bound; after the swap the lane's upper half holds the product's low half
+   (junk, never read: vpmuludq reads the low 32 bits and the output masks them) */
+#define IW_HI(p) _mm512_shuffle_epi32(p, _MM_PERM_CDAB)
 #define IW_ROUND(c0, c1, c2, c3, K0, K1)                                                   \
     do {                                                                                  \
         __m512i p0_ = _mm512_mul_epu32(c0, m0), p1_ = _mm512_mul_epu32(c2, m1);           \
-        c0 = _mm512_ternarylogic_epi64(_mm512_srli_epi64(p1_, 32), c1, K0, 0x96);          \
-        c2 = _mm512_ternarylogic_epi64(_mm512_srli_epi64(p0_, 32), c3, K1, 0x96);          \
+        c0 = _mm512_ternarylogic_epi64(IW_HI(p1_), c1, K0, 0x96);                           \
+        c2 = _mm512_ternarylogic_epi64(IW_HI(p0_), c3, K1, 0x96);                           \
         c1 = p1_;                                                                         \
         c3 = p0_;                                                                         \
     } while (0)
@@ -280,7 +285,245 @@ __attribute__((target("avx512f"), noinline)) static void philox_batch_avx512(
     }
 #undef IW_OUT
 }
+
+/* ---- fused AVX-512 runs of whole blocks: Philox -> transform -> stores, in registers ----
+   The same IEEE-754 operations as batch_uniform / batch_normal on the same operands in the
+   same order (vector add/sub/mul/div/sqrt round exactly like the scalar ones; no FMA is
+   formed: -ffp-contract=off covers intrinsics too, checked by `objdump -d | grep fma`), so
+   the same bits. What changes is where values live and how exact steps are spelled: no
+   uint64/double staging arrays; iw_log's exponent/mantissa split by vgetexppd / vgetmantpd
+   (exact, equal to the bit manipulation); Box-Muller's octant selects as one mask blend and
+   sign flips (negation flips the sign bit); float32 conversion and the (a, b) interleave in
+   registers; Philox's first round multiplies the key's constant counter word, so that
+   product is computed once. G vectors (8 blocks each) go through every step side by side:
+   each step is a long dependency chain (10 Philox rounds, 10 Horner steps, a division and a
+   square root) and the out-of-order window holds too few of them to overlap chains that are
+   written one after the other. */
+#define IW_T __attribute__((target("avx512f")))
+#define IW_AI __attribute__((always_inline)) static inline
+#ifndef IW_G
+#define IW_G 4 /* vectors side by side */
+#endif
+#define IW_EACH _Pragma("GCC unroll 8") for (int v = 0; v < g; v++) /* g: a constant */
+
+typedef struct {
+    __m512i m0, m1, M, one, hi_x0, x2, c1r0, K0[10], K1[10];
+    __m512d d_one, half52, half49, mean, sd;
+} kc_t;
+
+IW_T IW_AI void kc_init(const params_t *P, kc_t *K) {
+    uint64_t p1 = (uint64_t)PHILOX_M1 * P->c2; /* round 0's second product: a constant */
+    uint32_t k0 = P->k0, k1 = P->k1;
+    K->m0 = _mm512_set1_epi64(PHILOX_M0);
+    K->m1 = _mm512_set1_epi64(PHILOX_M1);
+    K->M = _mm512_set1_epi64(0xFFFFFFFFLL);
+    K->one = _mm512_set1_epi64(0x3FF0000000000000LL);
+    K->hi_x0 = _mm512_set1_epi64((long long)((p1 >> 32) ^ k0)); /* n0 = hi(p1) ^ c1 ^ k0 */
+    K->x2 = _mm512_set1_epi64((long long)(P->c3 ^ k1));         /* n2 = hi(p0) ^ c3 ^ k1 */
+    K->c1r0 = _mm512_set1_epi64((long long)(p1 & 0xFFFFFFFFULL));
+    for (int r = 0; r < 10; r++) {
+        K->K0[r] = _mm512_set1_epi64(k0);
+        K->K1[r] = _mm512_set1_epi64(k1);
+        k0 += PHILOX_W0;
+        k1 += PHILOX_W1;
+    }
+    K->d_one = _mm512_set1_pd(1.0);
+    K->half52 = _mm512_set1_pd(HALF_ULP52);
+    K->half49 = _mm512_set1_pd(HALF_ULP49);
+    K->mean = _mm512_set1_pd(P->p[0]);
+    K->sd = _mm512_set1_pd(P->p[1]);
+}
+
+/* blocks blk[v] + 0..7 -> the 64-bit output words Wa = (w1:w0), Wb = (w3:w2) */
+IW_T IW_AI void philox_g(const kc_t *K, const __m512i *blk, __m512i *Wa, __m512i *Wb,
+                         const int g) {
+    __m512i c0[IW_G], c1[IW_G], c2[IW_G], c3[IW_G];
+    const __m512i m0 = K->m0, m1 = K->m1;
+    IW_EACH {
+        __m512i p0 = _mm512_mul_epu32(blk[v], m0);
+        c0[v] = _mm512_xor_si512(_mm512_srli_epi64(blk[v], 32), K->hi_x0);
+        c2[v] = _mm512_xor_si512(IW_HI(p0), K->x2);
+        c1[v] = K->c1r0;
+        c3[v] = p0;
+    }
+#pragma GCC unroll 9
+    for (int r = 1; r < 10; r++) IW_EACH IW_ROUND(c0[v], c1[v], c2[v], c3[v], K->K0[r], K->K1[r]);
+    IW_EACH { /* (c1 << 32) | (c0 & M): imm 0xF8 = A | (B & C) */
+        Wa[v] = _mm512_ternarylogic_epi64(_mm512_slli_epi64(c1[v], 32), c0[v], K->M, 0xF8);
+        Wb[v] = _mm512_ternarylogic_epi64(_mm512_slli_epi64(c3[v], 32), c2[v], K->M, 0xF8);
+    }
+}
+
+/* u52 of the top 52 bits of W */
+IW_T IW_AI __m512d u52v(const kc_t *K, __m512i W) {
+    __m512i b = _mm512_or_si512(_mm512_srli_epi64(W, 12), K->one);
+    return _mm512_add_pd(_mm512_sub_pd(_mm512_castsi512_pd(b), K->d_one), K->half52);
+}
+
+#define IW_C(x) _mm512_set1_pd(x)
+#define IW_HORNER(r, z, c) IW_EACH r[v] = _mm512_add_pd(_mm512_mul_pd(z[v], r[v]), IW_C(c))
+
+IW_T IW_AI void normal_g(const kc_t *K, const __m512i *Wa, const __m512i *Wb, __m512d *va,
+                         __m512d *vb, const int g) {
+    __m512d e[IW_G], s[IW_G], z[IW_G], r[IW_G], rad[IW_G];
+    __m512d x[IW_G], zz[IW_G], rs[IW_G], rc[IW_G], sn[IW_G], cs[IW_G];
+    /* the order overlaps the slow units: the divisions first, the angle's polynomials while
+       they run, then the log's polynomial and the square roots */
+    IW_EACH { /* iw_log(u), up to s = f / (m + 1) */
+        __m512d u = u52v(K, Wa[v]);
+        __m512d m = _mm512_getmant_pd(u, _MM_MANT_NORM_p5_1, _MM_MANT_SIGN_src); /* [0.5, 1) */
+        __m512d ge = _mm512_getexp_pd(u); /* ex - 1023 = iw_log's e - 1 */
+        __mmask8 small = _mm512_cmp_pd_mask(m, IW_C(SQRT1_2), _CMP_LT_OQ);
+        m = _mm512_mask_add_pd(m, small, m, m);
+        e[v] = _mm512_mask_add_pd(ge, (__mmask8)~small, ge, K->d_one);
+        s[v] = _mm512_div_pd(_mm512_sub_pd(m, K->d_one), _mm512_add_pd(m, K->d_one));
+    }
+    IW_EACH { /* the angle: octant bits are W's bits 61 (swap), 62, 63 */
+        __m512i fb = _mm512_ternarylogic_epi64(_mm512_srli_epi64(Wb[v], 9),
+                                               _mm512_set1_epi64(0x000FFFFFFFFFFFF8LL), K->one,
+                                               0xEA); /* (A & B) | C */
+        __m512d fr = _mm512_add_pd(_mm512_sub_pd(_mm512_castsi512_pd(fb), K->d_one), K->half49);
+        __mmask8 sw = _mm512_test_epi64_mask(Wb[v], _mm512_set1_epi64(1LL << 61));
+        x[v] = _mm512_mul_pd(_mm512_mask_sub_pd(fr, sw, K->d_one, fr), IW_C(PI_4));
+        zz[v] = _mm512_mul_pd(x[v], x[v]);
+        rs[v] = IW_C(S8);
+        rc[v] = IW_C(C8);
+    }
+    IW_HORNER(rs, zz, S7); IW_HORNER(rc, zz, C7);
+    IW_HORNER(rs, zz, S6); IW_HORNER(rc, zz, C6);
+    IW_HORNER(rs, zz, S5); IW_HORNER(rc, zz, C5);
+    IW_HORNER(rs, zz, S4); IW_HORNER(rc, zz, C4);
+    IW_HORNER(rs, zz, S3); IW_HORNER(rc, zz, C3);
+    IW_HORNER(rs, zz, S2); IW_HORNER(rc, zz, C2);
+    IW_HORNER(rs, zz, S1); IW_HORNER(rc, zz, C1);
+    IW_EACH {
+        sn[v] = _mm512_add_pd(x[v], _mm512_mul_pd(x[v], _mm512_mul_pd(zz[v], rs[v])));
+        cs[v] = _mm512_add_pd(K->d_one, _mm512_mul_pd(zz[v], rc[v]));
+    }
+    IW_EACH { z[v] = _mm512_mul_pd(s[v], s[v]); r[v] = IW_C(L11); }
+    IW_HORNER(r, z, L10); IW_HORNER(r, z, L9); IW_HORNER(r, z, L8); IW_HORNER(r, z, L7);
+    IW_HORNER(r, z, L6); IW_HORNER(r, z, L5); IW_HORNER(r, z, L4); IW_HORNER(r, z, L3);
+    IW_HORNER(r, z, L2); IW_HORNER(r, z, L1);
+    IW_EACH { /* the radius sqrt(-2 iw_log(u)) */
+        __m512d lm = _mm512_add_pd(_mm512_add_pd(s[v], s[v]),
+                                   _mm512_mul_pd(s[v], _mm512_mul_pd(z[v], r[v])));
+        __m512d lg = _mm512_add_pd(_mm512_mul_pd(e[v], IW_C(LN2_HI)),
+                                   _mm512_add_pd(_mm512_mul_pd(e[v], IW_C(LN2_LO)), lm));
+        rad[v] = _mm512_sqrt_pd(_mm512_mul_pd(IW_C(-2.0), lg));
+    }
+    const __m512i sign = _mm512_set1_epi64((long long)0x8000000000000000ULL);
+    IW_EACH {
+        /* |cos theta| is sin_poly when bits 61 ^ 62; cos theta < 0 when bits 62 ^ 63, sin
+           theta < 0 when bit 63 (batch_normal's swap / q selects as a blend and sign flips) */
+        __m512i Wx = _mm512_xor_si512(Wb[v], _mm512_slli_epi64(Wb[v], 1));
+        __mmask8 ka = _mm512_test_epi64_mask(Wx, _mm512_set1_epi64(1LL << 62));
+        __m512d A = _mm512_mask_blend_pd(ka, cs[v], sn[v]), Bv = _mm512_mask_blend_pd(ka, sn[v], cs[v]);
+        __m512d ct = _mm512_castsi512_pd(
+            _mm512_ternarylogic_epi64(_mm512_castpd_si512(A), Wx, sign, 0x78)); /* A ^ (B & C) */
+        __m512d st = _mm512_castsi512_pd(
+            _mm512_ternarylogic_epi64(_mm512_castpd_si512(Bv), Wb[v], sign, 0x78));
+        va[v] = _mm512_add_pd(K->mean, _mm512_mul_pd(K->sd, _mm512_mul_pd(rad[v], ct)));
+        vb[v] = _mm512_add_pd(K->mean, _mm512_mul_pd(K->sd, _mm512_mul_pd(rad[v], st)));
+    }
+}
+
+IW_T IW_AI void uniform_g(const kc_t *K, const __m512i *Wa, const __m512i *Wb, __m512d *va,
+                          __m512d *vb, const int g) {
+    IW_EACH {
+        va[v] = _mm512_add_pd(K->mean, _mm512_mul_pd(K->sd, u52v(K, Wa[v])));
+        vb[v] = _mm512_add_pd(K->mean, _mm512_mul_pd(K->sd, u52v(K, Wb[v])));
+    }
+}
+
+/* store the 16 values a0 b0 a1 b1 ... a7 b7 (the first `cnt` of them when cnt < 16) */
+IW_T IW_AI void store16(char *out, int kind, __m512d va, __m512d vb, int cnt) {
+    if (kind == OUT_F32) {
+        const __m512i ix = _mm512_set_epi32(23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
+        __m512 o = _mm512_permutex2var_ps(_mm512_castps256_ps512(_mm512_cvtpd_ps(va)), ix,
+                                          _mm512_castps256_ps512(_mm512_cvtpd_ps(vb)));
+        if (cnt == 16)
+            _mm512_storeu_ps(out, o);
+        else
+            _mm512_mask_storeu_ps(out, (__mmask16)((1u << cnt) - 1u), o);
+    } else {
+        const __m512i lo = _mm512_set_epi64(11, 3, 10, 2, 9, 1, 8, 0);
+        const __m512i hi = _mm512_set_epi64(15, 7, 14, 6, 13, 5, 12, 4);
+        __m512d o0 = _mm512_permutex2var_pd(va, lo, vb), o1 = _mm512_permutex2var_pd(va, hi, vb);
+        double *d = (double *)out;
+        if (cnt == 16) {
+            _mm512_storeu_pd(d, o0);
+            _mm512_storeu_pd(d + 8, o1);
+        } else {
+            _mm512_mask_storeu_pd(d, (__mmask8)(cnt >= 8 ? 0xFFu : (1u << cnt) - 1u), o0);
+            if (cnt > 8) _mm512_mask_storeu_pd(d + 8, (__mmask8)((1u << (cnt - 8)) - 1u), o1);
+        }
+    }
+}
+
+/* g vectors (8 g blocks from b) -> the first `nvals` (<= 16 g) of their values at out */
+IW_T IW_AI void run_group(const kc_t *K, __m512i b, char *out, const int dist, const int kind,
+                          const int g, int64_t nvals) {
+    const size_t step = (kind == OUT_F32 ? 4 : 8) * 16; /* bytes per 8 blocks */
+    __m512i blk[IW_G], Wa[IW_G], Wb[IW_G];
+    __m512d va[IW_G], vb[IW_G];
+    IW_EACH blk[v] = _mm512_add_epi64(b, _mm512_set1_epi64(8 * v));
+    philox_g(K, blk, Wa, Wb, g);
+    if (dist == DIST_NORMAL)
+        normal_g(K, Wa, Wb, va, vb, g);
+    else
+        uniform_g(K, Wa, Wb, va, vb, g);
+    if (nvals == 16 * g) {
+        IW_EACH store16(out + (size_t)v * step, kind, va[v], vb[v], 16);
+    } else {
+        for (int v = 0; v < g && 16 * v < nvals; v++)
+            store16(out + (size_t)v * step, kind, va[v], vb[v],
+                    nvals - 16 * v >= 16 ? 16 : (int)(nvals - 16 * v));
+    }
+}
+
+/* blocks b0 .. b0 + nblk - 1 -> out (2 nblk values): groups of IW_G vectors side by side; the
+   rest as one more (masked) group when it is over half a group, else vector by vector (one
+   vector alone is latency-bound, ~1.6x slower per value, but computes no unused blocks) */
+IW_T IW_AI void run_blocks(const params_t *P, uint64_t b0, int64_t nblk, char *out, const int dist,
+                           const int kind) {
+    kc_t K;
+    kc_init(P, &K);
+    const size_t step = (kind == OUT_F32 ? 4 : 8) * 16;
+    const __m512i iota = _mm512_set_epi64(7, 6, 5, 4, 3, 2, 1, 0);
+    int64_t j = 0;
+#define IW_AT(j) _mm512_add_epi64(_mm512_set1_epi64((long long)(b0 + (uint64_t)(j))), iota)
+    for (; j + 8 * IW_G <= nblk; j += 8 * IW_G)
+        run_group(&K, IW_AT(j), out + (size_t)(j / 8) * step, dist, kind, IW_G, 16 * IW_G);
+    if (nblk - j > 4 * IW_G) {
+        run_group(&K, IW_AT(j), out + (size_t)(j / 8) * step, dist, kind, IW_G, 2 * (nblk - j));
+        return;
+    }
+    for (; j < nblk; j += 8)
+        run_group(&K, IW_AT(j), out + (size_t)(j / 8) * step, dist, kind, 1,
+                  nblk - j >= 8 ? 16 : 2 * (nblk - j));
+#undef IW_AT
+}
+
+/* Elements 2 b0 .. 2 (b0 + nblk) - 1 of a uniform or normal fill. */
+__attribute__((target("avx512f"), noinline)) static void fill_blocks_avx512(
+    const params_t *P, uint64_t b0, int64_t nblk, void *out, int kind) {
+    if (P->dist == DIST_NORMAL) {
+        if (kind == OUT_F32)
+            run_blocks(P, b0, nblk, (char *)out, DIST_NORMAL, OUT_F32);
+        else
+            run_blocks(P, b0, nblk, (char *)out, DIST_NORMAL, OUT_F64);
+    } else {
+        if (kind == OUT_F32)
+            run_blocks(P, b0, nblk, (char *)out, DIST_UNIFORM, OUT_F32);
+        else
+            run_blocks(P, b0, nblk, (char *)out, DIST_UNIFORM, OUT_F64);
+    }
+}
+#undef IW_HORNER
+#undef IW_C
+#undef IW_EACH
 #undef IW_ROUND
+#undef IW_HI
 #define PHILOX_BATCH(P, nb, blk, wa, wb)                                                        \
     (iw_has_avx512 ? philox_batch_avx512(P, nb, blk, wa, wb) : philox_batch(P, nb, blk, wa, wb))
 #else
@@ -386,9 +629,9 @@ static inline __attribute__((always_inline)) void gen_batch(const params_t *P, i
         batch_trunc(P, nb, wa, wb, va, vb);
 }
 
-/* Fill out[0:n] with elements g0 .. g0+n-1 (global flat indices). */
+/* Fill out[0:n] with elements g0 .. g0+n-1 (global flat indices), in batches of B blocks. */
 IW_CLONES
-static void fill_run(const params_t *P, uint64_t g0, int64_t n, void *out, int kind) {
+static void fill_run_batched(const params_t *P, uint64_t g0, int64_t n, void *out, int kind) {
     uint64_t blk[B];
     double va[B], vb[B], tmp[2 * B];
     int64_t done = 0;
@@ -431,6 +674,29 @@ static void fill_run(const params_t *P, uint64_t g0, int64_t n, void *out, int k
         }
         done += cnt;
     }
+}
+
+/* Fill out[0:n] with elements g0 .. g0+n-1 (global flat indices). */
+static void fill_run(const params_t *P, uint64_t g0, int64_t n, void *out, int kind) {
+#if IW_AVX512
+    if (iw_has_avx512 && P->dist != DIST_TRUNC && n >= 256) { /* shorter: batches waste less */
+        size_t es = kind == OUT_F32 ? 4 : 8;
+        int64_t done = 0;
+        if (g0 & 1u) { /* an odd first element: the second half of its block */
+            fill_run_batched(P, g0, 1, out, kind);
+            done = 1;
+        }
+        int64_t nblk = (n - done) >> 1;
+        fill_blocks_avx512(P, (g0 + (uint64_t)done) >> 1, nblk, (char *)out + (size_t)done * es,
+                           kind);
+        done += 2 * nblk;
+        if (done < n)
+            fill_run_batched(P, g0 + (uint64_t)done, n - done, (char *)out + (size_t)done * es,
+                             kind);
+        return;
+    }
+#endif
+    fill_run_batched(P, g0, n, out, kind);
 }
 
 /* Values at arbitrary global indices idx[0:n] -> out[0:n]. */
@@ -481,15 +747,38 @@ static void run_job(const job_t *J) {
     }
 }
 
+#define MIN_PER_THREAD 65536
+#define MAX_THREADS 256
+#define CHUNK (1 << 18) /* elements a thread claims at a time */
+
 #if IW_THREADS
-static void *run_job_thread(void *arg) {
-    run_job((const job_t *)arg);
+#include <stdatomic.h>
+/* Threads claim chunks of the output from a shared counter instead of fixed halves: on a
+   shared machine one core is often slower (another job runs on it, or it takes more page
+   faults), and a fixed split leaves the other core idle at the end. Values never depend on
+   who fills what. */
+typedef struct {
+    job_t base;
+    int64_t total, chunk;
+    atomic_llong next;
+} pool_t;
+
+static void pool_work(pool_t *W) {
+    job_t J = W->base;
+    for (;;) {
+        int64_t lo = (int64_t)atomic_fetch_add(&W->next, (long long)W->chunk);
+        if (lo >= W->total) return;
+        J.lo = lo;
+        J.hi = lo + W->chunk < W->total ? lo + W->chunk : W->total;
+        run_job(&J);
+    }
+}
+
+static void *pool_thread(void *arg) {
+    pool_work((pool_t *)arg);
     return NULL;
 }
 #endif
-
-#define MIN_PER_THREAD 65536
-#define MAX_THREADS 256
 
 static void run_parallel(job_t base, int64_t total, int nthreads) {
     if (nthreads > MAX_THREADS) nthreads = MAX_THREADS;
@@ -499,24 +788,23 @@ static void run_parallel(job_t base, int64_t total, int nthreads) {
     base.hi = total;
 #if IW_THREADS
     if (nthreads > 1) {
-        job_t jobs[MAX_THREADS];
+        pool_t W;
         pthread_t tid[MAX_THREADS];
         int started[MAX_THREADS];
-        for (int t = 0; t < nthreads; t++) {
-            jobs[t] = base;
-            jobs[t].lo = total * t / nthreads;
-            jobs[t].hi = total * (t + 1) / nthreads;
-            started[t] = 0;
-        }
+        W.base = base;
+        W.total = total;
+        /* at least 4 chunks per thread so that the ends even out; even sizes keep Philox
+           blocks whole (a split block is only slower, never different) */
+        W.chunk = total / (4 * (int64_t)nthreads);
+        if (W.chunk > CHUNK) W.chunk = CHUNK;
+        if (W.chunk < 4096) W.chunk = 4096;
+        W.chunk &= ~(int64_t)1;
+        atomic_init(&W.next, 0);
         for (int t = 1; t < nthreads; t++)
-            started[t] = pthread_create(&tid[t], NULL, run_job_thread, &jobs[t]) == 0;
-        run_job(&jobs[0]);
-        for (int t = 1; t < nthreads; t++) {
-            if (started[t])
-                pthread_join(tid[t], NULL);
-            else
-                run_job(&jobs[t]); /* could not start a thread: do its share here */
-        }
+            started[t] = pthread_create(&tid[t], NULL, pool_thread, &W) == 0;
+        pool_work(&W); /* threads that could not start leave their share to this one */
+        for (int t = 1; t < nthreads; t++)
+            if (started[t]) pthread_join(tid[t], NULL);
         return;
     }
 #endif
@@ -656,7 +944,24 @@ static PyObject *py_philox(PyObject *self, PyObject *args) {
     return Py_BuildValue("(IIII)", c0, c1, c2, c3);
 }
 
+/* simd([flag]) -> whether the AVX-512 kernels are used; flag 0 turns them off (the portable
+   batched path then runs on this CPU too), 1 back on where the CPU has AVX-512. For tests. */
+static PyObject *py_simd(PyObject *self, PyObject *args) {
+    int flag = -1;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "|i", &flag)) return NULL;
+#if IW_AVX512
+    if (flag == 0) iw_has_avx512 = 0;
+    if (flag == 1) iw_has_avx512 = __builtin_cpu_supports("avx512f");
+    return PyBool_FromLong(iw_has_avx512);
+#else
+    (void)flag;
+    Py_RETURN_FALSE;
+#endif
+}
+
 static PyMethodDef methods[] = {
+    {"simd", py_simd, METH_VARARGS, "simd([flag]): AVX-512 kernels in use (0: off, 1: on)."},
     {"fill", py_fill, METH_VARARGS, "Fill rows of a float32/float64 buffer (GIL released)."},
     {"sample", py_sample, METH_VARARGS, "Values at int64 global indices (GIL released)."},
     {"philox", py_philox, METH_VARARGS, "Raw Philox4x32-10 block: philox(ctr4, key2)."},
