@@ -68,9 +68,11 @@ def _classification(y: torch.Tensor, dim: int, kind: str, classes: int, source: 
                     targets: torch.Tensor | None, model_loss: float | None,
                     th: AuditThresholds) -> OutputCheck:
     z = y.detach().float().movedim(dim, -1).reshape(-1, classes)
-    lse = torch.logsumexp(z, dim=-1)
+    # the cross-entropy against uniform labels, mean(logsumexp(z) − mean(z)), is
+    # −mean(log_softmax(z)): one fused kernel (logsumexp materializes z − max: ~2x slower)
+    logp = torch.log_softmax(z, dim=-1)
+    measured = float(-logp.mean())
     mean = z.mean(dim=-1)
-    measured = float((lse - mean).mean())
     # per-position variance from two fast reductions (a Welford var is ~10x slower on CPU)
     var = (torch.linalg.vector_norm(z, dim=-1) ** 2 / classes - mean ** 2).clamp_min(0.0)
     std = float(var.mean().sqrt())
@@ -79,7 +81,8 @@ def _classification(y: torch.Tensor, dim: int, kind: str, classes: int, source: 
         t = targets.reshape(-1).to(z.device)
         keep = (t >= 0) & (t < classes)  # ignore_index (-100) and padding
         if bool(keep.any()):
-            target_loss = float((lse[keep] - z[keep].gather(1, t[keep, None]).squeeze(1)).mean())
+            picked = logp.gather(1, t.clamp(0, classes - 1)[:, None]).squeeze(1)
+            target_loss = float(-picked[keep].mean())
     expected = math.log(classes)
     ratio = measured / expected
     label = "ln V" if kind == "lm" else "ln C"
