@@ -6,14 +6,18 @@ hooks and statistics). Models: a ResNet-18-like CNN at 32x32 (batch 32), a GPT-2
 decoder stack (d=768, 12 layers, 12 heads, seq 128, batch 4, vocab 50257) and, with ``zoo``,
 the audit zoo's Hugging Face families built from configs (``--width`` hidden, 4 layers, seq
 128, batch 8; needs ``transformers``). Target (issue 14): ratio <= 1.3.
+Times are the minimum of ``--repeats`` interleaved runs of each side (the median ratio is
+printed too); on the CPU also the process CPU time, which waiting for a core on a shared
+machine does not inflate; the load average tells how busy the machine was.
 
-    python benchmarks/bench_audit.py [--device cpu|cuda] [--repeats 5]
+    python benchmarks/bench_audit.py [--device cpu|cuda] [--repeats 7]
         [--models resnet,gpt2,zoo] [--width 256]   (zoo,zoo:gpt2,zoo:vit: only those)
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 from collections.abc import Callable
@@ -96,21 +100,18 @@ class GPT(nn.Module):
         return self.head(self.ln(x))
 
 
-def _time(fn: Callable[[], object], repeats: int, device: torch.device) -> float:
+def _time(fn: Callable[[], object], device: torch.device) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of this process) of one call of ``fn`` after a warm-up."""
     def sync() -> None:
         if device.type == "cuda":
             torch.cuda.synchronize(device)
 
     fn()
     sync()
-    times = []
-    for _ in range(repeats):
-        sync()
-        t = time.perf_counter()
-        fn()
-        sync()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
+    t, c = time.perf_counter(), time.process_time()
+    fn()
+    sync()
+    return time.perf_counter() - t, time.process_time() - c
 
 
 def zoo(width: int) -> dict[str, tuple[nn.Module, object]]:
@@ -168,23 +169,31 @@ def bench(name: str, model: nn.Module, x: object, repeats: int,
     def audited() -> None:
         audit(model, x)
 
-    # interleaved, so that a change in machine load hits both sides alike (shared CPUs)
+    # interleaved, so that a change in machine load hits both sides alike (shared CPUs); the
+    # minimum of each side is the least disturbed run. On a CPU shared with other jobs the
+    # process CPU time (all threads) is also printed: waiting for a core does not count in it.
     plains, audits = [], []
     for _ in range(repeats):
-        plains.append(_time(plain, 1, device))
-        audits.append(_time(audited, 1, device))
-    t_plain, t_audit = statistics.median(plains), statistics.median(audits)
+        plains.append(_time(plain, device))
+        audits.append(_time(audited, device))
+    t_plain, t_audit = min(w for w, _ in plains), min(w for w, _ in audits)
+    med = statistics.median(w for w, _ in audits) / statistics.median(w for w, _ in plains)
+    cpu = ""
+    if device.type == "cpu":
+        c_plain, c_audit = min(c for _, c in plains), min(c for _, c in audits)
+        cpu = f"  CPU time {c_plain * 1e3:7.1f} / {c_audit * 1e3:7.1f} ms ratio {c_audit / c_plain:4.2f}x"
     rep = audit(model, x)
     print(f"{name:10s} {device.type:5s} rows {len(rep.rows):4d}  plain fwd+bwd "
-          f"{t_plain * 1e3:9.2f} ms  audit {t_audit * 1e3:9.2f} ms  ratio "
-          f"{t_audit / t_plain:5.2f}x  verdict {rep.verdict}", flush=True)
+          f"{t_plain * 1e3:8.1f} ms  audit {t_audit * 1e3:8.1f} ms  ratio "
+          f"{t_audit / t_plain:4.2f}x (medians {med:4.2f}x){cpu}  verdict {rep.verdict}  "
+          f"load {os.getloadavg()[0]:.1f}", flush=True)
     return t_plain, t_audit
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--models", default="resnet,gpt2")
     ap.add_argument("--width", type=int, default=256, help="hidden size of the zoo models")
     args = ap.parse_args()
@@ -192,7 +201,7 @@ def main() -> None:
     torch.manual_seed(0)
     g = torch.Generator().manual_seed(0)
     print(f"torch {torch.__version__}, device {device}, threads {torch.get_num_threads()}, "
-          f"median of {args.repeats}")
+          f"min of {args.repeats} interleaved, loadavg {os.getloadavg()[0]:.1f}")
     if "resnet" in args.models.split(","):
         bench("resnet18", resnet18(), torch.randn(32, 3, 32, 32, generator=g), args.repeats,
               device)

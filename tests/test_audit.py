@@ -514,3 +514,48 @@ def test_batchnorm_fixes_tiny_init_in_train_mode_only() -> None:
     assert not any(r.norm for r in ev.rows)
     assert ev.forward_verdict == "vanishing" and ev.forward_first is not None
     assert ev.forward_first <= 3
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_garbage_collector_state_is_restored(enabled: bool) -> None:
+    import gc
+
+    was = gc.isenabled()
+    try:
+        (gc.enable if enabled else gc.disable)()
+        audit(nn.Sequential(nn.Linear(4, 4), nn.ReLU()), torch.randn(3, 4))
+        assert gc.isenabled() is enabled
+        with pytest.raises(AuditError):
+            audit(nn.Linear(4, 4), torch.randn(3, 5))  # the forward fails inside the passes
+        assert gc.isenabled() is enabled
+    finally:
+        (gc.enable if was else gc.disable)()
+
+
+def test_tall_orthogonal_weight_found_by_its_column_norms() -> None:
+    torch.manual_seed(0)
+    tall, wide = nn.Linear(16, 64, bias=False), nn.Linear(64, 16, bias=False)
+    for m in (tall, wide):
+        nn.init.orthogonal_(m.weight)
+    rand = nn.Linear(16, 64, bias=False)  # default init: column norms spread, not orthogonal
+    rep = audit(nn.Sequential(tall, wide, rand), torch.randn(8, 16))
+    w = {s.name: s for s in rep.weights}
+    assert w["0.weight"].orthogonal and w["1.weight"].orthogonal
+    assert w["0.weight"].orth_error is not None and w["0.weight"].orth_error < 1e-4
+    assert not w["2.weight"].orthogonal
+
+
+def test_output_check_losses_match_cross_entropy_over_several_blocks() -> None:
+    torch.manual_seed(0)
+    classes, n = 3000, 300  # 87 rows per 1 MiB block: four blocks
+    head = nn.Linear(16, classes)
+    x = torch.randn(n, 16)
+    t = torch.randint(0, classes, (n,))
+    t[::7] = -100  # ignored positions
+    rep = audit(head, x, targets=t, loss_fn=nn.functional.cross_entropy)
+    z = head(x).detach().double()
+    assert rep.output is not None
+    assert rep.output.measured_loss == pytest.approx(
+        float(-torch.log_softmax(z, -1).mean()), rel=1e-6)
+    assert rep.output.target_loss == pytest.approx(
+        float(nn.functional.cross_entropy(z, t, ignore_index=-100)), rel=1e-6)

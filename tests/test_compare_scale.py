@@ -61,6 +61,34 @@ def test_jobs_2_gives_bitwise_the_serial_numbers(serial: dict[str, Any]) -> None
         (s, d, sc) for s in range(2) for d in (2, 3) for sc in ("torch", "kaiming")]
 
 
+@pytest.mark.slow
+def test_jobs_2_report_draws_figures_in_the_workers_bit_identical(tmp_path: Path) -> None:
+    """``--jobs 2`` draws the figures in the sweep's worker processes: the same PNG bytes and
+    the same numbers as a serial run; a pool left unusable (an interrupted sweep) falls back
+    to drawing in the parent."""
+    from initwise.compare.report import FIGURE_MODULES, write_report
+    from initwise.compare.run import WorkerPool
+
+    for jobs in (1, 2):
+        assert cli.main(["compare", *ARGS, "--quiet", "--jobs", str(jobs),
+                         "--out", str(tmp_path / f"j{jobs}")]) == 0
+    pngs = sorted(p.name for p in (tmp_path / "j1").glob("*.png"))
+    assert len(pngs) >= 5
+    for name in pngs:
+        assert (tmp_path / "j1" / name).read_bytes() == (tmp_path / "j2" / name).read_bytes(), name
+    runs = [json.loads((tmp_path / f"j{j}" / "results.json").read_text())["runs"] for j in (1, 2)]
+    assert _numbers(runs[0]) == _numbers(runs[1])
+
+    cfg = CompareConfig(**TINY, jobs=2)  # type: ignore[arg-type]
+    res = run_compare(cfg)
+    with WorkerPool(cfg, preload=FIGURE_MODULES) as pool:
+        pool.terminate()
+        assert not pool.usable
+        paths = write_report(res, str(tmp_path / "fallback"), pool=pool)
+    assert (tmp_path / "fallback" / pngs[0]).read_bytes() == (tmp_path / "j1" / pngs[0]).read_bytes()
+    assert set(pngs) <= set(paths)
+
+
 def test_resume_after_interrupt_gives_the_same_numbers(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, serial: dict[str, Any],
         capsys: pytest.CaptureFixture[str]) -> None:

@@ -538,11 +538,8 @@ def _on_sigterm() -> Any:
 
 
 def _cmd_compare(args: argparse.Namespace, argv: list[str]) -> int:
-    import signal
-
-    from .compare.report import format_summary, out_problem, write_report
-    from .compare.run import dist_env, run_compare
-    from .compare.transfer import run_transfer
+    from .compare.report import FIGURE_MODULES, out_problem
+    from .compare.run import WorkerPool
 
     prog = "initwise compare"
     try:
@@ -554,6 +551,23 @@ def _cmd_compare(args: argparse.Namespace, argv: list[str]) -> int:
     bad_out = out_problem(args.out)
     if bad_out is not None:
         return _err(prog, bad_out, 2)
+    if cfg.jobs <= 1 or cfg.lrs is not None:  # a learning-rate sweep runs its own workers
+        return _compare_and_report(args, argv, cfg, previous, None)
+    # One pool for the runs and the report's figures, started before the checks of the data
+    # and architecture so that the workers import torch meanwhile.
+    with WorkerPool(cfg, preload=FIGURE_MODULES) as pool:
+        return _compare_and_report(args, argv, cfg, previous, pool)
+
+
+def _compare_and_report(args: argparse.Namespace, argv: list[str], cfg: Any,
+                        previous: dict[str, Any] | None, pool: Any) -> int:
+    import signal
+
+    from .compare.report import format_summary, write_report
+    from .compare.run import dist_env, run_compare
+    from .compare.transfer import run_transfer
+
+    prog = "initwise compare"
     rank, world = dist_env()
     mode = "off" if args.quiet or rank != 0 else "bar" if sys.stderr.isatty() else "lines"
     try:  # seconds between progress lines off a terminal
@@ -572,8 +586,12 @@ def _cmd_compare(args: argparse.Namespace, argv: list[str]) -> int:
     # After every run, the finished runs are saved next to --out (one rank: not under torchrun)
     callback = _Checkpoint(progress, args.out, cfg, previous) if world == 1 else progress
     try:
-        runner = run_compare if cfg.lrs is None else run_transfer
-        result = runner(cfg, callback=callback, command=["initwise", *argv], previous=previous)
+        if cfg.lrs is None:
+            result = run_compare(cfg, callback=callback, command=["initwise", *argv],
+                                 previous=previous, pool=pool)
+        else:
+            result = run_transfer(cfg, callback=callback, command=["initwise", *argv],
+                                  previous=previous)
     except (ValueError, TypeError, FileNotFoundError) as e:
         progress.close()
         return _err(prog, str(e), 2)
@@ -587,7 +605,7 @@ def _cmd_compare(args: argparse.Namespace, argv: list[str]) -> int:
     if result.rank != 0:
         return 0  # rank 0 gathered every run and writes the one report
     try:
-        paths = write_report(result, args.out)
+        paths = write_report(result, args.out, pool=pool)
     except KeyboardInterrupt:
         print(f"{prog}: interrupted while drawing figures; the report in {args.out} has "
               "every number, some figures are missing", file=sys.stderr)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 from collections.abc import Callable, Sequence
 from typing import Any, get_args
 
@@ -143,6 +144,12 @@ def audit(
     state = ModelState(model)
     devices = [device.index or 0] if device.type == "cuda" else []
     handles: list[Any] = []
+    # The passes allocate ~10^4 short-lived Python objects (row records, hook closures,
+    # autograd node lists): with the cyclic collector on, its generation scans cost ~10 ms per
+    # audit of a 4-layer ViT (~8% of one forward + backward). Nothing the audit makes needs
+    # it before it returns; it is switched back on (if it was on) when the audit ends.
+    collect = gc.isenabled()
+    gc.disable()
     try:
         # the audit needs autograd even when called under torch.no_grad() / inference_mode()
         # cuDNN's RNN backward refuses eval mode; the audit's own passes use the native kernels
@@ -200,6 +207,8 @@ def audit(
         for h in handles:
             h.remove()
         state.restore()
+        if collect:
+            gc.enable()
     report.mode = mode
     return report
 

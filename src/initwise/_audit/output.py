@@ -68,18 +68,28 @@ def _classification(y: torch.Tensor, dim: int, kind: str, classes: int, source: 
                     targets: torch.Tensor | None, model_loss: float | None,
                     th: AuditThresholds) -> OutputCheck:
     z = y.detach().float().movedim(dim, -1).reshape(-1, classes)
-    lse = torch.logsumexp(z, dim=-1)
+    # the cross-entropy against uniform labels, mean(logsumexp(z) − mean(z)), is
+    # −mean(log_softmax(z)): one fused kernel (logsumexp materializes z − max: ~2x slower),
+    # on the CPU in blocks of rows of 1 MiB (cache-resident, and no fresh 32 MB temporary
+    # whose page faults cost as much as the kernel: 8 ms instead of 14 for 1024 x 8000)
+    step = max(1, (1 << 18) // classes) if z.device.type == "cpu" else z.shape[0]
+    t = None if targets is None else targets.reshape(-1).to(z.device)
+    sums, picked = [], []
+    for i in range(0, z.shape[0], step):
+        logp = torch.log_softmax(z[i:i + step], dim=-1)
+        sums.append(logp.sum())
+        if t is not None:
+            picked.append(logp.gather(1, t[i:i + step].clamp(0, classes - 1)[:, None]))
+    measured = float(-torch.stack(sums).sum() / z.numel())
     mean = z.mean(dim=-1)
-    measured = float((lse - mean).mean())
     # per-position variance from two fast reductions (a Welford var is ~10x slower on CPU)
     var = (torch.linalg.vector_norm(z, dim=-1) ** 2 / classes - mean ** 2).clamp_min(0.0)
     std = float(var.mean().sqrt())
     target_loss = model_loss
-    if targets is not None:
-        t = targets.reshape(-1).to(z.device)
+    if t is not None:
         keep = (t >= 0) & (t < classes)  # ignore_index (-100) and padding
         if bool(keep.any()):
-            target_loss = float((lse[keep] - z[keep].gather(1, t[keep, None]).squeeze(1)).mean())
+            target_loss = float(-torch.cat(picked).squeeze(1)[keep].mean())
     expected = math.log(classes)
     ratio = measured / expected
     label = "ln V" if kind == "lm" else "ln C"

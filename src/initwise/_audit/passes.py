@@ -22,12 +22,17 @@ from .._session import input_tensors, primary_output
 from .output import output_check
 from .report import AuditReport, AuditThresholds, LayerStats, WeightStats
 from .stats import (
-    _flat32,
+    _grad_moments,
     _grad_stats,
+    _mean_square,
+    _norm,
     _orth_error,
+    _out_moments,
     _out_stats,
+    _param_grad_moments,
     _param_grad_stats,
-    _sum_sq,
+    _read_raw,
+    _weight_moments,
     _weight_stats,
 )
 from .verdict import _batch, _judge, _reference
@@ -231,7 +236,7 @@ def _run(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any],
     grad_stats: dict[int, torch.Tensor] = {}
     calls: dict[str, int] = {}
 
-    norm_in: dict[int, torch.Tensor] = {}  # row -> sum of squares of a norm's input
+    norm_in: dict[int, tuple[torch.Tensor, int]] = {}  # row -> (raw norm, numel) of a norm's input
     last: list[Any] = [None]  # the previous row's output tensor (for feeds_norm)
     readers: dict[int, tuple[torch.Tensor, int]] = {}  # id(input) -> (input, first reader)
     batch = _batch(args, kwargs)
@@ -300,7 +305,7 @@ def _run(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any],
                 rec["reads_input"] = True
                 if x_in is not None and x_in.is_floating_point():
                     with torch.no_grad():
-                        norm_in[idx] = _sum_sq(_flat32(x_in))[1] / max(x_in.numel(), 1)
+                        norm_in[idx] = (_norm(x_in), x_in.numel())
             records.append(rec)
             # a container (or the model) returning its last layer's output: the same tensor,
             # the same statistics and gradient, measured once
@@ -352,7 +357,7 @@ def _run(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any],
             if x is not None and x.numel() > 0:
                 rec["norm"] = True
                 with torch.no_grad():
-                    norm_in[idx] = _sum_sq(_flat32(x))[1] / x.numel()
+                    norm_in[idx] = (_norm(x), x.numel())
                 prev = last[0]
                 if prev is not None and prev[1] is x:
                     records[prev[0]]["feeds_norm"] = True
@@ -436,29 +441,40 @@ def _run(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any],
             raise AuditError(f"audit: the backward pass failed ({type(e).__name__}: {e})") from e
     gmap: dict[torch.Tensor, torch.Tensor | None] = dict(zip(plist, grads, strict=True))
 
-    # Weight statistics: one stacked vector per parameter.
-    wvecs = []
-    nan = torch.full((), math.nan, dtype=torch.float64)
-    for p in pnames:
-        g = gmap.get(p)
-        gs = _param_grad_stats(g) if g is not None else torch.stack([nan, nan]).to(p.device)
-        wvecs.append(torch.cat([_weight_stats(p), gs]))
+    # Weight statistics: raw vectors per parameter (and its gradient, if any).
+    plist_all = list(pnames)
+    wraw = [_weight_stats(p) for p in plist_all]
+    graw = {i: _param_grad_stats(pg) for i, p in enumerate(plist_all)
+            if (pg := gmap.get(p)) is not None}
 
     # The one host sync for all statistics.
-    fwd = torch.stack(out_stats).cpu().tolist() if out_stats else []
     for i, j in dup_of.items():
         if j in grad_stats:
             grad_stats[i] = grad_stats[j]
-    bwd = {k: v.cpu().tolist() for k, v in grad_stats.items()}
-    nin = {k: float(v) for k, v in norm_in.items()}
-    hooked_in = {k: v.cpu().tolist()[0] for k, v in in_grad.items()}
+    groups = (out_stats, list(grad_stats.values()), list(in_grad.values()),
+              [v for v, _ in norm_in.values()], wraw, list(graw.values()))
+    host = _read_raw([t for part in groups for t in part])
+    at = 0
+    got = []
+    for part in groups:
+        got.append(host[at:at + len(part)])
+        at += len(part)
+    fwd = [_out_moments(v, rec["numel"], rec["bounds"] is not None)
+           for v, rec in zip(got[0], records, strict=True)]
+    bwd = {k: _grad_moments(v) for k, v in zip(grad_stats, got[1], strict=True)}
+    hooked_in = {k: _grad_moments(v)[0] for k, v in zip(in_grad, got[2], strict=True)}
+    nin = {k: _mean_square(v[0], n)
+           for (k, (_, n)), v in zip(norm_in.items(), got[3], strict=True)}
     nin_grad: dict[int, float] = {}
     for i, (how, j) in in_src.items():
         if how == "row" and j in bwd:
             nin_grad[i] = bwd[j][0]
         elif how == "hook" and j in hooked_in:
             nin_grad[i] = hooked_in[j]
-    wst = torch.stack(wvecs).cpu().tolist() if wvecs else []
+    gmom = {i: _param_grad_moments(v, int(plist_all[i].numel()))
+            for i, v in zip(graw, got[5], strict=True)}
+    wst = [(*_weight_moments(v, int(p.numel())), *gmom.get(i, (math.nan, math.nan)))
+           for i, (p, v) in enumerate(zip(plist_all, got[4], strict=True))]
 
     weights: list[WeightStats] = []
     zero_params: set[str] = set()
@@ -543,7 +559,7 @@ def _run(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any],
         if i in nin_grad:
             r.grad_in_norm = math.sqrt(nin_grad[i]) if math.isfinite(nin_grad[i]) else math.inf
         if i in bwd:
-            gss, gmax, _ = bwd[i]
+            gss, gmax = bwd[i]
             r.grad_norm = math.sqrt(gss) if math.isfinite(gss) else math.inf
             r.grad_rms = r.grad_norm / math.sqrt(numel)
             r.grad_max_abs = gmax

@@ -24,6 +24,11 @@ def _flat32(x: torch.Tensor) -> torch.Tensor:
 COUNT_SAMPLE = 65536  # counts (zeros, saturated, nonzeros) above this many elements are sampled
 
 
+def _count_step(n: int) -> int:
+    """The stride of :func:`_count_view`'s sample of ``n`` elements (1: no sampling)."""
+    return 1 if n <= COUNT_SAMPLE else (n // COUNT_SAMPLE) | 1
+
+
 def _count_view(f: torch.Tensor) -> tuple[torch.Tensor, float]:
     """``(view, scale)``: ``f`` itself, or above :data:`COUNT_SAMPLE` elements an evenly
     strided sample of about that size (odd stride: no aliasing with power-of-two feature
@@ -31,89 +36,158 @@ def _count_view(f: torch.Tensor) -> tuple[torch.Tensor, float]:
     estimated on 65536 elements has a standard error of at most 0.002; an all-zero tensor
     reads exactly 1."""
     n = f.numel()
-    if n <= COUNT_SAMPLE:
+    step = _count_step(n)
+    if step == 1:
         return f, 1.0
-    step = (n // COUNT_SAMPLE) | 1
     v = f[::step]
     return v, n / v.numel()
 
 
-def _sum_sq(f: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(sum, sum of squares) of a flat tensor: two fast fused reductions (no Welford pass)."""
-    return f.sum(), torch.linalg.vector_norm(f).double() ** 2
+def _count_scale(n: int) -> tuple[int, float]:
+    """``(sample size, scale)`` of :func:`_count_view` for ``n`` elements, without a tensor."""
+    step = _count_step(n)
+    size = -(-n // step)
+    return size, n / size if step > 1 else 1.0
 
+
+# Each statistic below is two halves: a device half that reduces a tensor to a short raw
+# vector in its own float dtype (a handful of kernels, no host sync), and a host half that
+# turns the raw floats, read back once for the whole audit, into the reported float64 numbers.
+# The host arithmetic is the float64 arithmetic the device would do (a square is ``v * v``,
+# as torch's ``x ** 2``), so splitting it off changes no bit. Counts (at most 2 * 65536 on the
+# sample) are exact in float32.
 
 def _out_stats(x: torch.Tensor, bounds: tuple[float | None, float | None] | None,
                margin: float) -> torch.Tensor:
-    """[sum, sum of squares, min, max, zeros, saturated] as float64 (still on device).
+    """Raw ``[sum, 2-norm, min, max, nonzeros, below, above]`` of a layer output (on device;
+    the counts on the :func:`_count_view` sample, ``below``/``above`` the saturation bounds
+    when ``bounds`` has that side, else 0). :func:`_out_moments` reads them.
 
     ``bounds``: the saturating bounds (:func:`initwise._modules.saturation_bounds`; a side
     ``None`` does not saturate, e.g. ReLU6's zero); the margin is ``margin`` times the range
     between the activation's bounds (0 to 6 for ReLU6)."""
     f = _flat32(x)
-    s1, s2 = _sum_sq(f)
     lo, hi = torch.aminmax(f)
-    c, scale = _count_view(f)
-    zeros = (c.numel() - torch.count_nonzero(c)).double() * scale
-    zeros = torch.where(s2 == 0, torch.full_like(zeros, f.numel()), zeros)
+    c, _ = _count_view(f)
+    parts = [f.sum(), torch.linalg.vector_norm(f), lo, hi, torch.count_nonzero(c)]
     if bounds is not None:
         b_lo, b_hi = bounds
         width = (b_hi if b_hi is not None else 0.0) - (b_lo if b_lo is not None else 0.0)
         m = margin * abs(width)
-        sat = torch.zeros((), dtype=torch.float64, device=f.device)
-        if b_lo is not None:
-            sat = sat + (c <= b_lo + m).sum().double() * scale
-        if b_hi is not None:
-            sat = sat + (c >= b_hi - m).sum().double() * scale
+        zero = torch.zeros((), dtype=f.dtype, device=f.device)
+        parts.append((c <= b_lo + m).sum() if b_lo is not None else zero)
+        parts.append((c >= b_hi - m).sum() if b_hi is not None else zero)
+    return torch.stack(parts)
+
+
+OUT_RAW = (5, 7)  # lengths of :func:`_out_stats`'s raw vector without / with bounds
+
+
+def _out_moments(raw: list[float], numel: int, bounded: bool
+                 ) -> tuple[float, float, float, float, float, float]:
+    """``(sum, sum of squares, min, max, zeros, saturated)`` from :func:`_out_stats`'s raw
+    floats; the counts are estimates for all ``numel`` elements (an all-zero tensor reads
+    ``numel`` zeros exactly); without bounds, saturated is the zero count."""
+    s1, nrm, lo, hi, nnz = raw[:5]
+    s2 = nrm * nrm
+    size, scale = _count_scale(numel)
+    zeros = numel if s2 == 0 else float(size - int(nnz)) * scale
+    if bounded:
+        sat = 0.0 + raw[5] * scale
+        sat = sat + raw[6] * scale
     else:
         sat = zeros
-    return torch.stack([s1.double(), s2.double(), lo.double(), hi.double(), zeros.double(),
-                        sat.double()])
+    return s1, s2, lo, hi, float(zeros), sat
+
+
+def _norm(x: torch.Tensor) -> torch.Tensor:
+    """Raw 2-norm of ``x`` (one element, on device); :func:`_mean_square` reads it."""
+    return torch.linalg.vector_norm(_flat32(x)).reshape(1)
+
+
+def _mean_square(nrm: float, numel: int) -> float:
+    """Mean square from :func:`_norm`'s raw float."""
+    return nrm * nrm / max(numel, 1)
 
 
 def _weight_stats(p: torch.Tensor) -> torch.Tensor:
-    """[mean, variance, sum of squares, row-norm spread] of a parameter, float64, on device.
+    """Raw ``[x₀, Σ(x − x₀), ‖x − x₀‖, ‖x‖, row-norm spread]`` of a parameter (on device);
+    :func:`_weight_moments` reads them.
 
     The variance uses the shifted-data algorithm: sums of ``x − x₀`` (``x₀`` the first value),
     so a constant tensor (an all-ones norm weight) has variance exactly 0 and a tensor close
     to constant keeps its precision; a plain one-pass ``E[x²] − E[x]²`` in float32 leaves
     ~1e-7 (std ~3e-4) of rounding. Cost: one shifted copy and three fused reductions (a
     Welford ``var_mean`` is ~30x slower on CPU). The spread ``(max − min) / mean`` of the row
-    (or column) norms of a ≥2-D weight pre-screens orthogonal weights (nan otherwise).
+    (or column) norms of a ≥2-D weight pre-screens orthogonal weights (nan otherwise); column
+    norms are summed over contiguous rows (a strided ``norm(dim=0)`` is ~20x slower on CPU).
     """
     f = _flat32(p)
-    nan = torch.full((), math.nan, dtype=torch.float64, device=f.device)
     if f.numel() == 0:
-        z = torch.zeros_like(nan)
-        return torch.stack([z, z, z, nan])
-    n = f.numel()
-    d = f - f[0]
-    m_d = d.sum().double() / n
-    var = (torch.linalg.vector_norm(d).double() ** 2 / n - m_d * m_d).clamp_min(0.0)
-    mean = f[0].double() + m_d
-    s2 = _sum_sq(f)[1]
-    spread = nan
+        return torch.tensor([0.0, 0.0, 0.0, 0.0, math.nan], dtype=f.dtype, device=f.device)
+    x0 = f[0]
+    d = f - x0
+    spread = torch.full((), math.nan, dtype=f.dtype, device=f.device)
     if p.dim() >= 2:
         w2 = f.reshape(p.shape[0], -1)
-        nr = w2.norm(dim=1) if w2.shape[0] <= w2.shape[1] else w2.norm(dim=0)
-        spread = ((nr.max() - nr.min()) / nr.mean().clamp_min(1e-30)).double()
-    return torch.stack([mean, var, s2.double(), spread])
+        nr = w2.norm(dim=1) if w2.shape[0] <= w2.shape[1] else (w2 * w2).sum(dim=0).sqrt_()
+        spread = (nr.max() - nr.min()) / nr.mean().clamp_min(1e-30)
+    return torch.stack([x0, d.sum(), torch.linalg.vector_norm(d), torch.linalg.vector_norm(f),
+                        spread])
+
+
+def _weight_moments(raw: list[float], numel: int) -> tuple[float, float, float, float]:
+    """``(mean, variance, sum of squares, spread)`` from :func:`_weight_stats`'s raw floats."""
+    x0, dsum, dnrm, nrm, spread = raw
+    if numel == 0:
+        return 0.0, 0.0, 0.0, spread
+    m_d = dsum / numel
+    var = max(dnrm * dnrm / numel - m_d * m_d, 0.0)
+    return x0 + m_d, var, nrm * nrm, spread
 
 
 def _param_grad_stats(g: torch.Tensor) -> torch.Tensor:
-    """[sum of squares, nonzeros] of a parameter's gradient as float64 (still on device)."""
+    """Raw ``[2-norm, nonzeros on the sample]`` of a parameter's gradient (on device)."""
     f = _flat32(g)
-    c, scale = _count_view(f)
-    return torch.stack([_sum_sq(f)[1], torch.count_nonzero(c).double() * scale])
+    c, _ = _count_view(f)
+    return torch.stack([torch.linalg.vector_norm(f), torch.count_nonzero(c)])
 
 
-def _grad_stats(g: torch.Tensor, nonzeros: bool = False) -> torch.Tensor:
-    """[sum of squares, max |g|, nonzeros (or nan)] as float64 (still on device)."""
+def _param_grad_moments(raw: list[float], numel: int) -> tuple[float, float]:
+    """``(sum of squares, nonzeros)`` from :func:`_param_grad_stats`'s raw floats."""
+    nrm, nnz = raw
+    return nrm * nrm, nnz * _count_scale(numel)[1]
+
+
+def _grad_stats(g: torch.Tensor) -> torch.Tensor:
+    """Raw ``[2-norm, min, max]`` of a gradient (on device); :func:`_grad_moments` reads it."""
     f = _flat32(g)
     lo, hi = torch.aminmax(f)
-    nnz = (torch.count_nonzero(f).double() if nonzeros
-           else torch.full((), math.nan, dtype=torch.float64, device=f.device))
-    return torch.stack([_sum_sq(f)[1], torch.maximum(-lo, hi).double(), nnz])
+    return torch.stack([torch.linalg.vector_norm(f), lo, hi])
+
+
+def _grad_moments(raw: list[float]) -> tuple[float, float]:
+    """``(sum of squares, max |g|)`` from :func:`_grad_stats`'s raw floats (nan if any is)."""
+    nrm, lo, hi = raw
+    gmax = math.nan if math.isnan(lo) or math.isnan(hi) else max(-lo, hi)
+    return nrm * nrm, gmax
+
+
+def _read_raw(parts: list[torch.Tensor]) -> list[list[float]]:
+    """The raw statistic vectors ``parts`` as host floats: one concatenation and one copy to
+    the host per device (float32 and float64 parts concatenate to float64, exactly)."""
+    by_device: dict[torch.device, list[int]] = {}
+    for i, t in enumerate(parts):
+        by_device.setdefault(t.device, []).append(i)
+    out: list[list[float]] = [[] for _ in parts]
+    for idxs in by_device.values():
+        flat = torch.cat([parts[i] for i in idxs]).cpu().tolist()
+        at = 0
+        for i in idxs:
+            n = parts[i].numel()
+            out[i] = flat[at:at + n]
+            at += n
+    return out
 
 
 _USER_ENTRY_KEYS = frozenset({"name", "std", "bound", "scheme", "action"})

@@ -21,10 +21,12 @@ import base64
 import contextlib
 import csv
 import html
+import importlib.util
 import io
 import json
 import math
 import os
+import pickle
 import re
 import shutil
 import sys
@@ -35,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from .._audit.plot import plot_reports
-from .run import CompareResult
+from .run import CompareResult, WorkerPool
 from .transfer import (
     TRANSFER_CAPTIONS,
     TRANSFER_FIGURES,
@@ -745,6 +747,11 @@ _FIG_FUNCS = {"accuracy_vs_depth.png": "_fig_accuracy",
               "audit_init.png": "_fig_audit"}
 
 
+_NO_MATPLOTLIB = "matplotlib is not installed (pip install 'initwise[report]')"
+#: What a worker process imports to draw the figures (``WorkerPool(preload=...)``).
+FIGURE_MODULES = (__name__, "matplotlib.figure", "matplotlib.backends.backend_agg")
+
+
 def _have_matplotlib() -> bool:
     try:
         import matplotlib  # noqa: F401
@@ -754,16 +761,36 @@ def _have_matplotlib() -> bool:
     return True
 
 
-def _write_figures(result: CompareResult, out: str
+def _render(fn_name: str, result: CompareResult | bytes, path: str) -> list[str] | None:
+    """Draw one figure into ``path``: its caption notes, or ``None`` if it was not drawn.
+    In a worker process ``result`` arrives pickled (once per figure, not once per argument)."""
+    if isinstance(result, bytes):
+        result = pickle.loads(result)
+    got = getattr(sys.modules[__name__], fn_name)(result, path)
+    if got is False or not os.path.exists(path):
+        return None
+    return list(got or [])
+
+
+# Measured drawing cost (signal_scale draws one panel per depth and scheme, ~2x the others):
+# the pool starts the costliest first, so that the workers finish together.
+_FIG_COST = {"signal_scale.png": 2.0}
+
+
+def _write_figures(result: CompareResult, out: str, pool: WorkerPool | None = None
                    ) -> tuple[list[str], dict[str, list[str]], bool, str | None]:
-    """Render the figures into ``out`` (a private staging folder).
+    """Render the figures into ``out`` (a private staging folder), each an independent task
+    in ``pool``'s workers when it is given and usable, else here one after another.
 
     Returns ``(names written, caption notes per name, interrupted, why none)``. A
     ``KeyboardInterrupt`` stops the rendering and is reported, not raised, so that the caller
     can still write the documents.
     """
-    if not _have_matplotlib():
-        return [], {}, False, "matplotlib is not installed (pip install 'initwise[report]')"
+    parallel = pool is not None and pool.usable
+    # in the pool, matplotlib is imported by the workers only (the parent never draws)
+    if not (_have_matplotlib() if not parallel else
+            importlib.util.find_spec("matplotlib") is not None):
+        return [], {}, False, _NO_MATPLOTLIB
     if not any(r.error is None for r in result.runs):
         return [], {}, False, "no run finished, so there is nothing to draw"
     if is_transfer(result):
@@ -773,19 +800,29 @@ def _write_figures(result: CompareResult, out: str
             return [], {}, True, None
     made: list[str] = []
     notes: dict[str, list[str]] = {}
-    mod = sys.modules[__name__]
+    tasks: dict[str, Any] = {}
+    if parallel:
+        assert pool is not None
+        blob = pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL)
+        first = sorted(_FIG_FUNCS, key=lambda n: -_FIG_COST.get(n, 1.0))
+        tasks = {name: pool.pool.apply_async(
+            _render, (_FIG_FUNCS[name], blob, os.path.join(out, name))) for name in first}
     for name, fn_name in _FIG_FUNCS.items():
         path = os.path.join(out, name)
         try:
-            got = getattr(mod, fn_name)(result, path)
+            got = tasks[name].get() if parallel else _render(fn_name, result, path)
         except KeyboardInterrupt:
             with contextlib.suppress(OSError):
                 os.remove(path)
             return made, notes, True, None
-        if got is False or not os.path.exists(path):
+        except ImportError:  # a worker that cannot import matplotlib
+            if not parallel:
+                raise
+            return made, notes, False, None if made else _NO_MATPLOTLIB
+        if got is None:
             continue
         made.append(name)
-        notes[name] = list(got or [])
+        notes[name] = got
     return made, notes, False, None
 
 
@@ -1379,7 +1416,8 @@ def out_problem(out: str) -> str | None:
     return None
 
 
-def write_report(result: CompareResult, out: str) -> dict[str, str]:
+def write_report(result: CompareResult, out: str, *, pool: WorkerPool | None = None
+                 ) -> dict[str, str]:
     """Write the report folder ``out``; return ``{kind: path}`` of the files written.
 
     Everything is written into a fresh private staging folder next to ``out`` (created with
@@ -1387,7 +1425,9 @@ def write_report(result: CompareResult, out: str) -> dict[str, str]:
     place as a whole, so ``out`` always holds one complete report. A folder ``out`` that
     holds anything but report files is refused (``ValueError``). If ``KeyboardInterrupt``
     arrives while figures render, the documents are still written with the figures finished
-    so far, swapped in, then the interrupt is re-raised.
+    so far, swapped in, then the interrupt is re-raised. ``pool`` (the :class:`WorkerPool`
+    that ran the sweep) draws the figures in its workers, each figure a task; the files are
+    the same bytes as when drawn here.
 
     Example:
         >>> import tempfile
@@ -1412,7 +1452,7 @@ def write_report(result: CompareResult, out: str) -> dict[str, str]:
         _write_new(os.path.join(stage, docs["json"]),
                    json.dumps(result.to_dict(), indent=1, allow_nan=False).encode())
         _write_new(os.path.join(stage, docs["csv"]), results_csv(result).encode())
-        figures, notes, interrupted, why = _write_figures(result, stage)
+        figures, notes, interrupted, why = _write_figures(result, stage, pool)
         _write_new(os.path.join(stage, docs["md"]),
                    _md(result, figures, notes, why).encode())
         _write_new(os.path.join(stage, docs["html"]),

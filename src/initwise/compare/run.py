@@ -38,8 +38,8 @@ from .models import build_model
 from .schemes import apply_scheme, check_schemes
 from .train import RunResult, TrainConfig, _finite, loss_function, train_one
 
-__all__ = ["DEFAULT_LR", "CompareConfig", "CompareResult", "init_batch", "run_compare",
-           "summarize", "welch_t_test"]
+__all__ = ["DEFAULT_LR", "CompareConfig", "CompareResult", "WorkerPool", "init_batch",
+           "run_compare", "summarize", "welch_t_test"]
 
 DEFAULT_SCHEMES: tuple[str, ...] = ("torch", "xavier", "kaiming", "auto", "lsuv", "orthogonal")
 #: Learning rate used when ``CompareConfig.lr`` is ``None``, per optimizer.
@@ -497,9 +497,58 @@ def _worker_run(job: tuple[int, Job]) -> tuple[int, RunResult]:
     return i, _one(config, _WORKER["tcfg"], data, scheme, depth, width, seed)
 
 
+class WorkerPool:
+    """``config.jobs`` spawned worker processes, shared by a comparison's runs and its report.
+
+    Each worker uses ``config.threads`` torch threads (default 1; the parent's count when
+    ``None``) and ignores Ctrl-C (the parent handles it). ``preload`` names modules the
+    workers import once they run out of training runs (matplotlib for the figures: the idle
+    tail of the sweep pays for it, not the report). A pool whose sweep was interrupted still
+    holds queued runs: it is terminated and :attr:`usable` turns ``False``.
+
+    Use it as a context manager: ``with WorkerPool(config) as pool:``.
+    """
+
+    def __init__(self, config: CompareConfig, preload: tuple[str, ...] = ()) -> None:
+        import multiprocessing as mp
+
+        self.jobs = config.jobs
+        self.preload = preload
+        threads = config.threads or torch.get_num_threads()
+        ctx = mp.get_context("spawn")  # fork after torch has started threads can deadlock
+        self.pool: Any = ctx.Pool(config.jobs, initializer=_worker_init,
+                                  initargs=(config, threads))
+
+    @property
+    def usable(self) -> bool:
+        return self.pool is not None
+
+    def warm(self) -> None:
+        """Queue the imports of :attr:`preload` behind the tasks already queued."""
+        import importlib
+
+        for name in self.preload:
+            for _ in range(self.jobs):
+                self.pool.apply_async(importlib.import_module, (name,))
+
+    def terminate(self) -> None:
+        if self.pool is not None:
+            self.pool.terminate()
+            self.pool.join()
+            self.pool = None
+
+    def __enter__(self) -> WorkerPool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.terminate()
+
+
 def _execute(config: CompareConfig, todo: list[tuple[int, Job]], threads: int,
-             on_result: Callable[[int, RunResult], None]) -> None:
-    """Run ``todo`` (index, job) serially or in ``config.jobs`` worker processes.
+             on_result: Callable[[int, RunResult], None],
+             shared: WorkerPool | None = None) -> None:
+    """Run ``todo`` (index, job) serially or in ``config.jobs`` worker processes (those of
+    ``shared`` when given and usable, else a pool of its own).
 
     Every run is seeded from its own (seed, depth, width) and every process uses ``threads``
     torch threads, so a result does not depend on which process ran it or in which order.
@@ -515,6 +564,18 @@ def _execute(config: CompareConfig, todo: list[tuple[int, Job]], threads: int,
 
     # Most expensive first (longest-processing-time order): the workers finish together.
     order = sorted(todo, key=lambda t: -job_cost(config, t[1][1], t[1][2]))
+    if shared is not None and shared.usable:
+        done = False
+        try:
+            results = shared.pool.imap_unordered(_worker_run, order, chunksize=1)
+            shared.warm()
+            for i, run in results:
+                on_result(i, run)
+            done = True
+        finally:
+            if not done:  # runs still queued: the pool cannot serve the report
+                shared.terminate()
+        return
     ctx = mp.get_context("spawn")  # fork after torch has started threads can deadlock
     pool = ctx.Pool(min(config.jobs, len(todo)), initializer=_worker_init,
                     initargs=(config, threads))
@@ -541,7 +602,8 @@ def dist_env() -> tuple[int, int]:
 
 def run_compare(config: CompareConfig, *, callback: Callback | None = None,
                 command: list[str] | None = None,
-                previous: dict[str, Any] | None = None) -> CompareResult:
+                previous: dict[str, Any] | None = None,
+                pool: WorkerPool | None = None) -> CompareResult:
     """Run every (seed, width, depth, scheme) of ``config`` and return the result.
 
     ``callback`` receives ``{"done", "total", "elapsed_s", "eta_s", "run"}`` after each run.
@@ -552,7 +614,8 @@ def run_compare(config: CompareConfig, *, callback: Callback | None = None,
     its share of the grid and rank 0 gathers every run (gloo); other ranks return a result
     with ``rank > 0`` and no runs. The numbers are the same whichever way the grid is run.
     With ``jobs > 1`` the workers are spawned: a script calling this needs the usual
-    ``if __name__ == "__main__":`` guard. ``wall_time_s`` of a resumed sweep adds the previous part's time.
+    ``if __name__ == "__main__":`` guard. ``pool`` (a :class:`WorkerPool` of ``config``) runs
+    the grid in its workers and stays open for the report's figures. ``wall_time_s`` of a resumed sweep adds the previous part's time.
 
     Example:
         >>> cfg = CompareConfig(dataset="teacher", depths=[2], widths=[16], schemes=["torch"],
@@ -603,7 +666,7 @@ def run_compare(config: CompareConfig, *, callback: Callback | None = None,
     torch.set_num_threads(threads)
     t_exec = time.perf_counter()
     try:
-        _execute(config, todo, threads, on_result)
+        _execute(config, todo, threads, on_result, pool)
     except KeyboardInterrupt:
         partial = True
     finally:
