@@ -180,3 +180,24 @@ def test_materialize_adds_them_on_the_device() -> None:
     assert p.added and m.blocks[1].fc2.fixup_scale.device.type == "cpu"
     assert m.blocks[1].fc2.fixup_scale.item() == 1.0
     assert torch.isfinite(m(X)).all()
+
+
+def test_a_checkpoint_with_the_scalars_loads_into_a_fresh_model_after_fixup_init() -> None:
+    """docs/model-init.md: the scalars are in state_dict; init(fixup) on a fresh model first,
+    then a strict load gives identical outputs; a second init adds nothing."""
+    torch.manual_seed(0)
+    m = ResMLP(3)
+    _fixup(m)
+    n = len(list(m.parameters()))
+    _fixup(m)
+    assert len(list(m.parameters())) == n
+    with torch.no_grad():
+        for p in m.parameters():
+            p.add_(0.01)  # trained: every scalar moved off its initial value
+    sd = m.state_dict()
+    fresh = ResMLP(3)
+    with pytest.raises(RuntimeError, match="fixup_bias_in"):
+        fresh.load_state_dict(sd)
+    _fixup(fresh)
+    fresh.load_state_dict(sd)
+    assert torch.equal(fresh(X), m(X))

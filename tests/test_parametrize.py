@@ -629,3 +629,31 @@ def test_completep_relative_residual_update_is_depth_independent_mup_grows() -> 
     mup = [_residual_update("mup", d) for d in (2, 8, 16)]
     assert max(cp) / min(cp) < 1.25, cp
     assert mup[-1] / mup[0] > 1.5, mup
+
+
+def test_param_groups_take_any_torch_optimizer_by_name_class_or_instance() -> None:
+    """Adam-like optimizers (entry-wise normalized updates) take the Adam column, SGD-like the
+    SGD column; the class, an instance and the name give the same groups; Muon / L-BFGS and
+    typos are refused with the valid names."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 3))
+    base = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 3))
+    p = initwise.parametrize(model, "mup", base=base)
+
+    def lrs(opt: object) -> list[float]:
+        return sorted(g["lr"] for g in p.param_groups(lr=0.1, optimizer=opt))
+
+    adam, sgd = lrs("adam"), lrs("sgd")
+    assert adam != sgd
+    for name in ("RMSprop", "adagrad", "NAdam", "radam", "adamax", "adadelta", "rprop"):
+        assert lrs(name) == adam, name
+    assert lrs("asgd") == sgd
+    assert lrs(torch.optim.RMSprop) == adam and lrs(torch.optim.SGD) == sgd
+    opt = torch.optim.Adagrad(p.param_groups(lr=0.1, optimizer=torch.optim.Adagrad))
+    assert lrs(opt) == adam
+    opt.zero_grad()
+    for bad in ("adma", torch.optim.LBFGS):
+        with pytest.raises(ValueError, match="optimizer") as err:
+            p.param_groups(lr=0.1, optimizer=bad)
+        assert "adamw" in str(err.value) and "sgd" in str(err.value)
+    p.remove()

@@ -30,7 +30,7 @@ from ..model import init as _init
 from ..model import materialize as _materialize
 from ..model.policy import Policy, Rule
 from .multipliers import Multiplier, install
-from .rules import NAMES, OPTIMIZERS, Name, Optimizer, completep_eps, scaling
+from .rules import NAMES, Name, Optimizer, completep_eps, scaling, update_family
 from .shapes import Structure, TensorShape, infer
 
 __all__ = ["ParamEntry", "Parametrization", "parametrize"]
@@ -171,12 +171,18 @@ class Parametrization:
                         p.mul_(f)
         return self
 
-    def param_groups(self, lr: float, optimizer: Optimizer = "adam", *, weight_decay: float = 0.0,
+    def param_groups(self, lr: float, optimizer: Optimizer | str | type | object = "adam", *,
+                     weight_decay: float = 0.0,
                      eps: float | None = None) -> list[dict[str, Any]]:
         """Parameter groups for any ``torch.optim`` optimizer: one per distinct set of factors.
 
-        Each group has ``params``, ``lr`` (``lr`` times the group's factor for ``optimizer``:
-        ``"adam"``/``"adamw"`` use the Adam column, ``"sgd"`` the SGD one), ``weight_decay``
+        ``optimizer`` names the update rule the groups are for: a name (``"adamw"``,
+        ``"rmsprop"``, ``"sgd"``, ...) or the ``torch.optim`` class or instance itself.
+        Entry-wise normalized optimizers (Adam, AdamW, Adamax, NAdam, RAdam, RMSprop, Adagrad,
+        Adadelta, Rprop, Adafactor, Lion) take the Adam column, SGD and ASGD the SGD one.
+
+        Each group has ``params``, ``lr`` (``lr`` times the group's factor for that column),
+        ``weight_decay``
         (divided by the group's width LR factor: ``lr · wd`` stays width-independent), ``eps``
         when given (times CompleteP's ε factor) and ``names`` (canonical parameter names, so
         that compiled, DDP- and FSDP2-wrapped models give the same groups). Frozen parameters
@@ -185,7 +191,7 @@ class Parametrization:
         ``weight_decay`` is set in every group (default 0: it overrides the optimizer's own
         default, e.g. AdamW's 0.01; pass the decay you want). ``eps`` is set only when given.
         """
-        check_choice("optimizer", optimizer, OPTIMIZERS)
+        family = update_family(optimizer)
         lr = check_real("lr", lr, where="Parametrization.param_groups")
         weight_decay = check_real("weight_decay", weight_decay, where="Parametrization.param_groups")
         if eps is not None:
@@ -203,8 +209,8 @@ class Parametrization:
             if e is None:
                 raise ValueError(f"Parametrization.param_groups: the model has a parameter {cn!r} "
                                  "this parametrization does not know (was it built for another model?)")
-            f_lr = e.lr_sgd if optimizer == "sgd" else e.lr_adam
-            f_wd = e.wd_sgd if optimizer == "sgd" else e.wd_adam
+            f_lr = e.lr_sgd if family == "sgd" else e.lr_adam
+            f_wd = e.wd_sgd if family == "sgd" else e.wd_adam
             key = (f_lr, f_wd, e.eps)
             g = groups.get(key)
             if g is None:

@@ -42,14 +42,47 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
+from .._checks import raise_unknown
 from .shapes import TensorShape
 
-__all__ = ["NAMES", "OPTIMIZERS", "Name", "Optimizer", "Scaling", "completep_eps", "scaling", "spectral_std_factor"]
+__all__ = ["NAMES", "OPTIMIZERS", "Name", "Optimizer", "Scaling", "completep_eps", "scaling",
+           "spectral_std_factor", "update_family"]
 
 Name = Literal["sp", "mup", "completep", "spectral"]
 NAMES: tuple[Name, ...] = ("sp", "mup", "completep", "spectral")
-Optimizer = Literal["adam", "adamw", "sgd"]
-OPTIMIZERS: tuple[Optimizer, ...] = ("adam", "adamw", "sgd")
+Optimizer = Literal["adam", "adamw", "sgd", "adamax", "nadam", "radam", "rmsprop", "adagrad",
+                    "adadelta", "rprop", "sparseadam", "adafactor", "lion", "asgd"]
+#: Which learning-rate column an optimizer takes. The rules depend only on how an update scales
+#: with the gradient: entry-wise normalized (Adam-like: an update of O(lr) per entry whatever the
+#: gradient's size; also sign and RMS-normalized methods) or linear in the gradient (SGD-like,
+#: with or without momentum). Tensor Programs V, Section 4 / Table 3.
+_FAMILY: dict[str, Literal["adam", "sgd"]] = {
+    "adam": "adam", "adamw": "adam", "adamax": "adam", "nadam": "adam", "radam": "adam",
+    "rmsprop": "adam", "adagrad": "adam", "adadelta": "adam", "rprop": "adam",
+    "sparseadam": "adam", "adafactor": "adam", "lion": "adam", "sgd": "sgd", "asgd": "sgd",
+}
+OPTIMIZERS: tuple[str, ...] = tuple(_FAMILY)
+
+
+def update_family(optimizer: object) -> Literal["adam", "sgd"]:
+    """Return ``"adam"`` or ``"sgd"``: which learning-rate rule ``optimizer`` follows.
+
+    ``optimizer`` is a name (``"adamw"``, case-insensitive) or a ``torch.optim.Optimizer``
+    subclass or instance (``torch.optim.RMSprop``); anything else raises with the valid names.
+    Optimizers whose update is neither entry-wise normalized nor linear in the gradient (Muon's
+    orthogonalized updates, L-BFGS) have other width rules and are refused.
+
+    >>> update_family("AdamW"), update_family("sgd")
+    ('adam', 'sgd')
+    """
+    name = optimizer
+    if not isinstance(optimizer, str):
+        cls = optimizer if isinstance(optimizer, type) else type(optimizer)
+        name = cls.__name__
+    key = name.lower() if isinstance(name, str) else name
+    if key not in _FAMILY:
+        raise_unknown("optimizer", name, OPTIMIZERS)
+    return _FAMILY[str(key)]
 
 
 @dataclass(frozen=True)
