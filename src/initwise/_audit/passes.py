@@ -22,6 +22,7 @@ from .._session import input_tensors, primary_output
 from .output import output_check
 from .report import AuditReport, AuditThresholds, LayerStats, WeightStats
 from .stats import (
+    _flat32,
     _grad_moments,
     _grad_stats,
     _mean_square,
