@@ -483,8 +483,8 @@ def _run(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any],
     if redo:
         shifted = _read_raw([_weight_shifted(plist_all[i]) for i in redo])
         for i, v in zip(redo, shifted, strict=True):
-            _, nrm, spread = got[4][i]
-            wmom[i] = (*_shifted_moments(v, int(plist_all[i].numel())), nrm * nrm, spread)
+            _, ss, spread = got[4][i]
+            wmom[i] = (*_shifted_moments(v, int(plist_all[i].numel())), ss, spread)
     wst = [(*m, *gmom.get(i, (math.nan, math.nan))) for i, m in enumerate(wmom)
            if m is not None]
 
