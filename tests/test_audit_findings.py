@@ -225,3 +225,37 @@ def test_hf_classifier_uses_num_labels() -> None:
     out = audit(vit, _x(4, 3, 16, 16)).output
     assert out is not None and (out.kind, out.classes, out.source) == \
         ("classifier", 7, "config.num_labels")
+
+
+# -- weight statistics: one-pass where well conditioned, shifted-data elsewhere ----------------
+
+def test_weight_statistics_match_float64_on_gpt2_for_both_variance_paths() -> None:
+    """Every parameter's mean, std and rms against float64, on an HF GPT-2 whose tensors take
+    both paths: wide (c_attn 64x192) and tall (wte 500x64, c_proj 256x64) weights are
+    well conditioned (one pass); zero biases, all-ones LayerNorm weights and a planted tensor
+    of mean 2 and std ~3e-4 (mean² / variance ~5e7: a one-pass float32 variance would be off
+    by ~100%) take the exact shifted-data pass."""
+    T = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    m = T.GPT2LMHeadModel(T.GPT2Config(n_embd=64, n_layer=2, n_head=2, vocab_size=500,
+                                       n_positions=64))
+    with torch.no_grad():
+        m.transformer.h[0].mlp.c_fc.weight.uniform_(2.0, 2.001)
+    rep = audit(m, torch.randint(0, 500, (4, 16), generator=torch.Generator().manual_seed(1)))
+    names = dict(m.named_parameters())
+    for ws in rep.weights:
+        d = names[ws.name].detach().double().reshape(-1)
+        n = d.numel()
+        # float32 sums of n terms: relative rounding ~n^0.5 * 6e-8 (here n <= 32768): 1e-5
+        # leaves a wide margin
+        assert ws.rms == pytest.approx(float(d.square().mean().sqrt()), rel=1e-5, abs=0.0)
+        assert abs(ws.mean - float(d.mean())) <= 1e-6 * float(d.abs().mean()) + 1e-30, ws.name
+        std = float(d.std(unbiased=False))
+        if std == 0.0:
+            assert ws.std == 0.0, ws.name
+        else:
+            assert ws.std == pytest.approx(std, rel=1e-4), (ws.name, n)
+    w = {x.name: x for x in rep.weights}
+    assert w["transformer.h.0.ln_1.weight"].std == 0.0
+    assert w["transformer.h.0.attn.c_attn.bias"].std == 0.0
+    assert 2e-4 < w["transformer.h.0.mlp.c_fc.weight"].std < 3.5e-4

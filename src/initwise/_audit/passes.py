@@ -33,7 +33,9 @@ from .stats import (
     _param_grad_moments,
     _param_grad_stats,
     _read_raw,
+    _shifted_moments,
     _weight_moments,
+    _weight_shifted,
     _weight_stats,
 )
 from .verdict import _batch, _judge, _reference
@@ -474,8 +476,17 @@ def _run(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any],
             nin_grad[i] = hooked_in[j]
     gmom = {i: _param_grad_moments(v, int(plist_all[i].numel()))
             for i, v in zip(graw, got[5], strict=True)}
-    wst = [(*_weight_moments(v, int(p.numel())), *gmom.get(i, (math.nan, math.nan)))
-           for i, (p, v) in enumerate(zip(plist_all, got[4], strict=True))]
+    wmom = [_weight_moments(v, int(p.numel())) for p, v in zip(plist_all, got[4], strict=True)]
+    # parameters whose one-pass variance is ill-conditioned (constant norm weights, biases):
+    # the exact shifted-data statistics, in a second (small) read-back
+    redo = [i for i, m in enumerate(wmom) if m is None]
+    if redo:
+        shifted = _read_raw([_weight_shifted(plist_all[i]) for i in redo])
+        for i, v in zip(redo, shifted, strict=True):
+            _, ss, spread = got[4][i]
+            wmom[i] = (*_shifted_moments(v, int(plist_all[i].numel())), ss, spread)
+    wst = [(*m, *gmom.get(i, (math.nan, math.nan))) for i, m in enumerate(wmom)
+           if m is not None]
 
     weights: list[WeightStats] = []
     zero_params: set[str] = set()
