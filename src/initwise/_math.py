@@ -2,13 +2,14 @@
 
 This is the one place where a (scale, fan) pair becomes a standard deviation or a uniform
 bound, and where truncated-normal moments are computed; also the log-log slope that the width
-sweeps (``audit_widths``, ``coord_check``) fit.
+sweeps (``audit_widths``, ``coord_check``) fit, and the JSON form of non-finite floats.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 from ._checks import raise_unknown
 from ._typing import FAN_MODES
@@ -16,6 +17,7 @@ from ._typing import FAN_MODES
 __all__ = [
     "SQRT3",
     "compute_std",
+    "json_finite",
     "loglog_slope",
     "normal_cdf",
     "normal_pdf",
@@ -25,6 +27,22 @@ __all__ = [
 ]
 
 SQRT3 = math.sqrt(3.0)
+
+
+def json_finite(obj: Any) -> Any:
+    """Return ``obj`` with every non-finite float (NaN, ±inf) in nested dicts, lists and tuples
+    replaced by ``None``, so that it is strict JSON (tuples become lists).
+
+    >>> json_finite({"a": [1.0, float("nan")], "b": (float("inf"), 2)})
+    {'a': [1.0, None], 'b': [None, 2]}
+    """
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: json_finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_finite(v) for v in obj]
+    return obj
 
 
 def shape_fans(shape: Sequence[int]) -> tuple[float, float]:

@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from .._checks import check_choice, check_finite_positive, check_seed, raise_unknown
-from .._math import loglog_slope
+from .._math import json_finite, loglog_slope
 from .._modules import unwrap
 from .._session import call_args, primary_output, suspend_in_place_compile
 from .api import parametrize
@@ -220,7 +220,7 @@ class CoordCheckReport:
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-able dict (non-finite floats as ``None``); rows included for reading."""
         d = asdict(self)
-        return cast(dict[str, Any], _finite(d))
+        return cast(dict[str, Any], json_finite(d))
 
     def to_json(self, **kwargs: Any) -> str:
         """Return :meth:`to_dict` as a JSON string (``kwargs`` go to :func:`json.dumps`)."""
@@ -255,15 +255,6 @@ class CoordCheckReport:
 def _nan(v: Any) -> float:
     return math.nan if v is None else float(v)
 
-
-def _finite(obj: Any) -> Any:
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_finite(v) for v in obj]
-    return obj
 
 
 def _rows(rep: CoordCheckReport) -> list[CoordRow]:

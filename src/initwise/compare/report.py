@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from .._audit.plot import plot_reports
+from .._math import json_finite
 from .run import CompareResult, WorkerPool
 from .transfer import (
     TRANSFER_CAPTIONS,
@@ -1058,7 +1059,7 @@ def _html(result: CompareResult, figures: list[str], notes: dict[str, list[str]]
           why_no_figures: str | None) -> str:
     e = html.escape
     c = result.config
-    data = json.dumps(_finite_json(_chart_data(result)), allow_nan=False).replace("</", "<\\/")
+    data = json.dumps(json_finite(_chart_data(result)), allow_nan=False).replace("</", "<\\/")
     parts = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
              f"<meta name='viewport' content='width=device-width, initial-scale=1'>"
              f"<title>{e(_title(result))}</title><style>{_CSS}</style></head><body>"
@@ -1197,15 +1198,6 @@ def _md_transfer(result: CompareResult, figures: list[str], why_no_figures: str 
               "Versions: " + ", ".join(f"{k} {v}" for k, v in result.environment.items()), ""]
     return lines
 
-
-def _finite_json(obj: Any) -> Any:
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: _finite_json(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_finite_json(v) for v in obj]
-    return obj
 
 
 def _md_table(head: list[str], rows: list[list[str]]) -> list[str]:

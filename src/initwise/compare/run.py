@@ -33,10 +33,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from .._math import json_finite
 from .data import load_dataset, load_regression_dataset
 from .models import build_model
 from .schemes import apply_scheme, check_schemes
-from .train import RunResult, TrainConfig, _finite, loss_function, train_one
+from .train import RunResult, TrainConfig, loss_function, train_one
 
 __all__ = ["DEFAULT_LR", "CompareConfig", "CompareResult", "WorkerPool", "init_batch",
            "run_compare", "summarize", "welch_t_test"]
@@ -200,7 +201,7 @@ class CompareResult:
 
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-able dict of everything (non-finite floats become ``None``)."""
-        return _finite({"config": self.config, "command": self.command, "partial": self.partial,
+        return json_finite({"config": self.config, "command": self.command, "partial": self.partial,
                         "completed_runs": len(self.runs), "total_runs": self.total_runs,
                         "wall_time_s": self.wall_time_s, "resumed_runs": self.resumed_runs,
                         "dataset": self.dataset,
@@ -560,8 +561,6 @@ def _execute(config: CompareConfig, todo: list[tuple[int, Job]], threads: int,
             data = _data_for(config, seed, cache)
             on_result(i, _one(config, tcfg, data, scheme, depth, width, seed))
         return
-    import multiprocessing as mp
-
     # Most expensive first (longest-processing-time order): the workers finish together.
     order = sorted(todo, key=lambda t: -job_cost(config, t[1][1], t[1][2]))
     if shared is not None and shared.usable:
@@ -576,11 +575,20 @@ def _execute(config: CompareConfig, todo: list[tuple[int, Job]], threads: int,
             if not done:  # runs still queued: the pool cannot serve the report
                 shared.terminate()
         return
+    run_spawned(config.jobs, order, _worker_run, _worker_init, (config, threads), on_result)
+
+
+def run_spawned(jobs: int, order: list[Any], worker: Callable[[Any], tuple[int, Any]],
+                initializer: Callable[..., None], initargs: tuple[Any, ...],
+                on_result: Callable[[int, Any], None]) -> None:
+    """Run ``worker`` over ``order`` in ``jobs`` spawned processes, in that order of hand-out,
+    calling ``on_result(i, result)`` as each finishes; the pool is torn down on any exit."""
+    import multiprocessing as mp
+
     ctx = mp.get_context("spawn")  # fork after torch has started threads can deadlock
-    pool = ctx.Pool(min(config.jobs, len(todo)), initializer=_worker_init,
-                    initargs=(config, threads))
+    pool = ctx.Pool(min(jobs, len(order)), initializer=initializer, initargs=initargs)
     try:
-        for i, run in pool.imap_unordered(_worker_run, order, chunksize=1):
+        for i, run in pool.imap_unordered(worker, order, chunksize=1):
             on_result(i, run)
         pool.close()
     finally:

@@ -28,6 +28,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from .._math import json_finite
 from .data import Dataset
 
 __all__ = ["RunResult", "TrainConfig", "evaluate", "evaluate_regression", "loss_function",
@@ -96,18 +97,9 @@ class RunResult:
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-able dict of every field but ``audit_report`` (the library object;
         its numbers are in ``init_scale``); non-finite floats become ``None``."""
-        return _finite({f.name: getattr(self, f.name) for f in fields(self)
+        return json_finite({f.name: getattr(self, f.name) for f in fields(self)
                         if f.name != "audit_report"})
 
-
-def _finite(obj: Any) -> Any:
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_finite(v) for v in obj]
-    return obj
 
 
 def _weight_params(model: nn.Module) -> list[tuple[str, nn.Parameter]]:

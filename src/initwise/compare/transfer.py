@@ -40,6 +40,7 @@ from .run import (
     _load_data,
     dist_env,
     environment,
+    run_spawned,
 )
 from .train import RunResult, evaluate, evaluate_regression, loss_function, train_one
 
@@ -162,19 +163,8 @@ def _execute(config: CompareConfig, todo: list[tuple[int, TransferJob]], threads
                 cache[job[0]] = _load_data(config, seed=job[0])
             on_result(i, _one_transfer(config, cache[job[0]], job))
         return
-    import multiprocessing as mp
-
     order = sorted(todo, key=lambda t: -_cost(config, t[1][1], t[1][2]))
-    ctx = mp.get_context("spawn")
-    pool = ctx.Pool(min(config.jobs, len(todo)), initializer=_worker_init,
-                    initargs=(config, threads))
-    try:
-        for i, run in pool.imap_unordered(_worker_run, order, chunksize=1):
-            on_result(i, run)
-        pool.close()
-    finally:
-        pool.terminate()
-        pool.join()
+    run_spawned(config.jobs, order, _worker_run, _worker_init, (config, threads), on_result)
 
 
 def run_transfer(config: CompareConfig, *, callback: Callback | None = None,
