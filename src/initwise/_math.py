@@ -17,6 +17,8 @@ from ._typing import FAN_MODES
 __all__ = [
     "SQRT3",
     "compute_std",
+    "decode_nonfinite",
+    "encode_nonfinite",
     "json_finite",
     "loglog_slope",
     "normal_cdf",
@@ -27,6 +29,34 @@ __all__ = [
 ]
 
 SQRT3 = math.sqrt(3.0)
+
+
+def encode_nonfinite(v: Any) -> Any:
+    """Return ``v`` for strict JSON with non-finite floats in nested dicts, lists and tuples as
+    the strings ``"nan"``, ``"inf"``, ``"-inf"`` (:func:`decode_nonfinite` reverses it).
+
+    >>> encode_nonfinite({"a": [1.0, float("-inf")]})
+    {'a': [1.0, '-inf']}
+    """
+    if isinstance(v, float) and not math.isfinite(v):
+        return "nan" if math.isnan(v) else ("inf" if v > 0 else "-inf")
+    if isinstance(v, dict):
+        return {k: encode_nonfinite(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [encode_nonfinite(x) for x in v]
+    return v
+
+
+def decode_nonfinite(v: Any) -> Any:
+    """Return ``v`` with the strings ``"nan"``, ``"inf"``, ``"-inf"`` (nested in dicts and
+    lists) turned back into floats: the inverse of :func:`encode_nonfinite`."""
+    if isinstance(v, str) and v in ("nan", "inf", "-inf"):
+        return float(v)
+    if isinstance(v, dict):
+        return {k: decode_nonfinite(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return [decode_nonfinite(x) for x in v]
+    return v
 
 
 def json_finite(obj: Any) -> Any:

@@ -62,6 +62,7 @@ import torch
 from . import gains as _gains
 from ._checks import check_finite_positive
 from ._fans import Fans
+from ._math import decode_nonfinite, encode_nonfinite
 from ._schemes import normal_, variance_scaling_
 from ._theory_plot import plot_phase
 from .random import Key
@@ -364,20 +365,6 @@ def _c_star(p: _Phi, sw2: float, sb2: float, q: float, chi: float) -> float:
 # --------------------------------------------------------------------------------------------
 
 
-def _enc(v: Any) -> Any:
-    if isinstance(v, float) and not math.isfinite(v):
-        return "nan" if math.isnan(v) else ("inf" if v > 0 else "-inf")
-    if isinstance(v, (list, tuple)):
-        return [_enc(x) for x in v]
-    return v
-
-
-def _dec(v: Any) -> Any:
-    if isinstance(v, str) and v in ("nan", "inf", "-inf"):
-        return float(v)
-    if isinstance(v, list):
-        return [_dec(x) for x in v]
-    return v
 
 
 class _Data:
@@ -385,7 +372,7 @@ class _Data:
 
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-able dict (non-finite floats as ``"inf"``/``"nan"`` strings)."""
-        return {k: _enc(v) for k, v in asdict(self).items()}  # type: ignore[call-overload]
+        return {k: encode_nonfinite(v) for k, v in asdict(self).items()}  # type: ignore[call-overload]
 
     def to_json(self, indent: int | None = 2) -> str:
         """Return strict JSON (round-trips through :meth:`from_json`)."""
@@ -395,7 +382,7 @@ class _Data:
     def from_dict(cls, d: Mapping[str, Any]) -> Any:
         """Rebuild from :meth:`to_dict`'s output."""
         names = {f.name for f in fields(cls)}  # type: ignore[arg-type]
-        return cls(**{k: _dec(v) for k, v in d.items() if k in names})
+        return cls(**{k: decode_nonfinite(v) for k, v in d.items() if k in names})
 
     @classmethod
     def from_json(cls, s: str) -> Any:

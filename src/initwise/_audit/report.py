@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal, get_args
 
 from .._checks import check_choice, check_finite_positive
+from .._math import decode_nonfinite, encode_nonfinite
 from .plot import plot_probes, plot_reports, plot_widths
 from .probes import (
     CorrelationRow,
@@ -222,25 +223,6 @@ class OutputCheck:
     output_scale: float | None = None
 
 
-def _enc(v: Any) -> Any:
-    """Encode floats for strict JSON: non-finite values become strings."""
-    if isinstance(v, float) and not math.isfinite(v):
-        return "nan" if math.isnan(v) else ("inf" if v > 0 else "-inf")
-    if isinstance(v, dict):
-        return {k: _enc(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_enc(x) for x in v]
-    return v
-
-
-def _dec(v: Any) -> Any:
-    if isinstance(v, str) and v in ("nan", "inf", "-inf"):
-        return float(v)
-    if isinstance(v, dict):
-        return {k: _dec(x) for k, x in v.items()}
-    if isinstance(v, list):
-        return [_dec(x) for x in v]
-    return v
 
 
 def _fmt(v: float | None, spec: str = ".3g") -> str:
@@ -305,7 +287,7 @@ class AuditReport:
     # -- data ------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-able dict (non-finite floats as ``"inf"``/``"nan"`` strings)."""
-        d: dict[str, Any] = _enc(asdict(self))
+        d: dict[str, Any] = encode_nonfinite(asdict(self))
         return d
 
     def to_json(self, indent: int | None = 2) -> str:
@@ -315,7 +297,7 @@ class AuditReport:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> AuditReport:
         """Rebuild a report from :meth:`to_dict`'s output."""
-        d = _dec(dict(d))
+        d = decode_nonfinite(dict(d))
         kw = {f.name: d[f.name] for f in fields(cls) if f.name in d}
         kw["thresholds"] = AuditThresholds(**d["thresholds"])
         kw["rows"] = [LayerStats(**r) for r in d["rows"]]
@@ -535,7 +517,7 @@ class WidthAuditReport:
         d = asdict(self)
         if not include_reports:
             d["reports"] = []
-        return dict(_enc(d))
+        return dict(encode_nonfinite(d))
 
     def to_json(self, indent: int | None = 2) -> str:
         """Return strict JSON (per-width reports left out)."""
@@ -544,7 +526,7 @@ class WidthAuditReport:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> WidthAuditReport:
         """Rebuild from :meth:`to_dict`."""
-        d = _dec(dict(d))
+        d = decode_nonfinite(dict(d))
         return cls(widths=list(d["widths"]), flat_slope=d["flat_slope"],
                    rows=[WidthRow(**r) for r in d["rows"]], verdicts=list(d["verdicts"]),
                    reports=[AuditReport.from_dict(r) for r in d.get("reports", [])])

@@ -261,26 +261,25 @@ def _rows(rep: CoordCheckReport) -> list[CoordRow]:
     rows: list[CoordRow] = []
     depths: list[int | None] = list(rep.depths) if rep.depths else [None]
     by = {(m.width, m.depth): m for m in rep.measurements}
+
+    def sweep(name: str, typ: str, t: int, axis: Literal["width", "depth"], fixed: int | None,
+              xs: list[int], keys: list[tuple[int, int | None]]) -> None:
+        ms = [by.get(k) for k in keys]
+        if any(m is None or name not in m.sizes for m in ms):
+            return
+        vals = [_at(m.sizes[name], t) for m in ms if m is not None]
+        s = loglog_slope(xs, vals)
+        rows.append(CoordRow(name, typ, t, axis, fixed, list(xs), vals, s,
+                             math.isfinite(s) and abs(s) < rep.flat_slope))
+
     for name in rep.layers:
         typ = rep.types.get(name, "")
         for t in range(rep.steps + 1):
             for d in depths:  # width sweeps, one per depth
-                ms = [by.get((w, d)) for w in rep.widths]
-                if any(m is None or name not in m.sizes for m in ms):
-                    continue
-                vals = [_at(m.sizes[name], t) for m in ms if m is not None]
-                s = loglog_slope(rep.widths, vals)
-                rows.append(CoordRow(name, typ, t, "width", d, list(rep.widths), vals, s,
-                                     math.isfinite(s) and abs(s) < rep.flat_slope))
+                sweep(name, typ, t, "width", d, rep.widths, [(w, d) for w in rep.widths])
             if rep.depths and len(rep.depths) > 1:
                 for w in rep.widths:  # depth sweeps, one per width
-                    ms = [by.get((w, d)) for d in rep.depths]
-                    if any(m is None or name not in m.sizes for m in ms):
-                        continue
-                    vals = [_at(m.sizes[name], t) for m in ms if m is not None]
-                    s = loglog_slope(rep.depths, vals)
-                    rows.append(CoordRow(name, typ, t, "depth", w, list(rep.depths), vals, s,
-                                         math.isfinite(s) and abs(s) < rep.flat_slope))
+                    sweep(name, typ, t, "depth", w, rep.depths, [(w, d) for d in rep.depths])
     return rows
 
 

@@ -38,6 +38,7 @@ from .run import (
     CompareConfig,
     CompareResult,
     _load_data,
+    _on_device,
     dist_env,
     environment,
     run_spawned,
@@ -100,7 +101,7 @@ def _one_transfer(config: CompareConfig, data: Any, job: TransferJob) -> RunResu
         return r
     try:
         dev = config.device
-        res = train_one(model.to(dev), _on(data, dev), tcfg, scheme=name, depth=depth,
+        res = train_one(model.to(dev), _on_device(data, dev), tcfg, scheme=name, depth=depth,
                         seed=seed, params=groups)
         if res.diverged:
             final = math.inf
@@ -122,15 +123,6 @@ def _one_transfer(config: CompareConfig, data: Any, job: TransferJob) -> RunResu
     res.time_s = time.perf_counter() - t0
     return res
 
-
-def _on(data: Any, device: str) -> Any:
-    if device == "cpu":
-        return data
-    import dataclasses
-
-    return dataclasses.replace(data, x_train=data.x_train.to(device),
-                               y_train=data.y_train.to(device), x_test=data.x_test.to(device),
-                               y_test=data.y_test.to(device))
 
 
 _WORKER: dict[str, Any] = {}
