@@ -79,4 +79,17 @@ def fsdp_groups_and_values(rank: int, world_size: int, name: str) -> dict[str, A
     groups = [(g["names"], g["lr"], g["weight_decay"]) for g in p.param_groups(lr=0.01, optimizer="adamw",
                                                                                weight_decay=0.1)]
     values = {n: digest(t.full_tensor()) for n, t in model.named_parameters()}
-    return {"groups": groups, "values": values, "multipliers": [m.to_dict() for m in p.multipliers]}
+    loss, stepped = one_adamw_step(model, p)
+    return {"groups": groups, "values": values, "multipliers": [m.to_dict() for m in p.multipliers],
+            "loss": loss, "stepped": {n: t.full_tensor().flatten().tolist() for n, t in stepped.items()}}
+
+
+def one_adamw_step(model: nn.Module, p: Any) -> tuple[float, dict[str, torch.Tensor]]:
+    """Forward (with the parametrization's multipliers), backward and one AdamW step with its
+    groups on a fixed batch; return the loss and the parameters after the step."""
+    idx = (torch.arange(32) * 7 % 50).reshape(2, 16)
+    opt = torch.optim.AdamW(p.param_groups(lr=0.01, optimizer="adamw", weight_decay=0.1))
+    loss = nn.functional.cross_entropy(model(idx[:, :-1]).flatten(0, 1), idx[:, 1:].flatten())
+    loss.backward()
+    opt.step()
+    return float(loss.detach()), dict(model.named_parameters())

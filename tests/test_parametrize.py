@@ -14,7 +14,7 @@ from torch import nn
 
 import initwise
 from _dist_helpers import gloo_available, run_ranks
-from _param_models import TinyGPT, digest, fsdp_groups_and_values, tiny_gpt
+from _param_models import TinyGPT, digest, fsdp_groups_and_values, one_adamw_step, tiny_gpt
 from initwise._param.rules import scaling
 from initwise._param.shapes import TensorShape
 
@@ -448,10 +448,17 @@ def test_fsdp2_world_size_2_same_groups_values_and_multipliers() -> None:
     groups = [[g["names"], g["lr"], g["weight_decay"]]
               for g in p.param_groups(lr=0.01, optimizer="adamw", weight_decay=0.1)]
     values = {n: digest(t) for n, t in m.named_parameters()}
+    loss, stepped = one_adamw_step(m, p)  # shard -> init -> forward -> backward -> step
     for rank in run_ranks(fsdp_groups_and_values, 2, "completep", timeout=120):
         assert rank["groups"] == groups
         assert rank["values"] == values
         assert rank["multipliers"] == [x.to_dict() for x in p.multipliers]
+        # the multipliers act under FSDP2 (same loss) and the groups' learning rates give the
+        # same update (up to the reduce-scatter's summation order)
+        assert rank["loss"] == pytest.approx(loss, rel=1e-5)
+        for n, t in stepped.items():
+            torch.testing.assert_close(torch.tensor(rank["stepped"][n]), t.detach().flatten(),
+                                       rtol=1e-4, atol=1e-6, msg=n)
 
 
 class _TorchEncoder(nn.Module):
