@@ -165,6 +165,81 @@ def test_trunc_normal_distribution(a, b):
     assert_variance(x, v, excess_kurtosis=k, mean=m)
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_normal32_distribution(backend):
+    """The float32 transform (normal_ into float32): KS, moments, mean; and the bounded tail:
+    u1 >= 2^-24, so |z| <= sqrt(48 ln 2) = 5.77."""
+    n = 1_000_000 if backend == "native" else 100_000
+    with iwr.use_backend(backend):
+        x = iwr.normal_(torch.empty(n), iwr.key(12, "n32"), mean=1.0, std=3.0)
+    assert x.dtype == torch.float32
+    xd = x.double()
+    assert scipy.stats.kstest(xd.numpy(), scipy.stats.norm(1.0, 3.0).cdf).pvalue > 1e-4
+    assert_variance(xd, 9.0, excess_kurtosis=0.0, mean=1.0)
+    assert abs(float(xd.mean()) - 1.0) < 6 * 3.0 / math.sqrt(n)
+    assert float((xd - 1.0).abs().max()) <= 3.0 * math.sqrt(48 * math.log(2)) * (1 + 1e-6)
+
+
+def test_normal32_tails_and_signs():
+    """Tail frequencies of 16M float32 normals against the normal's (binomial 5-sigma bands):
+    what a truncated or biased Box-Muller would miss. P(|z| > 5) = 5.7e-7 is ~9.6 values."""
+    x = iwr.normal_(torch.empty(1 << 24), iwr.key(31, "tails")).double().numpy()
+    n = x.size
+    for t in (1.0, 2.0, 3.0, 4.0, 5.0):
+        p = 2 * scipy.stats.norm.sf(t)
+        k = int(np.count_nonzero(np.abs(x) > t))
+        assert abs(k - n * p) <= 5 * math.sqrt(n * p * (1 - p)) + 3, (t, k, n * p)
+    pos = int(np.count_nonzero(x > 0))
+    assert abs(pos - n / 2) <= 5 * math.sqrt(n / 4)
+    # the four quarters of a block (cos, sin of two pairs) are each N(0, 1) and uncorrelated
+    q = x.reshape(-1, 4)
+    c = np.corrcoef(q.T)
+    assert np.max(np.abs(c - np.eye(4))) < 5 / math.sqrt(q.shape[0])
+    assert np.max(np.abs(q.std(axis=0) - 1.0)) < 5 * math.sqrt(0.5 / q.shape[0])
+
+
+def test_normal32_accurate():
+    """Each float32 value is within 4 ulp of the exact Box-Muller value of its own words
+    (log, sin, cos and sqrt in float64 from libm)."""
+    key4 = iwr.key(5, "acc32").words
+    blocks = np.arange(0, 100_000, dtype=np.uint64)
+    p = (0.0, 1.0, 0, 0, 0, 0, 0, 0)
+    got = np.stack(_philox.block_values32(key4, p, blocks), axis=1).astype(np.float64)
+    w = [x.astype(np.uint32) for x in _philox.philox4x32_10(
+        (blocks & np.uint64(0xFFFFFFFF), blocks >> np.uint64(32),
+         np.full_like(blocks, key4[2]), np.full_like(blocks, key4[3])), (key4[0], key4[1]))]
+    cols = []
+    for wu, wt in ((w[0], w[1]), (w[2], w[3])):
+        r = np.sqrt(-2.0 * np.log(((wu >> np.uint32(9)).astype(np.float64) + 0.5) * 2.0**-23))
+        theta = (np.pi / 4) * ((wt >> np.uint32(29)).astype(np.float64)
+                               + (((wt >> np.uint32(6)) & np.uint32(0x7FFFFF)).astype(np.float64) + 0.5) * 2.0**-23)
+        cols += [r * np.cos(theta), r * np.sin(theta)]
+    exact = np.stack(cols, axis=1)
+    ulp = np.spacing(np.abs(got).astype(np.float32)).astype(np.float64)
+    assert np.max(np.abs(got - exact) / np.maximum(ulp, 2.0**-149)) <= 4.0
+    assert np.median(np.abs(got - exact) / np.maximum(ulp, 2.0**-149)) <= 0.5
+
+
+def test_normal_precision_setting(monkeypatch):
+    k = iwr.key(0, "prec")
+    assert iwr.normal_precision() == "auto"
+    fast = iwr.normal_(torch.empty(64), k)
+    slow64 = iwr.normal_(torch.empty(64, dtype=torch.float64), k)
+    assert not torch.equal(fast, slow64.float())
+    with iwr.use_normal_precision("float64"):
+        assert iwr.normal_precision() == "float64"
+        assert torch.equal(iwr.normal_(torch.empty(64), k), slow64.float())
+    assert torch.equal(iwr.normal_(torch.empty(64), k), fast)
+    monkeypatch.setenv("INITWISE_NORMAL_PRECISION", "float64")
+    assert torch.equal(iwr.normal_(torch.empty(64), k), slow64.float())
+    monkeypatch.setenv("INITWISE_NORMAL_PRECISION", "float63")
+    with pytest.raises(ValueError, match="did you mean 'float64'"):
+        iwr.normal_(torch.empty(64), k)
+    monkeypatch.delenv("INITWISE_NORMAL_PRECISION")
+    with pytest.raises(ValueError, match="auto"):
+        iwr.use_normal_precision("fast").__enter__()  # type: ignore[arg-type]
+
+
 def test_transcendentals_accurate():
     rng = np.random.default_rng(0)
     u = np.concatenate([rng.random(100_000), np.exp(-rng.random(1000) * 36), [2.0**-53, 0.5,
@@ -211,12 +286,13 @@ def test_trunc_quantile_accurate():
 def test_any_chunking_equals_whole_int_offsets(dist, shape, start, cuts):
     k = iwr.key(7, "chunk")
     n = math.prod(shape)
-    whole = _fill(dist, (start + n,), k)
+    dtype = torch.float32 if (start + len(cuts)) % 2 else torch.float64  # normal: both transforms
+    whole = _fill(dist, (start + n,), k, dtype=dtype)
     bounds = sorted({0, n, *(c % (n + 1) for c in cuts)})
     for lo, hi in itertools.pairwise(bounds):
-        part = _fill(dist, (hi - lo,), k, offset=start + lo)
+        part = _fill(dist, (hi - lo,), k, dtype=dtype, offset=start + lo)
         assert torch.equal(part, whole[start + lo : start + hi])
-    shaped = _fill(dist, tuple(shape), k, offset=start)
+    shaped = _fill(dist, tuple(shape), k, dtype=dtype, offset=start)
     assert torch.equal(shaped.reshape(-1), whole[start:])
 
 
@@ -234,9 +310,10 @@ def test_box_offsets_equal_slices_of_whole(dist, gshape, data, backend):
         o = data.draw(st.integers(0, g - 1))
         offs.append(o)
         sizes.append(data.draw(st.integers(1, g - o)))
+    dtype = data.draw(st.sampled_from([torch.float64, torch.float32]))
     with iwr.use_backend(backend):
-        whole = _fill(dist, tuple(gshape), k)
-        box = _fill(dist, tuple(sizes), k, offset=tuple(offs), global_shape=tuple(gshape))
+        whole = _fill(dist, tuple(gshape), k, dtype=dtype)
+        box = _fill(dist, tuple(sizes), k, dtype=dtype, offset=tuple(offs), global_shape=tuple(gshape))
     sl = tuple(slice(o, o + s) for o, s in zip(offs, sizes, strict=False))
     assert torch.equal(box, whole[sl])
 
@@ -262,7 +339,12 @@ def test_sample_equals_fill(dist, params):
     perm = torch.randperm(1001, generator=torch.Generator().manual_seed(0))
     assert torch.equal(iwr.sample(k, dist, perm, dtype=torch.float64, **params), whole[perm])
     f32 = iwr.sample(k, dist, perm, **params)
-    assert f32.dtype == torch.float32 and torch.equal(f32, whole[perm].float())
+    whole32 = _fill(dist, (1001,), k, dtype=torch.float32, **params)  # normal: the float32 transform
+    assert f32.dtype == torch.float32 and torch.equal(f32, whole32[perm])
+    for backend in BACKENDS:
+        with iwr.use_backend(backend):
+            assert torch.equal(iwr.sample(k, dist, idx, dtype=torch.bfloat16, **params),
+                               whole32[idx].to(torch.bfloat16))
 
 
 # ------------------------------------------------------------------ fast path == fallback
@@ -273,12 +355,13 @@ def test_sample_equals_fill(dist, params):
 def test_native_equals_numpy_bitwise(dist, params):
     k = iwr.key(1, f"eq-{dist}")
     for n, off in [(1, 0), (1, 1), (2, 0), (3, 5), (63, 1), (64, 0), (65, 3), (129, 7),
-                   (4097, 12345), (70_001, 2**40 + 1)]:
-        with iwr.use_backend("native"):
-            x = _fill(dist, (n,), k, offset=off, **params)
-        with iwr.use_backend("numpy"):
-            y = _fill(dist, (n,), k, offset=off, **params)
-        assert torch.equal(x, y), (dist, n, off)
+                   (4097, 12345), (70_001, 2**40 + 1), (300, 2), (1000, 3)]:
+        for dtype in (torch.float64, torch.float32):
+            with iwr.use_backend("native"):
+                x = _fill(dist, (n,), k, dtype=dtype, offset=off, **params)
+            with iwr.use_backend("numpy"):
+                y = _fill(dist, (n,), k, dtype=dtype, offset=off, **params)
+            assert torch.equal(x, y), (dist, n, off, dtype)
     with iwr.use_backend("native"):
         x = _fill(dist, (5, 40), k, offset=(3, 7), global_shape=(9, 50), **params)
     with iwr.use_backend("numpy"):
@@ -347,15 +430,26 @@ def _nearest_check(x64: np.ndarray, got: torch.Tensor) -> None:
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64])
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_every_float_dtype_rounds_once(dtype, backend):
+    """float64 values rounded once (uniform; normal with precision "float64"), or for normal
+    into float32 and narrower the float32 transform's values, rounded once to fp16/bf16."""
     k = iwr.key(3, "dtype")
     ref = iwr.normal_(torch.empty(5000, dtype=torch.float64), k, std=0.02)
+    with iwr.use_backend("numpy"):
+        ref32 = iwr.normal_(torch.empty(5000, dtype=torch.float32), k, std=0.02)
+    uref = iwr.uniform_(torch.empty(5000, dtype=torch.float64), k, low=-1.0, high=1e-3)
     with iwr.use_backend(backend):
         got = iwr.normal_(torch.empty(5000, dtype=dtype), k, std=0.02)
-    assert got.dtype == dtype
+        ugot = iwr.uniform_(torch.empty(5000, dtype=dtype), k, low=-1.0, high=1e-3)
+        with iwr.use_normal_precision("float64"):
+            old = iwr.normal_(torch.empty(5000, dtype=dtype), k, std=0.02)
+    assert got.dtype == old.dtype == ugot.dtype == dtype
     if dtype in (torch.float32, torch.float64):
-        assert torch.equal(got, ref.to(dtype))
+        assert torch.equal(old, ref.to(dtype)) and torch.equal(ugot, uref.to(dtype))
+        assert torch.equal(got, ref if dtype == torch.float64 else ref32)
     else:
-        _nearest_check(ref.numpy(), got)
+        _nearest_check(ref.numpy(), old)
+        _nearest_check(uref.numpy(), ugot)
+        _nearest_check(ref32.double().numpy(), got)
 
 
 def _hard_cases(mantissa_bits: int) -> np.ndarray:

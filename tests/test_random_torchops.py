@@ -53,6 +53,34 @@ def test_block_values_bitwise(dist, params):
         assert np.array_equal(rb.view(np.int64), gb.numpy().view(np.int64))
 
 
+def test_block_values32_bitwise():
+    """The float32 normal at far-apart blocks and many keys/params, as in the float64 test."""
+    blocks = np.concatenate([np.arange(0, 3000), np.arange(2**31 - 1500, 2**31 + 1500),
+                             np.arange(2**60 - 3000, 2**60)]).astype(np.uint64)
+    for (seed, name), (mean, std) in zip([(0, "w"), (7, "layer.3.weight"), (2**40, "x" * 50)],
+                                         [(0.0, 1.0), (0.5, 2.0), (-1e-3, 0.02)], strict=True):
+        k = iwr.key(seed, name).words
+        p = _engine._params("normal", "test", {"mean": mean, "std": std})
+        ref = _philox.block_values32(k, p, blocks)
+        got = _torchops.block_values32(k, p, torch.from_numpy(blocks.astype(np.int64)))
+        for r, g in zip(ref, got, strict=True):
+            assert np.array_equal(r.view(np.int32), g.numpy().view(np.int32))
+
+
+def test_isqrt32_correctly_rounded():
+    """torch 2.13's float32 sqrt on the CPU is not correctly rounded (~0.6% of random floats
+    here round the other way); the corrected one is, against NumPy's (IEEE) float32 sqrt."""
+    rng = np.random.default_rng(4)
+    y = rng.uniform(1.0, 2.0, 20_000).astype(np.float32)
+    yy = (y.astype(np.float64) ** 2).astype(np.float32)
+    xs = np.concatenate([rng.uniform(0.0, 80.0, 200_000).astype(np.float32),
+                         (10.0 ** rng.uniform(-37, 38, 100_000)).astype(np.float32), yy,
+                         np.nextafter(yy, np.float32(0)), np.nextafter(yy, np.float32(9)),
+                         np.array([0.0, 1.0, 2.0, 4.0, 2.0**-126, 3.4e38], dtype=np.float32)])
+    want = np.sqrt(xs)
+    assert np.array_equal(_torchops.isqrt32(torch.from_numpy(xs)).numpy().view(np.int32), want.view(np.int32))
+
+
 @pytest.mark.parametrize("ref", REFS)
 @pytest.mark.parametrize(("dist", "params"), PARAMS)
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.float16, torch.bfloat16])

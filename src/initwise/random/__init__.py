@@ -6,8 +6,10 @@ element ``i`` of a named tensor is a pure function of ``(key, i)``:
 
 * values do not depend on construction order, thread count or chunking;
 * a shard (``offset`` / ``global_shape``) equals the same elements of the whole;
-* a native C path (multithreaded, vectorized) and a pure NumPy path give bit-identical
-  float64 values before the single rounding to the tensor's dtype.
+* a native C path (multithreaded, vectorized), a pure NumPy path and a torch-ops path (any
+  device) give bit-identical values: float64 values rounded once to the tensor's dtype, and
+  for ``normal_`` into float32 and narrower tensors a float32 Box-Muller (see
+  :func:`normal_precision`).
 
 >>> import torch
 >>> from initwise import random as iwr
@@ -30,13 +32,16 @@ from ._engine import (
     backend,
     get_num_threads,
     key,
+    NormalPrecision,
     native_available,
     normal_,
+    normal_precision,
     sample,
     set_num_threads,
     trunc_normal_,
     uniform_,
     use_backend,
+    use_normal_precision,
 )
 
 __all__ = [
@@ -46,11 +51,14 @@ __all__ = [
     "backend",
     "get_num_threads",
     "key",
+    "NormalPrecision",
     "native_available",
     "normal_",
+    "normal_precision",
     "sample",
     "set_num_threads",
     "trunc_normal_",
     "uniform_",
     "use_backend",
+    "use_normal_precision",
 ]

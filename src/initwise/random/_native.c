@@ -50,7 +50,7 @@
 #define PHILOX_W0 0x9E3779B9u
 #define PHILOX_W1 0xBB67AE85u
 
-enum { DIST_UNIFORM = 0, DIST_NORMAL = 1, DIST_TRUNC = 2 };
+enum { DIST_UNIFORM = 0, DIST_NORMAL = 1, DIST_TRUNC = 2, DIST_NORMAL32 = 3 };
 enum { OUT_F64 = 0, OUT_F32 = 1 };
 
 typedef struct {
@@ -98,6 +98,27 @@ static const double HALF_ULP49 = 8.8817841970012523e-16; /* 2^-50 */
 #define C7 (-1.0 / 87178291200.0)
 #define C8 (1.0 / 20922789888000.0)
 
+/* normal32: float32 constants (the float32 roundings of the double values; the same bit
+   patterns as the np.float32 constants of _philox.py) */
+#define F_SQRT1_2 0x1.6a09e6p-1f
+#define F_PI_4 0x1.921fb6p-1f
+#define F_LN2_HI 0x1.62e4p-1f /* 16 significant bits: e * F_LN2_HI is exact for |e| <= 126 */
+#define F_LN2_LO 0x1.7f7d1cp-20f
+#define F_HALF_ULP23 0x1p-24f
+#define FL3 0x1.555556p-1f /* 2/3 */
+#define FL5 0x1.99999ap-2f /* 2/5 */
+#define FL7 0x1.24924ap-2f /* 2/7 */
+#define FL9 0x1.c71c72p-3f /* 2/9 */
+#define FS1 (-0x1.555556p-3f) /* -1/6 */
+#define FS2 0x1.111112p-7f    /* 1/120 */
+#define FS3 (-0x1.a01a02p-13f) /* -1/5040 */
+#define FS4 0x1.71de3ap-19f   /* 1/362880 */
+#define FC1 (-0x1p-1f)        /* -1/2 */
+#define FC2 0x1.555556p-5f    /* 1/24 */
+#define FC3 (-0x1.6c16c2p-10f) /* -1/720 */
+#define FC4 0x1.a01a02p-16f   /* 1/40320 */
+#define FC5 (-0x1.27e4fcp-22f) /* -1/3628800 */
+
 static inline __attribute__((always_inline)) double bits2d(uint64_t b) { double d; memcpy(&d, &b, 8); return d; }
 static inline __attribute__((always_inline)) uint64_t d2bits(double d) { uint64_t b; memcpy(&b, &d, 8); return b; }
 
@@ -142,6 +163,57 @@ static inline __attribute__((always_inline)) double cos_poly(double x) {
 }
 
 /* Wichura AS241 (PPND16) for p in (0, 0.5]: the lower-tail quantile (<= 0). */
+static inline __attribute__((always_inline)) float bits2f(uint32_t b) { float f; memcpy(&f, &b, 4); return f; }
+static inline __attribute__((always_inline)) uint32_t f2bits(float f) { uint32_t b; memcpy(&b, &f, 4); return b; }
+
+/* natural log of float32 x in [2^-126, 1): the float32 twin of iw_log (atanh series to s^9) */
+static inline __attribute__((always_inline)) float iw_log32(float x) {
+    uint32_t b = f2bits(x);
+    float m = bits2f((b & 0x7FFFFFu) | 0x3F000000u); /* [0.5, 1) */
+    float e = (float)(int32_t)((b >> 23) & 0xFFu) - 126.0f;
+    int small = m < F_SQRT1_2;
+    m = small ? m + m : m;
+    e = small ? e - 1.0f : e;
+    float f = m - 1.0f;
+    float s = f / (m + 1.0f);
+    float z = s * s;
+    float r = FL9;
+    r = FL7 + z * r;
+    r = FL5 + z * r;
+    r = FL3 + z * r;
+    float lm = (s + s) + s * (z * r);
+    return e * F_LN2_HI + (e * F_LN2_LO + lm);
+}
+
+/* one float32 Box-Muller pair from the 32-bit words wu (radius) and wt (angle) */
+static inline __attribute__((always_inline)) void pair32(float mean, float sd, uint32_t wu,
+                                                        uint32_t wt, float *vc, float *vs) {
+    float u1 = (bits2f((wu >> 9) | 0x3F800000u) - 1.0f) + F_HALF_ULP23;
+    float rad = __builtin_sqrtf(-2.0f * iw_log32(u1));
+    float f = (bits2f(((wt >> 6) & 0x7FFFFFu) | 0x3F800000u) - 1.0f) + F_HALF_ULP23;
+    int swap = (int)((wt >> 29) & 1u);
+    float x = (swap ? 1.0f - f : f) * F_PI_4;
+    float z = x * x;
+    float rs = FS4;
+    rs = FS3 + z * rs;
+    rs = FS2 + z * rs;
+    rs = FS1 + z * rs;
+    float sn = x + x * (z * rs);
+    float rc = FC5;
+    rc = FC4 + z * rc;
+    rc = FC3 + z * rc;
+    rc = FC2 + z * rc;
+    rc = FC1 + z * rc;
+    float cs = 1.0f + z * rc;
+    uint32_t q = wt >> 30;
+    float sp = swap ? cs : sn, cp = swap ? sn : cs;
+    float A = (q & 1u) ? sp : cp, Bv = (q & 1u) ? cp : sp;
+    float ct = (((q ^ (q >> 1)) & 1u) ? -A : A);
+    float st = ((q >> 1) ? -Bv : Bv);
+    *vc = mean + sd * (rad * ct);
+    *vs = mean + sd * (rad * st);
+}
+
 static inline __attribute__((always_inline)) double ppnd_central(double q) {
     double r = 0.180625 - q * q;
     double num = (((((((2.5090809287301226727e+3 * r + 3.3430575583588128105e+4) * r +
@@ -504,6 +576,163 @@ IW_T IW_AI void run_blocks(const params_t *P, uint64_t b0, int64_t nblk, char *o
 #undef IW_AT
 }
 
+/* ---- normal32 (float32 Box-Muller, 4 values per block), fused: 8 blocks per vector give
+   16 pairs, one 16-lane float32 vector each for the radius words (w0 of the 8 blocks, then w2)
+   and the angle words (w1, then w3). The same float32 operations as pair32 in the same order
+   (no FMA), so the same bits; vgetexpps / vgetmantps split the exponent exactly. */
+typedef struct {
+    __m512 one, half23, sqrt1_2, pi_4, m2, mean, sd;
+    __m512i idx_lo, mant, ex1, octbit, bit30, sign;
+} kf_t;
+
+IW_T IW_AI void kf_init(const params_t *P, kf_t *F) {
+    F->one = _mm512_set1_ps(1.0f);
+    F->half23 = _mm512_set1_ps(F_HALF_ULP23);
+    F->sqrt1_2 = _mm512_set1_ps(F_SQRT1_2);
+    F->pi_4 = _mm512_set1_ps(F_PI_4);
+    F->m2 = _mm512_set1_ps(-2.0f);
+    F->mean = _mm512_set1_ps((float)P->p[0]);
+    F->sd = _mm512_set1_ps((float)P->p[1]);
+    F->idx_lo = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    F->mant = _mm512_set1_epi32(0x7FFFFF);
+    F->ex1 = _mm512_set1_epi32(0x3F800000);
+    F->octbit = _mm512_set1_epi32(1 << 29);
+    F->bit30 = _mm512_set1_epi32(1 << 30);
+    F->sign = _mm512_set1_epi32((int)0x80000000u);
+}
+
+#define IW_FC(x) _mm512_set1_ps(x)
+#define IW_FHORNER(r, z, c) IW_EACH r[v] = _mm512_add_ps(_mm512_mul_ps(z[v], r[v]), IW_FC(c))
+
+/* blocks blk[v] + 0..7 -> radius words U (w0 | w2) and angle words T (w1 | w3), 16 dwords */
+IW_T IW_AI void philox_g4(const kc_t *K, const kf_t *F, const __m512i *blk, __m512i *U,
+                          __m512i *T, const int g) {
+    __m512i c0[IW_G], c1[IW_G], c2[IW_G], c3[IW_G];
+    const __m512i m0 = K->m0, m1 = K->m1;
+    IW_EACH {
+        __m512i p0 = _mm512_mul_epu32(blk[v], m0);
+        c0[v] = _mm512_xor_si512(_mm512_srli_epi64(blk[v], 32), K->hi_x0);
+        c2[v] = _mm512_xor_si512(IW_HI(p0), K->x2);
+        c1[v] = K->c1r0;
+        c3[v] = p0;
+    }
+#pragma GCC unroll 9
+    for (int r = 1; r < 10; r++) IW_EACH IW_ROUND(c0[v], c1[v], c2[v], c3[v], K->K0[r], K->K1[r]);
+    IW_EACH { /* each word is the low dword of its 64-bit lane */
+        U[v] = _mm512_permutex2var_epi32(c0[v], F->idx_lo, c2[v]);
+        T[v] = _mm512_permutex2var_epi32(c1[v], F->idx_lo, c3[v]);
+    }
+}
+
+IW_T IW_AI void normal32_g(const kf_t *F, const __m512i *U, const __m512i *T, __m512 *vc,
+                           __m512 *vs, const int g) {
+    __m512 e[IW_G], s[IW_G], z[IW_G], r[IW_G], rad[IW_G];
+    __m512 x[IW_G], zz[IW_G], rs[IW_G], rc[IW_G], sn[IW_G], cs[IW_G];
+    IW_EACH { /* iw_log32(u1), up to s = f / (m + 1) */
+        __m512 u = _mm512_add_ps(
+            _mm512_sub_ps(_mm512_castsi512_ps(_mm512_or_si512(_mm512_srli_epi32(U[v], 9), F->ex1)),
+                          F->one),
+            F->half23);
+        __m512 m = _mm512_getmant_ps(u, _MM_MANT_NORM_p5_1, _MM_MANT_SIGN_src); /* [0.5, 1) */
+        __m512 ge = _mm512_getexp_ps(u); /* ex - 127 = iw_log32's e - 1 */
+        __mmask16 small = _mm512_cmp_ps_mask(m, F->sqrt1_2, _CMP_LT_OQ);
+        m = _mm512_mask_add_ps(m, small, m, m);
+        e[v] = _mm512_mask_add_ps(ge, (__mmask16)~small, ge, F->one);
+        s[v] = _mm512_div_ps(_mm512_sub_ps(m, F->one), _mm512_add_ps(m, F->one));
+    }
+    IW_EACH { /* the angle: bits 29 (swap), 30, 31 are the octant, 6..28 the fraction */
+        __m512i fb = _mm512_ternarylogic_epi32(_mm512_srli_epi32(T[v], 6), F->mant, F->ex1,
+                                               0xEA); /* (A & B) | C */
+        __m512 fr = _mm512_add_ps(_mm512_sub_ps(_mm512_castsi512_ps(fb), F->one), F->half23);
+        __mmask16 sw = _mm512_test_epi32_mask(T[v], F->octbit);
+        x[v] = _mm512_mul_ps(_mm512_mask_sub_ps(fr, sw, F->one, fr), F->pi_4);
+        zz[v] = _mm512_mul_ps(x[v], x[v]);
+        rs[v] = IW_FC(FS4);
+        rc[v] = IW_FC(FC5);
+    }
+    IW_FHORNER(rs, zz, FS3); IW_FHORNER(rc, zz, FC4);
+    IW_FHORNER(rs, zz, FS2); IW_FHORNER(rc, zz, FC3);
+    IW_FHORNER(rs, zz, FS1); IW_FHORNER(rc, zz, FC2);
+    IW_FHORNER(rc, zz, FC1);
+    IW_EACH {
+        sn[v] = _mm512_add_ps(x[v], _mm512_mul_ps(x[v], _mm512_mul_ps(zz[v], rs[v])));
+        cs[v] = _mm512_add_ps(F->one, _mm512_mul_ps(zz[v], rc[v]));
+    }
+    IW_EACH { z[v] = _mm512_mul_ps(s[v], s[v]); r[v] = IW_FC(FL9); }
+    IW_FHORNER(r, z, FL7); IW_FHORNER(r, z, FL5); IW_FHORNER(r, z, FL3);
+    IW_EACH {
+        __m512 lm = _mm512_add_ps(_mm512_add_ps(s[v], s[v]),
+                                  _mm512_mul_ps(s[v], _mm512_mul_ps(z[v], r[v])));
+        __m512 lg = _mm512_add_ps(_mm512_mul_ps(e[v], IW_FC(F_LN2_HI)),
+                                  _mm512_add_ps(_mm512_mul_ps(e[v], IW_FC(F_LN2_LO)), lm));
+        rad[v] = _mm512_sqrt_ps(_mm512_mul_ps(F->m2, lg));
+    }
+    IW_EACH {
+        __m512i Tx = _mm512_xor_si512(T[v], _mm512_slli_epi32(T[v], 1));
+        __mmask16 ka = _mm512_test_epi32_mask(Tx, F->bit30);
+        __m512 A = _mm512_mask_blend_ps(ka, cs[v], sn[v]), Bv = _mm512_mask_blend_ps(ka, sn[v], cs[v]);
+        __m512 ct = _mm512_castsi512_ps(
+            _mm512_ternarylogic_epi32(_mm512_castps_si512(A), Tx, F->sign, 0x78)); /* A ^ (B & C) */
+        __m512 st = _mm512_castsi512_ps(
+            _mm512_ternarylogic_epi32(_mm512_castps_si512(Bv), T[v], F->sign, 0x78));
+        vc[v] = _mm512_add_ps(F->mean, _mm512_mul_ps(F->sd, _mm512_mul_ps(rad[v], ct)));
+        vs[v] = _mm512_add_ps(F->mean, _mm512_mul_ps(F->sd, _mm512_mul_ps(rad[v], st)));
+    }
+}
+
+/* store the 32 values of 8 blocks (block j: vc[j], vs[j], vc[8 + j], vs[8 + j]); the first
+   cnt of them when cnt < 32 */
+IW_T IW_AI void store32(float *out, __m512 vc, __m512 vs, int cnt) {
+    const __m512i i0 = _mm512_setr_epi32(0, 16, 8, 24, 1, 17, 9, 25, 2, 18, 10, 26, 3, 19, 11, 27);
+    const __m512i i1 = _mm512_setr_epi32(4, 20, 12, 28, 5, 21, 13, 29, 6, 22, 14, 30, 7, 23, 15, 31);
+    __m512 o0 = _mm512_permutex2var_ps(vc, i0, vs), o1 = _mm512_permutex2var_ps(vc, i1, vs);
+    if (cnt == 32) {
+        _mm512_storeu_ps(out, o0);
+        _mm512_storeu_ps(out + 16, o1);
+    } else {
+        _mm512_mask_storeu_ps(out, (__mmask16)(cnt >= 16 ? 0xFFFFu : (1u << cnt) - 1u), o0);
+        if (cnt > 16) _mm512_mask_storeu_ps(out + 16, (__mmask16)((1u << (cnt - 16)) - 1u), o1);
+    }
+}
+
+IW_T IW_AI void run_group32(const kc_t *K, const kf_t *F, __m512i b, float *out, const int g,
+                            int64_t nvals) {
+    __m512i blk[IW_G], U[IW_G], T[IW_G];
+    __m512 vc[IW_G], vs[IW_G];
+    IW_EACH blk[v] = _mm512_add_epi64(b, _mm512_set1_epi64(8 * v));
+    philox_g4(K, F, blk, U, T, g);
+    normal32_g(F, U, T, vc, vs, g);
+    if (nvals == 32 * g) {
+        IW_EACH store32(out + 32 * v, vc[v], vs[v], 32);
+    } else {
+        for (int v = 0; v < g && 32 * v < nvals; v++)
+            store32(out + 32 * v, vc[v], vs[v], nvals - 32 * v >= 32 ? 32 : (int)(nvals - 32 * v));
+    }
+}
+
+/* Elements 4 b0 .. 4 (b0 + nblk) - 1 of a normal32 fill (float32 out). */
+__attribute__((target("avx512f"), noinline)) static void fill_blocks32_avx512(
+    const params_t *P, uint64_t b0, int64_t nblk, float *out) {
+    kc_t K;
+    kf_t F;
+    kc_init(P, &K);
+    kf_init(P, &F);
+    const __m512i iota = _mm512_set_epi64(7, 6, 5, 4, 3, 2, 1, 0);
+    int64_t j = 0;
+#define IW_AT(j) _mm512_add_epi64(_mm512_set1_epi64((long long)(b0 + (uint64_t)(j))), iota)
+    for (; j + 8 * IW_G <= nblk; j += 8 * IW_G)
+        run_group32(&K, &F, IW_AT(j), out + 4 * j, IW_G, 32 * IW_G);
+    if (nblk - j > 4 * IW_G) {
+        run_group32(&K, &F, IW_AT(j), out + 4 * j, IW_G, 4 * (nblk - j));
+        return;
+    }
+    for (; j < nblk; j += 8)
+        run_group32(&K, &F, IW_AT(j), out + 4 * j, 1, nblk - j >= 8 ? 32 : 4 * (nblk - j));
+#undef IW_AT
+}
+#undef IW_FHORNER
+#undef IW_FC
+
 /* Elements 2 b0 .. 2 (b0 + nblk) - 1 of a uniform or normal fill. */
 __attribute__((target("avx512f"), noinline)) static void fill_blocks_avx512(
     const params_t *P, uint64_t b0, int64_t nblk, void *out, int kind) {
@@ -676,8 +905,100 @@ static void fill_run_batched(const params_t *P, uint64_t g0, int64_t n, void *ou
     }
 }
 
+/* ---- normal32, portable: the four 32-bit words of each block, then pair32 twice ---- */
+static inline __attribute__((always_inline)) void gen_batch32(const params_t *P, int nb,
+                                                             const uint64_t *blk, float *v0,
+                                                             float *v1, float *v2, float *v3) {
+    const uint64_t M = 0xFFFFFFFFULL;
+    uint32_t w0[B], w1[B], w2[B], w3[B];
+    for (int j = 0; j < nb; j++) {
+        uint64_t c0 = blk[j] & M, c1 = blk[j] >> 32, c2 = P->c2, c3 = P->c3;
+        uint64_t k0 = P->k0, k1 = P->k1;
+#pragma GCC unroll 10
+        for (int r = 0; r < 10; r++) {
+            uint64_t p0 = (uint64_t)PHILOX_M0 * (uint32_t)c0;
+            uint64_t p1 = (uint64_t)PHILOX_M1 * (uint32_t)c2;
+            uint64_t n0 = (p1 >> 32) ^ c1 ^ k0;
+            uint64_t n2 = (p0 >> 32) ^ c3 ^ k1;
+            c1 = p1 & M;
+            c3 = p0 & M;
+            c0 = n0;
+            c2 = n2;
+            k0 = (k0 + PHILOX_W0) & M;
+            k1 = (k1 + PHILOX_W1) & M;
+        }
+        w0[j] = (uint32_t)c0;
+        w1[j] = (uint32_t)c1;
+        w2[j] = (uint32_t)c2;
+        w3[j] = (uint32_t)c3;
+    }
+    const float mean = (float)P->p[0], sd = (float)P->p[1];
+    for (int j = 0; j < nb; j++) pair32(mean, sd, w0[j], w1[j], &v0[j], &v1[j]);
+    for (int j = 0; j < nb; j++) pair32(mean, sd, w2[j], w3[j], &v2[j], &v3[j]);
+}
+
+IW_CLONES
+static void fill_run_batched32(const params_t *P, uint64_t g0, int64_t n, float *out) {
+    uint64_t blk[B];
+    float v0[B], v1[B], v2[B], v3[B], tmp[4 * B];
+    int64_t done = 0;
+    while (done < n) {
+        uint64_t g = g0 + (uint64_t)done;
+        uint64_t b0 = g >> 2;
+        int skip = (int)(g & 3u);
+        int64_t want = n - done + skip; /* values from element 4*b0 on */
+        int nb = want >= 4 * B ? B : (int)((want + 3) >> 2);
+        for (int j = 0; j < nb; j++) blk[j] = b0 + (uint64_t)j;
+        gen_batch32(P, nb, blk, v0, v1, v2, v3);
+        for (int j = 0; j < nb; j++) {
+            tmp[4 * j] = v0[j];
+            tmp[4 * j + 1] = v1[j];
+            tmp[4 * j + 2] = v2[j];
+            tmp[4 * j + 3] = v3[j];
+        }
+        int cnt = 4 * nb - skip;
+        if (cnt > n - done) cnt = (int)(n - done);
+        memcpy(out + done, tmp + skip, (size_t)cnt * sizeof(float));
+        done += cnt;
+    }
+}
+
+IW_CLONES
+static void fill_index32(const params_t *P, const int64_t *idx, int64_t n, float *out) {
+    uint64_t blk[B];
+    float v[4][B];
+    for (int64_t s = 0; s < n; s += B) {
+        int nb = (n - s) >= B ? B : (int)(n - s);
+        for (int j = 0; j < nb; j++) blk[j] = (uint64_t)idx[s + j] >> 2;
+        gen_batch32(P, nb, blk, v[0], v[1], v[2], v[3]);
+        for (int j = 0; j < nb; j++) out[s + j] = v[idx[s + j] & 3][j];
+    }
+}
+
+static void fill_run32(const params_t *P, uint64_t g0, int64_t n, float *out) {
+#if IW_AVX512
+    if (iw_has_avx512 && n >= 256) {
+        int64_t done = 0;
+        if (g0 & 3u) { /* the rest of the first element's block */
+            done = 4 - (int64_t)(g0 & 3u);
+            fill_run_batched32(P, g0, done, out);
+        }
+        int64_t nblk = (n - done) >> 2;
+        fill_blocks32_avx512(P, (g0 + (uint64_t)done) >> 2, nblk, out + done);
+        done += 4 * nblk;
+        if (done < n) fill_run_batched32(P, g0 + (uint64_t)done, n - done, out + done);
+        return;
+    }
+#endif
+    fill_run_batched32(P, g0, n, out);
+}
+
 /* Fill out[0:n] with elements g0 .. g0+n-1 (global flat indices). */
 static void fill_run(const params_t *P, uint64_t g0, int64_t n, void *out, int kind) {
+    if (P->dist == DIST_NORMAL32) {
+        fill_run32(P, g0, n, (float *)out);
+        return;
+    }
 #if IW_AVX512
     if (iw_has_avx512 && P->dist != DIST_TRUNC && n >= 256) { /* shorter: batches waste less */
         size_t es = kind == OUT_F32 ? 4 : 8;
@@ -732,6 +1053,10 @@ typedef struct {
 
 static void run_job(const job_t *J) {
     size_t es = J->kind == OUT_F32 ? 4 : 8;
+    if (J->idx && J->P->dist == DIST_NORMAL32) {
+        fill_index32(J->P, J->idx + J->lo, J->hi - J->lo, (float *)J->out + J->lo);
+        return;
+    }
     if (J->idx) {
         fill_index(J->P, J->idx + J->lo, J->hi - J->lo, J->out + (size_t)J->lo * es, J->kind);
         return;
@@ -793,12 +1118,12 @@ static void run_parallel(job_t base, int64_t total, int nthreads) {
         int started[MAX_THREADS];
         W.base = base;
         W.total = total;
-        /* at least 4 chunks per thread so that the ends even out; even sizes keep Philox
+        /* at least 4 chunks per thread so that the ends even out; sizes that are multiples of 4 keep Philox
            blocks whole (a split block is only slower, never different) */
         W.chunk = total / (4 * (int64_t)nthreads);
         if (W.chunk > CHUNK) W.chunk = CHUNK;
         if (W.chunk < 4096) W.chunk = 4096;
-        W.chunk &= ~(int64_t)1;
+        W.chunk &= ~(int64_t)3;
         atomic_init(&W.next, 0);
         for (int t = 1; t < nthreads; t++)
             started[t] = pthread_create(&tid[t], NULL, pool_thread, &W) == 0;
@@ -815,7 +1140,7 @@ static void run_parallel(job_t base, int64_t total, int nthreads) {
 static int parse_params(PyObject *key, int dist, PyObject *ptuple, params_t *P) {
     unsigned int k0, k1, c2, c3;
     if (!PyArg_ParseTuple(key, "IIII", &k0, &k1, &c2, &c3)) return -1;
-    if (dist < 0 || dist > 2) {
+    if (dist < 0 || dist > 3) {
         PyErr_SetString(PyExc_ValueError, "unknown distribution code");
         return -1;
     }
@@ -851,6 +1176,10 @@ static PyObject *py_fill(PyObject *self, PyObject *args) {
                           &rows_ptr, &n_rows, &row_len, &nthreads))
         return NULL;
     if (parse_params(key, dist, ptuple, &P) < 0) return NULL;
+    if (dist == DIST_NORMAL32 && kind != OUT_F32) {
+        PyErr_SetString(PyExc_ValueError, "normal32 (code 3) writes float32 only (kind 1)");
+        return NULL;
+    }
     if (kind != OUT_F32 && kind != OUT_F64) {
         PyErr_SetString(PyExc_ValueError, "kind must be 0 (float64) or 1 (float32)");
         return NULL;
@@ -887,6 +1216,10 @@ static PyObject *py_sample(PyObject *self, PyObject *args) {
                           &nthreads))
         return NULL;
     if (parse_params(key, dist, ptuple, &P) < 0) return NULL;
+    if (dist == DIST_NORMAL32 && kind != OUT_F32) {
+        PyErr_SetString(PyExc_ValueError, "normal32 (code 3) writes float32 only (kind 1)");
+        return NULL;
+    }
     if (kind != OUT_F32 && kind != OUT_F64) {
         PyErr_SetString(PyExc_ValueError, "kind must be 0 (float64) or 1 (float32)");
         return NULL;

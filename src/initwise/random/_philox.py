@@ -12,6 +12,13 @@ Element ``i`` uses Philox block ``i >> 1`` and half ``i & 1`` of its 128 output 
   word ``(w1 << 32 | w0)`` (half 0) or ``(w3 << 32 | w2)`` (half 1), top 52 bits;
 * ``normal``: Box-Muller on the block's two uniforms, ``r cos(theta)`` for half 0 and
   ``r sin(theta)`` for half 1.
+
+``normal32`` (the normal of float32 and narrower tensors) is computed in float32 instead:
+element ``i`` uses block ``i >> 2`` and quarter ``q = i & 3``: words ``(w0, w1)`` make one
+Box-Muller pair (elements ``4j``, ``4j + 1``), words ``(w2, w3)`` the other, each with a
+23-bit ``u1 = (m + 1/2) 2^-23`` from the word's top bits and a 26-bit angle (3 octant bits,
+23 fraction bits), evaluated with float32 ``+ - * /`` and ``sqrt`` only (no FMA), in the same
+order as ``_native.c`` and ``_torchops.py``.
 """
 
 from __future__ import annotations
@@ -22,7 +29,10 @@ import numpy as np
 
 __all__ = ["philox4x32_10", "values_at", "values_range"]
 
-DIST_CODES: Final = {"uniform": 0, "normal": 1, "trunc_normal": 2}
+DIST_CODES: Final = {"uniform": 0, "normal": 1, "trunc_normal": 2, "normal32": 3}
+NORMAL32: Final = 3
+# elements per Philox block for each distribution code
+PER_BLOCK: Final = {0: 2, 1: 2, 2: 2, 3: 4}
 
 M0: Final = np.uint64(0xD2511F53)
 M1: Final = np.uint64(0xCD9E8D57)
@@ -77,6 +87,18 @@ _PPND_F: Final = [
     7.86869131145613259100e-4, 1.48753612908506148525e-2, 1.36929880922735805310e-1,
     5.99832206555887937690e-1, 1.0,
 ]
+
+# ---- float32 constants of normal32: the same bit patterns as the hex literals in _native.c ----
+F_SQRT1_2: Final = np.float32(0.7071067690849304)  # 0x1.6a09e6p-1
+F_PI_4: Final = np.float32(0.7853981852531433)  # 0x1.921fb6p-1
+F_LN2_HI: Final = np.float32(0.693145751953125)  # 0x1.62e4p-1: 16 significant bits
+F_LN2_LO: Final = np.float32(1.4286067653301870e-06)  # 0x1.7f7d1cp-20
+F_HALF_ULP23: Final = np.float32(2.0 ** -24)
+_F_LOG_C: Final = [np.float32(2.0 / k) for k in (9.0, 7.0, 5.0, 3.0)]
+_F_SIN_C: Final = [np.float32(c) for c in (1.0 / 362880.0, -1.0 / 5040.0, 1.0 / 120.0, -1.0 / 6.0)]
+_F_COS_C: Final = [np.float32(c) for c in
+                   (-1.0 / 3628800.0, 1.0 / 40320.0, -1.0 / 720.0, 1.0 / 24.0, -1.0 / 2.0)]
+F_ONE: Final = np.float32(1.0)
 
 Key4 = tuple[int, int, int, int]  # (k0, k1, c2, c3)
 Params = tuple[float, float, float, float, float, float, float, float]
@@ -176,6 +198,70 @@ def _words(key: Key4, blocks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return ((w1 << sh32) | w0) >> sh12, ((w3 << sh32) | w2) >> sh12
 
 
+def _bits2f(b: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(b, dtype=np.uint32).view(np.float32)
+
+
+def _horner32(coefs: list[np.float32], z: np.ndarray) -> np.ndarray:
+    r = np.full_like(z, coefs[0])
+    for c in coefs[1:]:
+        r = c + z * r
+    return r
+
+
+def ilog32(x: np.ndarray) -> np.ndarray:
+    """Natural log of float32 ``x`` in ``[2^-126, 1)``: float32 ``+ - * /`` and bit operations."""
+    b = np.ascontiguousarray(x, dtype=np.float32).view(np.uint32)
+    ex = (b >> np.uint32(23)) & np.uint32(0xFF)
+    m = _bits2f((b & np.uint32(0x7FFFFF)) | np.uint32(0x3F000000))  # [0.5, 1)
+    e = ex.astype(np.float32) - np.float32(126.0)  # exact
+    small = m < F_SQRT1_2
+    m = np.where(small, m + m, m)
+    e = np.where(small, e - F_ONE, e)
+    f = m - F_ONE
+    s = f / (m + F_ONE)
+    z = s * s
+    lm = (s + s) + s * (z * _horner32(_F_LOG_C, z))
+    return e * F_LN2_HI + (e * F_LN2_LO + lm)
+
+
+def _pair32(mean: np.float32, sd: np.float32, wu: np.ndarray,
+            wt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """One float32 Box-Muller pair per lane from the 32-bit words ``wu`` (radius), ``wt`` (angle)."""
+    u1 = (_bits2f((wu >> np.uint32(9)) | np.uint32(0x3F800000)) - F_ONE) + F_HALF_ULP23
+    rad = np.sqrt(np.float32(-2.0) * ilog32(u1))
+    f = (_bits2f(((wt >> np.uint32(6)) & np.uint32(0x7FFFFF)) | np.uint32(0x3F800000)) - F_ONE) \
+        + F_HALF_ULP23
+    swap = (wt & np.uint32(1 << 29)) != 0
+    x = np.where(swap, F_ONE - f, f) * F_PI_4
+    z = x * x
+    sn = x + x * (z * _horner32(_F_SIN_C, z))
+    cs = F_ONE + z * _horner32(_F_COS_C, z)
+    octant = wt >> np.uint32(29)
+    q = octant >> np.uint32(1)
+    sp = np.where(swap, cs, sn)
+    cp = np.where(swap, sn, cs)
+    odd = (q & np.uint32(1)) != 0
+    a_ = np.where(odd, sp, cp)
+    b_ = np.where(odd, cp, sp)
+    ct = np.where(((q ^ (q >> np.uint32(1))) & np.uint32(1)) != 0, -a_, a_)
+    st = np.where((q >> np.uint32(1)) != 0, -b_, b_)
+    return mean + sd * (rad * ct), mean + sd * (rad * st)
+
+
+def block_values32(key: Key4, p: Params, blocks: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Float32 normal values of quarters 0..3 of each Philox block (elements 4b .. 4b + 3)."""
+    blocks = np.asarray(blocks, dtype=np.uint64)
+    c2 = np.full_like(blocks, key[2])
+    c3 = np.full_like(blocks, key[3])
+    w = [x.astype(np.uint32) for x in
+         philox4x32_10((blocks & _MASK32, blocks >> np.uint64(32), c2, c3), (key[0], key[1]))]
+    mean, sd = np.float32(p[0]), np.float32(p[1])
+    v0, v1 = _pair32(mean, sd, w[0], w[1])
+    v2, v3 = _pair32(mean, sd, w[2], w[3])
+    return v0, v1, v2, v3
+
+
 def _trunc(p: Params, u: np.ndarray) -> np.ndarray:
     mean, std, pa, pbc, z_mass, sign, lo, hi = p
     plo = pa + u * z_mass
@@ -223,7 +309,16 @@ def block_values(dist: int, key: Key4, p: Params, blocks: np.ndarray) -> tuple[n
 
 
 def values_range(dist: int, key: Key4, p: Params, start: int, n: int) -> np.ndarray:
-    """Float64 values of the global elements ``start .. start + n - 1``."""
+    """Values of the global elements ``start .. start + n - 1`` (float64; float32 for normal32)."""
+    if dist == NORMAL32:
+        if n <= 0:
+            return np.empty(0, dtype=np.float32)
+        b0 = start >> 2
+        b1 = (start + n - 1) >> 2
+        vals = block_values32(key, p, np.arange(b0, b1 + 1, dtype=np.uint64))
+        inter = np.stack(vals, axis=1).reshape(-1)
+        s = start - 4 * b0
+        return inter[s : s + n]
     if n <= 0:
         return np.empty(0, dtype=np.float64)
     b0 = start >> 1
@@ -237,8 +332,11 @@ def values_range(dist: int, key: Key4, p: Params, start: int, n: int) -> np.ndar
 
 
 def values_at(dist: int, key: Key4, p: Params, idx: np.ndarray) -> np.ndarray:
-    """Float64 values at arbitrary non-negative global indices (any shape, int64)."""
+    """Values at arbitrary non-negative global indices (any shape, int64)."""
     idx = np.asarray(idx, dtype=np.int64)
     flat = idx.ravel()
+    if dist == NORMAL32:
+        vals = np.stack(block_values32(key, p, (flat >> 2).astype(np.uint64)), axis=0)
+        return vals[flat & 3, np.arange(flat.size)].reshape(idx.shape)
     va, vb = block_values(dist, key, p, (flat >> 1).astype(np.uint64))
     return np.where((flat & 1) != 0, vb, va).reshape(idx.shape)

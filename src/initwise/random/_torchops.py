@@ -28,6 +28,9 @@ from typing import Final
 import torch
 
 from ._philox import (
+    _F_COS_C,
+    _F_LOG_C,
+    _F_SIN_C,
     _COS_C,
     _LOG_C,
     _PPND_A,
@@ -46,11 +49,17 @@ from ._philox import (
     TWO52,
     W0,
     W1,
+    F_HALF_ULP23,
+    F_LN2_HI,
+    F_LN2_LO,
+    F_PI_4,
+    F_SQRT1_2,
+    NORMAL32,
     Key4,
     Params,
 )
 
-__all__ = ["block_values", "isqrt", "philox4x32_10", "round_to", "values"]
+__all__ = ["block_values", "block_values32", "isqrt", "isqrt32", "philox4x32_10", "round_to", "values"]
 
 _M32: Final = 0xFFFFFFFF
 _M0: Final = 0xD2511F53
@@ -190,6 +199,89 @@ def _words(key: Key4, blocks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]
     return (w1 << 20) | (w0 >> 12), (w3 << 20) | (w2 >> 12)
 
 
+# ---- normal32: float32 twin of _philox.block_values32 ----
+_F32 = torch.float32
+_I32 = torch.int32
+# the float32 constants as Python floats holding exactly those float32 values: a scalar operand
+# is converted to the tensor's float32 without rounding
+_FC = {name: float(v) for name, v in (("sqrt1_2", F_SQRT1_2), ("pi_4", F_PI_4), ("ln2_hi", F_LN2_HI),
+                                      ("ln2_lo", F_LN2_LO), ("half23", F_HALF_ULP23))}
+_FLOG = [float(c) for c in _F_LOG_C]
+_FSIN = [float(c) for c in _F_SIN_C]
+_FCOS = [float(c) for c in _F_COS_C]
+
+
+def _f32(bits: torch.Tensor) -> torch.Tensor:
+    """float32 with the given bits (int64 holding values below 2^31)."""
+    return bits.to(_I32).view(_F32)
+
+
+def isqrt32(x: torch.Tensor) -> torch.Tensor:
+    """Correctly rounded square root of float32 ``x >= 0``, on any device.
+
+    ``torch.sqrt``'s float32 result ``y`` is taken as a guess within one ulp and checked
+    exactly in float64: the midpoints between ``y`` and its neighbours have 25 significant bits,
+    so their squares (50 bits) and ``x`` compare exactly; ``x`` is never equal to one.
+    """
+    y = torch.sqrt(x)
+    up = torch.nextafter(y, torch.full_like(y, float("inf")))
+    down = torch.nextafter(y, torch.zeros_like(y))
+    yd = y.to(_F64)
+    hi = (yd + up.to(_F64)) * 0.5
+    lo = (yd + down.to(_F64)) * 0.5
+    xd = x.to(_F64)
+    y = torch.where(xd > hi * hi, up, y)
+    return torch.where((xd < lo * lo) & (x > 0), down, y)
+
+
+def ilog32(x: torch.Tensor) -> torch.Tensor:
+    """Natural log of float32 ``x`` in ``[2^-126, 1)``, as ``_philox.ilog32``."""
+    b = x.contiguous().view(_I32).to(_I64)
+    ex = (b >> 23) & 0xFF
+    m = _f32((b & 0x7FFFFF) | 0x3F000000)
+    e = ex.to(_F32) - 126.0
+    small = m < _FC["sqrt1_2"]
+    m = torch.where(small, m + m, m)
+    e = torch.where(small, e - 1.0, e)
+    f = m - 1.0
+    s = f / (m + 1.0)
+    z = s * s
+    lm = (s + s) + s * (z * _horner(_FLOG, z))
+    return e * _FC["ln2_hi"] + (e * _FC["ln2_lo"] + lm)
+
+
+def _pair32(mean: float, sd: float, wu: torch.Tensor,
+            wt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    u1 = (_f32((wu >> 9) | 0x3F800000) - 1.0) + _FC["half23"]
+    rad = isqrt32(-2.0 * ilog32(u1))
+    f = (_f32(((wt >> 6) & 0x7FFFFF) | 0x3F800000) - 1.0) + _FC["half23"]
+    swap = ((wt >> 29) & 1) != 0
+    x = torch.where(swap, 1.0 - f, f) * _FC["pi_4"]
+    z = x * x
+    sn = x + x * (z * _horner(_FSIN, z))
+    cs = 1.0 + z * _horner(_FCOS, z)
+    q = wt >> 30
+    sp = torch.where(swap, cs, sn)
+    cp = torch.where(swap, sn, cs)
+    odd = (q & 1) != 0
+    a_ = torch.where(odd, sp, cp)
+    b_ = torch.where(odd, cp, sp)
+    ct = torch.where(((q ^ (q >> 1)) & 1) != 0, -a_, a_)
+    st = torch.where((q >> 1) != 0, -b_, b_)
+    return mean + sd * (rad * ct), mean + sd * (rad * st)
+
+
+def block_values32(key: Key4, p: Params, blocks: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Float32 normal values of quarters 0..3 of each Philox block (int64 ``blocks``)."""
+    c2 = torch.full_like(blocks, key[2])
+    c3 = torch.full_like(blocks, key[3])
+    w = philox4x32_10((blocks & _M32, blocks >> 32, c2, c3), (key[0], key[1]))
+    mean, sd = float(torch.tensor(p[0], dtype=_F32)), float(torch.tensor(p[1], dtype=_F32))
+    v0, v1 = _pair32(mean, sd, w[0], w[1])
+    v2, v3 = _pair32(mean, sd, w[2], w[3])
+    return v0, v1, v2, v3
+
+
 def _trunc(p: Params, u: torch.Tensor) -> torch.Tensor:
     mean, std, pa, pbc, z_mass, sign, lo, hi = p
     plo = pa + u * z_mass
@@ -234,7 +326,22 @@ def block_values(dist: int, key: Key4, p: Params,
 
 def values(dist: int, key: Key4, p: Params, start: int, n: int, *,
            index: torch.Tensor | None = None, device: torch.device | str = "cpu") -> torch.Tensor:
-    """Float64 values of global elements ``start .. start + n - 1``, or at int64 ``index``."""
+    """Values of global elements ``start .. start + n - 1``, or at int64 ``index``.
+
+    float64; float32 for ``normal32``.
+    """
+    if dist == NORMAL32:
+        if index is not None:
+            idx = index.to(device=device, dtype=_I64)
+            vals = torch.stack(block_values32(key, p, idx >> 2))
+            return vals.gather(0, (idx & 3).unsqueeze(0)).squeeze(0)
+        if n <= 0:
+            return torch.empty(0, dtype=_F32, device=device)
+        b0 = start >> 2
+        b1 = (start + n - 1) >> 2
+        vals = block_values32(key, p, torch.arange(b0, b1 + 1, dtype=_I64, device=device))
+        s = start - 4 * b0
+        return torch.stack(vals, dim=1).view(-1)[s:s + n]
     if index is not None:
         idx = index.to(device=device, dtype=_I64)
         va, vb = block_values(dist, key, p, idx >> 1)
@@ -258,7 +365,12 @@ def _round_odd_f32(x: torch.Tensor) -> torch.Tensor:
 
 
 def round_to(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """Round float64 ``x`` to ``dtype`` once, exactly as the CPU path does (same device)."""
+    """Round float64 ``x`` to ``dtype`` once, exactly as the CPU path does (same device).
+
+    float32 ``x`` (normal32) is rounded by torch's float32 conversions (to nearest even).
+    """
+    if x.dtype == _F32:
+        return x if dtype == _F32 else x.to(dtype)
     if dtype == _F64:
         return x
     if dtype == torch.float32:
