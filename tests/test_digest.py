@@ -18,12 +18,21 @@ def _net() -> nn.Module:
 
 # The pattern docs/audit.md recommends: pin the digest of your model's init in a test; any
 # change to the plan, the seed or the engine shows up in review as a changed hash.
-PINNED = "a202751f30d31c955cb2319cd1088383d9a0859ae4e6fc0b1c731740b66b500a"
+PINNED = "06fd16773fc32c75cd88acad6b9b853fc7063597d5c77047e5b90dd6171f7533"
 
 
 def test_init_is_pinned() -> None:
     d = initwise.digest(_net(), "auto", seed=0)
     assert d.total == PINNED, f"the init changed: {d.parameters}"
+
+
+def test_digest_before_the_float32_normal_is_reproducible() -> None:
+    """The digest pinned before the float32 normal transform, under the "float64" setting."""
+    from initwise import random as iwr
+
+    with iwr.use_normal_precision("float64"):
+        d = initwise.digest(_net(), "auto", seed=0)
+    assert d.total == "a202751f30d31c955cb2319cd1088383d9a0859ae4e6fc0b1c731740b66b500a"
 
 
 def test_digest_is_stable_and_sensitive() -> None:

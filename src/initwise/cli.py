@@ -841,6 +841,8 @@ def _add_coord_command(sub: Any) -> None:
     k.add_argument("--optimizer", choices=["adam", "adamw", "sgd"], default="adam")
     k.add_argument("--lr", type=float, default=0.01, help="base learning rate (default 0.01)")
     k.add_argument("--seed", type=int, default=0, help="seed of construction and init")
+    k.add_argument("--seeds", type=int, default=1, metavar="N",
+                   help="average over N seeds (seed .. seed+N-1; default 1)")
     k.add_argument("--plot", metavar="PNG", help="save the plot (one panel per step)")
     k.add_argument("--json", action="store_true", help="print the report as JSON")
     k.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -876,7 +878,7 @@ def _cmd_coord(args: argparse.Namespace) -> int:
         rep = coord_check(
             factory, args.widths, x, targets=y, parametrization=name, steps=args.steps,
             optimizer=args.optimizer, lr=args.lr, depths=args.depths, seed=args.seed,
-            progress=lambda ev: progress.show(ev.done, ev.total, (
+            seeds=args.seeds, progress=lambda ev: progress.show(ev.done, ev.total, (
                 f"{int(ev.elapsed_s)}s elapsed  (last: width {ev.width}"
                 + (f" depth {ev.depth})" if ev.depth else ")"))))
     finally:

@@ -132,6 +132,7 @@ class CoordCheckReport:
     types: dict[str, str]
     measurements: list[CoordMeasurement]
     rows: list[CoordRow] = field(default_factory=list)
+    seeds: int = 1  # sizes and losses are means over seeds seed .. seed + seeds - 1
 
     def __post_init__(self) -> None:
         if not self.rows:
@@ -202,7 +203,8 @@ class CoordCheckReport:
         1..steps (what the verdict judges) and the verdict."""
         t = self.steps if step is None else step
         lines = [f"coord check ({self.parametrization or 'as built'}, {self.optimizer} "
-                 f"lr {self.lr:g}, widths {self.widths[0]}..{self.widths[-1]}, step {t})",
+                 f"lr {self.lr:g}, widths {self.widths[0]}..{self.widths[-1]}, step {t}"
+                 + (f", mean of {self.seeds} seeds)" if self.seeds > 1 else ")"),
                  f"{'layer':<28} {'type':<14} {'slope':>7} {'ratio':>8} {'worst':>7}  verdict"]
         for name in self.layers:
             try:
@@ -240,7 +242,8 @@ class CoordCheckReport:
                    base_width=d["base_width"], base_depth=d["base_depth"],
                    steps=int(d["steps"]), optimizer=str(d["optimizer"]), lr=float(d["lr"]),
                    seed=int(d["seed"]), flat_slope=float(d["flat_slope"]),
-                   layers=list(d["layers"]), types=dict(d["types"]), measurements=ms)
+                   layers=list(d["layers"]), types=dict(d["types"]), measurements=ms,
+                   seeds=int(d.get("seeds", 1)))
 
     @classmethod
     def from_json(cls, s: str) -> CoordCheckReport:
@@ -398,6 +401,28 @@ def _train_and_measure(model: nn.Module, base: nn.Module | None, *, parametrizat
             {k: rec.types[k] for k in order})
 
 
+def _mean_over_seeds(runs: list[CoordMeasurement]) -> CoordMeasurement:
+    """One measurement whose sizes and losses are the means of ``runs`` (same width/depth).
+
+    A step some run did not reach (it diverged) is NaN in the mean; ``diverged`` if any did.
+    """
+    if len(runs) == 1:
+        return runs[0]
+    n = max(len(r.loss) for r in runs)
+
+    def mean(rows: list[list[float]]) -> list[float]:
+        out = []
+        for t in range(n):
+            vals = [r[t] if t < len(r) else math.nan for r in rows]
+            out.append(math.fsum(vals) / len(vals))
+        return out
+
+    names = list(dict.fromkeys(k for r in runs for k in r.sizes))
+    sizes = {k: mean([r.sizes.get(k, []) for r in runs]) for k in names}
+    return CoordMeasurement(runs[0].width, runs[0].depth, sizes, mean([r.loss for r in runs]),
+                            any(r.diverged for r in runs))
+
+
 def _parametrize(model: nn.Module, name: str, base: nn.Module | None) -> Any:
     """The one call into the parametrization (``initwise.parametrize``'s contract)."""
     return parametrize(model, name, base=cast(nn.Module, base))
@@ -429,6 +454,7 @@ def coord_check(
     targets: torch.Tensor | None = None,
     loss: Callable[..., torch.Tensor] | None = None,
     seed: int = 0,
+    seeds: int = 1,
     flat_slope: float = FLAT_SLOPE,
     progress: Callable[[CoordProgress], None] | None = None,
 ) -> CoordCheckReport:
@@ -464,6 +490,10 @@ def coord_check(
         targets: class indices (cross-entropy) or real targets (MSE) for the default loss.
         loss: ``loss(output, targets)`` (or ``loss(output)`` without targets).
         seed: seeds both the construction and the parametrization's init.
+        seeds: average over this many seeds (``seed``, ``seed + 1``, ...): each width's mean
+            ``|x|`` and loss are the means over the seeds (Tensor Programs V and the ``mup``
+            package average several seeds too). A single seed at small widths can read a
+            flat layer as growing or shrinking by chance.
         progress: called with a :class:`CoordProgress` after each model.
 
     >>> def mlp(w):
@@ -490,6 +520,8 @@ def coord_check(
     check_finite_positive("weight_decay", weight_decay, allow_zero=True)
     check_finite_positive("flat_slope", flat_slope)
     seed = cast(int, check_seed(seed, "coord_check", allow_none=False))
+    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
+        raise ValueError(f"coord_check: seeds must be an integer >= 1, got {seeds!r}")
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ValueError(f"coord_check: steps must be an integer >= 1, got {steps!r}")
     if parametrization is not None and not isinstance(parametrization, str):
@@ -507,17 +539,20 @@ def coord_check(
     types: dict[str, str] = {}
     t0 = time.perf_counter()
     for i, (w, d) in enumerate(grid):
-        model = _build(factory, w, d, seed)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)  # dropout and the like: the same stream at every width
-            m, order, typ = _train_and_measure(
-                model, base, parametrization=parametrization, inputs=inputs, targets=targets,
-                loss=loss, steps=steps, optimizer=optimizer, lr=lr, weight_decay=weight_decay,
-                seed=seed, width=w, depth=d)
-        measurements.append(m)
-        types.update(typ)
-        layers = list(order) if layers is None else layers + [n for n in order if n not in layers]
-        del model
+        runs: list[CoordMeasurement] = []
+        for s in range(seed, seed + seeds):
+            model = _build(factory, w, d, s)
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(s)  # dropout and the like: the same stream at every width
+                m, order, typ = _train_and_measure(
+                    model, base, parametrization=parametrization, inputs=inputs, targets=targets,
+                    loss=loss, steps=steps, optimizer=optimizer, lr=lr, weight_decay=weight_decay,
+                    seed=s, width=w, depth=d)
+            runs.append(m)
+            types.update(typ)
+            layers = list(order) if layers is None else layers + [n for n in order if n not in layers]
+            del model
+        measurements.append(_mean_over_seeds(runs))
         if progress is not None:
             progress(CoordProgress(i + 1, len(grid), w, d, time.perf_counter() - t0))
     return CoordCheckReport(parametrization=parametrization, widths=ws, depths=ds,
@@ -525,7 +560,7 @@ def coord_check(
                             base_depth=bd if parametrization is not None else None,
                             steps=steps, optimizer=optimizer, lr=float(lr), seed=seed,
                             flat_slope=float(flat_slope), layers=layers or [], types=types,
-                            measurements=measurements)
+                            measurements=measurements, seeds=seeds)
 
 
 # ----------------------------------------------------------------------------- plotting

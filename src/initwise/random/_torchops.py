@@ -28,10 +28,10 @@ from typing import Final
 import torch
 
 from ._philox import (
+    _COS_C,
     _F_COS_C,
     _F_LOG_C,
     _F_SIN_C,
-    _COS_C,
     _LOG_C,
     _PPND_A,
     _PPND_B,
@@ -40,21 +40,21 @@ from ._philox import (
     _PPND_E,
     _PPND_F,
     _SIN_C,
-    HALF_ULP49,
-    HALF_ULP52,
-    LN2_HI,
-    LN2_LO,
-    PI_4,
-    SQRT1_2,
-    TWO52,
-    W0,
-    W1,
     F_HALF_ULP23,
     F_LN2_HI,
     F_LN2_LO,
     F_PI_4,
     F_SQRT1_2,
+    HALF_ULP49,
+    HALF_ULP52,
+    LN2_HI,
+    LN2_LO,
     NORMAL32,
+    PI_4,
+    SQRT1_2,
+    TWO52,
+    W0,
+    W1,
     Key4,
     Params,
 )
@@ -333,8 +333,8 @@ def values(dist: int, key: Key4, p: Params, start: int, n: int, *,
     if dist == NORMAL32:
         if index is not None:
             idx = index.to(device=device, dtype=_I64)
-            vals = torch.stack(block_values32(key, p, idx >> 2))
-            return vals.gather(0, (idx & 3).unsqueeze(0)).squeeze(0)
+            quarters = torch.stack(block_values32(key, p, idx >> 2))
+            return quarters.gather(0, (idx & 3).unsqueeze(0)).squeeze(0)
         if n <= 0:
             return torch.empty(0, dtype=_F32, device=device)
         b0 = start >> 2
