@@ -23,6 +23,7 @@ import sys
 import time
 from collections.abc import Callable
 
+import numpy as np
 import torch
 
 from initwise import random as iwr
@@ -61,6 +62,11 @@ def identity(dev: torch.device, quick: bool) -> bool:
           f"{int((raw != exact).sum())} of {x.numel()} (isqrt corrects these)")
     a, b = torch.rand(1 << 20, dtype=torch.float64) + 0.5, torch.rand(1 << 20, dtype=torch.float64) + 0.5
     check("float64 division on device == CPU", torch.equal((a.to(dev) / b.to(dev)).cpu(), a / b))
+    xf = (torch.rand(1 << 20) * 700.0).float()
+    exact32 = torch.from_numpy(np.sqrt(xf.numpy()))  # NumPy's float32 sqrt is IEEE
+    check("isqrt32 on device == correctly rounded", torch.equal(_torchops.isqrt32(xf.to(dev)).cpu(), exact32))
+    af, bf = a.float(), b.float()
+    check("float32 division on device == CPU", torch.equal((af.to(dev) / bf.to(dev)).cpu(), af / bf))
     k = iwr.key(19, "gpu-check")
     n = 200_001 if quick else 4_000_037
     geoms = [((n,), 0, None), ((n,), 2**45 + 7, None), ((513, 1001), (17, 3), (1000, 1100)),
