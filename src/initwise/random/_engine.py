@@ -521,32 +521,20 @@ def _generate(dist: str, k: Key4, p: Params, plan: _Plan, out: torch.Tensor) -> 
     n = out.numel()
     flat = out.view(-1)
     use_native = backend() == "native"
-    if code == _philox.NORMAL32:  # float32 values, rounded by torch when out is narrower
-        if use_native and out.dtype == torch.float32:
-            _native_call(code, k, p, plan, 0, n, out.data_ptr(), 1)
-            return
-        step32 = max(_CHUNK // plan.row_len, 1) * plan.row_len if plan.row_len <= _CHUNK else _CHUNK
-        for lo in range(0, n, step32):
-            hi = min(n, lo + step32)
-            if use_native:
-                buf = np.empty(hi - lo, dtype=np.float32)
-                _native_call(code, k, p, plan, lo, hi, buf.ctypes.data, 1)
-            else:
-                buf = _numpy_values(code, k, p, plan, lo, hi)
-            flat[lo:hi].copy_(torch.from_numpy(buf).to(out.dtype))
-        return
-    if use_native and out.dtype in (torch.float32, torch.float64):
+    wide = code != _philox.NORMAL32  # float64 values (normal32: float32 values)
+    if use_native and (out.dtype == torch.float32 or (wide and out.dtype == torch.float64)):
         _native_call(code, k, p, plan, 0, n, out.data_ptr(), 1 if out.dtype == torch.float32 else 0)
         return
     step = max(_CHUNK // plan.row_len, 1) * plan.row_len if plan.row_len <= _CHUNK else _CHUNK
     for lo in range(0, n, step):
         hi = min(n, lo + step)
         if use_native:
-            buf = np.empty(hi - lo, dtype=np.float64)
-            _native_call(code, k, p, plan, lo, hi, buf.ctypes.data, 0)
+            buf = np.empty(hi - lo, dtype=np.float64 if wide else np.float32)
+            _native_call(code, k, p, plan, lo, hi, buf.ctypes.data, 0 if wide else 1)
         else:
             buf = _numpy_values(code, k, p, plan, lo, hi)
-        flat[lo:hi].copy_(_round_np(buf, out.dtype))
+        # float64 values are rounded once by _round_np; float32 ones by torch (nearest even)
+        flat[lo:hi].copy_(_round_np(buf, out.dtype) if wide else torch.from_numpy(buf).to(out.dtype))
 
 
 def _generate_torch(dist: str, k: Key4, p: Params, plan: _Plan, tensor: torch.Tensor) -> None:

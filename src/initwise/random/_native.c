@@ -255,28 +255,41 @@ static double ppnd_tail_far(double r) {
     return -(num / den);
 }
 
+/* Philox4x32-10 of block b (counter words b & 0xffffffff, b >> 32, c2, c3): the four 32-bit
+   output words. All lanes 64-bit wide (values < 2^32), so that in a vectorized loop the
+   32x32->64 products map onto vpmuludq. */
+static inline __attribute__((always_inline)) void philox_block(const params_t *P, uint64_t b,
+                                                              uint64_t *w0, uint64_t *w1,
+                                                              uint64_t *w2, uint64_t *w3) {
+    const uint64_t M = 0xFFFFFFFFULL;
+    uint64_t c0 = b & M, c1 = b >> 32, c2 = P->c2, c3 = P->c3;
+    uint64_t k0 = P->k0, k1 = P->k1;
+#pragma GCC unroll 10
+    for (int r = 0; r < 10; r++) {
+        uint64_t p0 = (uint64_t)PHILOX_M0 * (uint32_t)c0;
+        uint64_t p1 = (uint64_t)PHILOX_M1 * (uint32_t)c2;
+        uint64_t n0 = (p1 >> 32) ^ c1 ^ k0;
+        uint64_t n2 = (p0 >> 32) ^ c3 ^ k1;
+        c1 = p1 & M;
+        c3 = p0 & M;
+        c0 = n0;
+        c2 = n2;
+        k0 = (k0 + PHILOX_W0) & M;
+        k1 = (k1 + PHILOX_W1) & M;
+    }
+    *w0 = c0;
+    *w1 = c1;
+    *w2 = c2;
+    *w3 = c3;
+}
+
 /* ---- one batch: nb <= B blocks, block indices blk[], -> va[j], vb[j] (halves 0 and 1) ---- */
 static inline __attribute__((always_inline)) void philox_batch(const params_t *P, int nb,
                                                               const uint64_t *blk, uint64_t *wa,
                                                               uint64_t *wb) {
-    /* all lanes 64-bit wide (values < 2^32), so the 32x32->64 products map onto vpmuludq */
-    const uint64_t M = 0xFFFFFFFFULL;
     for (int j = 0; j < nb; j++) {
-        uint64_t c0 = blk[j] & M, c1 = blk[j] >> 32, c2 = P->c2, c3 = P->c3;
-        uint64_t k0 = P->k0, k1 = P->k1;
-#pragma GCC unroll 10
-        for (int r = 0; r < 10; r++) {
-            uint64_t p0 = (uint64_t)PHILOX_M0 * (uint32_t)c0;
-            uint64_t p1 = (uint64_t)PHILOX_M1 * (uint32_t)c2;
-            uint64_t n0 = (p1 >> 32) ^ c1 ^ k0;
-            uint64_t n2 = (p0 >> 32) ^ c3 ^ k1;
-            c1 = p1 & M;
-            c3 = p0 & M;
-            c0 = n0;
-            c2 = n2;
-            k0 = (k0 + PHILOX_W0) & M;
-            k1 = (k1 + PHILOX_W1) & M;
-        }
+        uint64_t c0, c1, c2, c3;
+        philox_block(P, blk[j], &c0, &c1, &c2, &c3);
         /* 64-bit words: (w1 << 32 | w0) and (w3 << 32 | w2); keep the top 52 bits */
         wa[j] = ((c1 << 32) | c0) >> 12;
         wb[j] = ((c3 << 32) | c2) >> 12;
@@ -909,24 +922,10 @@ static void fill_run_batched(const params_t *P, uint64_t g0, int64_t n, void *ou
 static inline __attribute__((always_inline)) void gen_batch32(const params_t *P, int nb,
                                                              const uint64_t *blk, float *v0,
                                                              float *v1, float *v2, float *v3) {
-    const uint64_t M = 0xFFFFFFFFULL;
     uint32_t w0[B], w1[B], w2[B], w3[B];
     for (int j = 0; j < nb; j++) {
-        uint64_t c0 = blk[j] & M, c1 = blk[j] >> 32, c2 = P->c2, c3 = P->c3;
-        uint64_t k0 = P->k0, k1 = P->k1;
-#pragma GCC unroll 10
-        for (int r = 0; r < 10; r++) {
-            uint64_t p0 = (uint64_t)PHILOX_M0 * (uint32_t)c0;
-            uint64_t p1 = (uint64_t)PHILOX_M1 * (uint32_t)c2;
-            uint64_t n0 = (p1 >> 32) ^ c1 ^ k0;
-            uint64_t n2 = (p0 >> 32) ^ c3 ^ k1;
-            c1 = p1 & M;
-            c3 = p0 & M;
-            c0 = n0;
-            c2 = n2;
-            k0 = (k0 + PHILOX_W0) & M;
-            k1 = (k1 + PHILOX_W1) & M;
-        }
+        uint64_t c0, c1, c2, c3;
+        philox_block(P, blk[j], &c0, &c1, &c2, &c3);
         w0[j] = (uint32_t)c0;
         w1[j] = (uint32_t)c1;
         w2[j] = (uint32_t)c2;
