@@ -419,10 +419,9 @@ IW_T IW_AI void kc_init(const params_t *P, kc_t *K) {
     K->sd = _mm512_set1_pd(P->p[1]);
 }
 
-/* blocks blk[v] + 0..7 -> the 64-bit output words Wa = (w1:w0), Wb = (w3:w2) */
-IW_T IW_AI void philox_g(const kc_t *K, const __m512i *blk, __m512i *Wa, __m512i *Wb,
-                         const int g) {
-    __m512i c0[IW_G], c1[IW_G], c2[IW_G], c3[IW_G];
+/* blocks blk[v] + 0..7 -> the four output words, each the low dword of its 64-bit lane */
+IW_T IW_AI void philox_rounds_g(const kc_t *K, const __m512i *blk, __m512i *c0, __m512i *c1,
+                                __m512i *c2, __m512i *c3, const int g) {
     const __m512i m0 = K->m0, m1 = K->m1;
     IW_EACH {
         __m512i p0 = _mm512_mul_epu32(blk[v], m0);
@@ -433,6 +432,13 @@ IW_T IW_AI void philox_g(const kc_t *K, const __m512i *blk, __m512i *Wa, __m512i
     }
 #pragma GCC unroll 9
     for (int r = 1; r < 10; r++) IW_EACH IW_ROUND(c0[v], c1[v], c2[v], c3[v], K->K0[r], K->K1[r]);
+}
+
+/* blocks blk[v] + 0..7 -> the 64-bit output words Wa = (w1:w0), Wb = (w3:w2) */
+IW_T IW_AI void philox_g(const kc_t *K, const __m512i *blk, __m512i *Wa, __m512i *Wb,
+                         const int g) {
+    __m512i c0[IW_G], c1[IW_G], c2[IW_G], c3[IW_G];
+    philox_rounds_g(K, blk, c0, c1, c2, c3, g);
     IW_EACH { /* (c1 << 32) | (c0 & M): imm 0xF8 = A | (B & C) */
         Wa[v] = _mm512_ternarylogic_epi64(_mm512_slli_epi64(c1[v], 32), c0[v], K->M, 0xF8);
         Wb[v] = _mm512_ternarylogic_epi64(_mm512_slli_epi64(c3[v], 32), c2[v], K->M, 0xF8);
@@ -621,16 +627,7 @@ IW_T IW_AI void kf_init(const params_t *P, kf_t *F) {
 IW_T IW_AI void philox_g4(const kc_t *K, const kf_t *F, const __m512i *blk, __m512i *U,
                           __m512i *T, const int g) {
     __m512i c0[IW_G], c1[IW_G], c2[IW_G], c3[IW_G];
-    const __m512i m0 = K->m0, m1 = K->m1;
-    IW_EACH {
-        __m512i p0 = _mm512_mul_epu32(blk[v], m0);
-        c0[v] = _mm512_xor_si512(_mm512_srli_epi64(blk[v], 32), K->hi_x0);
-        c2[v] = _mm512_xor_si512(IW_HI(p0), K->x2);
-        c1[v] = K->c1r0;
-        c3[v] = p0;
-    }
-#pragma GCC unroll 9
-    for (int r = 1; r < 10; r++) IW_EACH IW_ROUND(c0[v], c1[v], c2[v], c3[v], K->K0[r], K->K1[r]);
+    philox_rounds_g(K, blk, c0, c1, c2, c3, g);
     IW_EACH { /* each word is the low dword of its 64-bit lane */
         U[v] = _mm512_permutex2var_epi32(c0[v], F->idx_lo, c2[v]);
         T[v] = _mm512_permutex2var_epi32(c1[v], F->idx_lo, c3[v]);

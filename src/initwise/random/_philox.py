@@ -23,7 +23,8 @@ order as ``_native.c`` and ``_torchops.py``.
 
 from __future__ import annotations
 
-from typing import Final
+from collections.abc import Sequence
+from typing import Any, Final
 
 import numpy as np
 
@@ -136,7 +137,7 @@ def _u52(m: np.ndarray) -> np.ndarray:
     return (_bits2d(m | np.uint64(0x3FF0000000000000)) - 1.0) + HALF_ULP52
 
 
-def _horner(coefs: list[float], z: np.ndarray) -> np.ndarray:
+def _horner(coefs: Sequence[Any], z: np.ndarray) -> np.ndarray:
     r = np.full_like(z, coefs[0])
     for c in coefs[1:]:
         r = c + z * r
@@ -149,14 +150,24 @@ def ilog(x: np.ndarray) -> np.ndarray:
     ex = (b >> np.uint64(52)) & np.uint64(0x7FF)
     m = _bits2d((b & np.uint64(0x000FFFFFFFFFFFFF)) | np.uint64(0x3FE0000000000000))
     e = _bits2d(np.uint64(0x4330000000000000) | ex) - (TWO52 + 1022.0)
-    small = m < SQRT1_2
+    return _log_tail(m, e, 1.0, SQRT1_2, _LOG_C, LN2_HI, LN2_LO)
+
+
+def _log_tail(m: np.ndarray, e: np.ndarray, one: Any, sqrt1_2: Any, coefs: Sequence[Any],
+              ln2_hi: Any, ln2_lo: Any) -> np.ndarray:
+    """``log(m 2^e)`` for ``m`` in ``[1/2, 1)``: ``2 atanh(s)`` on ``[sqrt(1/2), sqrt(2))``.
+
+    The same operations in float64 (``ilog``) and float32 (``ilog32``: float32 arrays and
+    float32 constants, so NumPy computes in float32).
+    """
+    small = m < sqrt1_2
     m = np.where(small, m + m, m)
-    e = np.where(small, e - 1.0, e)
-    f = m - 1.0
-    s = f / (m + 1.0)
+    e = np.where(small, e - one, e)
+    f = m - one
+    s = f / (m + one)
     z = s * s
-    lm = (s + s) + s * (z * _horner(_LOG_C, z))
-    return e * LN2_HI + (e * LN2_LO + lm)
+    lm = (s + s) + s * (z * _horner(coefs, z))
+    return e * ln2_hi + (e * ln2_lo + lm)
 
 
 def _sin_poly(x: np.ndarray) -> np.ndarray:
@@ -167,6 +178,20 @@ def _sin_poly(x: np.ndarray) -> np.ndarray:
 def _cos_poly(x: np.ndarray) -> np.ndarray:
     z = x * x
     return 1.0 + z * _horner(_COS_C, z)
+
+
+def _octant(sn: np.ndarray, cs: np.ndarray, swap: np.ndarray,
+            q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(cos theta, sin theta)`` from the polynomials on ``[0, pi/4]``: ``swap`` is the
+    octant's low bit (the angle was reflected), ``q`` (uint64) its top two bits."""
+    sp = np.where(swap, cs, sn)
+    cp = np.where(swap, sn, cs)
+    odd = (q & np.uint64(1)) != 0
+    a_ = np.where(odd, sp, cp)
+    b_ = np.where(odd, cp, sp)
+    ct = np.where(((q ^ (q >> np.uint64(1))) & np.uint64(1)) != 0, -a_, a_)
+    st = np.where((q >> np.uint64(1)) != 0, -b_, b_)
+    return ct, st
 
 
 def _ppnd_central(q: np.ndarray) -> np.ndarray:
@@ -202,27 +227,13 @@ def _bits2f(b: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(b, dtype=np.uint32).view(np.float32)
 
 
-def _horner32(coefs: list[np.float32], z: np.ndarray) -> np.ndarray:
-    r = np.full_like(z, coefs[0])
-    for c in coefs[1:]:
-        r = c + z * r
-    return r
-
-
 def ilog32(x: np.ndarray) -> np.ndarray:
     """Natural log of float32 ``x`` in ``[2^-126, 1)``: float32 ``+ - * /`` and bit operations."""
     b = np.ascontiguousarray(x, dtype=np.float32).view(np.uint32)
     ex = (b >> np.uint32(23)) & np.uint32(0xFF)
     m = _bits2f((b & np.uint32(0x7FFFFF)) | np.uint32(0x3F000000))  # [0.5, 1)
     e = ex.astype(np.float32) - np.float32(126.0)  # exact
-    small = m < F_SQRT1_2
-    m = np.where(small, m + m, m)
-    e = np.where(small, e - F_ONE, e)
-    f = m - F_ONE
-    s = f / (m + F_ONE)
-    z = s * s
-    lm = (s + s) + s * (z * _horner32(_F_LOG_C, z))
-    return e * F_LN2_HI + (e * F_LN2_LO + lm)
+    return _log_tail(m, e, F_ONE, F_SQRT1_2, _F_LOG_C, F_LN2_HI, F_LN2_LO)
 
 
 def _pair32(mean: np.float32, sd: np.float32, wu: np.ndarray,
@@ -235,17 +246,9 @@ def _pair32(mean: np.float32, sd: np.float32, wu: np.ndarray,
     swap = (wt & np.uint32(1 << 29)) != 0
     x = np.where(swap, F_ONE - f, f) * F_PI_4
     z = x * x
-    sn = x + x * (z * _horner32(_F_SIN_C, z))
-    cs = F_ONE + z * _horner32(_F_COS_C, z)
-    octant = wt >> np.uint32(29)
-    q = octant >> np.uint32(1)
-    sp = np.where(swap, cs, sn)
-    cp = np.where(swap, sn, cs)
-    odd = (q & np.uint32(1)) != 0
-    a_ = np.where(odd, sp, cp)
-    b_ = np.where(odd, cp, sp)
-    ct = np.where(((q ^ (q >> np.uint32(1))) & np.uint32(1)) != 0, -a_, a_)
-    st = np.where((q >> np.uint32(1)) != 0, -b_, b_)
+    sn = x + x * (z * _horner(_F_SIN_C, z))
+    cs = F_ONE + z * _horner(_F_COS_C, z)
+    ct, st = _octant(sn, cs, swap, (wt >> np.uint32(30)).astype(np.uint64))
     return mean + sd * (rad * ct), mean + sd * (rad * st)
 
 
@@ -295,15 +298,7 @@ def block_values(dist: int, key: Key4, p: Params, blocks: np.ndarray) -> tuple[n
              - 1.0) + HALF_ULP49
         swap = (octant & np.uint64(1)) != 0
         x = np.where(swap, 1.0 - f, f) * PI_4
-        s, c = _sin_poly(x), _cos_poly(x)
-        sp = np.where(swap, c, s)
-        cp = np.where(swap, s, c)
-        q = octant >> np.uint64(1)
-        odd = (q & np.uint64(1)) != 0
-        a_ = np.where(odd, sp, cp)
-        b_ = np.where(odd, cp, sp)
-        ct = np.where(((q ^ (q >> np.uint64(1))) & np.uint64(1)) != 0, -a_, a_)
-        st = np.where((q >> np.uint64(1)) != 0, -b_, b_)
+        ct, st = _octant(_sin_poly(x), _cos_poly(x), swap, octant >> np.uint64(1))
         return mean + sd * (rad * ct), mean + sd * (rad * st)
     return _trunc(p, _u52(wa)), _trunc(p, _u52(wb))
 

@@ -154,14 +154,34 @@ def ilog(x: torch.Tensor) -> torch.Tensor:
     ex = (b >> 52) & 0x7FF
     m = _f64((b & _MANT) | _HALF)
     e = _f64(ex | 0x4330000000000000) - (TWO52 + 1022.0)
-    small = m < SQRT1_2
+    return _log_tail(m, e, SQRT1_2, _LOG_C, LN2_HI, LN2_LO)
+
+
+def _log_tail(m: torch.Tensor, e: torch.Tensor, sqrt1_2: float, coefs: list[float], ln2_hi: float,
+              ln2_lo: float) -> torch.Tensor:
+    """``log(m 2^e)``, as ``_philox._log_tail``, in ``m``'s dtype (scalars hold exact values
+    of that dtype)."""
+    small = m < sqrt1_2
     m = torch.where(small, m + m, m)
     e = torch.where(small, e - 1.0, e)
     f = m - 1.0
     s = f / (m + 1.0)
     z = s * s
-    lm = (s + s) + s * (z * _horner(_LOG_C, z))
-    return e * LN2_HI + (e * LN2_LO + lm)
+    lm = (s + s) + s * (z * _horner(coefs, z))
+    return e * ln2_hi + (e * ln2_lo + lm)
+
+
+def _octant(sn: torch.Tensor, cs: torch.Tensor, swap: torch.Tensor,
+            q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(cos theta, sin theta)``, as ``_philox._octant``."""
+    sp = torch.where(swap, cs, sn)
+    cp = torch.where(swap, sn, cs)
+    odd = (q & 1) != 0
+    a_ = torch.where(odd, sp, cp)
+    b_ = torch.where(odd, cp, sp)
+    ct = torch.where(((q ^ (q >> 1)) & 1) != 0, -a_, a_)
+    st = torch.where((q >> 1) != 0, -b_, b_)
+    return ct, st
 
 
 def _sin_poly(x: torch.Tensor) -> torch.Tensor:
@@ -240,14 +260,7 @@ def ilog32(x: torch.Tensor) -> torch.Tensor:
     ex = (b >> 23) & 0xFF
     m = _f32((b & 0x7FFFFF) | 0x3F000000)
     e = ex.to(_F32) - 126.0
-    small = m < _FC["sqrt1_2"]
-    m = torch.where(small, m + m, m)
-    e = torch.where(small, e - 1.0, e)
-    f = m - 1.0
-    s = f / (m + 1.0)
-    z = s * s
-    lm = (s + s) + s * (z * _horner(_FLOG, z))
-    return e * _FC["ln2_hi"] + (e * _FC["ln2_lo"] + lm)
+    return _log_tail(m, e, _FC["sqrt1_2"], _FLOG, _FC["ln2_hi"], _FC["ln2_lo"])
 
 
 def _pair32(mean: float, sd: float, wu: torch.Tensor,
@@ -260,14 +273,7 @@ def _pair32(mean: float, sd: float, wu: torch.Tensor,
     z = x * x
     sn = x + x * (z * _horner(_FSIN, z))
     cs = 1.0 + z * _horner(_FCOS, z)
-    q = wt >> 30
-    sp = torch.where(swap, cs, sn)
-    cp = torch.where(swap, sn, cs)
-    odd = (q & 1) != 0
-    a_ = torch.where(odd, sp, cp)
-    b_ = torch.where(odd, cp, sp)
-    ct = torch.where(((q ^ (q >> 1)) & 1) != 0, -a_, a_)
-    st = torch.where((q >> 1) != 0, -b_, b_)
+    ct, st = _octant(sn, cs, swap, wt >> 30)
     return mean + sd * (rad * ct), mean + sd * (rad * st)
 
 
@@ -311,15 +317,7 @@ def block_values(dist: int, key: Key4, p: Params,
         f = (_f64(((wb & 0x1FFFFFFFFFFFF) << 3) | _ONE) - 1.0) + HALF_ULP49
         swap = (octant & 1) != 0
         x = torch.where(swap, 1.0 - f, f) * PI_4
-        s, c = _sin_poly(x), _cos_poly(x)
-        sp = torch.where(swap, c, s)
-        cp = torch.where(swap, s, c)
-        q = octant >> 1
-        odd = (q & 1) != 0
-        a_ = torch.where(odd, sp, cp)
-        b_ = torch.where(odd, cp, sp)
-        ct = torch.where(((q ^ (q >> 1)) & 1) != 0, -a_, a_)
-        st = torch.where((q >> 1) != 0, -b_, b_)
+        ct, st = _octant(_sin_poly(x), _cos_poly(x), swap, octant >> 1)
         return mean + sd * (rad * ct), mean + sd * (rad * st)
     return _trunc(p, _u52(wa)), _trunc(p, _u52(wb))
 
