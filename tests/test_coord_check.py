@@ -263,9 +263,9 @@ def test_tensor_programs_v_figures() -> None:
     """The issue's measured claims: MLP 40 -> w -> w -> w -> 10 (ReLU), widths 64..2048, Adam lr
     0.01, 4 steps, one fixed batch of 64 Gaussian inputs with random labels (seed 0).
 
-    Measured here (docs/coord_check.md): SP layer-2 pre-activation 12.9x from width 64 to 2048
-    at step 4 (slope 0.76); SP output 486x at step 1, 83x at step 2, 7.4x at step 4; muP hidden
-    layers 0.90x-1.29x over steps 1-4 (|slope| <= 0.08) and output 0.63x-0.88x.
+    Measured here (docs/coord_check.md): SP layer-2 pre-activation 12.0x from width 64 to 2048
+    at step 4 (slope 0.77); SP output 245x at step 1, 63x at step 2, 19x at step 4; muP hidden
+    layers 0.88x-1.14x over steps 1-4 (|slope| <= 0.05) and output 0.72x-0.88x.
     """
     x, y = _batch()
     widths = [64, 128, 256, 512, 1024, 2048]
@@ -292,10 +292,10 @@ def test_tensor_programs_v_figures() -> None:
 def test_depth_check_completep_flat_mup_grows() -> None:
     """Residual MLP with BatchNorm (compare's resmlp), width 256, 2, 8 and 32 blocks, Adam lr
     0.01: under muP the residual stream after the last block and the output grow with depth
-    (about sqrt(L): measured slopes 0.54 and 0.45 at steps 1-3, 4.5x and 3.4x from 2 to 32
-    blocks); under CompleteP (branches times L_base/L) they stay within |slope| < 0.2
-    (measured -0.17..-0.14 and -0.12..-0.04). The branch output itself shrinks like 1/L under
-    CompleteP, by design (slope -1.00)."""
+    (about sqrt(L): measured slopes 0.53-0.56 and 0.50-0.51 at steps 0-3, 4.7x and 4.0x from 2
+    to 32 blocks; means of 2 seeds); under CompleteP (branches times L_base/L) they stay within
+    |slope| < 0.2 (measured -0.19..-0.15 and -0.19..-0.05). The branch output itself shrinks
+    like 1/L under CompleteP, by design (slope -1.00)."""
     from initwise.compare.models import build_model
 
     def factory(w: int, depth: int) -> nn.Module:
