@@ -15,8 +15,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import _torch
+from .. import random as _random
 from .._errors import LSUVError
 from .._modules import is_norm, resets_scale
+from .._schemes import _orthogonal_stack, _stackable
 from .proof import (
     _ALWAYS_RANDOM,
     _METADATA,
@@ -28,12 +30,13 @@ from .proof import (
     _Watch,
 )
 from .report import LSUVStep
-from .scale import _bias_view, _solve_scale, _stats, _std
+from .scale import _bias_view, _Scratch, _solve_scale, _stats, _std
 from .units import _STOCK, _memory, _rnn_layer_output, _Unit
 
 logger = logging.getLogger("initwise.lsuv")
 
 _PREFETCH_BYTES = 256 << 20  # pre-init matrices computed ahead of the pass, at most this much
+_PIECE = 8  # matrices of one shape per job of the workers computing them ahead
 
 
 class _Run:
@@ -79,6 +82,7 @@ class _Run:
         self.final: dict[int, tuple[torch.Tensor, int, float]] = {}  # id -> (p, ptr, sum)
         self.rng_state: tuple[torch.Tensor, list[torch.Tensor]] | None = None
         self.prefetched: dict[str, torch.Tensor] | None = None  # name -> keyed pre-init values
+        self.scratch = _Scratch()
 
     # -- first-pass exactness ----------------------------------------------------------------
     def proof_begin(self) -> _Watch | None:
@@ -225,6 +229,34 @@ class _Run:
         if id(p) not in self.param_backup:
             self.param_backup[id(p)] = (p, p.detach().clone())
 
+    def backup_all(self, skip: set[int]) -> None:
+        """Save every tensor the run may write before the first pass, in one buffer per dtype.
+
+        The same copies :meth:`backup` takes lazily, taken at once: 50 separate 256 KB clones
+        kept alive while the pass allocates and frees its temporaries made the allocator grow
+        and trim its heap at every layer (page faults: ~0.15 ms a layer). Lazy (shapeless)
+        and tensor-subclass parameters are left to :meth:`backup`, and so are those in ``skip``
+        (ids of the parameters whose pre-init buffer will hold their backup).
+        """
+        groups: dict[tuple[torch.dtype, torch.device], list[torch.Tensor]] = {}
+        seen: set[int] = set()
+        for u in self.units:
+            for p, _ in self.written(u):
+                if id(p) in seen or id(p) in skip or id(p) in self.param_backup or _torch.is_lazy(p):
+                    continue
+                seen.add(id(p))
+                if type(p.detach()) is torch.Tensor and p.layout == torch.strided:
+                    groups.setdefault((p.dtype, p.device), []).append(p)
+        with torch.no_grad():
+            for (dtype, device), ps in groups.items():
+                flat = torch.empty(sum(p.numel() for p in ps), dtype=dtype, device=device)
+                start = 0
+                for p in ps:
+                    saved = flat[start : start + p.numel()].view(p.shape)
+                    saved.copy_(p)
+                    self.param_backup[id(p)] = (p, saved)
+                    start += p.numel()
+
     def restore_params(self) -> None:
         with torch.no_grad():
             for p, saved in self.param_backup.values():
@@ -244,78 +276,126 @@ class _Run:
         return out
 
     def _prefetch(self) -> dict[str, torch.Tensor]:
-        """The keyed pre-init matrices of the weights still to pre-init, several at a time.
+        """The keyed pre-init matrices of every calibrated weight, computed before the pass.
 
         With a seed each matrix is a pure function of (seed, name) and is computed
         single-threaded (``orthogonal_`` pins its linear algebra to one thread), so the values
-        do not depend on who computes them or when: with ``t >= 2`` torch threads, ``t``
-        worker threads (each at one torch thread) compute them before the pass needs them,
-        instead of one after the other inside it. Only CPU tensors, at most _PREFETCH_BYTES
-        in all (the rest stays lazy); a matrix whose computation fails is left to the lazy
-        path, which raises where it always did.
+        do not depend on who computes them or when. Matrices of one shape are formed as a
+        stack (:func:`_orthogonal_stack`, the bits ``orthogonal_`` gives each alone), in
+        pieces that ``t`` worker threads (each at one torch thread) share with ``t >= 2``
+        torch threads, instead of one after the other inside the pass. Only float32/float64
+        CPU tensors of a shape the stack handles, at most _PREFETCH_BYTES in all (the rest
+        stays lazy); a piece whose computation fails is left to the lazy path, which raises
+        where it always did. Each buffer later takes the weight's original values
+        (:meth:`preinit` swaps them), so it doubles as the backup.
         """
-        threads = torch.get_num_threads()
-        if not self.orthogonal_first or self.seed is None or threads < 2:
+        if not self.orthogonal_first or self.seed is None:
             return {}
-        jobs: list[tuple[str, torch.Tensor]] = []
+        groups: dict[tuple[int, int, torch.dtype], list[str]] = {}
         seen: set[str] = set()
         total = 0
         for u in self.units:
-            if u.weight.preinit_done:
+            if u.weight.preinit_done or _torch.is_lazy(u.weight.param):
                 continue
             for name, t, _ in self._ortho_targets(u.weight):
-                nbytes = t.numel() * t.element_size()
                 if name in seen or t.device.type != "cpu" or t.dim() < 2 or t.numel() == 0:
                     continue
-                if total + nbytes > _PREFETCH_BYTES:
+                rows, cols = t.shape[0], t.numel() // t.shape[0]
+                nbytes = t.numel() * t.element_size()
+                if not _stackable(rows, cols, t.dtype) or total + nbytes > _PREFETCH_BYTES:
                     continue
                 seen.add(name)
                 total += nbytes
-                jobs.append((name, t))
-        if len(jobs) < 2:
-            return {}
-        seed, generator = self.seed, self.generator
+                groups.setdefault((rows, cols, t.dtype), []).append(name)
+        seed = self.seed
+        pieces: list[tuple[list[str], torch.Tensor, int, int, torch.dtype]] = []
+        for (rows, cols, dtype), names in groups.items():
+            buf = torch.empty(len(names), rows, cols, dtype=dtype)
+            step = max(1, min(_PIECE, len(names)))
+            for i in range(0, len(names), step):
+                pieces.append((names[i : i + step], buf[i : i + step], rows, cols, dtype))
 
-        def make(name: str, t: torch.Tensor) -> torch.Tensor:
-            out = torch.empty(t.shape, dtype=t.dtype)
-            _orthogonal(out, name, seed, generator)
-            return out
+        def make(piece: tuple[list[str], torch.Tensor, int, int, torch.dtype]) -> None:
+            names, out, rows, cols, dtype = piece
+            _orthogonal_stack([_random.key(seed, n) for n in names], rows, cols, dtype, out=out)
 
+        threads = torch.get_num_threads()
+        failed: set[int] = set()
+        if threads < 2 or len(pieces) < 2:
+            for i, piece in enumerate(pieces):
+                try:
+                    make(piece)
+                except Exception:  # left to the lazy path, which raises where it always did
+                    failed.add(i)
+        else:
+            try:
+                with concurrent.futures.ThreadPoolExecutor(
+                    min(threads, len(pieces)), initializer=torch.set_num_threads, initargs=(1,)
+                ) as pool:
+                    futures = [pool.submit(make, piece) for piece in pieces]
+                    for i, f in enumerate(futures):
+                        if f.exception() is not None:
+                            failed.add(i)
+            finally:
+                torch.set_num_threads(threads)
         done: dict[str, torch.Tensor] = {}
-        try:
-            with concurrent.futures.ThreadPoolExecutor(
-                min(threads, len(jobs)), initializer=torch.set_num_threads, initargs=(1,)
-            ) as pool:
-                futures = [(name, pool.submit(make, name, t)) for name, t in jobs]
-                for name, f in futures:
-                    with contextlib.suppress(Exception):
-                        done[name] = f.result()
-        finally:
-            torch.set_num_threads(threads)
+        for i, (names, out, _, _, _) in enumerate(pieces):
+            if i not in failed:
+                done.update(zip(names, out, strict=True))
         return done
+
+    def _swappable(self, name: str, t: torch.Tensor, param: torch.Tensor) -> bool:
+        """True if ``t`` (pre-init target) is all of ``param`` and its matrix was computed ahead:
+        then the matrix's buffer can take the original values as the backup."""
+        assert self.prefetched is not None
+        return (name in self.prefetched and id(param) not in self.param_backup
+                and t.data_ptr() == param.data_ptr() and t.numel() == param.numel()
+                and param.is_contiguous() and type(param.detach()) is torch.Tensor)  # fmt: skip
+
+    def prepare(self) -> None:
+        """Before the first pass: the pre-init matrices computed ahead, then the backups of
+        what the pass may write (those the matrices' buffers will hold are left out)."""
+        self.prefetched = self._prefetch()
+        later: set[int] = set()
+        for u in self.units:
+            for name, t, extra in self._ortho_targets(u.weight) if self.prefetched else []:
+                param = u.weight.param if extra is None else extra
+                if self._swappable(name, t, param):
+                    later.add(id(param))
+        self.backup_all(skip=later)
 
     def preinit(self, unit: _Unit) -> None:
         w = unit.weight
         if w.preinit_done:
             return
         if self.prefetched is None:
-            self.prefetched = self._prefetch()
+            self.prefetched = {}
         w.preinit_done = True
         if not (self.orthogonal_first or (self.zero_bias and unit.bias_param is not None)):
             return
-        self.backup(w.param)
         if self.orthogonal_first:
             for name, t, extra in self._ortho_targets(w):
-                if extra is not None:
-                    self.backup(extra)
-                q = self.prefetched.pop(name, None)
-                if q is None:
-                    _orthogonal(t, name, self.seed, self.generator)
+                param = w.param if extra is None else extra
+                if self._swappable(name, t, param):
+                    q = self.prefetched.pop(name).view(t.shape)
+                    with torch.no_grad():  # swap: t gets the matrix, its buffer the original
+                        old = self.scratch.like(t).copy_(t)
+                        t.copy_(q)
+                        q.copy_(old)
+                    self.param_backup[id(param)] = (param, q)
                 else:
-                    with torch.no_grad():
-                        t.copy_(q)  # the values _orthogonal writes, computed ahead
+                    self.backup(w.param)
+                    if extra is not None:
+                        self.backup(extra)
+                    ahead = self.prefetched.pop(name, None)
+                    if ahead is None:
+                        _orthogonal(t, name, self.seed, self.generator)
+                    else:
+                        with torch.no_grad():
+                            t.copy_(ahead.view(t.shape))  # the values _orthogonal writes, computed ahead
                 if extra is not None:
                     self.wrote(extra)
+        self.backup(w.param)
         b = unit.bias()
         if self.zero_bias and b is not None and unit.bias_param is not None:
             self.backup(unit.bias_param)
@@ -326,7 +406,7 @@ class _Run:
         name = unit.weight.name
         if t.numel() < 2:
             raise LSUVError(f"lsuv: layer {name!r} produced fewer than 2 values", name)
-        a, c, d, n = _stats(t, bias, dim, has_bias=has_bias)
+        a, c, d, n = _stats(t, bias, dim, has_bias=has_bias, scratch=self.scratch)
         if not self.include_bias:
             c = d = 0.0
         if not math.isfinite(a):
