@@ -1118,9 +1118,8 @@ def test_lazy_modules_and_sequence_first_single_step() -> None:
 
 @pytest.mark.parametrize("threads", [1, 2])
 def test_pre_init_computed_ahead_gives_the_lazy_bits(monkeypatch: pytest.MonkeyPatch, threads: int) -> None:
-    """The keyed pre-init matrices are computed ahead as stacks (issue 19 item 5), at >= 2
-    torch threads by workers while the pass runs; the weights are bit for bit those of the
-    one-at-a-time path, gate blocks (LSTM), MHA's q/k pre-init and a real HF model included,
+    """The keyed pre-init matrices are computed before the pass as stacks (issue 19 item 5), at
+    >= 2 torch threads by workers; the weights are bit for bit those of the one-at-a-time path, gate blocks (LSTM), MHA's q/k pre-init and a real HF model included,
     the thread setting is kept and no worker thread is left running."""
     from transformers import GPT2Config, GPT2Model
 

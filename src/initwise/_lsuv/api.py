@@ -266,11 +266,9 @@ def lsuv(
                 run.run_pass(forward)
                 run.tol = saved_tol
     except BaseException:
-        run.finish()
         run.restore_params()
         raise
     finally:
-        run.finish()
         for h in handles:
             h.remove()
         state.restore()

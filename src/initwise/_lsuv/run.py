@@ -83,8 +83,6 @@ class _Run:
         self.rng_state: tuple[torch.Tensor, list[torch.Tensor]] | None = None
         self.prefetched: dict[str, torch.Tensor] | None = None  # name -> keyed pre-init values
         self.scratch = _Scratch()
-        self.pool: concurrent.futures.ThreadPoolExecutor | None = None  # computing matrices ahead
-        self.pending: dict[str, concurrent.futures.Future[None]] = {}  # name -> its piece's job
 
     # -- first-pass exactness ----------------------------------------------------------------
     def proof_begin(self) -> _Watch | None:
@@ -288,16 +286,13 @@ class _Run:
         torch threads, instead of one after the other inside the pass. Only float32/float64
         CPU tensors of a shape the stack handles, at most _PREFETCH_BYTES in all (the rest
         stays lazy); a piece whose computation fails is left to the lazy path, which raises
-        where it always did. With workers the pass does not wait for them to finish: each
-        weight's pre-init waits for its own piece (:meth:`_ahead`); pieces are computed in the
-        order of their first weight. Each buffer later takes the weight's original values
+        where it always did. Each buffer later takes the weight's original values
         (:meth:`preinit` swaps them), so it doubles as the backup.
         """
         if not self.orthogonal_first or self.seed is None:
             return {}
         groups: dict[tuple[int, int, torch.dtype], list[str]] = {}
         seen: set[str] = set()
-        seen_order: list[str] = []
         total = 0
         for u in self.units:
             if u.weight.preinit_done or _torch.is_lazy(u.weight.param):
@@ -310,7 +305,6 @@ class _Run:
                 if not _stackable(rows, cols, t.dtype) or total + nbytes > _PREFETCH_BYTES:
                     continue
                 seen.add(name)
-                seen_order.append(name)
                 total += nbytes
                 groups.setdefault((rows, cols, t.dtype), []).append(name)
         seed = self.seed
@@ -319,8 +313,6 @@ class _Run:
             buf = torch.empty(len(names), rows, cols, dtype=dtype)
             for i in range(0, len(names), _PIECE):
                 pieces.append((names[i : i + _PIECE], buf[i : i + _PIECE], rows, cols, dtype))
-        order = {name: i for i, name in enumerate(seen_order)}
-        pieces.sort(key=lambda piece: order[piece[0][0]])
 
         def make(piece: tuple[list[str], torch.Tensor, int, int, torch.dtype]) -> None:
             names, out, rows, cols, dtype = piece
@@ -330,36 +322,28 @@ class _Run:
         done: dict[str, torch.Tensor] = {}
         for names, out, _, _, _ in pieces:
             done.update(zip(names, out, strict=True))
+        failed: list[int] = []
         if threads < 2 or len(pieces) < 2:
-            for piece in pieces:
+            for i, piece in enumerate(pieces):
                 try:
                     make(piece)
                 except Exception:  # left to the lazy path, which raises where it always did
-                    for name in piece[0]:
-                        del done[name]
-            return done
-        # the pass starts at once; preinit() waits for the piece holding its matrix
-        self.pool = concurrent.futures.ThreadPoolExecutor(
-            min(threads, len(pieces)), initializer=torch.set_num_threads, initargs=(1,))  # fmt: skip
-        for piece in pieces:
-            future = self.pool.submit(make, piece)
-            self.pending.update(dict.fromkeys(piece[0], future))
+                    failed.append(i)
+        else:
+            # all before the pass: workers computing while the pass runs were slower (the
+            # pass's two-thread GEMMs wait for a core; docs/lsuv.md)
+            try:
+                with concurrent.futures.ThreadPoolExecutor(
+                    min(threads, len(pieces)), initializer=torch.set_num_threads, initargs=(1,)
+                ) as pool:
+                    futures = [pool.submit(make, piece) for piece in pieces]
+                failed = [i for i, f in enumerate(futures) if f.exception() is not None]
+            finally:
+                torch.set_num_threads(threads)
+        for i in failed:
+            for name in pieces[i][0]:
+                del done[name]
         return done
-
-    def finish(self) -> None:
-        """Wait for (or cancel) the matrices still being computed ahead; keep the thread setting."""
-        if self.pool is not None:
-            threads = torch.get_num_threads()
-            self.pool.shutdown(wait=True, cancel_futures=True)
-            self.pool = None
-            self.pending.clear()
-            torch.set_num_threads(threads)
-
-    def _ahead(self, name: str) -> None:
-        """Wait until ``name``'s matrix computed ahead is there; forget it if that failed."""
-        future = self.pending.pop(name, None)
-        if future is not None and future.exception() is not None and self.prefetched is not None:
-            self.prefetched.pop(name, None)
 
     def _swappable(self, name: str, t: torch.Tensor, param: torch.Tensor) -> bool:
         """True if ``t`` (pre-init target) is all of ``param`` and its matrix was computed ahead:
@@ -392,7 +376,6 @@ class _Run:
             return
         if self.orthogonal_first:
             for name, t, extra in self._ortho_targets(w):
-                self._ahead(name)
                 param = w.param if extra is None else extra
                 if self._swappable(name, t, param):
                     q = self.prefetched.pop(name).view(t.shape)

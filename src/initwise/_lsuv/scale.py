@@ -65,7 +65,7 @@ def _stats(t: torch.Tensor, bias: torch.Tensor | None, dim: int, *, has_bias: bo
         return var_t, 0.0, 0.0, n
     s = torch.stack((mc.double(), bias.detach().double().reshape(-1)))
     s = s - s.mean(dim=1, keepdim=True)
-    cov_tb, var_b = (s @ s[1]).div_(s.shape[1]).tolist()
+    cov_tb, var_b = (v / s.shape[1] for v in (s @ s[1]).tolist())
     if not has_bias:
         return var_t, cov_tb, var_b, n
     var_u = var_t - 2.0 * cov_tb + var_b
