@@ -36,7 +36,6 @@ from .units import _STOCK, _memory, _rnn_layer_output, _Unit
 logger = logging.getLogger("initwise.lsuv")
 
 _PREFETCH_BYTES = 256 << 20  # pre-init matrices computed ahead of the pass, at most this much
-_PIECE = 4  # matrices of one shape per job of the workers computing them ahead
 
 
 class _Run:
@@ -281,8 +280,8 @@ class _Run:
         With a seed each matrix is a pure function of (seed, name) and is computed
         single-threaded (``orthogonal_`` pins its linear algebra to one thread), so the values
         do not depend on who computes them or when. Matrices of one shape are formed as a
-        stack (:func:`_orthogonal_stack`, the bits ``orthogonal_`` gives each alone), in
-        pieces that ``t`` worker threads (each at one torch thread) share with ``t >= 2``
+        stack (:func:`_orthogonal_stack`, the bits ``orthogonal_`` gives each alone), split
+        in ``t`` pieces for ``t`` worker threads (each at one torch thread) with ``t >= 2``
         torch threads, instead of one after the other inside the pass. Only float32/float64
         CPU tensors of a shape the stack handles, at most _PREFETCH_BYTES in all (the rest
         stays lazy); a piece whose computation fails is left to the lazy path, which raises
@@ -308,17 +307,18 @@ class _Run:
                 total += nbytes
                 groups.setdefault((rows, cols, t.dtype), []).append(name)
         seed = self.seed
+        threads = torch.get_num_threads()
         pieces: list[tuple[list[str], torch.Tensor, int, int, torch.dtype]] = []
         for (rows, cols, dtype), names in groups.items():
             buf = torch.empty(len(names), rows, cols, dtype=dtype)
-            for i in range(0, len(names), _PIECE):
-                pieces.append((names[i : i + _PIECE], buf[i : i + _PIECE], rows, cols, dtype))
+            step = -(-len(names) // threads)  # one piece per worker (one scratch each)
+            for i in range(0, len(names), step):
+                pieces.append((names[i : i + step], buf[i : i + step], rows, cols, dtype))
 
         def make(piece: tuple[list[str], torch.Tensor, int, int, torch.dtype]) -> None:
             names, out, rows, cols, dtype = piece
             _orthogonal_stack([_random.key(seed, n) for n in names], rows, cols, dtype, out=out)
 
-        threads = torch.get_num_threads()
         done: dict[str, torch.Tensor] = {}
         for names, out, _, _, _ in pieces:
             done.update(zip(names, out, strict=True))
