@@ -228,34 +228,6 @@ class _Run:
         if id(p) not in self.param_backup:
             self.param_backup[id(p)] = (p, p.detach().clone())
 
-    def backup_all(self, skip: set[int]) -> None:
-        """Save every tensor the run may write before the first pass, in one buffer per dtype.
-
-        The same copies :meth:`backup` takes lazily, taken at once: 50 separate 256 KB clones
-        kept alive while the pass allocates and frees its temporaries made the allocator grow
-        and trim its heap at every layer (page faults: ~0.15 ms a layer). Lazy (shapeless)
-        and tensor-subclass parameters are left to :meth:`backup`, and so are those in ``skip``
-        (ids of the parameters whose pre-init buffer will hold their backup).
-        """
-        groups: dict[tuple[torch.dtype, torch.device], list[torch.Tensor]] = {}
-        seen: set[int] = set()
-        for u in self.units:
-            for p, _ in self.written(u):
-                if id(p) in seen or id(p) in skip or id(p) in self.param_backup or _torch.is_lazy(p):
-                    continue
-                seen.add(id(p))
-                if type(p.detach()) is torch.Tensor and p.layout == torch.strided:
-                    groups.setdefault((p.dtype, p.device), []).append(p)
-        with torch.no_grad():
-            for (dtype, device), ps in groups.items():
-                flat = torch.empty(sum(p.numel() for p in ps), dtype=dtype, device=device)
-                start = 0
-                for p in ps:
-                    saved = flat[start : start + p.numel()].view(p.shape)
-                    saved.copy_(p)
-                    self.param_backup[id(p)] = (p, saved)
-                    start += p.numel()
-
     def restore_params(self) -> None:
         with torch.no_grad():
             for p, saved in self.param_backup.values():
@@ -354,16 +326,8 @@ class _Run:
                 and param.is_contiguous() and type(param.detach()) is torch.Tensor)  # fmt: skip
 
     def prepare(self) -> None:
-        """Before the first pass: the pre-init matrices computed ahead, then the backups of
-        what the pass may write (those the matrices' buffers will hold are left out)."""
+        """Before the first pass: the pre-init matrices computed ahead."""
         self.prefetched = self._prefetch()
-        later: set[int] = set()
-        for u in self.units:
-            for name, t, extra in self._ortho_targets(u.weight) if self.prefetched else []:
-                param = u.weight.param if extra is None else extra
-                if self._swappable(name, t, param):
-                    later.add(id(param))
-        self.backup_all(skip=later)
 
     def preinit(self, unit: _Unit) -> None:
         w = unit.weight
