@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import threading
 import warnings
 from collections import defaultdict
 from collections.abc import Callable
@@ -1115,10 +1116,11 @@ def test_lazy_modules_and_sequence_first_single_step() -> None:
     assert [r.name for r in report.layers] == ["a.in_proj_weight[v]"]
 
 
-def test_pre_init_computed_ahead_on_two_threads_gives_the_lazy_bits(monkeypatch: pytest.MonkeyPatch) -> None:
-    """At >= 2 torch threads the keyed pre-init matrices are computed ahead, several at a time
-    (issue 19 item 5); the weights are bit for bit those of the one-at-a-time path, gate blocks
-    (LSTM), MHA's q/k pre-init and a real HF model included, and the thread setting is kept."""
+@pytest.mark.parametrize("threads", [1, 2])
+def test_pre_init_computed_ahead_gives_the_lazy_bits(monkeypatch: pytest.MonkeyPatch, threads: int) -> None:
+    """The keyed pre-init matrices are computed before the pass as stacks (issue 19 item 5), at
+    >= 2 torch threads by workers; the weights are bit for bit those of the one-at-a-time path, gate blocks (LSTM), MHA's q/k pre-init and a real HF model included,
+    the thread setting is kept and no worker thread is left running."""
     from transformers import GPT2Config, GPT2Model
 
     from initwise._lsuv import run as lsuv_run
@@ -1151,12 +1153,14 @@ def test_pre_init_computed_ahead_on_two_threads_gives_the_lazy_bits(monkeypatch:
 
     monkeypatch.setattr(lsuv_run._Run, "_prefetch", spy)
     prev = torch.get_num_threads()
-    torch.set_num_threads(2)
+    torch.set_num_threads(threads)
     try:
         for model, x in cases:
             ahead, lazy = copy.deepcopy(model), copy.deepcopy(model)
+            alive = threading.active_count()
             lsuv(ahead, x, seed=3)
-            assert torch.get_num_threads() == 2
+            assert torch.get_num_threads() == threads
+            assert threading.active_count() == alive
             assert computed[-1] >= 4  # the path under test ran (and computed something)
             with monkeypatch.context() as m:
                 m.setattr(lsuv_run, "_PREFETCH_BYTES", 0)
@@ -1166,3 +1170,23 @@ def test_pre_init_computed_ahead_on_two_threads_gives_the_lazy_bits(monkeypatch:
                 assert torch.equal(a, b), name
     finally:
         torch.set_num_threads(prev)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_failure_after_pre_init_computed_ahead_restores_bitwise(threads: int) -> None:
+    """A pre-init matrix computed ahead swaps places with the weight's original values, its
+    buffer becoming the backup: a failure later in the pass restores every weight bitwise,
+    those swapped and those never reached."""
+    torch.manual_seed(5)
+    model = nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 64), Blowup(0.0),
+                          nn.Linear(64, 64), nn.Linear(64, 64))  # fmt: skip
+    snap = snapshot(model)
+    prev = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        with pytest.raises(LSUVError, match=r"'4\.weight' has zero variance"):
+            lsuv(model, _randn(32, 64), seed=1)
+    finally:
+        torch.set_num_threads(prev)
+    assert_bitwise(model, snap)
+    assert_no_hooks(model)

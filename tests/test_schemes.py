@@ -271,6 +271,31 @@ def test_keyed_orthogonal_is_haar(shape: tuple[int, int]) -> None:
         assert abs(np.mean(np.array(det) > 0) - 0.5) < 6 * 0.5 * se
 
 
+@pytest.mark.parametrize(
+    ("rows", "cols", "dtype"),
+    [(256, 256, torch.float32), (48, 80, torch.float32), (80, 48, torch.float32),
+     (37, 37, torch.float64), (5, 1, torch.float32), (96, 288, torch.float32)],
+)  # fmt: skip
+def test_keyed_orthogonal_stack_gives_each_matrix_its_own_bits(rows: int, cols: int, dtype: torch.dtype) -> None:
+    """LSUV's pre-init forms keyed matrices of one shape as a stack, a few at a time (issue 19
+    item 5): each is bitwise the matrix of the unstacked path (``_orthogonal_matrix``: Q from
+    its own orgqr, then copied), whatever its place in the stack and the chunk it lands in
+    (here at least two full chunks and a partial one), and what ``orthogonal_`` writes."""
+    from initwise._schemes import _STACK_BYTES, _orthogonal_matrix, _orthogonal_stack
+
+    per = max(1, _STACK_BYTES // (rows * cols * torch.empty((), dtype=dtype).element_size()))
+    count = min(2 * per + 1, 23)
+    keys = [initwise.random.key(5, f"w{i}") for i in range(count)]
+    stack = _orthogonal_stack(keys, rows, cols, dtype)
+    assert stack.shape == (count, rows, cols) and stack.dtype == dtype
+    for key, q in zip(keys, stack, strict=True):
+        assert torch.equal(q, _orthogonal_matrix(rows, cols, dtype, key))
+        assert torch.equal(q, initwise.orthogonal_(torch.empty(rows, cols, dtype=dtype), generator=key))
+    eye = torch.eye(min(rows, cols), dtype=dtype)
+    gram = stack @ stack.transpose(-2, -1) if rows <= cols else stack.transpose(-2, -1) @ stack
+    assert torch.allclose(gram, eye.expand_as(gram), atol=2e-6 if dtype == torch.float32 else 1e-12)
+
+
 def test_keyed_orthogonal_is_reproducible_and_keyed() -> None:
     k = initwise.random.key(11, "w")
     a = initwise.orthogonal_(torch.empty(64, 48), generator=k)

@@ -22,7 +22,7 @@ import functools
 import math
 import numbers
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
 import torch
@@ -793,7 +793,7 @@ def _one_thread() -> Iterator[None]:
         torch.set_num_threads(prev)
 
 
-def _haar_from_reflectors(at: torch.Tensor) -> torch.Tensor:
+def _haar_from_reflectors(at: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
     """Orthonormal columns from a Gaussian ``a = at.T`` (m >= n) by Householder reflectors, no QR.
 
     Householder QR of a Gaussian matrix builds its k-th reflector from a vector that is, by
@@ -803,23 +803,37 @@ def _haar_from_reflectors(at: torch.Tensor) -> torch.Tensor:
     and below), with LAPACK's convention ``beta = -sign(alpha) * norm``, and Q is formed from
     them (``orgqr``) times ``diag(sign(beta))``: exactly the distribution of Q from QR with
     the sign fix (Haar), while skipping the factorization (about half the cost of QR).
-    ``at`` is ``[n, m]`` (row k is column k of ``a``: LAPACK's column-major layout); it is
-    overwritten. Returns ``[m, n]``. Runs single-threaded (:func:`_one_thread`), so the bits
-    do not depend on the thread count; one thread is also the fastest for the sizes
-    initialization sees on a shared machine (see docs/random.md).
+    ``at`` is ``[n, m]`` (row k is column k of ``a``: LAPACK's column-major layout) or a
+    stack ``[k, n, m]`` of such matrices; it is overwritten. Returns ``[m, n]`` (``[k, m, n]``),
+    column-major, written into ``out`` (same shape, column-major) when given. Runs
+    single-threaded (:func:`_one_thread`), so the bits do not depend on the thread count; one
+    thread is also the fastest for the sizes initialization sees on a shared machine (see
+    docs/random.md). A stack gives each matrix the bits it gets alone: the per-column scalars
+    are elementwise, the norms are per row, and Q is formed by one ``orgqr`` per matrix
+    (``tests/test_schemes.py`` compares them); a stack only saves the fixed cost of each
+    operation (50 matrices of 256x256 at one thread: 42 ms as stacks, 47 ms one by one).
     """
     threads = torch.get_num_threads()
     with _one_thread():
-        alpha = torch.diagonal(at).clone()
+        alpha = torch.diagonal(at, dim1=-2, dim2=-1).clone()
         low = at.triu_(1)  # row k: the part of column k of a below the diagonal
-        xnorm = torch.linalg.vector_norm(low, dim=1)
+        xnorm = torch.linalg.vector_norm(low, dim=-1)
         trivial = xnorm == 0  # an empty or zero sub-column: H = I, R_kk = alpha
         beta = torch.where(trivial, alpha, -torch.copysign(torch.hypot(alpha, xnorm), alpha))
         tau = torch.where(trivial, 0.0, (beta - alpha) / torch.where(trivial, 1.0, beta))
-        low.div_(torch.where(trivial, 1.0, alpha - beta).unsqueeze(1))  # v = x / (alpha - beta)
-        v = low.t()
-        q = torch.linalg.householder_product(v, tau) if v.shape[1] < _SPLIT_MIN else _split_product(v, tau, threads)
-        return q.mul_(torch.where(beta < 0, -1.0, 1.0))
+        low.div_(torch.where(trivial, 1.0, alpha - beta).unsqueeze(-1))  # v = x / (alpha - beta)
+        v = low.transpose(-2, -1)
+        if v.dim() == 2:
+            if v.shape[1] < _SPLIT_MIN:
+                q = torch.linalg.householder_product(v, tau, out=out)
+            else:
+                q = _split_product(v, tau, threads)
+                q = q if out is None else out.copy_(q)
+        else:
+            q = torch.empty(at.shape, dtype=at.dtype).transpose(-2, -1) if out is None else out
+            for vi, ti, qi in zip(v, tau, q, strict=True):
+                torch.linalg.householder_product(vi, ti, out=qi)
+        return q.mul_(torch.where(beta < 0, -1.0, 1.0).unsqueeze(-2))
 
 
 _ONE_THREAD_NUMEL = 1 << 18  # keyed orthogonal_ at most this big runs entirely on one thread
@@ -889,6 +903,45 @@ def _orthogonal_matrix(rows: int, cols: int, dtype: torch.dtype, generator: Gene
     return q
 
 
+_STACK_BYTES = 1 << 20  # a stack of keyed orthogonal matrices is formed this many bytes at a time
+
+
+def _stackable(rows: int, cols: int, dtype: torch.dtype) -> bool:
+    """True if :func:`_orthogonal_stack` forms keyed ``(rows, cols)`` matrices of ``dtype``."""
+    return dtype in (torch.float32, torch.float64) and 0 < min(rows, cols) < _SPLIT_MIN
+
+
+def _orthogonal_stack(keys: Sequence[Key], rows: int, cols: int, dtype: torch.dtype,
+                      out: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
+    """``[len(keys), rows, cols]``: matrix i is ``orthogonal_(torch.empty(rows, cols), generator=keys[i])``.
+
+    Bitwise the values ``orthogonal_`` writes (it calls this with one key), for float32 or
+    float64 matrices with fewer than ``_SPLIT_MIN`` rows or columns, formed on one thread a
+    few at a time (about ``_STACK_BYTES`` each: the Gaussian scratch stays in cache between
+    the steps), into ``out`` when given (contiguous, that shape and dtype). Many matrices of
+    one shape (LSUV's pre-init) pay the fixed cost of each step once per few matrices.
+    """
+    k = len(keys)
+    lo, hi = min(rows, cols), max(rows, cols)
+    result = torch.empty(k, rows, cols, dtype=dtype) if out is None else out
+    if k == 0 or lo == 0:
+        return result
+    per = max(1, min(k, _STACK_BYTES // (lo * hi * result.element_size())))
+    with _one_thread(), torch.no_grad():
+        scratch = torch.empty(per, lo, hi, dtype=dtype)
+        for start in range(0, k, per):
+            chunk = keys[start : start + per]
+            at = scratch[: len(chunk)]
+            for a, key in zip(at, chunk, strict=True):
+                _draw_normal(a, 0.0, 1.0, key)
+            dest = result[start : start + len(chunk)]
+            if rows <= cols:  # Q^T, row-major: Q lands column-major in dest's memory
+                _haar_from_reflectors(at, out=dest.transpose(-2, -1))
+            else:
+                dest.copy_(_haar_from_reflectors(at))
+    return result
+
+
 def orthogonal_(tensor: torch.Tensor, gain: float = 1.0, generator: Generator = None) -> torch.Tensor:
     r"""Fill ``tensor`` with a (semi-)orthogonal matrix scaled by ``gain``.
 
@@ -917,6 +970,15 @@ def orthogonal_(tensor: torch.Tensor, gain: float = 1.0, generator: Generator = 
     # Small keyed matrices (LSUV's pre-init: 50 of them) finish on one thread: a parallel
     # region for a 64K-element copy costs more than the copy where cores are shared.
     small = _is_key(generator) and rows * cols <= _ONE_THREAD_NUMEL
+    if small and tensor.dtype in (torch.float32, torch.float64) and tensor.device.type == "cpu" \
+            and tensor.is_contiguous() and type(tensor.detach()) is torch.Tensor:  # fmt: skip
+        # straight into the tensor's memory: no copy of Q (the same bits)
+        assert isinstance(generator, Key)
+        out = tensor.detach().view(1, rows, cols)
+        _orthogonal_stack([generator], rows, cols, tensor.dtype, out=out)
+        if g != 1.0:
+            out.mul_(g)
+        return tensor
     with _one_thread() if small else contextlib.nullcontext():
         q = _orthogonal_matrix(rows, cols, _work_dtype(tensor), generator)
         if g != 1.0:

@@ -224,6 +224,7 @@ def lsuv(
         prove = verify is not True
         watch = run.proof_begin() if prove else None  # before install(): sees foreign hooks
         handles = run.install()
+        run.prepare()
 
         def forward() -> Any:
             try:

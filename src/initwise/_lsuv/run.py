@@ -15,8 +15,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import _torch
+from .. import random as _random
 from .._errors import LSUVError
 from .._modules import is_norm, resets_scale
+from .._schemes import _orthogonal_stack, _stackable
 from .proof import (
     _ALWAYS_RANDOM,
     _METADATA,
@@ -28,7 +30,7 @@ from .proof import (
     _Watch,
 )
 from .report import LSUVStep
-from .scale import _bias_view, _solve_scale, _stats, _std
+from .scale import _bias_view, _Scratch, _solve_scale, _stats, _std
 from .units import _STOCK, _memory, _rnn_layer_output, _Unit
 
 logger = logging.getLogger("initwise.lsuv")
@@ -79,6 +81,7 @@ class _Run:
         self.final: dict[int, tuple[torch.Tensor, int, float]] = {}  # id -> (p, ptr, sum)
         self.rng_state: tuple[torch.Tensor, list[torch.Tensor]] | None = None
         self.prefetched: dict[str, torch.Tensor] | None = None  # name -> keyed pre-init values
+        self.scratch = _Scratch()
 
     # -- first-pass exactness ----------------------------------------------------------------
     def proof_begin(self) -> _Watch | None:
@@ -244,78 +247,120 @@ class _Run:
         return out
 
     def _prefetch(self) -> dict[str, torch.Tensor]:
-        """The keyed pre-init matrices of the weights still to pre-init, several at a time.
+        """The keyed pre-init matrices of every calibrated weight, computed before the pass.
 
         With a seed each matrix is a pure function of (seed, name) and is computed
         single-threaded (``orthogonal_`` pins its linear algebra to one thread), so the values
-        do not depend on who computes them or when: with ``t >= 2`` torch threads, ``t``
-        worker threads (each at one torch thread) compute them before the pass needs them,
-        instead of one after the other inside it. Only CPU tensors, at most _PREFETCH_BYTES
-        in all (the rest stays lazy); a matrix whose computation fails is left to the lazy
-        path, which raises where it always did.
+        do not depend on who computes them or when. Matrices of one shape are formed as a
+        stack (:func:`_orthogonal_stack`, the bits ``orthogonal_`` gives each alone), split
+        in ``t`` pieces for ``t`` worker threads (each at one torch thread) with ``t >= 2``
+        torch threads, instead of one after the other inside the pass. Only float32/float64
+        CPU tensors of a shape the stack handles, at most _PREFETCH_BYTES in all (the rest
+        stays lazy); a piece whose computation fails is left to the lazy path, which raises
+        where it always did. Each buffer later takes the weight's original values
+        (:meth:`preinit` swaps them), so it doubles as the backup.
         """
-        threads = torch.get_num_threads()
-        if not self.orthogonal_first or self.seed is None or threads < 2:
+        if not self.orthogonal_first or self.seed is None:
             return {}
-        jobs: list[tuple[str, torch.Tensor]] = []
+        groups: dict[tuple[int, int, torch.dtype], list[str]] = {}
         seen: set[str] = set()
         total = 0
         for u in self.units:
-            if u.weight.preinit_done:
+            if u.weight.preinit_done or _torch.is_lazy(u.weight.param):
                 continue
             for name, t, _ in self._ortho_targets(u.weight):
-                nbytes = t.numel() * t.element_size()
                 if name in seen or t.device.type != "cpu" or t.dim() < 2 or t.numel() == 0:
                     continue
-                if total + nbytes > _PREFETCH_BYTES:
+                rows, cols = t.shape[0], t.numel() // t.shape[0]
+                nbytes = t.numel() * t.element_size()
+                if not _stackable(rows, cols, t.dtype) or total + nbytes > _PREFETCH_BYTES:
                     continue
                 seen.add(name)
                 total += nbytes
-                jobs.append((name, t))
-        if len(jobs) < 2:
-            return {}
-        seed, generator = self.seed, self.generator
+                groups.setdefault((rows, cols, t.dtype), []).append(name)
+        seed = self.seed
+        threads = torch.get_num_threads()
+        pieces: list[tuple[list[str], torch.Tensor, int, int, torch.dtype]] = []
+        for (rows, cols, dtype), names in groups.items():
+            buf = torch.empty(len(names), rows, cols, dtype=dtype)
+            step = -(-len(names) // threads)  # one piece per worker (one scratch each)
+            for i in range(0, len(names), step):
+                pieces.append((names[i : i + step], buf[i : i + step], rows, cols, dtype))
 
-        def make(name: str, t: torch.Tensor) -> torch.Tensor:
-            out = torch.empty(t.shape, dtype=t.dtype)
-            _orthogonal(out, name, seed, generator)
-            return out
+        def make(piece: tuple[list[str], torch.Tensor, int, int, torch.dtype]) -> None:
+            names, out, rows, cols, dtype = piece
+            _orthogonal_stack([_random.key(seed, n) for n in names], rows, cols, dtype, out=out)
 
         done: dict[str, torch.Tensor] = {}
-        try:
-            with concurrent.futures.ThreadPoolExecutor(
-                min(threads, len(jobs)), initializer=torch.set_num_threads, initargs=(1,)
-            ) as pool:
-                futures = [(name, pool.submit(make, name, t)) for name, t in jobs]
-                for name, f in futures:
-                    with contextlib.suppress(Exception):
-                        done[name] = f.result()
-        finally:
-            torch.set_num_threads(threads)
+        for names, out, _, _, _ in pieces:
+            done.update(zip(names, out, strict=True))
+        failed: list[int] = []
+        if threads < 2 or len(pieces) < 2:
+            for i, piece in enumerate(pieces):
+                try:
+                    make(piece)
+                except Exception:  # left to the lazy path, which raises where it always did
+                    failed.append(i)
+        else:
+            # all before the pass: workers computing while the pass runs were slower (the
+            # pass's two-thread GEMMs wait for a core; docs/lsuv.md)
+            try:
+                with concurrent.futures.ThreadPoolExecutor(
+                    min(threads, len(pieces)), initializer=torch.set_num_threads, initargs=(1,)
+                ) as pool:
+                    futures = [pool.submit(make, piece) for piece in pieces]
+                failed = [i for i, f in enumerate(futures) if f.exception() is not None]
+            finally:
+                torch.set_num_threads(threads)
+        for i in failed:
+            for name in pieces[i][0]:
+                del done[name]
         return done
+
+    def _swappable(self, name: str, t: torch.Tensor, param: torch.Tensor) -> bool:
+        """True if ``t`` (pre-init target) is all of ``param`` and its matrix was computed ahead:
+        then the matrix's buffer can take the original values as the backup."""
+        assert self.prefetched is not None
+        return (name in self.prefetched and id(param) not in self.param_backup
+                and t.data_ptr() == param.data_ptr() and t.numel() == param.numel()
+                and param.is_contiguous() and type(param.detach()) is torch.Tensor)  # fmt: skip
+
+    def prepare(self) -> None:
+        """Before the first pass: the pre-init matrices computed ahead."""
+        self.prefetched = self._prefetch()
 
     def preinit(self, unit: _Unit) -> None:
         w = unit.weight
         if w.preinit_done:
             return
         if self.prefetched is None:
-            self.prefetched = self._prefetch()
+            self.prefetched = {}
         w.preinit_done = True
         if not (self.orthogonal_first or (self.zero_bias and unit.bias_param is not None)):
             return
-        self.backup(w.param)
         if self.orthogonal_first:
             for name, t, extra in self._ortho_targets(w):
-                if extra is not None:
-                    self.backup(extra)
-                q = self.prefetched.pop(name, None)
-                if q is None:
-                    _orthogonal(t, name, self.seed, self.generator)
+                param = w.param if extra is None else extra
+                if self._swappable(name, t, param):
+                    q = self.prefetched.pop(name).view(t.shape)
+                    with torch.no_grad():  # swap: t gets the matrix, its buffer the original
+                        old = self.scratch.like(t).copy_(t)
+                        t.copy_(q)
+                        q.copy_(old)
+                    self.param_backup[id(param)] = (param, q)
                 else:
-                    with torch.no_grad():
-                        t.copy_(q)  # the values _orthogonal writes, computed ahead
+                    self.backup(w.param)
+                    if extra is not None:
+                        self.backup(extra)
+                    ahead = self.prefetched.pop(name, None)
+                    if ahead is None:
+                        _orthogonal(t, name, self.seed, self.generator)
+                    else:
+                        with torch.no_grad():
+                            t.copy_(ahead.view(t.shape))  # the values _orthogonal writes, computed ahead
                 if extra is not None:
                     self.wrote(extra)
+        self.backup(w.param)
         b = unit.bias()
         if self.zero_bias and b is not None and unit.bias_param is not None:
             self.backup(unit.bias_param)
@@ -326,7 +371,7 @@ class _Run:
         name = unit.weight.name
         if t.numel() < 2:
             raise LSUVError(f"lsuv: layer {name!r} produced fewer than 2 values", name)
-        a, c, d, n = _stats(t, bias, dim, has_bias=has_bias)
+        a, c, d, n = _stats(t, bias, dim, has_bias=has_bias, scratch=self.scratch)
         if not self.include_bias:
             c = d = 0.0
         if not math.isfinite(a):
