@@ -22,6 +22,7 @@ from .._session import input_tensors, primary_output
 from .output import output_check
 from .report import AuditReport, AuditThresholds, LayerStats, WeightStats
 from .stats import (
+    Raw,
     _flat32,
     _grad_moments,
     _grad_stats,
@@ -235,11 +236,11 @@ def _run(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any],
          layers: str, handles: list[Any], seed: int, orig_rg: dict[torch.Tensor, bool]
          ) -> AuditReport:
     records: list[dict[str, Any]] = []
-    out_stats: list[torch.Tensor] = []
-    grad_stats: dict[int, torch.Tensor] = {}
+    out_stats: list[Raw] = []
+    grad_stats: dict[int, Raw] = {}
     calls: dict[str, int] = {}
 
-    norm_in: dict[int, tuple[torch.Tensor, int]] = {}  # row -> (raw norm, numel) of a norm's input
+    norm_in: dict[int, tuple[Raw, int]] = {}  # row -> (raw norm, numel) of a norm's input
     last: list[Any] = [None]  # the previous row's output tensor (for feeds_norm)
     readers: dict[int, tuple[torch.Tensor, int]] = {}  # id(input) -> (input, first reader)
     batch = _batch(args, kwargs)
@@ -257,7 +258,7 @@ def _run(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any],
     passes_from: dict[int, int] = {}  # pass-through row -> the row it passes on
     in_src: dict[int, tuple[str, int]] = {}  # row -> where its input gradient is measured
     in_hooked: dict[int, int] = {}  # id(input tensor) -> the row whose hook measures it
-    in_grad: dict[int, torch.Tensor] = {}  # row -> gradient stats at its input (hooks)
+    in_grad: dict[int, Raw] = {}  # row -> gradient stats at its input (hooks)
     dup_of: dict[int, int] = {}  # row -> the earlier row with the very same output tensor
 
     def make_hook(name: str, m: nn.Module) -> Callable[..., None]:
