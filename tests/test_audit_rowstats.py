@@ -92,6 +92,21 @@ def test_out_stats_match_exact_and_torch(n: int, dtype: torch.dtype) -> None:
         assert native[2] == float(x.min()) and native[3] == float(x.max())
 
 
+@pytest.mark.skipif(not getattr(S._rowstats, "AVX512", 0), reason="no AVX-512 on this CPU")
+@pytest.mark.parametrize("n", [1, 31, 32, 33, 1023, 1024, 1055, 65536, 196607, 196608, 200003,
+                               1 << 21])
+def test_avx512_kernel_is_bit_identical_to_the_portable_one(n: int) -> None:
+    # the same partial sums in the same lanes and order: the same bits, not just close
+    x = _data(n, torch.float32, seed=11)
+    x[n // 2] = -0.0
+    step = S._count_step(n)
+    for args in ((1, False, 0.0, False, 0.0, False), (step, False, 0.0, False, 0.0, True),
+                 (step, True, 0.05, True, 2.0, True), (1, True, -1.0, True, 1.0, True)):
+        fast = S._rowstats.moments(x.data_ptr(), n, 0, *args)
+        portable = S._rowstats.moments(x.data_ptr(), n, 0, *args, False)
+        assert fast == portable, (n, args)
+
+
 def test_counts_sample_and_thresholds_as_torch() -> None:
     # the thresholds are compared in float32, as torch compares a float32 tensor with a
     # Python float: float32(0.1) > 0.1, yet it counts as <= 0.1 in both paths

@@ -231,7 +231,7 @@ def _gated_terms(fn: Any) -> list[tuple[Any, torch.Tensor]]:
 
 
 def _run(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any],
-         floats: list[torch.Tensor], targets: Any, loss_fn: Callable[..., torch.Tensor] | None,
+         in_sq: tuple[float, int] | None, targets: Any, loss_fn: Callable[..., torch.Tensor] | None,
          th: AuditThresholds, plan_std: dict[str, tuple[float | None, str | None]],
          layers: str, handles: list[Any], seed: int, orig_rg: dict[torch.Tensor, bool]
          ) -> AuditReport:
@@ -438,7 +438,20 @@ def _run(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any],
         pnames.setdefault(prm, pn)
     plist = [p for p in pnames if p.requires_grad]
     grads: tuple[torch.Tensor | None, ...] = tuple(None for _ in plist)
+    # each parameter's gradient is measured as autograd hands it over (one hook per
+    # parameter, called once with the whole gradient), while it is still in cache: read
+    # after the backward, the gradients of a small model cost ~2x more (cold memory)
+    pgrad: dict[torch.Tensor, Raw] = {}
+
+    def make_phook(p: torch.Tensor) -> Callable[[torch.Tensor], None]:
+        def phook(g: torch.Tensor) -> None:
+            with torch.no_grad():
+                pgrad[p] = _param_grad_stats(g)
+        return phook
+
     if loss.requires_grad and plist:
+        for p in plist:
+            handles.append(p.register_hook(make_phook(p)))
         try:
             grads = torch.autograd.grad(loss, plist, allow_unused=True)
         except Exception as e:
@@ -448,8 +461,8 @@ def _run(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any],
     # Weight statistics: raw vectors per parameter (and its gradient, if any).
     plist_all = list(pnames)
     wraw = [_weight_stats(p) for p in plist_all]
-    graw = {i: _param_grad_stats(pg) for i, p in enumerate(plist_all)
-            if (pg := gmap.get(p)) is not None}
+    graw = {i: pgrad[p] if p in pgrad else _param_grad_stats(pg)
+            for i, p in enumerate(plist_all) if (pg := gmap.get(p)) is not None}
 
     # The one host sync for all statistics.
     for i, j in dup_of.items():
@@ -529,10 +542,8 @@ def _run(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any],
 
     # Rows.
     in_rms = None
-    if floats:
-        ss = sum(float((t.detach().double() ** 2).sum()) for t in floats)
-        cnt = sum(t.numel() for t in floats)
-        in_rms = math.sqrt(ss / max(cnt, 1))
+    if in_sq is not None:  # the floating-point inputs' Σx² and count (read by audit)
+        in_rms = math.sqrt(in_sq[0] / max(in_sq[1], 1))
     rows: list[LayerStats] = []
     param_owner = {id(mp): f"{n}" for n, mp in model.named_parameters()}
     for i, (rec, st) in enumerate(zip(records, fwd, strict=True)):

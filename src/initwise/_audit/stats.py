@@ -289,6 +289,20 @@ def _grad_moments(raw: list[float]) -> tuple[float, float]:
     return ss, gmax
 
 
+def _input_square_sum(t: torch.Tensor) -> float | None:
+    """``Σx²`` (float64) of a floating-point model input, ``None`` if it has a nan or an inf
+    (the C path: one read; the torch path: ``isfinite``, then a float64 sum)."""
+    t = t.detach()
+    nat = _native(t)
+    if nat is not None:
+        _, s2, lo, hi = _rowstats.moments(nat[0], t.numel(), nat[1], 1, False, 0.0, False, 0.0,
+                                          False)[:4]
+        return s2 if math.isfinite(lo) and math.isfinite(hi) else None
+    if not bool(torch.isfinite(t).all()):
+        return None
+    return float((t.double() ** 2).sum())
+
+
 def _read_raw(parts: list[Raw]) -> list[list[float]]:
     """The raw statistic vectors ``parts`` as host floats: one concatenation and one copy to
     the host per device (float32 and float64 parts concatenate to float64, exactly); parts
