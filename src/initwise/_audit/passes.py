@@ -261,15 +261,15 @@ def _run(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any],
     in_grad: dict[int, Raw] = {}  # row -> gradient stats at its input (hooks)
     dup_of: dict[int, int] = {}  # row -> the earlier row with the very same output tensor
 
-    def make_hook(name: str, m: nn.Module) -> Callable[..., None]:
+    def make_hook(name: str, m: nn.Module, leaf: bool, param_free: bool) -> Callable[..., None]:
         bounds = saturation_bounds(m)
         is_norm = m is not model and resets_scale(m)
         embedding = is_embedding(m)
         # what the module is does not change between calls: decided once, not per call
         type_name = layer_type(m)
-        kind = "output" if m is model and _kind(m) != "weighted" else _kind(m)
-        leaf = next(iter(m.children()), None) is None
-        param_free = next(iter(m.parameters(recurse=False)), None) is None
+        kind = _kind(m)
+        if m is model and kind != "weighted":
+            kind = "output"
         passes_on = param_free and not embedding and bounds is None and not is_norm \
             and not is_activation(m)
 
@@ -389,9 +389,9 @@ def _run(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any],
         if m in internals:
             continue
         is_leaf = next(iter(m.children()), None) is None
-        weighted = any(True for _ in m.parameters(recurse=False))
+        weighted = next(iter(m.parameters(recurse=False)), None) is not None
         if m is model or weighted or (layers == "leaves" and is_leaf):
-            handles.append(m.register_forward_hook(make_hook(name, m)))
+            handles.append(m.register_forward_hook(make_hook(name, m, is_leaf, not weighted)))
 
     try:
         out = model(*args, **kwargs)
@@ -555,7 +555,7 @@ def _run(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any],
         bounds = saturation_bounds(rec["module"])
         nonfinite = not (math.isfinite(lo) and math.isfinite(hi))
         mod = rec["module"]
-        own_zero = any(param_owner.get(id(mp)) in zero_params
+        own_zero = bool(zero_params) and any(param_owner.get(id(mp)) in zero_params
                        for pn, mp in mod.named_parameters(recurse=False)
                        if not pn.endswith("bias"))
         r = LayerStats(index=i, name=rec["name"], call=rec["call"], type=rec["type"],
