@@ -38,7 +38,12 @@ setup(
             "initwise.random._native",
             sources=["src/initwise/random/_native.c"],
             optional=True,
-        )
+        ),
+        Extension(
+            "initwise._audit._rowstats",
+            sources=["src/initwise/_audit/_rowstats.c"],
+            optional=True,
+        ),
     ],
     cmdclass={"build_ext": _BuildExt},
 )

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from initwise import audit
+from initwise._audit import stats as audit_stats
 from initwise._session import call_args, primary_output
 
 
@@ -200,8 +201,12 @@ def main() -> None:
     device = torch.device(args.device)
     torch.manual_seed(0)
     g = torch.Generator().manual_seed(0)
+    native = getattr(audit_stats, "_rowstats", None)
+    kernel = "torch kernels" if native is None else \
+        f"one C pass per tensor{' (AVX-512 float32)' if getattr(native, 'AVX512', 0) else ''}"
     print(f"torch {torch.__version__}, device {device}, threads {torch.get_num_threads()}, "
-          f"min of {args.repeats} interleaved, loadavg {os.getloadavg()[0]:.1f}")
+          f"min of {args.repeats} interleaved, loadavg {os.getloadavg()[0]:.1f}, "
+          f"CPU statistics: {kernel}")
     if "resnet" in args.models.split(","):
         bench("resnet18", resnet18(), torch.randn(32, 3, 32, 32, generator=g), args.repeats,
               device)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import math
 from collections.abc import Callable, Sequence
 from typing import Any, get_args
 
@@ -19,7 +20,7 @@ from .plot import plot_reports
 from .probes import correlation_trace, one_step_change, residual_growth
 from .report import AuditMode, AuditReport, AuditThresholds, Layers
 from .spectrum import _spectrum
-from .stats import _plan_map
+from .stats import _input_square_sum, _plan_map
 
 # ------------------------------------------------------------------------------------------
 # audit
@@ -123,9 +124,12 @@ def audit(
     if empty:
         raise ValueError(f"audit: inputs with no elements (shapes {empty}); pass a non-empty batch")
     floats = [t for t in tensors if t.is_floating_point()]
-    for t in floats:
-        if not bool(torch.isfinite(t).all()):
-            raise ValueError("audit: inputs contain non-finite values (nan or inf)")
+    squares = [_input_square_sum(t) for t in floats]
+    if any(ss is None for ss in squares):
+        raise ValueError("audit: inputs contain non-finite values (nan or inf)")
+    # the inputs' rms (the reference of the first rows): Σx² and the element count
+    in_sq = (math.fsum(ss for ss in squares if ss is not None),
+             sum(t.numel() for t in floats)) if floats else None
     if not isinstance(correlation, (bool, int, float)) or (
             not isinstance(correlation, bool) and not -1.0 <= float(correlation) <= 1.0):
         raise ValueError(f"audit: correlation must be True, False or a cosine c0 in [-1, 1], "
@@ -173,7 +177,7 @@ def audit(
 
             gargs = tuple(plain(a) for a in args)
             gkwargs = {k: plain(v) for k, v in kwargs.items()}
-            report = _run(model, gargs, gkwargs, floats, targets, loss_fn, th, plan_std, layers,
+            report = _run(model, gargs, gkwargs, in_sq, targets, loss_fn, th, plan_std, layers,
                           handles, seed, dict(state.requires_grad))
             for h in handles:  # the spectrum's transforms run without the audit's hooks
                 h.remove()

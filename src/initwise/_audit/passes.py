@@ -22,6 +22,7 @@ from .._session import input_tensors, primary_output
 from .output import output_check
 from .report import AuditReport, AuditThresholds, LayerStats, WeightStats
 from .stats import (
+    Raw,
     _flat32,
     _grad_moments,
     _grad_stats,
@@ -230,16 +231,16 @@ def _gated_terms(fn: Any) -> list[tuple[Any, torch.Tensor]]:
 
 
 def _run(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any],
-         floats: list[torch.Tensor], targets: Any, loss_fn: Callable[..., torch.Tensor] | None,
+         in_sq: tuple[float, int] | None, targets: Any, loss_fn: Callable[..., torch.Tensor] | None,
          th: AuditThresholds, plan_std: dict[str, tuple[float | None, str | None]],
          layers: str, handles: list[Any], seed: int, orig_rg: dict[torch.Tensor, bool]
          ) -> AuditReport:
     records: list[dict[str, Any]] = []
-    out_stats: list[torch.Tensor] = []
-    grad_stats: dict[int, torch.Tensor] = {}
+    out_stats: list[Raw] = []
+    grad_stats: dict[int, Raw] = {}
     calls: dict[str, int] = {}
 
-    norm_in: dict[int, tuple[torch.Tensor, int]] = {}  # row -> (raw norm, numel) of a norm's input
+    norm_in: dict[int, tuple[Raw, int]] = {}  # row -> (raw norm, numel) of a norm's input
     last: list[Any] = [None]  # the previous row's output tensor (for feeds_norm)
     readers: dict[int, tuple[torch.Tensor, int]] = {}  # id(input) -> (input, first reader)
     batch = _batch(args, kwargs)
@@ -257,18 +258,18 @@ def _run(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any],
     passes_from: dict[int, int] = {}  # pass-through row -> the row it passes on
     in_src: dict[int, tuple[str, int]] = {}  # row -> where its input gradient is measured
     in_hooked: dict[int, int] = {}  # id(input tensor) -> the row whose hook measures it
-    in_grad: dict[int, torch.Tensor] = {}  # row -> gradient stats at its input (hooks)
+    in_grad: dict[int, Raw] = {}  # row -> gradient stats at its input (hooks)
     dup_of: dict[int, int] = {}  # row -> the earlier row with the very same output tensor
 
-    def make_hook(name: str, m: nn.Module) -> Callable[..., None]:
+    def make_hook(name: str, m: nn.Module, leaf: bool, param_free: bool) -> Callable[..., None]:
         bounds = saturation_bounds(m)
         is_norm = m is not model and resets_scale(m)
         embedding = is_embedding(m)
         # what the module is does not change between calls: decided once, not per call
         type_name = layer_type(m)
-        kind = "output" if m is model and _kind(m) != "weighted" else _kind(m)
-        leaf = next(iter(m.children()), None) is None
-        param_free = next(iter(m.parameters(recurse=False)), None) is None
+        kind = _kind(m)
+        if m is model and kind != "weighted":
+            kind = "output"
         passes_on = param_free and not embedding and bounds is None and not is_norm \
             and not is_activation(m)
 
@@ -388,9 +389,9 @@ def _run(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any],
         if m in internals:
             continue
         is_leaf = next(iter(m.children()), None) is None
-        weighted = any(True for _ in m.parameters(recurse=False))
+        weighted = next(iter(m.parameters(recurse=False)), None) is not None
         if m is model or weighted or (layers == "leaves" and is_leaf):
-            handles.append(m.register_forward_hook(make_hook(name, m)))
+            handles.append(m.register_forward_hook(make_hook(name, m, is_leaf, not weighted)))
 
     try:
         out = model(*args, **kwargs)
@@ -437,7 +438,20 @@ def _run(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any],
         pnames.setdefault(prm, pn)
     plist = [p for p in pnames if p.requires_grad]
     grads: tuple[torch.Tensor | None, ...] = tuple(None for _ in plist)
+    # each parameter's gradient is measured as autograd hands it over (one hook per
+    # parameter, called once with the whole gradient), while it is still in cache: read
+    # after the backward, the gradients of a small model cost ~2x more (cold memory)
+    pgrad: dict[torch.Tensor, Raw] = {}
+
+    def make_phook(p: torch.Tensor) -> Callable[[torch.Tensor], None]:
+        def phook(g: torch.Tensor) -> None:
+            with torch.no_grad():
+                pgrad[p] = _param_grad_stats(g)
+        return phook
+
     if loss.requires_grad and plist:
+        for p in plist:
+            handles.append(p.register_hook(make_phook(p)))
         try:
             grads = torch.autograd.grad(loss, plist, allow_unused=True)
         except Exception as e:
@@ -447,8 +461,8 @@ def _run(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any],
     # Weight statistics: raw vectors per parameter (and its gradient, if any).
     plist_all = list(pnames)
     wraw = [_weight_stats(p) for p in plist_all]
-    graw = {i: _param_grad_stats(pg) for i, p in enumerate(plist_all)
-            if (pg := gmap.get(p)) is not None}
+    graw = {i: pgrad[p] if p in pgrad else _param_grad_stats(pg)
+            for i, p in enumerate(plist_all) if (pg := gmap.get(p)) is not None}
 
     # The one host sync for all statistics.
     for i, j in dup_of.items():
@@ -528,10 +542,8 @@ def _run(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any],
 
     # Rows.
     in_rms = None
-    if floats:
-        ss = sum(float((t.detach().double() ** 2).sum()) for t in floats)
-        cnt = sum(t.numel() for t in floats)
-        in_rms = math.sqrt(ss / max(cnt, 1))
+    if in_sq is not None:  # the floating-point inputs' Σx² and count (read by audit)
+        in_rms = math.sqrt(in_sq[0] / max(in_sq[1], 1))
     rows: list[LayerStats] = []
     param_owner = {id(mp): f"{n}" for n, mp in model.named_parameters()}
     for i, (rec, st) in enumerate(zip(records, fwd, strict=True)):
@@ -543,7 +555,7 @@ def _run(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any],
         bounds = saturation_bounds(rec["module"])
         nonfinite = not (math.isfinite(lo) and math.isfinite(hi))
         mod = rec["module"]
-        own_zero = any(param_owner.get(id(mp)) in zero_params
+        own_zero = bool(zero_params) and any(param_owner.get(id(mp)) in zero_params
                        for pn, mp in mod.named_parameters(recurse=False)
                        if not pn.endswith("bias"))
         r = LayerStats(index=i, name=rec["name"], call=rec["call"], type=rec["type"],
