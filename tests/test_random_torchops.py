@@ -165,3 +165,16 @@ def test_cuda_generated_on_device_equals_cpu():
             got = FILLS[dist](torch.empty(1000, 77, dtype=dtype, device="cuda"), k, **params)
             assert got.device.type == "cuda"
             assert torch.equal(got.cpu(), FILLS[dist](torch.empty(1000, 77, dtype=dtype), k, **params))
+
+
+@pytest.mark.parametrize("dtype", [torch.float8_e4m3fn, torch.float8_e5m2])
+def test_float8_fills_match_the_cpu_paths(dtype):
+    """float8 goes through the CPU's conversion on every path (float64 and float32 values)."""
+    k = iwr.key(8, "f8")
+    for dist, params in PARAMS[:3]:
+        want = [FILLS[dist](torch.empty(4099, dtype=dtype), k, offset=3, **params)]
+        for backend in ("numpy", "torch"):
+            with iwr.use_backend(backend):
+                want.append(FILLS[dist](torch.empty(4099, dtype=dtype), k, offset=3, **params))
+        bits = [w.view(torch.uint8) for w in want]
+        assert torch.equal(bits[0], bits[1]) and torch.equal(bits[0], bits[2]), dist

@@ -365,10 +365,13 @@ def _round_odd_f32(x: torch.Tensor) -> torch.Tensor:
 def round_to(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """Round float64 ``x`` to ``dtype`` once, exactly as the CPU path does (same device).
 
-    float32 ``x`` (normal32) is rounded by torch's float32 conversions (to nearest even).
+    float32 ``x`` (normal32) is rounded by torch's float32 conversions (to nearest even; other
+    formats such as float8 through the CPU's conversion, as the CPU path).
     """
     if x.dtype == _F32:
-        return x if dtype == _F32 else x.to(dtype)
+        if dtype in (_F32, _F64, torch.float16, torch.bfloat16):
+            return x.to(dtype)
+        return x.cpu().to(dtype).to(x.device)
     if dtype == _F64:
         return x
     if dtype == torch.float32:
