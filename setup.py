@@ -1,12 +1,12 @@
-"""Build the optional native fast path of ``initwise.random``.
+"""Build the optional native fast paths: ``initwise.random._native`` and ``initwise._audit._rowstats``.
 
-All metadata lives in pyproject.toml; this file only declares the C extension. It is
-``optional=True``: without a working C compiler the build is skipped and ``initwise.random``
-uses its bit-identical NumPy path.
+All metadata lives in pyproject.toml; this file only declares the C extensions. Both are
+``optional=True``: without a working C compiler the build is skipped, ``initwise.random``
+uses its bit-identical NumPy path and the audit its torch statistics.
 
 The flags matter for reproducibility, not just speed: the C code and the NumPy path perform
-the same IEEE-754 double operations in the same order, which holds only without FMA
-contraction and without fast-math. No ``-march=native``: the binary stays portable and picks
+the same IEEE-754 float64 and float32 operations in the same order, which holds only without
+FMA contraction and without fast-math. No ``-march=native``: the binary stays portable and picks
 AVX-512/AVX2 code at run time (GCC function multiversioning).
 """
 
