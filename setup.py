@@ -12,6 +12,8 @@ AVX-512/AVX2 code at run time (GCC function multiversioning).
 
 from __future__ import annotations
 
+import sys
+
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
@@ -28,7 +30,9 @@ class _BuildExt(build_ext):
         for ext in self.extensions:
             ext.extra_compile_args = list(_MSVC_FLAGS if msvc else _GCC_FLAGS)
             if not msvc:
-                ext.extra_link_args = ["-pthread"]
+                # -ldl: dlopen/dl_iterate_phdr on glibc < 2.34 (_rowstats finds the OpenMP
+                # runtime torch loaded; it never links or loads one itself)
+                ext.extra_link_args = ["-pthread"] + (["-ldl"] if sys.platform.startswith("linux") else [])
         super().build_extensions()
 
 

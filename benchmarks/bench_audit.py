@@ -202,8 +202,9 @@ def main() -> None:
     torch.manual_seed(0)
     g = torch.Generator().manual_seed(0)
     native = getattr(audit_stats, "_rowstats", None)
-    kernel = "torch kernels" if native is None else \
+    kernel = "torch kernels" if native is None else (
         f"one C pass per tensor{' (AVX-512 float32)' if getattr(native, 'AVX512', 0) else ''}"
+        f"{', on the OpenMP team' if native.openmp() else ', one thread'}")
     print(f"torch {torch.__version__}, device {device}, threads {torch.get_num_threads()}, "
           f"min of {args.repeats} interleaved, loadavg {os.getloadavg()[0]:.1f}, "
           f"CPU statistics: {kernel}")

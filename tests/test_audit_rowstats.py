@@ -14,6 +14,7 @@ are compared for equality.
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -105,6 +106,50 @@ def test_avx512_kernel_is_bit_identical_to_the_portable_one(n: int) -> None:
         fast = S._rowstats.moments(x.data_ptr(), n, 0, *args)
         portable = S._rowstats.moments(x.data_ptr(), n, 0, *args, False)
         assert fast == portable, (n, args)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+@pytest.mark.parametrize("n", [16383, 16384, 16385, 49153, 133120, 200003, 532480])
+def test_moments_do_not_depend_on_the_thread_count(n: int, dtype: torch.dtype) -> None:
+    # above one piece (16384 elements) the pieces may run on several threads; they are
+    # combined in one fixed order, so every thread count and both kernels give the same bits,
+    # and the strided sample continues across piece boundaries (counts as torch's on x[::step])
+    x = _data(n, dtype, seed=5)
+    x[n // 3] = 0.0
+    step = S._count_step(n)
+    code = S._NATIVE_DTYPES[dtype]
+    for args in ((1, False, 0.0, False, 0.0, False), (step, True, -0.5, True, 1.5, True),
+                 (1, True, -1.0, False, 0.0, True)):
+        got = {S._rowstats.moments(x.data_ptr(), n, code, *args, simd, threads)
+               for simd in (False, True) for threads in (1, 2, 3, 8)}
+        assert len(got) == 1, (n, dtype, args, got)
+        s1, s2, mn, mx, nz, below, above = got.pop()
+        e1, e2, a1, _ = _exact(x)
+        assert abs(s1 - e1) <= 2 * n * U64 * a1 and abs(s2 - e2) <= 2 * n * U64 * e2
+        f = x.double()
+        assert (mn, mx) == (float(f.min()), float(f.max()))
+        sample = x[:: args[0]].float()
+        assert nz == (float(torch.count_nonzero(sample)) if args[5] else 0.0)
+        assert below == (float((sample <= args[2]).sum()) if args[1] else 0.0)
+        assert above == (float((sample >= args[4]).sum()) if args[3] else 0.0)
+
+
+@pytest.mark.parametrize("shape", [(64, 1024), (300, 700), (1000, 1000), (3, 5), (2048, 64)])
+def test_weight_does_not_depend_on_the_thread_count(shape: tuple[int, int]) -> None:
+    for dtype in (torch.float32, torch.float64, torch.bfloat16):
+        w = _data(shape[0] * shape[1], dtype, seed=9).reshape(shape)
+        got = {S._rowstats.weight(w.data_ptr(), *shape, S._NATIVE_DTYPES[dtype], threads)
+               for threads in (1, 2, 3)}
+        assert len(got) == 1, (shape, dtype, got)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the runtime lookup is Linux-only")
+def test_statistics_find_torchs_openmp_runtime() -> None:
+    # torch's CPU build loads an OpenMP runtime; the statistics use its team rather than run
+    # on one thread (without this, the thread-count tests above would not exercise threads)
+    if not torch.backends.openmp.is_available():
+        pytest.skip("this torch build has no OpenMP")
+    assert S._rowstats.openmp()
 
 
 def test_counts_sample_and_thresholds_as_torch() -> None:

@@ -209,8 +209,8 @@ RS_INLINE void count_vec(cnt_t *c, vd x, vd lo, vd hi, const int bounds) {
 /* dt, counts, fuse (count every element: step 1) and bounds are constants in each inlined
    copy */
 RS_INLINE void moments_impl(const void *data, const int dt, Py_ssize_t n, Py_ssize_t step,
-                            double lo, double hi, const int counts, const int fuse,
-                            const int bounds, moments_t *out) {
+                            Py_ssize_t first, double lo, double hi, const int counts,
+                            const int fuse, const int bounds, moments_t *out) {
     vd s1[UNROLL], s2[UNROLL], mn[UNROLL], mx[UNROLL];
     for (int u = 0; u < UNROLL; u++) {
         s1[u] = s2[u] = v_set(0.0);
@@ -222,7 +222,7 @@ RS_INLINE void moments_impl(const void *data, const int dt, Py_ssize_t n, Py_ssi
     c.nz1 = c.below1 = c.above1 = 0;
     vd vlo = v_set(lo), vhi = v_set(hi);
     double sample[CHUNK];
-    Py_ssize_t next = 0; /* the next sampled index */
+    Py_ssize_t next = first; /* the next sampled index */
     for (Py_ssize_t start = 0; start < n; start += CHUNK) {
         Py_ssize_t end = n - start < CHUNK ? n : start + CHUNK, i = start;
         for (; i + UNROLL * LANES <= end; i += UNROLL * LANES) {
@@ -274,25 +274,26 @@ RS_INLINE void moments_impl(const void *data, const int dt, Py_ssize_t n, Py_ssi
     }
 
 RS_INLINE void moments_dt(const void *data, const int dt, Py_ssize_t n, Py_ssize_t step,
-                          double lo, double hi, int counts, int bounds, moments_t *out) {
+                          Py_ssize_t first, double lo, double hi, int counts, int bounds,
+                          moments_t *out) {
     if (!counts)
-        moments_impl(data, dt, n, step, lo, hi, 0, 0, 0, out);
+        moments_impl(data, dt, n, step, first, lo, hi, 0, 0, 0, out);
     else if (step == 1 && !bounds)
-        moments_impl(data, dt, n, step, lo, hi, 1, 1, 0, out);
+        moments_impl(data, dt, n, step, first, lo, hi, 1, 1, 0, out);
     else if (step == 1)
-        moments_impl(data, dt, n, step, lo, hi, 1, 1, 1, out);
+        moments_impl(data, dt, n, step, first, lo, hi, 1, 1, 1, out);
     else if (!bounds)
-        moments_impl(data, dt, n, step, lo, hi, 1, 0, 0, out);
+        moments_impl(data, dt, n, step, first, lo, hi, 1, 0, 0, out);
     else
-        moments_impl(data, dt, n, step, lo, hi, 1, 0, 1, out);
+        moments_impl(data, dt, n, step, first, lo, hi, 1, 0, 1, out);
 }
 
 RS_CLONES
-static void moments(const void *data, int dt, Py_ssize_t n, Py_ssize_t step, double lo,
-                    double hi, int counts, int bounds, moments_t *out) {
-    RS_DISPATCH(moments_dt(data, DT_F32, n, step, lo, hi, counts, bounds, out),
-                moments_dt(data, DT_F64, n, step, lo, hi, counts, bounds, out),
-                moments_dt(data, DT_BF16, n, step, lo, hi, counts, bounds, out))
+static void moments(const void *data, int dt, Py_ssize_t n, Py_ssize_t step, Py_ssize_t first,
+                    double lo, double hi, int counts, int bounds, moments_t *out) {
+    RS_DISPATCH(moments_dt(data, DT_F32, n, step, first, lo, hi, counts, bounds, out),
+                moments_dt(data, DT_F64, n, step, first, lo, hi, counts, bounds, out),
+                moments_dt(data, DT_BF16, n, step, first, lo, hi, counts, bounds, out))
 }
 
 /* The float32 moments with AVX-512 intrinsics: the same partial sums in the same lanes and
@@ -306,8 +307,8 @@ static void moments(const void *data, int dt, Py_ssize_t n, Py_ssize_t step, dou
 #define RS_AVX512 1
 
 __attribute__((target("avx512f,popcnt")))
-static int moments_f32_avx512(const float *p, Py_ssize_t n, Py_ssize_t step, double lo,
-                              double hi, int counts, int bounds, moments_t *out) {
+static int moments_f32_avx512(const float *p, Py_ssize_t n, Py_ssize_t step, Py_ssize_t first,
+                              double lo, double hi, int counts, int bounds, moments_t *out) {
     __m512d s1[UNROLL], s2[UNROLL];
     for (int u = 0; u < UNROLL; u++) s1[u] = s2[u] = _mm512_setzero_pd();
     __m512 mn0 = _mm512_set1_ps(INFINITY), mx0 = _mm512_set1_ps(-INFINITY);
@@ -315,16 +316,18 @@ static int moments_f32_avx512(const float *p, Py_ssize_t n, Py_ssize_t step, dou
     const __m512 zero = _mm512_setzero_ps();
     const __m512 vlo = _mm512_set1_ps((float)lo), vhi = _mm512_set1_ps((float)hi);
     long long nz = 0, below = 0, above = 0;
-    /* The sample 0, step, 2 step, ... as lane masks: the 16-float vector starting at 16 v
-       holds the sampled elements of mask[v % step] (step is odd or 1: the pattern repeats
-       every step vectors). Counting on it costs a mask and a popcount per vector. */
+    /* The sample first, first + step, first + 2 step, ... (first < step) as lane masks: the
+       16-float vector starting at 16 v holds the sampled elements of mask[v % step] (the
+       pattern repeats every step vectors). Counting on it costs a mask and a popcount per
+       vector. */
     uint16_t one = 0xFFFF, *mask = &one;
     Py_ssize_t period = 1, phase = 0;
     if (counts && step > 1) {
         period = step;
         mask = (uint16_t *)calloc((size_t)step, sizeof(uint16_t));
         if (mask == NULL) return -1;
-        for (Py_ssize_t k = 0; k < 16 * step; k += step) mask[k / 16] |= (uint16_t)(1u << (k % 16));
+        for (Py_ssize_t k = first; k < 16 * step; k += step)
+            mask[k / 16] |= (uint16_t)(1u << (k % 16));
     }
     Py_ssize_t i = 0;
     for (; i + UNROLL * LANES <= n; i += UNROLL * LANES) {
@@ -368,7 +371,7 @@ static int moments_f32_avx512(const float *p, Py_ssize_t n, Py_ssize_t step, dou
         double x = (double)p[k];
         tmn = x < tmn ? x : tmn;
         tmx = x > tmx ? x : tmx;
-        if (counts && k % step == 0) {
+        if (counts && k >= first && (k - first) % step == 0) {
             nz += x != 0.0;
             below += bounds && x <= lo;
             above += bounds && x >= hi;
@@ -419,6 +422,59 @@ RS_INLINE double spread_of(double nmin, double nmax, double nsum, Py_ssize_t k, 
     return nan ? NAN : (nmax - nmin) / (mean > 1e-30 ? mean : 1e-30);
 }
 
+/* Σx and Σx² of row `row` of an r x c matrix */
+RS_INLINE void row_sums(const void *data, const int dt, Py_ssize_t c, Py_ssize_t row,
+                        double *s1, double *s2) {
+    const Py_ssize_t base = row * c;
+    vd a1[UNROLL], a2[UNROLL];
+    for (int u = 0; u < UNROLL; u++) a1[u] = a2[u] = v_set(0.0);
+    Py_ssize_t i = 0;
+    for (; i + UNROLL * LANES <= c; i += UNROLL * LANES) {
+        RS_PREFETCH(data, base + i, dt);
+        for (int u = 0; u < UNROLL; u++) {
+            vd x = v_load_dt(data, base + i + u * LANES, dt);
+            a1[u] = v_add(a1[u], x);
+            a2[u] = v_add(a2[u], v_mul(x, x));
+        }
+    }
+    for (; i < c; i++) {
+        double x = s_load(data, base + i, dt);
+        LANE(a1[0], 0) += x;
+        LANE(a2[0], 0) += x * x;
+    }
+    *s1 = v_sum(v_fold(a1));
+    *s2 = v_sum(v_fold(a2));
+}
+
+/* rows [lo, hi) of the matrix: their sums into sums[2 row], sums[2 row + 1] */
+RS_CLONES
+static void rows_sums(const void *data, int dt, Py_ssize_t c, Py_ssize_t lo, Py_ssize_t hi,
+                      double *sums) {
+    for (Py_ssize_t row = lo; row < hi; row++)
+        RS_DISPATCH(row_sums(data, DT_F32, c, row, &sums[2 * row], &sums[2 * row + 1]),
+                    row_sums(data, DT_F64, c, row, &sums[2 * row], &sums[2 * row + 1]),
+                    row_sums(data, DT_BF16, c, row, &sums[2 * row], &sums[2 * row + 1]))
+}
+
+/* the row case's result from every row's sums, combined in row order */
+static void rows_combine(const double *sums, Py_ssize_t r, double *s1_out, double *s2_out,
+                         double *spread_out) {
+    double nmin = INFINITY, nmax = -INFINITY, nsum = 0.0, tot1 = 0.0, tot2 = 0.0;
+    int nan = 0;
+    for (Py_ssize_t row = 0; row < r; row++) {
+        double q = sums[2 * row + 1], nr = sqrt(q);
+        tot1 += sums[2 * row];
+        tot2 += q;
+        nan |= isnan(nr);
+        nmin = nr < nmin ? nr : nmin;
+        nmax = nr > nmax ? nr : nmax;
+        nsum += nr;
+    }
+    *s1_out = tot1;
+    *s2_out = tot2;
+    *spread_out = spread_of(nmin, nmax, nsum, r, nan);
+}
+
 RS_INLINE int weight_impl(const void *data, const int dt, Py_ssize_t r, Py_ssize_t c,
                           double *s1_out, double *s2_out, double *spread_out) {
     double nmin = INFINITY, nmax = -INFINITY, nsum = 0.0;
@@ -426,25 +482,10 @@ RS_INLINE int weight_impl(const void *data, const int dt, Py_ssize_t r, Py_ssize
     if (r <= c) { /* row norms */
         double tot1 = 0.0, tot2 = 0.0;
         for (Py_ssize_t row = 0; row < r; row++) {
-            const Py_ssize_t base = row * c;
-            vd a1[UNROLL], a2[UNROLL];
-            for (int u = 0; u < UNROLL; u++) a1[u] = a2[u] = v_set(0.0);
-            Py_ssize_t i = 0;
-            for (; i + UNROLL * LANES <= c; i += UNROLL * LANES) {
-                RS_PREFETCH(data, base + i, dt);
-                for (int u = 0; u < UNROLL; u++) {
-                    vd x = v_load_dt(data, base + i + u * LANES, dt);
-                    a1[u] = v_add(a1[u], x);
-                    a2[u] = v_add(a2[u], v_mul(x, x));
-                }
-            }
-            for (; i < c; i++) {
-                double x = s_load(data, base + i, dt);
-                LANE(a1[0], 0) += x;
-                LANE(a2[0], 0) += x * x;
-            }
-            double q = v_sum(v_fold(a2)), nr = sqrt(q);
-            tot1 += v_sum(v_fold(a1));
+            double s, q;
+            row_sums(data, dt, c, row, &s, &q);
+            double nr = sqrt(q);
+            tot1 += s;
             tot2 += q;
             nan |= isnan(nr);
             nmin = nr < nmin ? nr : nmin;
@@ -558,49 +599,197 @@ static double in_precision(double t, int dt) {
     return dt == DT_F64 ? t : (double)(float)t;
 }
 
+/* ------------------------------------------------------------------------------------ */
+/* Pieces and threads. A tensor of more than PIECE elements is reduced as the pieces       */
+/* [k PIECE, (k + 1) PIECE), each by the kernels above, and the pieces' results are        */
+/* combined in order k = 0, 1, ...: the values depend on n only, never on how many threads */
+/* computed the pieces. The threads are those of the OpenMP runtime torch already loaded   */
+/* (libgomp, or Intel's / LLVM's, which export the same GOMP_parallel entry point): the     */
+/* team torch's own parallel kernels use, idle while the audit's hooks run. No second      */
+/* runtime is ever loaded; without one (another platform) the pieces run one after another.*/
+/* ------------------------------------------------------------------------------------ */
+
+#define PIECE 16384 /* elements: a multiple of CHUNK and of 32; 64 KiB of float32 */
+
+typedef void (*gomp_parallel_fn)(void (*)(void *), void *, unsigned, unsigned);
+typedef int (*omp_int_fn)(void);
+static gomp_parallel_fn rs_gomp_parallel = NULL;
+static omp_int_fn rs_thread_num = NULL, rs_num_threads = NULL;
+
+#if defined(__linux__) && defined(__GNUC__)
+#include <dlfcn.h>
+#include <link.h>
+static int rs_find_omp(struct dl_phdr_info *info, size_t size, void *arg) {
+    (void)size;
+    (void)arg;
+    const char *name = info->dlpi_name;
+    if (name == NULL || *name == '\0') return 0;
+    const char *base = strrchr(name, '/');
+    base = base ? base + 1 : name;
+    if (strncmp(base, "libgomp", 7) && strncmp(base, "libiomp", 7) && strncmp(base, "libomp", 6))
+        return 0;
+    void *h = dlopen(name, RTLD_LAZY | RTLD_NOLOAD); /* already loaded: never a second copy */
+    if (h == NULL) return 0;
+    void *par = dlsym(h, "GOMP_parallel"), *num = dlsym(h, "omp_get_thread_num"),
+         *team = dlsym(h, "omp_get_num_threads");
+    if (par == NULL || num == NULL || team == NULL) {
+        dlclose(h);
+        return 0;
+    }
+    /* kept open (the reference dlopen took) for the life of the process */
+    memcpy(&rs_gomp_parallel, &par, sizeof par);
+    memcpy(&rs_thread_num, &num, sizeof num);
+    memcpy(&rs_num_threads, &team, sizeof team);
+    return 1;
+}
+#endif
+
+static int rs_omp_state = 0; /* 0: not looked for yet, 1: found, -1: none */
+
+/* the loaded OpenMP runtime's entry points, looked for once (after torch has loaded its own) */
+static int rs_have_omp(void) {
+    if (rs_omp_state == 0) {
+#if defined(__linux__) && defined(__GNUC__)
+        dl_iterate_phdr(rs_find_omp, NULL);
+#endif
+        rs_omp_state = rs_gomp_parallel != NULL ? 1 : -1;
+    }
+    return rs_omp_state == 1;
+}
+
+typedef struct {
+    const char *data;
+    size_t esize;
+    int dt, counts, bounds, simd;
+    Py_ssize_t n, step, pieces;
+    double lo, hi;
+    moments_t *out;
+    volatile int failed;
+} moments_job;
+
+static void moments_piece(moments_job *j, Py_ssize_t k) {
+    Py_ssize_t start = k * PIECE, len = j->n - start < PIECE ? j->n - start : PIECE;
+    Py_ssize_t first = (j->step - start % j->step) % j->step; /* first sampled index in it */
+    const void *data = j->data + (size_t)start * j->esize;
+#if defined(RS_AVX512)
+    if (j->dt == DT_F32 && j->simd && have_avx512) {
+        if (moments_f32_avx512((const float *)data, len, j->step, first, j->lo, j->hi, j->counts,
+                               j->bounds, &j->out[k]))
+            j->failed = 1;
+        return;
+    }
+#endif
+    moments(data, j->dt, len, j->step, first, j->lo, j->hi, j->counts, j->bounds, &j->out[k]);
+}
+
+static void moments_worker(void *arg) {
+    moments_job *j = (moments_job *)arg;
+    int t = rs_thread_num(), nt = rs_num_threads();
+    for (Py_ssize_t k = t; k < j->pieces; k += nt) moments_piece(j, k);
+}
+
 static PyObject *py_moments(PyObject *self, PyObject *args) {
     unsigned long long ptr;
     Py_ssize_t n, step;
-    int dt, has_lo, has_hi, counts, simd = 1;
+    int dt, has_lo, has_hi, counts, simd = 1, threads = 1;
     double lo, hi;
     (void)self;
-    if (!PyArg_ParseTuple(args, "Kninpdpdp|p", &ptr, &n, &dt, &step, &has_lo, &lo, &has_hi, &hi,
-                          &counts, &simd))
+    if (!PyArg_ParseTuple(args, "Kninpdpdp|pi", &ptr, &n, &dt, &step, &has_lo, &lo, &has_hi,
+                          &hi, &counts, &simd, &threads))
         return NULL;
     if (check_dt(dt)) return NULL;
     if (n <= 0 || step <= 0) {
         PyErr_SetString(PyExc_ValueError, "_rowstats.moments: n and step must be positive");
         return NULL;
     }
-    moments_t r;
-    lo = has_lo ? in_precision(lo, dt) : -INFINITY;
-    hi = has_hi ? in_precision(hi, dt) : INFINITY;
-    const void *data = (const void *)(uintptr_t)ptr;
-#if defined(RS_AVX512)
-    if (dt == DT_F32 && simd && have_avx512) {
-        if (moments_f32_avx512((const float *)data, n, step, lo, hi, counts, has_lo || has_hi,
-                               &r))
-            return PyErr_NoMemory();
-    } else
-#endif
-        moments(data, dt, n, step, lo, hi, counts, has_lo || has_hi, &r);
+    moments_job j;
+    j.data = (const char *)(uintptr_t)ptr;
+    j.esize = dt == DT_F64 ? 8 : dt == DT_F32 ? 4 : 2;
+    j.dt = dt;
+    j.counts = counts;
+    j.bounds = has_lo || has_hi;
+    j.simd = simd;
+    j.n = n;
+    j.step = step;
+    j.pieces = (n + PIECE - 1) / PIECE;
+    j.lo = has_lo ? in_precision(lo, dt) : -INFINITY;
+    j.hi = has_hi ? in_precision(hi, dt) : INFINITY;
+    j.failed = 0;
+    moments_t one, *parts = &one;
+    if (j.pieces > 1) {
+        parts = (moments_t *)malloc((size_t)j.pieces * sizeof(moments_t));
+        if (parts == NULL) return PyErr_NoMemory();
+    }
+    j.out = parts;
+    if (j.pieces > 1 && threads > 1 && rs_have_omp()) {
+        unsigned team = (unsigned)(threads < j.pieces ? threads : j.pieces);
+        rs_gomp_parallel(moments_worker, &j, team, 0);
+    } else {
+        for (Py_ssize_t k = 0; k < j.pieces; k++) moments_piece(&j, k);
+    }
+    if (j.failed) {
+        if (parts != &one) free(parts);
+        return PyErr_NoMemory();
+    }
+    moments_t r = parts[0];
+    for (Py_ssize_t k = 1; k < j.pieces; k++) { /* in order: the same sums for any threads */
+        const moments_t *q = &parts[k];
+        r.s1 += q->s1;
+        r.s2 += q->s2;
+        r.mn = q->mn < r.mn ? q->mn : r.mn;
+        r.mx = q->mx > r.mx ? q->mx : r.mx;
+        r.nz += q->nz;
+        r.below += q->below;
+        r.above += q->above;
+    }
+    if (parts != &one) free(parts);
+    if (isnan(r.s2)) r.mn = r.mx = NAN; /* as each piece: NaN anywhere, NaN extremes */
     return Py_BuildValue("(ddddddd)", r.s1, r.s2, r.mn, r.mx, r.nz, has_lo ? r.below : 0.0,
                          has_hi ? r.above : 0.0);
+}
+
+typedef struct {
+    const void *data;
+    int dt;
+    Py_ssize_t r, c, blocks;
+    double *sums;
+} rows_job;
+
+static void rows_worker(void *arg) {
+    rows_job *j = (rows_job *)arg;
+    int t = rs_thread_num(), nt = rs_num_threads();
+    Py_ssize_t per = PIECE / j->c > 0 ? PIECE / j->c : 1; /* rows per block */
+    for (Py_ssize_t b = t; b < j->blocks; b += nt) {
+        Py_ssize_t lo = b * per, hi = lo + per < j->r ? lo + per : j->r;
+        rows_sums(j->data, j->dt, j->c, lo, hi, j->sums);
+    }
 }
 
 static PyObject *py_weight(PyObject *self, PyObject *args) {
     unsigned long long ptr;
     Py_ssize_t r, c;
-    int dt;
+    int dt, threads = 1;
     (void)self;
-    if (!PyArg_ParseTuple(args, "Knni", &ptr, &r, &c, &dt)) return NULL;
+    if (!PyArg_ParseTuple(args, "Knni|i", &ptr, &r, &c, &dt, &threads)) return NULL;
     if (check_dt(dt)) return NULL;
     if (r <= 0 || c <= 0) {
         PyErr_SetString(PyExc_ValueError, "_rowstats.weight: rows and columns must be positive");
         return NULL;
     }
     double s1, s2, spread;
-    if (weight((const void *)(uintptr_t)ptr, dt, r, c, &s1, &s2, &spread)) return PyErr_NoMemory();
+    const void *data = (const void *)(uintptr_t)ptr;
+    Py_ssize_t per = PIECE / c > 0 ? PIECE / c : 1;
+    Py_ssize_t blocks = (r + per - 1) / per;
+    if (r <= c && blocks > 1 && threads > 1 && rs_have_omp()) {
+        /* the rows' sums in parallel, combined in row order: the bits of the serial loop */
+        rows_job j = {data, dt, r, c, blocks, (double *)malloc((size_t)r * 2 * sizeof(double))};
+        if (j.sums == NULL) return PyErr_NoMemory();
+        rs_gomp_parallel(rows_worker, &j, (unsigned)(threads < blocks ? threads : blocks), 0);
+        rows_combine(j.sums, r, &s1, &s2, &spread);
+        free(j.sums);
+    } else if (weight(data, dt, r, c, &s1, &s2, &spread)) {
+        return PyErr_NoMemory();
+    }
     return Py_BuildValue("(ddd)", s1, s2, spread);
 }
 
@@ -620,14 +809,23 @@ static PyObject *py_shifted(PyObject *self, PyObject *args) {
     return Py_BuildValue("(ddd)", x0, d1, d2);
 }
 
+static PyObject *py_openmp(PyObject *self, PyObject *args) {
+    (void)self;
+    (void)args;
+    return PyBool_FromLong(rs_have_omp());
+}
+
 static PyMethodDef methods[] = {
+    {"openmp", py_openmp, METH_NOARGS,
+     "openmp() -> True if the statistics can run on the loaded OpenMP runtime's threads"},
     {"moments", py_moments, METH_VARARGS,
-     "moments(ptr, n, dtype, step, has_lo, lo, has_hi, hi, counts, simd=True) -> (sum, sum of "
-     "squares, min, max, nonzeros, below, above); the counts on elements 0, step, 2 step, ...; "
-     "simd=False: the portable kernel (the same values)"},
+     "moments(ptr, n, dtype, step, has_lo, lo, has_hi, hi, counts, simd=True, threads=1) -> "
+     "(sum, sum of squares, min, max, nonzeros, below, above); the counts on elements 0, step, "
+     "2 step, ...; simd=False: the portable kernel (the same values); threads: at most this "
+     "many threads of the loaded OpenMP runtime (the same values for any number)"},
     {"weight", py_weight, METH_VARARGS,
-     "weight(ptr, rows, cols, dtype) -> (sum, sum of squares, spread of the row norms if "
-     "rows <= cols else of the column norms)"},
+     "weight(ptr, rows, cols, dtype, threads=1) -> (sum, sum of squares, spread of the row "
+     "norms if rows <= cols else of the column norms); threads: as moments (the same values)"},
     {"shifted", py_shifted, METH_VARARGS,
      "shifted(ptr, n, dtype) -> (x0, sum(x - x0), sum((x - x0)^2))"},
     {NULL, NULL, 0, NULL},

@@ -69,6 +69,13 @@ Raw = torch.Tensor | list[float]
 """A statistic's raw vector: on the device (torch path) or already host floats (C path)."""
 
 
+def _threads() -> int:
+    """How many threads the C statistics may use: torch's intra-op setting. They run on the
+    OpenMP team torch's own kernels use (idle while a hook runs), in pieces combined in a
+    fixed order, so every value is the same at any thread count (``_rowstats.c``)."""
+    return torch.get_num_threads()
+
+
 def _native(x: torch.Tensor) -> tuple[int, int] | None:
     """``(address, dtype code)`` of ``x``'s data when the C statistics can read it in place:
     the extension is built, ``x`` is a plain, non-empty, contiguous, strided CPU tensor of a
@@ -125,7 +132,7 @@ def _out_stats(x: torch.Tensor, bounds: tuple[float | None, float | None] | None
         n = x.numel()
         raw = _rowstats.moments(nat[0], n, nat[1], _count_step(n), t_lo is not None,
                                 0.0 if t_lo is None else t_lo, t_hi is not None,
-                                0.0 if t_hi is None else t_hi, True)
+                                0.0 if t_hi is None else t_hi, True, True, _threads())
         return list(raw if bounds is not None else raw[:5])
     f = _flat32(x)
     lo, hi = torch.aminmax(f)
@@ -163,7 +170,7 @@ def _norm(x: torch.Tensor) -> Raw:
     nat = _native(x)
     if nat is not None:
         return [_rowstats.moments(nat[0], x.numel(), nat[1], 1, False, 0.0, False, 0.0,
-                                  False)[1]]
+                                  False, True, _threads())[1]]
     f = _flat32(x)
     return torch.dot(f, f).reshape(1)
 
@@ -192,9 +199,10 @@ def _weight_stats(p: torch.Tensor) -> Raw:
     nat = _native(p)
     if nat is not None:
         if p.dim() >= 2:
-            return list(_rowstats.weight(nat[0], p.shape[0], p.numel() // p.shape[0], nat[1]))
+            return list(_rowstats.weight(nat[0], p.shape[0], p.numel() // p.shape[0], nat[1],
+                                         _threads()))
         s1, s2 = _rowstats.moments(nat[0], p.numel(), nat[1], 1, False, 0.0, False, 0.0,
-                                   False)[:2]
+                                   False, True, _threads())[:2]
         return [s1, s2, math.nan]
     f = _flat32(p)
     if f.numel() == 0:
@@ -257,7 +265,8 @@ def _param_grad_stats(g: torch.Tensor) -> Raw:
     nat = _native(g)
     if nat is not None:
         n = g.numel()
-        raw = _rowstats.moments(nat[0], n, nat[1], _count_step(n), False, 0.0, False, 0.0, True)
+        raw = _rowstats.moments(nat[0], n, nat[1], _count_step(n), False, 0.0, False, 0.0, True,
+                                True, _threads())
         return [raw[1], raw[4]]
     f = _flat32(g)
     c, _ = _count_view(f)
@@ -275,7 +284,8 @@ def _grad_stats(g: torch.Tensor) -> Raw:
     g = g.detach()
     nat = _native(g)
     if nat is not None:
-        raw = _rowstats.moments(nat[0], g.numel(), nat[1], 1, False, 0.0, False, 0.0, False)
+        raw = _rowstats.moments(nat[0], g.numel(), nat[1], 1, False, 0.0, False, 0.0, False,
+                                True, _threads())
         return [raw[1], raw[2], raw[3]]
     f = _flat32(g)
     lo, hi = torch.aminmax(f)
@@ -296,7 +306,7 @@ def _input_square_sum(t: torch.Tensor) -> float | None:
     nat = _native(t)
     if nat is not None:
         _, s2, lo, hi = _rowstats.moments(nat[0], t.numel(), nat[1], 1, False, 0.0, False, 0.0,
-                                          False)[:4]
+                                          False, True, _threads())[:4]
         return s2 if math.isfinite(lo) and math.isfinite(hi) else None
     if not bool(torch.isfinite(t).all()):
         return None
