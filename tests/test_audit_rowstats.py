@@ -13,6 +13,7 @@ are compared for equality.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import sys
 from collections.abc import Callable, Iterator
@@ -150,6 +151,18 @@ def test_statistics_find_torchs_openmp_runtime() -> None:
     if not torch.backends.openmp.is_available():
         pytest.skip("this torch build has no OpenMP")
     assert S._rowstats.openmp()
+
+
+def test_statistics_record_no_autograd_history() -> None:
+    # the audit's hooks call them in grad mode, without torch.no_grad()
+    y = (torch.randn(300, 7) * torch.ones(1, requires_grad=True))
+    w = nn.Parameter(torch.randn(5, 9))
+    for use_c in (True, False):
+        with torch_path() if not use_c else contextlib.nullcontext():
+            for raw in (S._out_stats(y, (0.0, None), 0.05), S._norm(y), S._grad_stats(y),
+                        S._param_grad_stats(w), S._weight_stats(w)):
+                assert not (isinstance(raw, torch.Tensor) and raw.requires_grad)
+                assert isinstance(raw, list) == use_c
 
 
 def test_counts_sample_and_thresholds_as_torch() -> None:

@@ -308,8 +308,7 @@ def _run(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any],
                                         for t in (inp if isinstance(inp, tuple) else (inp,))):
                 rec["reads_input"] = True
                 if x_in is not None and x_in.is_floating_point():
-                    with torch.no_grad():
-                        norm_in[idx] = (_norm(x_in), x_in.numel())
+                    norm_in[idx] = (_norm(x_in), x_in.numel())
             records.append(rec)
             # a container (or the model) returning its last layer's output: the same tensor,
             # the same statistics and gradient, measured once
@@ -318,8 +317,7 @@ def _run(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any],
                 dup_of[idx] = same
                 out_stats.append(out_stats[same])
             else:
-                with torch.no_grad():
-                    out_stats.append(_out_stats(y, bounds, th.saturation_margin))
+                out_stats.append(_out_stats(y, bounds, th.saturation_margin))
             rec["bounds"] = bounds
             src = row_of.get(id(x_in)) if x_in is not None else None
             rec["src"] = src
@@ -335,8 +333,7 @@ def _run(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any],
                     in_src[idx] = ("hook", idx)
 
                     def ihook(g: torch.Tensor) -> None:
-                        with torch.no_grad():
-                            in_grad[idx] = _grad_stats(g)
+                        in_grad[idx] = _grad_stats(g)
                     handles.append(x_in.register_hook(ihook))
                 # residual sums: the rows whose outputs are added (directly, or through shape
                 # ops and nested sums) to form this row's input are addends
@@ -360,8 +357,7 @@ def _run(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any],
             x = x_in if is_norm else None
             if x is not None and x.numel() > 0:
                 rec["norm"] = True
-                with torch.no_grad():
-                    norm_in[idx] = (_norm(x), x.numel())
+                norm_in[idx] = (_norm(x), x.numel())
                 prev = last[0]
                 if prev is not None and prev[1] is x:
                     records[prev[0]]["feeds_norm"] = True
@@ -378,8 +374,7 @@ def _run(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any],
 
                 if idx not in dup_of:
                     def ghook(g: torch.Tensor) -> None:
-                        with torch.no_grad():
-                            grad_stats[idx] = _grad_stats(g)
+                        grad_stats[idx] = _grad_stats(g)
                     handles.append(y.register_hook(ghook))
 
         return hook
@@ -445,8 +440,7 @@ def _run(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any],
 
     def make_phook(p: torch.Tensor) -> Callable[[torch.Tensor], None]:
         def phook(g: torch.Tensor) -> None:
-            with torch.no_grad():
-                pgrad[p] = _param_grad_stats(g)
+            pgrad[p] = _param_grad_stats(g)
         return phook
 
     if loss.requires_grad and plist:
