@@ -831,8 +831,11 @@ def _haar_from_reflectors(at: torch.Tensor, out: torch.Tensor | None = None) -> 
                 q = q if out is None else out.copy_(q)
         else:
             q = torch.empty(at.shape, dtype=at.dtype).transpose(-2, -1) if out is None else out
+            # ``out`` laid over ``at`` (as _orthogonal_stack passes it): Q is formed where the
+            # reflectors are, as LAPACK does, without first copying them there
+            over = q.data_ptr() == v.data_ptr() and q.stride() == v.stride()
             for vi, ti, qi in zip(v, tau, q, strict=True):
-                torch.linalg.householder_product(vi, ti, out=qi)
+                torch.linalg.householder_product(vi, ti, out=vi if over else qi)
         return q.mul_(torch.where(beta < 0, -1.0, 1.0).unsqueeze(-2))
 
 
@@ -928,14 +931,16 @@ def _orthogonal_stack(keys: Sequence[Key], rows: int, cols: int, dtype: torch.dt
         return result
     per = max(1, min(k, _STACK_BYTES // (lo * hi * result.element_size())))
     with _one_thread(), torch.no_grad():
-        scratch = torch.empty(per, lo, hi, dtype=dtype)
+        # Q^T, row-major (rows <= cols), is Q column-major: the Gaussian is drawn in dest's
+        # memory and Q formed over it; a tall Q is transposed into dest from a scratch
+        scratch = None if rows <= cols else torch.empty(per, lo, hi, dtype=dtype)
         for start in range(0, k, per):
             chunk = keys[start : start + per]
-            at = scratch[: len(chunk)]
+            dest = result[start : start + len(chunk)]
+            at = dest if scratch is None else scratch[: len(chunk)]
             for a, key in zip(at, chunk, strict=True):
                 _draw_normal(a, 0.0, 1.0, key)
-            dest = result[start : start + len(chunk)]
-            if rows <= cols:  # Q^T, row-major: Q lands column-major in dest's memory
+            if scratch is None:
                 _haar_from_reflectors(at, out=dest.transpose(-2, -1))
             else:
                 dest.copy_(_haar_from_reflectors(at))
