@@ -1258,3 +1258,38 @@ def test_outputs_rescaled_in_place_only_where_nothing_else_sees_them(monkeypatch
         handle.remove()
     assert chosen[-1] == []
     assert len(held) > 10 and all(torch.equal(out, saved) for out, saved in held)
+
+
+def test_value_checks_only_where_the_forward_runs_code_of_its_own(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Writes through ``.data`` bump no version counter, so the first pass compares sums of the
+    calibrated weights at its end; a model made only of torch.nn's modules runs no code that
+    could write them and skips that pass over the weights. A hook of the user's (here one that
+    scales a calibrated weight through ``.data``) is code of its own: the write is found."""
+    from initwise._lsuv import run as lsuv_run
+
+    seen: list[tuple[bool, list[float | None]]] = []
+    real_end = lsuv_run._Run.proof_end
+
+    def spy(self: Any) -> None:
+        seen.append((self.own_code, [total for _, _, total in self.final.values()]))
+        real_end(self)
+
+    monkeypatch.setattr(lsuv_run._Run, "proof_end", spy)
+    x = _randn(64, 16)
+
+    def build() -> nn.Module:
+        torch.manual_seed(0)
+        return nn.Sequential(nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 8))
+
+    report = lsuv(build(), x)
+    assert report.forward_passes == 1 and not report.verify_reasons
+    assert seen[-1] == (False, [None, None])
+    model = build()
+
+    def scale_first(m: nn.Module, i: Any, o: torch.Tensor) -> None:
+        model[0].weight.data.mul_(1.5)
+
+    model[2].register_forward_hook(scale_first)
+    with pytest.warns(InitwiseWarning, match="not converged"):
+        _reasons_and_check(model, x, "0.weight is modified during the forward pass after")
+    assert seen[-1][0] is True and all(isinstance(t, float) for t in seen[-1][1])
