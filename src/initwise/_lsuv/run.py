@@ -27,6 +27,7 @@ from .proof import (
     _func_name,
     _orthogonal,
     _stock_forward,
+    _torch_nn_only,
     _Watch,
 )
 from .report import LSUVStep
@@ -37,13 +38,6 @@ logger = logging.getLogger("initwise.lsuv")
 
 _IN_PLACE = (nn.Linear, *CONV_TYPES)  # output rescaled in place when nothing else can see it
 _PREFETCH_BYTES = 256 << 20  # pre-init matrices computed ahead of the pass, at most this much
-
-
-def _torch_nn_only(m: nn.Module) -> bool:
-    """``m`` is one of torch.nn's own modules, run as torch defines it: no method replaced on
-    the instance, no hook of its own."""
-    return (type(m).__module__.startswith("torch.nn.modules.") and not _torch.has_module_hooks(m)
-            and not any(callable(v) and hasattr(type(m), k) for k, v in vars(m).items()))  # fmt: skip
 
 
 class _Run:
