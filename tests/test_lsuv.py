@@ -1190,3 +1190,106 @@ def test_failure_after_pre_init_computed_ahead_restores_bitwise(threads: int) ->
         torch.set_num_threads(prev)
     assert_bitwise(model, snap)
     assert_no_hooks(model)
+
+
+def test_outputs_rescaled_in_place_only_where_nothing_else_sees_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stock layer's output is rescaled where it is (no new tensor per layer); the weights
+    and the report are bitwise those of the copying path. A subclass with its own forward (it
+    may keep its output), a layer with a forward hook of its own or any layer under a global
+    hook (they may hold the output) and HF's Conv1D (a view) get a rescaled copy: the tensors
+    they hold keep their values."""
+    from transformers.pytorch_utils import Conv1D
+
+    from initwise._lsuv import run as lsuv_run
+
+    held: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    class Keeps(nn.Linear):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            out = super().forward(x)
+            held.append((out, out.clone()))
+            return out
+
+    def hold(m: nn.Module, i: Any, o: torch.Tensor) -> None:
+        held.append((o, o.clone()))
+
+    def build() -> nn.Module:
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(32, 48), nn.ReLU(), nn.Conv1d(6, 6, 3, padding=1), nn.Tanh(),
+                              nn.Linear(48, 48, bias=False), Keeps(48, 48), nn.ReLU(),
+                              nn.Linear(48, 48), Conv1D(48, 48), nn.Linear(48, 48))  # fmt: skip
+        model[7].register_forward_hook(hold)
+        return model
+
+    x = _randn(4, 6, 32)
+    chosen: list[list[int]] = []
+    real_install = lsuv_run._Run.install
+
+    def spy(self: Any) -> list[Any]:
+        handles = real_install(self)
+        index = {id(m): i for i, m in enumerate(self.model)}
+        chosen.append(sorted(index[k] for k in self.in_place))
+        return handles
+
+    monkeypatch.setattr(lsuv_run._Run, "install", spy)
+    results = []
+    for in_place in (True, False):
+        model = build()
+        with monkeypatch.context() as m:
+            if not in_place:
+                m.setattr(lsuv_run, "_IN_PLACE", ())
+            results.append((model, lsuv(model, x, seed=1)))
+        assert len(held) >= 4  # Keeps and the hooked layer, in both passes
+        for out, saved in held:
+            assert torch.equal(out, saved)
+        held.clear()
+    assert chosen == [[0, 2, 4, 9], []]
+    (a, ra), (b, rb) = results
+    assert all(r.scale != 1.0 for r in ra.layers)
+    for (name, p), q in zip(a.named_parameters(), b.parameters(), strict=True):
+        assert torch.equal(p, q), name
+    assert [(r.std_before, r.std_after, r.scale) for r in ra.layers] == \
+        [(r.std_before, r.std_after, r.scale) for r in rb.layers]  # fmt: skip
+    # a global hook may hold any output: no layer is rescaled in place
+    handle = nn.modules.module.register_module_forward_hook(hold)
+    try:
+        lsuv(build(), x, seed=1)
+    finally:
+        handle.remove()
+    assert chosen[-1] == []
+    assert len(held) > 10 and all(torch.equal(out, saved) for out, saved in held)
+
+
+def test_value_checks_only_where_the_forward_runs_code_of_its_own(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Writes through ``.data`` bump no version counter, so the first pass compares sums of the
+    calibrated weights at its end; a model made only of torch.nn's modules runs no code that
+    could write them and skips that pass over the weights. A hook of the user's (here one that
+    scales a calibrated weight through ``.data``) is code of its own: the write is found."""
+    from initwise._lsuv import run as lsuv_run
+
+    seen: list[tuple[bool, list[float | None]]] = []
+    real_end = lsuv_run._Run.proof_end
+
+    def spy(self: Any) -> None:
+        seen.append((self.own_code, [total for _, _, total in self.final.values()]))
+        real_end(self)
+
+    monkeypatch.setattr(lsuv_run._Run, "proof_end", spy)
+    x = _randn(64, 16)
+
+    def build() -> nn.Module:
+        torch.manual_seed(0)
+        return nn.Sequential(nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 8))
+
+    report = lsuv(build(), x)
+    assert report.forward_passes == 1 and not report.verify_reasons
+    assert seen[-1] == (False, [None, None])
+    model = build()
+
+    def scale_first(m: nn.Module, i: Any, o: torch.Tensor) -> None:
+        model[0].weight.data.mul_(1.5)
+
+    model[2].register_forward_hook(scale_first)
+    with pytest.warns(InitwiseWarning, match="not converged"):
+        _reasons_and_check(model, x, "0.weight is modified during the forward pass after")
+    assert seen[-1][0] is True and all(isinstance(t, float) for t in seen[-1][1])

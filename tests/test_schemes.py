@@ -271,20 +271,30 @@ def test_keyed_orthogonal_is_haar(shape: tuple[int, int]) -> None:
         assert abs(np.mean(np.array(det) > 0) - 0.5) < 6 * 0.5 * se
 
 
+@pytest.mark.parametrize("chunks", ["default", "small"])
 @pytest.mark.parametrize(
     ("rows", "cols", "dtype"),
     [(256, 256, torch.float32), (48, 80, torch.float32), (80, 48, torch.float32),
      (37, 37, torch.float64), (5, 1, torch.float32), (96, 288, torch.float32)],
 )  # fmt: skip
-def test_keyed_orthogonal_stack_gives_each_matrix_its_own_bits(rows: int, cols: int, dtype: torch.dtype) -> None:
-    """LSUV's pre-init forms keyed matrices of one shape as a stack, a few at a time (issue 19
+def test_keyed_orthogonal_stack_gives_each_matrix_its_own_bits(
+    monkeypatch: pytest.MonkeyPatch, rows: int, cols: int, dtype: torch.dtype, chunks: str
+) -> None:
+    """LSUV's pre-init forms keyed matrices of one shape as a stack, several at a time (issue 19
     item 5): each is bitwise the matrix of the unstacked path (``_orthogonal_matrix``: Q from
     its own orgqr, then copied), whatever its place in the stack and the chunk it lands in
-    (here at least two full chunks and a partial one), and what ``orthogonal_`` writes."""
-    from initwise._schemes import _STACK_BYTES, _orthogonal_matrix, _orthogonal_stack
+    (with small chunks: several full chunks and a partial one), and what ``orthogonal_``
+    writes."""
+    from initwise import _schemes
+    from initwise._schemes import _orthogonal_matrix, _orthogonal_stack, _stack_chunk
 
-    per = max(1, _STACK_BYTES // (rows * cols * torch.empty((), dtype=dtype).element_size()))
+    size = rows * cols * torch.empty((), dtype=dtype).element_size()
+    if chunks == "small":
+        monkeypatch.setattr(_schemes, "_STACK_BYTES", 3 * size)
+        monkeypatch.setattr(_schemes, "_STACK_BYTES_IN_PLACE", 3 * size)
+    per = _stack_chunk(rows, cols, size // (rows * cols))
     count = min(2 * per + 1, 23)
+    assert chunks == "default" or (per == 3 and count == 7)
     keys = [initwise.random.key(5, f"w{i}") for i in range(count)]
     stack = _orthogonal_stack(keys, rows, cols, dtype)
     assert stack.shape == (count, rows, cols) and stack.dtype == dtype

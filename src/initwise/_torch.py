@@ -142,6 +142,22 @@ def has_module_hooks(module: nn.Module) -> bool:
     return bool(module._forward_hooks or module._forward_pre_hooks)
 
 
+def sole_memory(tensor: torch.Tensor) -> torch.Tensor | None:
+    """The tensor that owns ``tensor``'s memory when ``tensor`` covers all of it: ``tensor``
+    itself, or the base of a view that spans its whole base (``linear`` of a batch of
+    sequences returns such a view of its matrix product); ``None`` for a partial view, a
+    subclass, a sparse or an inference tensor. Writing ``tensor`` in place writes only that."""
+    if type(tensor) is not torch.Tensor or tensor.layout != torch.strided or tensor.is_inference():
+        return None
+    base = tensor._base
+    if base is None:
+        return tensor
+    if (type(base) is torch.Tensor and base._base is None and tensor.is_contiguous() and base.is_contiguous()
+            and tensor.data_ptr() == base.data_ptr() and tensor.numel() == base.numel()):  # fmt: skip
+        return base
+    return None
+
+
 def version(tensor: torch.Tensor) -> int:
     """The in-place modification counter of ``tensor``."""
     return int(tensor._version)

@@ -80,6 +80,13 @@ def _stock_forward(m: nn.Module) -> bool:
     return True  # custom_layers: the user declared the output linear in the weight
 
 
+def _torch_nn_only(m: nn.Module) -> bool:
+    """``m`` is one of torch.nn's own modules, run as torch defines it: no method replaced on
+    the instance, no hook of its own."""
+    return (type(m).__module__.startswith("torch.nn.modules.") and not _torch.has_module_hooks(m)
+            and not any(callable(v) and hasattr(type(m), k) for k, v in vars(m).items()))  # fmt: skip
+
+
 class _Watch(TorchFunctionMode):
     """Observes the first pass: calibrated weights read outside their module, random ops."""
 

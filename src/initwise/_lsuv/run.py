@@ -17,7 +17,7 @@ from torch import nn
 from .. import _torch
 from .. import random as _random
 from .._errors import LSUVError
-from .._modules import is_norm, resets_scale
+from .._modules import CONV_TYPES, is_norm, resets_scale
 from .._schemes import _orthogonal_stack, _stackable
 from .proof import (
     _ALWAYS_RANDOM,
@@ -27,6 +27,7 @@ from .proof import (
     _func_name,
     _orthogonal,
     _stock_forward,
+    _torch_nn_only,
     _Watch,
 )
 from .report import LSUVStep
@@ -35,6 +36,7 @@ from .units import _STOCK, _memory, _rnn_layer_output, _Unit
 
 logger = logging.getLogger("initwise.lsuv")
 
+_IN_PLACE = (nn.Linear, *CONV_TYPES)  # output rescaled in place when nothing else can see it
 _PREFETCH_BYTES = 256 << 20  # pre-init matrices computed ahead of the pass, at most this much
 
 
@@ -78,10 +80,15 @@ class _Run:
         self.watching = False  # the first pass runs under _Watch
         self.buffer_state: list[tuple[nn.Module, str, torch.Tensor, int]] = []
         self.param_versions: dict[int, tuple[str, torch.Tensor, int]] = {}
-        self.final: dict[int, tuple[torch.Tensor, int, float]] = {}  # id -> (p, ptr, sum)
+        self.final: dict[int, tuple[torch.Tensor, int, float | None]] = {}  # id -> (p, ptr, sum)
+        self.own_code = True  # the forward may run code other than torch.nn's modules
         self.rng_state: tuple[torch.Tensor, list[torch.Tensor]] | None = None
         self.prefetched: dict[str, torch.Tensor] | None = None  # name -> keyed pre-init values
+        # (numel, dtype) -> a free slot of the prefetched matrices' buffer: the next backup
+        self.spare: dict[tuple[int, torch.dtype], torch.Tensor] = {}
         self.scratch = _Scratch()
+        self.in_place: set[int] = set()  # id(module): its fresh output is rescaled in place
+        self.writes: dict[int, list[tuple[torch.Tensor, str]]] = {}  # id(unit) -> written()
 
     # -- first-pass exactness ----------------------------------------------------------------
     def proof_begin(self) -> _Watch | None:
@@ -120,6 +127,10 @@ class _Run:
             if len(names) > 1:
                 self.doubt(f"{', '.join(sorted(set(names.values())))} share memory")
         self.watch(units)
+        # writes through ``.data`` bump no version: the first pass compares sums of the final
+        # weights, unless only torch.nn's own modules run (they write no parameter)
+        self.own_code = bool(compiled) or _torch.global_hooks() or not all(
+            _torch_nn_only(m) for m in model.modules())
         return None if compiled else _Watch(self)
 
     def proof_end(self) -> None:
@@ -138,7 +149,7 @@ class _Run:
             if _torch.version(p) != version:
                 self.doubt(f"parameter {name} is modified in place during the forward pass")
         for key, (p, ptr, total) in self.final.items():
-            if p.data_ptr() != ptr or float(p.detach().sum()) != total:
+            if p.data_ptr() != ptr or (total is not None and float(p.detach().sum()) != total):
                 self.doubt(f"parameter {names.get(key, '?')} is modified during the forward "
                            "pass after it was calibrated")  # fmt: skip
         for m, k, b, version in self.buffer_state:
@@ -165,10 +176,13 @@ class _Run:
 
     def written(self, u: _Unit) -> list[tuple[torch.Tensor, str]]:
         """The tensors a unit writes in the first pass (weight, pre-init blocks, zeroed bias)."""
-        out = [(u.weight.param, u.weight.name)]
-        out += [(p, name) for name, p, _ in u.weight.extra_ortho if p is not u.weight.param]
-        if self.zero_bias and u.bias_param is not None:
-            out.append((u.bias_param, f"bias of {u.weight.name}"))
+        out = self.writes.get(id(u))
+        if out is None:
+            out = [(u.weight.param, u.weight.name)]
+            out += [(p, name) for name, p, _ in u.weight.extra_ortho if p is not u.weight.param]
+            if self.zero_bias and u.bias_param is not None:
+                out.append((u.bias_param, f"bias of {u.weight.name}"))
+            self.writes[id(u)] = out
         return out
 
     def watch(self, units: list[_Unit]) -> None:
@@ -190,7 +204,7 @@ class _Run:
         for p, _ in self.written(unit):
             self.wrote(p)  # our last write to it in this pass
             if self.watching:  # writes through ``.data`` bump no version: compare values too
-                self.final[id(p)] = (p, p.data_ptr(), float(p.detach().sum()))
+                self.final[id(p)] = (p, p.data_ptr(), float(p.detach().sum()) if self.own_code else None)
             key = id(p)
             entry = self.watched.get(key)
             if entry is not None:
@@ -257,8 +271,10 @@ class _Run:
         torch threads, instead of one after the other inside the pass. Only float32/float64
         CPU tensors of a shape the stack handles, at most _PREFETCH_BYTES in all (the rest
         stays lazy); a piece whose computation fails is left to the lazy path, which raises
-        where it always did. Each buffer later takes the weight's original values
-        (:meth:`preinit` swaps them), so it doubles as the backup.
+        where it always did. The buffer doubles as the backups: it has one spare slot per
+        shape, :meth:`preinit` copies a weight's original values into the spare and the
+        matrix into the weight, and the matrix's slot is the next spare (two copies per
+        weight, no new memory).
         """
         if not self.orthogonal_first or self.seed is None:
             return {}
@@ -282,7 +298,9 @@ class _Run:
         threads = torch.get_num_threads()
         pieces: list[tuple[list[str], torch.Tensor, int, int, torch.dtype]] = []
         for (rows, cols, dtype), names in groups.items():
-            buf = torch.empty(len(names), rows, cols, dtype=dtype)
+            # one slot more than matrices: the first swap's backup (see preinit)
+            buf = torch.empty(len(names) + 1, rows, cols, dtype=dtype)
+            self.spare[(rows * cols, dtype)] = buf[len(names)]
             step = -(-len(names) // threads)  # one piece per worker (one scratch each)
             for i in range(0, len(names), step):
                 pieces.append((names[i : i + step], buf[i : i + step], rows, cols, dtype))
@@ -342,12 +360,14 @@ class _Run:
             for name, t, extra in self._ortho_targets(w):
                 param = w.param if extra is None else extra
                 if self._swappable(name, t, param):
-                    q = self.prefetched.pop(name).view(t.shape)
-                    with torch.no_grad():  # swap: t gets the matrix, its buffer the original
-                        old = self.scratch.like(t).copy_(t)
-                        t.copy_(q)
-                        q.copy_(old)
-                    self.param_backup[id(param)] = (param, q)
+                    q = self.prefetched.pop(name)
+                    key = (q.numel(), q.dtype)
+                    saved = self.spare[key].view(t.shape)
+                    with torch.no_grad():  # the original to the spare slot, the matrix to t
+                        saved.copy_(t)
+                        t.copy_(q.view(t.shape))
+                    self.param_backup[id(param)] = (param, saved)
+                    self.spare[key] = q  # its slot is free now
                 else:
                     self.backup(w.param)
                     if extra is not None:
@@ -501,7 +521,15 @@ class _Run:
             if self.pass_index == 1 and unit.weight.calls == 0:
                 self.backup(unit.weight.param)
             s = self.visit(unit, y32, bias, dim, True, args[0] if args else None)
-            if s != 1.0:  # y' = s * (y - B) + B, what the rescaled weight produces
+            own = _torch.sole_memory(y) if s != 1.0 and id(module) in self.in_place else None
+            if own is not None and y32.dtype == y.dtype and not any(a is own for a in args):
+                # a stock layer's output is a new tensor nothing else holds: rescale it where
+                # it is (the same values as the copy below, without new memory)
+                if bias is None:
+                    y32.mul_(s)
+                else:
+                    torch.add(_bias_view(bias, y32, dim) * (1.0 - s), y32, alpha=s, out=y32)
+            elif s != 1.0:  # y' = s * (y - B) + B, what the rescaled weight produces
                 if bias is None:
                     new = y32 * s
                 else:
@@ -549,10 +577,17 @@ class _Run:
             mods[id(u.module)] = u.module
         handles = []
         pre, post, norm = self.hook_pre, self.hook_post, self.hook_norm
-        if any(_torch.compile_wrapped(m) is not None for m in self.model.modules()):
+        compiled = any(_torch.compile_wrapped(m) is not None for m in self.model.modules())
+        if compiled:
             # a torch.compile'd submodule: keep dynamo out of the hooks (they change weights
             # it guards on); imported only here, torch._dynamo is slow to import
             pre, post, norm = (torch.compiler.disable(h) for h in (pre, post, norm))
+        if not compiled and not _torch.global_hooks():
+            # outputs rescaled in place: stock linear layers (their forward returns a new
+            # tensor) that no other hook sees
+            self.in_place = {key for key, m in mods.items()
+                             if isinstance(m, _IN_PLACE) and _stock_forward(m)
+                             and not _torch.has_module_hooks(m)}  # fmt: skip
         for m in mods.values():
             handles.append(m.register_forward_pre_hook(pre, with_kwargs=True))
             handles.append(m.register_forward_hook(post))

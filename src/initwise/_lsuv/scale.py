@@ -21,7 +21,7 @@ def _bias_view(bias: torch.Tensor, like: torch.Tensor, dim: int) -> torch.Tensor
 
 class _Scratch:
     """One reused buffer for a run's temporaries: the centred copy ``t - mean`` of every
-    measurement, the swap of a pre-init matrix with the weight's original values."""
+    measurement."""
 
     def __init__(self) -> None:
         self.buf: torch.Tensor | None = None
