@@ -70,7 +70,7 @@ Raw = torch.Tensor | list[float]
 
 # Every statistic below reads ``x.detach()``: neither path records autograd history, so the
 # audit's hooks call them without a ``torch.no_grad()`` block (~250 of them per audit of a
-# small ViT cost ~1-2 ms, more than a percent of its forward and backward).
+# small ViT cost ~1 ms, more than a percent of its forward and backward).
 
 
 def _threads() -> int:
