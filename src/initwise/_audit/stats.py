@@ -73,11 +73,17 @@ Raw = torch.Tensor | list[float]
 # small ViT cost ~1 ms, more than a percent of its forward and backward).
 
 
-def _threads() -> int:
-    """How many threads the C statistics may use: torch's intra-op setting. They run on the
-    OpenMP team torch's own kernels use (idle while a hook runs), in pieces combined in a
-    fixed order, so every value is the same at any thread count (``_rowstats.c``)."""
-    return torch.get_num_threads()
+def _moments(nat: tuple[int, int], n: int, *, counts: bool = False,
+             lo: float | None = None, hi: float | None = None) -> tuple[float, ...]:
+    """``_rowstats.moments`` of the ``n`` elements at ``nat`` (:func:`_native`):
+    ``(Σx, Σx², min, max, nonzeros, below lo, above hi)``, the counts on the
+    :func:`_count_view` sample when ``counts`` (else 0). It may use torch's intra-op threads:
+    they run on the OpenMP team torch's own kernels use (idle while a hook runs), in pieces
+    combined in a fixed order, so every value is the same at any thread count
+    (``_rowstats.c``)."""
+    return _rowstats.moments(nat[0], n, nat[1], _count_step(n) if counts else 1,
+                             lo is not None, 0.0 if lo is None else lo, hi is not None,
+                             0.0 if hi is None else hi, counts, True, torch.get_num_threads())
 
 
 def _native(x: torch.Tensor) -> tuple[int, int] | None:
@@ -134,9 +140,7 @@ def _out_stats(x: torch.Tensor, bounds: tuple[float | None, float | None] | None
     nat = _native(x)
     if nat is not None:
         n = x.numel()
-        raw = _rowstats.moments(nat[0], n, nat[1], _count_step(n), t_lo is not None,
-                                0.0 if t_lo is None else t_lo, t_hi is not None,
-                                0.0 if t_hi is None else t_hi, True, True, _threads())
+        raw = _moments(nat, n, counts=True, lo=t_lo, hi=t_hi)
         return list(raw if bounds is not None else raw[:5])
     f = _flat32(x)
     lo, hi = torch.aminmax(f)
@@ -173,8 +177,7 @@ def _norm(x: torch.Tensor) -> Raw:
     x = x.detach()
     nat = _native(x)
     if nat is not None:
-        return [_rowstats.moments(nat[0], x.numel(), nat[1], 1, False, 0.0, False, 0.0,
-                                  False, True, _threads())[1]]
+        return [_moments(nat, x.numel())[1]]
     f = _flat32(x)
     return torch.dot(f, f).reshape(1)
 
@@ -204,9 +207,8 @@ def _weight_stats(p: torch.Tensor) -> Raw:
     if nat is not None:
         if p.dim() >= 2:
             return list(_rowstats.weight(nat[0], p.shape[0], p.numel() // p.shape[0], nat[1],
-                                         _threads()))
-        s1, s2 = _rowstats.moments(nat[0], p.numel(), nat[1], 1, False, 0.0, False, 0.0,
-                                   False, True, _threads())[:2]
+                                         torch.get_num_threads()))  # threads: as _moments
+        s1, s2 = _moments(nat, p.numel())[:2]
         return [s1, s2, math.nan]
     f = _flat32(p)
     if f.numel() == 0:
@@ -269,8 +271,7 @@ def _param_grad_stats(g: torch.Tensor) -> Raw:
     nat = _native(g)
     if nat is not None:
         n = g.numel()
-        raw = _rowstats.moments(nat[0], n, nat[1], _count_step(n), False, 0.0, False, 0.0, True,
-                                True, _threads())
+        raw = _moments(nat, n, counts=True)
         return [raw[1], raw[4]]
     f = _flat32(g)
     c, _ = _count_view(f)
@@ -288,8 +289,7 @@ def _grad_stats(g: torch.Tensor) -> Raw:
     g = g.detach()
     nat = _native(g)
     if nat is not None:
-        raw = _rowstats.moments(nat[0], g.numel(), nat[1], 1, False, 0.0, False, 0.0, False,
-                                True, _threads())
+        raw = _moments(nat, g.numel())
         return [raw[1], raw[2], raw[3]]
     f = _flat32(g)
     lo, hi = torch.aminmax(f)
@@ -309,8 +309,7 @@ def _input_square_sum(t: torch.Tensor) -> float | None:
     t = t.detach()
     nat = _native(t)
     if nat is not None:
-        _, s2, lo, hi = _rowstats.moments(nat[0], t.numel(), nat[1], 1, False, 0.0, False, 0.0,
-                                          False, True, _threads())[:4]
+        _, s2, lo, hi = _moments(nat, t.numel())[:4]
         return s2 if math.isfinite(lo) and math.isfinite(hi) else None
     if not bool(torch.isfinite(t).all()):
         return None

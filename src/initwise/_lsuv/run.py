@@ -337,7 +337,7 @@ class _Run:
 
     def _swappable(self, name: str, t: torch.Tensor, param: torch.Tensor) -> bool:
         """True if ``t`` (pre-init target) is all of ``param`` and its matrix was computed ahead:
-        then the matrix's buffer can take the original values as the backup."""
+        then the prefetched buffer's spare slot can take the original values as the backup."""
         assert self.prefetched is not None
         return (name in self.prefetched and id(param) not in self.param_backup
                 and t.data_ptr() == param.data_ptr() and t.numel() == param.numel()
