@@ -1116,7 +1116,7 @@ def test_lazy_modules_and_sequence_first_single_step() -> None:
     assert [r.name for r in report.layers] == ["a.in_proj_weight[v]"]
 
 
-@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("threads", [1, 2, 3])
 def test_pre_init_computed_ahead_gives_the_lazy_bits(monkeypatch: pytest.MonkeyPatch, threads: int) -> None:
     """The keyed pre-init matrices are computed before the pass as stacks (issue 19 item 5), at
     >= 2 torch threads by workers; the weights are bit for bit those of the one-at-a-time path, gate blocks (LSTM), MHA's q/k pre-init and a real HF model included,
@@ -1142,7 +1142,13 @@ def test_pre_init_computed_ahead_gives_the_lazy_bits(monkeypatch: pytest.MonkeyP
 
     torch.manual_seed(0)
     gpt2 = GPT2Model(GPT2Config(n_layer=1, n_embd=256, n_head=4, vocab_size=64, n_positions=32))
-    cases = [(Mixed(), _randn(4, 16, 256)), (gpt2, torch.arange(64).reshape(4, 16) % 64)]
+    # counts of same-shaped weights that do not divide by the thread count (3 and 5 convs, 7
+    # linears): the last worker's piece must stop before the stack's spare slot
+    odd = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), *[nn.Conv2d(8, 8, 3, padding=1) for _ in range(3)],
+                        nn.Conv2d(8, 16, 3, padding=1), *[nn.Conv2d(16, 16, 3, padding=1) for _ in range(5)],
+                        nn.Flatten(), nn.Linear(16 * 36, 32), *[nn.Linear(32, 32) for _ in range(7)])  # fmt: skip
+    cases = [(Mixed(), _randn(4, 16, 256)), (gpt2, torch.arange(64).reshape(4, 16) % 64),
+             (odd, _randn(8, 3, 6, 6))]  # fmt: skip
     computed: list[int] = []
     real_prefetch = lsuv_run._Run._prefetch
 

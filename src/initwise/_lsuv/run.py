@@ -303,7 +303,8 @@ class _Run:
             self.spare[(rows * cols, dtype)] = buf[len(names)]
             step = -(-len(names) // threads)  # one piece per worker (one scratch each)
             for i in range(0, len(names), step):
-                pieces.append((names[i : i + step], buf[i : i + step], rows, cols, dtype))
+                end = min(i + step, len(names))  # never the spare slot
+                pieces.append((names[i:end], buf[i:end], rows, cols, dtype))
 
         def make(piece: tuple[list[str], torch.Tensor, int, int, torch.dtype]) -> None:
             names, out, rows, cols, dtype = piece
