@@ -580,6 +580,108 @@ static void shifted(const void *data, int dt, Py_ssize_t n, double *x0_out, doub
 }
 
 /* ------------------------------------------------------------------------------------ */
+/* channels / rescale: LSUV's measurement and correction of a layer output, viewed as     */
+/* [outer, C, inner] (C channels, the bias broadcast along them), in one read each         */
+/* ------------------------------------------------------------------------------------ */
+
+/* per-channel sums into sums[C] (zeroed here) and the sum of squares of all elements */
+RS_INLINE void channels_impl(const void *data, const int dt, Py_ssize_t outer, Py_ssize_t c,
+                             Py_ssize_t inner, double *sums, double *s2_out) {
+    memset(sums, 0, (size_t)c * sizeof(double));
+    if (inner > 1) { /* each (o, channel) run is contiguous: one row sum each */
+        double tot2 = 0.0;
+        for (Py_ssize_t o = 0; o < outer; o++)
+            for (Py_ssize_t ch = 0; ch < c; ch++) {
+                double s, q;
+                row_sums(data, dt, inner, o * c + ch, &s, &q);
+                sums[ch] += s;
+                tot2 += q;
+            }
+        *s2_out = tot2;
+        return;
+    }
+    /* channels last (a linear layer's output): each row adds into the channel sums */
+    vd q[UNROLL];
+    for (int u = 0; u < UNROLL; u++) q[u] = v_set(0.0);
+    for (Py_ssize_t o = 0; o < outer; o++) {
+        const Py_ssize_t base = o * c;
+        Py_ssize_t i = 0;
+        for (; i + UNROLL * LANES <= c; i += UNROLL * LANES) {
+            RS_PREFETCH(data, base + i, dt);
+            for (int u = 0; u < UNROLL; u++) {
+                vd x = v_load_dt(data, base + i + u * LANES, dt);
+                v_store(sums + i + u * LANES, v_add(v_load(sums + i + u * LANES), x));
+                q[u] = v_add(q[u], v_mul(x, x));
+            }
+        }
+        for (; i + LANES <= c; i += LANES) {
+            vd x = v_load_dt(data, base + i, dt);
+            v_store(sums + i, v_add(v_load(sums + i), x));
+            q[0] = v_add(q[0], v_mul(x, x));
+        }
+        for (; i < c; i++) {
+            double x = s_load(data, base + i, dt);
+            sums[i] += x;
+            LANE(q[1], 0) += x * x;
+        }
+    }
+    *s2_out = v_sum(v_fold(q));
+}
+
+RS_CLONES
+static void channels(const void *data, int dt, Py_ssize_t outer, Py_ssize_t c, Py_ssize_t inner,
+                     double *sums, double *s2_out) {
+    RS_DISPATCH(channels_impl(data, DT_F32, outer, c, inner, sums, s2_out),
+                channels_impl(data, DT_F64, outer, c, inner, sums, s2_out),
+                channels_impl(data, DT_BF16, outer, c, inner, sums, s2_out))
+}
+
+/* dst = src * s + bb[channel] (bb = NULL: no bias term), each in double, rounded once to the
+   data's precision (float32 or float64); dst may be src */
+RS_INLINE void rescale_impl(const void *src, void *dst, const int dt, Py_ssize_t outer,
+                            Py_ssize_t c, Py_ssize_t inner, double s, const double *bb) {
+    const vd vs = v_set(s);
+    for (Py_ssize_t o = 0; o < outer; o++)
+        for (Py_ssize_t ch = 0; ch < (inner > 1 ? c : 1); ch++) {
+            /* one contiguous run: a channel (inner > 1) or a whole row of channels */
+            const Py_ssize_t len = inner > 1 ? inner : c, base = (o * c + ch) * (inner > 1 ? inner : 1);
+            const double b = bb == NULL || inner == 1 ? 0.0 : bb[ch];
+            const vd vb = v_set(b);
+            Py_ssize_t i = 0;
+            for (; i + LANES <= len; i += LANES) {
+                vd x = v_mul(v_load_dt(src, base + i, dt), vs);
+                x = v_add(x, inner == 1 && bb != NULL ? v_load(bb + i) : vb);
+                if (dt == DT_F64) {
+                    v_store((double *)dst + base + i, x);
+                } else {
+#if defined(RS_VEC)
+                    vf f = __builtin_convertvector(x, vf);
+                    memcpy((float *)dst + base + i, &f, sizeof f);
+#else
+                    for (int j = 0; j < LANES; j++) ((float *)dst)[base + i + j] = (float)LANE(x, j);
+#endif
+                }
+            }
+            for (; i < len; i++) {
+                double x = s_load(src, base + i, dt) * s + (inner == 1 && bb != NULL ? bb[i] : b);
+                if (dt == DT_F64)
+                    ((double *)dst)[base + i] = x;
+                else
+                    ((float *)dst)[base + i] = (float)x;
+            }
+        }
+}
+
+RS_CLONES
+static void rescale(const void *src, void *dst, int dt, Py_ssize_t outer, Py_ssize_t c,
+                    Py_ssize_t inner, double s, const double *bb) {
+    if (dt == DT_F64)
+        rescale_impl(src, dst, DT_F64, outer, c, inner, s, bb);
+    else
+        rescale_impl(src, dst, DT_F32, outer, c, inner, s, bb);
+}
+
+/* ------------------------------------------------------------------------------------ */
 /* Python bindings. Arguments are (address, element count, dtype code, ...); the caller    */
 /* (stats.py) passes only contiguous CPU tensors it keeps alive for the call.             */
 /* ------------------------------------------------------------------------------------ */
@@ -813,6 +915,71 @@ static PyObject *py_shifted(PyObject *self, PyObject *args) {
     return Py_BuildValue("(ddd)", x0, d1, d2);
 }
 
+static int check_shape(Py_ssize_t outer, Py_ssize_t c, Py_ssize_t inner, const char *who) {
+    if (outer <= 0 || c <= 0 || inner <= 0) {
+        PyErr_Format(PyExc_ValueError, "_rowstats.%s: outer, channels and inner must be positive", who);
+        return -1;
+    }
+    return 0;
+}
+
+static PyObject *py_channels(PyObject *self, PyObject *args) {
+    unsigned long long ptr, bias;
+    Py_ssize_t outer, c, inner;
+    int dt;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "KnnniK", &ptr, &outer, &c, &inner, &dt, &bias)) return NULL;
+    if (check_dt(dt) || check_shape(outer, c, inner, "channels")) return NULL;
+    double *sums = (double *)malloc((size_t)c * sizeof(double)), s2;
+    if (sums == NULL) return PyErr_NoMemory();
+    channels((const void *)(uintptr_t)ptr, dt, outer, c, inner, sums, &s2);
+    const double m = (double)outer * (double)inner, n = m * (double)c;
+    double mean = 0.0;
+    for (Py_ssize_t k = 0; k < c; k++) mean += (sums[k] /= m); /* channel means */
+    mean /= (double)c;
+    const double ms = s2 / n, var_t = ms - mean * mean;
+    double cov = 0.0, var_b = 0.0;
+    if (bias) {
+        const double *b = (const double *)(uintptr_t)bias;
+        double mb = 0.0;
+        for (Py_ssize_t k = 0; k < c; k++) mb += b[k];
+        mb /= (double)c;
+        for (Py_ssize_t k = 0; k < c; k++) {
+            cov += (sums[k] - mean) * (b[k] - mb);
+            var_b += (b[k] - mb) * (b[k] - mb);
+        }
+        cov /= (double)c;
+        var_b /= (double)c;
+    }
+    free(sums);
+    return Py_BuildValue("(dddd)", var_t, cov, var_b, ms);
+}
+
+static PyObject *py_rescale(PyObject *self, PyObject *args) {
+    unsigned long long src, dst, bias;
+    Py_ssize_t outer, c, inner;
+    int dt;
+    double s;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "KKnnnidK", &src, &dst, &outer, &c, &inner, &dt, &s, &bias))
+        return NULL;
+    if (dt != DT_F32 && dt != DT_F64) {
+        PyErr_Format(PyExc_ValueError, "_rowstats.rescale: dtype code %d is not float32 or float64", dt);
+        return NULL;
+    }
+    if (check_shape(outer, c, inner, "rescale")) return NULL;
+    double *bb = NULL;
+    if (bias) {
+        const double *b = (const double *)(uintptr_t)bias;
+        bb = (double *)malloc((size_t)c * sizeof(double));
+        if (bb == NULL) return PyErr_NoMemory();
+        for (Py_ssize_t k = 0; k < c; k++) bb[k] = b[k] * (1.0 - s);
+    }
+    rescale((const void *)(uintptr_t)src, (void *)(uintptr_t)dst, dt, outer, c, inner, s, bb);
+    free(bb);
+    Py_RETURN_NONE;
+}
+
 static PyObject *py_openmp(PyObject *self, PyObject *args) {
     (void)self;
     (void)args;
@@ -832,6 +999,15 @@ static PyMethodDef methods[] = {
      "norms if rows <= cols else of the column norms); threads: as moments (the same values)"},
     {"shifted", py_shifted, METH_VARARGS,
      "shifted(ptr, n, dtype) -> (x0, sum(x - x0), sum((x - x0)^2))"},
+    {"channels", py_channels, METH_VARARGS,
+     "channels(ptr, outer, channels, inner, dtype, bias_ptr) -> (var, cov with the bias, "
+     "var of the bias, mean square): population moments of the data viewed as [outer, "
+     "channels, inner], the bias (bias_ptr: float64[channels], or 0) broadcast along the "
+     "channels; one read, accumulated in float64"},
+    {"rescale", py_rescale, METH_VARARGS,
+     "rescale(src, dst, outer, channels, inner, dtype, s, bias_ptr) -> None: dst = s * src + "
+     "(1 - s) * bias[channel] (bias_ptr: float64[channels], or 0), float32 or float64 data, "
+     "computed in float64 and rounded once; dst may be src"},
     {NULL, NULL, 0, NULL},
 };
 

@@ -31,7 +31,7 @@ from .proof import (
     _Watch,
 )
 from .report import LSUVStep
-from .scale import _bias_view, _Scratch, _solve_scale, _stats, _std
+from .scale import _Scratch, _solve_scale, _stats, _std, rescale
 from .units import _STOCK, _memory, _rnn_layer_output, _Unit
 
 logger = logging.getLogger("initwise.lsuv")
@@ -526,16 +526,9 @@ class _Run:
             if own is not None and y32.dtype == y.dtype and not any(a is own for a in args):
                 # a stock layer's output is a new tensor nothing else holds: rescale it where
                 # it is (the same values as the copy below, without new memory)
-                if bias is None:
-                    y32.mul_(s)
-                else:
-                    torch.add(_bias_view(bias, y32, dim) * (1.0 - s), y32, alpha=s, out=y32)
+                rescale(y32, s, bias, dim, out=y32)
             elif s != 1.0:  # y' = s * (y - B) + B, what the rescaled weight produces
-                if bias is None:
-                    new = y32 * s
-                else:
-                    new = torch.add(_bias_view(bias, y32, dim) * (1.0 - s), y32, alpha=s)
-                y = new.to(y.dtype)
+                y = rescale(y32, s, bias, dim).to(y.dtype)
                 if isinstance(output, tuple):
                     output = (y, *output[1:])
                 elif isinstance(output, list):

@@ -1,0 +1,136 @@
+"""LSUV's C measurement and correction of a layer output (``_rowstats.channels`` /
+``_rowstats.rescale``, used by ``_lsuv/scale.py``) against exact references.
+
+Tolerances come from the rounding of each path (Higham, *Accuracy and Stability of Numerical
+Algorithms*, §4.2): a sum of ``n`` terms accumulated in float64 is within ``n·u·Σ|tᵢ|`` of the
+exact sum, ``u = 2⁻⁵³``; squares of float32 values are exact in float64. The references are
+``math.fsum`` of the float64 terms. ``rescale`` is specified as float64 arithmetic rounded once
+to the data's dtype, so it is compared bit for bit with the same float64 operations in torch.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from initwise._audit import stats as S
+from initwise._lsuv import scale as L
+
+pytest.importorskip("initwise._audit._rowstats")
+
+U64 = 2.0**-53
+_CODES = {torch.float32: 0, torch.float64: 1, torch.bfloat16: 2}
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+@pytest.mark.parametrize("shape", [(1, 1, 1), (3, 1, 77), (256, 256, 1), (7, 37, 1), (5, 3, 1),
+                                   (4, 32, 63), (2, 5, 1024), (9, 1, 4099)])  # fmt: skip
+@pytest.mark.parametrize("with_bias", [False, True])
+def test_channels_against_exact_sums(dtype: torch.dtype, shape: tuple[int, int, int],
+                                     with_bias: bool) -> None:  # fmt: skip
+    """Every layout (channels last, channels with contiguous runs, tails of every length):
+    the float64 moments within the float64 rounding bound of the exact ones."""
+    from initwise._audit import _rowstats
+
+    outer, c, inner = shape
+    g = torch.Generator().manual_seed(outer * 1000 + c * 10 + inner)
+    # a mean per channel and an offset: the one-pass variance must survive them
+    t = (torch.randn(outer, c, inner, generator=g, dtype=torch.float64) * 1.7
+         + torch.randn(1, c, 1, generator=g, dtype=torch.float64) * 0.5 + 0.3).to(dtype)  # fmt: skip
+    bias = torch.randn(c, generator=g, dtype=torch.float64) if with_bias else None
+    var, cov, var_b, ms = _rowstats.channels(t.data_ptr(), outer, c, inner, _CODES[dtype],
+                                             0 if bias is None else bias.data_ptr())  # fmt: skip
+    x = t.double()
+    n = x.numel()
+    means = [math.fsum(x[:, k, :].reshape(-1).tolist()) / (outer * inner) for k in range(c)]
+    mean = math.fsum(means) / c
+    vals = x.reshape(-1).tolist()
+    ex_ms = math.fsum(v * v for v in vals) / n
+    ex_var = math.fsum((v - mean) ** 2 for v in vals) / n
+    tol = 4 * (n + c) * U64 * (ex_ms + mean * mean) + 1e-300
+    assert abs(ms - ex_ms) <= tol
+    assert abs(var - ex_var) <= tol
+    if bias is None:
+        assert (cov, var_b) == (0.0, 0.0)
+        return
+    b = bias.tolist()
+    mb = math.fsum(b) / c
+    ex_cov = math.fsum((mk - mean) * (bk - mb) for mk, bk in zip(means, b, strict=True)) / c
+    ex_vb = math.fsum((bk - mb) ** 2 for bk in b) / c
+    scale = (ex_var + ex_ms) ** 0.5 * (ex_vb + mb * mb) ** 0.5
+    assert abs(cov - ex_cov) <= 8 * (n + c) * U64 * scale + 1e-300
+    assert abs(var_b - ex_vb) <= 8 * c * U64 * (ex_vb + mb * mb) + 1e-300
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("shape,dim", [((256, 256), -1), ((7, 37), 1), ((4, 5, 33), -1),
+                                       ((2, 32, 9, 7), 1), ((3, 6, 100), 1), ((10, 3), 0)])  # fmt: skip
+@pytest.mark.parametrize("with_bias", [False, True])
+def test_rescale_is_float64_rounded_once_and_in_place_equals_copy(
+        dtype: torch.dtype, shape: tuple[int, ...], dim: int, with_bias: bool) -> None:  # fmt: skip
+    g = torch.Generator().manual_seed(sum(shape))
+    y = torch.randn(*shape, generator=g, dtype=torch.float64).to(dtype)
+    bias = torch.randn(shape[dim], generator=g).to(dtype) if with_bias else None
+    s = 0.7316520931
+    expect = y.double() * s
+    if bias is not None:
+        view = [1] * y.dim()
+        view[dim] = -1
+        expect = expect + (bias.double() * (1.0 - s)).reshape(view)
+    expect = expect.to(dtype)
+    copy = L.rescale(y, s, bias, dim)
+    assert copy.data_ptr() != y.data_ptr()
+    assert torch.equal(copy, expect)
+    same = y.clone()
+    assert L.rescale(same, s, bias, dim, out=same).data_ptr() == same.data_ptr()
+    assert torch.equal(same, expect)
+
+
+@pytest.mark.parametrize("shape,dim", [((256, 256), -1), ((4, 32, 9, 7), 1), ((6, 5), 0)])
+@pytest.mark.parametrize("has_bias", [False, True])
+def test_stats_c_path_matches_torch_path(monkeypatch: pytest.MonkeyPatch, shape: tuple[int, ...],
+                                        dim: int, has_bias: bool) -> None:  # fmt: skip
+    """``_stats`` reads the C moments where it can; the torch path (no extension) gives the
+    same moments within its float32 rounding."""
+    g = torch.Generator().manual_seed(len(shape) * 7 + dim)
+    t = torch.randn(*shape, generator=g) * 1.3 + 0.2
+    bias = torch.randn(shape[dim], generator=g) * 0.4
+    native = L._stats(t, bias, dim, has_bias=has_bias)
+    monkeypatch.setattr(S, "_rowstats", None)  # as on a machine without a compiler
+    assert L._channel_view(t, dim, bias) is None
+    ref = L._stats(t, bias, dim, has_bias=has_bias)
+    n = t.numel()
+    assert native[3] == ref[3] == n
+    for a, b in zip(native[:3], ref[:3], strict=True):
+        assert abs(a - b) <= 4 * n * 2.0**-24 * 2.0, (native, ref)
+
+
+def test_stats_falls_back_to_two_passes_when_the_mean_dominates(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A mean 10^4 standard deviations away: the one-pass float64 variance would keep only
+    ~8 digits; the two-pass torch path measures it (float32 rounding of the centred data)."""
+    g = torch.Generator().manual_seed(1)
+    t = torch.randn(512, 64, generator=g, dtype=torch.float64) * 1e-3 + 1e1
+    bias = torch.zeros(64, dtype=torch.float64)
+    calls: list[int] = []
+    real = L._var
+
+    def spy(*a: object, **k: object) -> float:
+        calls.append(1)
+        return real(*a, **k)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(L, "_var", spy)
+    var = L._stats(t, bias, -1, has_bias=True)[0]
+    assert calls, "the two-pass path was not taken"
+    exact = float(t.var(correction=0))
+    assert abs(var / exact - 1.0) < 1e-9
+
+
+@pytest.mark.parametrize("bad", [math.inf, -math.inf, math.nan])
+def test_stats_non_finite_output_reads_non_finite(bad: float) -> None:
+    t = torch.randn(64, 32, generator=torch.Generator().manual_seed(0))
+    t[5, 7] = bad
+    for bias in (None, torch.zeros(32)):
+        var = L._stats(t, bias, -1, has_bias=bias is not None)[0]
+        assert not math.isfinite(var)
