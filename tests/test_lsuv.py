@@ -1299,3 +1299,43 @@ def test_value_checks_only_where_the_forward_runs_code_of_its_own(monkeypatch: p
     with pytest.warns(InitwiseWarning, match="not converged"):
         _reasons_and_check(model, x, "0.weight is modified during the forward pass after")
     assert seen[-1][0] is True and all(isinstance(t, float) for t in seen[-1][1])
+
+
+def test_weights_bit_identical_at_one_and_two_threads() -> None:
+    """The calibration's own arithmetic (the one-read C moments and rescales) does not depend
+    on the thread count: where the model's forward gives the same bits at 1 and 2 threads
+    (torch's CPU GEMMs and convolutions here), so do the calibrated weights (MLP, CNN, HF
+    GPT-2)."""
+    from transformers import GPT2Config, GPT2Model
+
+    def gpt2() -> nn.Module:
+        return GPT2Model(GPT2Config(n_layer=2, n_embd=128, n_head=4, vocab_size=64, n_positions=64))
+
+    # outputs of 65,536+ elements: torch's reductions split them between threads (the torch
+    # path of the moments gave other bits at 2 threads here)
+    cases = [
+        (lambda: nn.Sequential(*[m for _ in range(4) for m in (nn.Linear(256, 256), nn.ReLU())]),
+         _randn(256, 256)),
+        (lambda: nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 16, 3, padding=1),
+                               nn.ReLU(), nn.Conv2d(16, 8, 3, padding=1)), _randn(8, 3, 32, 32)),
+        (gpt2, torch.arange(512).reshape(8, 64) % 64),
+    ]  # fmt: skip
+    prev = torch.get_num_threads()
+    try:
+        for build, x in cases:
+            weights, outputs = [], []
+            for threads in (1, 2):
+                torch.set_num_threads(threads)
+                torch.manual_seed(0)
+                model = build()
+                with torch.no_grad():
+                    out = model(x)
+                outputs.append(out if isinstance(out, torch.Tensor) else out[0])
+                lsuv(model, x, seed=3)
+                weights.append([p.detach().clone() for p in model.parameters()])
+            if not torch.equal(*outputs):  # the platform's kernels split sums by thread count
+                continue
+            for a, b in zip(*weights, strict=True):
+                assert torch.equal(a, b)
+    finally:
+        torch.set_num_threads(prev)

@@ -134,3 +134,29 @@ def test_stats_non_finite_output_reads_non_finite(bad: float) -> None:
     for bias in (None, torch.zeros(32)):
         var = L._stats(t, bias, -1, has_bias=bias is not None)[0]
         assert not math.isfinite(var)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+def test_scale_weight_rounds_once_and_bumps_the_version(dtype: torch.dtype) -> None:
+    """A calibrated weight is multiplied in float64 and rounded once (the C kernel; bfloat16
+    takes ``mul_``), in place, and its version counter moves as ``mul_``'s would (autograd sees
+    the in-place change)."""
+    w = torch.randn(33, 17, generator=torch.Generator().manual_seed(2)).to(dtype)
+    s = 1.2345678901
+    expect = (w.double() * s).to(dtype) if dtype != torch.bfloat16 else w * s
+    before, ptr = w._version, w.data_ptr()
+    L.scale_weight(w, s)
+    assert w.data_ptr() == ptr and w._version > before
+    assert torch.equal(w, expect)
+
+
+def test_bias_of_another_dtype_or_layout_is_read_exactly() -> None:
+    """A bfloat16 or strided bias is read by the kernels (in its dtype, or as a float64 copy)
+    with the values a float64 bias of the same numbers gives."""
+    g = torch.Generator().manual_seed(4)
+    y = torch.randn(64, 48, generator=g)
+    b64 = torch.randn(48, generator=g, dtype=torch.float64).to(torch.bfloat16).double()
+    ref = L._stats(y, b64, -1, has_bias=True)
+    for b in (b64.to(torch.bfloat16), b64.float(), torch.stack((b64, b64), 1)[:, 0]):
+        assert L._stats(y, b, -1, has_bias=True) == ref
+        assert torch.equal(L.rescale(y, 0.9, b, -1), L.rescale(y, 0.9, b64, -1))

@@ -926,10 +926,11 @@ static int check_shape(Py_ssize_t outer, Py_ssize_t c, Py_ssize_t inner, const c
 static PyObject *py_channels(PyObject *self, PyObject *args) {
     unsigned long long ptr, bias;
     Py_ssize_t outer, c, inner;
-    int dt;
+    int dt, bdt = DT_F64;
     (void)self;
-    if (!PyArg_ParseTuple(args, "KnnniK", &ptr, &outer, &c, &inner, &dt, &bias)) return NULL;
-    if (check_dt(dt) || check_shape(outer, c, inner, "channels")) return NULL;
+    if (!PyArg_ParseTuple(args, "KnnniK|i", &ptr, &outer, &c, &inner, &dt, &bias, &bdt))
+        return NULL;
+    if (check_dt(dt) || check_dt(bdt) || check_shape(outer, c, inner, "channels")) return NULL;
     double *sums = (double *)malloc((size_t)c * sizeof(double)), s2;
     if (sums == NULL) return PyErr_NoMemory();
     channels((const void *)(uintptr_t)ptr, dt, outer, c, inner, sums, &s2);
@@ -940,13 +941,14 @@ static PyObject *py_channels(PyObject *self, PyObject *args) {
     const double ms = s2 / n, var_t = ms - mean * mean;
     double cov = 0.0, var_b = 0.0;
     if (bias) {
-        const double *b = (const double *)(uintptr_t)bias;
+        const void *b = (const void *)(uintptr_t)bias;
         double mb = 0.0;
-        for (Py_ssize_t k = 0; k < c; k++) mb += b[k];
+        for (Py_ssize_t k = 0; k < c; k++) mb += s_load(b, k, bdt);
         mb /= (double)c;
         for (Py_ssize_t k = 0; k < c; k++) {
-            cov += (sums[k] - mean) * (b[k] - mb);
-            var_b += (b[k] - mb) * (b[k] - mb);
+            const double d = s_load(b, k, bdt) - mb;
+            cov += (sums[k] - mean) * d;
+            var_b += d * d;
         }
         cov /= (double)c;
         var_b /= (double)c;
@@ -958,11 +960,13 @@ static PyObject *py_channels(PyObject *self, PyObject *args) {
 static PyObject *py_rescale(PyObject *self, PyObject *args) {
     unsigned long long src, dst, bias;
     Py_ssize_t outer, c, inner;
-    int dt;
+    int dt, bdt = DT_F64;
     double s;
     (void)self;
-    if (!PyArg_ParseTuple(args, "KKnnnidK", &src, &dst, &outer, &c, &inner, &dt, &s, &bias))
+    if (!PyArg_ParseTuple(args, "KKnnnidK|i", &src, &dst, &outer, &c, &inner, &dt, &s, &bias,
+                          &bdt))
         return NULL;
+    if (check_dt(bdt)) return NULL;
     if (dt != DT_F32 && dt != DT_F64) {
         PyErr_Format(PyExc_ValueError, "_rowstats.rescale: dtype code %d is not float32 or float64", dt);
         return NULL;
@@ -970,10 +974,10 @@ static PyObject *py_rescale(PyObject *self, PyObject *args) {
     if (check_shape(outer, c, inner, "rescale")) return NULL;
     double *bb = NULL;
     if (bias) {
-        const double *b = (const double *)(uintptr_t)bias;
+        const void *b = (const void *)(uintptr_t)bias;
         bb = (double *)malloc((size_t)c * sizeof(double));
         if (bb == NULL) return PyErr_NoMemory();
-        for (Py_ssize_t k = 0; k < c; k++) bb[k] = b[k] * (1.0 - s);
+        for (Py_ssize_t k = 0; k < c; k++) bb[k] = s_load(b, k, bdt) * (1.0 - s);
     }
     rescale((const void *)(uintptr_t)src, (void *)(uintptr_t)dst, dt, outer, c, inner, s, bb);
     free(bb);
@@ -1000,13 +1004,13 @@ static PyMethodDef methods[] = {
     {"shifted", py_shifted, METH_VARARGS,
      "shifted(ptr, n, dtype) -> (x0, sum(x - x0), sum((x - x0)^2))"},
     {"channels", py_channels, METH_VARARGS,
-     "channels(ptr, outer, channels, inner, dtype, bias_ptr) -> (var, cov with the bias, "
-     "var of the bias, mean square): population moments of the data viewed as [outer, "
-     "channels, inner], the bias (bias_ptr: float64[channels], or 0) broadcast along the "
-     "channels; one read, accumulated in float64"},
+     "channels(ptr, outer, channels, inner, dtype, bias_ptr, bias_dtype=1) -> (var, cov with "
+     "the bias, var of the bias, mean square): population moments of the data viewed as "
+     "[outer, channels, inner], the bias (bias_ptr: contiguous [channels] of bias_dtype, or 0) "
+     "broadcast along the channels; one read, accumulated in float64"},
     {"rescale", py_rescale, METH_VARARGS,
-     "rescale(src, dst, outer, channels, inner, dtype, s, bias_ptr) -> None: dst = s * src + "
-     "(1 - s) * bias[channel] (bias_ptr: float64[channels], or 0), float32 or float64 data, "
+     "rescale(src, dst, outer, channels, inner, dtype, s, bias_ptr, bias_dtype=1) -> None: dst "
+     "= s * src + (1 - s) * bias[channel] (bias_ptr: as channels), float32 or float64 data, "
      "computed in float64 and rounded once; dst may be src"},
     {NULL, NULL, 0, NULL},
 };

@@ -31,7 +31,7 @@ from .proof import (
     _Watch,
 )
 from .report import LSUVStep
-from .scale import _Scratch, _solve_scale, _stats, _std, rescale
+from .scale import _Scratch, _solve_scale, _stats, _std, rescale, scale_weight
 from .units import _STOCK, _memory, _rnn_layer_output, _Unit
 
 logger = logging.getLogger("initwise.lsuv")
@@ -422,7 +422,7 @@ class _Run:
         if call == 0 and (first_pass or abs(std / self.target - 1.0) > self.tol):
             s = _solve_scale(a, c, d, n, self.target, w.name)
             with torch.no_grad():
-                w.view().mul_(s)
+                scale_weight(w.view(), s)
             torch.clear_autocast_cache()  # a cached low-precision copy of w is stale now
             w.scale *= s
             w.iterations += 1

@@ -51,21 +51,27 @@ _CANCEL = 1e-6  # var / mean square below this: the one-pass variance may have l
 
 
 def _channel_view(t: torch.Tensor, dim: int, bias: torch.Tensor | None
-                  ) -> tuple[int, int, int, int, int, torch.Tensor | None] | None:
-    """``(address, dtype code, outer, channels, inner, float64 bias)`` of ``t`` viewed as
-    ``[outer, channels, inner]`` for the C kernels (channels along ``dim``), or ``None`` (the
-    torch path)."""
+                  ) -> tuple[int, int, int, int, int, int, int, torch.Tensor | None] | None:
+    """``(address, dtype code, outer, channels, inner, bias address, bias dtype code, kept)`` of
+    ``t`` viewed as ``[outer, channels, inner]`` for the C kernels (channels along ``dim``;
+    bias address 0: none; ``kept``: a converted copy of the bias to keep alive for the call),
+    or ``None`` (the torch path)."""
     nat = _native(t) if t.dtype in (torch.float32, torch.float64) else None
     if nat is None:
         return None
     if bias is None:
-        return nat[0], nat[1], 1, 1, t.numel(), None
+        return nat[0], nat[1], 1, 1, t.numel(), 0, 1, None
     d = dim % t.dim()
     c = t.shape[d]
     if bias.numel() != c or not bias.is_cpu:
         return None
-    b = bias.detach().reshape(-1).to(torch.float64).contiguous()
-    return nat[0], nat[1], math.prod(t.shape[:d]), c, math.prod(t.shape[d + 1 :]), b
+    kept = None
+    bnat = _native(bias)
+    if bnat is None:  # a view, another dtype, a subclass: read a float64 copy
+        kept = bias.detach().reshape(-1).to(torch.float64).contiguous()
+        bnat = kept.data_ptr(), 1
+    return (nat[0], nat[1], math.prod(t.shape[:d]), c, math.prod(t.shape[d + 1 :]), bnat[0],
+            bnat[1], kept)  # fmt: skip
 
 
 def rescale(y: torch.Tensor, s: float, bias: torch.Tensor | None, dim: int,
@@ -76,14 +82,26 @@ def rescale(y: torch.Tensor, s: float, bias: torch.Tensor | None, dim: int,
     view = _channel_view(y, dim, bias)
     if view is not None:
         dest = torch.empty_like(y, memory_format=torch.contiguous_format) if out is None else out
-        ptr, code, outer, c, inner, b = view
-        _rowstats.rescale(ptr, dest.data_ptr(), outer, c, inner, code, s,
-                          0 if b is None else b.data_ptr())  # fmt: skip
+        ptr, code, outer, c, inner, bptr, bcode, _kept = view
+        _rowstats.rescale(ptr, dest.data_ptr(), outer, c, inner, code, s, bptr, bcode)
         return dest
     if bias is None:
         return y.mul_(s) if out is y else torch.mul(y, s, out=out) if out is not None else y * s
     b = _bias_view(bias, y, dim) * (1.0 - s)
     return torch.add(b, y, alpha=s, out=out) if out is not None else torch.add(b, y, alpha=s)
+
+
+def scale_weight(w: torch.Tensor, s: float) -> None:
+    """``w *= s`` in place (a calibrated weight, or its block): in float64, rounded once, by
+    the C kernel where ``w`` is a plain contiguous float32/float64 CPU tensor (a single-thread
+    pass over it, cheaper than a two-thread torch kernel on the small weights LSUV mostly
+    sees; its version counter is bumped as ``mul_`` would), else ``mul_``."""
+    nat = _native(w) if w.dtype in (torch.float32, torch.float64) else None
+    if nat is None:
+        w.mul_(s)
+        return
+    _rowstats.rescale(nat[0], nat[0], 1, 1, w.numel(), nat[1], s, 0)
+    torch.autograd.graph.increment_version(w)
 
 
 def _stats(t: torch.Tensor, bias: torch.Tensor | None, dim: int, *, has_bias: bool,
@@ -99,9 +117,8 @@ def _stats(t: torch.Tensor, bias: torch.Tensor | None, dim: int, *, has_bias: bo
     n = t.numel()
     view = _channel_view(t, dim, bias)
     if view is not None:
-        ptr, code, outer, c, inner, b = view
-        var_t, cov_tb, var_b, ms = _rowstats.channels(ptr, outer, c, inner, code,
-                                                      0 if b is None else b.data_ptr())  # fmt: skip
+        ptr, code, outer, c, inner, bptr, bcode, _kept = view
+        var_t, cov_tb, var_b, ms = _rowstats.channels(ptr, outer, c, inner, code, bptr, bcode)
         if not math.isfinite(var_t):
             return var_t, 0.0, 0.0, n
         if var_t >= _CANCEL * ms:  # else: recomputed below in two passes
