@@ -160,3 +160,38 @@ def test_bias_of_another_dtype_or_layout_is_read_exactly() -> None:
     for b in (b64.to(torch.bfloat16), b64.float(), torch.stack((b64, b64), 1)[:, 0]):
         assert L._stats(y, b, -1, has_bias=True) == ref
         assert torch.equal(L.rescale(y, 0.9, b, -1), L.rescale(y, 0.9, b64, -1))
+
+
+@pytest.mark.parametrize("make", ["channels_last", "transposed", "strided"])
+def test_dense_layouts_take_the_kernels_with_the_contiguous_values(make: str) -> None:
+    """A channels-last convolution output or a transposed one is read in its own memory order
+    by the kernels, with the moments and rescaled values of the same tensor made contiguous; a
+    strided (non-dense) view takes the torch path."""
+    g = torch.Generator().manual_seed(6)
+    base = torch.randn(4, 8, 5, 6, generator=g) * 1.5 + 0.1
+    if make == "channels_last":
+        y = base.contiguous(memory_format=torch.channels_last)
+    elif make == "transposed":
+        y = base.transpose(1, 3)  # channels (size 8) now along dim 3
+    else:
+        y = base[:, :, ::2]
+    dim = 3 if make == "transposed" else 1
+    bias = torch.randn(y.shape[dim], generator=g, dtype=torch.float64)
+    dense = make != "strided"
+    assert (L._channel_view(y, dim, bias) is not None) == dense
+    ref = y.contiguous()
+    got, want = L._stats(y, bias, dim, has_bias=True), L._stats(ref, bias, dim, has_bias=True)
+    n = y.numel()  # float64 sums in another order (dense), float32 ones (strided)
+    tol = 8 * n * (U64 if dense else 2.0**-24)
+    for a, b in zip(got[:3], want[:3], strict=True):
+        assert abs(a - b) <= tol * (abs(b) + 1.0)
+    out = L.rescale(y, 0.8, bias, dim)
+    expect = L.rescale(ref, 0.8, bias, dim)
+    if not dense:  # the torch path: float32 arithmetic, within an ulp or two of the kernel's
+        torch.testing.assert_close(out, expect, rtol=2.0**-22, atol=2.0**-22)
+        return
+    assert torch.equal(out, expect)
+    assert out.stride() == y.stride()
+    same = y.clone(memory_format=torch.preserve_format)
+    L.rescale(same, 0.8, bias, dim, out=same)
+    assert torch.equal(same, out)

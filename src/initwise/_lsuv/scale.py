@@ -42,7 +42,7 @@ def _var(t: torch.Tensor, mean: torch.Tensor, scratch: _Scratch | None = None) -
     return float(centred.square_().sum()) / t.numel()
 
 
-# A layer output that is a plain contiguous float32/float64 CPU tensor is measured and
+# A layer output that is a plain dense float32/float64 CPU tensor is measured and
 # rescaled by the C kernels of ``_audit/_rowstats.c`` (``channels``, ``rescale``): one read
 # each, accumulated in float64, on one thread. The torch path below costs ~10 small kernel
 # calls per output, most of LSUV's per-layer overhead on small layers (50 outputs of 256x256:
@@ -50,14 +50,27 @@ def _var(t: torch.Tensor, mean: torch.Tensor, scratch: _Scratch | None = None) -
 _CANCEL = 1e-6  # var / mean square below this: the one-pass variance may have lost digits
 
 
+def _memory_order(t: torch.Tensor) -> list[int] | None:
+    """``t``'s dimensions from outermost to innermost in memory if ``t`` is dense (a
+    permutation of a contiguous tensor: row-major, channels-last, a transpose), else ``None``."""
+    if t.is_contiguous():
+        return list(range(t.dim()))
+    order = sorted(range(t.dim()), key=lambda i: -t.stride(i))
+    return order if t.permute(order).is_contiguous() else None
+
+
 def _channel_view(t: torch.Tensor, dim: int, bias: torch.Tensor | None
                   ) -> tuple[int, int, int, int, int, int, int, torch.Tensor | None] | None:
     """``(address, dtype code, outer, channels, inner, bias address, bias dtype code, kept)`` of
-    ``t`` viewed as ``[outer, channels, inner]`` for the C kernels (channels along ``dim``;
-    bias address 0: none; ``kept``: a converted copy of the bias to keep alive for the call),
-    or ``None`` (the torch path)."""
-    nat = _native(t) if t.dtype in (torch.float32, torch.float64) else None
-    if nat is None:
+    ``t``'s memory viewed as ``[outer, channels, inner]`` for the C kernels (channels along
+    ``dim``; bias address 0: none; ``kept``: a converted copy of the bias to keep alive for the
+    call), or ``None`` (the torch path). Any dense layout qualifies (a channels-last
+    convolution output is ``[N·H·W, C, 1]`` in memory)."""
+    if t.dtype not in (torch.float32, torch.float64) or t.dim() == 0:
+        return None
+    order = _memory_order(t)
+    nat = None if order is None else _native(t.permute(order))
+    if order is None or nat is None:
         return None
     if bias is None:
         return nat[0], nat[1], 1, 1, t.numel(), 0, 1, None
@@ -70,21 +83,24 @@ def _channel_view(t: torch.Tensor, dim: int, bias: torch.Tensor | None
     if bnat is None:  # a view, another dtype, a subclass: read a float64 copy
         kept = bias.detach().reshape(-1).to(torch.float64).contiguous()
         bnat = kept.data_ptr(), 1
-    return (nat[0], nat[1], math.prod(t.shape[:d]), c, math.prod(t.shape[d + 1 :]), bnat[0],
+    at = order.index(d)
+    sizes = [t.shape[i] for i in order]
+    return (nat[0], nat[1], math.prod(sizes[:at]), c, math.prod(sizes[at + 1 :]), bnat[0],
             bnat[1], kept)  # fmt: skip
 
 
 def rescale(y: torch.Tensor, s: float, bias: torch.Tensor | None, dim: int,
             out: torch.Tensor | None = None) -> torch.Tensor:
     """``s * (y - B) + B`` (``B``: ``bias`` broadcast along ``dim``; ``s * y`` without a bias),
-    what the rescaled weight would have produced, into ``out`` (may be ``y``) or a new tensor.
-    The same values whichever memory it writes to."""
+    what the rescaled weight would have produced, into ``out`` (may be ``y``) or a new tensor
+    of ``y``'s layout. The same values whichever memory it writes to."""
     view = _channel_view(y, dim, bias)
     if view is not None:
-        dest = torch.empty_like(y, memory_format=torch.contiguous_format) if out is None else out
-        ptr, code, outer, c, inner, bptr, bcode, _kept = view
-        _rowstats.rescale(ptr, dest.data_ptr(), outer, c, inner, code, s, bptr, bcode)
-        return dest
+        dest = torch.empty_like(y) if out is None else out  # a dense y's strides are kept
+        if dest.stride() == y.stride() and dest.dtype == y.dtype and type(dest) is type(y):
+            ptr, code, outer, c, inner, bptr, bcode, _kept = view
+            _rowstats.rescale(ptr, dest.data_ptr(), outer, c, inner, code, s, bptr, bcode)
+            return dest
     if bias is None:
         return y.mul_(s) if out is y else torch.mul(y, s, out=out) if out is not None else y * s
     b = _bias_view(bias, y, dim) * (1.0 - s)
