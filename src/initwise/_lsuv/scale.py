@@ -55,7 +55,8 @@ def _memory_order(t: torch.Tensor) -> list[int] | None:
     permutation of a contiguous tensor: row-major, channels-last, a transpose), else ``None``."""
     if t.is_contiguous():
         return list(range(t.dim()))
-    order = sorted(range(t.dim()), key=lambda i: -t.stride(i))
+    strides = t.stride()
+    order = sorted(range(t.dim()), key=lambda i: -strides[i])
     return order if t.permute(order).is_contiguous() else None
 
 
