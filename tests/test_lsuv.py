@@ -1321,6 +1321,7 @@ def test_weights_bit_identical_at_one_and_two_threads() -> None:
         (gpt2, torch.arange(512).reshape(8, 64) % 64),
     ]  # fmt: skip
     prev = torch.get_num_threads()
+    compared = 0
     try:
         for build, x in cases:
             weights, outputs = [], []
@@ -1335,7 +1336,10 @@ def test_weights_bit_identical_at_one_and_two_threads() -> None:
                 weights.append([p.detach().clone() for p in model.parameters()])
             if not torch.equal(*outputs):  # the platform's kernels split sums by thread count
                 continue
+            compared += 1
             for a, b in zip(*weights, strict=True):
                 assert torch.equal(a, b)
     finally:
         torch.set_num_threads(prev)
+    if not compared:
+        pytest.skip("every model's forward differs between 1 and 2 threads on this platform")

@@ -219,3 +219,26 @@ def test_zoo_kernels_and_torch_path_calibrate_alike(monkeypatch: pytest.MonkeyPa
     assert r1.forward_passes == r2.forward_passes and r1.converged and r2.converged
     for (pname, a), b in zip(native.named_parameters(), ref.parameters(), strict=True):
         assert float((a - b).abs().max()) <= 1e-6 * float(b.abs().max()) + 1e-30, pname
+
+
+def test_rescale_into_a_foreign_out_takes_the_torch_path() -> None:
+    """The C kernel writes only into ``y`` or a tensor it allocates: an ``out`` of another
+    size, device or layout gets torch's semantics (resized, or torch's error), never a raw
+    write past its end."""
+    y = torch.ones(4, 8)
+    small = torch.zeros(2, 8)
+    with pytest.warns(UserWarning, match="resized"):
+        got = L.rescale(y, 2.0, None, -1, out=small)
+    assert got is small and small.shape == (4, 8) and torch.equal(small, y * 2.0)
+    with pytest.raises(RuntimeError):
+        L.rescale(y, 2.0, None, -1, out=torch.empty(4, 8, device="meta"))
+
+
+def test_float64_outputs_past_the_square_overflow_are_measured_in_two_passes() -> None:
+    """float64 values above ~1.3e154 overflow a one-pass sum of squares; the torch two-pass
+    path still measures their (finite) variance."""
+    g = torch.Generator().manual_seed(3)
+    t = (1 + 1e-3 * torch.randn(64, 32, generator=g, dtype=torch.float64)) * 1e155
+    var = L._stats(t, None, -1, has_bias=False)[0]
+    assert math.isfinite(var)
+    assert abs(var / float(t.var(correction=0)) - 1.0) < 1e-9

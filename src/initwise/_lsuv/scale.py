@@ -95,10 +95,10 @@ def rescale(y: torch.Tensor, s: float, bias: torch.Tensor | None, dim: int,
     """``s * (y - B) + B`` (``B``: ``bias`` broadcast along ``dim``; ``s * y`` without a bias),
     what the rescaled weight would have produced, into ``out`` (may be ``y``) or a new tensor
     of ``y``'s layout. The same values whichever memory it writes to."""
-    view = _channel_view(y, dim, bias)
+    view = _channel_view(y, dim, bias) if out is None or out is y else None
     if view is not None:
         dest = torch.empty_like(y) if out is None else out  # a dense y's strides are kept
-        if dest.stride() == y.stride() and dest.dtype == y.dtype and type(dest) is type(y):
+        if dest.stride() == y.stride():
             ptr, code, outer, c, inner, bptr, bcode, _kept = view
             _rowstats.rescale(ptr, dest.data_ptr(), outer, c, inner, code, s, bptr, bcode)
             return dest
@@ -136,9 +136,9 @@ def _stats(t: torch.Tensor, bias: torch.Tensor | None, dim: int, *, has_bias: bo
     if view is not None:
         ptr, code, outer, c, inner, bptr, bcode, _kept = view
         var_t, cov_tb, var_b, ms = _rowstats.channels(ptr, outer, c, inner, code, bptr, bcode)
-        if not math.isfinite(var_t):
-            return var_t, 0.0, 0.0, n
-        if var_t >= _CANCEL * ms:  # else: recomputed below in two passes
+        if not math.isfinite(var_t) and t.dtype != torch.float64:
+            return var_t, 0.0, 0.0, n  # float32 squares cannot overflow a float64 sum
+        if var_t >= _CANCEL * ms:  # else (or float64 squares past 1e308): two passes below
             if bias is None or not has_bias:
                 return var_t, cov_tb, var_b, n
             var_u = var_t - 2.0 * cov_tb + var_b
