@@ -18,6 +18,7 @@ import sys
 from PIL import Image
 img = Image.open(sys.argv[1]).convert("RGB")
 img = img.resize((img.width * 7 // 10, img.height * 7 // 10), Image.LANCZOS)
-img.quantize(colors=256, method=Image.Quantize.MEDIANCUT).save(sys.argv[2], optimize=True)
+# octree keeps the rare series colours (median cut merged the purple LSUV swatch into grey)
+img.quantize(colors=256, method=Image.Quantize.FASTOCTREE).save(sys.argv[2], optimize=True)
 print(f"{sys.argv[2]}: {img.width}x{img.height}")
 PYEOF
