@@ -171,3 +171,73 @@ def test_module_resets_skip_the_tensors_the_plan_writes(reads_weight: bool) -> N
     torch.manual_seed(9)
     materialize(m2, pol, device="cpu", seed=2)
     assert torch.equal(m[0].bias, m2[0].bias)  # the kept bias is keyed, whatever the global seed
+
+
+def test_hf_subclass_buffers_and_ancestor_written_parameters_are_rebuilt() -> None:
+    """Found by trying models outside the zoo. Gemma 3's scaled embedding is an nn.Embedding
+    subclass whose ``reset_parameters`` does not write its ``embed_scale`` buffer (HF's
+    ``_init_weights`` does): it must be √d, not uninitialized memory. FalconMamba's
+    ``dt_proj.bias`` (left to the model by ``auto``) is written by the mixer's
+    ``_init_weights``, an ancestor of ``dt_proj``: softplus(bias) must lie in the config's
+    [time_step_min, time_step_max], as in the eagerly built model, not all softplus(0)."""
+    from transformers import FalconMambaConfig, FalconMambaForCausalLM, Gemma3TextConfig, Gemma3ForCausalLM
+
+    cfg = Gemma3TextConfig(vocab_size=128, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                           num_attention_heads=4, num_key_value_heads=1, head_dim=16, max_position_embeddings=64)
+    with torch.device("meta"):
+        gemma = Gemma3ForCausalLM(cfg)
+    materialize(gemma, "auto", device="cpu", seed=0)
+    scale = gemma.model.embed_tokens.embed_scale
+    assert float(scale) == pytest.approx(64**0.5)
+    ids = torch.arange(32).reshape(2, 16)
+    with torch.no_grad():
+        assert bool(torch.isfinite(gemma(input_ids=ids).logits).all())
+
+    fcfg = FalconMambaConfig(vocab_size=128, hidden_size=64, state_size=8, num_hidden_layers=2,
+                             expand=2, conv_kernel=4, time_step_rank=8)
+    with torch.device("meta"):
+        fm = FalconMambaForCausalLM(fcfg)
+    p = materialize(fm, "auto", device="cpu", seed=0)
+    for i in range(2):
+        assert p[f"backbone.layers.{i}.mixer.dt_proj.bias"].action == "keep"
+        dt = nn.functional.softplus(fm.backbone.layers[i].mixer.dt_proj.bias)
+        assert float(dt.min()) >= fcfg.time_step_floor * 0.999 and float(dt.max()) <= fcfg.time_step_max * 1.001
+        assert float(dt.max()) / float(dt.min()) > 10  # spread over the range (log-uniform draws)
+
+
+def test_buffer_no_rule_writes_raises_and_leaves_meta() -> None:
+    """A buffer that the module's reset_parameters and the model's _init_weights both leave
+    unset is an error naming it (the model goes back to meta), not uninitialized memory; a
+    tensor loaded before materialize is never written by an ancestor's _init_weights."""
+
+    class Scaled(nn.Linear):
+        def __init__(self) -> None:
+            super().__init__(4, 4)
+            self.register_buffer("scale", torch.tensor(3.0), persistent=False)
+
+    class Model(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.config = object()
+            self.block = nn.Sequential(Scaled(), nn.Linear(4, 4))
+
+        def _init_weights(self, module: nn.Module) -> None:  # writes nothing for Scaled's buffer
+            if isinstance(module, nn.Sequential):  # a parent writing its child's tensor
+                nn.init.ones_(module[1].weight)
+
+    with torch.device("meta"):
+        m = Model()
+    with pytest.raises(ValueError, match=r"block\.0\.scale"):
+        materialize(m, "auto", device="cpu", seed=0)
+    assert all(t.is_meta for t in (*m.parameters(), *m.buffers()))
+
+    with torch.device("meta"):
+        m = Model()
+    m.block[0].register_buffer("scale", torch.tensor(3.0), persistent=False)  # built for real
+    loaded = torch.full((4, 4), 7.0)
+    m.block[1].weight = nn.Parameter(loaded.clone())  # a weight the user loaded
+    p = materialize(m, "auto", device="cpu", seed=0, only="block.0")
+    assert p["block.1.bias"].action in ("keep", "skip")
+    assert torch.equal(m.block[1].weight, loaded) and float(m.block[0].scale) == 3.0
+    bound = 1 / 4**0.5  # block.1.bias: _init_weights leaves it, Linear.reset_parameters writes it
+    assert bool(torch.isfinite(m.block[1].bias).all()) and bool((m.block[1].bias.abs() <= bound).all())

@@ -190,11 +190,13 @@ def materialize(
        Hugging Face rotary embeddings (``inv_freq`` and ``original_inv_freq`` recomputed from
        the module's ``config`` with its rope init function); the module's
        ``reset_parameters()``; the model's ``_init_weights(module)`` (Hugging Face).
-    3. Parameters the policy leaves to the module (``keep``, or not in ``only``) get their
-       module's ``reset_parameters()`` (or the model's ``_init_weights``); these resets run
-       inside :func:`initwise.keyed_init`, so their draws are keyed by name too. Module resets
-       run with the parameters the plan writes swapped for meta twins: each tensor is written
-       once.
+    3. Parameters the policy leaves to the module (``keep``, or not in ``only``) get the
+       model's ``_init_weights`` on the module and its ancestors (Hugging Face), or the
+       module's ``reset_parameters()``; these resets run inside :func:`initwise.keyed_init`, so
+       their draws are keyed by name too. Module resets may write only the tensors being
+       rebuilt (the plan's own and tensors not on meta are meta twins meanwhile): each tensor
+       is written once, a loaded one never. A rebuilt tensor that nothing wrote (checked with
+       a sentinel after step 4) raises, naming it, and the model goes back to meta.
     4. :func:`init` with ``policy``, ``seed``, ``example_inputs`` and ``only``.
 
     All or nothing: everything that can be checked (policy, ``only=``, ``seed``, the plan, the
@@ -230,8 +232,9 @@ def materialize(
         try:
             _allocate(model, dev, allocation)
             planned = {n for w in work if w.setter is None for n in (w.entry.name, *w.entry.aliases)}
-            _rebuild(model, rules, needs, dev, seed, reset, planned)
+            marks = _rebuild(model, rules, needs, dev, seed, reset, planned, allocation)
             p = write_all(model, p, rebind(model, work), seed, backup=False)
+            _check_written(marks)
             add_scalars(model, p.added)  # Fixup's scalars, on the allocated layers' device
         except BaseException:
             allocation.undo()  # nothing was there before: back on meta, as it was
@@ -271,55 +274,158 @@ def _prepare(model: nn.Module, policy: Any, dev: torch.device, seed: int, exampl
     return p, work, rules, needs
 
 
-@contextlib.contextmanager
-def _planned_on_meta(module: nn.Module, prefix: str, planned: set[str]) -> Iterator[None]:
-    """Inside the block, ``module``'s own parameters that the plan writes afterwards are meta
-    twins (same shape, dtype, ``requires_grad``), so a reset writes each tensor only once."""
-    table = own_parameters(module)
-    saved = {n: q for n, q in table.items() if q is not None and prefix + n in planned}
-    for n, q in saved.items():
-        table[n] = nn.Parameter(torch.empty(q.shape, dtype=q.dtype, device="meta"), q.requires_grad)
+def _reset_once(module: nn.Module, prefix: str, writable: set[str], planned: set[str],
+                run: Callable[[], object]) -> None:
+    """``run()`` a module's reset allowed to write only ``writable`` tensors (the plan's own
+    and any tensor not rebuilt from meta are meta twins: each tensor is written once, a
+    loaded one never); if the reset needs the planned tensors' values (it raises on meta),
+    run it again with those exposed."""
     try:
-        yield
-    finally:
-        table.update(saved)
-
-
-def _reset_once(module: nn.Module, prefix: str, planned: set[str], run: Callable[[], object]) -> None:
-    """``run()`` a module's reset with the planned parameters on meta; if the reset needs their
-    values (it raises on meta), run it again on the real tensors."""
-    try:
-        with _planned_on_meta(module, prefix, planned):
+        with _only_writable(module, prefix, writable):
             run()
     except Exception:
         log.debug("materialize: reset of %s needs its parameters' values; writing them twice", prefix)
-        run()
+        with _only_writable(module, prefix, writable | planned):
+            run()
+
+
+def _sentinel(t: torch.Tensor) -> float | int | None:
+    """A value no rule writes by accident (NaN, or the dtype's minimum), to find buffer
+    elements a rule left unwritten; ``None`` for dtypes without one (bool)."""
+    if t.is_floating_point() or t.is_complex():
+        return float("nan")
+    if t.dtype == torch.bool:
+        return None
+    return int(torch.iinfo(t.dtype).min)
+
+
+def _unwritten(t: torch.Tensor, mark: float | int) -> bool:
+    """``t`` (its local shard, for a DTensor: no collective) still holds ``mark`` somewhere."""
+    to_local = getattr(t, "to_local", None)
+    if callable(to_local):
+        t = to_local()
+    with torch.no_grad():
+        return bool(torch.isnan(t).any()) if isinstance(mark, float) else bool((t == mark).any())
+
+
+@contextlib.contextmanager
+def _only_writable(module: nn.Module, prefix: str, writable: set[str]) -> Iterator[None]:
+    """Inside the block, every parameter and buffer of ``module``'s subtree whose name is not
+    in ``writable`` is a meta twin: code run there can write only the tensors being rebuilt
+    (never a loaded weight, never one the plan writes next)."""
+    swapped: list[tuple[dict[str, Any], str, torch.Tensor]] = []
+    try:
+        for sub_name, sub in module.named_modules(prefix=prefix.rstrip(".")):
+            pre = f"{sub_name}." if sub_name else ""
+            tables: tuple[dict[str, Any], ...] = (own_parameters(sub), own_buffers(sub))
+            for table in tables:
+                for n, t in list(table.items()):
+                    if t is None or t.is_meta or pre + n in writable:
+                        continue
+                    twin = torch.empty(t.shape, dtype=t.dtype, device="meta")
+                    if isinstance(t, nn.Parameter):
+                        twin = nn.Parameter(twin, t.requires_grad)
+                    swapped.append((table, n, t))
+                    table[n] = twin
+        yield
+    finally:
+        for table, n, t in swapped:
+            table[n] = t
 
 
 def _rebuild(model: nn.Module, rules: list[tuple[str, nn.Module, str]], needs: dict[str, nn.Module],
-             dev: torch.device, seed: int, reset: ResetFn | None, planned: set[str]) -> None:
+             dev: torch.device, seed: int, reset: ResetFn | None, planned: set[str],
+             allocation: _Allocation | None = None) -> dict[str, tuple[torch.Tensor, float | int]]:
     """Buffers by their rules, and parameters the policy leaves to their modules (keyed).
 
-    Module resets (``reset_parameters``, ``_init_weights``) run with the parameters the plan
-    writes afterwards swapped for meta twins: every tensor is written once.
+    Every module reset runs allowed to write only the tensors being rebuilt
+    (:func:`_only_writable`): those the plan writes next and those not rebuilt from meta (a
+    weight the user loaded) are meta twins, so each tensor is written once and a loaded one
+    never. The tensors being rebuilt are first filled with a sentinel (NaN, or the integer
+    minimum): a ``reset_parameters`` that leaves a buffer unwritten is followed by the model's
+    ``_init_weights(module)`` (Hugging Face writes a subclass's extra buffers there, e.g.
+    Gemma 3's ``embed_scale``); for a parameter left to the model's own init,
+    ``_init_weights`` also runs on the module's ancestors, innermost first, as
+    ``PreTrainedModel.initialize_weights`` does (a Mamba mixer sets its child's
+    ``dt_proj.bias``), then ``reset_parameters`` writes what it still left. Returns the
+    sentinels, which :func:`_check_written` checks after the plan's writes: a tensor nothing
+    wrote raises (the caller puts the model back on meta) instead of holding uninitialized
+    memory.
     """
     done = {id(m) for _, m, r in rules if r in ("reset_parameters", "_init_weights")}
     names = {id(m): n for n, m in model.named_modules()}
+    init_weights = getattr(model, "_init_weights", None)
+    tensors: dict[str, torch.Tensor] = dict(model.named_parameters(remove_duplicate=False))
+    tensors.update(model.named_buffers(remove_duplicate=False))
+    meta_params = allocation.meta_params if allocation is not None else set(tensors)
+    meta_buffers = allocation.meta_buffers if allocation is not None else set()
+    # what the rebuild may write: tensors rebuilt from meta that the plan does not write next
+    writable = (set(meta_params) - planned) | set(meta_buffers)
+    marks: dict[str, float | int] = {}
+    with torch.no_grad():
+        for n in sorted(writable):
+            mark = _sentinel(tensors[n]) if n in tensors else None
+            if mark is not None:
+                tensors[n].fill_(mark)
+                marks[n] = mark
+
+    def unwritten(prefix: str) -> list[str]:
+        return [n for n in marks if n.startswith(prefix) and "." not in n[len(prefix):]
+                and _unwritten(tensors[n], marks[n])]  # fmt: skip
+
     with keyed_init(model, seed=seed):
         for mname, module, rule in rules:
             pre = f"{mname}." if mname else ""
             if rule in ("reset_parameters", "_init_weights"):
-                _reset_once(module, pre, planned, partial(_apply_rule, rule, mname, module, model, dev, reset))
+                _reset_once(module, pre, writable, planned,
+                            partial(_apply_rule, rule, mname, module, model, dev, reset))  # fmt: skip
+                if rule == "reset_parameters" and callable(init_weights) and unwritten(pre):
+                    _reset_once(module, pre, writable, planned, partial(init_weights, module))
             else:
                 _apply_rule(rule, mname, module, model, dev, reset)
+        ran: set[int] = set()
         for module in needs.values():
-            if id(module) in done:
-                continue
             pre = f"{names[id(module)]}." if names[id(module)] else ""
-            # the model's own init (Hugging Face's _init_weights) first: it is what built the
-            # eager model's values (GPT-2's position table N(0, 0.02²), not Embedding's N(0, 1))
-            init_weights = getattr(model, "_init_weights", None)
-            if callable(init_weights):
-                _reset_once(module, pre, planned, partial(init_weights, module))
-            else:
-                _reset_once(module, pre, planned, getattr(module, "reset_parameters"))  # noqa: B009
+            if id(module) not in done:
+                # the model's own init (Hugging Face's _init_weights) first: it is what built the
+                # eager model's values (GPT-2's position table N(0, 0.02²), not Embedding's N(0, 1))
+                if callable(init_weights):
+                    _reset_once(module, pre, writable, planned, partial(init_weights, module))
+                else:
+                    _reset_once(module, pre, writable, planned, getattr(module, "reset_parameters"))  # noqa: B009
+            if not callable(init_weights):
+                continue
+            parts = names[id(module)].split(".") if names[id(module)] else []
+            for k in range(len(parts) - 1, -1, -1):  # its ancestors, innermost first
+                aname = ".".join(parts[:k])
+                ancestor = model.get_submodule(aname) if aname else model
+                if id(ancestor) in ran:
+                    continue
+                ran.add(id(ancestor))
+                try:
+                    with _only_writable(ancestor, f"{aname}." if aname else "", writable):
+                        init_weights(ancestor)
+                except Exception as err:  # it needs values we hid: what it would write stays
+                    log.debug("materialize: _init_weights(%s) skipped on meta twins: %s",
+                              aname or "<root>", err)  # fmt: skip
+        for module in needs.values():  # what the model's own init did not write: the module's
+            pre = f"{names[id(module)]}." if names[id(module)] else ""
+            reset_parameters = getattr(module, "reset_parameters", None)
+            left = set(unwritten(pre))
+            if left and callable(init_weights) and callable(reset_parameters):
+                _reset_once(module, pre, left, planned, reset_parameters)  # those tensors only
+    return {n: (tensors[n], mark) for n, mark in marks.items()}
+
+
+def _check_written(marks: dict[str, tuple[torch.Tensor, float | int]]) -> None:
+    """After the plan's writes: a tensor rebuilt from meta that still holds its sentinel was
+    written by nothing (it would hold uninitialized memory)."""
+    left = sorted(n for n, (t, mark) in marks.items() if _unwritten(t, mark))
+    if left:
+        raise ValueError(
+            f"materialize: nothing wrote {', '.join(left)} (the module's reset_parameters() and "
+            "the model's _init_weights() leave them unset, so they would hold uninitialized "
+            "memory). Pass reset=fn (fn(module_name, module) -> True once it has filled a "
+            "module's buffers), a policy that initializes those parameters, or build that "
+            "module outside the meta device"
+        )
