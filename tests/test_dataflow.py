@@ -166,6 +166,41 @@ def test_unscaled_attention_gets_a_smaller_query() -> None:
     assert "not scaled by 1/sqrt(d)" in (p["q.weight"].post or "")
 
 
+def test_queries_scaled_before_the_product_count_and_packed_weights_are_not_shrunk() -> None:
+    """Found by a new-user trial (SigLIP's pooling head): torch's MultiheadAttention scales q by
+    d^-1/2 *before* ``bmm``/``baddbmm``; that is the logits' 1/sqrt(d), so the packed
+    ``in_proj_weight`` keeps 1/sqrt(fan_in) (it had x0.25 on all of q, k and v). A packed
+    q-k-v whose logits really lack the factor is not shrunk as a whole (a note says so)."""
+
+    class Pool(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.probe = nn.Parameter(torch.randn(1, 1, 64))
+            self.mha = nn.MultiheadAttention(64, 4, batch_first=True)
+            self.fc = nn.Linear(64, 10)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            q = self.probe.expand(x.shape[0], -1, -1)
+            return self.fc(self.mha(q, x, x)[0][:, 0])
+
+    for model, name in ((nn.MultiheadAttention(64, 4), "in_proj_weight"), (Pool(), "mha.in_proj_weight")):
+        e = initwise.plan(model, "auto")[name]
+        assert e.std == pytest.approx(1 / 8) and "not scaled" not in (e.post or ""), name
+
+    class Packed(nn.Module):  # logits q.k without any 1/sqrt(d), q-k-v from one weight
+        def __init__(self) -> None:
+            super().__init__()
+            self.qkv = nn.Linear(64, 192)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            q, k, v = self.qkv(x).chunk(3, dim=-1)
+            return torch.softmax(q @ k.transpose(-1, -2), dim=-1) @ v
+
+    p = initwise.plan(Packed(), "auto")
+    assert p["qkv.weight"].std == pytest.approx(1 / 8)
+    assert any("packed projection" in n for n in p.notes)
+
+
 def test_model_init_semantics_from_copy() -> None:
     class Ssm(nn.Module):
         def __init__(self) -> None:

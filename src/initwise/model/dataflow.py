@@ -996,7 +996,7 @@ def _attention_scales(rec: _Recorder, out: Trace, consumers: dict[int, list[_Nod
         elif name == "softmax":
             src = node.inputs[0] if node.inputs else None
             mult = 1.0
-            while src is not None and src.op not in ("matmul", "__matmul__", "bmm", "einsum"):
+            while src is not None and src.op not in ("matmul", "__matmul__", "bmm", "einsum", "baddbmm"):
                 if src.op in ("mul", "__mul__") and src.scalars:
                     mult *= math.prod(src.scalars)
                 elif src.op in ("div", "__truediv__") and src.scalars:
@@ -1006,9 +1006,13 @@ def _attention_scales(rec: _Recorder, out: Trace, consumers: dict[int, list[_Nod
                     src = None
                     break
                 src = src.inputs[0] if src.inputs else None
-            if src is None or len(src.inputs) < 2:
+            operands = ([] if src is None else src.inputs[1:3] if src.op == "baddbmm" else src.inputs[:2])
+            if len(operands) < 2:
                 continue
-            qn = src.inputs[0]
+            # q and k scaled before the product (torch's MultiheadAttention: q * d^-1/2, then
+            # bmm / baddbmm): those factors are part of the logits' scale too
+            mult *= _scalar_factor(operands[0]) * _scalar_factor(operands[1])
+            qn = operands[0]
             q_t = next((t for t in rec.keep if rec.nodes.get(id(t)) is qn), None)
             if q_t is None or q_t.dim() < 1:
                 continue
@@ -1023,8 +1027,28 @@ def _attention_scales(rec: _Recorder, out: Trace, consumers: dict[int, list[_Nod
         if w is not None and w.weight is not None:
             for u in out.usages.get(w.weight, []):
                 if u.kind == "weight":
-                    u.query_scale = factor
+                    if u.fused > 1:  # a packed q-k-v: the factor belongs to the q part only
+                        out.notes.append(
+                            f"attention logits from {w.weight} are not scaled by 1/sqrt(d) (x{factor:.4g} "
+                            "missing); it is a packed projection, so its query part is not rescaled")
+                    else:
+                        u.query_scale = factor
                     break
+
+
+def _scalar_factor(n: _Node) -> float:
+    """The product of the scalar factors applied to ``n`` since the op that made it, walking
+    back through shape ops and multiplications / divisions by Python scalars."""
+    f = 1.0
+    for _ in range(64):
+        if n.op in ("mul", "__mul__") and n.scalars and len(n.inputs) == 1:
+            f *= math.prod(n.scalars)
+        elif n.op in ("div", "__truediv__") and n.scalars and len(n.inputs) == 1:
+            f /= math.prod(n.scalars)
+        elif n.op not in _PASS or len(n.inputs) != 1:
+            break
+        n = n.inputs[0]
+    return f
 
 
 def _attention_site(qn: _Node, head_dim: int, scale: float, out: Trace) -> Attention:
