@@ -326,3 +326,37 @@ def test_relu_of_a_relu_keeps_the_second_moment() -> None:
         y = net(torch.randn(4096, 256, generator=torch.Generator().manual_seed(1)))
     v = float(y.pow(2).mean())
     assert abs(v - 1) < 0.1  # before: 2
+
+
+def test_tied_head_is_found_without_dataflow() -> None:
+    """Found by a new-user trial (JetMoe, whose forward the meta trace cannot run): in the
+    module-order fallback a table tied to a linear head is still the head (tied_embedding,
+    std 1/sqrt(d)), not an N(0, 1) embedding giving logits of std sqrt(d) (63.9 nats of initial
+    loss there against ln V = 4.85)."""
+    V, d = 128, 64
+
+    class LM(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.emb = nn.Embedding(V, d)
+            self.lin = nn.Linear(d, d)
+            self.head = nn.Linear(d, V, bias=False)
+            self.head.weight = self.emb.weight
+
+        def forward(self, ids: torch.Tensor) -> torch.Tensor:
+            h = self.emb(ids).reshape(-1, d)
+            # data-dependent sizes (as a token router's): neither meta nor fx can run them
+            sizes = torch.bincount((ids.reshape(-1) % 2), minlength=2).tolist()
+            h = torch.cat([torch.relu(self.lin(part)) for part in h.split(sizes)])
+            return self.head(h).reshape(*ids.shape, V)
+
+    m = LM()
+    p = initwise.init(m, "auto", seed=0)
+    assert p.source == "module_order"
+    e = p["emb.weight"]
+    assert e.role == "tied_embedding" and e.std == pytest.approx(d**-0.5)
+    ids = torch.randint(0, V, (8, 32), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        logits = m(ids)
+    loss = nn.functional.cross_entropy(logits.reshape(-1, V), torch.randint(0, V, (8 * 32,)))
+    assert abs(float(loss) - math.log(V)) < 1.0

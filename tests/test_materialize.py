@@ -180,7 +180,12 @@ def test_hf_subclass_buffers_and_ancestor_written_parameters_are_rebuilt() -> No
     ``dt_proj.bias`` (left to the model by ``auto``) is written by the mixer's
     ``_init_weights``, an ancestor of ``dt_proj``: softplus(bias) must lie in the config's
     [time_step_min, time_step_max], as in the eagerly built model, not all softplus(0)."""
-    from transformers import FalconMambaConfig, FalconMambaForCausalLM, Gemma3TextConfig, Gemma3ForCausalLM
+    from transformers import (
+        FalconMambaConfig,
+        FalconMambaForCausalLM,
+        Gemma3ForCausalLM,
+        Gemma3TextConfig,
+    )
 
     cfg = Gemma3TextConfig(vocab_size=128, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                            num_attention_heads=4, num_key_value_heads=1, head_dim=16, max_position_embeddings=64)

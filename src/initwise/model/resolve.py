@@ -235,6 +235,7 @@ class _Context:
     meta_ok: bool = False  # plan meta tensors as if they had storage (materialize)
     param_roles: dict[str, list[str]] = field(default_factory=dict)
     head_gain: dict[str, float] = field(default_factory=dict)  # whole-model target for heads
+    tied_heads: dict[str, str] = field(default_factory=dict)  # embedding table -> the linear layer sharing it
 
 
 # --------------------------------------------------------------------------------------------
@@ -250,6 +251,9 @@ def tensor_roles(ctx: _Context, module: nn.Module, modname: str, leaf: str, t: t
     why: str | None = None
     if kind == "parameter":
         base, why = refine_role(base, module, name, ctx.info)
+    if base == "embedding" and name in ctx.tied_heads and not ctx.info.usages.get(name):
+        # no dataflow (module-order fallback): the tie itself says the table is the output head
+        base, why = "tied_embedding", f"the table is also the weight of {ctx.tied_heads[name]}"
     if base == "tied_embedding":
         return ["tied_embedding", "embedding"], why
     roles = [base]
@@ -561,6 +565,20 @@ def check_model(model: nn.Module, seed: int) -> None:
         )
 
 
+def _tied_heads(model: nn.Module, ts: Tensors) -> dict[str, str]:
+    """Embedding tables that are also the weight of a linear layer (a tied output head), by
+    the names each tensor has: ``{table's names: the linear layer}``."""
+    out: dict[str, str] = {}
+    for first, others in ts.aliases.items():
+        names = [first, *others]
+        heads = [n.rpartition(".")[0] for n in names
+                 if isinstance(model.get_submodule(n.rpartition(".")[0]) if "." in n else model, nn.Linear)]
+        if heads and len(heads) < len(names):
+            for n in names:
+                out[n] = heads[0] or "<root>"
+    return out
+
+
 def build(model: nn.Module, policy_in: str | Policy | Iterable[Rule], example_inputs: Any,
           seed: int, only: Only, *, meta_ok: bool = False) -> tuple[Plan, list[Work]]:
     """Run every stage for every tensor of ``model``: the plan and the write pass's work.
@@ -576,6 +594,7 @@ def build(model: nn.Module, policy_in: str | Policy | Iterable[Rule], example_in
                    used=[False] * len(policy.rules), meta_ok=meta_ok,
                    param_roles=param_structure_roles(info))
     ts = collect_tensors(model)
+    ctx.tied_heads = _tied_heads(model, ts)
     select = _selector(only, model, ts.setters)
     entries: list[PlanEntry] = []
     work: list[Work] = []
