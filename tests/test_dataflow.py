@@ -360,3 +360,30 @@ def test_tied_head_is_found_without_dataflow() -> None:
         logits = m(ids)
     loss = nn.functional.cross_entropy(logits.reshape(-1, V), torch.randint(0, V, (8 * 32,)))
     assert abs(float(loss) - math.log(V)) < 1.0
+
+
+def test_a_tensor_the_forward_never_reads_is_left_as_made() -> None:
+    """Found by a new-user trial (DINOv2's ``mask_token``, zeros in HF, used only when
+    masking): a ≥2-D parameter of a module initwise has no layout for, which the traced
+    forward never reads, is not a weight to redraw; a never-called nn.Linear still is one."""
+    from transformers import Dinov2Config, Dinov2Model
+
+    cfg = Dinov2Config(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128,
+                       image_size=32, patch_size=8)
+    m = Dinov2Model(cfg)
+    before = m.embeddings.mask_token.detach().clone()
+    p = initwise.init(m, "auto", seed=0)
+    e = p["embeddings.mask_token"]
+    assert p.source == "dataflow" and e.role == "other" and e.action == "keep", (e.role, e.action)
+    assert torch.equal(m.embeddings.mask_token, before)
+
+    class Spare(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.used, self.unused = nn.Linear(8, 8), nn.Linear(8, 8)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.used(x)
+
+    p = initwise.plan(Spare(), "auto")
+    assert p["unused.weight"].role == "weight" and p["unused.weight"].action == "init"

@@ -128,12 +128,18 @@ def refine_role(base: str, module: nn.Module, name: str, info: GraphInfo) -> tup
     - an embedding table also used as a linear weight: ``tied_embedding`` (the output head);
     - an embedding table looked up only by constant indices: ``position``;
     - a ≥2-D parameter of a module initwise has no layout for, never used as a weight (a
-      position table added to the input, a class token, a state-space ``A_log``): ``other``;
+      position table added to the input, a class token, a state-space ``A_log``) or not used
+      at all by the traced forward (a mask token): ``other``;
     - a bias never added as a bias of its layer's output, a scalar used other than as a
       multiplier or an offset (``exp(logit_scale)``): ``other``.
     """
     uses = info.usages.get(name)
     if not uses:
+        known = isinstance(module, _KNOWN_LAYERS) or is_hf_conv1d(module)
+        if base == "weight" and not known and info.source == "dataflow":
+            # a tensor of a module initwise has no layout for that the forward never read (a
+            # mask token used only when masking): nothing says it is a weight
+            return "other", "not used by the forward pass the dataflow traced"
         return base, None
     kinds = {u.kind for u in uses}
     ops = sorted({u.op for u in uses})
