@@ -864,10 +864,13 @@ def test_random_forward_buffers_hooks_and_overridden_forward_are_verified() -> N
             return F.linear(x, (w - w.mean()) / w.std(), self.bias)
 
     model = nn.Sequential(StdLinear(16, 16), nn.ReLU(), nn.Linear(16, 16))
-    with pytest.warns(InitwiseWarning, match="not converged"):
+    first = model[0].weight.detach().clone()
+    with pytest.warns(InitwiseWarning, match=r"0\.weight \(StdLinear\): its own forward is not linear"):
         report = _reasons_and_check(model, x * 5, "overrides the forward of its layer type")
-    assert not report.converged  # never a wrong report: the verification pass sees it
-    assert report.layers[0].std_after > 1.5
+    # never a wrong report: its own forward ignores the weight's scale, so LSUV leaves it as
+    # made (it used to scale it and report not converged) and calibrates the rest
+    assert torch.equal(model[0].weight, first)
+    assert [r.name for r in report.layers] == ["2.weight"] and report.converged
 
 
 def test_verify_false_trusts_the_first_pass_and_says_why_it_should_not() -> None:
@@ -1343,3 +1346,40 @@ def test_weights_bit_identical_at_one_and_two_threads() -> None:
         torch.set_num_threads(prev)
     if not compared:
         pytest.skip("every model's forward differs between 1 and 2 threads on this platform")
+
+
+def test_own_forward_not_linear_in_the_weight_is_left_as_made() -> None:
+    """Found by a new-user trial (Llama 4's router, an nn.Linear subclass returning top-k
+    sigmoid scores, was scaled x8600 and left saturated): a stock layer's subclass with its own
+    forward has its first correction checked by running that forward again; not linear, its
+    weight gets back its values from before LSUV, it is reported as not calibrated, the rest
+    converges. A subclass whose own forward is linear is calibrated as usual."""
+
+    class Router(nn.Linear):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            top, idx = super().forward(x).topk(2, dim=-1)
+            return torch.zeros(*x.shape[:-1], self.out_features).scatter(-1, idx, torch.sigmoid(top))
+
+    class Doubled(nn.Linear):  # its own forward, linear in the weight
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return 2.0 * nn.functional.linear(x, self.weight, self.bias)
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a, self.r, self.d, self.b = nn.Linear(32, 32), Router(32, 8), Doubled(8, 16), nn.Linear(16, 4)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.b(self.d(self.r(torch.relu(self.a(x)))))
+
+    torch.manual_seed(0)
+    net = Net()
+    before = net.r.weight.detach().clone()
+    with pytest.warns(InitwiseWarning, match=r"r\.weight \(Router\): its own forward is not linear"):
+        rep = lsuv(net, _randn(64, 32), seed=1)
+    assert torch.equal(net.r.weight, before)
+    assert rep.converged and [r.name for r in rep.layers] == ["a.weight", "d.weight", "b.weight"]
+    assert any("r.weight" in u for u in rep.uncalibrated)
+    with torch.no_grad():  # the others are at the target in a fresh pass
+        h = net.d(net.r(torch.relu(net.a(_randn(64, 32)))))
+    assert abs(float(h.std()) - 1.0) < 0.2

@@ -294,6 +294,10 @@ def lsuv(
             InitwiseWarning,
             stacklevel=2,
         )
+    if run.nonlinear:
+        warnings.warn(f"lsuv: not calibrated ({'; '.join(run.nonlinear.values())})", InitwiseWarning,
+                      stacklevel=2)  # fmt: skip
+        uncalibrated = [*uncalibrated, *run.nonlinear.values()]
     skipped = sorted(set(missing))
     if skipped:
         logger.info("lsuv: layers never executed, left untouched: %s", ", ".join(skipped))

@@ -88,6 +88,11 @@ class _Run:
         self.spare: dict[tuple[int, torch.dtype], torch.Tensor] = {}
         self.scratch = _Scratch()
         self.in_place: set[int] = set()  # id(module): its fresh output is rescaled in place
+        # id(module): a stock layer's subclass with its own forward (no calibrated module
+        # inside): its first correction is checked by running that forward again
+        self.check_linear: set[int] = set()
+        self.call_args: dict[int, tuple[tuple[Any, ...], dict[str, Any]]] = {}
+        self.nonlinear: dict[str, str] = {}  # weight name -> why it was left uncalibrated
         self.writes: dict[int, list[tuple[torch.Tensor, str]]] = {}  # id(unit) -> written()
 
     # -- first-pass exactness ----------------------------------------------------------------
@@ -414,6 +419,8 @@ class _Run:
         call = w.calls
         w.calls += 1
         self.last_visited = w.name
+        if w.name in self.nonlinear:
+            return 1.0
         key = (w.name, call)
         a, c, d, n = self.measure(unit, t, bias, dim, has_bias, inp)
         std = _std(a, c, d, n)
@@ -462,6 +469,8 @@ class _Run:
         return x.data if isinstance(x, nn.utils.rnn.PackedSequence) else x
 
     def _pre(self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        if id(module) in self.check_linear and self.pass_index == 1:
+            self.call_args[id(module)] = (args, kwargs)
         stack: list[Any] = []  # stacked RNN: layer inputs of this call
         for unit in self.by_module[id(module)]:
             if self.pass_index == 1:
@@ -522,6 +531,13 @@ class _Run:
             if self.pass_index == 1 and unit.weight.calls == 0:
                 self.backup(unit.weight.param)
             s = self.visit(unit, y32, bias, dim, True, args[0] if args else None)
+            if s != 1.0 and id(module) in self.check_linear and self.pass_index == 1 \
+                    and unit.weight.calls == 1:  # fmt: skip
+                redone = self.linearity(module, unit, s, y.detach())
+                if redone is not None:  # not linear: the weight is back, so is its output
+                    output, s = redone, 1.0
+                    y = output[0] if isinstance(output, (tuple, list)) else output
+                    y32 = y.detach() if y.dtype in (torch.float32, torch.float64) else y.detach().float()
             own = _torch.sole_memory(y) if s != 1.0 and id(module) in self.in_place else None
             if own is not None and y32.dtype == y.dtype and not any(a is own for a in args):
                 # a stock layer's output is a new tensor nothing else holds: rescale it where
@@ -538,6 +554,52 @@ class _Run:
             self.note_output(y, unit)
             self.settle(unit)
         return output
+
+    def linearity(self, module: nn.Module, unit: _Unit, s: float, before: torch.Tensor) -> Any:
+        """A layer whose forward is its own (a subclass of a stock layer) was just corrected by
+        ``s``; ``before`` is its output with the weight it had. Run that forward again (hooks
+        bypassed, same call's inputs) with the corrected weight and with the weight zeroed: the
+        correction is what LSUV assumes only if ``f(s W) - f(0) = s (f(W) - f(0))`` (within
+        1e-3 of its norm; an affine forward such as ``2 (W x + b)`` passes). If not (a router
+        returning top-k sigmoid scores, a weight-standardized layer), the weight gets back its
+        values from before LSUV (pre-init included), the layer is reported as not calibrated,
+        and the output of that original weight is returned (what later layers see). ``None``:
+        it is linear."""
+        args, kwargs = self.call_args.pop(id(module), ((), {}))
+        w = unit.weight
+        view = w.view()
+        with torch.no_grad():
+            again = module.forward(*args, **kwargs)
+            kept = view.clone()
+            view.zero_()
+            try:
+                zero = module.forward(*args, **kwargs)
+            except Exception:  # e.g. dividing by the weight's std
+                zero = None
+            finally:
+                view.copy_(kept)
+        got = again[0] if isinstance(again, (tuple, list)) else again
+        base = zero[0] if isinstance(zero, (tuple, list)) else zero
+        if isinstance(got, torch.Tensor) and isinstance(base, torch.Tensor) and got.shape == before.shape == base.shape:
+            want = (before.double() - base.double()) * s
+            err = float((got.double() - base.double() - want).norm()) / max(float(want.norm()), 1e-300)
+            if math.isfinite(err) and err <= 1e-3:
+                return None
+        saved = self.param_backup.get(id(w.param))
+        if saved is None:  # nothing to put back: keep the correction
+            return None
+        with torch.no_grad():
+            view.copy_(saved[1] if w.rows is None else saved[1][w.rows])
+            again = module.forward(*args, **kwargs)
+        torch.clear_autocast_cache()
+        self.nonlinear[w.name] = (
+            f"{w.name} ({type(module).__name__}): its own forward is not linear in the weight "
+            f"(scaling it by {s:.4g} did not scale the output's weight-dependent part by as "
+            "much); left as the model made it")
+        w.scale, w.iterations = 1.0, 0
+        self.rows.pop((w.name, 0), None)
+        self.order = [k for k in self.order if k[0] != w.name]
+        return again
 
     def note_output(self, y: torch.Tensor, unit: _Unit) -> None:
         key = (unit.weight.name, unit.weight.calls - 1)
@@ -582,6 +644,8 @@ class _Run:
             self.in_place = {key for key, m in mods.items()
                              if isinstance(m, _IN_PLACE) and _stock_forward(m)
                              and not _torch.has_module_hooks(m)}  # fmt: skip
+        self.check_linear = {key for key, m in mods.items() if not _stock_forward(m)
+                             and not any(id(sub) in mods for sub in m.modules() if sub is not m)}  # fmt: skip
         for m in mods.values():
             handles.append(m.register_forward_pre_hook(pre, with_kwargs=True))
             handles.append(m.register_forward_hook(post))
