@@ -1383,3 +1383,28 @@ def test_own_forward_not_linear_in_the_weight_is_left_as_made() -> None:
     with torch.no_grad():  # the others are at the target in a fresh pass
         h = net.d(net.r(torch.relu(net.a(_randn(64, 32)))))
     assert abs(float(h.std()) - 1.0) < 0.2
+
+
+def test_uncovered_tokens_are_not_called_fused_experts() -> None:
+    """Found by a new-user trial (BEiT/DINOv2's cls and mask tokens, SigLIP's probe): a
+    (1, 1, d) token of a module LSUV has no rule for is reported as a tensor it does not
+    calibrate, not as "batched weights (e.g. fused experts)"; a real stack of expert matrices
+    still is."""
+
+    class Tokens(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.cls_token = nn.Parameter(torch.zeros(1, 1, 16))
+            self.experts = nn.Parameter(torch.randn(4, 16, 16) / 4)
+            self.fc = nn.Linear(16, 16)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            h = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], 1)
+            return self.fc(h @ self.experts[0])
+
+    with pytest.warns(InitwiseWarning) as got:
+        rep = lsuv(Tokens(), _randn(8, 5, 16), seed=0)
+    text = " ".join(str(w.message) for w in got)
+    assert "cls_token (Tokens): a tensor of a module LSUV has no rule for" in text
+    assert "experts (Tokens): batched weights" in text
+    assert rep.converged

@@ -84,10 +84,14 @@ def _uncovered(model: nn.Module, units: list[Any], parametrized: list[str], only
                 continue
             if sel is not None and sel.predicate is not None:
                 continue  # a predicate selects layers, not these weights
-            what = "batched weights (e.g. fused experts)" if p.dim() >= 3 and not isinstance(m, CONV_TYPES) \
-                else "a weight of a layer LSUV has no rule for"
-            out.append(f"{name} ({type(m).__name__}): {what}; pass custom_layers="
-                       f"{{{type(m).__name__}: LayerRule(...)}} if its output is linear in it")
+            if p.dim() >= 3 and p.shape[0] > 1 and not isinstance(m, CONV_TYPES):
+                what = "batched weights (e.g. fused experts)"
+            elif leaf.endswith("weight"):
+                what = "a weight of a layer LSUV has no rule for"
+            else:  # a token, a position table, a scale: maybe not a weight at all
+                what = "a tensor of a module LSUV has no rule for (a token or table is not calibrated)"
+            out.append(f"{name} ({type(m).__name__}): {what}; if it is a weight whose output is "
+                       f"linear in it, pass custom_layers={{{type(m).__name__}: LayerRule(...)}}")
     return out
 
 
