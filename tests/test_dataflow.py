@@ -387,3 +387,31 @@ def test_a_tensor_the_forward_never_reads_is_left_as_made() -> None:
 
     p = initwise.plan(Spare(), "auto")
     assert p["unused.weight"].role == "weight" and p["unused.weight"].action == "init"
+
+
+def test_a_stack_indexed_per_expert_has_per_matrix_fans() -> None:
+    """Found by a new-user trial (JetMoe's ParallelExperts: F.linear(x_i, self.weight[i])): the
+    axis indexed away is one matrix per index, not a receptive field multiplying the fans
+    (fan_in was E x in, std halved at 4 experts)."""
+
+    class Experts(nn.Module):
+        def __init__(self, e: int, n_in: int, n_out: int) -> None:
+            super().__init__()
+            self.weight = nn.Parameter(torch.empty(e, n_out, n_in))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            parts = x.chunk(self.weight.shape[0], dim=0)
+            return torch.cat([nn.functional.linear(p, self.weight[i]) for i, p in enumerate(parts)])
+
+    class MoE(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.up, self.down = Experts(4, 64, 96), Experts(4, 96, 64)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.down(torch.relu(self.up(x)))
+
+    p = initwise.plan(MoE(), "auto", example_inputs=(torch.randn(8, 64),))
+    assert p["up.weight"].fan_in == 64 and p["down.weight"].fan_in == 96
+    assert p["up.weight"].std == pytest.approx(1 / 8)
+    assert p["down.weight"].std == pytest.approx(2**0.5 / 96**0.5)  # after a ReLU

@@ -944,7 +944,15 @@ def _read(rec: _Recorder) -> Trace:
                 u = Usage("weight", name, node.module, activation=act,
                           input_index=-1 if x is None else x.index)
                 if lay is not None:
-                    u.in_axes, u.out_axes, u.batch_axes = lay
+                    ins_, outs_, batch_ = lay
+                    nd = len(p.axes) if p.axes is not None else 0
+                    if ins_ and outs_ and name != "einsum":
+                        # parameter axes the operand no longer has were indexed away (one expert
+                        # of a stack, W[i]): one matrix per index, as a batch axis, never a
+                        # receptive field that would multiply the fans
+                        gone = set(range(nd)) - set(ins_) - set(outs_) - set(batch_)
+                        batch_ = tuple(sorted(set(batch_) | gone))
+                    u.in_axes, u.out_axes, u.batch_axes = ins_, outs_, batch_
                 u.fan_in = _fan_in(name, a, pos, n, lay)
                 u.fused, u.fused_contiguous = _fused_parts(node, consumers)
                 use(p.param, u)
