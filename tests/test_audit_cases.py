@@ -87,3 +87,30 @@ def test_frozen_batch_norm_is_not_a_reset() -> None:
 def test_empty_batch_is_an_error_not_a_healthy_verdict() -> None:
     with pytest.raises(ValueError, match="no elements"):
         initwise.audit(_mlp(0.01, depth=3), torch.randn(0, 64))
+
+
+def test_attention_probabilities_are_not_judged_as_signal() -> None:
+    """Found by a new-user trial (BLIP's and DeBERTa-v2's dropout on attention probabilities
+    read "vanishing", rms/ref ~ 0.09): a row whose output is a softmax's, directly or through
+    dropout, is rows of probabilities, reported as such and not judged."""
+    import initwise
+
+    class Attn(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.q, self.k, self.v, self.o = (nn.Linear(64, 64) for _ in range(4))
+            self.drop = nn.Dropout(0.1)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            a = torch.softmax(self.q(x) @ self.k(x).transpose(-1, -2) / 8.0, dim=-1)
+            return x + self.o(self.drop(a) @ self.v(x))
+
+    model = nn.Sequential(nn.Linear(64, 64), Attn(), nn.LayerNorm(64), nn.Linear(64, 10))
+    initwise.init(model, "auto", seed=0)
+    x = torch.randn(8, 48, 64, generator=torch.Generator().manual_seed(0))
+    rep = initwise.audit(model, x, mode="train")
+    row = next(r for r in rep.rows if r.name == "1.drop")
+    assert row.probability and row.flag == "n/a" and row.grad_flag == "n/a"
+    assert rep.verdict == "healthy", rep.verdict
+    assert "(probabilities)" in str(rep)
+    assert not any(r.probability for r in rep.rows if r.name != "1.drop")

@@ -83,7 +83,8 @@ Which rows carry the signal: rows whose outputs are terms of a residual sum (fou
 autograd graph of each row's input) are judged for explosion only, a small term being carried
 by the skip; a row reading a model input directly opens a segment referenced to that input
 (a second tower, a decoder's ids); embeddings looked up with input-independent indices
-(positions, relative-position buckets) are ``constant`` (not signal); a row whose output
+(positions, relative-position buckets) are ``constant`` and softmax outputs (attention
+probabilities, also through their dropout) ``probability`` (neither is signal); a row whose output
 gradient is small while the gradient at its input is in band (attention queries, routers)
 is not vanishing; parametrization internals (``_WeightNorm``) are not rows.
 

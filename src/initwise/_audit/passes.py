@@ -42,6 +42,22 @@ from .stats import (
 from .verdict import _batch, _judge, _reference
 
 
+def _softmax_output(y: torch.Tensor) -> bool:
+    """``y`` is a softmax's output (attention probabilities), possibly through dropout or a
+    mask: rows of probabilities, whose rms says nothing about the signal's scale."""
+    fn = y.grad_fn
+    for _ in range(4):
+        if fn is None:
+            return False
+        kind = type(fn).__name__
+        if "Softmax" in kind:
+            return True
+        if kind not in ("NativeDropoutBackward0", "MulBackward0", "MaskedFillBackward0",
+                        "CloneBackward0", "ToCopyBackward0"):
+            return False
+        fn = next((f for f, _ in fn.next_functions if f is not None), None)
+    return False
+
 def _kind(m: nn.Module) -> str:
     if any(True for _ in m.parameters(recurse=False)):
         return "weighted"
@@ -295,7 +311,7 @@ def _run(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any],
             rec = {"name": name, "call": call, "type": type_name,
                    "kind": kind, "shape": list(y.shape), "numel": y.numel(),
                    "module": mod, "norm": False, "feeds_norm": False,
-                   "constant": constant}
+                   "constant": constant, "probability": _softmax_output(y)}
             idx = len(records)
             # siblings reading one tensor (q, k, v) share a gradient; the model (or any
             # container) reading its own input is not a sibling of its first layer
@@ -562,6 +578,7 @@ def _run(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any],
                        nonfinite=nonfinite)
         r.zero_init = own_zero and zeros == numel
         r.norm, r.feeds_norm, r.constant = rec["norm"], rec["feeds_norm"], rec["constant"]
+        r.probability = bool(rec.get("probability", False))
         r.pool = bool(rec.get("pool", False))
         r.addend = bool(rec.get("addend", False))
         r.reads_input = bool(rec.get("reads_input", False))

@@ -110,6 +110,8 @@ class LayerStats:
     a normalization layer (``in_rms`` and ``grad_in_norm`` are its input's rms and gradient
     norm); ``feeds_norm``: the row's output is a normalization layer's input. ``constant``:
     the output depends on neither the inputs nor a parameter (e.g. rotary cos/sin tables).
+    ``probability``: the output is a softmax's (attention probabilities, e.g. through their
+    dropout): rows that sum to 1, not signal; reported and not judged, like ``constant``.
     ``flag`` is ``"ok"``, ``"vanishing"``, ``"exploding"``, ``"skipped"`` (zero-init) or
     ``"n/a"`` (constant); ``grad_flag`` likewise, ``"n/a"`` when no gradient reached it, and
     ``"scaled"`` when its gradient is small by design: the row's output is a residual branch
@@ -145,6 +147,7 @@ class LayerStats:
     feeds_norm: bool = False
     pool: bool = False
     constant: bool = False
+    probability: bool = False
     in_rms: float | None = None
     grad_in_norm: float | None = None
     reference: float = math.nan
@@ -394,6 +397,8 @@ class AuditReport:
                 flag = "(enters norm)"
             elif r.constant and not flag:
                 flag = "(constant)"
+            elif r.probability and not flag:
+                flag = "(probabilities)"
             name = r.name or "(model)"
             if r.call:
                 name += f"#{r.call}"

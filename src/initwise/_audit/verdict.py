@@ -22,7 +22,7 @@ def _reference(rows: list[LayerStats], in_rms: float | None, th: AuditThresholds
     if th.reference == "input" and in_rms is not None and in_rms > 0:
         return in_rms
     for r in rows:
-        if not r.constant and math.isfinite(r.rms) and r.rms > 0:
+        if not (r.constant or r.probability) and math.isfinite(r.rms) and r.rms > 0:
             return r.rms
     return 1.0
 
@@ -150,7 +150,7 @@ def _judge(rep: AuditReport) -> None:
         r.reference = _nearest(r.rms, *span)
         r.ratio = r.rms / r.reference if r.reference > 0 else math.inf
         r.flag = "ok"
-        if r.constant:
+        if r.constant or r.probability:  # not signal: reported, not judged
             r.flag = "n/a"
             continue
         if r.zero_init and dead:
@@ -214,7 +214,7 @@ def _judge(rep: AuditReport) -> None:
             r.grad_reference = _nearest(r.grad_norm, *gspan)
             r.grad_ratio = (r.grad_norm / r.grad_reference if r.grad_reference > 0
                             else math.inf)
-        if r.constant:  # not signal: reported, not judged
+        if r.constant or r.probability:  # not signal: reported, not judged
             r.grad_flag = "n/a"
             continue
         if blocked and r.grad_norm == 0.0:
