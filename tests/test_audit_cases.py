@@ -114,3 +114,24 @@ def test_attention_probabilities_are_not_judged_as_signal() -> None:
     assert rep.verdict == "healthy", rep.verdict
     assert "(probabilities)" in str(rep)
     assert not any(r.probability for r in rep.rows if r.name != "1.drop")
+
+
+def test_beit_layer_scale_through_drop_path_reads_scaled_by_design() -> None:
+    """Found by a new-user trial: BEiT multiplies each branch by a raw parameter (λ = 0.1)
+    and passes it through a drop-path module before the sum; the last layer's MLP read
+    "vanishing" (grad ratio 0.055 = 0.1 x 0.55). The gate is found through the pass-through
+    row, and a gate below 1 counts whatever the branch's own factors."""
+    import transformers
+
+    import initwise
+
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    torch.manual_seed(0)
+    cfg = transformers.BeitConfig(image_size=32, patch_size=8, hidden_size=64, num_hidden_layers=2,
+                                  num_attention_heads=4, intermediate_size=128, num_labels=5,
+                                  layer_scale_init_value=0.1)
+    model = transformers.BeitForImageClassification(cfg).eval()
+    initwise.init(model, "auto", seed=0)
+    rep = initwise.audit(model, x)
+    assert rep.verdict == "healthy", rep.backward_reason
+    assert any("layer scale of 0.1" in line and "lambda_2" in line for line in rep.by_design)

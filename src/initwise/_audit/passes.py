@@ -95,6 +95,8 @@ _SHAPE_NODES = frozenset({
     "PermuteBackward0", "CloneBackward0", "ExpandBackward0", "SqueezeBackward0",
     "SqueezeBackward1", "SqueezeBackward2", "UnsqueezeBackward0", "ToCopyBackward0",
     "TBackward0", "AliasBackward0",
+    # a slice of a sum is the sum of the terms' slices (BEiT's pooler: tokens [:, 1:] averaged)
+    "SliceBackward0", "SelectBackward0",
     # elementwise maps of one tensor: part of the term they shape
     "GeluBackward0", "SiluBackward0", "ReluBackward0", "TanhBackward0", "SigmoidBackward0",
     "NativeDropoutBackward0", "MulBackward1", "DivBackward1",
@@ -364,6 +366,16 @@ def _run(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any],
                         r_g = gfn_row.get(node)
                         if r_g is not None:
                             records[r_g]["gate"] = gate
+                    # a pass-through row (drop path) reading a row's output times a parameter
+                    # (BEiT, ConvNeXt: drop_path(γ · f(x)) + x): the gate, if it is an addend
+                    if passes_on and x_in.grad_fn.name() == "MulBackward0":
+                        ops = [o for o, _ in x_in.grad_fn.next_functions]
+                        params = [_gate_param(o) if o is not None else None for o in ops]
+                        if len(ops) == 2 and (params[0] is None) != (params[1] is None):
+                            k = 0 if params[0] is not None else 1
+                            r_g = gfn_row.get(ops[1 - k])
+                            if r_g is not None:
+                                rec["gated_input"] = (r_g, params[k])
             # parameter-free rows that shrink the tensor (global/avg pooling, mean): the
             # gradient norm legitimately drops by sqrt(numel_in / numel_out) across them
             pool = (not is_norm and mod is not model and x_in is not None and param_free
@@ -554,6 +566,10 @@ def _run(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any],
     in_rms = None
     if in_sq is not None:  # the floating-point inputs' Σx² and count (read by audit)
         in_rms = math.sqrt(in_sq[0] / max(in_sq[1], 1))
+    for rec in records:  # a gated term carried into the sum by a pass-through row
+        src_gate = rec.get("gated_input")
+        if src_gate is not None and rec.get("addend") and records[src_gate[0]].get("gate") is None:
+            records[src_gate[0]]["gate"] = src_gate[1]
     rows: list[LayerStats] = []
     param_owner = {id(mp): f"{n}" for n, mp in model.named_parameters()}
     for i, (rec, st) in enumerate(zip(records, fwd, strict=True)):

@@ -76,14 +76,15 @@ def _zero_head(rep: AuditReport) -> LayerStats | None:
 
 def _gated_rows(rep: AuditReport) -> dict[int, LayerStats]:
     """Row -> the gated row whose branch it is in, for residual branches multiplied by a
-    parameter before the sum (ReZero's ``α``, a layer scale ``γ``) small enough to take the
-    branch's gradient out of the band (``rms(γ) < 1 / band``): from each gated row up its
+    parameter before the sum (ReZero's ``α``, a layer scale ``γ``) that shrinks it
+    (``rms(γ) < 1``; with the branch's own factors it may take the gradient out of the band,
+    BEiT's 0.1 with a 0.55 branch): from each gated row up its
     chain of sources while the gradient stays at the gated row's scale (below ``band`` times
     it), i.e. until the chain reaches the stream the branch reads."""
     band = rep.thresholds.band
     out: dict[int, LayerStats] = {}
     for g in rep.rows:
-        if g.gate_scale is None or g.gate_scale >= 1.0 / band or g.grad_norm is None \
+        if g.gate_scale is None or g.gate_scale >= 1.0 or g.grad_norm is None \
                 or not math.isfinite(g.grad_norm):
             continue
         row: LayerStats | None = g
