@@ -203,8 +203,10 @@ def materialize(
     rules of steps 2-3) is checked before step 1; if anything later stops it (Ctrl-C, out of
     memory, a user callable), every module gets back the meta tensors it had and the exception
     propagates (``KeyboardInterrupt`` as itself). torch's global random state is left as it was.
-    Peak memory is the model's own size plus one parameter of scratch; the values are
-    bit-identical to ``init`` of the same model built eagerly.
+    Peak memory is the model's own size plus one parameter of scratch; the values the
+    plan writes are bit-identical to ``init`` of the same model built eagerly (tensors left to
+    the model's own random init are keyed draws from its distribution, not an eager model's
+    global-RNG values).
 
     Args:
         model: a model whose parameters/buffers are (partly) on the meta device.
