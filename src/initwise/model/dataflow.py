@@ -578,6 +578,17 @@ def _is_gate(n: _Node) -> bool:
     return False
 
 
+@dataclass(frozen=True)
+class Gated:
+    """What feeds a weight op through a product ``x * sigmoid(z)`` of independent tensors (a
+    squeeze-excite or GLU gate): ``act`` makes ``x`` (``None``: linear, unit second moment),
+    ``gate`` is the sigmoid; the product's second moment is ``E[act^2] E[sigmoid(z)^2]``, so
+    its exact gain is the product of the two gains."""
+
+    act: Any
+    gate: Any
+
+
 def _act_label(act: Any) -> str:
     if isinstance(act, tuple):
         return str(act[0])
@@ -596,13 +607,20 @@ def _feeding_activation(n: _Node) -> Any:
             n = n.inputs[0]
             continue
         if n.op in ("mul", "__mul__", "mul_") and len(n.inputs) == 2:
-            a, b = n.inputs
-            # a gated product act(gate) * up: its second moment is E[act(z)^2] E[up^2]
-            for x in (a, b):
-                y = _walk_pass(x)
-                if y.activation is not None and _act_label(y.activation) not in ("sigmoid", "softmax"):
-                    return y.activation
-            return None
+            # a gated product: act(g) * up (SwiGLU, up linear: E[act(z)^2]), or anything times a
+            # sigmoid of another tensor (squeeze-excite, GLU): E[x^2] E[sigmoid(z)^2]
+            ys = [_walk_pass(x) for x in n.inputs]
+            labels = [None if y.activation is None else _act_label(y.activation) for y in ys]
+            value = next((i for i, lab in enumerate(labels) if lab not in (None, "sigmoid", "softmax")), None)
+            gate = next((i for i, lab in enumerate(labels) if lab == "sigmoid"), None)
+            if gate is not None and (value is None or value != gate):
+                other = ys[1 - gate]
+                src = _walk_pass(ys[gate].inputs[0]) if ys[gate].inputs else None
+                if src is other:  # x * sigmoid(x): SiLU written out, not a gate
+                    return "silu"
+                if value is not None or labels[1 - gate] is None:
+                    return Gated(None if value is None else ys[value].activation, ys[gate].activation)
+            return None if value is None else ys[value].activation
         return None
     return None
 

@@ -721,8 +721,9 @@ def _plan_tensor(ctx: _Context, ts: Tensors, select: Callable[[str], bool], name
         post.append(f"padding_idx row {pad} zeroed")
     else:
         pad = None
-    if res.gain_used and act is not None and act in _UNSTABLE:
-        ctx.unstable[act] = ctx.unstable.get(act, 0) + 1
+    base_act = None if act is None else act.split("*", 1)[0]  # "silu*sigmoid": a gated product
+    if res.gain_used and base_act is not None and base_act in _UNSTABLE:
+        ctx.unstable[base_act] = ctx.unstable.get(base_act, 0) + 1
     reason = why if skip_reason is None else skip_reason
     if act_src and res.gain_used:
         reason += f"; gain from {act_src}"

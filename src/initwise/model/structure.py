@@ -37,7 +37,7 @@ from torch import nn
 
 from .. import gains as _gains
 from .._modules import is_activation, is_embedding, is_norm, is_weight_layer, unwrap
-from .dataflow import Trace, TraceError, Usage, meta_shadow, model_init_semantics, trace
+from .dataflow import Gated, Trace, TraceError, Usage, meta_shadow, model_init_semantics, trace
 
 __all__ = ["FFN_PAIRS", "Branch", "GraphInfo", "analyze"]
 
@@ -117,6 +117,8 @@ class GraphInfo:
 
 
 def _act_name(obj: Any) -> str:
+    if isinstance(obj, Gated):
+        return f"{'linear' if obj.act is None else _act_name(obj.act)}*{_act_name(obj.gate)}"
     if isinstance(obj, tuple):
         return str(obj[0])
     name = _gains.activation_name(obj)
@@ -124,6 +126,8 @@ def _act_name(obj: Any) -> str:
 
 
 def _act_gain(obj: Any) -> float:
+    if isinstance(obj, Gated):
+        return (1.0 if obj.act is None else _act_gain(obj.act)) * _act_gain(obj.gate)
     try:
         if isinstance(obj, tuple):
             return float(_gains.gain(obj[0], obj[1]))
