@@ -135,3 +135,31 @@ def test_beit_layer_scale_through_drop_path_reads_scaled_by_design() -> None:
     rep = initwise.audit(model, x)
     assert rep.verdict == "healthy", rep.backward_reason
     assert any("layer scale of 0.1" in line and "lambda_2" in line for line in rep.by_design)
+
+
+def test_a_constant_logit_temperature_is_divided_out() -> None:
+    """Found by a new-user trial (Cohere multiplies its logits by a constant logit_scale,
+    0.0625: the output read "vanishing" at rms/ref 0.062 and the head's gradient at 0.0625,
+    with the initial loss at ln V): a Python constant between the last row and the model's
+    output is a temperature, judged divided out; a parameter there is not a constant."""
+    import initwise
+
+    class LM(nn.Module):
+        def __init__(self, scale: float | None) -> None:
+            super().__init__()
+            self.emb, self.norm, self.head = nn.Embedding(128, 64), nn.LayerNorm(64), nn.Linear(64, 128)
+            self.scale = scale
+
+        def forward(self, ids: torch.Tensor) -> torch.Tensor:
+            out = self.head(self.norm(self.emb(ids)))
+            return out * self.scale if self.scale is not None else out
+
+    ids = torch.randint(0, 128, (4, 16), generator=torch.Generator().manual_seed(0))
+    for scale in (0.0625, None):
+        model = LM(scale)
+        initwise.init(model, "auto", seed=0)
+        rep = initwise.audit(model, ids)
+        assert rep.verdict == "healthy", (scale, rep.forward_reason, rep.backward_reason)
+        head = next(r for r in rep.rows if r.name == "head")
+        assert head.out_temperature == (scale if scale else None)
+        assert any("logit temperature" in b for b in rep.by_design) == (scale is not None)

@@ -42,6 +42,22 @@ from .stats import (
 from .verdict import _batch, _judge, _reference
 
 
+def _constant_scale(fn: Any) -> tuple[Any, float] | None:
+    """``(node, c)`` when ``fn`` multiplies (or divides) one tensor by a Python constant ``c``
+    (not a parameter: the other input has no autograd node), else ``None``."""
+    kind = fn.name()
+    if kind not in ("MulBackward0", "DivBackward0"):
+        return None
+    nodes = [n for n, _ in fn.next_functions]
+    other = getattr(fn, "_saved_other", None)
+    if len(nodes) != 2 or nodes[0] is None or nodes[1] is not None \
+            or not isinstance(other, torch.Tensor) or other.dim() != 0:  # fmt: skip
+        return None
+    c = float(other)
+    c = 1.0 / c if kind == "DivBackward0" and c != 0 else c
+    return (nodes[0], c) if math.isfinite(c) and c != 0.0 else None
+
+
 def _softmax_output(y: torch.Tensor) -> bool:
     """``y`` is a softmax's output (attention probabilities), possibly through dropout or a
     mask: rows of probabilities, whose rms says nothing about the signal's scale."""
@@ -321,6 +337,13 @@ def _run(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any],
                 first = readers.setdefault(id(x_in), (x_in, idx))
                 rec["shares_input_with"] = first[1] if first[0] is x_in and first[1] != idx \
                     else None
+            if mod is model and y.grad_fn is not None:
+                temp = _constant_scale(y.grad_fn)
+                if temp is not None and gfn_row.get(temp[0]) is not None:
+                    # the output is a row's times a constant (a logit temperature, Cohere's
+                    # logit_scale): both are judged with that constant divided out
+                    rec["temperature"] = temp[1]
+                    records[gfn_row[temp[0]]]["out_temperature"] = temp[1]
             if mod is not model and any(isinstance(t, torch.Tensor) and t.numel() > 0
                                         and _storage(t) in input_storages
                                         for t in (inp if isinstance(inp, tuple) else (inp,))):
@@ -598,6 +621,8 @@ def _run(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any],
         r.pool = bool(rec.get("pool", False))
         r.addend = bool(rec.get("addend", False))
         r.reads_input = bool(rec.get("reads_input", False))
+        r.temperature = rec.get("temperature")
+        r.out_temperature = rec.get("out_temperature")
         r.source = rec.get("src")
         gate = rec.get("gate")
         if gate is not None:

@@ -112,6 +112,9 @@ class LayerStats:
     the output depends on neither the inputs nor a parameter (e.g. rotary cos/sin tables).
     ``probability``: the output is a softmax's (attention probabilities, e.g. through their
     dropout): rows that sum to 1, not signal; reported and not judged, like ``constant``.
+    ``temperature``: the model's output is a row's output times this constant (a logit
+    temperature such as Cohere's ``logit_scale``), and ``out_temperature`` marks that row:
+    the output's ``ratio`` and that row's ``grad_ratio`` are judged with it divided out.
     ``flag`` is ``"ok"``, ``"vanishing"``, ``"exploding"``, ``"skipped"`` (zero-init) or
     ``"n/a"`` (constant); ``grad_flag`` likewise, ``"n/a"`` when no gradient reached it, and
     ``"scaled"`` when its gradient is small by design: the row's output is a residual branch
@@ -148,6 +151,8 @@ class LayerStats:
     pool: bool = False
     constant: bool = False
     probability: bool = False
+    temperature: float | None = None
+    out_temperature: float | None = None
     in_rms: float | None = None
     grad_in_norm: float | None = None
     reference: float = math.nan

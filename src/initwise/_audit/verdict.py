@@ -165,11 +165,12 @@ def _judge(rep: AuditReport) -> None:
             seen_zero_init = True
             continue
         judged = not (segmented and (r.norm or r.feeds_norm))
-        if r.nonfinite or (judged and r.ratio > hi):
+        ratio = r.ratio / abs(r.temperature) if r.temperature else r.ratio  # a logit temperature
+        if r.nonfinite or (judged and ratio > hi):
             r.flag = "exploding"
         elif r.addend:
             pass  # a small term of a residual sum: the sum carries the signal
-        elif (judged and r.ratio < lo) or r.zero_fraction > th.max_zero_fraction:
+        elif (judged and ratio < lo) or r.zero_fraction > th.max_zero_fraction:
             r.flag = "vanishing"
         if r.saturated_fraction is not None and r.saturated_fraction > 0.5:
             notes.append(f"{label}: {r.saturated_fraction:.0%} of outputs saturated")
@@ -223,6 +224,8 @@ def _judge(rep: AuditReport) -> None:
             continue
         judged = not (segmented and r.norm)
         gr = r.grad_ratio
+        if gr is not None and r.out_temperature:  # its output is scaled by a constant after it
+            gr = gr / abs(r.out_temperature)
         if gr is None:
             r.grad_flag = "exploding" if not math.isfinite(r.grad_norm) else "n/a"
         elif not math.isfinite(gr) or (judged and gr > hi):
@@ -257,6 +260,11 @@ def _judge(rep: AuditReport) -> None:
                 and _input_gradient_in_band(rep, r, lo * r.grad_reference):
             r.grad_flag = "ok"
     by_design += _by_design_gates(rep, gated)
+    head = next((r for r in rep.rows if r.out_temperature), None)
+    if head is not None:
+        by_design.append(f"the model's output is row {head.index} {head.name}'s times the constant "
+                         f"{head.out_temperature:.4g} (a logit temperature): the output's scale and "
+                         "that row's gradient are judged with it divided out")
     bfirst = next((r for r in reversed(rep.rows) if r.grad_flag in ("vanishing", "exploding")),
                   None)
     if bfirst is not None:
