@@ -74,6 +74,7 @@ def _softmax_output(y: torch.Tensor) -> bool:
         fn = next((f for f, _ in fn.next_functions if f is not None), None)
     return False
 
+
 def _kind(m: nn.Module) -> str:
     if any(True for _ in m.parameters(recurse=False)):
         return "weighted"
@@ -133,11 +134,10 @@ def _addend_nodes(fn: Any) -> list[Any]:
                 break
             out.append(f)
             if f.name() == "MulBackward0":  # a term times a gate parameter is still the term
-                ops = [n for n, _ in f.next_functions]
-                gates = [_gate_param(o) if o is not None else None for o in ops]
-                if len(ops) != 2 or (gates[0] is None) == (gates[1] is None):
+                gated = _gated_product(f)
+                if gated is None:
                     break
-                f = ops[1] if gates[0] is not None else ops[0]
+                f = gated[0]
                 continue
             if f.name() not in _SHAPE_NODES:
                 break
@@ -196,6 +196,23 @@ def _gate_param(f: Any) -> torch.Tensor | None:
     return None
 
 
+def _gated_product(f: Any) -> tuple[Any, torch.Tensor] | None:
+    """``(node of t, p)`` when the autograd node ``f`` is ``p ⊙ t`` for a parameter ``p``
+    reached through broadcasts and casts only (:func:`_gate_param`) and a tensor ``t`` that is
+    not such a parameter; else ``None``."""
+    if f.name() != "MulBackward0":
+        return None
+    ops = [n for n, _ in f.next_functions]
+    if len(ops) != 2:
+        return None
+    params = [_gate_param(o) for o in ops]
+    if (params[0] is None) == (params[1] is None):
+        return None
+    k = 0 if params[0] is not None else 1
+    gate, operand = params[k], ops[1 - k]
+    return None if operand is None or gate is None else (operand, gate)
+
+
 def _reaches(start: Any, targets: set[Any], limit: int = 4096) -> bool:
     """Whether the autograd graph below ``start`` contains one of ``targets`` (bounded walk)."""
     seen: set[Any] = set()
@@ -245,19 +262,10 @@ def _gated_terms(fn: Any) -> list[tuple[Any, torch.Tensor]]:
         return []
     out: list[tuple[Any, torch.Tensor]] = []
     for i, c in enumerate(ends):
-        mul = c[-1]
-        if mul.name() != "MulBackward0":
+        gated = _gated_product(c[-1])
+        if gated is None:
             continue
-        ops = [n for n, _ in mul.next_functions]
-        if len(ops) != 2:
-            continue
-        params = [_gate_param(o) for o in ops]
-        if (params[0] is None) == (params[1] is None):
-            continue
-        k = 0 if params[0] is not None else 1
-        gate, operand = params[k], ops[1 - k]
-        if operand is None or gate is None:
-            continue
+        operand, gate = gated
         skip = {node for j, o in enumerate(ends) if j != i for node in o}
         if _reaches(operand, skip):
             out.append((operand, gate))
@@ -391,14 +399,9 @@ def _run(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any],
                             records[r_g]["gate"] = gate
                     # a pass-through row (drop path) reading a row's output times a parameter
                     # (BEiT, ConvNeXt: drop_path(γ · f(x)) + x): the gate, if it is an addend
-                    if passes_on and x_in.grad_fn.name() == "MulBackward0":
-                        ops = [o for o, _ in x_in.grad_fn.next_functions]
-                        params = [_gate_param(o) if o is not None else None for o in ops]
-                        if len(ops) == 2 and (params[0] is None) != (params[1] is None):
-                            k = 0 if params[0] is not None else 1
-                            r_g = gfn_row.get(ops[1 - k])
-                            if r_g is not None:
-                                rec["gated_input"] = (r_g, params[k])
+                    gated = _gated_product(x_in.grad_fn) if passes_on else None
+                    if gated is not None and gfn_row.get(gated[0]) is not None:
+                        rec["gated_input"] = (gfn_row[gated[0]], gated[1])
             # parameter-free rows that shrink the tensor (global/avg pooling, mean): the
             # gradient norm legitimately drops by sqrt(numel_in / numel_out) across them
             pool = (not is_norm and mod is not model and x_in is not None and param_free
