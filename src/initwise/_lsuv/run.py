@@ -8,7 +8,7 @@ import logging
 import math
 import weakref
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -31,7 +31,7 @@ from .proof import (
     _Watch,
 )
 from .report import LSUVStep
-from .scale import _Scratch, _solve_scale, _stats, _std, rescale, scale_weight
+from .scale import _channel_view, _Scratch, _solve_scale, _stats, _std, _View, rescale, scale_weight
 from .units import _STOCK, _memory, _rnn_layer_output, _Unit
 
 logger = logging.getLogger("initwise.lsuv")
@@ -393,11 +393,12 @@ class _Run:
             b.zero_()
 
     def measure(self, unit: _Unit, t: torch.Tensor, bias: torch.Tensor | None, dim: int,
-                has_bias: bool, inp: Any = None) -> tuple[float, float, float, int]:  # fmt: skip
+                has_bias: bool, inp: Any = None, view: _View | Literal[True] = True
+                ) -> tuple[float, float, float, int]:  # fmt: skip
         name = unit.weight.name
         if t.numel() < 2:
             raise LSUVError(f"lsuv: layer {name!r} produced fewer than 2 values", name)
-        a, c, d, n = _stats(t, bias, dim, has_bias=has_bias, scratch=self.scratch)
+        a, c, d, n = _stats(t, bias, dim, has_bias=has_bias, scratch=self.scratch, view=view)
         if not self.include_bias:
             c = d = 0.0
         if not math.isfinite(a):
@@ -413,8 +414,9 @@ class _Run:
         return a, c, d, n
 
     def visit(self, unit: _Unit, t: torch.Tensor, bias: torch.Tensor | None, dim: int,
-              has_bias: bool, inp: Any = None) -> float:  # fmt: skip
-        """Measure one call, maybe rescale the weight; return the factor applied (1 if none)."""
+              has_bias: bool, inp: Any = None, view: _View | Literal[True] = True) -> float:  # fmt: skip
+        """Measure one call, maybe rescale the weight; return the factor applied (1 if none).
+        ``view``: ``t``'s :func:`_channel_view` if the caller has it."""
         w = unit.weight
         call = w.calls
         w.calls += 1
@@ -422,7 +424,7 @@ class _Run:
         if w.name in self.nonlinear:
             return 1.0
         key = (w.name, call)
-        a, c, d, n = self.measure(unit, t, bias, dim, has_bias, inp)
+        a, c, d, n = self.measure(unit, t, bias, dim, has_bias, inp, view)
         std = _std(a, c, d, n)
         first_pass = self.pass_index == 1
         s = 1.0
@@ -530,7 +532,8 @@ class _Run:
             dim = unit.bias_dim(y)
             if self.pass_index == 1 and unit.weight.calls == 0:
                 self.backup(unit.weight.param)
-            s = self.visit(unit, y32, bias, dim, True, args[0] if args else None)
+            view: _View | Literal[True] = _channel_view(y32, dim, bias)  # measured, then rescaled
+            s = self.visit(unit, y32, bias, dim, True, args[0] if args else None, view)
             if s != 1.0 and id(module) in self.check_linear and self.pass_index == 1 \
                     and unit.weight.calls == 1:  # fmt: skip
                 redone = self.linearity(module, unit, s, y.detach())
@@ -538,13 +541,14 @@ class _Run:
                     output, s = redone, 1.0
                     y = output[0] if isinstance(output, (tuple, list)) else output
                     y32 = y.detach() if y.dtype in (torch.float32, torch.float64) else y.detach().float()
+                    view = True
             own = _torch.sole_memory(y) if s != 1.0 and id(module) in self.in_place else None
             if own is not None and y32.dtype == y.dtype and not any(a is own for a in args):
                 # a stock layer's output is a new tensor nothing else holds: rescale it where
                 # it is (the same values as the copy below, without new memory)
-                rescale(y32, s, bias, dim, out=y32)
+                rescale(y32, s, bias, dim, out=y32, view=view)
             elif s != 1.0:  # y' = s * (y - B) + B, what the rescaled weight produces
-                y = rescale(y32, s, bias, dim).to(y.dtype)
+                y = rescale(y32, s, bias, dim, view=view).to(y.dtype)
                 if isinstance(output, tuple):
                     output = (y, *output[1:])
                 elif isinstance(output, list):
@@ -602,6 +606,8 @@ class _Run:
         return again
 
     def note_output(self, y: torch.Tensor, unit: _Unit) -> None:
+        if not self.norm_names:  # only hook_norm reads them
+            return
         key = (unit.weight.name, unit.weight.calls - 1)
         self.outputs[id(y)] = y
         self.output_keys[id(y)] = key

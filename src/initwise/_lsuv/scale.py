@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import torch
 
@@ -60,8 +61,12 @@ def _memory_order(t: torch.Tensor) -> list[int] | None:
     return order if t.permute(order).is_contiguous() else None
 
 
-def _channel_view(t: torch.Tensor, dim: int, bias: torch.Tensor | None
-                  ) -> tuple[int, int, int, int, int, int, int, torch.Tensor | None] | None:
+# _channel_view's result: (address, dtype code, outer, channels, inner, bias address, bias
+# dtype code, kept) or None (the torch path)
+_View = tuple[int, int, int, int, int, int, int, torch.Tensor | None] | None
+
+
+def _channel_view(t: torch.Tensor, dim: int, bias: torch.Tensor | None) -> _View:
     """``(address, dtype code, outer, channels, inner, bias address, bias dtype code, kept)`` of
     ``t``'s memory viewed as ``[outer, channels, inner]`` for the C kernels (channels along
     ``dim``; bias address 0: none; ``kept``: a converted copy of the bias to keep alive for the
@@ -69,8 +74,12 @@ def _channel_view(t: torch.Tensor, dim: int, bias: torch.Tensor | None
     convolution output is ``[N·H·W, C, 1]`` in memory)."""
     if t.dtype not in (torch.float32, torch.float64) or t.dim() == 0:
         return None
-    order = _memory_order(t)
-    nat = None if order is None else _native(t.permute(order))
+    if t.is_contiguous():  # the common case: no permuted view to build
+        order: list[int] | None = list(range(t.dim()))
+        nat = _native(t)
+    else:
+        order = _memory_order(t)
+        nat = None if order is None else _native(t.permute(order))
     if order is None or nat is None:
         return None
     if bias is None:
@@ -91,15 +100,18 @@ def _channel_view(t: torch.Tensor, dim: int, bias: torch.Tensor | None
 
 
 def rescale(y: torch.Tensor, s: float, bias: torch.Tensor | None, dim: int,
-            out: torch.Tensor | None = None) -> torch.Tensor:
+            out: torch.Tensor | None = None, *, view: _View | Literal[True] = True) -> torch.Tensor:
     """``s * (y - B) + B`` (``B``: ``bias`` broadcast along ``dim``; ``s * y`` without a bias),
     what the rescaled weight would have produced, into ``out`` (may be ``y``) or a new tensor
-    of ``y``'s layout. The same values whichever memory it writes to."""
-    view = _channel_view(y, dim, bias) if out is None or out is y else None
-    if view is not None:
+    of ``y``'s layout. The same values whichever memory it writes to. ``view``: ``y``'s
+    :func:`_channel_view` when the caller already has it (``True``: computed here)."""
+    nv: _View = None
+    if out is None or out is y:
+        nv = _channel_view(y, dim, bias) if view is True else view
+    if nv is not None:
         dest = torch.empty_like(y) if out is None else out  # a dense y's strides are kept
         if dest.stride() == y.stride():
-            ptr, code, outer, c, inner, bptr, bcode, _kept = view
+            ptr, code, outer, c, inner, bptr, bcode, _kept = nv
             _rowstats.rescale(ptr, dest.data_ptr(), outer, c, inner, code, s, bptr, bcode)
             return dest
     if bias is None:
@@ -122,7 +134,8 @@ def scale_weight(w: torch.Tensor, s: float) -> None:
 
 
 def _stats(t: torch.Tensor, bias: torch.Tensor | None, dim: int, *, has_bias: bool,
-           scratch: _Scratch | None = None) -> tuple[float, float, float, int]:  # fmt: skip
+           scratch: _Scratch | None = None, view: _View | Literal[True] = True
+           ) -> tuple[float, float, float, int]:  # fmt: skip
     """Population ``var(u)``, ``cov(u, B)``, ``var(B)`` over all elements, and the count.
 
     ``t`` is the output ``y = u + B`` (``has_bias``) or ``u``; ``B`` is ``bias`` broadcast along
@@ -132,9 +145,9 @@ def _stats(t: torch.Tensor, bias: torch.Tensor | None, dim: int, *, has_bias: bo
     Non-finite values in ``t`` make ``var(u)`` non-finite (the caller's check).
     """
     n = t.numel()
-    view = _channel_view(t, dim, bias)
-    if view is not None:
-        ptr, code, outer, c, inner, bptr, bcode, _kept = view
+    nv = _channel_view(t, dim, bias) if view is True else view  # or the caller's, of t
+    if nv is not None:
+        ptr, code, outer, c, inner, bptr, bcode, _kept = nv
         var_t, cov_tb, var_b, ms = _rowstats.channels(ptr, outer, c, inner, code, bptr, bcode)
         if not math.isfinite(var_t) and t.dtype != torch.float64:
             return var_t, 0.0, 0.0, n  # float32 squares cannot overflow a float64 sum
