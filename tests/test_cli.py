@@ -162,6 +162,49 @@ def test_user_npz_dataset_and_factory(tmp_path: Path, monkeypatch: pytest.Monkey
                      "--quiet", "--out", str(tmp_path / "r2")]) == 2
 
 
+def test_one_model_commands_take_a_users_own_model_and_inputs(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """audit / plan / check / digest on a user's model (HF GPT-2): a factory gets only the
+    arguments it names (none here), may return its own example inputs (token ids), and a
+    model the default Gaussian batch cannot run is told what to do."""
+    (tmp_path / "own_models_for_initwise.py").write_text(textwrap.dedent("""
+        import torch
+        from transformers import GPT2Config, GPT2LMHeadModel
+        def gpt2():
+            torch.manual_seed(0)
+            return GPT2LMHeadModel(GPT2Config(n_layer=2, n_embd=64, n_head=4, vocab_size=97,
+                                              n_positions=32, bos_token_id=0, eos_token_id=0))
+        def gpt2_and_tokens():
+            ids = torch.randint(0, 97, (8, 32), generator=torch.Generator().manual_seed(0))
+            return gpt2(), {"input_ids": ids}
+        def linear(n_classes, hidden):
+            return torch.nn.Linear(hidden, n_classes)
+    """))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert cli.main(["audit", "own_models_for_initwise:gpt2_and_tokens", "--json"]) == 0
+    rep = json.loads(capsys.readouterr().out)
+    assert rep["verdict"] == "healthy", rep["verdict"]
+    # the plan traces the model on its own inputs (a failed trace on Gaussian floats would fall
+    # back to module order, where GPT-2's position table reads as an N(0, 1) embedding)
+    for spec in ("own_models_for_initwise:gpt2", "own_models_for_initwise:gpt2_and_tokens"):
+        assert cli.main(["plan", spec, "--json"]) == 0
+        entries = {e["name"]: e for e in json.loads(capsys.readouterr().out)["entries"]}
+        assert entries["transformer.wpe.weight"]["role"] == "position", spec
+        assert entries["transformer.h.0.mlp.c_proj.weight"]["activation"] == "gelu_tanh", spec
+    assert cli.main(["check", "own_models_for_initwise:gpt2_and_tokens", "--policy", "auto"]) == 0
+    assert "0 findings" in capsys.readouterr().out
+    assert cli.main(["digest", "own_models_for_initwise:gpt2", "--policy", "auto"]) == 0
+    assert "transformer.wte.weight" in capsys.readouterr().out
+    # no inputs of its own: the default Gaussian batch fails, and the error says what to do
+    assert cli.main(["audit", "own_models_for_initwise:gpt2"]) == 1
+    err = capsys.readouterr().err
+    assert "forward pass failed" in err and "return (model, example_inputs)" in err
+    # a parameter the command line cannot fill is named
+    assert cli.main(["plan", "own_models_for_initwise:linear"]) == 2
+    err = capsys.readouterr().err
+    assert "requires hidden" in err and "default values" in err
+
+
 def test_gains_and_schemes_json(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["gains", "--json"]) == 0
     rows = {r["activation"]: r for r in json.loads(capsys.readouterr().out)}

@@ -89,8 +89,11 @@ _EPILOG_MODEL = """\
 MODEL is a built-in architecture with options, e.g.
   mlp:depth=20,width=128,activation=gelu   cnn:depth=6   resnet:depth=8,norm=none
   resmlp:depth=16   transformer:depth=4
-or a factory 'package.module:factory' called as
-  factory(in_shape=..., n_classes=..., depth=..., width=..., activation=...).
+or a factory 'package.module:factory', called with those of in_shape, n_classes, depth,
+width, activation that it names (a factory with no parameters is called as factory()). It
+returns the model, or (model, example_inputs) to be run on its own inputs (a tensor, a tuple
+of positional inputs, or a dict of keyword inputs such as token ids for a language model;
+the audit then uses its default loss, a seeded random projection of the output).
 """
 
 
@@ -266,7 +269,7 @@ def _model_args(p: argparse.ArgumentParser) -> None:
                                                   "package.module:factory")
     p.add_argument("--dataset", help="take the input batch from this dataset (digits, mnist1d, "
                                      "teacher, file.npz); default: Gaussian inputs")
-    p.add_argument("--input-shape", type=_csv(int), default=[1, 8, 8], metavar="C,H,W",
+    p.add_argument("--input-shape", type=_csv(int), default=None, metavar="C,H,W",
                    help="shape of one input sample for Gaussian inputs (default 1,8,8)")
     p.add_argument("--n-classes", type=int, default=10, help="outputs (default 10)")
     p.add_argument("--batch", type=int, default=256, help="batch size of the inputs")
@@ -313,28 +316,46 @@ def _model_and_batch(args: argparse.Namespace) -> tuple[Any, Any, Any]:
     import torch
 
     from .compare.data import load_dataset
-    from .compare.models import build_model
+    from .compare.models import build_model, build_user_model
     from .compare.run import init_batch
 
     for name, v in (("--batch", args.batch), ("--n-classes", args.n_classes)):
         if v < 1:
             raise ValueError(f"{name} must be an integer >= 1, got {v}")
-    if any(v < 1 for v in args.input_shape):
+    shape_given = args.input_shape is not None
+    shape = args.input_shape if shape_given else [1, 8, 8]
+    if any(v < 1 for v in shape):
         raise ValueError("--input-shape entries must be integers >= 1, got "
-                         + ",".join(str(v) for v in args.input_shape))
+                         + ",".join(str(v) for v in shape))
     arch, opts = _parse_model(args.model)
+    args.inputs_guessed = False
     if args.dataset:
         ds = load_dataset(args.dataset, seed=0)
         x, y = init_batch(ds, args.batch, seed=0)
         in_shape, n_classes = ds.in_shape, ds.n_classes
     else:
         gen = torch.Generator().manual_seed(0)
-        in_shape, n_classes = tuple(args.input_shape), args.n_classes
+        in_shape, n_classes = tuple(shape), args.n_classes
         x = torch.randn(args.batch, *in_shape, generator=gen)
         y = torch.randint(0, n_classes, (args.batch,), generator=gen)
     torch.manual_seed(0)
-    model = build_model(arch, in_shape, n_classes, **opts)
-    return model, x, y
+    if ":" not in arch:
+        return build_model(arch, in_shape, n_classes, **opts), x, y
+    # a user factory: given what it names of these; its own example inputs replace the batch
+    model, own = build_user_model(arch, in_shape=in_shape, n_classes=n_classes, depth=5,
+                                  width=64, activation="relu")  # fmt: skip
+    if own is not None:
+        return model, own, None
+    # Gaussian inputs of a default shape that the user's model may not take (token ids, other
+    # sizes): plans synthesize their own; the audit tries them and says what to do if they fail
+    args.inputs_guessed = not (args.dataset or shape_given)
+    # labels mean something for a dataset's classes; else the audit's default loss
+    return model, x, y if args.dataset else None
+
+
+def _example_inputs(args: argparse.Namespace, x: Any) -> Any:
+    """``x`` as the ``example_inputs`` of a plan, or ``None`` where it is only a guess."""
+    return None if getattr(args, "inputs_guessed", False) else x
 
 
 _UNMATCHED_RULES = re.compile(r"\(\d+ rules? of preset '[^']*' match(es)? nothing in this model\)")
@@ -644,16 +665,28 @@ def _cmd_audit(args: argparse.Namespace) -> int:
         from .compare.schemes import check_schemes
 
         check_schemes([args.policy])
-        plan = init_model(model, policy=args.policy, example_inputs=x, seed=0)
+        plan = init_model(model, policy=args.policy, example_inputs=_example_inputs(args, x), seed=0)
     elif args.policy == "lsuv":
         from .compare.schemes import apply_scheme
 
         apply_scheme(model, args.policy, x, seed=0)
     from ._audit import audit
+    from ._errors import AuditError
 
-    rep = audit(model, x, targets=y, loss_fn=torch.nn.functional.cross_entropy, plan=plan,
-                correlation=bool(args.correlation), step_lr=args.step_lr,
-                residual=bool(args.residual))
+    # a factory's own inputs come without labels: the audit's default loss (a seeded random
+    # projection of the output) then drives the backward pass
+    loss_fn = None if y is None else torch.nn.functional.cross_entropy
+    try:
+        rep = audit(model, x, targets=y, loss_fn=loss_fn, plan=plan,
+                    correlation=bool(args.correlation), step_lr=args.step_lr,
+                    residual=bool(args.residual))  # fmt: skip
+    except AuditError as e:
+        if not getattr(args, "inputs_guessed", False) or "forward pass failed" not in str(e):
+            raise
+        raise AuditError(
+            f"{e}. These were Gaussian inputs of shape {tuple(x.shape)} (the default); have the "
+            "factory return (model, example_inputs), e.g. (model, {'input_ids': ids}) for a "
+            "language model, or pass --input-shape or --dataset") from e
     if args.plot:
         rep.plot(args.plot)
     if args.json:
@@ -669,9 +702,10 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     from .model import plan as make_plan
 
     if args.diff:
+        x = _example_inputs(args, x)
         return _plan_diff(make_plan(model, args.diff[0], example_inputs=x),
                           make_plan(model, args.diff[1], example_inputs=x), args.json)
-    plan = make_plan(model, args.policy, example_inputs=x)
+    plan = make_plan(model, args.policy, example_inputs=_example_inputs(args, x))
     if args.json:
         _print_json(plan.to_dict())
     else:
@@ -908,7 +942,7 @@ def _cmd_digest(args: argparse.Namespace) -> int:
 
     check_seed(args.seed, "digest")
     model, x, _ = _model_and_batch(args)
-    rep = digest(model, args.policy, seed=args.seed, example_inputs=x)
+    rep = digest(model, args.policy, seed=args.seed, example_inputs=_example_inputs(args, x))
     if args.json:
         _print_json(rep.to_dict())
     else:
@@ -923,7 +957,8 @@ def _cmd_check(args: argparse.Namespace) -> int:
     if args.policy != "torch":
         from .compare.schemes import apply_scheme
 
-        apply_scheme(model, args.policy, x, seed=0)
+        lsuv = args.policy.partition(":")[0] == "lsuv"  # runs the inputs; a plan only reads them
+        apply_scheme(model, args.policy, x if lsuv else _example_inputs(args, x), seed=0)
     rep = check(model, strict=args.strict)
     if args.json:
         _print_json(rep.to_dict())

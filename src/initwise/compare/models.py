@@ -35,7 +35,8 @@ import torch
 from torch import nn
 
 __all__ = ["ACTIVATIONS", "ARCHS", "BasicBlock", "ModelFactoryError", "activation_module",
-           "build_model", "load_factory", "token_size"]
+           "build_model", "build_user_model", "load_factory", "token_size"]
+
 
 class _ReLU2(nn.Module):
     """Squared ReLU, ``relu(x) ** 2`` (So et al., 2021, "Primer")."""
@@ -289,6 +290,49 @@ def _call_factory(spec: str, fn: Callable[..., Any], **kwargs: Any) -> nn.Module
         raise TypeError(f"model factory {spec!r} returned {type(model).__name__}, "
                         "expected a torch.nn.Module")
     return model
+
+
+def build_user_model(spec: str, **kwargs: Any) -> tuple[nn.Module, Any]:
+    """Call the user factory ``"pkg.mod:fn"`` for a one-model command (audit, plan, check,
+    digest): it gets those of ``kwargs`` its signature names (all with ``**kwargs``; none for
+    ``fn()``), and may return the model or ``(model, example_inputs)``: a tensor, a tuple of
+    positional inputs or a dict of keyword inputs, e.g. token ids for a language model.
+    Returns ``(model, example_inputs or None)``. A required parameter that none of
+    ``kwargs`` fills is an error naming it.
+
+    Example:
+        >>> m, x = build_user_model("torch.nn:Identity", in_shape=(4,), n_classes=2)
+        >>> type(m).__name__, x
+        ('Identity', None)
+    """
+    import inspect
+
+    fn = load_factory(spec)
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):  # no signature to read: the full set, as for compare
+        params = None
+    if params is not None and not any(p.kind is p.VAR_KEYWORD for p in params):
+        names = {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+        missing = [p.name for p in params if p.default is p.empty and p.name not in kwargs
+                   and p.kind is not p.VAR_POSITIONAL]  # fmt: skip
+        if missing:
+            raise ValueError(
+                f"model factory {spec!r} requires {', '.join(missing)}, which the command line "
+                f"cannot give; it passes only the keyword arguments {', '.join(kwargs)} (those "
+                "the factory names). Give the others default values")
+        kwargs = {k: v for k, v in kwargs.items() if k in names}
+    try:
+        out = fn(**kwargs)
+    except Exception as e:
+        raise ModelFactoryError(f"model factory {spec!r} raised {type(e).__name__}: {e}") from e
+    inputs = None
+    if isinstance(out, tuple) and len(out) == 2 and isinstance(out[0], nn.Module):
+        out, inputs = out
+    if not isinstance(out, nn.Module):
+        raise TypeError(f"model factory {spec!r} returned {type(out).__name__}, expected a "
+                        "torch.nn.Module or (module, example_inputs)")
+    return out, inputs
 
 
 def build_model(arch: str, in_shape: tuple[int, ...], n_classes: int, *, depth: int = 5,

@@ -163,12 +163,14 @@ def _to_dict(obj: Any) -> Any:
     return None
 
 
-def apply_scheme(model: nn.Module, name: str, inputs: torch.Tensor, *, seed: int = 0
-                 ) -> dict[str, Any]:
+def apply_scheme(model: nn.Module, name: str,
+                 inputs: torch.Tensor | tuple[Any, ...] | dict[str, Any] | None, *, seed: int = 0
+                 ) -> dict[str, Any]:  # fmt: skip
     """Initialize ``model`` in place with the scheme ``name``; return a JSON-able record.
 
-    ``inputs`` is a batch of training inputs (used by data-dependent schemes such as LSUV and
-    by ``initwise.init`` for shape inference).
+    ``inputs`` is a batch of training inputs (a tensor, positional tuple or keyword dict), used
+    by data-dependent schemes such as LSUV and by ``initwise.init`` as example inputs (``None``:
+    ``init`` synthesizes its own).
 
     Example:
         >>> m = nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 2))
