@@ -460,3 +460,29 @@ def test_sigmoid_gated_products_have_exact_gains() -> None:
     assert q["out.weight"].activation == "linear*sigmoid"
     assert q["out.weight"].gain == pytest.approx(gains.gain("sigmoid"))
     assert q["c.weight"].activation == "silu"
+
+
+def test_a_learned_affine_around_the_identity_passes_the_activation() -> None:
+    """ConvNeXt V2's GRN, ``x + gamma * x * N(x) + beta`` (gamma = beta = 0 at init), sits
+    between the GELU and pwconv2: the sum of ``x`` and terms a parameter scales is ``x``'s
+    signal, so pwconv2 has the GELU gain. Measured (HF ConvNextV2, hidden 64): the branch
+    output rms was 0.65 with gain 1; with the GELU gain it is 1 within sampling error
+    (a 256-wide fan-in: a few per cent). A sum of two values (a residual add) still
+    counts as linear."""
+    from transformers import ConvNextV2Config, ConvNextV2Model
+
+    from initwise import gains
+
+    cfg = ConvNextV2Config(num_channels=3, hidden_sizes=[64], depths=[2], num_stages=1, image_size=32)
+    m = ConvNextV2Model(cfg).eval()
+    p = initwise.init(m, "auto", seed=0)
+    e = p["encoder.stages.0.layers.0.pwconv2.weight"]
+    assert (e.activation, e.gain) == ("gelu", pytest.approx(gains.gain("gelu")))
+    assert p["encoder.stages.0.layers.0.pwconv1.weight"].activation == "linear"
+    assert p["encoder.stages.0.layers.1.dwconv.weight"].activation == "linear"  # x + branch
+    out: list[float] = []
+    m.encoder.stages[0].layers[0].pwconv2.register_forward_hook(
+        lambda mod, i, o: out.append(float(o.pow(2).mean().sqrt())))
+    with torch.no_grad():
+        m(torch.randn(8, 3, 32, 32, generator=torch.Generator().manual_seed(0)))
+    assert 0.85 < out[0] < 1.15, out

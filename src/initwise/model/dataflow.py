@@ -621,8 +621,36 @@ def _feeding_activation(n: _Node) -> Any:
                 if value is not None or labels[1 - gate] is None:
                     return Gated(None if value is None else ys[value].activation, ys[gate].activation)
             return None if value is None else ys[value].activation
+        if n.op in _ADDS and len(n.inputs) >= 2:
+            # x + (terms a parameter scales or makes) is x's signal: a learned per-channel
+            # affine around the identity (ConvNeXt V2's GRN x + gamma·x·N(x) + beta, a bias
+            # added apart) is the identity at its init gamma = beta = 0 and near it after
+            values = [x for x in n.inputs if not _param_term(x)]
+            if len(values) != 1:
+                return None
+            n = values[0]
+            continue
         return None
     return None
+
+
+_ADDS = frozenset({"add", "__add__", "__radd__", "add_", "__iadd__"})
+_MULS = frozenset({"mul", "__mul__", "__rmul__", "mul_"})
+
+
+def _param_term(n: _Node, depth: int = 0) -> bool:
+    """Whether ``n`` is a parameter (through views and casts), a product with one, or a sum of
+    such terms: an addend whose size a parameter sets (zero when the parameter is zero)."""
+    n = _walk_pass(n)
+    if _param_node(n) is not None and not n.from_input:
+        return True
+    if depth > 8 or len(n.inputs) < 2:
+        return False
+    if n.op in _MULS:
+        return any(_param_node(_walk_pass(x)) is not None and not _walk_pass(x).from_input for x in n.inputs)
+    if n.op in _ADDS:
+        return all(_param_term(x, depth + 1) for x in n.inputs)
+    return False
 
 
 def _operand_layout(name: str, args: Sequence[Any], pos: int, node: _Node, rec: _Recorder
