@@ -247,7 +247,9 @@ def _note_padding(report: AuditReport, pads: dict[str, tuple[int, int]]) -> None
     """Say when the inputs hold padding tokens: their embedding is a zero vector, and a
     normalization layer reading a zero vector divides by ``sqrt(eps)`` (x1000 at eps 1e-6)
     in the backward pass (a gated RMSNorm also for its gate: Mamba-2's ``in_proj`` reads
-    'exploding' there). Those positions are not signal; the readings they reach are theirs,
+    'exploding' there; OLMo 2's post-sublayer norms read a zero attention output at a padding
+    token that opens a sequence, and the MLP rows judged against that norm's input gradient
+    read 'vanishing'). Those positions are not signal; the readings they reach are theirs,
     not the init's."""
     hit = {k: v for k, v in pads.items() if v[0] > 0}
     if not hit:
@@ -255,8 +257,9 @@ def _note_padding(report: AuditReport, pads: dict[str, tuple[int, int]]) -> None
     what = ", ".join(f"{k or 'the model'}: {n} of {t}" for k, (n, t) in hit.items())
     note = (f"the inputs hold padding tokens ({what} ids are the embedding's padding_idx, a zero "
             "vector): a normalization layer reading a zero vector scales its gradient by up to "
-            "1/sqrt(eps), so the rows those positions reach may read 'exploding' backward "
-            "whatever the init; audit a batch without padding tokens to judge the init")
+            "1/sqrt(eps), so the rows those positions reach may read 'exploding' backward, and "
+            "the rows judged against that gradient 'vanishing', whatever the init; audit a "
+            "batch without padding tokens to judge the init")
     report.notes.append(note)
     if report.backward_verdict != "healthy":
         report.backward_reason += f" ({note})"
