@@ -163,3 +163,55 @@ def test_a_constant_logit_temperature_is_divided_out() -> None:
         head = next(r for r in rep.rows if r.name == "head")
         assert head.out_temperature == (scale if scale else None)
         assert any("logit temperature" in b for b in rep.by_design) == (scale is not None)
+
+
+def test_padding_tokens_in_the_inputs_are_named() -> None:
+    """Found by a new-user trial (Bamba, Zamba2, Jamba under ``auto`` read ``in_proj``
+    'exploding', grad-norm ratio 23-94): one padding token in the batch. Its embedding is a
+    zero vector, so ``in_proj``'s output there is zero and the gated RMSNorm divides by
+    sqrt(eps) in the backward pass (the gate slice: ||dL/dz|| 118 against 0.25 for x, B, C and
+    0.056 for dt). Without the padding token the same model reads healthy; with it the
+    report names the padding tokens as the cause (it did not)."""
+    from transformers import BambaConfig, BambaForCausalLM
+
+    cfg = BambaConfig(vocab_size=128, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                      num_key_value_heads=2, intermediate_size=96, max_position_embeddings=64,
+                      attn_layer_indices=[1], mamba_n_heads=8, mamba_d_head=16, mamba_n_groups=1,
+                      mamba_d_state=8, mamba_expand=2, pad_token_id=0)
+    torch.manual_seed(0)
+    model = BambaForCausalLM(cfg).eval()
+    initwise.init(model, "auto", seed=0)
+    ids = torch.randint(1, 128, (4, 16), generator=torch.Generator().manual_seed(1))
+    clean = initwise.audit(model, ids)
+    assert clean.verdict == "healthy", clean.backward_reason
+    assert not any("padding" in n for n in clean.notes)
+    ids[3, 1] = 0
+    rep = initwise.audit(model, ids)
+    assert rep.backward_verdict == "exploding"  # what the gradient really is at that position
+    assert "model.embed_tokens: 1 of 64" in rep.backward_reason
+    assert any("padding tokens" in n for n in rep.notes)
+
+
+def test_olmo2_post_sublayer_norms_read_healthy_without_padding() -> None:
+    """Found by a new-user trial (OLMo 2 read 'vanishing' at its MLP, under HF's init and
+    ``auto``): not its post-sublayer norms. A padding token opening a sequence attends only to
+    itself (value zero), so both post-norms read zero vectors there and the post-feed-forward
+    norm's input gradient, the reference of the MLP rows, is inflated by 1/sqrt(eps) at a
+    position where the MLP passes nothing back. Pad-free, and with the padding token mid-
+    sequence, OLMo 2 reads healthy; with it first, the reason names the padding tokens."""
+    from transformers import Olmo2Config, Olmo2ForCausalLM
+
+    cfg = Olmo2Config(vocab_size=128, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                      num_key_value_heads=2, intermediate_size=96, max_position_embeddings=64,
+                      pad_token_id=1)
+    torch.manual_seed(0)
+    model = Olmo2ForCausalLM(cfg).eval()
+    initwise.init(model, "auto", seed=0)
+    ids = torch.randint(2, 128, (4, 16), generator=torch.Generator().manual_seed(10))
+    assert initwise.audit(model, ids).verdict == "healthy"
+    ids[2, 5] = 1
+    assert initwise.audit(model, ids).verdict == "healthy"
+    ids[2, 5], ids[2, 0] = 7, 1
+    rep = initwise.audit(model, ids)
+    assert rep.backward_verdict == "vanishing"
+    assert "padding tokens" in rep.backward_reason

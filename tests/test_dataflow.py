@@ -460,3 +460,60 @@ def test_sigmoid_gated_products_have_exact_gains() -> None:
     assert q["out.weight"].activation == "linear*sigmoid"
     assert q["out.weight"].gain == pytest.approx(gains.gain("sigmoid"))
     assert q["c.weight"].activation == "silu"
+
+
+def test_a_learned_affine_around_the_identity_passes_the_activation() -> None:
+    """ConvNeXt V2's GRN, ``x + gamma * x * N(x) + beta`` (gamma = beta = 0 at init), sits
+    between the GELU and pwconv2: the sum of ``x`` and terms a parameter scales is ``x``'s
+    signal, so pwconv2 has the GELU gain. Measured (HF ConvNextV2, hidden 64): the branch
+    output rms was 0.65 with gain 1; with the GELU gain it is 1 within sampling error
+    (a 256-wide fan-in: a few per cent). A sum of two values (a residual add) still
+    counts as linear."""
+    from transformers import ConvNextV2Config, ConvNextV2Model
+
+    from initwise import gains
+
+    cfg = ConvNextV2Config(num_channels=3, hidden_sizes=[64], depths=[2], num_stages=1, image_size=32)
+    m = ConvNextV2Model(cfg).eval()
+    p = initwise.init(m, "auto", seed=0)
+    e = p["encoder.stages.0.layers.0.pwconv2.weight"]
+    assert (e.activation, e.gain) == ("gelu", pytest.approx(gains.gain("gelu")))
+    assert p["encoder.stages.0.layers.0.pwconv1.weight"].activation == "linear"
+    assert p["encoder.stages.0.layers.1.dwconv.weight"].activation == "linear"  # x + branch
+    out: list[float] = []
+    m.encoder.stages[0].layers[0].pwconv2.register_forward_hook(
+        lambda mod, i, o: out.append(float(o.pow(2).mean().sqrt())))
+    with torch.no_grad():
+        m(torch.randn(8, 3, 32, 32, generator=torch.Generator().manual_seed(0)))
+    assert 0.85 < out[0] < 1.15, out
+
+
+def test_padding_aware_positions_and_relative_position_tables_are_positions() -> None:
+    """XLM-R / RoBERTa look their position table up with ``cumsum(ids != pad)``: indices
+    computed from the input, but counted along the sequence, so positions (they were N(0, 1)
+    token embeddings; BERT's identical table is a position table). DeBERTa-v2 tests
+    ``pad_id in input_ids[...]`` (a value read the trace now fakes: it fell back to module
+    order) and reads its ``rel_embeddings`` table whole through a LayerNorm and the position
+    projections: a relative-position table, not N(0, 1). Its logits are three query-key
+    products (c2c, c2p, p2c) each divided by the constant tensor sqrt(3 d): as one product
+    divided by sqrt(d), so the queries keep std 1/sqrt(fan_in)."""
+    from transformers import DebertaV2Config, DebertaV2Model, XLMRobertaConfig, XLMRobertaModel
+
+    kw = dict(vocab_size=128, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+              intermediate_size=96, max_position_embeddings=64)
+    torch.manual_seed(0)
+    x = XLMRobertaModel(XLMRobertaConfig(**kw))
+    p = initwise.init(x, "auto", seed=0)
+    for t in ("position_embeddings", "token_type_embeddings"):
+        e = p[f"embeddings.{t}.weight"]
+        assert (e.role, e.action) == ("position", "keep"), (e.role, e.reason)
+    assert p["embeddings.word_embeddings.weight"].role == "embedding"
+    assert float(x.embeddings.position_embeddings.weight.std()) < 0.05  # HF's own 0.02
+    d = DebertaV2Model(DebertaV2Config(**kw, relative_attention=True, position_biased_input=False,
+                                       pos_att_type=["p2c", "c2p"], norm_rel_ebd="layer_norm"))
+    q = initwise.plan(d, "auto")
+    assert not any("fell back" in n or "failed" in n for n in q.notes), q.notes
+    e = q["encoder.rel_embeddings.weight"]
+    assert (e.role, e.action) == ("position", "keep"), (e.role, e.reason)
+    assert q["encoder.layer.0.attention.self.query_proj.weight"].std == pytest.approx(1 / 8)
+    assert q["encoder.layer.0.intermediate.dense.weight"].role == "branch"

@@ -177,8 +177,11 @@ def audit(
 
             gargs = tuple(plain(a) for a in args)
             gkwargs = {k: plain(v) for k, v in kwargs.items()}
+            pads: dict[str, tuple[int, int]] = {}
+            handles.extend(_count_padding(model, pads))
             report = _run(model, gargs, gkwargs, in_sq, targets, loss_fn, th, plan_std, layers,
                           handles, seed, dict(state.requires_grad))
+            _note_padding(report, pads)
             for h in handles:  # the spectrum's transforms run without the audit's hooks
                 h.remove()
             handles.clear()
@@ -217,6 +220,49 @@ def audit(
     return report
 
 
+
+
+def _count_padding(model: nn.Module, out: dict[str, tuple[int, int]]) -> list[Any]:
+    """Hooks that count, on an embedding's first call, the ids it reads that are its
+    ``padding_idx`` while that row is exactly zero: ``out[name] = (padding ids, ids)``."""
+    handles = []
+    for name, m in model.named_modules():
+        if not isinstance(m, nn.Embedding) or m.padding_idx is None:
+            continue
+
+        def pre(mod: nn.Module, args: Any, _n: str = name, _e: nn.Embedding = m) -> None:
+            if _n in out or not args or not isinstance(args[0], torch.Tensor):
+                return
+            ids, idx, table = args[0], int(_e.padding_idx or 0), _e.weight
+            with torch.no_grad():
+                zero = not bool(table[idx].any())
+                n = int(torch.eq(ids, idx).sum()) if zero else 0
+            out[_n] = (n, ids.numel())
+
+        handles.append(m.register_forward_pre_hook(pre))
+    return handles
+
+
+def _note_padding(report: AuditReport, pads: dict[str, tuple[int, int]]) -> None:
+    """Say when the inputs hold padding tokens: their embedding is a zero vector, and a
+    normalization layer reading a zero vector divides by ``sqrt(eps)`` (x1000 at eps 1e-6)
+    in the backward pass (a gated RMSNorm also for its gate: Mamba-2's ``in_proj`` reads
+    'exploding' there; OLMo 2's post-sublayer norms read a zero attention output at a padding
+    token that opens a sequence, and the MLP rows judged against that norm's input gradient
+    read 'vanishing'). Those positions are not signal; the readings they reach are theirs,
+    not the init's."""
+    hit = {k: v for k, v in pads.items() if v[0] > 0}
+    if not hit:
+        return
+    what = ", ".join(f"{k or 'the model'}: {n} of {t}" for k, (n, t) in hit.items())
+    note = (f"the inputs hold padding tokens ({what} ids are the embedding's padding_idx, a zero "
+            "vector): a normalization layer reading a zero vector scales its gradient by up to "
+            "1/sqrt(eps), so the rows those positions reach may read 'exploding' backward, and "
+            "the rows judged against that gradient 'vanishing', whatever the init; audit a "
+            "batch without padding tokens to judge the init")
+    report.notes.append(note)
+    if report.backward_verdict != "healthy":
+        report.backward_reason += f" ({note})"
 
 
 def _loss_of(loss_fn: Callable[..., torch.Tensor] | None, targets: Any, seed: int

@@ -242,13 +242,16 @@ class _Node:
     split_last: bool = False  # a split along the last dimension into equal parts
     norm_out: bool = False  # output of a normalization module
     src_param: str | None = None  # a parameter this is a view / cast / gather of
+    value: float | None = None  # a one-element constant computed off meta (torch.tensor(d).sqrt())
 
 
 @dataclass
 class Usage:
     """How the forward pass used one parameter (one entry per use, in execution order)."""
 
-    kind: str  # weight, bias, embedding, position, norm, other
+    # weight, bias, embedding, position (constant indices), counted_position (positions computed
+    # from the input by a cumsum), norm, table (read whole as data), other
+    kind: str
     op: str
     module: str
     in_axes: tuple[int, ...] = ()
@@ -321,7 +324,7 @@ _PASS = frozenset({
 })  # fmt: skip
 _SPLITS = frozenset({"chunk", "split", "unbind", "tensor_split"})
 # Reads of a tensor's values (data-dependent control flow): faked on meta, see _fake_value
-_VALUE_READS = frozenset({"item", "__bool__", "__int__", "__float__", "__index__", "tolist"})
+_VALUE_READS = frozenset({"item", "__bool__", "__int__", "__float__", "__index__", "tolist", "__contains__"})
 
 _ACT_FUNCS: dict[str, str] = {
     "relu": "relu", "relu_": "relu", "gelu": "gelu", "silu": "silu", "tanh": "tanh",
@@ -375,6 +378,9 @@ class _Recorder(TorchFunctionMode):
             pname = self.names.get(id(t))
             n = _Node("param" if pname else "const", [], self.count, param=pname, numel=t.numel(),
                       axes=tuple(range(t.dim())) if pname else None)
+            if not pname and not t.is_meta and t.numel() == 1:
+                with contextlib.suppress(Exception):
+                    n.value = float(t.detach().reshape(()))
             self.count += 1
             self.nodes[id(t)] = n
             self.keep.append(t)
@@ -408,6 +414,10 @@ class _Recorder(TorchFunctionMode):
         node.scalars = tuple(float(a) for a in (*args, *kwargs.values())
                              if isinstance(a, (int, float)) and not isinstance(a, bool))
         node.n_out = len(outs)
+        if (not node.from_input and not outs[0].is_meta and outs[0].numel() == 1
+                and all(i.value is not None for i in ins)):
+            with contextlib.suppress(Exception):  # a scale computed from constants
+                node.value = float(outs[0].detach().reshape(()))
         node.last = int(outs[0].shape[-1]) if outs[0].dim() else 0
         if name in _SPLITS and args and isinstance(args[0], torch.Tensor) and len(outs) > 1:
             src = args[0]
@@ -440,7 +450,7 @@ class _Recorder(TorchFunctionMode):
         self.fakes += 1
         if self.fakes > 10_000:
             raise TraceError("the forward pass keeps reading tensor values (a data-dependent loop)")
-        if name == "__bool__":
+        if name in ("__bool__", "__contains__"):  # `pad_id in input_ids[:, [-1, 0]]`
             return False
         if name == "tolist":
             return torch.zeros(t.shape, dtype=torch.long).tolist()
@@ -621,8 +631,36 @@ def _feeding_activation(n: _Node) -> Any:
                 if value is not None or labels[1 - gate] is None:
                     return Gated(None if value is None else ys[value].activation, ys[gate].activation)
             return None if value is None else ys[value].activation
+        if n.op in _ADDS and len(n.inputs) >= 2:
+            # x + (terms a parameter scales or makes) is x's signal: a learned per-channel
+            # affine around the identity (ConvNeXt V2's GRN x + gamma·x·N(x) + beta, a bias
+            # added apart) is the identity at its init gamma = beta = 0 and near it after
+            values = [x for x in n.inputs if not _param_term(x)]
+            if len(values) != 1:
+                return None
+            n = values[0]
+            continue
         return None
     return None
+
+
+_ADDS = frozenset({"add", "__add__", "__radd__", "add_", "__iadd__"})
+_MULS = frozenset({"mul", "__mul__", "__rmul__", "mul_"})
+
+
+def _param_term(n: _Node, depth: int = 0) -> bool:
+    """Whether ``n`` is a parameter (through views and casts), a product with one, or a sum of
+    such terms: an addend whose size a parameter sets (zero when the parameter is zero)."""
+    n = _walk_pass(n)
+    if _param_node(n) is not None and not n.from_input:
+        return True
+    if depth > 8 or len(n.inputs) < 2:
+        return False
+    if n.op in _MULS:
+        return any(_param_node(_walk_pass(x)) is not None and not _walk_pass(x).from_input for x in n.inputs)
+    if n.op in _ADDS:
+        return all(_param_term(x, depth + 1) for x in n.inputs)
+    return False
 
 
 def _operand_layout(name: str, args: Sequence[Any], pos: int, node: _Node, rec: _Recorder
@@ -900,6 +938,21 @@ def _run(shadow: nn.Module, names: dict[int, str], args: tuple[Any, ...], kwargs
     return _read(rec)
 
 
+def _counts_positions(n: _Node) -> bool:
+    """Whether lookup indices count along the sequence (a ``cumsum`` among their sources:
+    XLM-R's and RoBERTa's padding-aware positions ``cumsum(ids != pad) * (ids != pad)``):
+    positions, though computed from the input; token ids are not counted."""
+    frontier, seen = [n], 0
+    while frontier and seen < 64:
+        x = frontier.pop()
+        seen += 1
+        if x.op == "cumsum":
+            return True
+        if x.weight is None:
+            frontier.extend(x.inputs)
+    return False
+
+
 def _param_node(n: _Node) -> _Node | None:
     """The parameter a param-derived operand comes from (through views, indexing, casts)."""
     for _ in range(100):
@@ -933,13 +986,20 @@ def _read(rec: _Recorder) -> Trace:
                     continue
                 n = rec.nodes.get(id(a))
                 p = _param_node(n) if n is not None else None
+                if pos == 0 and (name == "linear" or name.startswith("conv")) and n is not None:
+                    table = p.param if p is not None else n.src_param
+                    if table is not None:  # a table read whole as the layer's input (DeBERTa-v2's
+                        use(table, Usage("table", name, node.module))  # rel_embeddings)
+                        continue
                 if p is None or p.param is None:
                     continue
                 if name == "embedding":
                     if pos == 1:
                         idx = tensor_args[0]
                         idx_node = rec.nodes.get(id(idx))
-                        kind = "embedding" if idx_node is not None and idx_node.from_input else "position"
+                        kind = "position"
+                        if idx_node is not None and idx_node.from_input:
+                            kind = "counted_position" if _counts_positions(idx_node) else "embedding"
                         use(p.param, Usage(kind, name, node.module))
                     continue
                 if name in ("linear", "bilinear") or name.startswith("conv"):
@@ -981,6 +1041,11 @@ def _read(rec: _Recorder) -> Trace:
                     if node.module not in out.module_order:
                         out.module_order.append(node.module)
         elif name in _NORM_OPS:
+            n0 = rec.nodes.get(id(args[0])) if args and isinstance(args[0], torch.Tensor) else None
+            p0 = _param_node(n0) if n0 is not None else None
+            t0 = p0.param if p0 is not None else n0.src_param if n0 is not None else None
+            if t0 is not None:  # a table normalized whole
+                use(t0, Usage("table", name, node.module))
             for t in list(args[1:]) + list(kwargs.values()):
                 if isinstance(t, torch.Tensor):
                     n = rec.nodes.get(id(t))
@@ -1021,12 +1086,20 @@ def _attention_scales(rec: _Recorder, out: Trace, consumers: dict[int, list[_Nod
             factor = (1.0 / math.sqrt(d)) / float(scale)
         elif name == "softmax":
             src = node.inputs[0] if node.inputs else None
-            mult = 1.0
+            mult, terms = 1.0, 1
             while src is not None and src.op not in ("matmul", "__matmul__", "bmm", "einsum", "baddbmm"):
                 if src.op in ("mul", "__mul__") and src.scalars:
                     mult *= math.prod(src.scalars)
                 elif src.op in ("div", "__truediv__") and src.scalars:
                     mult /= math.prod(src.scalars)
+                elif (c := _constant_factor(src)) is not None:
+                    mult *= c[0]
+                    src = c[1]
+                    continue
+                elif src.op in _ADDS and len(src.inputs) > 1:
+                    # more query-key products summed into the logits, at the same scale
+                    # (DeBERTa's c2c + c2p + p2c): variances add, as one term's times `terms`
+                    terms += sum(_product_terms(x) for x in src.inputs[1:])
                 elif src.op not in _PASS and src.op not in ("add", "__add__", "masked_fill", "where",
                                                               "add_", "float", "to"):
                     src = None
@@ -1037,7 +1110,7 @@ def _attention_scales(rec: _Recorder, out: Trace, consumers: dict[int, list[_Nod
                 continue
             # q and k scaled before the product (torch's MultiheadAttention: q * d^-1/2, then
             # bmm / baddbmm): those factors are part of the logits' scale too
-            mult *= _scalar_factor(operands[0]) * _scalar_factor(operands[1])
+            mult *= _scalar_factor(operands[0]) * _scalar_factor(operands[1]) * math.sqrt(terms)
             qn = operands[0]
             q_t = next((t for t in rec.keep if rec.nodes.get(id(t)) is qn), None)
             if q_t is None or q_t.dim() < 1:
@@ -1071,10 +1144,47 @@ def _scalar_factor(n: _Node) -> float:
             f *= math.prod(n.scalars)
         elif n.op in ("div", "__truediv__") and n.scalars and len(n.inputs) == 1:
             f /= math.prod(n.scalars)
+        elif (c := _constant_factor(n)) is not None:
+            f *= c[0]
+            n = c[1]
+            continue
         elif n.op not in _PASS or len(n.inputs) != 1:
             break
         n = n.inputs[0]
     return f
+
+
+def _constant_factor(n: _Node) -> tuple[float, _Node] | None:
+    """``(c, x)`` when ``n`` is ``x * c`` or ``x / c`` for a constant tensor ``c`` computed off
+    meta (DeBERTa's ``k / torch.sqrt(torch.tensor(d) * 3)``)."""
+    if len(n.inputs) != 2 or n.scalars:
+        return None
+    a, b = n.inputs
+    if n.op in ("div", "__truediv__") and b.value and a.value is None:
+        return 1.0 / b.value, a
+    if n.op in ("mul", "__mul__", "__rmul__"):
+        if b.value is not None and a.value is None:
+            return b.value, a
+        if a.value is not None and b.value is None:
+            return a.value, b
+    return None
+
+
+def _product_terms(n: _Node, depth: int = 0) -> int:
+    """How many query-key products (matmuls of two activations) a sum of logit terms holds,
+    through shape ops, gathers and constant factors (DeBERTa's c2p + p2c position terms)."""
+    if depth > 32:
+        return 0
+    if n.op in ("matmul", "__matmul__", "bmm", "einsum") and n.weight is None:
+        return 1
+    if n.op in _ADDS:
+        return sum(_product_terms(x, depth + 1) for x in n.inputs)
+    c = _constant_factor(n)
+    if c is not None:
+        return _product_terms(c[1], depth + 1)
+    if (n.op in _PASS and n.inputs) or (n.op in ("div", "__truediv__", "mul", "__mul__") and len(n.inputs) == 1):
+        return _product_terms(n.inputs[0], depth + 1)
+    return 0
 
 
 def _attention_site(qn: _Node, head_dim: int, scale: float, out: Trace) -> Attention:

@@ -126,7 +126,9 @@ def refine_role(base: str, module: nn.Module, name: str, info: GraphInfo) -> tup
     """``base`` corrected by how the forward pass used the tensor (dataflow only), and why.
 
     - an embedding table also used as a linear weight: ``tied_embedding`` (the output head);
-    - an embedding table looked up only by constant indices: ``position``;
+    - an embedding table looked up only by constant indices, or by positions counted along
+      the sequence (XLM-R's padding-aware ``cumsum``), or read whole as data (DeBERTa-v2's
+      ``rel_embeddings``, the input of a norm or linear map): ``position``;
     - a ≥2-D parameter of a module initwise has no layout for, never used as a weight (a
       position table added to the input, a class token, a state-space ``A_log``) or not used
       at all by the traced forward (a mask token): ``other``;
@@ -148,6 +150,11 @@ def refine_role(base: str, module: nn.Module, name: str, info: GraphInfo) -> tup
             return "tied_embedding", "the table is also the output head"
         if "position" in kinds and "embedding" not in kinds:
             return "position", "looked up by constant positions, not by the input"
+        if "counted_position" in kinds and "embedding" not in kinds:
+            return "position", "looked up by positions counted along the sequence (a cumsum), not by the input"
+        if "table" in kinds and "embedding" not in kinds:
+            return "position", (f"read whole by {', '.join(ops)} (a relative-position table), "
+                                "not looked up by the input")
         return base, None
     if base == "norm" and uses[0].op in ("add", "__add__", "__radd__", "add_", "sub", "__rsub__"):
         return "other", "a norm scale used as an offset (1 + w): its neutral value is the model's own"
