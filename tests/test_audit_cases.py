@@ -215,3 +215,68 @@ def test_olmo2_post_sublayer_norms_read_healthy_without_padding() -> None:
     rep = initwise.audit(model, ids)
     assert rep.backward_verdict == "vanishing"
     assert "padding tokens" in rep.backward_reason
+
+
+class _PooledEncoder(nn.Module):
+    """Pre-norm transformer encoder without a final norm, mean-pooled over tokens by a
+    functional ``mean`` before a 5-class head: the common sentence classifier."""
+
+    def __init__(self, depth: int = 3, std: float | None = None) -> None:
+        super().__init__()
+        layer = nn.TransformerEncoderLayer(64, 4, 256, dropout=0.0, activation="gelu",
+                                           batch_first=True, norm_first=True)  # fmt: skip
+        self.emb = nn.Embedding(300, 64)
+        self.enc = nn.TransformerEncoder(layer, depth, enable_nested_tensor=False)
+        self.out = nn.Linear(64, 5)
+        if std is not None:
+            for name, p in self.enc.named_parameters():
+                if p.dim() == 2:
+                    nn.init.normal_(p, std=std)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.out(self.enc(self.emb(ids)).mean(dim=1))
+
+
+def test_functional_pooling_before_the_head_opens_a_backward_segment() -> None:
+    """A mean over the 32 tokens between the last block and the head divides the gradient
+    norm by sqrt(32) by design; the rows below it are judged against the gradient on both
+    sides of that reduction, measured, as across a pooling module. A model whose gradient
+    really decays below the pooling still reads vanishing."""
+    torch.manual_seed(0)
+    model = _PooledEncoder()
+    initwise.init(model, "auto", seed=0)
+    ids = torch.randint(0, 300, (8, 32), generator=torch.Generator().manual_seed(1))
+    rep = initwise.audit(model, ids)
+    assert rep.backward_verdict == "healthy", rep.backward_reason
+    head = next(r for r in rep.rows if r.name == "out")
+    assert head.pool_grads is not None
+    g_out, g_in = head.pool_grads  # the mean's output and input
+    assert g_in / g_out == pytest.approx(32 ** -0.5, rel=1e-4)
+    below = [r for r in rep.rows if r.grad_segment == head.index]
+    assert below and all(r.grad_flag in ("ok", "n/a") for r in below)
+    # the same model without that boundary (scope 'global' judges everything against the
+    # output gradient) reads the pooling's factor as vanishing: the boundary is what changed
+    glob = initwise.audit(model, ids, thresholds=initwise.AuditThresholds(scope="global"))
+    assert glob.backward_verdict == "vanishing"
+    # a per-token MLP of 12 tanh layers at a third of the critical std, mean-pooled before
+    # its head: its gradient decays layer by layer below the pooling, and is still found
+    torch.manual_seed(0)
+    deep = _PooledTanhMLP()
+    rep = initwise.audit(deep, ids)
+    assert rep.backward_verdict == "vanishing"
+    first = rep.rows[rep.backward_first]
+    assert first.name.startswith("body.") and first.grad_segment == len(rep.rows) - 2  # 'head'
+
+
+class _PooledTanhMLP(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.emb = nn.Embedding(300, 64)
+        self.body = nn.Sequential(*[m for _ in range(12) for m in (nn.Linear(64, 64), nn.Tanh())])
+        for m in self.body:
+            if isinstance(m, nn.Linear):
+                nn.init.normal_(m.weight, std=64 ** -0.5 / 3)
+        self.head = nn.Linear(64, 5)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.head(self.body(self.emb(ids)).mean(dim=1))

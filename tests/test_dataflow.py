@@ -517,3 +517,28 @@ def test_padding_aware_positions_and_relative_position_tables_are_positions() ->
     assert (e.role, e.action) == ("position", "keep"), (e.role, e.reason)
     assert q["encoder.layer.0.attention.self.query_proj.weight"].std == pytest.approx(1 / 8)
     assert q["encoder.layer.0.intermediate.dense.weight"].role == "branch"
+
+
+def test_inputs_synthesized_for_generators_and_fixed_size_conv_nets() -> None:
+    """No example_inputs: a DCGAN generator (first layer a ConvTranspose2d reading z as
+    [N, z, 1, 1]) and an MLP-Mixer (a conv stem whose patch count a token-mixing Linear fixes
+    at 32x32 images) are traced from synthesized inputs, not planned in module order."""
+    gen = nn.Sequential(
+        nn.ConvTranspose2d(16, 32, 4, 1, 0, bias=False), nn.BatchNorm2d(32), nn.ReLU(),
+        nn.ConvTranspose2d(32, 3, 4, 2, 1, bias=False), nn.Tanh())
+
+    class Mixer(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.stem = nn.Conv2d(3, 16, 4, 4)  # 32x32 -> 64 patches
+            self.tokens = nn.Sequential(nn.Linear(64, 128), nn.GELU(), nn.Linear(128, 64))
+            self.head = nn.Linear(16, 10)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            h = self.stem(x).flatten(2)  # [N, 16, 64]
+            return self.head((h + self.tokens(h)).mean(dim=2))
+
+    for model in (gen, Mixer()):
+        p = initwise.plan(model)
+        assert p.source == "dataflow", (type(model).__name__, p.notes)
+    assert initwise.plan(Mixer())["tokens.2.weight"].activation == "gelu"

@@ -121,6 +121,37 @@ _SHAPE_NODES = frozenset({
     "MeanBackward0", "MeanBackward1", "SumBackward1",
 })
 _ADD_NODES = frozenset({"AddBackward0", "AddBackward1"})
+# A functional pooling between two rows (``x.mean(1)``, ``F.adaptive_avg_pool2d``, ``x.sum``,
+# max pools): found through pure view nodes only
+_VIEW_NODES = frozenset({
+    "ViewBackward0", "UnsafeViewBackward0", "ReshapeAliasBackward0", "TransposeBackward0",
+    "PermuteBackward0", "CloneBackward0", "SqueezeBackward0", "SqueezeBackward1",
+    "SqueezeBackward2", "UnsqueezeBackward0", "ToCopyBackward0", "TBackward0", "AliasBackward0",
+})
+_REDUCE_NODES = frozenset({
+    "MeanBackward0", "MeanBackward1", "SumBackward0", "SumBackward1",
+    "AvgPool1DBackward0", "AvgPool2DBackward0", "AvgPool3DBackward0",
+    "AdaptiveAvgPool1DBackward0", "AdaptiveAvgPool2DBackward0", "AdaptiveAvgPool3DBackward0",
+    "MaxPool1DWithIndicesBackward0", "MaxPool2DWithIndicesBackward0",
+    "MaxPool3DWithIndicesBackward0", "AdaptiveMaxPool1DBackward0", "AdaptiveMaxPool2DBackward0",
+    "AdaptiveMaxPool3DBackward0", "AmaxBackward0", "MaxBackward0", "LogsumexpBackward0",
+})
+
+
+def _reduction_node(fn: Any) -> Any:
+    """The autograd node of a pooling/reduction that produced a tensor through view ops only
+    (``head(x.mean(dim=1))``), or ``None``."""
+    for _ in range(8):
+        if fn is None:
+            return None
+        name = fn.name()
+        if name in _REDUCE_NODES:
+            return fn
+        if name not in _VIEW_NODES:
+            return None
+        nxt = [n for n, _ in fn.next_functions if n is not None]
+        fn = nxt[0] if len(nxt) == 1 else None
+    return None
 
 
 def _addend_nodes(fn: Any) -> list[Any]:
@@ -301,6 +332,9 @@ def _run(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any],
     in_src: dict[int, tuple[str, int]] = {}  # row -> where its input gradient is measured
     in_hooked: dict[int, int] = {}  # id(input tensor) -> the row whose hook measures it
     in_grad: dict[int, Raw] = {}  # row -> gradient stats at its input (hooks)
+    # row -> gradient stats at the output and the input of a functional pooling it reads
+    pool_grad: dict[int, tuple[Raw, Raw]] = {}
+    pooled: set[Any] = set()  # reduction nodes hooked
     dup_of: dict[int, int] = {}  # row -> the earlier row with the very same output tensor
 
     def make_hook(name: str, m: nn.Module, leaf: bool, param_free: bool) -> Callable[..., None]:
@@ -402,6 +436,21 @@ def _run(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any],
                     gated = _gated_product(x_in.grad_fn) if passes_on else None
                     if gated is not None and gfn_row.get(gated[0]) is not None:
                         rec["gated_input"] = (gfn_row[gated[0]], gated[1])
+            # a functional pooling (x.mean(1), F.adaptive_avg_pool2d) between the row that
+            # makes a tensor and this row: the gradient norm changes across it by design
+            # (1/sqrt(N) for a mean over N), as across a pooling module's row; measured at
+            # both sides of the reduction (a hook on its autograd node)
+            red = (_reduction_node(x_in.grad_fn) if x_in is not None and x_in.requires_grad
+                   and mod is not model and src is None else None)  # fmt: skip
+            if red is not None and red not in gfn_row and red not in pooled:
+                pooled.add(red)
+
+                def nhook(grad_in: Any, grad_out: Any, _i: int = idx) -> None:
+                    gi = next((g for g in grad_in if isinstance(g, torch.Tensor)), None)
+                    go = grad_out[0] if grad_out and isinstance(grad_out[0], torch.Tensor) else None
+                    if gi is not None and go is not None and gi.numel() > go.numel():
+                        pool_grad[_i] = (_grad_stats(go), _grad_stats(gi))
+                handles.append(red.register_hook(nhook))
             # parameter-free rows that shrink the tensor (global/avg pooling, mean): the
             # gradient norm legitimately drops by sqrt(numel_in / numel_out) across them
             pool = (not is_norm and mod is not model and x_in is not None and param_free
@@ -517,7 +566,8 @@ def _run(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any],
         if j in grad_stats:
             grad_stats[i] = grad_stats[j]
     groups = (out_stats, list(grad_stats.values()), list(in_grad.values()),
-              [v for v, _ in norm_in.values()], wraw, list(graw.values()))
+              [v for v, _ in norm_in.values()], wraw, list(graw.values()),
+              [v for pair in pool_grad.values() for v in pair])
     host = _read_raw([t for part in groups for t in part])
     at = 0
     got = []
@@ -530,6 +580,8 @@ def _run(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any],
     hooked_in = {k: _grad_moments(v)[0] for k, v in zip(in_grad, got[2], strict=True)}
     nin = {k: _mean_square(v[0], n)
            for (k, (_, n)), v in zip(norm_in.items(), got[3], strict=True)}
+    pool_ss = {k: (_grad_moments(got[6][2 * n])[0], _grad_moments(got[6][2 * n + 1])[0])
+               for n, k in enumerate(pool_grad)}
     nin_grad: dict[int, float] = {}
     for i, (how, j) in in_src.items():
         if how == "row" and j in bwd:
@@ -637,6 +689,9 @@ def _run(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any],
             r.in_rms = math.sqrt(nin[i]) if math.isfinite(nin[i]) else math.inf
         if i in nin_grad:
             r.grad_in_norm = math.sqrt(nin_grad[i]) if math.isfinite(nin_grad[i]) else math.inf
+        if i in pool_ss:
+            r.pool_grads = tuple(math.sqrt(v) if math.isfinite(v) else math.inf  # type: ignore[assignment]
+                                 for v in pool_ss[i])
         if i in bwd:
             gss, gmax = bwd[i]
             r.grad_norm = math.sqrt(gss) if math.isfinite(gss) else math.inf

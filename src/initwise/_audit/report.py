@@ -115,6 +115,11 @@ class LayerStats:
     ``temperature``: the model's output is a row's output times this constant (a logit
     temperature such as Cohere's ``logit_scale``), and ``out_temperature`` marks that row:
     the output's ``ratio`` and that row's ``grad_ratio`` are judged with it divided out.
+    ``pool``: a parameter-free row that shrinks its input (a pooling module); ``pool_grads``:
+    the row reads a functional pooling's output (``head(x.mean(1))``, ``F.avg_pool2d``), and
+    these are the gradient norms at that reduction's output and input. Either opens a
+    backward segment, as a normalization row does: across a mean over ``N`` values the
+    gradient norm drops by ``1/sqrt(N)`` by design.
     ``flag`` is ``"ok"``, ``"vanishing"``, ``"exploding"``, ``"skipped"`` (zero-init) or
     ``"n/a"`` (constant); ``grad_flag`` likewise, ``"n/a"`` when no gradient reached it, and
     ``"scaled"`` when its gradient is small by design: the row's output is a residual branch
@@ -149,6 +154,7 @@ class LayerStats:
     norm: bool = False
     feeds_norm: bool = False
     pool: bool = False
+    pool_grads: tuple[float, float] | None = None
     constant: bool = False
     probability: bool = False
     temperature: float | None = None

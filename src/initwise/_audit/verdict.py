@@ -242,6 +242,11 @@ def _judge(rep: AuditReport) -> None:
                 math.isfinite(r.grad_in_norm) and r.grad_in_norm > 0:
             gspan = _span(r.grad_norm, r.grad_in_norm) or gspan
             gseg = r.index
+        elif segmented and g_ok and r.pool_grads is not None:
+            # the row reads a functional pooling's output (x.mean(1) before a head): the rows
+            # below it are judged against the gradient on both sides of that reduction
+            gspan = _span(*r.pool_grads) or gspan
+            gseg = r.index
     # Rows reading the same tensor (q, k, v projections) send back one summed gradient: the
     # gradient vanishes there only when it does in every one of them.
     group_max: dict[int, float] = {}

@@ -172,14 +172,23 @@ def synthesize_inputs(model: nn.Module) -> list[tuple[tuple[Any, ...], dict[str,
     seen: set[tuple[Any, ...]] = set()
     for m in model.modules():
         guess: tuple[torch.Tensor, ...] | None = None
+        more: list[tuple[torch.Tensor, ...]] = []  # other sizes of the same kind of input
         if isinstance(m, nn.Embedding):
             guess = (torch.zeros(2, 8, dtype=torch.long, device="meta"),)
         elif isinstance(m, nn.Linear):
             guess = (torch.empty(2, m.in_features, device="meta"),)
         elif isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
             n = m.weight.dim() - 2
-            size = {1: 256, 2: 64, 3: 16}[n]
-            guess = (torch.empty(2, m.in_channels, *([size] * n), device="meta"),)
+            # a network whose later layers fix the map size (patch tokens mixed by a Linear,
+            # a flatten before the head) runs at one size only: the common ones, in turn
+            sizes = {1: (256, 1024), 2: (64, 32, 224), 3: (16, 32)}[n]
+            shaped: list[tuple[torch.Tensor, ...]] = [
+                (torch.empty(2, m.in_channels, *([size] * n), device="meta"),) for size in sizes]
+            guess, more = shaped[0], shaped[1:]
+        elif isinstance(m, (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)):
+            # a decoder or generator: a small map (a DCGAN generator reads z as [N, z, 1, 1])
+            n = m.weight.dim() - 2
+            guess = (torch.empty(2, m.in_channels, *([1] * n), device="meta"),)
         elif isinstance(m, nn.RNNBase):
             shape = (2, 8, m.input_size) if m.batch_first else (8, 2, m.input_size)
             guess = (torch.empty(*shape, device="meta"),)
@@ -188,15 +197,16 @@ def synthesize_inputs(model: nn.Module) -> list[tuple[tuple[Any, ...], dict[str,
         if guess is None:
             continue
         need = _required_positional(model)
-        if len(guess) < need:  # forward(src, tgt) and the like: the same kind of input each
-            guess = guess + (guess[0],) * (need - len(guess))
-        key = tuple((tuple(t.shape), t.dtype) for t in guess)
-        if key not in seen:
-            seen.add(key)
-            out.append((guess, {}))
-        if len(out) >= 4:
+        for g in (guess, *more):
+            if len(g) < need:  # forward(src, tgt) and the like: the same kind of input each
+                g = g + (g[0],) * (need - len(g))
+            key = tuple((tuple(t.shape), t.dtype) for t in g)
+            if key not in seen:
+                seen.add(key)
+                out.append((g, {}))
+        if len(out) >= 6:
             break
-    return out
+    return out[:6]
 
 
 def _required_positional(model: nn.Module) -> int:
