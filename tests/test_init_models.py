@@ -465,7 +465,7 @@ def test_norm_applied_as_one_plus_w_gets_unit_scale() -> None:
     assert torch.all(m[1].weight == 0.0)
     with torch.no_grad():
         assert m[1](m[0](x)).pow(2).mean().item() == pytest.approx(1.0, rel=1e-3)
-    P.init(m, presets.zero_residual(), seed=0)  # any rule's value is the applied scale
+    # any rule's value is the applied scale: dcgan-style N(1, 0.02^2) is stored around 0
     P.init(m, Policy([Rule("normal", {"mean": 1.0, "std": 0.02}, role="norm"), Rule("keep")]), seed=0)
     assert m[1].weight.mean().item() == pytest.approx(0.0, abs=6 * 0.02 / math.sqrt(32))
     P.init(m, "torch", seed=0)
