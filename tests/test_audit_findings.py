@@ -259,3 +259,44 @@ def test_weight_statistics_match_float64_on_gpt2_for_both_variance_paths() -> No
     assert w["transformer.h.0.ln_1.weight"].std == 0.0
     assert w["transformer.h.0.attn.c_attn.bias"].std == 0.0
     assert 2e-4 < w["transformer.h.0.mlp.c_fc.weight"].std < 3.5e-4
+
+
+class _DiscardedQueries(nn.Module):
+    """Attention whose output is read only at the class token (CvT's last stage): the queries
+    of the other positions, made by their own projection, never reach the loss."""
+
+    def __init__(self, d: int = 32) -> None:
+        super().__init__()
+        self.a, self.q, self.head = nn.Linear(d, d), nn.Linear(d, d), nn.Linear(d, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.a(x)
+        q = torch.cat([h[:, :1], self.q(h[:, 1:])], 1)
+        att = torch.softmax(q @ h.transpose(1, 2) / math.sqrt(h.shape[-1]), -1) @ h
+        return self.head(att[:, 0])
+
+
+def test_a_path_the_forward_discards_is_not_vanishing() -> None:
+    """CvT (cls_token in its last stage) read "vanishing: grad-norm ratio 0" at the spatial
+    query projection of its last layer: exactly zero, because nothing reads those queries'
+    outputs. A row whose gradient is exactly 0 with no row cutting it off is not judged."""
+    torch.manual_seed(0)
+    net = _DiscardedQueries()
+    init(net, "auto", seed=0)
+    rep = audit(net, _x(8, 12, 32))
+    q = next(r for r in rep.rows if r.name == "q")
+    assert q.grad_norm == 0.0 and q.grad_flag == "n/a"
+    assert rep.verdict == "healthy", rep.backward_reason
+    assert any("does not reach the loss" in n for n in rep.notes)
+
+
+def test_a_gradient_cut_off_by_a_saturated_layer_stays_vanishing() -> None:
+    """The same exact zero made by a layer (every Hardtanh input beyond ±1: derivative 0) is a
+    failure of the init, and stays vanishing."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(32, 32), nn.Hardtanh(), nn.Linear(32, 10))
+    with torch.no_grad():
+        net[0].bias.fill_(50.0)
+    rep = audit(net, _x(64, 32))
+    assert rep.rows[0].grad_norm == 0.0 and rep.rows[0].grad_flag == "vanishing"
+    assert rep.backward_verdict == "vanishing"
