@@ -300,3 +300,23 @@ def test_a_gradient_cut_off_by_a_saturated_layer_stays_vanishing() -> None:
     rep = audit(net, _x(64, 32))
     assert rep.rows[0].grad_norm == 0.0 and rep.rows[0].grad_flag == "vanishing"
     assert rep.backward_verdict == "vanishing"
+
+
+def test_a_row_reading_a_reshaped_row_output_has_that_row_as_its_source() -> None:
+    """WavLM's gru_rel_pos_linear reads the heads view (view + permute) of the attention's
+    input and gates the relative position bias: its gradient is ~1e-3 of the stream's by
+    design, and the signal goes around it. The view was not recognised as the row's output, so
+    the row had no source and WavLM read "vanishing: grad-norm ratio 0.000784"."""
+    tf = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    cfg = tf.WavLMConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+                         conv_dim=(16, 16), conv_stride=(5, 4), conv_kernel=(10, 4), num_conv_pos_embeddings=16,
+                         num_conv_pos_embedding_groups=4, num_buckets=32, max_bucket_distance=100, num_labels=5,
+                         layerdrop=0.0)
+    net = tf.WavLMForSequenceClassification(cfg)
+    init(net, "auto", seed=0)
+    rep = audit(net, {"input_values": 0.3 * _x(2, 800)})
+    gates = [r for r in rep.rows if r.name.endswith("gru_rel_pos_linear")]
+    assert len(gates) == 2 and all(r.source is not None for r in gates)
+    assert all(r.grad_ratio is not None and r.grad_ratio < 0.01 and r.grad_flag == "ok" for r in gates)
+    assert rep.verdict == "healthy", rep.backward_reason

@@ -9,6 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .. import _torch
 from .._errors import AuditError
 from .._modules import (
     is_activation,
@@ -295,6 +296,7 @@ def _run(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any],
                     and not t.is_complex() and t.numel() > 0} - {-1}
     input_storages = {_storage(t) for t in inputs if t.numel() > 0} - {-1}
     row_of: dict[int, int] = {}  # id(row output) -> row
+    row_of_base: dict[int, int] = {}  # id(the memory a row output is all of) -> row
     keep: list[torch.Tensor] = []  # row outputs, alive while their ids are keys
     gfn_row: dict[Any, int] = {}  # autograd node of a row output -> row
     passes_from: dict[int, int] = {}  # pass-through row -> the row it passes on
@@ -369,6 +371,11 @@ def _run(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any],
                 out_stats.append(_out_stats(y, bounds, th.saturation_margin))
             rec["bounds"] = bounds
             src = row_of.get(id(x_in)) if x_in is not None else None
+            if src is None and x_in is not None:
+                # a reshape or permute of a row's whole output (WavLM's gate projection reads
+                # the heads view of the attention input): that row's output, rearranged
+                whole = _torch.whole_base(x_in)
+                src = row_of_base.get(id(whole)) if whole is not None else None
             rec["src"] = src
             # the gradient at the row's input (summed over every reader of that tensor): the
             # producing row's gradient, or a hook on the input
@@ -418,6 +425,10 @@ def _run(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any],
             last[0] = (idx, y)
             row_of[id(y)] = idx
             keep.append(y)
+            whole_y = _torch.whole_base(y)
+            if whole_y is not None:
+                row_of_base[id(whole_y)] = idx
+                keep.append(whole_y)
             if y.requires_grad:
                 if y.grad_fn is not None:
                     gfn_row[y.grad_fn] = idx
