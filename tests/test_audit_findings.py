@@ -320,3 +320,41 @@ def test_a_row_reading_a_reshaped_row_output_has_that_row_as_its_source() -> Non
     assert len(gates) == 2 and all(r.source is not None for r in gates)
     assert all(r.grad_ratio is not None and r.grad_ratio < 0.01 and r.grad_flag == "ok" for r in gates)
     assert rep.verdict == "healthy", rep.backward_reason
+
+
+class _MeanPooled(nn.Module):
+    """Features averaged over time by a functional mean (HF audio classifiers'
+    ``hidden_states.mean(dim=1)``), then a classifier."""
+
+    def __init__(self, d: int = 32) -> None:
+        super().__init__()
+        self.proj, self.act, self.post, self.head = nn.Linear(d, d), nn.GELU(), nn.Linear(d, d), nn.Linear(d, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.post(self.act(self.proj(x))).mean(1))
+
+
+@pytest.mark.parametrize("steps", [16, 400])
+def test_a_functional_mean_over_time_is_a_backward_segment_boundary(steps: int) -> None:
+    """Averaging T positions divides the gradient's norm by sqrt(T) whatever the init: a
+    pooling row already opened a segment, a functional ``.mean(1)`` did not, so the same
+    healthy model read "vanishing" (grad-norm ratio 0.05 at T = 400; WavLM at 4000 samples,
+    0.072) or healthy (T = 16) by its input length. Now healthy at both."""
+    torch.manual_seed(0)
+    net = _MeanPooled()
+    init(net, "auto", seed=0)
+    rep = audit(net, _x(8, steps, 32))
+    head = next(r for r in rep.rows if r.name == "head")
+    assert head.pooled_from == next(r.index for r in rep.rows if r.name == "post")
+    assert rep.verdict == "healthy", rep.backward_reason
+
+
+def test_vanishing_before_a_functional_mean_is_still_found() -> None:
+    torch.manual_seed(0)
+    net = _MeanPooled()
+    init(net, "auto", seed=0)
+    with torch.no_grad():
+        net.post.weight.mul_(1e-3)  # the gradient reaching proj is 1000x below post's
+    rep = audit(net, _x(8, 400, 32))
+    assert rep.backward_verdict == "vanishing"
+    assert rep.rows[rep.backward_first].name in ("act", "proj")

@@ -124,6 +124,22 @@ _SHAPE_NODES = frozenset({
 _ADD_NODES = frozenset({"AddBackward0", "AddBackward1"})
 
 
+def _reduced_from(fn: Any, rows: dict[Any, int], limit: int = 8) -> int | None:
+    """The row whose output a tensor was computed from by ops of that one tensor (a mean, a
+    sum, a slice, a reshape, an elementwise map: autograd nodes with one input that needs a
+    gradient), or ``None``."""
+    for _ in range(limit):
+        if fn is None:
+            return None
+        if fn in rows:
+            return rows[fn]
+        nxt = [n for n, _ in fn.next_functions if n is not None]
+        if len(nxt) != 1:
+            return None
+        fn = nxt[0]
+    return None
+
+
 def _addend_nodes(fn: Any) -> list[Any]:
     """The autograd nodes of the terms of the sum that produced a tensor (``[]`` if it is not
     a sum of two or more tensors): for each term, the chain of nodes from the sum down
@@ -297,6 +313,7 @@ def _run(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any],
     input_storages = {_storage(t) for t in inputs if t.numel() > 0} - {-1}
     row_of: dict[int, int] = {}  # id(row output) -> row
     row_of_base: dict[int, int] = {}  # id(the memory a row output is all of) -> row
+    row_numel: dict[int, int] = {}  # row -> number of elements of its output
     keep: list[torch.Tensor] = []  # row outputs, alive while their ids are keys
     gfn_row: dict[Any, int] = {}  # autograd node of a row output -> row
     passes_from: dict[int, int] = {}  # pass-through row -> the row it passes on
@@ -387,6 +404,11 @@ def _run(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any],
                 else:
                     in_hooked[id(x_in)] = idx
                     in_src[idx] = ("hook", idx)
+                    # a functional mean or pooling of a row's output (HF audio classifiers'
+                    # hidden_states.mean(1)): the gradient norm drops by sqrt(numel ratio) there
+                    red = _reduced_from(x_in.grad_fn, gfn_row)
+                    if red is not None and row_numel.get(red, 0) > x_in.numel():
+                        rec["pooled_from"] = red
 
                     def ihook(g: torch.Tensor) -> None:
                         in_grad[idx] = _grad_stats(g)
@@ -424,6 +446,7 @@ def _run(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any],
                     records[prev[0]]["feeds_norm"] = True
             last[0] = (idx, y)
             row_of[id(y)] = idx
+            row_numel[idx] = y.numel()
             keep.append(y)
             whole_y = _torch.whole_base(y)
             if whole_y is not None:
@@ -638,6 +661,7 @@ def _run(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any],
         r.temperature = rec.get("temperature")
         r.out_temperature = rec.get("out_temperature")
         r.source = rec.get("src")
+        r.pooled_from = rec.get("pooled_from")
         gate = rec.get("gate")
         if gate is not None:
             r.gate = param_owner.get(id(gate), "")

@@ -165,6 +165,7 @@ class LayerStats:
     addend: bool = False
     reads_input: bool = False
     source: int | None = None
+    pooled_from: int | None = None
     gate: str | None = None
     gate_scale: float | None = None
 

@@ -271,6 +271,14 @@ def _judge(rep: AuditReport) -> None:
                 math.isfinite(r.grad_in_norm) and r.grad_in_norm > 0:
             gspan = _span(r.grad_norm, r.grad_in_norm) or gspan
             gseg = r.index
+        elif segmented and g_ok and r.pooled_from is not None and r.grad_in_norm is not None:
+            # the row reads a functional mean / pooling of row pooled_from's output: the
+            # interval between the gradient norms on the two sides of that reduction
+            gp = rep.rows[r.pooled_from].grad_norm
+            if gp is not None and math.isfinite(gp) and gp > 0 and math.isfinite(r.grad_in_norm) \
+                    and r.grad_in_norm > 0:
+                gspan = _span(r.grad_in_norm, gp) or gspan
+                gseg = r.index
     # Rows reading the same tensor (q, k, v projections) send back one summed gradient: the
     # gradient vanishes there only when it does in every one of them.
     group_max: dict[int, float] = {}
