@@ -358,3 +358,33 @@ def test_vanishing_before_a_functional_mean_is_still_found() -> None:
     rep = audit(net, _x(8, 400, 32))
     assert rep.backward_verdict == "vanishing"
     assert rep.rows[rep.backward_first].name in ("act", "proj")
+
+
+class _ZeroFedLSTM(nn.Module):
+    """An LSTM that reads a constant zero (Encodec's decoder reads its quantizer's codebook,
+    a zeros buffer until a checkpoint is loaded): its output is exactly 0."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin, self.lstm, self.head = nn.Linear(8, 16), nn.LSTM(16, 16, batch_first=True), nn.Linear(16, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.lstm(self.lin(x) * 0.0)[0])
+
+
+def test_rnn_biases_are_biases_for_the_dead_layer_reason() -> None:
+    """``bias_hh_l0`` (0 under ``auto``) was counted as a weight (the test was
+    ``name.endswith("bias")``): an LSTM with nonzero weights fed zeros read "a dead layer:
+    all-zero weights and output". Its weights are not zero; with all-zero weights it is."""
+    torch.manual_seed(0)
+    net = _ZeroFedLSTM()
+    init(net, "auto", seed=0)
+    rep = audit(net, _x(4, 10, 8))
+    row = next(r for r in rep.rows if r.name == "lstm")
+    assert row.zero_fraction == 1.0 and not row.zero_init
+    assert rep.verdict == "vanishing" and "all-zero weights" not in (rep.forward_reason or "")
+    with torch.no_grad():
+        for n, p in net.lstm.named_parameters():
+            if n.startswith("weight"):
+                p.zero_()
+    assert next(r for r in audit(net, _x(4, 10, 8)).rows if r.name == "lstm").zero_init

@@ -13,6 +13,7 @@ from .. import _torch
 from .._errors import AuditError
 from .._modules import (
     is_activation,
+    is_bias_name,
     is_embedding,
     layer_type,
     parametrization_modules,
@@ -643,7 +644,7 @@ def _run(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any],
         mod = rec["module"]
         own_zero = bool(zero_params) and any(param_owner.get(id(mp)) in zero_params
                        for pn, mp in mod.named_parameters(recurse=False)
-                       if not pn.endswith("bias"))
+                       if not is_bias_name(pn))
         r = LayerStats(index=i, name=rec["name"], call=rec["call"], type=rec["type"],
                        kind=rec["kind"], shape=rec["shape"], numel=numel, mean=mean,
                        std=math.sqrt(var) if not nonfinite else math.nan,
