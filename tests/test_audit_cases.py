@@ -221,17 +221,13 @@ class _PooledEncoder(nn.Module):
     """Pre-norm transformer encoder without a final norm, mean-pooled over tokens by a
     functional ``mean`` before a 5-class head: the common sentence classifier."""
 
-    def __init__(self, depth: int = 3, std: float | None = None) -> None:
+    def __init__(self, depth: int = 3) -> None:
         super().__init__()
         layer = nn.TransformerEncoderLayer(64, 4, 256, dropout=0.0, activation="gelu",
                                            batch_first=True, norm_first=True)  # fmt: skip
         self.emb = nn.Embedding(300, 64)
         self.enc = nn.TransformerEncoder(layer, depth, enable_nested_tensor=False)
         self.out = nn.Linear(64, 5)
-        if std is not None:
-            for name, p in self.enc.named_parameters():
-                if p.dim() == 2:
-                    nn.init.normal_(p, std=std)
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         return self.out(self.enc(self.emb(ids)).mean(dim=1))

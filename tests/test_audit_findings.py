@@ -259,3 +259,136 @@ def test_weight_statistics_match_float64_on_gpt2_for_both_variance_paths() -> No
     assert w["transformer.h.0.ln_1.weight"].std == 0.0
     assert w["transformer.h.0.attn.c_attn.bias"].std == 0.0
     assert 2e-4 < w["transformer.h.0.mlp.c_fc.weight"].std < 3.5e-4
+
+
+class _DiscardedQueries(nn.Module):
+    """Attention whose output is read only at the class token (CvT's last stage): the queries
+    of the other positions, made by their own projection, never reach the loss."""
+
+    def __init__(self, d: int = 32) -> None:
+        super().__init__()
+        self.a, self.q, self.head = nn.Linear(d, d), nn.Linear(d, d), nn.Linear(d, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.a(x)
+        q = torch.cat([h[:, :1], self.q(h[:, 1:])], 1)
+        att = torch.softmax(q @ h.transpose(1, 2) / math.sqrt(h.shape[-1]), -1) @ h
+        return self.head(att[:, 0])
+
+
+def test_a_path_the_forward_discards_is_not_vanishing() -> None:
+    """CvT (cls_token in its last stage) read "vanishing: grad-norm ratio 0" at the spatial
+    query projection of its last layer: exactly zero, because nothing reads those queries'
+    outputs. A row whose gradient is exactly 0 with no row cutting it off is not judged."""
+    torch.manual_seed(0)
+    net = _DiscardedQueries()
+    init(net, "auto", seed=0)
+    rep = audit(net, _x(8, 12, 32))
+    q = next(r for r in rep.rows if r.name == "q")
+    assert q.grad_norm == 0.0 and q.grad_flag == "n/a"
+    assert rep.verdict == "healthy", rep.backward_reason
+    assert any("does not reach the loss" in n for n in rep.notes)
+
+
+def test_a_gradient_cut_off_by_a_saturated_layer_stays_vanishing() -> None:
+    """The same exact zero made by a layer (every Hardtanh input beyond ±1: derivative 0) is a
+    failure of the init, and stays vanishing."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(32, 32), nn.Hardtanh(), nn.Linear(32, 10))
+    with torch.no_grad():
+        net[0].bias.fill_(50.0)
+    rep = audit(net, _x(64, 32))
+    assert rep.rows[0].grad_norm == 0.0 and rep.rows[0].grad_flag == "vanishing"
+    assert rep.backward_verdict == "vanishing"
+
+
+def test_a_row_reading_a_reshaped_row_output_has_that_row_as_its_source() -> None:
+    """WavLM's gru_rel_pos_linear reads the heads view (view + permute) of the attention's
+    input and gates the relative position bias: its gradient is ~1e-3 of the stream's by
+    design, and the signal goes around it. The view was not recognised as the row's output, so
+    the row had no source and WavLM read "vanishing: grad-norm ratio 0.000784"."""
+    tf = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    cfg = tf.WavLMConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+                         conv_dim=(16, 16), conv_stride=(5, 4), conv_kernel=(10, 4), num_conv_pos_embeddings=16,
+                         num_conv_pos_embedding_groups=4, num_buckets=32, max_bucket_distance=100, num_labels=5,
+                         layerdrop=0.0)
+    net = tf.WavLMForSequenceClassification(cfg)
+    init(net, "auto", seed=0)
+    rep = audit(net, {"input_values": 0.3 * _x(2, 800)})
+    gates = [r for r in rep.rows if r.name.endswith("gru_rel_pos_linear")]
+    assert len(gates) == 2 and all(r.source is not None for r in gates)
+    assert all(r.grad_ratio is not None and r.grad_ratio < 0.01 and r.grad_flag == "ok" for r in gates)
+    assert rep.verdict == "healthy", rep.backward_reason
+
+
+class _MeanPooled(nn.Module):
+    """Features averaged over time by a functional mean (HF audio classifiers'
+    ``hidden_states.mean(dim=1)``), then a classifier."""
+
+    def __init__(self, d: int = 32) -> None:
+        super().__init__()
+        self.proj, self.act, self.post, self.head = nn.Linear(d, d), nn.GELU(), nn.Linear(d, d), nn.Linear(d, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.post(self.act(self.proj(x))).mean(1))
+
+
+@pytest.mark.parametrize("steps", [16, 400])
+def test_a_functional_mean_over_time_is_a_backward_segment_boundary(steps: int) -> None:
+    """Averaging T positions divides the gradient's norm by sqrt(T) whatever the init: a
+    pooling row already opened a segment, a functional ``.mean(1)`` did not, so the same
+    healthy model read "vanishing" (grad-norm ratio 0.05 at T = 400; WavLM at 4000 samples,
+    0.072) or healthy (T = 16) by its input length. Now healthy at both."""
+    torch.manual_seed(0)
+    net = _MeanPooled()
+    init(net, "auto", seed=0)
+    rep = audit(net, _x(8, steps, 32))
+    head = next(r for r in rep.rows if r.name == "head")
+    assert head.pool_grads is not None  # measured on both sides of the mean
+    g_out, g_in = head.pool_grads
+    assert g_in / g_out == pytest.approx(steps ** -0.5, rel=1e-4)
+    post = next(r for r in rep.rows if r.name == "post")
+    assert post.grad_segment == head.index
+    assert rep.verdict == "healthy", rep.backward_reason
+
+
+def test_vanishing_before_a_functional_mean_is_still_found() -> None:
+    torch.manual_seed(0)
+    net = _MeanPooled()
+    init(net, "auto", seed=0)
+    with torch.no_grad():
+        net.post.weight.mul_(1e-3)  # the gradient reaching proj is 1000x below post's
+    rep = audit(net, _x(8, 400, 32))
+    assert rep.backward_verdict == "vanishing"
+    assert rep.rows[rep.backward_first].name in ("act", "proj")
+
+
+class _ZeroFedLSTM(nn.Module):
+    """An LSTM that reads a constant zero (Encodec's decoder reads its quantizer's codebook,
+    a zeros buffer until a checkpoint is loaded): its output is exactly 0."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin, self.lstm, self.head = nn.Linear(8, 16), nn.LSTM(16, 16, batch_first=True), nn.Linear(16, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.lstm(self.lin(x) * 0.0)[0])
+
+
+def test_rnn_biases_are_biases_for_the_dead_layer_reason() -> None:
+    """``bias_hh_l0`` (0 under ``auto``) was counted as a weight (the test was
+    ``name.endswith("bias")``): an LSTM with nonzero weights fed zeros read "a dead layer:
+    all-zero weights and output". Its weights are not zero; with all-zero weights it is."""
+    torch.manual_seed(0)
+    net = _ZeroFedLSTM()
+    init(net, "auto", seed=0)
+    rep = audit(net, _x(4, 10, 8))
+    row = next(r for r in rep.rows if r.name == "lstm")
+    assert row.zero_fraction == 1.0 and not row.zero_init
+    assert rep.verdict == "vanishing" and "all-zero weights" not in (rep.forward_reason or "")
+    with torch.no_grad():
+        for n, p in net.lstm.named_parameters():
+            if n.startswith("weight"):
+                p.zero_()
+    assert next(r for r in audit(net, _x(4, 10, 8)).rows if r.name == "lstm").zero_init

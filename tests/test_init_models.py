@@ -444,3 +444,44 @@ def test_resetting_running_stats_restarts_the_count() -> None:
     net(torch.randn(16, 4, generator=torch.Generator().manual_seed(9)))  # the first batch counts fully
     x = net[0](torch.randn(16, 4, generator=torch.Generator().manual_seed(9))).detach()
     assert torch.allclose(bn.running_mean, x.mean(0), atol=1e-6)
+
+
+class _OnePlusLayerNorm(nn.LayerNorm):
+    """A norm that applies ``1 + w`` (Nemotron's ``LayerNorm1P``), built at torch's ones."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return nn.functional.layer_norm(x, self.normalized_shape, self.weight + 1.0, self.bias, self.eps)
+
+
+def test_norm_applied_as_one_plus_w_gets_unit_scale() -> None:
+    """A norm scale the forward applies as ``w + c`` is written as (the rule's scale) - c: unit
+    scale under ``auto`` whatever the constructor stored (it was left at torch's ones: scale 2,
+    every block's output 2x, Nemotron's initial loss ln V + 2.0 instead of + 0.43); the
+    ``torch`` preset still writes the stored tensor as torch's constructor does."""
+    m = nn.Sequential(nn.Linear(16, 32), _OnePlusLayerNorm(32), nn.Linear(32, 8))
+    x = torch.randn(64, 16, generator=torch.Generator().manual_seed(0))
+    p = P.init(m, "auto", seed=0)
+    assert p["1.weight"].action == "init" and p["1.weight"].scheme == "constant"
+    assert torch.all(m[1].weight == 0.0)
+    with torch.no_grad():
+        assert m[1](m[0](x)).pow(2).mean().item() == pytest.approx(1.0, rel=1e-3)
+    # any rule's value is the applied scale: dcgan-style N(1, 0.02^2) is stored around 0
+    P.init(m, Policy([Rule("normal", {"mean": 1.0, "std": 0.02}, role="norm"), Rule("keep")]), seed=0)
+    assert m[1].weight.mean().item() == pytest.approx(0.0, abs=6 * 0.02 / math.sqrt(32))
+    P.init(m, "torch", seed=0)
+    assert torch.all(m[1].weight == 1.0)
+
+
+def test_nemotron_norms_unit_scale_and_loss_near_ln_v() -> None:
+    tf = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    v = 1000
+    m = tf.NemotronForCausalLM(tf.NemotronConfig(
+        vocab_size=v, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=64))  # fmt: skip
+    P.init(m, "auto", seed=0)
+    ids = torch.randint(0, v, (4, 32), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        loss = m(input_ids=ids, labels=ids).loss.item()
+    assert all(torch.all(mod.weight == 0.0) for mod in m.modules() if type(mod).__name__ == "NemotronLayerNorm1P")
+    assert abs(loss - math.log(v)) < 1.0, loss  # 8.9 (ln V + 2.0) before

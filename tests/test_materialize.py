@@ -246,3 +246,28 @@ def test_buffer_no_rule_writes_raises_and_leaves_meta() -> None:
     assert torch.equal(m.block[1].weight, loaded) and float(m.block[0].scale) == 3.0
     bound = 1 / 4**0.5  # block.1.bias: _init_weights leaves it, Linear.reset_parameters writes it
     assert bool(torch.isfinite(m.block[1].bias).all()) and bool((m.block[1].bias.abs() <= bound).all())
+
+
+def test_a_sub_model_is_rebuilt_by_its_own_init_weights() -> None:
+    """Llava's vision tower is a CLIPVisionModel, a PreTrainedModel of its own: Llava's
+    ``_init_weights`` does not know CLIP's embeddings, CLIP's does (``class_embedding``,
+    ``position_ids``). materialize raised "nothing wrote ...class_embedding, ...position_ids";
+    it now uses the innermost enclosing ``_init_weights``, as Hugging Face's ``smart_apply``."""
+    tf = pytest.importorskip("transformers")
+    vc = tf.CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=4,
+                             image_size=32, patch_size=8)
+    tc = tf.LlamaConfig(vocab_size=128, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)
+    cfg = tf.LlavaConfig(vision_config=vc, text_config=tc, image_token_index=127, vision_feature_layer=-1,
+                         image_seq_length=16)
+    with torch.device("meta"):
+        m = tf.LlavaForConditionalGeneration(cfg)
+    materialize(m, "auto", device="cpu", seed=0)
+    emb = m.model.vision_tower.embeddings
+    assert torch.equal(emb.position_ids, torch.arange(17).expand(1, -1))
+    n = emb.class_embedding.numel()  # CLIP's N(0, 1/d): its std within 6 standard errors
+    assert abs(float(emb.class_embedding.std()) * 32**0.5 - 1) < 6 * (0.5 / n) ** 0.5
+    ids = torch.randint(0, 126, (1, 24))
+    ids[:, :16] = 127
+    with torch.no_grad():
+        assert bool(torch.isfinite(m(input_ids=ids, pixel_values=torch.randn(1, 3, 32, 32)).logits).all())

@@ -22,6 +22,7 @@ __all__ = [
     "CONV_TYPES",
     "activation_bounds",
     "is_activation",
+    "is_bias_name",
     "is_embedding",
     "is_hf_conv1d",
     "is_norm",
@@ -124,6 +125,12 @@ def resets_scale(module: nn.Module) -> bool:
     frozen = type(module).__name__.lower().startswith("frozen")
     running = getattr(module, "running_var", None) is not None and not module.training
     return not (frozen or running)
+
+
+def is_bias_name(leaf: str) -> bool:
+    """Whether a module's own tensor named ``leaf`` is a bias: ``bias``, the RNN biases
+    ``bias_ih_l0`` / ``bias_hh_l1_reverse``, ``in_proj_bias``."""
+    return leaf == "bias" or leaf.startswith("bias_") or leaf.endswith("_bias")
 
 
 def is_embedding(module: nn.Module) -> bool:

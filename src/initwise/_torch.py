@@ -158,6 +158,23 @@ def sole_memory(tensor: torch.Tensor) -> torch.Tensor | None:
     return None
 
 
+def whole_base(tensor: torch.Tensor) -> torch.Tensor | None:
+    """The tensor whose memory ``tensor`` is, element for element, when ``tensor`` is itself or a
+    view of all of it (a reshape, permute or transpose: same first element, same number of
+    elements, no broadcast stride); ``None`` for a partial view (a slice) or a non-strided
+    tensor."""
+    if not isinstance(tensor, torch.Tensor) or tensor.layout != torch.strided:
+        return None
+    base = tensor._base
+    if base is None:
+        return tensor
+    if base.layout != torch.strided or tensor.numel() != base.numel() or base._base is not None \
+            or tensor.data_ptr() != base.data_ptr() \
+            or any(st == 0 and n > 1 for st, n in zip(tensor.stride(), tensor.shape, strict=True)):
+        return None
+    return base
+
+
 def version(tensor: torch.Tensor) -> int:
     """The in-place modification counter of ``tensor``."""
     return int(tensor._version)

@@ -9,9 +9,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from .. import _torch
 from .._errors import AuditError
 from .._modules import (
     is_activation,
+    is_bias_name,
     is_embedding,
     layer_type,
     parametrization_modules,
@@ -122,12 +124,7 @@ _SHAPE_NODES = frozenset({
 })
 _ADD_NODES = frozenset({"AddBackward0", "AddBackward1"})
 # A functional pooling between two rows (``x.mean(1)``, ``F.adaptive_avg_pool2d``, ``x.sum``,
-# max pools): found through pure view nodes only
-_VIEW_NODES = frozenset({
-    "ViewBackward0", "UnsafeViewBackward0", "ReshapeAliasBackward0", "TransposeBackward0",
-    "PermuteBackward0", "CloneBackward0", "SqueezeBackward0", "SqueezeBackward1",
-    "SqueezeBackward2", "UnsqueezeBackward0", "ToCopyBackward0", "TBackward0", "AliasBackward0",
-})
+# max pools)
 _REDUCE_NODES = frozenset({
     "MeanBackward0", "MeanBackward1", "SumBackward0", "SumBackward1",
     "AvgPool1DBackward0", "AvgPool2DBackward0", "AvgPool3DBackward0",
@@ -138,19 +135,20 @@ _REDUCE_NODES = frozenset({
 })
 
 
-def _reduction_node(fn: Any) -> Any:
-    """The autograd node of a pooling/reduction that produced a tensor through view ops only
-    (``head(x.mean(dim=1))``), or ``None``."""
+def _reduction_node(fn: Any, rows: dict[Any, int]) -> Any:
+    """The autograd node of a pooling/reduction that a tensor was computed from by ops of one
+    tensor (views, elementwise maps, dropout: nodes with one input that needs a gradient)
+    since the last row output (``head(x.mean(dim=1))``, ``head(drop(x.mean(1)))``), or
+    ``None``. What produced the reduced tensor does not matter (a row, a residual sum)."""
     for _ in range(8):
-        if fn is None:
+        if fn is None or fn in rows:
             return None
-        name = fn.name()
-        if name in _REDUCE_NODES:
+        if fn.name() in _REDUCE_NODES:
             return fn
-        if name not in _VIEW_NODES:
-            return None
         nxt = [n for n, _ in fn.next_functions if n is not None]
-        fn = nxt[0] if len(nxt) == 1 else None
+        if len(nxt) != 1:
+            return None
+        fn = nxt[0]
     return None
 
 
@@ -326,6 +324,7 @@ def _run(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any],
                     and not t.is_complex() and t.numel() > 0} - {-1}
     input_storages = {_storage(t) for t in inputs if t.numel() > 0} - {-1}
     row_of: dict[int, int] = {}  # id(row output) -> row
+    row_of_base: dict[int, int] = {}  # id(the memory a row output is all of) -> row
     keep: list[torch.Tensor] = []  # row outputs, alive while their ids are keys
     gfn_row: dict[Any, int] = {}  # autograd node of a row output -> row
     passes_from: dict[int, int] = {}  # pass-through row -> the row it passes on
@@ -403,6 +402,11 @@ def _run(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any],
                 out_stats.append(_out_stats(y, bounds, th.saturation_margin))
             rec["bounds"] = bounds
             src = row_of.get(id(x_in)) if x_in is not None else None
+            if src is None and x_in is not None:
+                # a reshape or permute of a row's whole output (WavLM's gate projection reads
+                # the heads view of the attention input): that row's output, rearranged
+                whole = _torch.whole_base(x_in)
+                src = row_of_base.get(id(whole)) if whole is not None else None
             rec["src"] = src
             # the gradient at the row's input (summed over every reader of that tensor): the
             # producing row's gradient, or a hook on the input
@@ -440,8 +444,8 @@ def _run(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any],
             # makes a tensor and this row: the gradient norm changes across it by design
             # (1/sqrt(N) for a mean over N), as across a pooling module's row; measured at
             # both sides of the reduction (a hook on its autograd node)
-            red = (_reduction_node(x_in.grad_fn) if x_in is not None and x_in.requires_grad
-                   and mod is not model and src is None else None)  # fmt: skip
+            red = (_reduction_node(x_in.grad_fn, gfn_row) if x_in is not None
+                   and x_in.requires_grad and mod is not model and src is None else None)  # fmt: skip
             if red is not None and red not in gfn_row and red not in pooled:
                 pooled.add(red)
 
@@ -467,6 +471,10 @@ def _run(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any],
             last[0] = (idx, y)
             row_of[id(y)] = idx
             keep.append(y)
+            whole_y = _torch.whole_base(y)
+            if whole_y is not None:
+                row_of_base[id(whole_y)] = idx
+                keep.append(whole_y)
             if y.requires_grad:
                 if y.grad_fn is not None:
                     gfn_row[y.grad_fn] = idx
@@ -661,7 +669,7 @@ def _run(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any],
         mod = rec["module"]
         own_zero = bool(zero_params) and any(param_owner.get(id(mp)) in zero_params
                        for pn, mp in mod.named_parameters(recurse=False)
-                       if not pn.endswith("bias"))
+                       if not is_bias_name(pn))
         r = LayerStats(index=i, name=rec["name"], call=rec["call"], type=rec["type"],
                        kind=rec["kind"], shape=rec["shape"], numel=numel, mean=mean,
                        std=math.sqrt(var) if not nonfinite else math.nan,

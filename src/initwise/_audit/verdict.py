@@ -61,6 +61,35 @@ def _input_gradient_in_band(rep: AuditReport, r: LayerStats, floor: float) -> bo
     return False
 
 
+def _unreached(rep: AuditReport) -> list[LayerStats]:
+    """Rows flagged vanishing whose gradient is exactly zero because their output does not
+    reach the loss (the forward discards it: CvT's spatial queries in a layer whose only output
+    read is the class token): every element of the gradient is 0 and the zero starts at no row,
+    i.e. no row that reads them (directly or through other all-zero rows) has a nonzero output
+    gradient and an all-zero input gradient (a dead or saturated layer, which stays vanishing)."""
+    readers: dict[int, list[LayerStats]] = {}
+    for q in rep.rows:
+        if q.source is not None:
+            readers.setdefault(q.source, []).append(q)
+    out = []
+    for r in rep.rows:
+        if r.grad_flag != "vanishing" or r.grad_norm != 0.0:
+            continue
+        todo, seen, dies = [r], {r.index}, False
+        while todo and not dies:
+            for q in readers.get(todo.pop().index, []):
+                if q.index in seen:
+                    continue
+                seen.add(q.index)
+                if q.grad_norm == 0.0:
+                    todo.append(q)
+                elif q.grad_norm is not None and q.grad_in_norm == 0.0:
+                    dies = True
+        if not dies:
+            out.append(r)
+    return out
+
+
 def _zero_head(rep: AuditReport) -> LayerStats | None:
     """The model's last weighted layer when it is zero-initialized and its weight receives a
     gradient (Fixup's classifier, a zero-init head): the output is the same for every example
@@ -264,6 +293,14 @@ def _judge(rep: AuditReport) -> None:
         if r.grad_flag == "vanishing" and not r.norm and not r.pool and r.grad_reference \
                 and _input_gradient_in_band(rep, r, lo * r.grad_reference):
             r.grad_flag = "ok"
+    unreached = _unreached(rep)
+    for r in unreached:
+        r.grad_flag = "n/a"
+    if unreached:
+        names = ", ".join(f"{r.index} {r.name}" for r in unreached[:3])
+        notes.append(f"{len(unreached)} row{'s' if len(unreached) > 1 else ''} with an exactly zero "
+                     f"gradient that no row cuts off (e.g. row {names}): their output does not "
+                     "reach the loss (discarded by the forward), not judged")
     by_design += _by_design_gates(rep, gated)
     head = next((r for r in rep.rows if r.out_temperature), None)
     if head is not None:

@@ -273,6 +273,7 @@ class Usage:
     input_index: int = -1  # the graph node of the op's input (weights)
     activation: Any = None
     query_scale: float = 1.0
+    offset: float | None = None  # w + c with a Python number c (add, sub): c; else None
 
 
 @dataclass(frozen=True)
@@ -974,6 +975,21 @@ def _param_node(n: _Node) -> _Node | None:
     return None
 
 
+_OFFSET_SIGN = {"add": 1.0, "__add__": 1.0, "__radd__": 1.0, "add_": 1.0, "sub": -1.0, "__sub__": -1.0}
+
+
+def _scalar_offset(name: str, args: Sequence[Any], kwargs: Mapping[str, Any]) -> float | None:
+    """``c`` when the op is ``t + c`` (or ``t - c``: ``-c``) of one tensor and a Python number."""
+    sign = _OFFSET_SIGN.get(name)
+    if sign is None or kwargs.get("alpha", 1) != 1 or len(args) != 2:
+        return None
+    tensors = [a for a in args if isinstance(a, torch.Tensor)]
+    nums = [a for a in args if isinstance(a, (int, float)) and not isinstance(a, bool)]
+    if len(tensors) != 1 or len(nums) != 1 or (sign < 0 and not isinstance(args[0], torch.Tensor)):
+        return None
+    return sign * float(nums[0])
+
+
 def _read(rec: _Recorder) -> Trace:
     out = Trace()
     consumers = _consumers(rec)
@@ -1066,7 +1082,7 @@ def _read(rec: _Recorder) -> Trace:
                 p = _param_node(i) if i.param is not None or i.axes is not None else None
                 pname = p.param if p is not None else i.src_param
                 if pname is not None and name not in [u.op for u in out.usages.get(pname, [])]:
-                    use(pname, Usage("other", name, node.module))
+                    use(pname, Usage("other", name, node.module, offset=_scalar_offset(name, args, kwargs)))
     _attention_scales(rec, out, consumers)
     _residuals(rec, out)
     seen: dict[int, _Node] = {}

@@ -14,7 +14,7 @@ import contextlib
 import logging
 from collections.abc import Callable, Iterator
 from functools import partial
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -59,6 +59,19 @@ def _rope_values(module: nn.Module, device: torch.device) -> torch.Tensor | None
     return inv if isinstance(inv, torch.Tensor) else None
 
 
+def _init_weights_of(root: nn.Module, name: str) -> Callable[[nn.Module], object] | None:
+    """The ``_init_weights`` that initializes module ``name``: that of its innermost enclosing
+    module (itself included) that has one, as Hugging Face's ``smart_apply`` switches to a
+    sub-model's own (Llava's CLIP vision tower: CLIP's, which writes ``class_embedding`` and
+    ``position_ids``; Llava's does not); ``None`` if none has one."""
+    parts = name.split(".") if name else []
+    for k in range(len(parts), -1, -1):
+        fn = getattr(root.get_submodule(".".join(parts[:k])) if k else root, "_init_weights", None)
+        if callable(fn):
+            return cast(Callable[[nn.Module], object], fn)
+    return None
+
+
 def _buffer_rule(name: str, module: nn.Module, buffers: list[str], root: nn.Module,
                  reset: ResetFn | None) -> str:
     """Which rule rebuilds ``module``'s meta buffers (checked before anything is allocated)."""
@@ -70,7 +83,7 @@ def _buffer_rule(name: str, module: nn.Module, buffers: list[str], root: nn.Modu
         return "rope"
     if callable(getattr(module, "reset_parameters", None)):
         return "reset_parameters"
-    if callable(getattr(root, "_init_weights", None)):
+    if _init_weights_of(root, name) is not None:
         return "_init_weights"
     full = ", ".join(f"{name}.{b}" if name else b for b in buffers)
     raise ValueError(
@@ -103,7 +116,9 @@ def _apply_rule(rule: str, name: str, module: nn.Module, root: nn.Module, device
     elif rule == "reset_parameters":
         module.reset_parameters()  # type: ignore[operator]
     else:
-        root._init_weights(module)  # type: ignore[operator]
+        fn = _init_weights_of(root, name)
+        assert fn is not None
+        fn(module)
 
 
 class _Allocation:
@@ -267,7 +282,7 @@ def _prepare(model: nn.Module, policy: Any, dev: torch.device, seed: int, exampl
         if left and e.kind == "parameter" and e.name in meta_params:
             needs.setdefault(e.module, model.get_submodule(e.module) if e.module else model)
     for mname, module in needs.items():
-        if not (callable(getattr(module, "reset_parameters", None)) or callable(getattr(model, "_init_weights", None))):
+        if not (callable(getattr(module, "reset_parameters", None)) or _init_weights_of(model, mname) is not None):
             names = [e.name for e in p.entries if e.module == mname and e.name in meta_params]
             raise ValueError(
                 f"materialize: parameter(s) {', '.join(names)} are left to the module by the policy "
@@ -356,7 +371,7 @@ def _rebuild(model: nn.Module, rules: list[tuple[str, nn.Module, str]], needs: d
     """
     done = {id(m) for _, m, r in rules if r in ("reset_parameters", "_init_weights")}
     names = {id(m): n for n, m in model.named_modules()}
-    init_weights = getattr(model, "_init_weights", None)
+    init_weights = getattr(model, "_init_weights", None)  # an HF model: sub-models use their own
     tensors: dict[str, torch.Tensor] = dict(model.named_parameters(remove_duplicate=False))
     tensors.update(model.named_buffers(remove_duplicate=False))
     meta_params = allocation.meta_params if allocation is not None else set(tensors)
@@ -381,8 +396,9 @@ def _rebuild(model: nn.Module, rules: list[tuple[str, nn.Module, str]], needs: d
             if rule in ("reset_parameters", "_init_weights"):
                 _reset_once(module, pre, writable, planned,
                             partial(_apply_rule, rule, mname, module, model, dev, reset))  # fmt: skip
-                if rule == "reset_parameters" and callable(init_weights) and unwritten(pre):
-                    _reset_once(module, pre, writable, planned, partial(init_weights, module))
+                own = _init_weights_of(model, mname)
+                if rule == "reset_parameters" and own is not None and unwritten(pre):
+                    _reset_once(module, pre, writable, planned, partial(own, module))
             else:
                 _apply_rule(rule, mname, module, model, dev, reset)
         ran: set[int] = set()
@@ -391,8 +407,9 @@ def _rebuild(model: nn.Module, rules: list[tuple[str, nn.Module, str]], needs: d
             if id(module) not in done:
                 # the model's own init (Hugging Face's _init_weights) first: it is what built the
                 # eager model's values (GPT-2's position table N(0, 0.02²), not Embedding's N(0, 1))
-                if callable(init_weights):
-                    _reset_once(module, pre, writable, planned, partial(init_weights, module))
+                own = _init_weights_of(model, names[id(module)])
+                if own is not None:
+                    _reset_once(module, pre, writable, planned, partial(own, module))
                 else:
                     _reset_once(module, pre, writable, planned, getattr(module, "reset_parameters"))  # noqa: B009
             if not callable(init_weights):
@@ -406,7 +423,9 @@ def _rebuild(model: nn.Module, rules: list[tuple[str, nn.Module, str]], needs: d
                 ran.add(id(ancestor))
                 try:
                     with _only_writable(ancestor, f"{aname}." if aname else "", writable):
-                        init_weights(ancestor)
+                        own = _init_weights_of(model, aname)
+                        if own is not None:
+                            own(ancestor)
                 except Exception as err:  # it needs values we hid: what it would write stays
                     log.debug("materialize: _init_weights(%s) skipped on meta twins: %s",
                               aname or "<root>", err)  # fmt: skip

@@ -214,8 +214,9 @@ class Rule:
         module: class, class name or tuple of them; ``None`` matches any module.
         name: glob (or ``"re:"`` regex) on the qualified parameter name; ``None`` matches any.
         role: a role or tuple of roles (:data:`ROLES`); ``None`` matches any.
-        fans: ``"module"`` (layer-aware fans, stacked blocks separately) or ``"tensor"``
-            (raw tensor fans, whole tensor, as torch does).
+        fans: ``"module"`` (layer-aware fans, stacked blocks separately; a norm scale the
+            forward applies as ``w + c`` is written as the rule's value minus ``c``) or
+            ``"tensor"`` (raw tensor fans, whole tensor, the stored values, as torch does).
         scale: multiplies the values (``std``, bounds and means scale with it).
         depth_scale: ``"none"``, ``"gpt2"`` (× ``1/sqrt(2·n_layer)``), ``"fixup"``
             (× ``L^(-1/(2m-2))``), ``"small_init"`` (× ``sqrt(2/(5·d))``), ``"wang"``

@@ -42,7 +42,14 @@ from .dataflow import second_moments
 from .entries import Plan, PlanEntry
 from .policy import Policy, Rule
 from .presets import get_policy
-from .roles import ROLE_PRIORITY, base_role, param_structure_roles, refine_role, structure_roles
+from .roles import (
+    ROLE_PRIORITY,
+    base_role,
+    norm_offset,
+    param_structure_roles,
+    refine_role,
+    structure_roles,
+)
 from .scalars import plan_fixup_scalars
 from .structure import Branch, GraphInfo
 
@@ -109,6 +116,27 @@ def _fold(name: str, params: dict[str, Any], s: float) -> tuple[dict[str, Any], 
         p["val"] = float(p["val"]) * s
         return p, 1.0
     return p, s
+
+
+def _shift(name: str, params: dict[str, Any], c: float) -> tuple[str, dict[str, Any]] | None:
+    """The registry scheme whose draws are those of ``name(**params)`` minus ``c``, or ``None``.
+
+    A norm scale the forward pass applies as ``w + c`` (Gemma's, Nemotron's ``1 + w``): a rule
+    states the scale the layer applies (``ones`` = unit scale), the tensor stores it minus ``c``.
+    """
+    p = dict(params)
+    if name in ("ones", "zeros"):
+        return "constant", {"val": (1.0 if name == "ones" else 0.0) - c}
+    if name == "constant":
+        return name, {**p, "val": float(p["val"]) - c}
+    if name in ("normal", "truncated_normal"):
+        return name, {**p, "mean": float(p.get("mean", 0.0)) - c}
+    if name == "trunc_normal":  # absolute bounds move with the mean
+        return name, {**p, "mean": float(p.get("mean", 0.0)) - c, "a": float(p.get("a", -2.0)) - c,
+                      "b": float(p.get("b", 2.0)) - c}
+    if name == "uniform":
+        return name, {**p, "a": float(p.get("a", 0.0)) - c, "b": float(p.get("b", 1.0)) - c}
+    return None
 
 
 # A chain this long of GELU/SiLU/Mish layers drifts noticeably (~1.8x in E[x^2] for SiLU).
@@ -708,6 +736,16 @@ def _plan_tensor(ctx: _Context, ts: Tensors, select: Callable[[str], bool], name
         s *= usage.query_scale
         post.append(f"attention logits are not scaled by 1/sqrt(d): query std x {usage.query_scale:.4g}")
     res = resolve_scheme(rule, rule_i, name, module, leaf, t, layout.fans, g, s)
+    off = norm_offset(name, ctx.info) if kind == "parameter" and roles[-1] == "norm" else None
+    if off is not None and res.special is None and off != 0.0 and rule.fans != "tensor":
+        shifted = _shift(res.scheme_name or "", res.params, off) if isinstance(res.scheme, Scheme) else None
+        if shifted is None:
+            return PlanEntry(**base_kw, action="keep", reason=f"{why}: left to the module ({role_why}; "
+                             f"scheme {res.scheme_name} cannot be shifted by {off:g})"), None
+        res.scheme_name, res.params = shifted
+        res.scheme = get_scheme(res.scheme_name, **res.params)
+        res.params = dict(res.scheme.params)
+        post.append(f"{role_why}")
     blocks = layout.blocks if res.blocks is None else res.blocks
     block_shape = layout.block_shape if res.blocks is None else tuple(t.shape)
     squeeze = False

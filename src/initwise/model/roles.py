@@ -157,6 +157,9 @@ def refine_role(base: str, module: nn.Module, name: str, info: GraphInfo) -> tup
                                 "not looked up by the input")
         return base, None
     if base == "norm" and uses[0].op in ("add", "__add__", "__radd__", "add_", "sub", "__rsub__"):
+        c = norm_offset(name, info)
+        if c is not None:
+            return base, f"a norm scale used as w {'+' if c >= 0 else '-'} {abs(c):g}: written as the scale minus {c:g}"
         return "other", "a norm scale used as an offset (1 + w): its neutral value is the model's own"
     known = isinstance(module, _KNOWN_LAYERS) or is_hf_conv1d(module)
     if base == "bias" and "bias" not in kinds and not known:
@@ -166,6 +169,17 @@ def refine_role(base: str, module: nn.Module, name: str, info: GraphInfo) -> tup
     if base == "weight" and not known and not kinds & {"weight", "embedding"}:
         return "other", f"used by {', '.join(ops)} in the forward pass, not as a weight"
     return base, None
+
+
+def norm_offset(name: str, info: GraphInfo) -> float | None:
+    """``c`` when the forward pass uses the norm scale ``name`` only as ``w + c`` (``w - c``:
+    ``-c``), a Python number: the scale the layer applies is ``w + c`` (Gemma's and Nemotron's
+    ``1 + w``); ``None`` otherwise."""
+    uses = info.usages.get(name) or []
+    offs = {u.offset for u in uses}
+    if len(offs) != 1:
+        return None
+    return next(iter(offs))
 
 
 def param_structure_roles(info: GraphInfo) -> dict[str, list[str]]:
