@@ -179,6 +179,20 @@ def test_one_model_commands_take_a_users_own_model_and_inputs(
             return gpt2(), {"input_ids": ids}
         def linear(n_classes, hidden):
             return torch.nn.Linear(hidden, n_classes)
+        def posonly(in_shape, /):
+            return torch.nn.Flatten()
+        class CNN(torch.nn.Module):
+            def __init__(self, in_shape, n_classes):
+                super().__init__()
+                c, h, w = in_shape
+                self.conv = torch.nn.Conv2d(c, 8, 3, padding=1)
+                self.fc = torch.nn.Linear(8 * h * w, n_classes)
+            def forward(self, x):
+                if x.dim() == 3:  # control flow on the input: torch.fx cannot trace it
+                    x = x.unsqueeze(0)
+                return self.fc(torch.relu(self.conv(x)).flatten(1))
+        def cnn(in_shape, n_classes):  # built for the Gaussian batch it is given the shape of
+            return CNN(in_shape, n_classes)
     """))
     monkeypatch.syspath_prepend(str(tmp_path))
     assert cli.main(["audit", "own_models_for_initwise:gpt2_and_tokens", "--json"]) == 0
@@ -199,10 +213,19 @@ def test_one_model_commands_take_a_users_own_model_and_inputs(
     assert cli.main(["audit", "own_models_for_initwise:gpt2"]) == 1
     err = capsys.readouterr().err
     assert "forward pass failed" in err and "return (model, example_inputs)" in err
-    # a parameter the command line cannot fill is named
+    # a parameter the command line cannot fill is named (a positional-only one too)
     assert cli.main(["plan", "own_models_for_initwise:linear"]) == 2
     err = capsys.readouterr().err
     assert "requires hidden" in err and "default values" in err
+    assert cli.main(["plan", "own_models_for_initwise:posonly"]) == 2
+    assert "requires in_shape" in capsys.readouterr().err
+    # a factory given in_shape is planned on the batch it was built for (its ReLU is seen)
+    assert cli.main(["plan", "own_models_for_initwise:cnn", "--json"]) == 0
+    entries = {e["name"]: e for e in json.loads(capsys.readouterr().out)["entries"]}
+    assert entries["fc.weight"]["activation"] == "relu"
+    # its own inputs replace --dataset, and the user is told
+    assert cli.main(["audit", "own_models_for_initwise:gpt2_and_tokens", "--dataset", "digits"]) == 0
+    assert "factory returned its own example inputs" in capsys.readouterr().err
 
 
 def test_gains_and_schemes_json(capsys: pytest.CaptureFixture[str]) -> None:

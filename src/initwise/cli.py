@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import json
 import os
 import re
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
 __all__ = ["main"]
@@ -342,13 +343,18 @@ def _model_and_batch(args: argparse.Namespace) -> tuple[Any, Any, Any]:
     if ":" not in arch:
         return build_model(arch, in_shape, n_classes, **opts), x, y
     # a user factory: given what it names of these; its own example inputs replace the batch
-    model, own = build_user_model(arch, in_shape=in_shape, n_classes=n_classes, depth=5,
-                                  width=64, activation="relu")  # fmt: skip
+    model, own, given = build_user_model(arch, in_shape=in_shape, n_classes=n_classes, depth=5,
+                                         width=64, activation="relu")  # fmt: skip
     if own is not None:
+        if args.dataset or shape_given:
+            print(f"initwise {args.command}: note: the factory returned its own example inputs; they are "
+                  "used and --dataset / --input-shape are not (nor labels: the audit uses its "
+                  "default loss)", file=sys.stderr)  # fmt: skip
         return model, own, None
-    # Gaussian inputs of a default shape that the user's model may not take (token ids, other
-    # sizes): plans synthesize their own; the audit tries them and says what to do if they fail
-    args.inputs_guessed = not (args.dataset or shape_given)
+    # Gaussian inputs of a default shape that a model built without in_shape may not take
+    # (token ids, other sizes): plans synthesize their own; the audit tries them and says
+    # what to do if they fail. A factory given in_shape built its model for them.
+    args.inputs_guessed = not (args.dataset or shape_given or "in_shape" in given)
     # labels mean something for a dataset's classes; else the audit's default loss
     return model, x, y if args.dataset else None
 
@@ -356,6 +362,24 @@ def _model_and_batch(args: argparse.Namespace) -> tuple[Any, Any, Any]:
 def _example_inputs(args: argparse.Namespace, x: Any) -> Any:
     """``x`` as the ``example_inputs`` of a plan, or ``None`` where it is only a guess."""
     return None if getattr(args, "inputs_guessed", False) else x
+
+
+def _run_on_inputs(args: argparse.Namespace, x: Any, fn: Callable[[], Any]) -> Any:
+    """``fn()``, which runs the model on ``x`` (audit, LSUV); if that fails on a guessed
+    default batch, the error (same type) says how to give the model its own inputs."""
+    from ._errors import InitwiseError
+
+    try:
+        return fn()
+    except InitwiseError as e:
+        if not getattr(args, "inputs_guessed", False) or "forward pass" not in str(e):
+            raise
+        hint = (f"{e}. These were Gaussian inputs of shape {tuple(x.shape)} (the default); "
+                "have the factory return (model, example_inputs), e.g. (model, {'input_ids': "
+                "ids}) for a language model, or pass --input-shape or --dataset")
+        err = copy.copy(e)  # the same type and attributes (LSUVError.layer), a new message
+        err.args = (hint, *e.args[1:])
+        raise err from e
 
 
 _UNMATCHED_RULES = re.compile(r"\(\d+ rules? of preset '[^']*' match(es)? nothing in this model\)")
@@ -669,24 +693,15 @@ def _cmd_audit(args: argparse.Namespace) -> int:
     elif args.policy == "lsuv":
         from .compare.schemes import apply_scheme
 
-        apply_scheme(model, args.policy, x, seed=0)
+        _run_on_inputs(args, x, lambda: apply_scheme(model, args.policy, x, seed=0))
     from ._audit import audit
-    from ._errors import AuditError
 
     # a factory's own inputs come without labels: the audit's default loss (a seeded random
     # projection of the output) then drives the backward pass
     loss_fn = None if y is None else torch.nn.functional.cross_entropy
-    try:
-        rep = audit(model, x, targets=y, loss_fn=loss_fn, plan=plan,
-                    correlation=bool(args.correlation), step_lr=args.step_lr,
-                    residual=bool(args.residual))  # fmt: skip
-    except AuditError as e:
-        if not getattr(args, "inputs_guessed", False) or "forward pass failed" not in str(e):
-            raise
-        raise AuditError(
-            f"{e}. These were Gaussian inputs of shape {tuple(x.shape)} (the default); have the "
-            "factory return (model, example_inputs), e.g. (model, {'input_ids': ids}) for a "
-            "language model, or pass --input-shape or --dataset") from e
+    rep = _run_on_inputs(args, x, lambda: audit(
+        model, x, targets=y, loss_fn=loss_fn, plan=plan, correlation=bool(args.correlation),
+        step_lr=args.step_lr, residual=bool(args.residual)))  # fmt: skip
     if args.plot:
         rep.plot(args.plot)
     if args.json:
@@ -958,7 +973,8 @@ def _cmd_check(args: argparse.Namespace) -> int:
         from .compare.schemes import apply_scheme
 
         lsuv = args.policy.partition(":")[0] == "lsuv"  # runs the inputs; a plan only reads them
-        apply_scheme(model, args.policy, x if lsuv else _example_inputs(args, x), seed=0)
+        _run_on_inputs(args, x, lambda: apply_scheme(
+            model, args.policy, x if lsuv else _example_inputs(args, x), seed=0))
     rep = check(model, strict=args.strict)
     if args.json:
         _print_json(rep.to_dict())

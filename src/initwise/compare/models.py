@@ -292,35 +292,36 @@ def _call_factory(spec: str, fn: Callable[..., Any], **kwargs: Any) -> nn.Module
     return model
 
 
-def build_user_model(spec: str, **kwargs: Any) -> tuple[nn.Module, Any]:
+def build_user_model(spec: str, **kwargs: Any) -> tuple[nn.Module, Any, set[str]]:
     """Call the user factory ``"pkg.mod:fn"`` for a one-model command (audit, plan, check,
     digest): it gets those of ``kwargs`` its signature names (all with ``**kwargs``; none for
     ``fn()``), and may return the model or ``(model, example_inputs)``: a tensor, a tuple of
     positional inputs or a dict of keyword inputs, e.g. token ids for a language model.
-    Returns ``(model, example_inputs or None)``. A required parameter that none of
-    ``kwargs`` fills is an error naming it.
+    Returns ``(model, example_inputs or None, the names of kwargs it was given)``. A
+    required parameter that none of ``kwargs`` fills (or a positional-only one) is an error
+    naming it.
 
     Example:
-        >>> m, x = build_user_model("torch.nn:Identity", in_shape=(4,), n_classes=2)
-        >>> type(m).__name__, x
-        ('Identity', None)
+        >>> m, x, given = build_user_model("torch.nn:Identity", in_shape=(4,), n_classes=2)
+        >>> type(m).__name__, x, sorted(given)
+        ('Identity', None, ['in_shape', 'n_classes'])
     """
     import inspect
 
     fn = load_factory(spec)
     try:
-        params = inspect.signature(fn).parameters.values()
+        params = list(inspect.signature(fn).parameters.values())
     except (TypeError, ValueError):  # no signature to read: the full set, as for compare
         params = None
     if params is not None and not any(p.kind is p.VAR_KEYWORD for p in params):
         names = {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
-        missing = [p.name for p in params if p.default is p.empty and p.name not in kwargs
-                   and p.kind is not p.VAR_POSITIONAL]  # fmt: skip
+        missing = [p.name for p in params if p.default is p.empty and p.kind is not p.VAR_POSITIONAL
+                   and (p.name not in kwargs or p.kind is p.POSITIONAL_ONLY)]  # fmt: skip
         if missing:
             raise ValueError(
                 f"model factory {spec!r} requires {', '.join(missing)}, which the command line "
-                f"cannot give; it passes only the keyword arguments {', '.join(kwargs)} (those "
-                "the factory names). Give the others default values")
+                f"cannot give: it passes only the keyword arguments {', '.join(kwargs)} that "
+                "the factory names (not positional-only ones). Give the others default values")
         kwargs = {k: v for k, v in kwargs.items() if k in names}
     try:
         out = fn(**kwargs)
@@ -332,7 +333,7 @@ def build_user_model(spec: str, **kwargs: Any) -> tuple[nn.Module, Any]:
     if not isinstance(out, nn.Module):
         raise TypeError(f"model factory {spec!r} returned {type(out).__name__}, expected a "
                         "torch.nn.Module or (module, example_inputs)")
-    return out, inputs
+    return out, inputs, set(kwargs)
 
 
 def build_model(arch: str, in_shape: tuple[int, ...], n_classes: int, *, depth: int = 5,
