@@ -542,3 +542,36 @@ def test_inputs_synthesized_for_generators_and_fixed_size_conv_nets() -> None:
         p = initwise.plan(model)
         assert p.source == "dataflow", (type(model).__name__, p.notes)
     assert initwise.plan(Mixer())["tokens.2.weight"].activation == "gelu"
+
+
+def test_learned_queries_and_masked_token_ids_stay_embeddings() -> None:
+    """Two lookalikes of position tables that are not: learned object queries broadcast over
+    the batch before a linear map (DETR's ``query_embed.weight.unsqueeze(0).repeat(b, 1, 1)``:
+    one vector per query, N(0, 1) in the original), and token ids whose mask comes from a
+    cumsum (``ids.masked_fill(cumsum(ids == eos) > 0, pad)``: the values are still token ids)."""
+
+    class Queries(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.query = nn.Embedding(10, 16)
+            self.ref = nn.Linear(16, 2)
+            self.proj = nn.Linear(8, 16)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            q = self.query.weight.unsqueeze(0).repeat(x.shape[0], 1, 1)
+            return self.ref(q).sigmoid() + self.proj(x).mean(1, keepdim=True)[..., :2]
+
+    class LM(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.tok, self.pos = nn.Embedding(100, 32), nn.Embedding(16, 32)
+            self.head = nn.Linear(32, 100)
+
+        def forward(self, ids: torch.Tensor) -> torch.Tensor:
+            ids = ids.masked_fill((ids == 2).long().cumsum(-1) > 0, 0)
+            return self.head(self.tok(ids) + self.pos(torch.arange(ids.shape[1])))
+
+    p = initwise.plan(Queries(), example_inputs=torch.randn(2, 5, 8))
+    assert p.source == "dataflow" and p["query.weight"].role == "embedding"
+    p = initwise.plan(LM(), example_inputs=torch.randint(3, 100, (2, 16)))
+    assert p["tok.weight"].role == "embedding" and p["pos.weight"].role == "position"

@@ -85,19 +85,27 @@ def is_norm(module: nn.Module) -> bool:
     """
     if isinstance(module, _NORM_TYPES):
         return True
-    stock = _STOCK_IS_NORM.get(type(module))
-    if stock is not None:
+    t = type(module)
+    if t.__module__.startswith("torch.nn.modules.") and t is not nn.Module \
+            and not any(_has_own(module, a) for a in ("eps", "variance_epsilon")):  # fmt: skip
+        # a torch.nn type without an eps: not a norm unless its name says so, fixed per type
+        stock = _STOCK_IS_NORM.get(t)
+        if stock is None:
+            _STOCK_IS_NORM[t] = stock = _is_norm(module)
         return stock
-    if type(module).__module__.startswith("torch.nn.modules.") and type(module) is not nn.Module:
-        _STOCK_IS_NORM[type(module)] = answer = _is_norm(module)
-        return answer
     return _is_norm(module)
 
 
-# torch.nn's own module types (not nn.Module itself, which users fill ad hoc) -> is_norm: the
-# answer is fixed per type; the structural test below costs ~10 µs a module, and the audit and
-# LSUV ask for every module
+# torch.nn's own module types (not nn.Module itself) -> is_norm of an instance without an
+# ``eps``: the structural test below costs ~10 µs a module (hasattr through
+# nn.Module.__getattr__), and the audit and LSUV ask for every module
 _STOCK_IS_NORM: dict[type, bool] = {}
+
+
+def _has_own(module: nn.Module, name: str) -> bool:
+    """``hasattr(module, name)`` for an instance attribute, parameter, buffer or submodule,
+    by dict lookups (no ``__getattr__`` raising ``AttributeError``)."""
+    return any(name in d for d in (module.__dict__, module._parameters, module._buffers, module._modules))
 
 
 def _is_norm(module: nn.Module) -> bool:

@@ -949,18 +949,50 @@ def _run(shadow: nn.Module, names: dict[int, str], args: tuple[Any, ...], kwargs
     return _read(rec)
 
 
+# ops whose result holds none of an operand's values: a comparison's booleans, a mask's
+_NOT_VALUES = frozenset({
+    "eq", "ne", "gt", "ge", "lt", "le", "__eq__", "__ne__", "__gt__", "__ge__", "__lt__",
+    "__le__", "logical_and", "logical_or", "logical_not", "logical_xor", "isin", "isnan",
+    "isinf", "isfinite",
+})  # fmt: skip
+# value operands of ops that also take a mask or a condition (the others are not followed)
+_VALUE_OPERANDS = {"masked_fill": (0,), "masked_fill_": (0,), "where": (1, 2)}
+
+
 def _counts_positions(n: _Node) -> bool:
-    """Whether lookup indices count along the sequence (a ``cumsum`` among their sources:
-    XLM-R's and RoBERTa's padding-aware positions ``cumsum(ids != pad) * (ids != pad)``):
-    positions, though computed from the input; token ids are not counted."""
+    """Whether lookup indices count along the sequence (a ``cumsum`` among the sources of
+    their values: XLM-R's and RoBERTa's padding-aware positions
+    ``cumsum(ids != pad) * (ids != pad)``): positions, though computed from the input. Token
+    ids are not counted, nor are they when only a mask applied to them came from a cumsum
+    (``ids.masked_fill(cumsum(ids == eos) > 0, pad)``): masks, conditions and comparisons
+    carry no values of their operands."""
     frontier, seen = [n], 0
     while frontier and seen < 64:
         x = frontier.pop()
         seen += 1
         if x.op == "cumsum":
             return True
-        if x.weight is None:
-            frontier.extend(x.inputs)
+        if x.weight is not None or x.op in _NOT_VALUES:
+            continue
+        keep = _VALUE_OPERANDS.get(x.op)
+        frontier.extend(x.inputs if keep is None else [x.inputs[i] for i in keep if i < len(x.inputs)])
+    return False
+
+
+# ops that copy a tensor along a new or a size-1 axis (a batch of learned queries)
+_BROADCASTS = frozenset({"repeat", "expand", "expand_as", "repeat_interleave", "tile", "broadcast_to"})
+
+
+def _broadcast_table(n: _Node) -> bool:
+    """Whether a parameter reaches ``n`` through a broadcast over a batch (DETR's learned
+    object queries ``weight.unsqueeze(0).repeat(batch, 1, 1)``): one vector per query, like
+    a token's embedding, not a table the model reads whole."""
+    for _ in range(100):
+        if n.param is not None or not n.inputs:
+            return False
+        if n.op in _BROADCASTS:
+            return True
+        n = n.inputs[0]
     return False
 
 
@@ -1012,7 +1044,8 @@ def _read(rec: _Recorder) -> Trace:
                     continue
                 n = rec.nodes.get(id(a))
                 p = _param_node(n) if n is not None else None
-                if pos == 0 and (name == "linear" or name.startswith("conv")) and n is not None:
+                if pos == 0 and (name == "linear" or name.startswith("conv")) and n is not None \
+                        and not _broadcast_table(n):  # fmt: skip
                     table = p.param if p is not None else n.src_param
                     if table is not None:  # a table read whole as the layer's input (DeBERTa-v2's
                         use(table, Usage("table", name, node.module))  # rel_embeddings)

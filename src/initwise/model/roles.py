@@ -151,10 +151,12 @@ def refine_role(base: str, module: nn.Module, name: str, info: GraphInfo) -> tup
         if "position" in kinds and "embedding" not in kinds:
             return "position", "looked up by constant positions, not by the input"
         if "counted_position" in kinds and "embedding" not in kinds:
-            return "position", "looked up by positions counted along the sequence (a cumsum), not by the input"
+            return "position", ("looked up by indices counted along the sequence (a cumsum of the "
+                                "input's mask), not by token ids")
         if "table" in kinds and "embedding" not in kinds:
-            return "position", (f"read whole by {', '.join(ops)} (a relative-position table), "
-                                "not looked up by the input")
+            table_ops = sorted({u.op for u in uses if u.kind == "table"})
+            return "position", (f"read whole by {', '.join(table_ops)} (a relative-position "
+                                "table), not looked up by the input")
         return base, None
     if base == "norm" and uses[0].op in ("add", "__add__", "__radd__", "add_", "sub", "__rsub__"):
         c = norm_offset(name, info)
