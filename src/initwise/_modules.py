@@ -162,7 +162,8 @@ def is_weight_layer(module: nn.Module) -> bool:
     if any(_torch.is_lazy(p) or p.dim() >= 2 for p in module.parameters(recurse=False)):
         return True  # (a lazy layer's weight has no shape yet: a weight layer all the same)
     # a parametrized weight (weight_norm, spectral_norm, ...) lives in module.parametrizations
-    plist = getattr(module, "parametrizations", None)
+    # (a submodule: looked up directly, not by a getattr that raises for most modules)
+    plist = module._modules.get("parametrizations")
     return isinstance(plist, nn.ModuleDict) and any(p.dim() >= 2 for p in plist.parameters())
 
 

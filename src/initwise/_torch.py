@@ -115,10 +115,10 @@ def mha_packed_in_proj(module: nn.MultiheadAttention) -> bool:
 
 def compile_wrapped(module: nn.Module) -> nn.Module | None:
     """The eager module inside a ``torch.compile(module)`` wrapper, else ``None``."""
+    if type(module).__name__ != "OptimizedModule":  # first: a getattr that fails is slow
+        return None
     inner = getattr(module, "_orig_mod", None)
-    if type(module).__name__ == "OptimizedModule" and isinstance(inner, nn.Module):
-        return inner
-    return None
+    return inner if isinstance(inner, nn.Module) else None
 
 
 def in_place_compiled(module: nn.Module) -> Any:
