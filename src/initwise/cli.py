@@ -355,8 +355,9 @@ def _model_and_batch(args: argparse.Namespace) -> tuple[Any, Any, Any]:
     # (token ids, other sizes): plans synthesize their own; the audit tries them and says
     # what to do if they fail. A factory given in_shape built its model for them.
     args.inputs_guessed = not (args.dataset or shape_given or "in_shape" in given)
-    # labels mean something for a dataset's classes; else the audit's default loss
-    return model, x, y if args.dataset else None
+    # labels for a dataset's classes, or for the n_classes outputs the factory was asked for
+    # (as for the built-in architectures); else the audit's default loss
+    return model, x, y if (args.dataset or "n_classes" in given) else None
 
 
 def _example_inputs(args: argparse.Namespace, x: Any) -> Any:
