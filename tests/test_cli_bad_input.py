@@ -83,6 +83,20 @@ CASES: list[tuple[str, list[str], int, str]] = [
      "returned int, expected a torch.nn.Module"),
     ("factory-not-callable", ["compare", "--arch", "bad_input_ok_mod:CONSTANT"], 2,
      "is not callable"),
+    # teacher: 32 features, 10 classes; cross-entropy takes any number of logits >= 10 and
+    # MSE broadcasts (n, 1) against (n,), so a wrong head must be caught before training
+    ("factory-too-many-logits", ["compare", "--arch", "bad_input_ok_mod:head_13"], 2,
+     "to an output of shape (2, 13); the dataset has 10 classes, so it must return shape "
+     "(2, 10)"),
+    ("factory-one-output", ["compare", "--arch", "bad_input_ok_mod:head_1"], 2,
+     "output of shape (2, 1)"),
+    ("factory-tuple-output", ["compare", "--arch", "bad_input_ok_mod:tuple_out"], 2,
+     "to a tuple, not a tensor"),
+    ("factory-regression-head", ["compare", "--task", "regression", "--arch",
+                                 "bad_input_ok_mod:head_1"], 2,
+     "the dataset has 10 regression targets, so it must return shape (2, 10)"),
+    ("transfer-factory-head", ["compare", "--lrs", "0.01", "--widths", "8,16", "--arch",
+                               "bad_input_ok_mod:head_13"], 2, "output of shape (2, 13)"),
     ("audit-bad-depth", ["audit", "mlp:depth=x"], 2, "integer"),
     ("audit-bad-option", ["audit", "mlp:color=red"], 2, "Valid options"),
     ("audit-bad-policy", ["audit", "mlp:depth=3,width=8", "--policy", "kaimin"], 2,
@@ -119,6 +133,15 @@ def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
             raise ZeroDivisionError("no luck")
         def not_a_module(**kwargs):
             return 7
+        def head_13(in_shape, **kwargs):
+            return nn.Linear(in_shape[0], 13)
+        def head_1(in_shape, **kwargs):
+            return nn.Linear(in_shape[0], 1)
+        class _Pair(nn.Linear):
+            def forward(self, x):
+                return super().forward(x), x
+        def tuple_out(in_shape, n_classes, **kwargs):
+            return _Pair(in_shape[0], n_classes)
     """))
     (mods / "bad_input_syntax_mod.py").write_text("x = 1\n\ndef make(:\n    pass\n")
     monkeypatch.syspath_prepend(str(mods))

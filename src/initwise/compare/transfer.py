@@ -32,7 +32,7 @@ from typing import Any, cast
 import numpy as np
 import torch
 
-from .models import build_model
+from .models import build_model, check_output
 from .run import (
     Callback,
     CompareConfig,
@@ -182,8 +182,10 @@ def run_transfer(config: CompareConfig, *, callback: Callback | None = None,
     info = data.describe()
     bw, bd = base_shape(config)
     for d, w in dict.fromkeys((j[1], j[2]) for j in jobs):  # fail fast on a bad architecture
-        build_model(config.arch, data.in_shape, data.n_classes, depth=d, width=w,
-                    activation=config.activation, norm=config.norm)
+        check_output(build_model(config.arch, data.in_shape, data.n_classes, depth=d, width=w,
+                                 activation=config.activation, norm=config.norm),
+                     data.x_train[:2], data.n_classes, config.arch,
+                     regression=config.task == "regression")
     with torch.device("meta"):
         build_model(config.arch, data.in_shape, data.n_classes, depth=bd, width=bw,
                     activation=config.activation, norm=config.norm)
