@@ -118,3 +118,17 @@ def test_cli_options(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None
     assert d["config"]["schemes"] == ["normal:std=0.01", "variance_scaling:scale=2,mode=fan_in"]
     assert d["config"]["target_loss"] == 0.5 and d["runs"][0]["steps"] == 3
     assert cli.main(["compare", "--batch-size", "many", "--out", str(tmp_path)]) == 2
+
+
+def test_lsuv_spec_only_names_a_layer_even_when_it_looks_like_a_number() -> None:
+    """``lsuv:only=2``: a Sequential's layer '2', not the int 2 (which lsuv refuses)."""
+    from initwise.compare.schemes import apply_scheme
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
+    first = net[0].weight.detach().clone()
+    x = torch.randn(64, 6, generator=torch.Generator().manual_seed(1))
+    info = apply_scheme(net, "lsuv:only=2", x, seed=0)
+    assert [r["name"] for r in info["details"]["layers"]] == ["2.weight"]
+    assert torch.equal(net[0].weight, first)  # the other layer untouched
+    assert abs(float(net(x).detach().std()) - 1.0) < 0.02  # layer 2 calibrated (tol 0.01)
