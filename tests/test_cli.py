@@ -354,3 +354,42 @@ def test_audit_command_measures_what_the_papers_measure(capsys: pytest.CaptureFi
     assert "residual stream (4 sums" in out
     assert cli.main(["audit", "mlp:depth=3,width=16", "--step-lr", "-1"]) == 2
     assert "step_lr" in capsys.readouterr().err
+
+
+def test_coord_check_of_a_factory_with_its_own_inputs(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """A factory returning ``(model, example_inputs)`` (a dict whose labels give the model its
+    own loss) is measured on those inputs, as audit and plan take them (was: a traceback,
+    ``'dict' object has no attribute 'shape'``)."""
+    (tmp_path / "coord_own_inputs_mod.py").write_text(textwrap.dedent("""
+        import torch
+        from torch import nn
+
+        class Out:
+            def __init__(self, logits, loss):
+                self.logits, self.loss = logits, loss
+
+        class Net(nn.Module):
+            def __init__(self, width):
+                super().__init__()
+                self.a, self.b = nn.Linear(4, width), nn.Linear(width, 3)
+
+            def forward(self, x, labels):
+                out = self.b(torch.relu(self.a(x)))
+                return Out(out, nn.functional.cross_entropy(out, labels))
+
+        def make(width=16, **kwargs):
+            g = torch.Generator().manual_seed(0)
+            return Net(width), {"x": torch.randn(8, 4, generator=g),
+                                "labels": torch.randint(0, 3, (8,), generator=g)}
+    """))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    rc = cli.main(["coord-check", "coord_own_inputs_mod:make", "--widths", "8,32", "--steps",
+                   "1", "--parametrization", "none", "--json"])
+    cap = capsys.readouterr()
+    assert rc == 0, cap.err
+    rep = json.loads(cap.out)
+    assert rep["widths"] == [8, 32]
+    assert "Traceback" not in cap.err

@@ -108,6 +108,12 @@ CASES: list[tuple[str, list[str], int, str]] = [
      "the seed is set per run from --seeds"),
     ("lsuv-input-fn", ["compare", "--schemes", "lsuv:input_fn=x"], 2,
      "'input_fn' cannot be set here"),
+    # coord-check of a user factory: one that ignores width= would read every layer 'flat'
+    ("coord-factory-ignores-width", ["coord-check", "bad_input_ok_mod:head_13", "--widths",
+                                     "8,16", "--dataset", "teacher"], 2,
+     "has the same parameters at width 8 and 16: its factory ignores width="),
+    ("coord-factory-no-labels", ["coord-check", "bad_input_ok_mod:head_13", "--widths",
+                                 "8,16"], 2, "random inputs have no labels: give --dataset"),
     ("audit-bad-depth", ["audit", "mlp:depth=x"], 2, "integer"),
     ("audit-bad-option", ["audit", "mlp:color=red"], 2, "Valid options"),
     ("audit-bad-policy", ["audit", "mlp:depth=3,width=8", "--policy", "kaimin"], 2,

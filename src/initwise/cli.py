@@ -329,6 +329,7 @@ def _model_and_batch(args: argparse.Namespace) -> tuple[Any, Any, Any]:
                          + ",".join(str(v) for v in shape))
     arch, opts = _parse_model(args.model)
     args.inputs_guessed = False
+    args.own_inputs = False
     if args.dataset:
         ds = load_dataset(args.dataset, seed=0)
         x, y = init_batch(ds, args.batch, seed=0)
@@ -338,6 +339,7 @@ def _model_and_batch(args: argparse.Namespace) -> tuple[Any, Any, Any]:
         in_shape, n_classes = tuple(shape), args.n_classes
         x = torch.randn(args.batch, *in_shape, generator=gen)
         y = torch.randint(0, n_classes, (args.batch,), generator=gen)
+    args.in_shape_used, args.n_classes_used = in_shape, n_classes
     torch.manual_seed(0)
     if ":" not in arch:
         return build_model(arch, in_shape, n_classes, **opts), x, y
@@ -345,6 +347,7 @@ def _model_and_batch(args: argparse.Namespace) -> tuple[Any, Any, Any]:
     model, own = build_user_model(arch, in_shape=in_shape, n_classes=n_classes, depth=5,
                                   width=64, activation="relu")  # fmt: skip
     if own is not None:
+        args.own_inputs = True
         return model, own, None
     # Gaussian inputs of a default shape that the user's model may not take (token ids, other
     # sizes): plans synthesize their own; the audit tries them and says what to do if they fail
@@ -884,25 +887,67 @@ def _add_coord_command(sub: Any) -> None:
                    help="exit 1 unless every layer is flat in width")
 
 
+def _shapes(factory: Any, *size: int) -> list[tuple[str, tuple[int, ...]]] | None:
+    """The parameter shapes of ``factory(*size)`` built on the meta device (None: it cannot)."""
+    import torch
+
+    try:
+        with torch.device("meta"):
+            model = factory(*size)
+    except Exception:  # e.g. a factory that needs real tensors: coord_check will say more
+        return None
+    return [(n, tuple(p.shape)) for n, p in model.named_parameters()]
+
+
+def _check_factory_scales(arch: str, factory: Any, widths: list[int],
+                          depths: list[int] | None) -> None:
+    """A factory that ignores ``width`` (or ``depth``) builds one model at every size, and
+    the coordinate check would call every layer flat: refuse it."""
+    ws = sorted(set(widths))
+    if len(ws) >= 2:
+        d = None if not depths else depths[0]
+        a, b = (_shapes(factory, w) if d is None else _shapes(factory, w, d)
+                for w in (ws[0], ws[-1]))
+        if a is not None and a == b:
+            raise ValueError(f"model {arch!r} has the same parameters at width {ws[0]} and "
+                             f"{ws[-1]}: its factory ignores width=, so a coordinate check "
+                             "across widths would measure one model; build the model from "
+                             "width=")
+    ds = sorted(set(depths or []))
+    if len(ds) >= 2:
+        a, b = (_shapes(factory, ws[0], d) for d in (ds[0], ds[-1]))
+        if a is not None and a == b:
+            raise ValueError(f"model {arch!r} has the same parameters at depth {ds[0]} and "
+                             f"{ds[-1]}: its factory ignores depth=; build the model from "
+                             "depth=")
+
+
 def _cmd_coord(args: argparse.Namespace) -> int:
     from ._param.coord import coord_check
-    from .compare.models import build_model
+    from .compare.models import build_model, build_user_model
 
     _model, x, y = _model_and_batch(args)  # validates the spec and builds the batch
     arch, opts = _parse_model(args.model)
-    in_shape = tuple(x.shape[1:])
-    n_classes = args.n_classes
-    if args.dataset:
-        from .compare.data import load_dataset
-
-        n_classes = load_dataset(args.dataset, seed=0).n_classes
+    in_shape, n_classes = args.in_shape_used, args.n_classes_used
     depth = opts.pop("depth", 5)
     opts.pop("width", None)
+    user = ":" in arch
+    if user and y is None and not args.own_inputs:
+        raise ValueError(
+            f"coord-check trains {arch!r} on a batch, and random inputs have no labels: give "
+            "--dataset (digits, mnist1d, teacher or a .npz; the factory gets its in_shape and "
+            "n_classes), or let the factory return (model, example_inputs) for a model whose "
+            "output carries its own loss")
 
     def factory(width: int, d: int | None = None) -> Any:
-        return build_model(arch, in_shape, n_classes, width=width,
-                           depth=depth if d is None else d, **opts)
+        d = depth if d is None else d
+        if user:  # as audit and plan call it; its own example inputs are the batch
+            return build_user_model(arch, in_shape=in_shape, n_classes=n_classes, depth=d,
+                                    width=width, activation="relu")[0]
+        return build_model(arch, in_shape, n_classes, width=width, depth=d, **opts)
 
+    if user:
+        _check_factory_scales(arch, factory, args.widths, args.depths)
     name = None if args.parametrization == "none" else args.parametrization
     mode = "off" if args.quiet or args.json else "bar" if sys.stderr.isatty() else "lines"
     progress = _Progress(mode, sys.stderr, 10.0, prog="initwise coord-check", unit="models")
