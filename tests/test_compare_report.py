@@ -90,6 +90,27 @@ def test_one_seed_has_no_fake_spread() -> None:
     assert "not a result" in takeaway(res)
 
 
+def test_equal_means_call_no_winner_whatever_the_order_of_schemes() -> None:
+    """Equal mean accuracies (one seed each at chance, a two-sample test split) have no
+    winner; before, the first scheme listed 'won, +0.0 points'."""
+    runs = [_fake("a", 0.5, 0), _fake("b", 0.5, 0), _fake("c", 0.25, 0)]
+    for order in (["a", "b", "c"], ["b", "a", "c"]):
+        cell = summarize(runs, order)[0]
+        assert cell["winner"] is None and cell["tied_at_top"] == order[:2]
+        res = CompareResult({"schemes": order}, runs, [cell], {}, {})
+        v = _verdict(cell)
+        assert v == f"no winner: {order[0]}, {order[1]} have the same mean test accuracy " \
+                    "(0.500); ahead of c"
+        assert "wins" not in v and "no winner" in takeaway(res)
+        assert not any(row[-1] for row in _rows(res))  # no ★
+    # two seeds, the same mean from different values: also no winner (not a 0.0-point win)
+    two = [_fake("a", 0.5, 0), _fake("a", 0.7, 1), _fake("b", 0.7, 0), _fake("b", 0.5, 1)]
+    cell = summarize(two, ["a", "b"])[0]
+    assert cell["winner"] is None and cell["tied_at_top"] == ["a", "b"]
+    # a real difference still has a winner
+    assert summarize([_fake("a", 0.5, 0), _fake("b", 0.75, 0)], ["a", "b"])[0]["winner"] == "b"
+
+
 def test_partial_report_crowns_no_winner_among_schemes_that_did_not_all_run() -> None:
     runs = [_fake("a", 0.9, 0), _fake("b", 0.5, 0), _fake("a", 0.91, 1)]
     cells = summarize([*runs, _fake("a", 0.9, 0, depth=6)], ["a", "b"], expected_seeds=2)

@@ -162,6 +162,13 @@ def _verdict(cell: dict[str, Any]) -> str:
         lead = cell.get("leader")
         return (f"incomplete: {', '.join(cell['missing'])} did not run here (interrupted), so "
                 "no winner is called" + (f"; leading so far: {lead}" if lead else ""))
+    top = cell.get("tied_at_top") or []
+    if w is None and len(top) > 1:
+        mean = _mean(cell, top[0])
+        s = (f"no winner: {', '.join(top)} have the same mean test accuracy"
+             + (f" ({_fmt(mean)})" if mean is not None else ""))
+        rest = [x for x in cell["ranking"] if x not in top]
+        return s + (f"; ahead of {', '.join(rest)}" if rest else "")
     if w is None:
         return "no finished runs"
     if cell["runner_up"] is None:
@@ -219,6 +226,11 @@ def takeaway(result: CompareResult) -> str:
                        "ran: no winner is called.")
             continue
         w = cell["winner"]
+        top = cell.get("tied_at_top") or []
+        if w is None and len(top) > 1:
+            out.append(f"{where} {', '.join(top)} reached the same mean test accuracy, "
+                       f"{_fmt(_mean(cell, top[0]))}: no winner.")
+            continue
         if w is None:
             out.append(f"{where} no run finished.")
             continue

@@ -307,7 +307,8 @@ def summarize(runs: list[RunResult], schemes: list[str], alpha: float = 0.05,
     winner is called (``leader`` holds the best mean so far). When the schemes ran different
     numbers of seeds, the statistics use only the seeds that every scheme ran (a fair pairing);
     ``seeds_used`` says which. ``expected_seeds`` (the configured number) only sets
-    ``complete``.
+    ``complete``. When several schemes share the best mean exactly, no winner is called
+    either: ``tied_at_top`` lists them.
     """
     unique: dict[tuple[str, int, int, int], RunResult] = {}
     for r in runs:
@@ -365,6 +366,13 @@ def summarize(runs: list[RunResult], schemes: list[str], alpha: float = 0.05,
             cell["winner"] = None
             out.append(cell)
             continue
+        best = float(np.mean(accs[ranked[0]])) if ranked else 0.0
+        top = [s for s in ranked if abs(float(np.mean(accs[s])) - best) <= 1e-12]
+        cell["tied_at_top"] = top if len(top) > 1 else []
+        if len(top) > 1:
+            # The same mean (one seed each at chance, a tiny test set): the order of --schemes
+            # would pick the "winner". Call none; ``leader`` keeps the first for the tables.
+            cell["winner"] = None
         if ranked and "torch" in accs and accs["torch"] and ranked[0] != "torch":
             cell["vs_torch"] = float(np.mean(accs[ranked[0]]) - np.mean(accs["torch"]))
         for other in ranked[1:]:
