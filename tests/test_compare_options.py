@@ -132,3 +132,29 @@ def test_lsuv_spec_only_names_a_layer_even_when_it_looks_like_a_number() -> None
     assert [r["name"] for r in info["details"]["layers"]] == ["2.weight"]
     assert torch.equal(net[0].weight, first)  # the other layer untouched
     assert abs(float(net(x).detach().std()) - 1.0) < 0.02  # layer 2 calibrated (tol 0.01)
+
+
+def test_time_left_comes_from_the_runs_not_from_loading_the_data(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first progress line's time left was (set-up + first run) x runs left: a slow data
+    load (digits: importing scikit-learn) made it several times too long."""
+    import time
+
+    from initwise.compare import run as run_mod
+
+    load = run_mod._load_data
+
+    def slow_load(config: CompareConfig, seed: int) -> object:
+        time.sleep(1.0)  # once: the check before the runs; the runs' data is cached per seed
+        return load(config, seed)
+
+    monkeypatch.setattr(run_mod, "_load_data", slow_load)
+    events: list[dict[str, float]] = []
+    cfg = CompareConfig(dataset="teacher", depths=[2], widths=[8], schemes=["torch", "kaiming"],
+                        seeds=1, epochs=1, batch_size=256)
+    run_compare(cfg, callback=lambda ev: events.append(dict(ev)))
+    first = events[0]
+    # two runs of the same cost: after the first, the time left is that run's time, which
+    # is at most the time elapsed less the 1 s sleep (before: the whole elapsed time)
+    assert first["elapsed_s"] >= 1.0
+    assert first["eta_s"] <= first["elapsed_s"] - 1.0

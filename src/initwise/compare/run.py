@@ -675,10 +675,13 @@ def run_compare(config: CompareConfig, *, callback: Callback | None = None,
         progress["done"] += 1
         progress["cost"] += job_cost(config, run.depth, run.width)
         if callback is not None:
-            elapsed = time.perf_counter() - t0
+            now = time.perf_counter()
+            # The rate comes from the runs alone: loading the data and checking the models
+            # before the first run is not a cost the remaining runs will pay again.
+            ran = now - t_exec
             callback({"done": resumed + progress["done"], "total": len(jobs) if world == 1
-                      else len(todo), "elapsed_s": elapsed,
-                      "eta_s": elapsed * (total_cost - progress["cost"]) / progress["cost"],
+                      else len(todo), "elapsed_s": now - t0,
+                      "eta_s": ran * (total_cost - progress["cost"]) / progress["cost"],
                       "run": run})
 
     torch.set_num_threads(threads)

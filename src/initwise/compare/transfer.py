@@ -197,13 +197,14 @@ def run_transfer(config: CompareConfig, *, callback: Callback | None = None,
         done[i] = run
         state["cost"] += _cost(config, run.depth, run.width)
         if callback is not None:
-            elapsed = time.perf_counter() - t0
-            callback({"done": len(done), "total": len(jobs), "elapsed_s": elapsed,
-                      "eta_s": elapsed * (total_cost - state["cost"]) / state["cost"],
+            now = time.perf_counter()
+            callback({"done": len(done), "total": len(jobs), "elapsed_s": now - t0,
+                      "eta_s": (now - t_runs) * (total_cost - state["cost"]) / state["cost"],
                       "run": run})
 
     partial = False
     torch.set_num_threads(threads)
+    t_runs = time.perf_counter()  # the rate of the runs, without the set-up before them
     try:
         _execute(config, list(enumerate(jobs)), threads, on_result)
     except KeyboardInterrupt:
