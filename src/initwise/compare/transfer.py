@@ -279,9 +279,14 @@ def transfer_summary(runs: list[RunResult], config: CompareConfig | dict[str, An
 def _shift(p: str, axis: str, at: int, a: dict[str, Any], b: dict[str, Any], lo: int,
            hi: int) -> dict[str, Any]:
     ia, ib = a["best_index"], b["best_index"]
+    lrs = a["lrs"]
+    # An optimum at the smallest or largest learning rate of the grid is only a bound: the
+    # loss may keep falling beyond it, so the shift measured there may be too small.
+    ends = ({min(lrs), max(lrs)} if len(lrs) > 1 else set())
+    at_end = [size for size, cur in ((lo, a), (hi, b)) if cur["best_lr"] in ends]
     return {"kind": "shift", "parametrization": p, "axis": axis, "at": at, "from": lo,
             "to": hi, "best_lr_from": a["best_lr"], "best_lr_to": b["best_lr"],
-            "steps": None if ia is None or ib is None else ib - ia}
+            "steps": None if ia is None or ib is None else ib - ia, "at_grid_end": at_end}
 
 
 def transfer_takeaway(result: CompareResult) -> str:
@@ -296,8 +301,14 @@ def transfer_takeaway(result: CompareResult) -> str:
         else:
             moved = (f"moves {abs(s['steps'])} grid step{'s' if abs(s['steps']) != 1 else ''}"
                      f" ({s['best_lr_from']:.3g} → {s['best_lr_to']:.3g})")
-        parts.append(f"{s['parametrization']}: the best learning rate {moved} from "
-                     f"{s['axis']} {s['from']} to {s['to']} ({fixed} {s['at']})")
+        part = (f"{s['parametrization']}: the best learning rate {moved} from "
+                f"{s['axis']} {s['from']} to {s['to']} ({fixed} {s['at']})")
+        edge = s.get("at_grid_end") or []
+        if s["steps"] is not None and edge:
+            part += (f", but at {s['axis']} {' and '.join(map(str, edge))} it is an end of the "
+                     "learning-rate grid, so the optimum may lie beyond it and the shift is "
+                     "not measured (extend --lrs)")
+        parts.append(part)
     if not parts:
         return "Learning-rate sweep: one width and one depth, so nothing to transfer."
     return "; ".join(parts) + "."
