@@ -393,3 +393,35 @@ def test_coord_check_of_a_factory_with_its_own_inputs(
     rep = json.loads(cap.out)
     assert rep["widths"] == [8, 32]
     assert "Traceback" not in cap.err
+
+
+def test_one_model_commands_take_compare_style_parametrized_schemes(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """``--policy normal:std=0.01`` / ``lsuv:tol=0.05``: audit validated them as compare does and
+    then failed with "unknown preset or scheme 'normal:std=0.01'" (exit 2); plan and digest too."""
+    model = "mlp:depth=3,width=16"
+
+    def run(*argv: str) -> tuple[int, str, str]:
+        rc = cli.main(list(argv))
+        cap = capsys.readouterr()
+        return rc, cap.out, cap.err
+
+    rc, out, err = run("digest", model, "--policy", "variance_scaling:scale=2,mode=fan_in",
+                       "--json")
+    assert rc == 0, err
+    spec = json.loads(out)["parameters"]
+    rc, out, err = run("digest", model, "--policy", "kaiming_normal", "--json")
+    he = json.loads(out)["parameters"]
+    # He init is variance_scaling(2, fan_in) bit for bit on the weights (biases: the policy's)
+    assert all(spec[k] == he[k] for k in he if k.endswith("weight"))
+    rc, out, err = run("plan", model, "--policy", "normal:std=0.01", "--json")
+    assert rc == 0, err
+    rows = {e["name"]: e for e in json.loads(out)["entries"]}
+    assert rows["3.weight"]["std"] == pytest.approx(0.01)
+    for policy in ("normal:std=0.01", "lsuv:tol=0.05", "gpt2:n_layer=12"):
+        rc, out, err = run("audit", model, "--policy", policy, "--json")
+        assert rc == 0 and "unknown preset" not in err, (policy, err)
+    rc, out, err = run("plan", model, "--policy", "lsuv:tol=0.1")
+    assert rc == 2 and "LSUV calibrates on data; it has no init plan" in err
+    rc, out, err = run("audit", model, "--policy", "normal:sdt=0.01")
+    assert rc == 2 and "did you mean 'std'" in err

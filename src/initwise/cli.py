@@ -663,13 +663,15 @@ def _cmd_audit(args: argparse.Namespace) -> int:
     _check_fail_on(args)
     model, x, y = _model_and_batch(args)
     plan = None
-    if args.policy not in ("torch", "lsuv"):
+    lsuv = args.policy.partition(":")[0] == "lsuv"
+    if args.policy != "torch" and not lsuv:
         from . import init as init_model
-        from .compare.schemes import check_schemes
+        from .compare.schemes import policy_of
 
-        check_schemes([args.policy])
-        plan = init_model(model, policy=args.policy, example_inputs=_example_inputs(args, x), seed=0)
-    elif args.policy == "lsuv":
+        # a preset, a scheme, or a parametrized spec such as normal:std=0.01 (as compare)
+        plan = init_model(model, policy=policy_of(args.policy),
+                          example_inputs=_example_inputs(args, x), seed=0)
+    elif lsuv:  # lsuv or lsuv:tol=0.05
         from .compare.schemes import apply_scheme
 
         apply_scheme(model, args.policy, x, seed=0)
@@ -702,13 +704,17 @@ def _cmd_audit(args: argparse.Namespace) -> int:
 
 def _cmd_plan(args: argparse.Namespace) -> int:
     model, x, _ = _model_and_batch(args)
+    from .compare.schemes import policy_of
     from .model import plan as make_plan
+
+    def policy(spec: str) -> Any:  # a parametrized spec (normal:std=0.01) as in compare
+        return policy_of(spec) if ":" in spec else spec
 
     if args.diff:
         x = _example_inputs(args, x)
-        return _plan_diff(make_plan(model, args.diff[0], example_inputs=x),
-                          make_plan(model, args.diff[1], example_inputs=x), args.json)
-    plan = make_plan(model, args.policy, example_inputs=_example_inputs(args, x))
+        return _plan_diff(make_plan(model, policy(args.diff[0]), example_inputs=x),
+                          make_plan(model, policy(args.diff[1]), example_inputs=x), args.json)
+    plan = make_plan(model, policy(args.policy), example_inputs=_example_inputs(args, x))
     if args.json:
         _print_json(plan.to_dict())
     else:
@@ -987,7 +993,11 @@ def _cmd_digest(args: argparse.Namespace) -> int:
 
     check_seed(args.seed, "digest")
     model, x, _ = _model_and_batch(args)
-    rep = digest(model, args.policy, seed=args.seed, example_inputs=_example_inputs(args, x))
+    from .compare.schemes import policy_of
+
+    spec = args.policy
+    rep = digest(model, policy_of(spec) if spec and ":" in spec else spec, seed=args.seed,
+                 example_inputs=_example_inputs(args, x))
     if args.json:
         _print_json(rep.to_dict())
     else:

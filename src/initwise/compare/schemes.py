@@ -21,7 +21,8 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["apply_scheme", "check_schemes", "parse_scheme", "scheme_names", "split_schemes"]
+__all__ = ["apply_scheme", "check_schemes", "parse_scheme", "policy_of", "scheme_names",
+           "split_schemes"]
 
 def scheme_names() -> tuple[str, ...]:
     """Return every name :func:`apply_scheme` accepts, ``torch`` and ``lsuv`` first.
@@ -181,6 +182,26 @@ def check_schemes(names: Iterable[str]) -> list[str]:
     if not out:
         raise ValueError("no schemes given")
     return out
+
+
+def policy_of(spec: str) -> Any:
+    """The ``initwise.init`` policy of a scheme spec: the name itself, or for
+    ``"name:key=value,..."`` the validated policy it builds (``lsuv`` and ``torch`` are not
+    policies; :func:`apply_scheme` applies them).
+
+    Example:
+        >>> policy_of("kaiming")
+        'kaiming'
+        >>> type(policy_of("normal:std=0.01")).__name__
+        'Policy'
+    """
+    check_schemes([spec])
+    if ":" not in spec:
+        return spec
+    base, params = parse_scheme(spec)
+    if base == "lsuv":
+        raise ValueError(f"scheme {spec!r}: LSUV calibrates on data; it has no init plan")
+    return _policy_for(base, params)
 
 
 def _to_dict(obj: Any) -> Any:
