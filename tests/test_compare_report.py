@@ -323,3 +323,18 @@ def test_summary_reads_as_a_sentence(tiny: CompareResult) -> None:
     text = format_summary(tiny)
     assert "final train loss" in text and "row " not in text
     assert results_csv(tiny).count("\n") == 1 + len(tiny.runs)
+
+
+def test_configuration_table_names_norm_only_where_it_built_something() -> None:
+    """``--norm`` (default batch) shapes only resnet/resmlp blocks: the table said 'norm batch'
+    for an MLP, which has no normalization at all; 'preset None' read as Python's None."""
+    from initwise.compare.report import _config_rows
+
+    runs = [_fake("a", 0.9, 0), _fake("b", 0.8, 0)]
+    base = {"schemes": ["a", "b"], "norm": "batch", "preset": None, "depths": [3]}
+    for arch, has_norm in (("mlp", False), ("cnn", False), ("my.mod:make", False),
+                           ("resmlp", True), ("resnet", True)):
+        res = CompareResult({**base, "arch": arch}, runs, summarize(runs, ["a", "b"]), {}, {})
+        rows = dict(_config_rows(res))
+        assert ("norm" in rows) is has_norm, arch
+        assert rows["preset"] == "none" and rows["arch"] == arch

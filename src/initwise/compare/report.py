@@ -478,6 +478,11 @@ def _config_rows(result: CompareResult) -> list[tuple[str, str]]:
             for k in keys if k in c]
     if c.get("optimizer") == "adam":
         rows = [r for r in rows if r[0] != "momentum"]
+    if c.get("arch") not in ("resnet", "resmlp"):
+        # --norm builds only the residual nets' blocks: 'norm batch' beside an MLP, a CNN or a
+        # user model would say it had batch normalization
+        rows = [r for r in rows if r[0] != "norm"]
+    rows = [(k, "none" if k == "preset" and v == "None" else v) for k, v in rows]
     ds = result.dataset
     if ds:
         rows.append(("data", f"{ds.get('n_train')} train / {ds.get('n_test')} test samples, "
