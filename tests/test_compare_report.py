@@ -338,3 +338,17 @@ def test_configuration_table_names_norm_only_where_it_built_something() -> None:
         rows = dict(_config_rows(res))
         assert ("norm" in rows) is has_norm, arch
         assert rows["preset"] == "none" and rows["arch"] == arch
+
+
+def test_huge_and_tiny_numbers_are_printed_in_scientific_notation() -> None:
+    """A final train loss of 3.5e27 (Adam at lr 1e9) printed as a 28-digit '3520...128.000',
+    and a memorized 2e-7 as '0.000', which reads as an exact zero."""
+    from initwise.compare.report import _fmt
+
+    assert _fmt(3.520583390134309e27) == "3.52e+27" and _fmt(2e-7) == "2.00e-07"
+    assert _fmt(0.953) == "0.953" and _fmt(0.0) == "0.000" and _fmt(12345.0) == "12345.000"
+    runs = [_fake("a", 0.6, 0, train_loss=[3.520583390134309e27]),
+            _fake("b", 0.4, 0, train_loss=[2e-7])]
+    res = CompareResult({"schemes": ["a", "b"]}, runs, summarize(runs, ["a", "b"]), {}, {})
+    text = format_summary(res)
+    assert "3.52e+27" in text and "2.00e-07" in text and "3520583390" not in text

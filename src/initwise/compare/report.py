@@ -136,6 +136,10 @@ def _fmt(x: Any, nd: int = 3) -> str:
     if x is None or (isinstance(x, float) and not math.isfinite(x)):
         return "–"
     if isinstance(x, float):
+        if abs(x) >= 1e5 or 0 < abs(x) < 0.5 * 10.0 ** -nd:
+            # a loss of 3.5e27 (lr far too high) or 2e-7 (memorized): fixed point would print
+            # 28 digits, or a 0.000 that reads as an exact zero
+            return f"{x:.2e}"
         return f"{x:.{nd}f}"
     return str(x)
 
