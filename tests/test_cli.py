@@ -425,3 +425,37 @@ def test_one_model_commands_take_compare_style_parametrized_schemes(
     assert rc == 2 and "LSUV calibrates on data; it has no init plan" in err
     rc, out, err = run("audit", model, "--policy", "normal:sdt=0.01")
     assert rc == 2 and "did you mean 'std'" in err
+
+
+def test_interrupt_while_writing_the_report_says_what_was_written(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """SIGTERM after the last run used to kill the process outright (its handler was put back
+    before the report was written), and an interrupt outside the figures printed 'the report
+    in OUT has every number' when nothing had been written. Now SIGTERM is Ctrl-C until the
+    report is written, the message says OUT was not updated, and --resume writes it."""
+    import signal
+
+    from initwise.compare import report as rep_mod
+
+    out = tmp_path / "rep"
+    real_md = rep_mod._md
+    handlers = []
+
+    def interrupted_md(*a: object, **k: object) -> str:
+        handlers.append(signal.getsignal(signal.SIGTERM))
+        raise KeyboardInterrupt  # as SIGTERM's handler raises it
+
+    monkeypatch.setattr(rep_mod, "_md", interrupted_md)
+    argv = ["compare", *TINY, "--schemes", "torch", "--seeds", "1", "--out", str(out)]
+    before = signal.getsignal(signal.SIGTERM)
+    assert cli.main(argv) == 130
+    assert signal.getsignal(signal.SIGTERM) is before  # put back once the command ends
+    err = capsys.readouterr().err
+    assert f"{out} was not updated" in err and "has every number" not in err
+    assert "--resume" in err and not out.exists()
+    assert handlers and handlers[0] is not before  # SIGTERM still acts as Ctrl-C while writing
+    monkeypatch.setattr(rep_mod, "_md", real_md)
+    assert cli.main([*argv, "--resume"]) == 0  # the finished run came from the checkpoint
+    res = json.loads((out / "results.json").read_text())
+    assert res["completed_runs"] == 1 and res["resumed_runs"] == 1 and not res["partial"]

@@ -587,7 +587,7 @@ def _compare_and_report(args: argparse.Namespace, argv: list[str], cfg: Any,
                         previous: dict[str, Any] | None, pool: Any) -> int:
     import signal
 
-    from .compare.report import format_summary, write_report
+    from .compare.report import ReportInterrupted, format_summary, write_report
     from .compare.run import dist_env, run_compare
     from .compare.transfer import run_transfer
 
@@ -607,54 +607,62 @@ def _compare_and_report(args: argparse.Namespace, argv: list[str], cfg: Any,
         f", resuming {args.out}/results.json" if previous is not None else "")
     progress.start(total, note)
     old_term = _on_sigterm()
-    # After every run, the finished runs are saved next to --out (one rank: not under torchrun)
-    callback = _Checkpoint(progress, args.out, cfg, previous) if world == 1 else progress
-    try:
-        if cfg.lrs is None:
-            result = run_compare(cfg, callback=callback, command=["initwise", *argv],
-                                 previous=previous, pool=pool)
-        else:
-            result = run_transfer(cfg, callback=callback, command=["initwise", *argv],
-                                  previous=previous)
-    except (ValueError, TypeError, FileNotFoundError) as e:
+    try:  # SIGTERM is Ctrl-C until the report is written, figures included
+        # After every run, the finished runs are saved next to --out (one rank: not under torchrun)
+        callback = _Checkpoint(progress, args.out, cfg, previous) if world == 1 else progress
+        try:
+            if cfg.lrs is None:
+                result = run_compare(cfg, callback=callback, command=["initwise", *argv],
+                                     previous=previous, pool=pool)
+            else:
+                result = run_transfer(cfg, callback=callback, command=["initwise", *argv],
+                                      previous=previous)
+        except (ValueError, TypeError, FileNotFoundError) as e:
+            progress.close()
+            return _err(prog, str(e), 2)
+        except (ImportError, RuntimeError) as e:
+            progress.close()
+            return _err(prog, str(e), 1)
         progress.close()
-        return _err(prog, str(e), 2)
-    except (ImportError, RuntimeError) as e:
-        progress.close()
-        return _err(prog, str(e), 1)
+        if result.rank != 0:
+            return 0  # rank 0 gathered every run and writes the one report
+        try:  # SIGTERM still acts as Ctrl-C here: the report keeps the figures drawn so far
+            paths = write_report(result, args.out, pool=pool)
+        except ReportInterrupted:
+            print(f"{prog}: interrupted while drawing figures; the report in {args.out} has "
+                  "every number, some figures are missing", file=sys.stderr)
+            return 130
+        except KeyboardInterrupt:  # before the new report was swapped in: out is as it was
+            again = ("the finished runs are saved next to it: run the same command with "
+                     "--resume to write it" if world == 1 and cfg.lrs is None else
+                     "rerun to write it")
+            print(f"{prog}: interrupted while writing the report; {args.out} was not "
+                  f"updated ({again})", file=sys.stderr)
+            return 130
+        except (OSError, ValueError) as e:
+            if args.json:
+                _print_json(result.to_dict())
+            return _err(prog, f"could not write the report to {args.out!r}: {e}", 1)
+        summary_stream = sys.stderr if args.json else sys.stdout
+        if args.json:
+            _print_json(result.to_dict())
+        if not args.quiet:
+            print(format_summary(result), file=summary_stream)
+            print("", file=summary_stream)
+        print(f"report: {paths['html']} ({time.perf_counter() - t0:.0f} s)", file=summary_stream)
+        if result.partial:
+            again = "continue with --resume" if cfg.lrs is None else "rerun to complete it"
+            print(f"{prog}: interrupted; partial report written to {args.out} "
+                  f"({len(result.runs)}/{result.total_runs} runs; {again})", file=sys.stderr)
+            return 130
+        if result.runs and all(r.error is not None for r in result.runs):
+            first = result.runs[0].error
+            return _err(prog, f"all runs failed (first error: {first}); report "
+                        f"written to {args.out}", 1)
+        return 0
     finally:
         if old_term is not None:
             signal.signal(signal.SIGTERM, old_term)
-    progress.close()
-    if result.rank != 0:
-        return 0  # rank 0 gathered every run and writes the one report
-    try:
-        paths = write_report(result, args.out, pool=pool)
-    except KeyboardInterrupt:
-        print(f"{prog}: interrupted while drawing figures; the report in {args.out} has "
-              "every number, some figures are missing", file=sys.stderr)
-        return 130
-    except (OSError, ValueError) as e:
-        if args.json:
-            _print_json(result.to_dict())
-        return _err(prog, f"could not write the report to {args.out!r}: {e}", 1)
-    summary_stream = sys.stderr if args.json else sys.stdout
-    if args.json:
-        _print_json(result.to_dict())
-    if not args.quiet:
-        print(format_summary(result), file=summary_stream)
-        print("", file=summary_stream)
-    print(f"report: {paths['html']} ({time.perf_counter() - t0:.0f} s)", file=summary_stream)
-    if result.partial:
-        again = "continue with --resume" if cfg.lrs is None else "rerun to complete it"
-        print(f"{prog}: interrupted; partial report written to {args.out} "
-              f"({len(result.runs)}/{result.total_runs} runs; {again})", file=sys.stderr)
-        return 130
-    if result.runs and all(r.error is not None for r in result.runs):
-        first = result.runs[0].error
-        return _err(prog, f"all runs failed (first error: {first}); report "
-                    f"written to {args.out}", 1)
-    return 0
 
 
 def _cmd_audit(args: argparse.Namespace) -> int:

@@ -49,8 +49,9 @@ from .transfer import (
     transfer_takeaway,
 )
 
-__all__ = ["REPORT_FILES", "append_checkpoint", "checkpoint_path", "format_summary", "out_problem",
-           "read_checkpoint", "scheme_color", "takeaway", "write_checkpoint", "write_report"]
+__all__ = ["REPORT_FILES", "ReportInterrupted", "append_checkpoint", "checkpoint_path",
+           "format_summary", "out_problem", "read_checkpoint", "scheme_color", "takeaway",
+           "write_checkpoint", "write_report"]
 
 FIGURES = ("accuracy_vs_depth.png", "test_accuracy_curves.png", "loss_curves.png",
            "signal_scale.png", "grad_norms.png")
@@ -1429,6 +1430,12 @@ def out_problem(out: str) -> str | None:
     return None
 
 
+class ReportInterrupted(KeyboardInterrupt):
+    """Ctrl-C (or SIGTERM) arrived while figures rendered, and the report was still written:
+    every number, the figures finished so far. A plain ``KeyboardInterrupt`` out of
+    :func:`write_report` means the report was not swapped in (``out`` is as it was)."""
+
+
 def write_report(result: CompareResult, out: str, *, pool: WorkerPool | None = None
                  ) -> dict[str, str]:
     """Write the report folder ``out``; return ``{kind: path}`` of the files written.
@@ -1438,7 +1445,8 @@ def write_report(result: CompareResult, out: str, *, pool: WorkerPool | None = N
     place as a whole, so ``out`` always holds one complete report. A folder ``out`` that
     holds anything but report files is refused (``ValueError``). If ``KeyboardInterrupt``
     arrives while figures render, the documents are still written with the figures finished
-    so far, swapped in, then the interrupt is re-raised. ``pool`` (the :class:`WorkerPool`
+    so far, swapped in, then :class:`ReportInterrupted` (a ``KeyboardInterrupt``) is raised;
+    an interrupt at any other moment leaves ``out`` as it was. ``pool`` (the :class:`WorkerPool`
     that ran the sweep) draws the figures in its workers, each figure a task; the files are
     the same bytes as when drawn here.
 
@@ -1492,5 +1500,5 @@ def write_report(result: CompareResult, out: str, *, pool: WorkerPool | None = N
     for name in figures:
         paths[name] = os.path.join(out, name)
     if interrupted:
-        raise KeyboardInterrupt
+        raise ReportInterrupted
     return paths
