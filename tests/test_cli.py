@@ -377,3 +377,108 @@ def test_audit_command_measures_what_the_papers_measure(capsys: pytest.CaptureFi
     assert "residual stream (4 sums" in out
     assert cli.main(["audit", "mlp:depth=3,width=16", "--step-lr", "-1"]) == 2
     assert "step_lr" in capsys.readouterr().err
+
+
+def test_coord_check_of_a_factory_with_its_own_inputs(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """A factory returning ``(model, example_inputs)`` (a dict whose labels give the model its
+    own loss) is measured on those inputs, as audit and plan take them (was: a traceback,
+    ``'dict' object has no attribute 'shape'``)."""
+    (tmp_path / "coord_own_inputs_mod.py").write_text(textwrap.dedent("""
+        import torch
+        from torch import nn
+
+        class Out:
+            def __init__(self, logits, loss):
+                self.logits, self.loss = logits, loss
+
+        class Net(nn.Module):
+            def __init__(self, width):
+                super().__init__()
+                self.a, self.b = nn.Linear(4, width), nn.Linear(width, 3)
+
+            def forward(self, x, labels):
+                out = self.b(torch.relu(self.a(x)))
+                return Out(out, nn.functional.cross_entropy(out, labels))
+
+        def make(width=16, **kwargs):
+            g = torch.Generator().manual_seed(0)
+            return Net(width), {"x": torch.randn(8, 4, generator=g),
+                                "labels": torch.randint(0, 3, (8,), generator=g)}
+    """))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    rc = cli.main(["coord-check", "coord_own_inputs_mod:make", "--widths", "8,32", "--steps",
+                   "1", "--parametrization", "none", "--json"])
+    cap = capsys.readouterr()
+    assert rc == 0, cap.err
+    rep = json.loads(cap.out)
+    assert rep["widths"] == [8, 32]
+    assert "Traceback" not in cap.err
+
+
+def test_one_model_commands_take_compare_style_parametrized_schemes(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """``--policy normal:std=0.01`` / ``lsuv:tol=0.05``: audit validated them as compare does and
+    then failed with "unknown preset or scheme 'normal:std=0.01'" (exit 2); plan and digest too."""
+    model = "mlp:depth=3,width=16"
+
+    def run(*argv: str) -> tuple[int, str, str]:
+        rc = cli.main(list(argv))
+        cap = capsys.readouterr()
+        return rc, cap.out, cap.err
+
+    rc, out, err = run("digest", model, "--policy", "variance_scaling:scale=2,mode=fan_in",
+                       "--json")
+    assert rc == 0, err
+    spec = json.loads(out)["parameters"]
+    rc, out, err = run("digest", model, "--policy", "kaiming_normal", "--json")
+    he = json.loads(out)["parameters"]
+    # He init is variance_scaling(2, fan_in) bit for bit on the weights (biases: the policy's)
+    assert all(spec[k] == he[k] for k in he if k.endswith("weight"))
+    rc, out, err = run("plan", model, "--policy", "normal:std=0.01", "--json")
+    assert rc == 0, err
+    rows = {e["name"]: e for e in json.loads(out)["entries"]}
+    assert rows["3.weight"]["std"] == pytest.approx(0.01)
+    for policy in ("normal:std=0.01", "lsuv:tol=0.05", "gpt2:n_layer=12"):
+        rc, out, err = run("audit", model, "--policy", policy, "--json")
+        assert rc == 0 and "unknown preset" not in err, (policy, err)
+    rc, out, err = run("plan", model, "--policy", "lsuv:tol=0.1")
+    assert rc == 2 and "LSUV calibrates on data; it has no init plan" in err
+    rc, out, err = run("audit", model, "--policy", "normal:sdt=0.01")
+    assert rc == 2 and "did you mean 'std'" in err
+
+
+def test_interrupt_while_writing_the_report_says_what_was_written(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """SIGTERM after the last run used to kill the process outright (its handler was put back
+    before the report was written), and an interrupt outside the figures printed 'the report
+    in OUT has every number' when nothing had been written. Now SIGTERM is Ctrl-C until the
+    report is written, the message says OUT was not updated, and --resume writes it."""
+    import signal
+
+    from initwise.compare import report as rep_mod
+
+    out = tmp_path / "rep"
+    real_md = rep_mod._md
+    handlers = []
+
+    def interrupted_md(*a: object, **k: object) -> str:
+        handlers.append(signal.getsignal(signal.SIGTERM))
+        raise KeyboardInterrupt  # as SIGTERM's handler raises it
+
+    monkeypatch.setattr(rep_mod, "_md", interrupted_md)
+    argv = ["compare", *TINY, "--schemes", "torch", "--seeds", "1", "--out", str(out)]
+    before = signal.getsignal(signal.SIGTERM)
+    assert cli.main(argv) == 130
+    assert signal.getsignal(signal.SIGTERM) is before  # put back once the command ends
+    err = capsys.readouterr().err
+    assert f"{out} was not updated" in err and "has every number" not in err
+    assert "--resume" in err and not out.exists()
+    assert handlers and handlers[0] is not before  # SIGTERM still acts as Ctrl-C while writing
+    monkeypatch.setattr(rep_mod, "_md", real_md)
+    assert cli.main([*argv, "--resume"]) == 0  # the finished run came from the checkpoint
+    res = json.loads((out / "results.json").read_text())
+    assert res["completed_runs"] == 1 and res["resumed_runs"] == 1 and not res["partial"]

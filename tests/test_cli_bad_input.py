@@ -83,6 +83,39 @@ CASES: list[tuple[str, list[str], int, str]] = [
      "returned int, expected a torch.nn.Module"),
     ("factory-not-callable", ["compare", "--arch", "bad_input_ok_mod:CONSTANT"], 2,
      "is not callable"),
+    # teacher: 32 features, 10 classes; cross-entropy takes any number of logits >= 10 and
+    # MSE broadcasts (n, 1) against (n,), so a wrong head must be caught before training
+    ("factory-too-many-logits", ["compare", "--arch", "bad_input_ok_mod:head_13"], 2,
+     "to an output of shape (2, 13); the dataset has 10 classes, so it must return shape "
+     "(2, 10)"),
+    ("factory-one-output", ["compare", "--arch", "bad_input_ok_mod:head_1"], 2,
+     "output of shape (2, 1)"),
+    ("factory-tuple-output", ["compare", "--arch", "bad_input_ok_mod:tuple_out"], 2,
+     "to a tuple, not a tensor"),
+    ("factory-regression-head", ["compare", "--task", "regression", "--arch",
+                                 "bad_input_ok_mod:head_1"], 2,
+     "the dataset has 10 regression targets, so it must return shape (2, 10)"),
+    ("transfer-factory-head", ["compare", "--lrs", "0.01", "--widths", "8,16", "--arch",
+                               "bad_input_ok_mod:head_13"], 2, "output of shape (2, 13)"),
+    # LSUV options are checked before training, not by each run failing in turn
+    ("lsuv-tol-word", ["compare", "--schemes", "torch,lsuv:tol=x"], 2,
+     "scheme 'lsuv:tol=x': tol must be a real number"),
+    ("lsuv-verify-word", ["compare", "--schemes", "lsuv:verify=maybe"], 2,
+     "verify must be True, False or 'auto'"),
+    ("lsuv-max-iter-zero", ["compare", "--schemes", "lsuv:max_iter=0"], 2,
+     "max_iter must be an integer >= 1"),
+    ("lsuv-seed", ["compare", "--schemes", "lsuv:seed=3"], 2,
+     "the seed is set per run from --seeds"),
+    ("lsuv-input-fn", ["compare", "--schemes", "lsuv:input_fn=x"], 2,
+     "'input_fn' cannot be set here"),
+    # coord-check of a user factory: one that ignores width= would read every layer 'flat'
+    ("coord-factory-ignores-width", ["coord-check", "bad_input_ok_mod:head_13", "--widths",
+                                     "8,16", "--dataset", "teacher"], 2,
+     "has the same parameters at width 8 and 16: its factory ignores width="),
+    # a factory that takes no n_classes gets no random labels (one that does is trained on the
+    # Gaussian batch's random labels, as the built-in architectures are)
+    ("coord-factory-no-labels", ["coord-check", "bad_input_ok_mod:no_classes", "--widths",
+                                 "8,16"], 2, "random inputs have no labels: give --dataset"),
     ("audit-bad-depth", ["audit", "mlp:depth=x"], 2, "integer"),
     ("audit-bad-option", ["audit", "mlp:color=red"], 2, "Valid options"),
     ("audit-bad-policy", ["audit", "mlp:depth=3,width=8", "--policy", "kaimin"], 2,
@@ -111,6 +144,7 @@ def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     mods = tmp_path / "mods"
     mods.mkdir()
     (mods / "bad_input_ok_mod.py").write_text(textwrap.dedent("""
+        import math
         from torch import nn
         CONSTANT = 3
         def two_args(a, b):
@@ -119,6 +153,18 @@ def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
             raise ZeroDivisionError("no luck")
         def not_a_module(**kwargs):
             return 7
+        def head_13(in_shape, **kwargs):
+            return nn.Linear(in_shape[0], 13)
+        def no_classes(in_shape, width=8):
+            return nn.Sequential(nn.Flatten(), nn.Linear(math.prod(in_shape), width), nn.ReLU(),
+                                 nn.Linear(width, 4))
+        def head_1(in_shape, **kwargs):
+            return nn.Linear(in_shape[0], 1)
+        class _Pair(nn.Linear):
+            def forward(self, x):
+                return super().forward(x), x
+        def tuple_out(in_shape, n_classes, **kwargs):
+            return _Pair(in_shape[0], n_classes)
     """))
     (mods / "bad_input_syntax_mod.py").write_text("x = 1\n\ndef make(:\n    pass\n")
     monkeypatch.syspath_prepend(str(mods))

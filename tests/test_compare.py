@@ -272,8 +272,9 @@ def test_summarize_winner_margin_and_significance() -> None:
     runs += [_fake("b", 0.5 + 0.01 * s, s) for s in range(3)]
     runs += [_fake("c", 0.89 + 0.02 * s, s) for s in range(3)]
     cell = summarize(runs, ["a", "b", "c"])[0]
-    assert cell["ranking"] == ["a", "c", "b"] and cell["winner"] == "a"
-    assert cell["margin"] == pytest.approx(0.0)  # a and c tie in mean
+    assert cell["ranking"] == ["a", "c", "b"] and cell["leader"] == "a"
+    assert cell["margin"] == pytest.approx(0.0)  # a and c tie in mean: no winner
+    assert cell["winner"] is None and cell["tied_at_top"] == ["a", "c"]
     assert cell["significant"] is False
     assert cell["tied_with_winner"] == ["c"] and cell["beats"] == ["b"]
     cell = summarize([r for r in runs if r.scheme != "c"], ["a", "b"])[0]

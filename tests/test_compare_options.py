@@ -118,3 +118,43 @@ def test_cli_options(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None
     assert d["config"]["schemes"] == ["normal:std=0.01", "variance_scaling:scale=2,mode=fan_in"]
     assert d["config"]["target_loss"] == 0.5 and d["runs"][0]["steps"] == 3
     assert cli.main(["compare", "--batch-size", "many", "--out", str(tmp_path)]) == 2
+
+
+def test_lsuv_spec_only_names_a_layer_even_when_it_looks_like_a_number() -> None:
+    """``lsuv:only=2``: a Sequential's layer '2', not the int 2 (which lsuv refuses)."""
+    from initwise.compare.schemes import apply_scheme
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
+    first = net[0].weight.detach().clone()
+    x = torch.randn(64, 6, generator=torch.Generator().manual_seed(1))
+    info = apply_scheme(net, "lsuv:only=2", x, seed=0)
+    assert [r["name"] for r in info["details"]["layers"]] == ["2.weight"]
+    assert torch.equal(net[0].weight, first)  # the other layer untouched
+    assert abs(float(net(x).detach().std()) - 1.0) < 0.02  # layer 2 calibrated (tol 0.01)
+
+
+def test_time_left_comes_from_the_runs_not_from_loading_the_data(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first progress line's time left was (set-up + first run) x runs left: a slow data
+    load (digits: importing scikit-learn) made it several times too long."""
+    import time
+
+    from initwise.compare import run as run_mod
+
+    load = run_mod._load_data
+
+    def slow_load(config: CompareConfig, seed: int) -> object:
+        time.sleep(1.0)  # once: the check before the runs; the runs' data is cached per seed
+        return load(config, seed)
+
+    monkeypatch.setattr(run_mod, "_load_data", slow_load)
+    events: list[dict[str, float]] = []
+    cfg = CompareConfig(dataset="teacher", depths=[2], widths=[8], schemes=["torch", "kaiming"],
+                        seeds=1, epochs=1, batch_size=256)
+    run_compare(cfg, callback=lambda ev: events.append(dict(ev)))
+    first = events[0]
+    # two runs of the same cost: after the first, the time left is that run's time, which
+    # is at most the time elapsed less the 1 s sleep (before: the whole elapsed time)
+    assert first["elapsed_s"] >= 1.0
+    assert first["eta_s"] <= first["elapsed_s"] - 1.0

@@ -90,6 +90,27 @@ def test_one_seed_has_no_fake_spread() -> None:
     assert "not a result" in takeaway(res)
 
 
+def test_equal_means_call_no_winner_whatever_the_order_of_schemes() -> None:
+    """Equal mean accuracies (one seed each at chance, a two-sample test split) have no
+    winner; before, the first scheme listed 'won, +0.0 points'."""
+    runs = [_fake("a", 0.5, 0), _fake("b", 0.5, 0), _fake("c", 0.25, 0)]
+    for order in (["a", "b", "c"], ["b", "a", "c"]):
+        cell = summarize(runs, order)[0]
+        assert cell["winner"] is None and cell["tied_at_top"] == order[:2]
+        res = CompareResult({"schemes": order}, runs, [cell], {}, {})
+        v = _verdict(cell)
+        assert v == f"no winner: {order[0]}, {order[1]} have the same mean test accuracy " \
+                    "(0.500); ahead of c"
+        assert "wins" not in v and "no winner" in takeaway(res)
+        assert not any(row[-1] for row in _rows(res))  # no ★
+    # two seeds, the same mean from different values: also no winner (not a 0.0-point win)
+    two = [_fake("a", 0.5, 0), _fake("a", 0.7, 1), _fake("b", 0.7, 0), _fake("b", 0.5, 1)]
+    cell = summarize(two, ["a", "b"])[0]
+    assert cell["winner"] is None and cell["tied_at_top"] == ["a", "b"]
+    # a real difference still has a winner
+    assert summarize([_fake("a", 0.5, 0), _fake("b", 0.75, 0)], ["a", "b"])[0]["winner"] == "b"
+
+
 def test_partial_report_crowns_no_winner_among_schemes_that_did_not_all_run() -> None:
     runs = [_fake("a", 0.9, 0), _fake("b", 0.5, 0), _fake("a", 0.91, 1)]
     cells = summarize([*runs, _fake("a", 0.9, 0, depth=6)], ["a", "b"], expected_seeds=2)
@@ -302,3 +323,32 @@ def test_summary_reads_as_a_sentence(tiny: CompareResult) -> None:
     text = format_summary(tiny)
     assert "final train loss" in text and "row " not in text
     assert results_csv(tiny).count("\n") == 1 + len(tiny.runs)
+
+
+def test_configuration_table_names_norm_only_where_it_built_something() -> None:
+    """``--norm`` (default batch) shapes only resnet/resmlp blocks: the table said 'norm batch'
+    for an MLP, which has no normalization at all; 'preset None' read as Python's None."""
+    from initwise.compare.report import _config_rows
+
+    runs = [_fake("a", 0.9, 0), _fake("b", 0.8, 0)]
+    base = {"schemes": ["a", "b"], "norm": "batch", "preset": None, "depths": [3]}
+    for arch, has_norm in (("mlp", False), ("cnn", False), ("my.mod:make", False),
+                           ("resmlp", True), ("resnet", True)):
+        res = CompareResult({**base, "arch": arch}, runs, summarize(runs, ["a", "b"]), {}, {})
+        rows = dict(_config_rows(res))
+        assert ("norm" in rows) is has_norm, arch
+        assert rows["preset"] == "none" and rows["arch"] == arch
+
+
+def test_huge_and_tiny_numbers_are_printed_in_scientific_notation() -> None:
+    """A final train loss of 3.5e27 (Adam at lr 1e9) printed as a 28-digit '3520...128.000',
+    and a memorized 2e-7 as '0.000', which reads as an exact zero."""
+    from initwise.compare.report import _fmt
+
+    assert _fmt(3.520583390134309e27) == "3.52e+27" and _fmt(2e-7) == "2.00e-07"
+    assert _fmt(0.953) == "0.953" and _fmt(0.0) == "0.000" and _fmt(12345.0) == "12345.000"
+    runs = [_fake("a", 0.6, 0, train_loss=[3.520583390134309e27]),
+            _fake("b", 0.4, 0, train_loss=[2e-7])]
+    res = CompareResult({"schemes": ["a", "b"]}, runs, summarize(runs, ["a", "b"]), {}, {})
+    text = format_summary(res)
+    assert "3.52e+27" in text and "2.00e-07" in text and "3520583390" not in text

@@ -206,3 +206,32 @@ def test_depth_transfer_completep_holds_mup_moves() -> None:
             for s in res.summary if s["kind"] == "curve"}
     assert best[("completep", 32)] < best[("mup", 32)]
     assert not math.isnan(best[("mup", 2)])
+
+
+def test_an_optimum_at_the_end_of_the_lr_grid_is_not_called_a_measured_shift() -> None:
+    """Best lr at the largest (or smallest) lr of the grid: the loss may keep falling beyond
+    it, so '0 grid steps' is no evidence of transfer (before: said without a caveat)."""
+    from initwise.compare.run import CompareResult
+    from initwise.compare.train import RunResult
+    from initwise.compare.transfer import transfer_takeaway
+
+    def run(width: int, lr: float, loss: float) -> RunResult:
+        r = RunResult("sp", 2, 0, 0.5, 0.5, 0.5, False, None, None, 1, 0.1, width=width)
+        r.lr, r.train_split_loss = lr, loss
+        return r
+
+    cfg = {"lrs": [0.001, 0.01, 0.1], "parametrizations": ["sp"], "depths": [2],
+           "widths": [8, 32]}
+    # the loss falls with lr at both widths: the optimum is the grid's largest lr
+    edge = [run(w, lr, 1.0 / lr) for w in (8, 32) for lr in cfg["lrs"]]
+    shift = next(s for s in transfer_summary(edge, cfg) if s["kind"] == "shift")
+    assert shift["steps"] == 0 and shift["at_grid_end"] == [8, 32]
+    text = transfer_takeaway(CompareResult(cfg, edge, transfer_summary(edge, cfg), {}, {}))
+    assert "at width 8 and 32 it is an end of the learning-rate grid" in text
+    assert "extend --lrs" in text
+    # an interior optimum (0.01 at both widths) keeps the plain sentence
+    inner = [run(w, lr, abs(math.log10(lr) + 2) + 1) for w in (8, 32) for lr in cfg["lrs"]]
+    shift = next(s for s in transfer_summary(inner, cfg) if s["kind"] == "shift")
+    assert shift["steps"] == 0 and shift["at_grid_end"] == []
+    text = transfer_takeaway(CompareResult(cfg, inner, transfer_summary(inner, cfg), {}, {}))
+    assert "moves 0 grid steps (0.01 → 0.01)" in text and "end of the" not in text

@@ -330,6 +330,7 @@ def _model_and_batch(args: argparse.Namespace) -> tuple[Any, Any, Any]:
                          + ",".join(str(v) for v in shape))
     arch, opts = _parse_model(args.model)
     args.inputs_guessed = False
+    args.own_inputs = False
     if args.dataset:
         ds = load_dataset(args.dataset, seed=0)
         x, y = init_batch(ds, args.batch, seed=0)
@@ -339,6 +340,7 @@ def _model_and_batch(args: argparse.Namespace) -> tuple[Any, Any, Any]:
         in_shape, n_classes = tuple(shape), args.n_classes
         x = torch.randn(args.batch, *in_shape, generator=gen)
         y = torch.randint(0, n_classes, (args.batch,), generator=gen)
+    args.in_shape_used, args.n_classes_used = in_shape, n_classes
     torch.manual_seed(0)
     if ":" not in arch:
         return build_model(arch, in_shape, n_classes, **opts), x, y
@@ -346,6 +348,7 @@ def _model_and_batch(args: argparse.Namespace) -> tuple[Any, Any, Any]:
     model, own, given = build_user_model(arch, in_shape=in_shape, n_classes=n_classes, depth=5,
                                          width=64, activation="relu")  # fmt: skip
     if own is not None:
+        args.own_inputs = True
         if args.dataset or shape_given:
             print(f"initwise {args.command}: note: the factory returned its own example inputs; they are "
                   "used and --dataset / --input-shape are not (nor labels: the audit uses its "
@@ -609,7 +612,7 @@ def _compare_and_report(args: argparse.Namespace, argv: list[str], cfg: Any,
                         previous: dict[str, Any] | None, pool: Any) -> int:
     import signal
 
-    from .compare.report import format_summary, write_report
+    from .compare.report import ReportInterrupted, format_summary, write_report
     from .compare.run import dist_env, run_compare
     from .compare.transfer import run_transfer
 
@@ -629,54 +632,62 @@ def _compare_and_report(args: argparse.Namespace, argv: list[str], cfg: Any,
         f", resuming {args.out}/results.json" if previous is not None else "")
     progress.start(total, note)
     old_term = _on_sigterm()
-    # After every run, the finished runs are saved next to --out (one rank: not under torchrun)
-    callback = _Checkpoint(progress, args.out, cfg, previous) if world == 1 else progress
-    try:
-        if cfg.lrs is None:
-            result = run_compare(cfg, callback=callback, command=["initwise", *argv],
-                                 previous=previous, pool=pool)
-        else:
-            result = run_transfer(cfg, callback=callback, command=["initwise", *argv],
-                                  previous=previous)
-    except (ValueError, TypeError, FileNotFoundError) as e:
+    try:  # SIGTERM is Ctrl-C until the report is written, figures included
+        # After every run, the finished runs are saved next to --out (one rank: not under torchrun)
+        callback = _Checkpoint(progress, args.out, cfg, previous) if world == 1 else progress
+        try:
+            if cfg.lrs is None:
+                result = run_compare(cfg, callback=callback, command=["initwise", *argv],
+                                     previous=previous, pool=pool)
+            else:
+                result = run_transfer(cfg, callback=callback, command=["initwise", *argv],
+                                      previous=previous)
+        except (ValueError, TypeError, FileNotFoundError) as e:
+            progress.close()
+            return _err(prog, str(e), 2)
+        except (ImportError, RuntimeError) as e:
+            progress.close()
+            return _err(prog, str(e), 1)
         progress.close()
-        return _err(prog, str(e), 2)
-    except (ImportError, RuntimeError) as e:
-        progress.close()
-        return _err(prog, str(e), 1)
+        if result.rank != 0:
+            return 0  # rank 0 gathered every run and writes the one report
+        try:  # SIGTERM still acts as Ctrl-C here: the report keeps the figures drawn so far
+            paths = write_report(result, args.out, pool=pool)
+        except ReportInterrupted:
+            print(f"{prog}: interrupted while drawing figures; the report in {args.out} has "
+                  "every number, some figures are missing", file=sys.stderr)
+            return 130
+        except KeyboardInterrupt:  # before the new report was swapped in: out is as it was
+            again = ("the finished runs are saved next to it: run the same command with "
+                     "--resume to write it" if world == 1 and cfg.lrs is None else
+                     "rerun to write it")
+            print(f"{prog}: interrupted while writing the report; {args.out} was not "
+                  f"updated ({again})", file=sys.stderr)
+            return 130
+        except (OSError, ValueError) as e:
+            if args.json:
+                _print_json(result.to_dict())
+            return _err(prog, f"could not write the report to {args.out!r}: {e}", 1)
+        summary_stream = sys.stderr if args.json else sys.stdout
+        if args.json:
+            _print_json(result.to_dict())
+        if not args.quiet:
+            print(format_summary(result), file=summary_stream)
+            print("", file=summary_stream)
+        print(f"report: {paths['html']} ({time.perf_counter() - t0:.0f} s)", file=summary_stream)
+        if result.partial:
+            again = "continue with --resume" if cfg.lrs is None else "rerun to complete it"
+            print(f"{prog}: interrupted; partial report written to {args.out} "
+                  f"({len(result.runs)}/{result.total_runs} runs; {again})", file=sys.stderr)
+            return 130
+        if result.runs and all(r.error is not None for r in result.runs):
+            first = result.runs[0].error
+            return _err(prog, f"all runs failed (first error: {first}); report "
+                        f"written to {args.out}", 1)
+        return 0
     finally:
         if old_term is not None:
             signal.signal(signal.SIGTERM, old_term)
-    progress.close()
-    if result.rank != 0:
-        return 0  # rank 0 gathered every run and writes the one report
-    try:
-        paths = write_report(result, args.out, pool=pool)
-    except KeyboardInterrupt:
-        print(f"{prog}: interrupted while drawing figures; the report in {args.out} has "
-              "every number, some figures are missing", file=sys.stderr)
-        return 130
-    except (OSError, ValueError) as e:
-        if args.json:
-            _print_json(result.to_dict())
-        return _err(prog, f"could not write the report to {args.out!r}: {e}", 1)
-    summary_stream = sys.stderr if args.json else sys.stdout
-    if args.json:
-        _print_json(result.to_dict())
-    if not args.quiet:
-        print(format_summary(result), file=summary_stream)
-        print("", file=summary_stream)
-    print(f"report: {paths['html']} ({time.perf_counter() - t0:.0f} s)", file=summary_stream)
-    if result.partial:
-        again = "continue with --resume" if cfg.lrs is None else "rerun to complete it"
-        print(f"{prog}: interrupted; partial report written to {args.out} "
-              f"({len(result.runs)}/{result.total_runs} runs; {again})", file=sys.stderr)
-        return 130
-    if result.runs and all(r.error is not None for r in result.runs):
-        first = result.runs[0].error
-        return _err(prog, f"all runs failed (first error: {first}); report "
-                    f"written to {args.out}", 1)
-    return 0
 
 
 def _cmd_audit(args: argparse.Namespace) -> int:
@@ -685,13 +696,15 @@ def _cmd_audit(args: argparse.Namespace) -> int:
     _check_fail_on(args)
     model, x, y = _model_and_batch(args)
     plan = None
-    if args.policy not in ("torch", "lsuv"):
+    lsuv = args.policy.partition(":")[0] == "lsuv"
+    if args.policy != "torch" and not lsuv:
         from . import init as init_model
-        from .compare.schemes import check_schemes
+        from .compare.schemes import policy_of
 
-        check_schemes([args.policy])
-        plan = init_model(model, policy=args.policy, example_inputs=_example_inputs(args, x), seed=0)
-    elif args.policy == "lsuv":
+        # a preset, a scheme, or a parametrized spec such as normal:std=0.01 (as compare)
+        plan = init_model(model, policy=policy_of(args.policy),
+                          example_inputs=_example_inputs(args, x), seed=0)
+    elif lsuv:  # lsuv or lsuv:tol=0.05
         from .compare.schemes import apply_scheme
 
         _run_on_inputs(args, x, lambda: apply_scheme(model, args.policy, x, seed=0))
@@ -715,13 +728,17 @@ def _cmd_audit(args: argparse.Namespace) -> int:
 
 def _cmd_plan(args: argparse.Namespace) -> int:
     model, x, _ = _model_and_batch(args)
+    from .compare.schemes import policy_of
     from .model import plan as make_plan
+
+    def policy(spec: str) -> Any:  # a parametrized spec (normal:std=0.01) as in compare
+        return policy_of(spec) if ":" in spec else spec
 
     if args.diff:
         x = _example_inputs(args, x)
-        return _plan_diff(make_plan(model, args.diff[0], example_inputs=x),
-                          make_plan(model, args.diff[1], example_inputs=x), args.json)
-    plan = make_plan(model, args.policy, example_inputs=_example_inputs(args, x))
+        return _plan_diff(make_plan(model, policy(args.diff[0]), example_inputs=x),
+                          make_plan(model, policy(args.diff[1]), example_inputs=x), args.json)
+    plan = make_plan(model, policy(args.policy), example_inputs=_example_inputs(args, x))
     if args.json:
         _print_json(plan.to_dict())
     else:
@@ -900,25 +917,67 @@ def _add_coord_command(sub: Any) -> None:
                    help="exit 1 unless every layer is flat in width")
 
 
+def _shapes(factory: Any, *size: int) -> list[tuple[str, tuple[int, ...]]] | None:
+    """The parameter shapes of ``factory(*size)`` built on the meta device (None: it cannot)."""
+    import torch
+
+    try:
+        with torch.device("meta"):
+            model = factory(*size)
+    except Exception:  # e.g. a factory that needs real tensors: coord_check will say more
+        return None
+    return [(n, tuple(p.shape)) for n, p in model.named_parameters()]
+
+
+def _check_factory_scales(arch: str, factory: Any, widths: list[int],
+                          depths: list[int] | None) -> None:
+    """A factory that ignores ``width`` (or ``depth``) builds one model at every size, and
+    the coordinate check would call every layer flat: refuse it."""
+    ws = sorted(set(widths))
+    if len(ws) >= 2:
+        d = None if not depths else depths[0]
+        a, b = (_shapes(factory, w) if d is None else _shapes(factory, w, d)
+                for w in (ws[0], ws[-1]))
+        if a is not None and a == b:
+            raise ValueError(f"model {arch!r} has the same parameters at width {ws[0]} and "
+                             f"{ws[-1]}: its factory ignores width=, so a coordinate check "
+                             "across widths would measure one model; build the model from "
+                             "width=")
+    ds = sorted(set(depths or []))
+    if len(ds) >= 2:
+        a, b = (_shapes(factory, ws[0], d) for d in (ds[0], ds[-1]))
+        if a is not None and a == b:
+            raise ValueError(f"model {arch!r} has the same parameters at depth {ds[0]} and "
+                             f"{ds[-1]}: its factory ignores depth=; build the model from "
+                             "depth=")
+
+
 def _cmd_coord(args: argparse.Namespace) -> int:
     from ._param.coord import coord_check
-    from .compare.models import build_model
+    from .compare.models import build_model, build_user_model
 
     _model, x, y = _model_and_batch(args)  # validates the spec and builds the batch
     arch, opts = _parse_model(args.model)
-    in_shape = tuple(x.shape[1:])
-    n_classes = args.n_classes
-    if args.dataset:
-        from .compare.data import load_dataset
-
-        n_classes = load_dataset(args.dataset, seed=0).n_classes
+    in_shape, n_classes = args.in_shape_used, args.n_classes_used
     depth = opts.pop("depth", 5)
     opts.pop("width", None)
+    user = ":" in arch
+    if user and y is None and not args.own_inputs:
+        raise ValueError(
+            f"coord-check trains {arch!r} on a batch, and random inputs have no labels: give "
+            "--dataset (digits, mnist1d, teacher or a .npz; the factory gets its in_shape and "
+            "n_classes), or let the factory return (model, example_inputs) for a model whose "
+            "output carries its own loss")
 
     def factory(width: int, d: int | None = None) -> Any:
-        return build_model(arch, in_shape, n_classes, width=width,
-                           depth=depth if d is None else d, **opts)
+        d = depth if d is None else d
+        if user:  # as audit and plan call it; its own example inputs are the batch
+            return build_user_model(arch, in_shape=in_shape, n_classes=n_classes, depth=d,
+                                    width=width, activation="relu")[0]
+        return build_model(arch, in_shape, n_classes, width=width, depth=d, **opts)
 
+    if user:
+        _check_factory_scales(arch, factory, args.widths, args.depths)
     name = None if args.parametrization == "none" else args.parametrization
     mode = "off" if args.quiet or args.json else "bar" if sys.stderr.isatty() else "lines"
     progress = _Progress(mode, sys.stderr, 10.0, prog="initwise coord-check", unit="models")
@@ -958,7 +1017,11 @@ def _cmd_digest(args: argparse.Namespace) -> int:
 
     check_seed(args.seed, "digest")
     model, x, _ = _model_and_batch(args)
-    rep = digest(model, args.policy, seed=args.seed, example_inputs=_example_inputs(args, x))
+    from .compare.schemes import policy_of
+
+    spec = args.policy
+    rep = digest(model, policy_of(spec) if spec and ":" in spec else spec, seed=args.seed,
+                 example_inputs=_example_inputs(args, x))
     if args.json:
         _print_json(rep.to_dict())
     else:

@@ -35,7 +35,7 @@ import torch
 from torch import nn
 
 __all__ = ["ACTIVATIONS", "ARCHS", "BasicBlock", "ModelFactoryError", "activation_module",
-           "build_model", "build_user_model", "load_factory", "token_size"]
+           "build_model", "build_user_model", "check_output", "load_factory", "token_size"]
 
 
 class _ReLU2(nn.Module):
@@ -334,6 +334,43 @@ def build_user_model(spec: str, **kwargs: Any) -> tuple[nn.Module, Any, set[str]
         raise TypeError(f"model factory {spec!r} returned {type(out).__name__}, expected a "
                         "torch.nn.Module or (module, example_inputs)")
     return out, inputs, set(kwargs)
+
+
+def check_output(model: nn.Module, x: torch.Tensor, n_outputs: int, arch: str, *,
+                 regression: bool = False) -> None:
+    """Raise ``ValueError`` unless ``model(x)`` is a tensor of shape ``(len(x), n_outputs)``:
+    one logit per class, or one value per regression target with ``regression=True``.
+
+    Cross-entropy accepts any number of logits >= the largest label, and MSE broadcasts
+    ``(n,)`` against ``(n, 1)``: without this check a model with the wrong head trains and
+    reports numbers that mean nothing. The forward runs in eval mode without gradients; a
+    forward that raises is left to the runs (each records its error).
+
+    Example:
+        >>> check_output(nn.Linear(4, 3), torch.zeros(2, 4), 3, "mlp")
+        >>> check_output(nn.Linear(4, 5), torch.zeros(2, 4), 3, "my:net")
+        Traceback (most recent call last):
+        ...
+        ValueError: model 'my:net' maps inputs of shape (2, 4) to an output of shape (2, 5); \
+the dataset has 3 classes, so it must return shape (2, 3)
+    """
+    was = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            out = model(x)
+    except Exception:  # a forward that fails is recorded per run, as during training
+        return
+    finally:
+        model.train(was)
+    want = (int(x.shape[0]), n_outputs)
+    if isinstance(out, torch.Tensor) and tuple(out.shape) == want:
+        return
+    got = (f"an output of shape {tuple(out.shape)}" if isinstance(out, torch.Tensor)
+           else f"a {type(out).__name__}, not a tensor")
+    what = "regression targets" if regression else "classes"
+    raise ValueError(f"model {arch!r} maps inputs of shape {tuple(x.shape)} to {got}; the "
+                     f"dataset has {n_outputs} {what}, so it must return shape {want}")
 
 
 def build_model(arch: str, in_shape: tuple[int, ...], n_classes: int, *, depth: int = 5,

@@ -49,8 +49,9 @@ from .transfer import (
     transfer_takeaway,
 )
 
-__all__ = ["REPORT_FILES", "append_checkpoint", "checkpoint_path", "format_summary", "out_problem",
-           "read_checkpoint", "scheme_color", "takeaway", "write_checkpoint", "write_report"]
+__all__ = ["REPORT_FILES", "ReportInterrupted", "append_checkpoint", "checkpoint_path",
+           "format_summary", "out_problem", "read_checkpoint", "scheme_color", "takeaway",
+           "write_checkpoint", "write_report"]
 
 FIGURES = ("accuracy_vs_depth.png", "test_accuracy_curves.png", "loss_curves.png",
            "signal_scale.png", "grad_norms.png")
@@ -136,6 +137,10 @@ def _fmt(x: Any, nd: int = 3) -> str:
     if x is None or (isinstance(x, float) and not math.isfinite(x)):
         return "–"
     if isinstance(x, float):
+        if abs(x) >= 1e5 or 0 < abs(x) < 0.5 * 10.0 ** -nd:
+            # a loss of 3.5e27 (lr far too high) or 2e-7 (memorized): fixed point would print
+            # 28 digits, or a 0.000 that reads as an exact zero
+            return f"{x:.2e}"
         return f"{x:.{nd}f}"
     return str(x)
 
@@ -162,6 +167,13 @@ def _verdict(cell: dict[str, Any]) -> str:
         lead = cell.get("leader")
         return (f"incomplete: {', '.join(cell['missing'])} did not run here (interrupted), so "
                 "no winner is called" + (f"; leading so far: {lead}" if lead else ""))
+    top = cell.get("tied_at_top") or []
+    if w is None and len(top) > 1:
+        mean = _mean(cell, top[0])
+        s = (f"no winner: {', '.join(top)} have the same mean test accuracy"
+             + (f" ({_fmt(mean)})" if mean is not None else ""))
+        rest = [x for x in cell["ranking"] if x not in top]
+        return s + (f"; ahead of {', '.join(rest)}" if rest else "")
     if w is None:
         return "no finished runs"
     if cell["runner_up"] is None:
@@ -219,6 +231,11 @@ def takeaway(result: CompareResult) -> str:
                        "ran: no winner is called.")
             continue
         w = cell["winner"]
+        top = cell.get("tied_at_top") or []
+        if w is None and len(top) > 1:
+            out.append(f"{where} {', '.join(top)} reached the same mean test accuracy, "
+                       f"{_fmt(_mean(cell, top[0]))}: no winner.")
+            continue
         if w is None:
             out.append(f"{where} no run finished.")
             continue
@@ -466,6 +483,11 @@ def _config_rows(result: CompareResult) -> list[tuple[str, str]]:
             for k in keys if k in c]
     if c.get("optimizer") == "adam":
         rows = [r for r in rows if r[0] != "momentum"]
+    if c.get("arch") not in ("resnet", "resmlp"):
+        # --norm builds only the residual nets' blocks: 'norm batch' beside an MLP, a CNN or a
+        # user model would say it had batch normalization
+        rows = [r for r in rows if r[0] != "norm"]
+    rows = [(k, "none" if k == "preset" and v == "None" else v) for k, v in rows]
     ds = result.dataset
     if ds:
         rows.append(("data", f"{ds.get('n_train')} train / {ds.get('n_test')} test samples, "
@@ -1408,6 +1430,12 @@ def out_problem(out: str) -> str | None:
     return None
 
 
+class ReportInterrupted(KeyboardInterrupt):
+    """Ctrl-C (or SIGTERM) arrived while figures rendered, and the report was still written:
+    every number, the figures finished so far. A plain ``KeyboardInterrupt`` out of
+    :func:`write_report` means the report was not swapped in (``out`` is as it was)."""
+
+
 def write_report(result: CompareResult, out: str, *, pool: WorkerPool | None = None
                  ) -> dict[str, str]:
     """Write the report folder ``out``; return ``{kind: path}`` of the files written.
@@ -1417,7 +1445,8 @@ def write_report(result: CompareResult, out: str, *, pool: WorkerPool | None = N
     place as a whole, so ``out`` always holds one complete report. A folder ``out`` that
     holds anything but report files is refused (``ValueError``). If ``KeyboardInterrupt``
     arrives while figures render, the documents are still written with the figures finished
-    so far, swapped in, then the interrupt is re-raised. ``pool`` (the :class:`WorkerPool`
+    so far, swapped in, then :class:`ReportInterrupted` (a ``KeyboardInterrupt``) is raised;
+    an interrupt at any other moment leaves ``out`` as it was. ``pool`` (the :class:`WorkerPool`
     that ran the sweep) draws the figures in its workers, each figure a task; the files are
     the same bytes as when drawn here.
 
@@ -1471,5 +1500,5 @@ def write_report(result: CompareResult, out: str, *, pool: WorkerPool | None = N
     for name in figures:
         paths[name] = os.path.join(out, name)
     if interrupted:
-        raise KeyboardInterrupt
+        raise ReportInterrupted
     return paths

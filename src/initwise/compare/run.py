@@ -35,7 +35,7 @@ import torch
 
 from .._math import json_finite
 from .data import load_dataset, load_regression_dataset
-from .models import build_model
+from .models import build_model, check_output
 from .schemes import apply_scheme, check_schemes
 from .train import RunResult, TrainConfig, loss_function, train_one
 
@@ -307,7 +307,8 @@ def summarize(runs: list[RunResult], schemes: list[str], alpha: float = 0.05,
     winner is called (``leader`` holds the best mean so far). When the schemes ran different
     numbers of seeds, the statistics use only the seeds that every scheme ran (a fair pairing);
     ``seeds_used`` says which. ``expected_seeds`` (the configured number) only sets
-    ``complete``.
+    ``complete``. When several schemes share the best mean exactly, no winner is called
+    either: ``tied_at_top`` lists them.
     """
     unique: dict[tuple[str, int, int, int], RunResult] = {}
     for r in runs:
@@ -365,6 +366,13 @@ def summarize(runs: list[RunResult], schemes: list[str], alpha: float = 0.05,
             cell["winner"] = None
             out.append(cell)
             continue
+        best = float(np.mean(accs[ranked[0]])) if ranked else 0.0
+        top = [s for s in ranked if abs(float(np.mean(accs[s])) - best) <= 1e-12]
+        cell["tied_at_top"] = top if len(top) > 1 else []
+        if len(top) > 1:
+            # The same mean (one seed each at chance, a tiny test set): the order of --schemes
+            # would pick the "winner". Call none; ``leader`` keeps the first for the tables.
+            cell["winner"] = None
         if ranked and "torch" in accs and accs["torch"] and ranked[0] != "torch":
             cell["vs_torch"] = float(np.mean(accs[ranked[0]]) - np.mean(accs["torch"]))
         for other in ranked[1:]:
@@ -657,18 +665,23 @@ def run_compare(config: CompareConfig, *, callback: Callback | None = None,
     data = _load_data(config, seed=0)
     dataset_info = data.describe()
     for d, w in dict.fromkeys((d, w) for _s, d, w, _sc in jobs):
-        build_model(config.arch, data.in_shape, data.n_classes, depth=d, width=w,
-                    activation=config.activation, norm=config.norm)
+        check_output(build_model(config.arch, data.in_shape, data.n_classes, depth=d, width=w,
+                                 activation=config.activation, norm=config.norm),
+                     data.x_train[:2], data.n_classes, config.arch,
+                     regression=config.task == "regression")
 
     def on_result(i: int, run: RunResult) -> None:
         done_runs[i] = run
         progress["done"] += 1
         progress["cost"] += job_cost(config, run.depth, run.width)
         if callback is not None:
-            elapsed = time.perf_counter() - t0
+            now = time.perf_counter()
+            # The rate comes from the runs alone: loading the data and checking the models
+            # before the first run is not a cost the remaining runs will pay again.
+            ran = now - t_exec
             callback({"done": resumed + progress["done"], "total": len(jobs) if world == 1
-                      else len(todo), "elapsed_s": elapsed,
-                      "eta_s": elapsed * (total_cost - progress["cost"]) / progress["cost"],
+                      else len(todo), "elapsed_s": now - t0,
+                      "eta_s": ran * (total_cost - progress["cost"]) / progress["cost"],
                       "run": run})
 
     torch.set_num_threads(threads)

@@ -21,7 +21,8 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["apply_scheme", "check_schemes", "parse_scheme", "scheme_names", "split_schemes"]
+__all__ = ["apply_scheme", "check_schemes", "parse_scheme", "policy_of", "scheme_names",
+           "split_schemes"]
 
 def scheme_names() -> tuple[str, ...]:
     """Return every name :func:`apply_scheme` accepts, ``torch`` and ``lsuv`` first.
@@ -107,6 +108,35 @@ def _policy_for(name: str, params: dict[str, Any]) -> Any:
     return initwise.presets.scheme(name, **params)
 
 
+#: LSUV options a scheme spec cannot set: the run's seed comes from ``--seeds``, and these
+#: take Python callables or mappings.
+_LSUV_NOT_IN_SPEC = {"seed": "the seed is set per run from --seeds",
+                     "input_fn": "it takes a Python callable",
+                     "progress": "it takes a Python callable",
+                     "custom_layers": "it takes a Python mapping of layer types"}
+
+
+def _check_lsuv_values(spec: str, params: dict[str, Any]) -> None:
+    """Refuse LSUV options a spec cannot set, and check the others' values by running LSUV
+    on a tiny probe model (``only=`` names layers of the real model, so it is checked there).
+    """
+    import warnings
+
+    import initwise
+
+    for k, why in _LSUV_NOT_IN_SPEC.items():
+        if k in params:
+            raise ValueError(f"scheme {spec!r}: lsuv's {k!r} cannot be set here ({why})")
+    probe = nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 2))
+    x = torch.randn(16, 4, generator=torch.Generator().manual_seed(0))
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            initwise.lsuv(probe, x, **{k: v for k, v in params.items() if k != "only"})
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"scheme {spec!r}: {e}") from None
+
+
 def check_schemes(names: Iterable[str]) -> list[str]:
     """Validate ``names`` (unique, all known; parametrized specs built once) and return them.
 
@@ -131,6 +161,7 @@ def check_schemes(names: Iterable[str]) -> list[str]:
                         from .._checks import raise_unknown
 
                         raise_unknown("parameter for lsuv:", k, allowed)
+                _check_lsuv_values(n, params)
             else:
                 from ..registry import scheme_names as registered
 
@@ -151,6 +182,26 @@ def check_schemes(names: Iterable[str]) -> list[str]:
     if not out:
         raise ValueError("no schemes given")
     return out
+
+
+def policy_of(spec: str) -> Any:
+    """The ``initwise.init`` policy of a scheme spec: the name itself, or for
+    ``"name:key=value,..."`` the validated policy it builds (``lsuv`` and ``torch`` are not
+    policies; :func:`apply_scheme` applies them).
+
+    Example:
+        >>> policy_of("kaiming")
+        'kaiming'
+        >>> type(policy_of("normal:std=0.01")).__name__
+        'Policy'
+    """
+    check_schemes([spec])
+    if ":" not in spec:
+        return spec
+    base, params = parse_scheme(spec)
+    if base == "lsuv":
+        raise ValueError(f"scheme {spec!r}: LSUV calibrates on data; it has no init plan")
+    return _policy_for(base, params)
 
 
 def _to_dict(obj: Any) -> Any:
@@ -185,6 +236,8 @@ def apply_scheme(model: nn.Module, name: str,
     if ":" in name:
         base, params = parse_scheme(name)
         if base == "lsuv":
+            if "only" in params:  # a layer name: "lsuv:only=1" means layer '1', not the int 1
+                params = {**params, "only": str(params["only"])}
             rep = initwise.lsuv(model, inputs, seed=seed, **params)
             return {"scheme": name, "backend": "initwise.lsuv", "params": params,
                     "details": _to_dict(rep)}

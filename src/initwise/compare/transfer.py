@@ -32,7 +32,7 @@ from typing import Any, cast
 import numpy as np
 import torch
 
-from .models import build_model
+from .models import build_model, check_output
 from .run import (
     Callback,
     CompareConfig,
@@ -182,8 +182,10 @@ def run_transfer(config: CompareConfig, *, callback: Callback | None = None,
     info = data.describe()
     bw, bd = base_shape(config)
     for d, w in dict.fromkeys((j[1], j[2]) for j in jobs):  # fail fast on a bad architecture
-        build_model(config.arch, data.in_shape, data.n_classes, depth=d, width=w,
-                    activation=config.activation, norm=config.norm)
+        check_output(build_model(config.arch, data.in_shape, data.n_classes, depth=d, width=w,
+                                 activation=config.activation, norm=config.norm),
+                     data.x_train[:2], data.n_classes, config.arch,
+                     regression=config.task == "regression")
     with torch.device("meta"):
         build_model(config.arch, data.in_shape, data.n_classes, depth=bd, width=bw,
                     activation=config.activation, norm=config.norm)
@@ -195,13 +197,14 @@ def run_transfer(config: CompareConfig, *, callback: Callback | None = None,
         done[i] = run
         state["cost"] += _cost(config, run.depth, run.width)
         if callback is not None:
-            elapsed = time.perf_counter() - t0
-            callback({"done": len(done), "total": len(jobs), "elapsed_s": elapsed,
-                      "eta_s": elapsed * (total_cost - state["cost"]) / state["cost"],
+            now = time.perf_counter()
+            callback({"done": len(done), "total": len(jobs), "elapsed_s": now - t0,
+                      "eta_s": (now - t_runs) * (total_cost - state["cost"]) / state["cost"],
                       "run": run})
 
     partial = False
     torch.set_num_threads(threads)
+    t_runs = time.perf_counter()  # the rate of the runs, without the set-up before them
     try:
         _execute(config, list(enumerate(jobs)), threads, on_result)
     except KeyboardInterrupt:
@@ -276,9 +279,14 @@ def transfer_summary(runs: list[RunResult], config: CompareConfig | dict[str, An
 def _shift(p: str, axis: str, at: int, a: dict[str, Any], b: dict[str, Any], lo: int,
            hi: int) -> dict[str, Any]:
     ia, ib = a["best_index"], b["best_index"]
+    lrs = a["lrs"]
+    # An optimum at the smallest or largest learning rate of the grid is only a bound: the
+    # loss may keep falling beyond it, so the shift measured there may be too small.
+    ends = ({min(lrs), max(lrs)} if len(lrs) > 1 else set())
+    at_end = [size for size, cur in ((lo, a), (hi, b)) if cur["best_lr"] in ends]
     return {"kind": "shift", "parametrization": p, "axis": axis, "at": at, "from": lo,
             "to": hi, "best_lr_from": a["best_lr"], "best_lr_to": b["best_lr"],
-            "steps": None if ia is None or ib is None else ib - ia}
+            "steps": None if ia is None or ib is None else ib - ia, "at_grid_end": at_end}
 
 
 def transfer_takeaway(result: CompareResult) -> str:
@@ -293,8 +301,14 @@ def transfer_takeaway(result: CompareResult) -> str:
         else:
             moved = (f"moves {abs(s['steps'])} grid step{'s' if abs(s['steps']) != 1 else ''}"
                      f" ({s['best_lr_from']:.3g} → {s['best_lr_to']:.3g})")
-        parts.append(f"{s['parametrization']}: the best learning rate {moved} from "
-                     f"{s['axis']} {s['from']} to {s['to']} ({fixed} {s['at']})")
+        part = (f"{s['parametrization']}: the best learning rate {moved} from "
+                f"{s['axis']} {s['from']} to {s['to']} ({fixed} {s['at']})")
+        edge = s.get("at_grid_end") or []
+        if s["steps"] is not None and edge:
+            part += (f", but at {s['axis']} {' and '.join(map(str, edge))} it is an end of the "
+                     "learning-rate grid, so the optimum may lie beyond it and the shift is "
+                     "not measured (extend --lrs)")
+        parts.append(part)
     if not parts:
         return "Learning-rate sweep: one width and one depth, so nothing to transfer."
     return "; ".join(parts) + "."
