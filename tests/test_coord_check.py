@@ -375,3 +375,28 @@ def test_llama_from_config_mup_flat_except_by_design() -> None:
     assert mup.row("model.layers.0.self_attn.q_proj", 0).slope == pytest.approx(-0.5, abs=0.1)
     assert mup.row("lm_head", 0).slope < mup.row("lm_head", 3).slope < 0
     assert sp.verdict("model.layers.1.mlp.down_proj") == "grows", sp.table()
+
+
+def test_coord_check_of_a_model_whose_forward_takes_labels() -> None:
+    """A forward that takes labels and returns an output object with the loss (as Hugging Face
+    models do): the batch is the parametrization's example inputs, so μP's meta trace runs
+    (before: 'could not be traced on meta ... pass example_inputs=')."""
+
+    class Out:
+        def __init__(self, logits: torch.Tensor, loss: torch.Tensor) -> None:
+            self.logits, self.loss = logits, loss
+
+    class Net(nn.Module):
+        def __init__(self, w: int) -> None:
+            super().__init__()
+            self.a, self.b = nn.Linear(4, w), nn.Linear(w, 3)
+
+        def forward(self, x: torch.Tensor, labels: torch.Tensor) -> Out:
+            o = self.b(torch.relu(self.a(x)))
+            return Out(o, nn.functional.cross_entropy(o, labels))
+
+    g = torch.Generator().manual_seed(0)
+    batch = {"x": torch.randn(8, 4, generator=g), "labels": torch.randint(0, 3, (8,), generator=g)}
+    rep = initwise.coord_check(Net, [16, 32], batch, steps=2, parametrization="mup",
+                               loss=lambda out: out.loss)
+    assert rep.widths == [16, 32]

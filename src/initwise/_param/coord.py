@@ -357,7 +357,7 @@ def _train_and_measure(model: nn.Module, base: nn.Module | None, *, parametrizat
         params: Any = list(model.parameters())
         kwargs: dict[str, Any] = {"lr": lr, "weight_decay": weight_decay}
     else:
-        handle = _parametrize(model, parametrization, base)
+        handle = _parametrize(model, parametrization, base, inputs)
         handle.init(seed=seed)
         params = handle.param_groups(lr=lr, optimizer=optimizer, weight_decay=weight_decay)
         kwargs = {}
@@ -423,9 +423,11 @@ def _mean_over_seeds(runs: list[CoordMeasurement]) -> CoordMeasurement:
                             any(r.diverged for r in runs))
 
 
-def _parametrize(model: nn.Module, name: str, base: nn.Module | None) -> Any:
-    """The one call into the parametrization (``initwise.parametrize``'s contract)."""
-    return parametrize(model, name, base=cast(nn.Module, base))
+def _parametrize(model: nn.Module, name: str, base: nn.Module | None, inputs: Any = None) -> Any:
+    """The one call into the parametrization (``initwise.parametrize``'s contract); the
+    batch is its ``example_inputs``, for a model its meta trace cannot run without them (a
+    forward that takes labels)."""
+    return parametrize(model, name, base=cast(nn.Module, base), example_inputs=inputs)
 
 
 def _build(factory: Callable[..., nn.Module], width: int, depth: int | None, seed: int,
