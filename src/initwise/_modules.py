@@ -87,7 +87,7 @@ def is_norm(module: nn.Module) -> bool:
         return True
     t = type(module)
     if t.__module__.startswith("torch.nn.modules.") and t is not nn.Module \
-            and not any(_has_own(module, a) for a in ("eps", "variance_epsilon")):  # fmt: skip
+            and not any(_torch.has_own_attr(module, a) for a in ("eps", "variance_epsilon")):  # fmt: skip
         # a torch.nn type without an eps: not a norm unless its name says so, fixed per type
         stock = _STOCK_IS_NORM.get(t)
         if stock is None:
@@ -100,12 +100,6 @@ def is_norm(module: nn.Module) -> bool:
 # ``eps``: the structural test below costs ~10 µs a module (hasattr through
 # nn.Module.__getattr__), and the audit and LSUV ask for every module
 _STOCK_IS_NORM: dict[type, bool] = {}
-
-
-def _has_own(module: nn.Module, name: str) -> bool:
-    """``hasattr(module, name)`` for an instance attribute, parameter, buffer or submodule,
-    by dict lookups (no ``__getattr__`` raising ``AttributeError``)."""
-    return any(name in d for d in (module.__dict__, module._parameters, module._buffers, module._modules))
 
 
 def _is_norm(module: nn.Module) -> bool:
@@ -163,7 +157,7 @@ def is_weight_layer(module: nn.Module) -> bool:
         return True  # (a lazy layer's weight has no shape yet: a weight layer all the same)
     # a parametrized weight (weight_norm, spectral_norm, ...) lives in module.parametrizations
     # (a submodule: looked up directly, not by a getattr that raises for most modules)
-    plist = module._modules.get("parametrizations")
+    plist = getattr(module, "parametrizations", None) if _torch.has_own_attr(module, "parametrizations") else None
     return isinstance(plist, nn.ModuleDict) and any(p.dim() >= 2 for p in plist.parameters())
 
 

@@ -98,6 +98,13 @@ def own_buffers(module: nn.Module) -> dict[str, torch.Tensor | None]:
     return module._buffers
 
 
+def has_own_attr(module: nn.Module, name: str) -> bool:
+    """``hasattr(module, name)`` for an instance attribute, parameter, buffer or submodule, by
+    dict lookups (no ``nn.Module.__getattr__`` raising ``AttributeError``: ~2 µs a miss)."""
+    return any(name in d for d in (module.__dict__, module._parameters, module._buffers,
+                                   module._modules))  # fmt: skip
+
+
 def apply_to_own_tensors(module: nn.Module, fn: Callable[[torch.Tensor], torch.Tensor]) -> None:
     """``module._apply(fn, recurse=False)``: what ``to_empty(recurse=False)`` does."""
     module._apply(fn, recurse=False)
