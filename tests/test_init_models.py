@@ -485,3 +485,27 @@ def test_nemotron_norms_unit_scale_and_loss_near_ln_v() -> None:
         loss = m(input_ids=ids, labels=ids).loss.item()
     assert all(torch.all(mod.weight == 0.0) for mod in m.modules() if type(mod).__name__ == "NemotronLayerNorm1P")
     assert abs(loss - math.log(v)) < 1.0, loss  # 8.9 (ln V + 2.0) before
+
+
+def test_init_warns_before_overwriting_weights_from_pretrained(tmp_path: object) -> None:
+    """A checkpoint loaded by transformers' from_pretrained, then init without only=: the call
+    overwrites it as asked, with a warning that names the tensors and the way to initialize
+    only what the checkpoint lacked; a model built from a config and init(only=...) do not warn."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    import initwise
+    from initwise import InitwiseWarning
+
+    cfg = LlamaConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=4, num_key_value_heads=2,
+                      intermediate_size=64, vocab_size=50)
+    torch.manual_seed(0)
+    LlamaForCausalLM(cfg).save_pretrained(tmp_path)
+    loaded = LlamaForCausalLM.from_pretrained(tmp_path)
+    before = {k: v.clone() for k, v in loaded.state_dict().items()}
+    with pytest.warns(InitwiseWarning, match=r"loaded or initialized by transformers' from_pretrained.*only=missing_keys"):
+        initwise.init(loaded, "auto", seed=0)
+    assert any(not torch.equal(before[k], v) for k, v in loaded.state_dict().items())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", InitwiseWarning)
+        initwise.init(LlamaForCausalLM.from_pretrained(tmp_path), "auto", seed=0, only=[])
+        initwise.init(LlamaForCausalLM(cfg), "auto", seed=0)

@@ -50,6 +50,7 @@ import dataclasses
 import functools
 import logging
 import sys
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import fields
 from typing import Any
@@ -57,7 +58,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .._errors import InitError
+from .._errors import InitError, InitwiseWarning
 from .._names import canonical_name
 from .._session import deferred_interrupts, preserved_rng
 from .._sharding import ELEMENTWISE_SCHEMES, fill_sharded, local_box
@@ -298,6 +299,8 @@ def init(model: nn.Module, policy: str | Policy | Iterable[Rule] = "auto", *, ex
     0.0
     """
     p, work = analyze(model, policy, example_inputs, seed, only)
+    if only is None:
+        _warn_if_loaded(work)
     with preserved_rng():  # user callables may draw from torch's global generator
         validate(work, seed)
         if not p.added:
@@ -312,6 +315,21 @@ def init(model: nn.Module, policy: str | Policy | Iterable[Rule] = "auto", *, ex
         except BaseException:
             remove_fixup_scalars(model, [a.module for a in p.added])
             raise
+
+
+def _warn_if_loaded(work: Sequence[Work]) -> None:
+    """Warn when ``init`` without ``only=`` is about to overwrite tensors that transformers'
+    ``from_pretrained`` loaded (it marks them ``_is_hf_initialized``; a model built from a
+    config has no such mark): the call asks for it, but re-initializing a checkpoint is
+    usually a slip for initializing what it lacked."""
+    loaded = [w.entry.name for w in work if getattr(w.tensor, "_is_hf_initialized", None) is True]
+    if loaded:
+        warnings.warn(
+            f"init: {len(loaded)} tensor(s) ({', '.join(loaded[:3])}{', ...' if len(loaded) > 3 else ''}) "
+            "were loaded or initialized by transformers' from_pretrained and are overwritten as "
+            "asked; to initialize only what the checkpoint lacked, pass only=missing_keys "
+            "(from_pretrained(..., output_loading_info=True)['missing_keys'])",
+            InitwiseWarning, stacklevel=3)
 
 
 def write_all(model: nn.Module, p: Plan, work: Sequence[Work], seed: int, *, backup: bool = True) -> Plan:
