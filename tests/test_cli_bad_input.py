@@ -108,6 +108,9 @@ CASES: list[tuple[str, list[str], int, str]] = [
      "the seed is set per run from --seeds"),
     ("lsuv-input-fn", ["compare", "--schemes", "lsuv:input_fn=x"], 2,
      "'input_fn' cannot be set here"),
+    # a layer name the model does not have (the built-in MLP's layers are net.0, net.2, ...)
+    ("lsuv-only-missing", ["compare", "--schemes", "torch,lsuv:only=nope"], 2,
+     "unknown layer name in lsuv:only= 'nope'"),
     # coord-check of a user factory: one that ignores width= would read every layer 'flat'
     ("coord-factory-ignores-width", ["coord-check", "bad_input_ok_mod:head_13", "--widths",
                                      "8,16", "--dataset", "teacher"], 2,

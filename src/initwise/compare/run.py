@@ -36,7 +36,7 @@ import torch
 from .._math import json_finite
 from .data import load_dataset, load_regression_dataset
 from .models import build_model, check_output
-from .schemes import apply_scheme, check_schemes
+from .schemes import apply_scheme, check_scheme_for_model, check_schemes
 from .train import RunResult, TrainConfig, loss_function, train_one
 
 __all__ = ["DEFAULT_LR", "CompareConfig", "CompareResult", "WorkerPool", "init_batch",
@@ -665,10 +665,12 @@ def run_compare(config: CompareConfig, *, callback: Callback | None = None,
     data = _load_data(config, seed=0)
     dataset_info = data.describe()
     for d, w in dict.fromkeys((d, w) for _s, d, w, _sc in jobs):
-        check_output(build_model(config.arch, data.in_shape, data.n_classes, depth=d, width=w,
-                                 activation=config.activation, norm=config.norm),
-                     data.x_train[:2], data.n_classes, config.arch,
+        probe = build_model(config.arch, data.in_shape, data.n_classes, depth=d, width=w,
+                            activation=config.activation, norm=config.norm)
+        check_output(probe, data.x_train[:2], data.n_classes, config.arch,
                      regression=config.task == "regression")
+        for scheme in config.schemes:  # e.g. an lsuv:only= name the model does not have
+            check_scheme_for_model(scheme, probe)
 
     def on_result(i: int, run: RunResult) -> None:
         done_runs[i] = run

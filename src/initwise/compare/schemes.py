@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["apply_scheme", "check_schemes", "parse_scheme", "policy_of", "scheme_names",
+__all__ = ["apply_scheme", "check_scheme_for_model", "check_schemes", "parse_scheme", "policy_of", "scheme_names",
            "split_schemes"]
 
 def scheme_names() -> tuple[str, ...]:
@@ -212,6 +212,30 @@ def _to_dict(obj: Any) -> Any:
         except Exception:  # a report that cannot serialize must not sink the comparison
             return {"repr": repr(obj)[:2000]}
     return None
+
+
+def check_scheme_for_model(name: str, model: nn.Module) -> None:
+    """Raise ``ValueError`` before any training when ``name`` cannot apply to ``model``: an
+    ``lsuv:only=`` layer name that names no module or parameter of it (every run would fail).
+
+    Example:
+        >>> m = nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 2))
+        >>> check_scheme_for_model("lsuv:only=2", m)
+        >>> check_scheme_for_model("lsuv:only=3", m)
+        Traceback (most recent call last):
+        ...
+        ValueError: unknown layer name in lsuv:only= '3'. Valid options: 0, 0.bias, 0.weight, 1, 2, 2.bias, 2.weight.
+    """
+    from .._checks import raise_unknown
+    from .._names import name_matches
+
+    base, params = parse_scheme(name) if ":" in name else (name, {})
+    if base != "lsuv" or "only" not in params:
+        return
+    pattern = str(params["only"])
+    names = [n for n, _ in model.named_modules() if n] + [n for n, _ in model.named_parameters()]
+    if not any(name_matches(n, pattern) for n in names):
+        raise_unknown("layer name in lsuv:only=", pattern, names, limit=20)
 
 
 def apply_scheme(model: nn.Module, name: str,
