@@ -193,6 +193,8 @@ def test_one_model_commands_take_a_users_own_model_and_inputs(
                 return self.fc(torch.relu(self.conv(x)).flatten(1))
         def cnn(in_shape, n_classes):  # built for the Gaussian batch it is given the shape of
             return CNN(in_shape, n_classes)
+        def three_classes(**kwargs):  # a catch-all names no n_classes: no random labels 0..9
+            return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 3))
     """))
     monkeypatch.syspath_prepend(str(tmp_path))
     assert cli.main(["audit", "own_models_for_initwise:gpt2_and_tokens", "--json"]) == 0
@@ -223,6 +225,8 @@ def test_one_model_commands_take_a_users_own_model_and_inputs(
     assert cli.main(["plan", "own_models_for_initwise:cnn", "--json"]) == 0
     entries = {e["name"]: e for e in json.loads(capsys.readouterr().out)["entries"]}
     assert entries["fc.weight"]["activation"] == "relu"
+    assert cli.main(["audit", "own_models_for_initwise:three_classes"]) == 0
+    capsys.readouterr()
     # its own inputs replace --dataset, and the user is told
     assert cli.main(["audit", "own_models_for_initwise:gpt2_and_tokens", "--dataset", "digits"]) == 0
     assert "factory returned its own example inputs" in capsys.readouterr().err

@@ -110,7 +110,10 @@ CASES: list[tuple[str, list[str], int, str]] = [
      "'input_fn' cannot be set here"),
     # a layer name the model does not have (the built-in MLP's layers are net.0, net.2, ...)
     ("lsuv-only-missing", ["compare", "--schemes", "torch,lsuv:only=nope"], 2,
-     "unknown layer name in lsuv:only= 'nope'"),
+     "unknown layer name in only= 'nope'"),
+    # a module of the model that LSUV does not calibrate (the MLP's first ReLU) is refused too
+    ("lsuv-only-activation", ["compare", "--schemes", "torch,lsuv:only=2", "--depths", "3"], 2,
+     "unknown layer name in only= '2'"),
     # coord-check of a user factory: one that ignores width= would read every layer 'flat'
     ("coord-factory-ignores-width", ["coord-check", "bad_input_ok_mod:head_13", "--widths",
                                      "8,16", "--dataset", "teacher"], 2,

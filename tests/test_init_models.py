@@ -507,5 +507,6 @@ def test_init_warns_before_overwriting_weights_from_pretrained(tmp_path: object)
     assert any(not torch.equal(before[k], v) for k, v in loaded.state_dict().items())
     with warnings.catch_warnings():
         warnings.simplefilter("error", InitwiseWarning)
+        initwise.init(loaded, "auto", seed=1)  # its checkpoint values are gone: no warning again
         initwise.init(LlamaForCausalLM.from_pretrained(tmp_path), "auto", seed=0, only=[])
         initwise.init(LlamaForCausalLM(cfg), "auto", seed=0)

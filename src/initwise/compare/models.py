@@ -297,14 +297,15 @@ def build_user_model(spec: str, **kwargs: Any) -> tuple[nn.Module, Any, set[str]
     digest): it gets those of ``kwargs`` its signature names (all with ``**kwargs``; none for
     ``fn()``), and may return the model or ``(model, example_inputs)``: a tensor, a tuple of
     positional inputs or a dict of keyword inputs, e.g. token ids for a language model.
-    Returns ``(model, example_inputs or None, the names of kwargs it was given)``. A
+    Returns ``(model, example_inputs or None, the names of kwargs its signature names and
+    was given: not those a ``**kwargs`` catch-all swallows)``. A
     required parameter that none of ``kwargs`` fills (or a positional-only one) is an error
     naming it.
 
     Example:
         >>> m, x, given = build_user_model("torch.nn:Identity", in_shape=(4,), n_classes=2)
-        >>> type(m).__name__, x, sorted(given)
-        ('Identity', None, ['in_shape', 'n_classes'])
+        >>> type(m).__name__, x, sorted(given)  # Identity(*args, **kwargs) names none of them
+        ('Identity', None, [])
     """
     import inspect
 
@@ -313,8 +314,11 @@ def build_user_model(spec: str, **kwargs: Any) -> tuple[nn.Module, Any, set[str]
         params = list(inspect.signature(fn).parameters.values())
     except (TypeError, ValueError):  # no signature to read: the full set, as for compare
         params = None
+    named = set(kwargs)  # what the factory names itself (a **kwargs catch-all names nothing)
+    if params is not None:
+        named = {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
     if params is not None and not any(p.kind is p.VAR_KEYWORD for p in params):
-        names = {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+        names = named
         missing = [p.name for p in params if p.default is p.empty and p.kind is not p.VAR_POSITIONAL
                    and (p.name not in kwargs or p.kind is p.POSITIONAL_ONLY)]  # fmt: skip
         if missing:
@@ -333,7 +337,7 @@ def build_user_model(spec: str, **kwargs: Any) -> tuple[nn.Module, Any, set[str]
     if not isinstance(out, nn.Module):
         raise TypeError(f"model factory {spec!r} returned {type(out).__name__}, expected a "
                         "torch.nn.Module or (module, example_inputs)")
-    return out, inputs, set(kwargs)
+    return out, inputs, set(kwargs) & named
 
 
 def check_output(model: nn.Module, x: torch.Tensor, n_outputs: int, arch: str, *,

@@ -216,26 +216,23 @@ def _to_dict(obj: Any) -> Any:
 
 def check_scheme_for_model(name: str, model: nn.Module) -> None:
     """Raise ``ValueError`` before any training when ``name`` cannot apply to ``model``: an
-    ``lsuv:only=`` layer name that names no module or parameter of it (every run would fail).
+    ``lsuv:only=`` name that selects none of its LSUV layers (every run would fail).
 
     Example:
         >>> m = nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 2))
         >>> check_scheme_for_model("lsuv:only=2", m)
-        >>> check_scheme_for_model("lsuv:only=3", m)
+        >>> check_scheme_for_model("lsuv:only=1", m)
         Traceback (most recent call last):
         ...
-        ValueError: unknown layer name in lsuv:only= '3'. Valid options: 0, 0.bias, 0.weight, 1, 2, 2.bias, 2.weight.
+        ValueError: unknown layer name in only= '1'. Valid options: 0, 0.weight, 2, 2.weight.
     """
-    from .._checks import raise_unknown
-    from .._names import name_matches
+    from .._lsuv.units import _discover, _select
 
     base, params = parse_scheme(name) if ":" in name else (name, {})
     if base != "lsuv" or "only" not in params:
         return
-    pattern = str(params["only"])
-    names = [n for n, _ in model.named_modules() if n] + [n for n, _ in model.named_parameters()]
-    if not any(name_matches(n, pattern) for n in names):
-        raise_unknown("layer name in lsuv:only=", pattern, names, limit=20)
+    # the very selection lsuv makes: its layers and their weights, not activations or biases
+    _select(_discover(model, {}, []), str(params["only"]))
 
 
 def apply_scheme(model: nn.Module, name: str,

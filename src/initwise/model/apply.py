@@ -51,6 +51,7 @@ import functools
 import logging
 import sys
 import warnings
+import weakref
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import fields
 from typing import Any
@@ -304,17 +305,41 @@ def init(model: nn.Module, policy: str | Policy | Iterable[Rule] = "auto", *, ex
     with preserved_rng():  # user callables may draw from torch's global generator
         validate(work, seed)
         if not p.added:
-            return write_all(model, p, work, seed)
+            out = write_all(model, p, work, seed)
+            _mark_written(w.tensor for w in work)
+            return out
         try:  # Fixup's scalars: added after validation, taken off again if writing fails
             add_scalars(model, p.added)
         except Exception as err:
             raise InitError(f"init could not add Fixup's scalars ({type(err).__name__}: "
                             f"{err}); the model is unchanged") from err
         try:
-            return write_all(model, p, work, seed)
+            out = write_all(model, p, work, seed)
         except BaseException:
             remove_fixup_scalars(model, [a.module for a in p.added])
             raise
+        _mark_written(w.tensor for w in work)
+        return out
+
+
+# id -> weak reference of each tensor an init wrote (the transformers mark stays on it; it holds
+# no checkpoint values any more). By identity: a WeakSet compares tensors with ``==``.
+_WRITTEN: dict[int, weakref.ref[torch.Tensor]] = {}
+
+
+def _mark_written(tensors: Iterable[torch.Tensor]) -> None:
+    for t in tensors:
+        key = id(t)
+        _WRITTEN[key] = weakref.ref(t, functools.partial(_forget, key))
+
+
+def _forget(key: int, _ref: Any) -> None:
+    _WRITTEN.pop(key, None)
+
+
+def _written(t: torch.Tensor) -> bool:
+    ref = _WRITTEN.get(id(t))
+    return ref is not None and ref() is t
 
 
 def _warn_if_loaded(work: Sequence[Work]) -> None:
@@ -322,7 +347,8 @@ def _warn_if_loaded(work: Sequence[Work]) -> None:
     ``from_pretrained`` loaded (it marks them ``_is_hf_initialized``; a model built from a
     config has no such mark): the call asks for it, but re-initializing a checkpoint is
     usually a slip for initializing what it lacked."""
-    loaded = [w.entry.name for w in work if getattr(w.tensor, "_is_hf_initialized", None) is True]
+    loaded = [w.entry.name for w in work if getattr(w.tensor, "_is_hf_initialized", None) is True
+              and not _written(w.tensor)]  # fmt: skip
     if loaded:
         warnings.warn(
             f"init: {len(loaded)} tensor(s) ({', '.join(loaded[:3])}{', ...' if len(loaded) > 3 else ''}) "
