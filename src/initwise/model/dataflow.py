@@ -659,16 +659,21 @@ _ADDS = frozenset({"add", "__add__", "__radd__", "add_", "__iadd__"})
 _MULS = frozenset({"mul", "__mul__", "__rmul__", "mul_"})
 
 
+def _is_param(n: _Node) -> bool:
+    """Whether ``n`` is a parameter's values (through views, indexing, casts), not the input's."""
+    return _param_node(n) is not None and not n.from_input
+
+
 def _param_term(n: _Node, depth: int = 0) -> bool:
     """Whether ``n`` is a parameter (through views and casts), a product with one, or a sum of
     such terms: an addend whose size a parameter sets (zero when the parameter is zero)."""
     n = _walk_pass(n)
-    if _param_node(n) is not None and not n.from_input:
+    if _is_param(n):
         return True
     if depth > 8 or len(n.inputs) < 2:
         return False
     if n.op in _MULS:
-        return any(_param_node(_walk_pass(x)) is not None and not _walk_pass(x).from_input for x in n.inputs)
+        return any(_is_param(_walk_pass(x)) for x in n.inputs)
     if n.op in _ADDS:
         return all(_param_term(x, depth + 1) for x in n.inputs)
     return False
@@ -979,6 +984,12 @@ def _counts_positions(n: _Node) -> bool:
     return False
 
 
+def _table_read(n: _Node, p: _Node | None) -> str | None:
+    """The parameter ``n`` is (``p``: ``_param_node(n)``) or a view, cast or gather of, when
+    an op reads it whole as data; else ``None``."""
+    return p.param if p is not None else n.src_param
+
+
 # ops that copy a tensor along a new or a size-1 axis (a batch of learned queries)
 _BROADCASTS = frozenset({"repeat", "expand", "expand_as", "repeat_interleave", "tile", "broadcast_to"})
 
@@ -1044,12 +1055,11 @@ def _read(rec: _Recorder) -> Trace:
                     continue
                 n = rec.nodes.get(id(a))
                 p = _param_node(n) if n is not None else None
-                if pos == 0 and (name == "linear" or name.startswith("conv")) and n is not None \
-                        and not _broadcast_table(n):  # fmt: skip
-                    table = p.param if p is not None else n.src_param
-                    if table is not None:  # a table read whole as the layer's input (DeBERTa-v2's
-                        use(table, Usage("table", name, node.module))  # rel_embeddings)
-                        continue
+                if pos == 0 and (name == "linear" or name.startswith("conv")) and n is not None:
+                    table = _table_read(n, p)
+                    if table is not None and not _broadcast_table(n):  # a table read whole as
+                        use(table, Usage("table", name, node.module))  # the layer's input
+                        continue  # (DeBERTa-v2's rel_embeddings)
                 if p is None or p.param is None:
                     continue
                 if name == "embedding":
@@ -1101,8 +1111,7 @@ def _read(rec: _Recorder) -> Trace:
                         out.module_order.append(node.module)
         elif name in _NORM_OPS:
             n0 = rec.nodes.get(id(args[0])) if args and isinstance(args[0], torch.Tensor) else None
-            p0 = _param_node(n0) if n0 is not None else None
-            t0 = p0.param if p0 is not None else n0.src_param if n0 is not None else None
+            t0 = _table_read(n0, _param_node(n0)) if n0 is not None else None
             if t0 is not None:  # a table normalized whole
                 use(t0, Usage("table", name, node.module))
             for t in list(args[1:]) + list(kwargs.values()):
