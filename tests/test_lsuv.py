@@ -1181,6 +1181,46 @@ def test_pre_init_computed_ahead_gives_the_lazy_bits(monkeypatch: pytest.MonkeyP
         torch.set_num_threads(prev)
 
 
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_pre_init_piece_that_fails_ahead_is_left_to_the_lazy_path(monkeypatch: pytest.MonkeyPatch,
+                                                                   threads: int) -> None:  # fmt: skip
+    """A piece of the pre-init computed ahead that raises (in the calling thread or a worker)
+    leaves its weights to the one-at-a-time path: same bits as without computing ahead, the
+    other pieces still used, the thread setting kept and no worker left running."""
+    from initwise._lsuv import run as lsuv_run
+
+    torch.manual_seed(2)
+    model = nn.Sequential(*[m for _ in range(4) for m in (nn.Linear(48, 48), nn.ReLU())],
+                          *[m for _ in range(3) for m in (nn.Linear(48, 32) if _ == 0 else nn.Linear(32, 32), nn.ReLU())])  # fmt: skip
+    x = _randn(16, 48)
+    lazy = copy.deepcopy(model)
+    with monkeypatch.context() as m:
+        m.setattr(lsuv_run, "_PREFETCH_BYTES", 0)
+        lsuv(lazy, x, seed=4)
+    real = lsuv_run._orthogonal_stack
+    calls: list[int] = []
+
+    def flaky(keys: Any, rows: int, cols: int, *args: Any, **kwargs: Any) -> torch.Tensor:
+        calls.append(rows)
+        if len(calls) == 2:  # the second piece taken, by whichever thread
+            raise RuntimeError("simulated failure")
+        return real(keys, rows, cols, *args, **kwargs)
+
+    monkeypatch.setattr(lsuv_run, "_orthogonal_stack", flaky)
+    prev = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        alive = threading.active_count()
+        lsuv(model, x, seed=4)
+        assert torch.get_num_threads() == threads
+        assert threading.active_count() == alive
+    finally:
+        torch.set_num_threads(prev)
+    assert len(calls) >= 2
+    for (name, a), b in zip(model.named_parameters(), lazy.parameters(), strict=True):
+        assert torch.equal(a, b), name
+
+
 @pytest.mark.parametrize("threads", [1, 2])
 def test_failure_after_pre_init_computed_ahead_restores_bitwise(threads: int) -> None:
     """A pre-init matrix computed ahead swaps places with the weight's original values, its
