@@ -17,6 +17,7 @@ import pytest
 import torch
 
 import _golden_models as golden
+import initwise
 
 GOLD = json.loads((Path(__file__).parent / "data" / "golden_digests.json").read_text())
 
@@ -49,3 +50,25 @@ def test_digest_unchanged(current: dict[str, str], key: str) -> None:
     if GOLD[key] == "unavailable" or current[key] == "unavailable":
         pytest.skip("transformers not importable")
     assert current[key] == GOLD[key]
+
+
+LAPACK = json.loads((Path(__file__).parent / "data" / "golden_digests_lapack.json").read_text())
+
+
+def test_orthogonal_method_lapack_reproduces_the_digests_before_the_float32_kernel() -> None:
+    """The keyed float32 orthogonal kernel (2026-12-05) changed the digests of everything that
+    draws a keyed orthogonal matrix (the orthogonal preset, recurrent weight_hh, LSUV's
+    pre-init); ``tests/data/golden_digests_lapack.json`` holds those digests as they were, and
+    ``use_orthogonal_method("lapack")`` reproduces every one of them."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with _quiet(), initwise.random.use_orthogonal_method("lapack"):
+            old = golden.digests()
+    finally:
+        torch.set_num_threads(threads)
+    assert LAPACK and set(LAPACK) <= set(old)
+    for key, want in LAPACK.items():
+        if want != "unavailable" and old[key] != "unavailable":
+            assert old[key] == want, key
+            assert GOLD[key] != want, key  # the default method's digest is the new one

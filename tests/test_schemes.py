@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from fractions import Fraction
 
 import numpy as np
 import pytest
@@ -224,8 +225,9 @@ def test_orthogonal_haar_entries() -> None:
     assert_variance(x, 1.0, excess_kurtosis=0.0)
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("shape", [(24, 24), (40, 9), (9, 40)])
-def test_keyed_orthogonal_is_haar(shape: tuple[int, int]) -> None:
+def test_keyed_orthogonal_is_haar(shape: tuple[int, int], dtype: torch.dtype) -> None:
     """With a Key, Q is formed from Householder reflectors of the Gaussian (no QR): Haar law.
 
     Columns of a Haar [m, n] Stiefel matrix are uniform on the sphere, so each entry is
@@ -240,9 +242,11 @@ def test_keyed_orthogonal_is_haar(shape: tuple[int, int]) -> None:
     key = initwise.random.key(3, "haar")
     first, last, trace, det, block = [], [], [], [], []
     for i in range(n_samples):
-        q = initwise.orthogonal_(torch.empty(shape, dtype=torch.float64), generator=key.child(str(i)))
+        q = initwise.orthogonal_(torch.empty(shape, dtype=dtype), generator=key.child(str(i))).double()
         qt = q if rows >= cols else q.T  # [m, n], orthonormal columns
-        assert torch.allclose(qt.T @ qt, torch.eye(min(shape), dtype=torch.float64), atol=1e-12)
+        # float32 (initwise's own kernel): orthonormal to a few float32 ulps
+        atol = 1e-12 if dtype == torch.float64 else 1e-6
+        assert torch.allclose(qt.T @ qt, torch.eye(min(shape), dtype=torch.float64), atol=atol)
         first.append(float(qt[0, 0]))
         last.append(float(qt[-1, -1]))
         block.append(float(qt[:3, :3].square().sum()))
@@ -267,7 +271,7 @@ def test_keyed_orthogonal_is_haar(shape: tuple[int, int]) -> None:
         se = 1 / math.sqrt(n_samples)
         assert abs(t.mean()) < 6 * se  # E tr = 0, Var tr = 1
         assert abs((t**2).mean() - 1) < 6 * math.sqrt(2) * se  # E tr^2 = 1, Var tr^2 = 3 - 1
-        assert all(abs(abs(d) - 1) < 1e-9 for d in det)
+        assert all(abs(abs(d) - 1) < (1e-9 if dtype == torch.float64 else 1e-5) for d in det)
         assert abs(np.mean(np.array(det) > 0) - 0.5) < 6 * 0.5 * se
 
 
@@ -304,6 +308,113 @@ def test_keyed_orthogonal_stack_gives_each_matrix_its_own_bits(
     eye = torch.eye(min(rows, cols), dtype=dtype)
     gram = stack @ stack.transpose(-2, -1) if rows <= cols else stack.transpose(-2, -1) @ stack
     assert torch.allclose(gram, eye.expand_as(gram), atol=2e-6 if dtype == torch.float32 else 1e-12)
+
+
+def _round_to_float32(x: Fraction) -> float:
+    """``x`` rounded to the nearest float32, ties to even: an oracle with exact arithmetic."""
+    f = np.float32(float(x))  # within one float32 ulp of the answer
+    cands = {f, np.nextafter(f, np.float32(np.inf)), np.nextafter(f, np.float32(-np.inf))}
+    cands = {c for c in cands if np.isfinite(c)}
+
+    def key(c: np.float32) -> tuple[Fraction, int]:
+        return abs(Fraction(float(c)) - x), int(np.array(c).view(np.int32)) & 1
+
+    return float(min(cands, key=key))
+
+
+def test_fma32_emulation_is_correctly_rounded() -> None:
+    """``_fma32`` (the torch reference of the keyed float32 orthogonal kernel) rounds
+    ``a * b + c`` once, as C's ``fmaf``: checked against exact rational arithmetic on random
+    triples and on ones built to land on or next to a float32 rounding boundary after the
+    float64 sum (where rounding twice, first to float64, would go wrong)."""
+    from initwise._schemes import _fma32
+
+    rng = np.random.default_rng(7)
+    a = rng.standard_normal(3000).astype(np.float32)
+    b = rng.standard_normal(3000).astype(np.float32) * np.float32(2.0) ** rng.integers(-30, 30, 3000).astype(np.float32)
+    c = rng.standard_normal(3000).astype(np.float32) * np.float32(2.0) ** rng.integers(-30, 30, 3000).astype(np.float32)
+    # hard cases: c cancels most of a*b, or a*b is a tiny tail on a big c (a float32 midpoint
+    # of c's ulp plus or minus a sliver)
+    ab = (a[:1000].astype(np.float64) * b[:1000]).astype(np.float32)
+    c[:1000] = -ab
+    # a * b = ulp(c)/2 * (1 +- 2^-46): a hair off the midpoint of c and its neighbour, which
+    # the float64 sum rounds onto the midpoint (the ties-to-even step then goes the wrong way)
+    half_ulp = np.abs(np.spacing(c[1000:2000])).astype(np.float64) / 2
+    sgn = rng.choice([-1.0, 1.0], 1000)
+    a[1000:2000] = np.float32(1 + 2.0**-23)
+    b[1000:2000] = (half_ulp * (1 + sgn * 2.0**-23) * np.sign(c[1000:2000])).astype(np.float32)
+    got = _fma32(torch.from_numpy(a), torch.from_numpy(b), torch.from_numpy(c)).numpy()
+    for i in range(3000):
+        want = _round_to_float32(Fraction(float(a[i])) * Fraction(float(b[i])) + Fraction(float(c[i])))
+        assert float(got[i]) == want or (want == 0.0 and got[i] == 0.0), (i, a[i], b[i], c[i])
+
+
+@pytest.mark.parametrize("simd", [True, False])
+def test_keyed_float32_orthogonal_kernel_equals_its_definition(simd: bool) -> None:
+    """The keyed float32 Q below 1024 columns is formed by initwise's C kernel (AVX-512 where
+    the CPU has it, else portable C with fmaf); both give bit for bit the values of the torch
+    reference ``_haar32_reference`` (the path without the C extension), in place or not, as a
+    stack or alone, at shapes that exercise the 16-row chunks' head and tail."""
+    from initwise._schemes import _haar32_reference
+    from initwise.random import _engine
+
+    native = _engine._native
+    if native is None:
+        pytest.skip("C extension not built")
+    had = native.simd()
+    native.simd(1 if simd else 0)
+    if simd and not native.simd():
+        native.simd(1 if had else 0)
+        pytest.skip("no AVX-512 on this CPU")
+    try:
+        g = torch.Generator().manual_seed(9)
+        for k, n, m in [(1, 1, 1), (2, 1, 7), (1, 3, 3), (2, 16, 16), (1, 15, 17), (2, 17, 33),
+                        (1, 5, 40), (1, 37, 37), (2, 64, 100), (1, 31, 300)]:  # fmt: skip
+            a = torch.randn(k, n, m, generator=g)
+            want = _haar32_reference(a)
+            out = torch.empty_like(a)
+            assert _engine.haar32_native(a.clone(), out)
+            assert torch.equal(out, want), (k, n, m)
+            inplace = a.clone()
+            assert _engine.haar32_native(inplace, inplace)
+            assert torch.equal(inplace, want), (k, n, m)
+            for i in range(k):  # alone: the same bits as in the stack
+                one = a[i : i + 1].clone()
+                assert _engine.haar32_native(one, one)
+                assert torch.equal(one[0], want[i])
+    finally:
+        native.simd(1 if had else 0)
+
+
+@pytest.mark.parametrize(("rows", "cols"), [(64, 48), (48, 64), (33, 33)])
+def test_keyed_orthogonal_without_the_c_extension_gives_the_same_bits(rows: int, cols: int) -> None:
+    """``orthogonal_`` with a Key on float32 gives the same bits with the NumPy backend (no C
+    extension: the torch reference forms Q) as with the native one."""
+    key = initwise.random.key(2, "w")
+    a = initwise.orthogonal_(torch.empty(rows, cols), generator=key)
+    with initwise.random.use_backend("numpy"):
+        b = initwise.orthogonal_(torch.empty(rows, cols), generator=key)
+    assert torch.equal(a, b)
+
+
+def test_orthogonal_method_lapack_gives_the_previous_values() -> None:
+    """``use_orthogonal_method("lapack")`` (or INITWISE_ORTHOGONAL=lapack) forms every keyed Q
+    with LAPACK's orgqr, the values before initwise's own float32 kernel: equal to the
+    float64 path's algorithm run in float32, and different from the default's bits."""
+    from initwise._schemes import _orthogonal_matrix
+
+    key = initwise.random.key(4, "w")
+    with initwise.random.use_orthogonal_method("lapack"):
+        assert initwise.random.orthogonal_method() == "lapack"
+        old = initwise.orthogonal_(torch.empty(40, 24), generator=key)
+        again = _orthogonal_matrix(40, 24, torch.float32, key)
+    assert torch.equal(old, again)
+    new = initwise.orthogonal_(torch.empty(40, 24), generator=key)
+    assert not torch.equal(new, old)
+    assert torch.allclose(new, old, atol=1e-6)  # the same Q, formed another way
+    with pytest.raises(ValueError, match="orthogonal method"), \
+            initwise.random.use_orthogonal_method("qr"):  # type: ignore[arg-type]
+        pass
 
 
 def test_keyed_orthogonal_is_reproducible_and_keyed() -> None:

@@ -48,6 +48,7 @@ from ._math import (
 from ._typing import DISTRIBUTIONS, FAN_MODES, Distribution, FanMode
 from .gains import kaiming_gain
 from .random import Key
+from .random._engine import haar32_native
 
 __all__ = [
     "compute_std",
@@ -793,6 +794,80 @@ def _one_thread() -> Iterator[None]:
         torch.set_num_threads(prev)
 
 
+def _fma32(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    """``fmaf(a, b, c)`` elementwise for float32 tensors: ``a * b + c`` rounded once, bit for
+    bit (torch has no fused multiply-add). In float64 the product is exact; the sum is rounded
+    to odd (its error, exact by Knuth's TwoSum, decides the last bit), and rounding that to
+    float32 is the correctly rounded result (Boldo and Melquiond 2008: 53 >= 2 * 24 + 2)."""
+    p = a.double() * b.double()
+    c64 = c.double()
+    s = p + c64
+    bb = s - p
+    err = (p - (s - bb)) + (c64 - bb)
+    bits = s.view(torch.int64)
+    inexact_even = (err != 0) & ((bits & 1) == 0)
+    step = torch.where((err > 0) == (s > 0), 1, -1)  # one ulp toward the exact value
+    return torch.where(inexact_even, bits + step, bits).view(torch.float64).float()
+
+
+def _lane_tree(acc: torch.Tensor) -> torch.Tensor:
+    """The 16 lanes (last axis) combined as the C kernel does: [l] + [l+8], + [l+4], ..."""
+    b = acc[..., :8] + acc[..., 8:]
+    c = b[..., :4] + b[..., 4:]
+    return (c[..., 0] + c[..., 2]) + (c[..., 1] + c[..., 3])
+
+
+def _haar32_reference(a: torch.Tensor) -> torch.Tensor:
+    """The keyed float32 Q of ``orthogonal_`` (``"auto"`` method) in torch operations: the
+    definition the C kernel (``initwise.random._native.haar32``) computes bit for bit (see its
+    comment). ``a``: float32 Gaussians ``[k, n, m]`` (row j = column j of the tall matrix,
+    n <= m), not modified; returns ``[k, n, m]``, row c = column c of Q. Slow (a few
+    thousand small torch calls per matrix): the path without the C extension, and the tests'
+    reference."""
+    k, n, m = a.shape
+    rows = torch.arange(m)
+    # the reflectors: lane sums of squares (exact float64 squares, summed in lane order)
+    a64 = a.double()
+    below = rows[None, :] > torch.arange(n)[:, None]  # [n, m]: r > j
+    sq = torch.where(below, a64 * a64, 0.0)  # +0 elsewhere: adding it changes no lane
+    pad = (-m) % 16
+    chunks = torch.nn.functional.pad(sq, (0, pad)).reshape(k, n, -1, 16)
+    acc = torch.zeros(k, n, 16, dtype=torch.float64)
+    for q in range(chunks.shape[2]):
+        acc = acc + chunks[:, :, q]
+    s2 = _lane_tree(acc)
+    alpha = torch.diagonal(a64, dim1=-2, dim2=-1)
+    trivial = s2 == 0
+    beta = torch.where(trivial, alpha, -torch.copysign(torch.sqrt(alpha * alpha + s2), alpha))
+    safe = torch.where(trivial, 1.0, beta)
+    tau = torch.where(trivial, 0.0, (beta - alpha) / safe).float()  # [k, n]
+    inv = 1.0 / torch.where(trivial, 1.0, alpha - beta)
+    v = torch.where(below, (a64 * inv[..., None]).float(), 0.0)
+    v[:, torch.arange(n), torch.arange(n)] = 1.0  # v_j[j] = 1
+    sign = torch.where(beta < 0, -1.0, 1.0).float()
+    # Q's columns: x_c = H_c ... H_0 e_c; H_j reaches the columns c >= j
+    x = torch.zeros(k, n, m, dtype=torch.float32)
+    x[:, torch.arange(n), torch.arange(n)] = 1.0
+    for j in range(n - 1, -1, -1):
+        t = tau[:, j]
+        if not bool((t != 0).any()):
+            continue
+        q0 = j & ~15
+        vj = v[:, j, None, :]  # [k, 1, m]
+        xs = x[:, j:, :]  # columns c >= j
+        acc32 = torch.zeros(k, n - j, 16, dtype=torch.float32)
+        for base in range(q0, m, 16):
+            hi = min(base + 16, m)
+            lo = max(base, j) - base  # lanes below row j are not summed
+            lanes = slice(lo, hi - base)
+            rs = slice(base + lo, hi)
+            acc32[..., lanes] = _fma32(vj[..., rs], xs[..., rs], acc32[..., lanes])
+        s = t[:, None] * _lane_tree(acc32)  # [k, n - j]
+        new = _fma32(-s[..., None], vj[..., j:], xs[..., j:])
+        x[:, j:, j:] = torch.where((t != 0)[:, None, None], new, xs[..., j:])
+    return x * sign[..., None]
+
+
 def _haar_from_reflectors(at: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
     """Orthonormal columns from a Gaussian ``a = at.T`` (m >= n) by Householder reflectors, no QR.
 
@@ -813,6 +888,17 @@ def _haar_from_reflectors(at: torch.Tensor, out: torch.Tensor | None = None) -> 
     (``tests/test_schemes.py`` compares them); a stack only saves the fixed cost of each
     operation (50 matrices of 256x256 at one thread: 33.7-34.2 ms as one stack, 35.9-36.6 ms one by one).
     """
+    n, m = at.shape[-2], at.shape[-1]
+    if at.dtype == torch.float32 and n < _SPLIT_MIN and _random.orthogonal_method() == "auto":
+        if out is not None and out.transpose(-2, -1).is_contiguous():
+            dest = out.transpose(-2, -1)  # Q^T row-major: Q column-major, as returned
+        else:
+            dest = torch.empty(at.shape, dtype=at.dtype)
+        src = at if at.is_contiguous() else at.contiguous()
+        if not haar32_native(src, dest):
+            dest.copy_(_haar32_reference(src.reshape(-1, n, m)).reshape(at.shape))
+        q = dest.transpose(-2, -1)
+        return q if out is None or q.data_ptr() == out.data_ptr() else out.copy_(q)
     threads = torch.get_num_threads()
     with _one_thread():
         alpha = torch.diagonal(at, dim1=-2, dim2=-1).clone()

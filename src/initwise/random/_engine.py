@@ -55,6 +55,9 @@ Backend = Literal["native", "numpy", "torch"]
 NormalPrecision = Literal["auto", "float64"]
 NORMAL_PRECISIONS: Final[tuple[str, ...]] = get_args(NormalPrecision)
 _ENV_NORMAL: Final = "INITWISE_NORMAL_PRECISION"
+OrthogonalMethod = Literal["auto", "lapack"]
+ORTHOGONAL_METHODS: Final[tuple[str, ...]] = get_args(OrthogonalMethod)
+_ENV_ORTHOGONAL: Final = "INITWISE_ORTHOGONAL"
 RandomDistribution = Literal["uniform", "normal", "trunc_normal"]
 BACKENDS: Final[tuple[str, ...]] = get_args(Backend)
 RANDOM_DISTRIBUTIONS: Final[tuple[str, ...]] = get_args(RandomDistribution)
@@ -273,6 +276,51 @@ def use_normal_precision(name: NormalPrecision) -> Iterator[None]:
         yield
     finally:
         _normal_override.reset(token)
+
+
+_orthogonal_override: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "initwise_orthogonal_method", default=None
+)
+
+
+def orthogonal_method() -> OrthogonalMethod:
+    """How keyed orthogonal matrices (``orthogonal_`` with a Key, and the schemes built on it)
+    form Q from their Gaussian's Householder reflectors.
+
+    ``"auto"`` (the default): float32 matrices with fewer than 1024 rows or columns by
+    initwise's own kernel, whose every operation is fixed (docs/random.md, "Keyed schemes and
+    threads"): the same bits on every CPU, ~1.7x faster than LAPACK; the rest by LAPACK's
+    ``orgqr`` on one thread. ``"lapack"``: every matrix by ``orgqr`` (the values initwise gave
+    before the kernel existed; bit-identical across thread counts, not across CPU models).
+    Set by :func:`use_orthogonal_method` or the ``INITWISE_ORTHOGONAL`` environment variable.
+    """
+    name = _orthogonal_override.get() or os.environ.get(_ENV_ORTHOGONAL) or "auto"
+    check_choice(f"initwise.random orthogonal method ({_ENV_ORTHOGONAL})", name, ORTHOGONAL_METHODS)
+    return name  # type: ignore[return-value]
+
+
+@contextlib.contextmanager
+def use_orthogonal_method(name: OrthogonalMethod) -> Iterator[None]:
+    """Choose :func:`orthogonal_method` inside a ``with`` block (context-local)."""
+    check_choice("initwise.random orthogonal method", name, ORTHOGONAL_METHODS)
+    token = _orthogonal_override.set(name)
+    try:
+        yield
+    finally:
+        _orthogonal_override.reset(token)
+
+
+def haar32_native(a: torch.Tensor, out: torch.Tensor) -> bool:
+    """Q from the float32 Gaussians ``a`` (``[..., n, m]``, contiguous, n <= m) into ``out``
+    (same shape, contiguous; may be ``a``) by the C kernel, if the native backend is in use
+    (else ``False``, nothing done). ``a`` is overwritten. See ``_schemes._haar32_reference``
+    for the definition of the values, which the kernel computes bit for bit."""
+    if backend() != "native" or a.numel() == 0:
+        return False
+    assert _native is not None
+    n, m = a.shape[-2], a.shape[-1]
+    _native.haar32(a.data_ptr(), out.data_ptr(), m, n, a.numel() // (n * m))
+    return True
 
 
 def _variant(dist: str, dtype: torch.dtype) -> str:

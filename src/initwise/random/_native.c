@@ -1273,6 +1273,241 @@ static PyObject *py_philox(PyObject *self, PyObject *args) {
     return Py_BuildValue("(IIII)", c0, c1, c2, c3);
 }
 
+/* ------------------------------------------------------------------------------------------
+ * haar32: a Haar-distributed orthogonal Q from a float32 Gaussian, by Householder reflectors
+ * built directly from the Gaussian's columns (Stewart 1980; _schemes._haar_from_reflectors).
+ *
+ * The values are defined by the operations below, in this order, and every implementation
+ * (the AVX-512 kernel, the portable C one, the torch reference _schemes._haar32_reference)
+ * performs exactly these IEEE-754 operations: float64 +,-,*,/,sqrt, float32 *, + and the
+ * fused multiply-add fmaf (one rounding), float64 -> float32 conversion (to nearest).
+ * Sums are taken in 16 lanes: lane l holds the terms of rows r with r % 16 == l, added in
+ * increasing r, starting from +0; the lanes are then combined as a[l] + a[l+8] (l < 8), then
+ * + [l+4] (l < 4), + [l+2], + [l+1]. So the bits depend on nothing but the input.
+ *
+ * Input: a [n][m] row-major float32 (row k = column k of the tall Gaussian A, m >= n >= 1).
+ * Row k: alpha = a[k][k], s2 = lane sum (float64) of a[k][r]^2 over r > k. If s2 == 0:
+ * tau_k = 0, sign_k = alpha < 0 ? -1 : 1. Else beta = -copysign(sqrt(alpha^2 + s2), alpha),
+ * tau_k = (float)((beta - alpha) / beta), v_k[r] = (float)(a[k][r] * (1 / (alpha - beta)))
+ * for r > k, v_k[k] = 1, sign_k = beta < 0 ? -1 : 1.
+ * Column c of Q: x = e_c; for j = c, c-1, ..., 0 with tau_j != 0: d = lane sum over r >= j
+ * of fmaf(v_j[r], x[r], acc) (float32), s = tau_j * d, x[r] = fmaf(-s, v_j[r], x[r]) for
+ * r >= j. Output row c = sign_c * x (the sign fix: Q's distribution is Haar).
+ * out may be a (in place). The reflectors are written over a's rows.
+ * ------------------------------------------------------------------------------------------ */
+#include <math.h>
+#include <stdlib.h>
+#if defined(_WIN32)
+#include <malloc.h> /* _aligned_malloc */
+#endif
+
+#define HQ_NB 8 /* columns of Q formed together (one reflector load serves them all) */
+
+static inline float hq_tree32(const float *a) { /* the lane tree, float32 */
+    float b[8], c[4];
+    for (int l = 0; l < 8; l++) b[l] = a[l] + a[l + 8];
+    for (int l = 0; l < 4; l++) c[l] = b[l] + b[l + 4];
+    float d0 = c[0] + c[2], d1 = c[1] + c[3];
+    return d0 + d1;
+}
+
+static inline double hq_tree64(const double *a) {
+    double b[8], c[4];
+    for (int l = 0; l < 8; l++) b[l] = a[l] + a[l + 8];
+    for (int l = 0; l < 4; l++) c[l] = b[l] + b[l + 4];
+    double d0 = c[0] + c[2], d1 = c[1] + c[3];
+    return d0 + d1;
+}
+
+/* The reflectors of one matrix: v over a's rows (r > k), tau, sign. Portable; cheap (m n / 2
+   multiply-adds), so one implementation serves every CPU. */
+IW_CLONES static void hq_reflectors(float *a, int m, int n, float *tau, float *sign) {
+    for (int k = 0; k < n; k++) {
+        float *row = a + (size_t)k * m;
+        double alpha = row[k];
+        double acc[16];
+        for (int l = 0; l < 16; l++) acc[l] = 0.0;
+        int r = k + 1;
+        for (; r < m && (r & 15); r++) { /* up to the next multiple of 16 */
+            double x = row[r];
+            acc[r & 15] = acc[r & 15] + x * x;
+        }
+        for (; r + 16 <= m; r += 16) /* whole chunks: lane l is row r + l */
+            for (int l = 0; l < 16; l++) {
+                double x = row[r + l];
+                acc[l] = acc[l] + x * x;
+            }
+        for (; r < m; r++) {
+            double x = row[r];
+            acc[r & 15] = acc[r & 15] + x * x;
+        }
+        double s2 = hq_tree64(acc);
+        if (s2 == 0.0) {
+            tau[k] = 0.0f;
+            sign[k] = alpha < 0 ? -1.0f : 1.0f;
+            continue;
+        }
+        double beta = -copysign(sqrt(alpha * alpha + s2), alpha);
+        tau[k] = (float)((beta - alpha) / beta);
+        double inv = 1.0 / (alpha - beta);
+        for (r = k + 1; r < m; r++) row[r] = (float)((double)row[r] * inv);
+        sign[k] = beta < 0 ? -1.0f : 1.0f;
+    }
+}
+
+/* Q's columns c0..c0+HQ_NB-1 (those < n), portable: x[i][r], i the column's place in the block */
+IW_CLONES static void hq_block(const float *a, const float *tau, int m, int mx, int c0, int c1, float *x) {
+    for (int j = c1 - 1; j >= 0; j--) {
+        float t = tau[j];
+        if (t == 0.0f) continue;
+        const float *v = a + (size_t)j * m;
+        int first = j > c0 ? j - c0 : 0; /* columns before it do not get H_j */
+        for (int i = first; i < c1 - c0; i++) {
+            float *xi = x + (size_t)i * mx;
+            float acc[16];
+            for (int l = 0; l < 16; l++) acc[l] = 0.0f;
+            acc[j & 15] = fmaf(1.0f, xi[j], 0.0f);
+            for (int r = j + 1; r < m; r++) acc[r & 15] = fmaf(v[r], xi[r], acc[r & 15]);
+            float s = t * hq_tree32(acc);
+            xi[j] = fmaf(-s, 1.0f, xi[j]);
+            for (int r = j + 1; r < m; r++) xi[r] = fmaf(-s, v[r], xi[r]);
+        }
+    }
+}
+
+#if IW_AVX512
+IW_T static inline __m512 hq_tree512(__m512 a) { /* the lane tree; every lane holds the sum */
+    __m512 t = _mm512_add_ps(a, _mm512_shuffle_f32x4(a, a, 0x4E));
+    t = _mm512_add_ps(t, _mm512_shuffle_f32x4(t, t, 0xB1));
+    t = _mm512_add_ps(t, _mm512_permute_ps(t, 0x4E));
+    return _mm512_add_ps(t, _mm512_permute_ps(t, 0xB1));
+}
+
+/* The same block with AVX-512: 16-row chunks aligned to r % 16 == 0 (lane = r % 16), all
+   HQ_NB columns at once. A column before j (not yet reached by H_j) holds zeros at rows >= j,
+   so its sum is +0 and its update x - (+-0) * v leaves +0 unchanged: the same values as
+   skipping it. */
+IW_T static void hq_block_avx512(const float *a, const float *tau, int m, int mx, int c0, int c1, float *x) {
+    const __m512 one = _mm512_set1_ps(1.0f), zero = _mm512_setzero_ps();
+    (void)c0;
+    for (int j = c1 - 1; j >= 0; j--) {
+        float t = tau[j];
+        if (t == 0.0f) continue;
+        int q0 = j & ~15, len = m - q0;
+        const float *v = a + (size_t)j * m + q0;
+        float *xj = x + q0;
+        __mmask16 k0 = (__mmask16)(0xFFFFu << (j - q0));
+        if (len < 16) k0 &= (__mmask16)((1u << len) - 1u);
+        __m512 acc[HQ_NB];
+        __m512 vh = _mm512_mask_mov_ps(_mm512_maskz_loadu_ps(k0, v), (__mmask16)(1u << (j - q0)), one);
+#pragma GCC unroll 8
+        for (int i = 0; i < HQ_NB; i++)
+            acc[i] = _mm512_maskz_fmadd_ps(k0, vh, _mm512_maskz_loadu_ps(k0, xj + (size_t)i * mx), zero);
+        int q = 16;
+        for (; q + 16 <= len; q += 16) {
+            __m512 w = _mm512_loadu_ps(v + q);
+    #pragma GCC unroll 8
+        for (int i = 0; i < HQ_NB; i++)
+                acc[i] = _mm512_fmadd_ps(w, _mm512_loadu_ps(xj + (size_t)i * mx + q), acc[i]);
+        }
+        __mmask16 kt = 0;
+        if (q < len) {
+            kt = (__mmask16)((1u << (len - q)) - 1u);
+            __m512 w = _mm512_maskz_loadu_ps(kt, v + q);
+    #pragma GCC unroll 8
+        for (int i = 0; i < HQ_NB; i++)
+                acc[i] = _mm512_mask3_fmadd_ps(w, _mm512_maskz_loadu_ps(kt, xj + (size_t)i * mx + q), acc[i], kt);
+        }
+        __m512 tt = _mm512_set1_ps(t);
+#pragma GCC unroll 8
+        for (int i = 0; i < HQ_NB; i++) acc[i] = _mm512_mul_ps(tt, hq_tree512(acc[i]));
+#pragma GCC unroll 8
+        for (int i = 0; i < HQ_NB; i++) {
+            float *p = xj + (size_t)i * mx;
+            _mm512_mask_storeu_ps(p, k0, _mm512_fnmadd_ps(acc[i], vh, _mm512_maskz_loadu_ps(k0, p)));
+        }
+        for (q = 16; q + 16 <= len; q += 16) {
+            __m512 w = _mm512_loadu_ps(v + q);
+    #pragma GCC unroll 8
+        for (int i = 0; i < HQ_NB; i++) {
+                float *p = xj + (size_t)i * mx + q;
+                _mm512_storeu_ps(p, _mm512_fnmadd_ps(acc[i], w, _mm512_loadu_ps(p)));
+            }
+        }
+        if (kt) {
+            __m512 w = _mm512_maskz_loadu_ps(kt, v + q);
+    #pragma GCC unroll 8
+        for (int i = 0; i < HQ_NB; i++) {
+                float *p = xj + (size_t)i * mx + q;
+                _mm512_mask_storeu_ps(p, kt, _mm512_fnmadd_ps(acc[i], w, _mm512_maskz_loadu_ps(kt, p)));
+            }
+        }
+    }
+}
+#endif
+
+/* One matrix: reflectors over a, then Q's columns block by block from the last (a block's
+   own rows of a are the last reflectors it reads, so its output may overwrite them). */
+static void hq_matrix(float *a, float *out, int m, int n, float *tau, float *sign, float *x, int simd) {
+    int mx = (m + 15) & ~15; /* the scratch's row stride: 16-row chunks on 64-byte lines */
+    hq_reflectors(a, m, n, tau, sign);
+    for (int c0 = ((n - 1) / HQ_NB) * HQ_NB; c0 >= 0; c0 -= HQ_NB) {
+        int c1 = c0 + HQ_NB < n ? c0 + HQ_NB : n;
+        memset(x, 0, sizeof(float) * (size_t)HQ_NB * mx);
+        for (int c = c0; c < c1; c++) x[(size_t)(c - c0) * mx + c] = 1.0f;
+#if IW_AVX512
+        if (simd)
+            hq_block_avx512(a, tau, m, mx, c0, c1, x);
+        else
+#endif
+            hq_block(a, tau, m, mx, c0, c1, x);
+        for (int c = c0; c < c1; c++) {
+            const float *xi = x + (size_t)(c - c0) * mx;
+            float *o = out + (size_t)c * m;
+            float sg = sign[c];
+            for (int r = 0; r < m; r++) o[r] = sg * xi[r];
+        }
+    }
+    (void)simd;
+}
+
+/* haar32(a_ptr, out_ptr, m, n, count): count matrices [n][m] (consecutive), see above. */
+static PyObject *py_haar32(PyObject *self, PyObject *args) {
+    unsigned long long a_ptr, out_ptr;
+    long long m, n, count;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "KKLLL", &a_ptr, &out_ptr, &m, &n, &count)) return NULL;
+    if (n < 1 || m < n || count < 0 || m > (1LL << 24) || !a_ptr || !out_ptr) {
+        PyErr_SetString(PyExc_ValueError, "haar32: need 1 <= n <= m, count >= 0");
+        return NULL;
+    }
+    /* tau, sign, then the block's columns on 64-byte boundaries (aligned chunk loads) */
+    size_t head = ((size_t)2 * n + 15) & ~(size_t)15, mx = ((size_t)m + 15) & ~(size_t)15;
+#if defined(_WIN32)
+    float *work = (float *)_aligned_malloc(sizeof(float) * (head + HQ_NB * mx), 64);
+#else
+    float *work = (float *)aligned_alloc(64, sizeof(float) * (head + HQ_NB * mx));
+#endif
+    if (!work) return PyErr_NoMemory();
+    int simd = 0;
+#if IW_AVX512
+    simd = iw_has_avx512;
+#endif
+    Py_BEGIN_ALLOW_THREADS
+    for (long long i = 0; i < count; i++) {
+        size_t off = (size_t)i * (size_t)n * (size_t)m;
+        hq_matrix((float *)(uintptr_t)a_ptr + off, (float *)(uintptr_t)out_ptr + off, (int)m, (int)n,
+                  work, work + n, work + head, simd);
+    }
+    Py_END_ALLOW_THREADS
+#if defined(_WIN32)
+    _aligned_free(work);
+#else
+    free(work);
+#endif
+    Py_RETURN_NONE;
+}
+
 /* simd([flag]) -> whether the AVX-512 kernels are used; flag 0 turns them off (the portable
    batched path then runs on this CPU too), 1 back on where the CPU has AVX-512. For tests. */
 static PyObject *py_simd(PyObject *self, PyObject *args) {
@@ -1294,6 +1529,7 @@ static PyMethodDef methods[] = {
     {"fill", py_fill, METH_VARARGS, "Fill rows of a float32/float64 buffer (GIL released)."},
     {"sample", py_sample, METH_VARARGS, "Values at int64 global indices (GIL released)."},
     {"philox", py_philox, METH_VARARGS, "Raw Philox4x32-10 block: philox(ctr4, key2)."},
+    {"haar32", py_haar32, METH_VARARGS, "Haar orthogonal Q from float32 Gaussians (GIL released)."},
     {NULL, NULL, 0, NULL},
 };
 
