@@ -319,11 +319,15 @@ class Trace:
         return None
 
 
+# Conversions of dtype (or device) that keep a tensor's values: a weight read through one of
+# them (``w.type(torch.float32)``, ``w.double()``, ``w.to(x)``) is still that weight. The one
+# list of them: the trace, structure, roles and the planner all read it.
+CASTS = frozenset({"to", "float", "half", "bfloat16", "double", "type", "type_as"})
+
 # Operations that pass the signal through (shape, dtype, device, dropout in eval, pooling).
 _PASS = frozenset({
-    "split_part", "view", "reshape", "transpose", "permute", "contiguous", "to", "float", "half", "bfloat16",
-    "double", "type", "type_as", "clone", "detach", "flatten", "unflatten", "squeeze",
-    "unsqueeze", "expand", "expand_as", "__getitem__", "getitem", "chunk", "split", "unbind",
+    *CASTS, "split_part", "view", "reshape", "transpose", "permute", "contiguous", "clone",
+    "detach", "flatten", "unflatten", "squeeze", "unsqueeze", "expand", "expand_as", "__getitem__", "getitem", "chunk", "split", "unbind",
     "tensor_split", "dropout", "dropout1d", "dropout2d", "dropout3d", "alpha_dropout",
     "feature_alpha_dropout", "pad", "max_pool1d", "max_pool2d", "max_pool3d", "avg_pool1d",
     "avg_pool2d", "avg_pool3d", "adaptive_avg_pool1d", "adaptive_avg_pool2d",
@@ -485,8 +489,8 @@ class _Recorder(TorchFunctionMode):
             return None
         src, axes = args[0], ins[0].axes
         out = outs[0]
-        if name in ("to", "float", "half", "bfloat16", "contiguous", "clone", "detach", "type_as",
-                    "__get__", "expand", "expand_as", "requires_grad_"):
+        if name in CASTS or name in ("contiguous", "clone", "detach", "__get__", "expand",
+                                     "expand_as", "requires_grad_"):
             return axes if out.dim() == len(axes) else None
         if name in _SPLITS:
             return axes
@@ -791,8 +795,8 @@ def _fused_parts(start: _Node, consumers: dict[int, list[_Node]]) -> tuple[int, 
                     return c.n_out, contiguous
                 if c.op in ("view", "reshape", "unflatten"):  # features regrouped: interleaved parts
                     nxt.append((c, contiguous and c.last == start.last))
-                elif c.op in ("transpose", "permute", "contiguous", "squeeze", "unsqueeze", "to",
-                              "float", "flatten", "add", "add_"):
+                elif c.op in CASTS or c.op in ("transpose", "permute", "contiguous", "squeeze",
+                                               "unsqueeze", "flatten", "add", "add_"):
                     nxt.append((c, contiguous))
         frontier = nxt
     return 1, True
