@@ -631,3 +631,25 @@ def test_deepseek_v3_router_is_initialized() -> None:
     w = model.model.layers[1].mlp.gate.weight
     n = w.numel()  # 256 draws of N(0, 1/64): variance within 6 standard errors (sqrt(2/n))
     assert abs(w.var().item() * 64 - 1) < 6 * (2 / n) ** 0.5
+
+
+def test_parts_joined_again_after_the_rotary_code_are_one_tensor() -> None:
+    """Found by a new-user trial: DeepSeek-V3's ``q_b_proj`` output is split per head into its
+    no-rope and rope parts, which meet again in a ``cat`` after the rotary code (8 ops on):
+    the search for that ``cat`` stopped after 3, so the query was read as 2 interleaved parts
+    with fan_out 32 (of 64) and ``xavier`` drew std sqrt(2/64) instead of torch's
+    sqrt(2/96). Packed q/k/v parts, which meet only in the attention, stay parts."""
+    tf = pytest.importorskip("transformers")
+    cfg = tf.DeepseekV3Config(hidden_size=64, num_hidden_layers=1, num_attention_heads=4,
+                              num_key_value_heads=4, intermediate_size=128, vocab_size=256,
+                              max_position_embeddings=64, first_k_dense_replace=1,
+                              kv_lora_rank=16, q_lora_rank=32, qk_rope_head_dim=8,
+                              qk_nope_head_dim=8, v_head_dim=16)  # fmt: skip
+    e = initwise.plan(tf.DeepseekV3ForCausalLM(cfg), "xavier")["model.layers.0.self_attn.q_b_proj.weight"]
+    assert (e.fan_in, e.fan_out, e.blocks) == (32, 64, 1)
+    assert e.std == pytest.approx((2 / 96) ** 0.5)
+    neox = tf.GPTNeoXForCausalLM(tf.GPTNeoXConfig(hidden_size=64, num_hidden_layers=1,
+                                                  num_attention_heads=4, intermediate_size=128,
+                                                  vocab_size=256))  # fmt: skip
+    e = initwise.plan(neox, "xavier")["gpt_neox.layers.0.attention.query_key_value.weight"]
+    assert e.fan_out == 64  # q, k, v: three parts of 64 (per-head interleaved)

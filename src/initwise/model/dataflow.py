@@ -770,11 +770,20 @@ def _consumers(rec: _Recorder) -> dict[int, list[_Node]]:
     return out
 
 
+# How far (in ops) the parts of a split are followed to a ``cat`` that joins them again, and
+# the ops that end the search: past a weight op, an attention or a softmax, q, k and v (or gate
+# and up) have been combined, so a later ``cat`` says nothing about the split.
+_REJOIN_DEPTH = 24
+_MIXING_OPS = _WEIGHT_OPS | {"scaled_dot_product_attention", "softmax", "log_softmax"}
+
+
 def _fused_parts(start: _Node, consumers: dict[int, list[_Node]]) -> tuple[int, bool]:
     """Into how many equal parts a weight op's output is split along its features (q/k/v,
     gate/up; 1 if not), and whether the parts are consecutive blocks (no reshape before the
     split; GPT-NeoX's per-head interleaved q/k/v is not). A split whose parts meet again in
-    one ``cat`` (rotary halves) is not a split into parts."""
+    one ``cat`` before any weight op or attention mixes them (rotary halves; DeepSeek's
+    no-rope and rope parts of the query, joined after the rotary code) is not a split into
+    parts."""
     frontier = [(start, True)]
     for _ in range(4):
         nxt = []
@@ -784,9 +793,11 @@ def _fused_parts(start: _Node, consumers: dict[int, list[_Node]]) -> tuple[int, 
                     parts = [p for p in consumers.get(id(c), []) if p.op == "split_part"]
                     reach: dict[int, set[int]] = {}
                     for k, p in enumerate(parts):
-                        near = [p]
-                        for _ in range(3):
-                            near = [d for x in near for d in consumers.get(id(x), [])]
+                        near, seen = [p], {id(p)}
+                        for _ in range(_REJOIN_DEPTH):
+                            near = [d for x in near for d in consumers.get(id(x), [])
+                                    if id(d) not in seen and d.op not in _MIXING_OPS]
+                            seen.update(id(d) for d in near)
                             for d in near:
                                 if d.op in ("cat", "stack", "concat", "concatenate"):
                                     reach.setdefault(id(d), set()).add(k)
