@@ -165,6 +165,47 @@ def test_a_constant_logit_temperature_is_divided_out() -> None:
         assert any("logit temperature" in b for b in rep.by_design) == (scale is not None)
 
 
+def test_a_constant_embedding_multiplier_is_part_of_the_signal() -> None:
+    """Found by a new-user trial: Granite's ``embedding_multiplier`` (12 in its released
+    configs) read 'exploding' at ``embed_tokens`` (grad-norm ratio 12: the gradient into a
+    row whose output is used only times c is c x the stream's, whatever the weights), and
+    Pegasus at d 512 with ``scale_embedding`` (token embeddings times sqrt(d) = 22.6, plus
+    sinusoidal positions of rms 0.7) read 'exploding' at its positions (rms/ref 16: the
+    reference was the unscaled embedding output, 0.044). A constant no init can change is the architecture's: the row is
+    judged as its output times c (forward reference) and its gradient divided by c."""
+    tf = pytest.importorskip("transformers")
+    ids = torch.randint(2, 256, (4, 16), generator=torch.Generator().manual_seed(1))
+    cfg = tf.GraniteConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                           num_key_value_heads=2, intermediate_size=128, vocab_size=256,
+                           max_position_embeddings=64, embedding_multiplier=12.0,
+                           residual_multiplier=0.22, attention_multiplier=0.0078125,
+                           logits_scaling=8.0, tie_word_embeddings=True)  # fmt: skip
+    torch.manual_seed(0)
+    granite = tf.GraniteForCausalLM(cfg)
+    initwise.init(granite, "auto", seed=0)
+    rep = initwise.audit(granite, {"input_ids": ids})
+    assert rep.verdict == "healthy", (rep.forward_reason, rep.backward_reason)
+    emb = next(r for r in rep.rows if r.name == "model.embed_tokens")
+    assert emb.out_scale == pytest.approx(12.0)
+    assert emb.grad_ratio is not None and emb.grad_ratio / 12 == pytest.approx(1, rel=0.5)
+    assert any("model.embed_tokens" in b and "12" in b for b in rep.by_design)
+
+    cfg = tf.PegasusConfig(d_model=512, encoder_layers=1, decoder_layers=1,
+                           encoder_attention_heads=4, decoder_attention_heads=4,
+                           encoder_ffn_dim=128, decoder_ffn_dim=128, vocab_size=256,
+                           max_position_embeddings=64, pad_token_id=0, scale_embedding=True,
+                           decoder_start_token_id=0)  # fmt: skip
+    torch.manual_seed(0)
+    pegasus = tf.PegasusForConditionalGeneration(cfg)
+    initwise.init(pegasus, "auto", seed=0)
+    rep = initwise.audit(pegasus, {"input_ids": ids, "labels": ids})
+    assert rep.forward_verdict == "healthy", rep.forward_reason
+    pos = next(r for r in rep.rows if r.name == "model.encoder.embed_positions")
+    assert pos.reference == pytest.approx(1.0, rel=0.1)  # the scaled token embeddings: rms 1
+    tok = next(r for r in rep.rows if r.name == "model.encoder.embed_tokens")
+    assert tok.out_scale == pytest.approx(512**0.5)
+
+
 def test_padding_tokens_in_the_inputs_are_named() -> None:
     """Found by a new-user trial (Bamba, Zamba2, Jamba under ``auto`` read ``in_proj``
     'exploding', grad-norm ratio 23-94): one padding token in the batch. Its embedding is a

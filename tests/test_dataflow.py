@@ -575,3 +575,81 @@ def test_learned_queries_and_masked_token_ids_stay_embeddings() -> None:
     assert p.source == "dataflow" and p["query.weight"].role == "embedding"
     p = initwise.plan(LM(), example_inputs=torch.randint(3, 100, (2, 16)))
     assert p["tok.weight"].role == "embedding" and p["pos.weight"].role == "position"
+
+
+@pytest.mark.parametrize("cast", ["type", "double", "half", "to", "float"])
+def test_a_weight_read_through_a_dtype_cast_is_still_a_weight(cast: str) -> None:
+    """Found by a new-user trial (DeepSeek-V3's router: ``F.linear(x.type(torch.float32),
+    self.weight.type(torch.float32))``): ``.type(dtype)`` and ``.double()`` lost the weight, so
+    the router was planned 'not used by the forward pass' and left as constructed."""
+    dtype = {"double": torch.float64, "half": torch.float16}.get(cast, torch.float32)
+
+    def conv(t: torch.Tensor) -> torch.Tensor:
+        if cast == "type":
+            return t.type(dtype)
+        if cast == "to":
+            return t.to(dtype)
+        return getattr(t, cast)()
+
+    class Router(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.weight = nn.Parameter(torch.zeros(4, 32))  # no layout initwise knows
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return F.linear(conv(x), conv(self.weight))
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.inp, self.router = nn.Linear(16, 32), Router()
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.router(torch.relu(self.inp(x)))
+
+    e = initwise.plan(Net(), "auto")["router.weight"]
+    assert e.action == "init" and e.role == "classifier", (e.role, e.reason)
+    assert e.fan_in == 32 and e.activation == "relu"
+    assert e.std == pytest.approx(2**0.5 / 32**0.5)
+
+
+def test_deepseek_v3_router_is_initialized() -> None:
+    """DeepSeek-V3's ``DeepseekV3TopkRouter.weight`` (read through ``.type(torch.float32)``)
+    gets N(0, 1/d) like every router, not left at the constructor's values."""
+    tf = pytest.importorskip("transformers")
+    cfg = tf.DeepseekV3Config(hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                              num_key_value_heads=4, intermediate_size=128, vocab_size=256,
+                              max_position_embeddings=64, n_routed_experts=4, num_experts_per_tok=2,
+                              n_shared_experts=1, moe_intermediate_size=32, first_k_dense_replace=1,
+                              kv_lora_rank=16, q_lora_rank=32, qk_rope_head_dim=8, qk_nope_head_dim=8,
+                              v_head_dim=16, n_group=1, topk_group=1)  # fmt: skip
+    torch.manual_seed(0)
+    model = tf.DeepseekV3ForCausalLM(cfg)
+    p = initwise.init(model, "auto", seed=0)
+    e = p["model.layers.1.mlp.gate.weight"]
+    assert e.action == "init" and e.fan_in == 64 and e.gain == 1.0, (e.action, e.reason)
+    w = model.model.layers[1].mlp.gate.weight
+    n = w.numel()  # 256 draws of N(0, 1/64): variance within 6 standard errors (sqrt(2/n))
+    assert abs(w.var().item() * 64 - 1) < 6 * (2 / n) ** 0.5
+
+
+def test_parts_joined_again_after_the_rotary_code_are_one_tensor() -> None:
+    """Found by a new-user trial: DeepSeek-V3's ``q_b_proj`` output is split per head into its
+    no-rope and rope parts, which meet again in a ``cat`` after the rotary code (8 ops on):
+    the search for that ``cat`` stopped after 3, so the query was read as 2 interleaved parts
+    with fan_out 32 (of 64) and ``xavier`` drew std sqrt(2/64) instead of torch's
+    sqrt(2/96). Packed q/k/v parts, which meet only in the attention, stay parts."""
+    tf = pytest.importorskip("transformers")
+    cfg = tf.DeepseekV3Config(hidden_size=64, num_hidden_layers=1, num_attention_heads=4,
+                              num_key_value_heads=4, intermediate_size=128, vocab_size=256,
+                              max_position_embeddings=64, first_k_dense_replace=1,
+                              kv_lora_rank=16, q_lora_rank=32, qk_rope_head_dim=8,
+                              qk_nope_head_dim=8, v_head_dim=16)  # fmt: skip
+    e = initwise.plan(tf.DeepseekV3ForCausalLM(cfg), "xavier")["model.layers.0.self_attn.q_b_proj.weight"]
+    assert (e.fan_in, e.fan_out, e.blocks) == (32, 64, 1)
+    assert e.std == pytest.approx((2 / 96) ** 0.5)
+    neox = tf.GPTNeoXForCausalLM(tf.GPTNeoXConfig(hidden_size=64, num_hidden_layers=1,
+                                                  num_attention_heads=4, intermediate_size=128,
+                                                  vocab_size=256))  # fmt: skip
+    e = initwise.plan(neox, "xavier")["gpt_neox.layers.0.attention.query_key_value.weight"]
+    assert e.fan_out == 64  # q, k, v: three parts of 64 (per-head interleaved)

@@ -76,7 +76,21 @@ def t5(seed: int = 0) -> nn.Module:
         return transformers.T5ForConditionalGeneration(cfg)
 
 
-MODELS: dict[str, Callable[..., nn.Module]] = {"gpt2": gpt2, "llama": llama, "bert": bert, "t5": t5}
+def modernbert(seed: int = 0) -> nn.Module:
+    """Its tied decoder is written by the root's ``_init_weights`` with another std than the
+    embedding (0.02 / sqrt(2 n_layer) vs 0.02); Hugging Face inits before it ties, so the
+    embedding's values are the ones the model keeps."""
+    torch.manual_seed(seed)
+    cfg = transformers.ModernBertConfig(num_hidden_layers=2, hidden_size=D, intermediate_size=2 * D,
+                                        num_attention_heads=4, vocab_size=V, max_position_embeddings=32,
+                                        pad_token_id=0, bos_token_id=1, eos_token_id=2, cls_token_id=1,
+                                        sep_token_id=2, global_attn_every_n_layers=1)
+    with _quiet():
+        return transformers.ModernBertForMaskedLM(cfg)
+
+
+MODELS: dict[str, Callable[..., nn.Module]] = {"gpt2": gpt2, "llama": llama, "bert": bert, "t5": t5,
+                                               "modernbert": modernbert}
 
 
 def _init(model: nn.Module, policy: str | Policy, seed: int = 0, **kw: object) -> initwise.Plan:
@@ -136,7 +150,9 @@ def test_model_init_and_new_depth_scales_validate() -> None:
 def test_hf_matches_the_models_own_init_in_distribution(arch: str) -> None:
     ref = MODELS[arch](seed=0)  # the constructor ran HF's initialize_weights (global RNG)
     mine = MODELS[arch](seed=1)
+    tied = [id(p) for _, p in mine.named_parameters(remove_duplicate=False)]
     plan = _init(mine, "hf", seed=7)
+    assert [id(p) for _, p in mine.named_parameters(remove_duplicate=False)] == tied  # still tied
     assert {e.scheme for e in plan.entries if e.action == "init"} == {"model_init"}
     assert all("keyed_init" in (e.post or "") for e in plan.entries if e.action == "init")
     assert not any(n.startswith("model_init:") for n in plan.notes), plan.notes

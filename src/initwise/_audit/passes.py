@@ -60,6 +60,29 @@ def _constant_scale(fn: Any) -> tuple[Any, float] | None:
     return (nodes[0], c) if math.isfinite(c) and c != 0.0 else None
 
 
+def _scaled_outputs(root: Any, gfn_row: dict[Any, int]) -> dict[int, float]:
+    """Rows whose output the graph under ``root`` uses only times a Python constant ``c``
+    (Granite's ``embedding_multiplier``, Gemma's and Pegasus' sqrt(d) on the token
+    embeddings): ``{row: c}``. A row whose output is also read unscaled is not one."""
+    consumers: dict[Any, int] = {}
+    scaled: list[tuple[Any, float]] = []
+    seen = {root}
+    todo = [root]
+    while todo:
+        fn = todo.pop()
+        cs = _constant_scale(fn)
+        if cs is not None and cs[0] in gfn_row:
+            scaled.append(cs)
+        for nxt, _ in fn.next_functions:
+            if nxt is None:
+                continue
+            consumers[nxt] = consumers.get(nxt, 0) + 1
+            if nxt not in seen:
+                seen.add(nxt)
+                todo.append(nxt)
+    return {gfn_row[src]: c for src, c in scaled if consumers.get(src) == 1 and c != 1.0}
+
+
 def _softmax_output(y: torch.Tensor) -> bool:
     """``y`` is a softmax's output (attention probabilities), possibly through dropout or a
     mask: rows of probabilities, whose rms says nothing about the signal's scale."""
@@ -370,7 +393,8 @@ def _run(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any],
             rec = {"name": name, "call": call, "type": type_name,
                    "kind": kind, "shape": list(y.shape), "numel": y.numel(),
                    "module": mod, "norm": False, "feeds_norm": False,
-                   "constant": constant, "probability": _softmax_output(y)}
+                   "constant": constant, "probability": _softmax_output(y),
+                   "embedding": embedding}
             idx = len(records)
             # siblings reading one tensor (q, k, v) share a gradient; the model (or any
             # container) reading its own input is not a sibling of its first layer
@@ -507,6 +531,11 @@ def _run(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any],
             f"({type(e).__name__}: {e})"
         ) from e
     last[0] = None
+    y = primary_output(out)
+    if y is not None and y.grad_fn is not None:
+        for row, c in _scaled_outputs(y.grad_fn, gfn_row).items():
+            if records[row]["embedding"]:  # an embedding multiplier (a scaled branch is a gate)
+                records[row]["out_scale"] = c
     readers.clear()
     row_of.clear()  # the forward's bookkeeping: free the row outputs and graph nodes it held
     keep.clear()
@@ -686,6 +715,7 @@ def _run(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any],
         r.reads_input = bool(rec.get("reads_input", False))
         r.temperature = rec.get("temperature")
         r.out_temperature = rec.get("out_temperature")
+        r.out_scale = rec.get("out_scale")
         r.source = rec.get("src")
         gate = rec.get("gate")
         if gate is not None:

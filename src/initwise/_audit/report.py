@@ -115,6 +115,10 @@ class LayerStats:
     ``temperature``: the model's output is a row's output times this constant (a logit
     temperature such as Cohere's ``logit_scale``), and ``out_temperature`` marks that row:
     the output's ``ratio`` and that row's ``grad_ratio`` are judged with it divided out.
+    ``out_scale``: an embedding row's output is used only times this constant (a multiplier:
+    Granite's ``embedding_multiplier``, sqrt(d) in Gemma, Pegasus, BART): its ``ratio`` is
+    judged times it and its ``grad_ratio`` divided by it (a constant no init can change), and
+    a segment it opens by reading token ids has its output times it as the reference.
     ``pool``: a parameter-free row that shrinks its input (a pooling module); ``pool_grads``:
     the row reads a functional pooling's output (``head(x.mean(1))``, ``F.avg_pool2d``), and
     these are the gradient norms at that reduction's output and input. Either opens a
@@ -159,6 +163,7 @@ class LayerStats:
     probability: bool = False
     temperature: float | None = None
     out_temperature: float | None = None
+    out_scale: float | None = None
     in_rms: float | None = None
     grad_in_norm: float | None = None
     reference: float = math.nan

@@ -172,7 +172,7 @@ def _judge(rep: AuditReport) -> None:
         if segmented and r.reads_input and not r.constant and th.reference == "input":
             # a row reading a model input directly (a second tower, a decoder's ids) is judged
             # against that input: its rms, or for integer ids the row's own output
-            new_ref = r.in_rms if r.in_rms is not None else r.rms
+            new_ref = r.in_rms if r.in_rms is not None else r.rms * abs(r.out_scale or 1.0)
             if math.isfinite(new_ref) and new_ref > 0:
                 span, seg = (new_ref, new_ref), None
         r.segment = seg
@@ -195,6 +195,8 @@ def _judge(rep: AuditReport) -> None:
             continue
         judged = not (segmented and (r.norm or r.feeds_norm))
         ratio = r.ratio / abs(r.temperature) if r.temperature else r.ratio  # a logit temperature
+        if r.out_scale:  # used only times a constant: judged as the model goes on with it
+            ratio *= abs(r.out_scale)
         if r.nonfinite or (judged and ratio > hi):
             r.flag = "exploding"
         elif r.addend:
@@ -255,6 +257,8 @@ def _judge(rep: AuditReport) -> None:
         gr = r.grad_ratio
         if gr is not None and r.out_temperature:  # its output is scaled by a constant after it
             gr = gr / abs(r.out_temperature)
+        if gr is not None and r.out_scale:  # used only times a constant: c x the stream's
+            gr = gr / abs(r.out_scale)
         if gr is None:
             r.grad_flag = "exploding" if not math.isfinite(r.grad_norm) else "n/a"
         elif not math.isfinite(gr) or (judged and gr > hi):
@@ -307,6 +311,11 @@ def _judge(rep: AuditReport) -> None:
         by_design.append(f"the model's output is row {head.index} {head.name}'s times the constant "
                          f"{head.out_temperature:.4g} (a logit temperature): the output's scale and "
                          "that row's gradient are judged with it divided out")
+    for r in rep.rows:
+        if r.out_scale:
+            by_design.append(f"row {r.index} {r.name}'s output is used only times the constant "
+                             f"{r.out_scale:.4g} (an embedding multiplier): its output is judged "
+                             "times it and its gradient divided by it")
     bfirst = next((r for r in reversed(rep.rows) if r.grad_flag in ("vanishing", "exploding")),
                   None)
     if bfirst is not None:

@@ -58,12 +58,13 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.nn.utils import parametrize
 
 from .._errors import InitError, InitwiseWarning
 from .._names import canonical_name
 from .._session import deferred_interrupts, preserved_rng
 from .._sharding import ELEMENTWISE_SCHEMES, fill_sharded, local_box
-from .._torch import is_dtensor, local_tensor, power_method, version
+from .._torch import is_dtensor, local_tensor, own_parameters, power_method, version
 from ..registry import Scheme
 from .entries import Plan, PlanEntry
 from .keyed import keyed_init
@@ -451,6 +452,30 @@ def _own_init_calls(model: nn.Module, owners: set[str]) -> list[tuple[str, Calla
     return calls
 
 
+def _untie_aliases(model: nn.Module) -> list[tuple[nn.Module, str, nn.Parameter]]:
+    """Give every second name of a tied parameter (a tied LM head) a scratch copy for the
+    duration of the model's init code, and return what to put back.
+
+    Hugging Face runs ``_init_weights`` before it ties, so what the code writes through the
+    head is dropped and the table keeps what the embedding's code wrote (ModernBERT writes its
+    tied decoder from the root with 0.02/sqrt(2 n_layer), after the embedding's 0.02). Run on
+    the tied model, the last write would win; with the head on a copy, the tensor gets what it
+    gets from Hugging Face: the writes through its first name, ``init``'s canonical one."""
+    first: set[int] = set()
+    out: list[tuple[nn.Module, str, nn.Parameter]] = []
+    for name, p in model.named_parameters(remove_duplicate=False):
+        if id(p) not in first:
+            first.add(id(p))
+            continue
+        mod_name, _, leaf = name.rpartition(".")
+        mod = model.get_submodule(mod_name)
+        if parametrize.is_parametrized(mod, leaf) or own_parameters(mod).get(leaf) is not p:
+            continue
+        out.append((mod, leaf, p))
+        setattr(mod, leaf, nn.Parameter(p.detach().clone(), requires_grad=p.requires_grad))
+    return out
+
+
 def write_model_init(model: nn.Module, work: Sequence[Work], seed: int, keep: Sequence[str] = ()) -> list[str]:
     """Write the tensors of ``work`` (action ``model_init``) with the model's own init code, keyed.
 
@@ -489,6 +514,7 @@ def write_model_init(model: nn.Module, work: Sequence[Work], seed: int, keep: Se
     before = {n: version(tensors[n]) for n in names}
     hf = sys.modules.get("transformers.initialization")
     guard = getattr(hf, "guard_torch_init_functions", None)
+    untied = _untie_aliases(model)
     try:
         for t, _ in flags.values():  # transformers' init functions skip flagged tensors
             t._is_hf_initialized = id(t) not in chosen  # type: ignore[attr-defined]
@@ -497,6 +523,8 @@ def write_model_init(model: nn.Module, work: Sequence[Work], seed: int, keep: Se
             for _, call in _own_init_calls(model, owners):
                 call()
     finally:
+        for owner, leaf, tied in untied:
+            setattr(owner, leaf, tied)
         for t, old in flags.values():
             if old is None:
                 with contextlib.suppress(AttributeError):

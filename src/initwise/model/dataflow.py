@@ -319,11 +319,15 @@ class Trace:
         return None
 
 
+# Conversions of dtype (or device) that keep a tensor's values: a weight read through one of
+# them (``w.type(torch.float32)``, ``w.double()``, ``w.to(x)``) is still that weight. The one
+# list of them: the trace, structure, roles and the planner all read it.
+CASTS = frozenset({"to", "float", "half", "bfloat16", "double", "type", "type_as"})
+
 # Operations that pass the signal through (shape, dtype, device, dropout in eval, pooling).
 _PASS = frozenset({
-    "split_part", "view", "reshape", "transpose", "permute", "contiguous", "to", "float", "half", "bfloat16",
-    "double", "type", "type_as", "clone", "detach", "flatten", "unflatten", "squeeze",
-    "unsqueeze", "expand", "expand_as", "__getitem__", "getitem", "chunk", "split", "unbind",
+    *CASTS, "split_part", "view", "reshape", "transpose", "permute", "contiguous", "clone",
+    "detach", "flatten", "unflatten", "squeeze", "unsqueeze", "expand", "expand_as", "__getitem__", "getitem", "chunk", "split", "unbind",
     "tensor_split", "dropout", "dropout1d", "dropout2d", "dropout3d", "alpha_dropout",
     "feature_alpha_dropout", "pad", "max_pool1d", "max_pool2d", "max_pool3d", "avg_pool1d",
     "avg_pool2d", "avg_pool3d", "adaptive_avg_pool1d", "adaptive_avg_pool2d",
@@ -485,8 +489,8 @@ class _Recorder(TorchFunctionMode):
             return None
         src, axes = args[0], ins[0].axes
         out = outs[0]
-        if name in ("to", "float", "half", "bfloat16", "contiguous", "clone", "detach", "type_as",
-                    "__get__", "expand", "expand_as", "requires_grad_"):
+        if name in CASTS or name in ("contiguous", "clone", "detach", "__get__", "expand",
+                                     "expand_as", "requires_grad_"):
             return axes if out.dim() == len(axes) else None
         if name in _SPLITS:
             return axes
@@ -766,11 +770,20 @@ def _consumers(rec: _Recorder) -> dict[int, list[_Node]]:
     return out
 
 
+# How far (in ops) the parts of a split are followed to a ``cat`` that joins them again, and
+# the ops that end the search: past a weight op, an attention or a softmax, q, k and v (or gate
+# and up) have been combined, so a later ``cat`` says nothing about the split.
+_REJOIN_DEPTH = 24
+_MIXING_OPS = _WEIGHT_OPS | {"scaled_dot_product_attention", "softmax", "log_softmax"}
+
+
 def _fused_parts(start: _Node, consumers: dict[int, list[_Node]]) -> tuple[int, bool]:
     """Into how many equal parts a weight op's output is split along its features (q/k/v,
     gate/up; 1 if not), and whether the parts are consecutive blocks (no reshape before the
     split; GPT-NeoX's per-head interleaved q/k/v is not). A split whose parts meet again in
-    one ``cat`` (rotary halves) is not a split into parts."""
+    one ``cat`` before any weight op or attention mixes them (rotary halves; DeepSeek's
+    no-rope and rope parts of the query, joined after the rotary code) is not a split into
+    parts."""
     frontier = [(start, True)]
     for _ in range(4):
         nxt = []
@@ -780,9 +793,11 @@ def _fused_parts(start: _Node, consumers: dict[int, list[_Node]]) -> tuple[int, 
                     parts = [p for p in consumers.get(id(c), []) if p.op == "split_part"]
                     reach: dict[int, set[int]] = {}
                     for k, p in enumerate(parts):
-                        near = [p]
-                        for _ in range(3):
-                            near = [d for x in near for d in consumers.get(id(x), [])]
+                        near, seen = [p], {id(p)}
+                        for _ in range(_REJOIN_DEPTH):
+                            near = [d for x in near for d in consumers.get(id(x), [])
+                                    if id(d) not in seen and d.op not in _MIXING_OPS]
+                            seen.update(id(d) for d in near)
                             for d in near:
                                 if d.op in ("cat", "stack", "concat", "concatenate"):
                                     reach.setdefault(id(d), set()).add(k)
@@ -791,8 +806,8 @@ def _fused_parts(start: _Node, consumers: dict[int, list[_Node]]) -> tuple[int, 
                     return c.n_out, contiguous
                 if c.op in ("view", "reshape", "unflatten"):  # features regrouped: interleaved parts
                     nxt.append((c, contiguous and c.last == start.last))
-                elif c.op in ("transpose", "permute", "contiguous", "squeeze", "unsqueeze", "to",
-                              "float", "flatten", "add", "add_"):
+                elif c.op in CASTS or c.op in ("transpose", "permute", "contiguous", "squeeze",
+                                               "unsqueeze", "flatten", "add", "add_"):
                     nxt.append((c, contiguous))
         frontier = nxt
     return 1, True

@@ -38,7 +38,7 @@ from .._names import selection
 from .._torch import is_dtensor, is_lazy
 from ..registry import Scheme, get_scheme
 from . import structure
-from .dataflow import second_moments
+from .dataflow import CASTS, second_moments
 from .entries import Plan, PlanEntry
 from .policy import Policy, Rule
 from .presets import get_policy
@@ -358,8 +358,8 @@ def input_gain(ctx: _Context, module: nn.Module, modname: str, leaf: str, t: tor
     return act, g, src
 
 
-_THROUGH_OPS = frozenset({"dropout", "view", "reshape", "contiguous", "to", "float", "clone",
-                          "permute", "transpose", "flatten", "unsqueeze", "squeeze"})
+_THROUGH_OPS = frozenset({*CASTS, "dropout", "view", "reshape", "contiguous", "clone", "permute",
+                          "transpose", "flatten", "unsqueeze", "squeeze"})
 _NORM_OPS = frozenset({"layer_norm", "group_norm", "batch_norm", "instance_norm", "rms_norm"})
 
 

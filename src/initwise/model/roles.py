@@ -12,6 +12,7 @@ from torch import nn
 
 from .. import _torch
 from .._modules import is_embedding, is_hf_conv1d, is_norm, is_weight_layer
+from .dataflow import CASTS
 from .structure import FFN_PAIRS, GraphInfo
 
 __all__ = ["ROLE_PRIORITY", "base_role", "param_structure_roles", "refine_role", "structure_roles"]
@@ -117,9 +118,9 @@ _KNOWN_LAYERS: tuple[type[nn.Module], ...] = (
     nn.Embedding, nn.EmbeddingBag,
 )  # fmt: skip
 # Ways a scalar gate or scale is used (any other use, e.g. exp(logit_scale), gives it meaning)
-_SCALAR_USES = frozenset({"mul", "__mul__", "__rmul__", "mul_", "add", "__add__", "__radd__",
-                          "add_", "expand", "expand_as", "to", "float", "view", "reshape",
-                          "__getitem__", "type_as", "sub", "__sub__", "__rsub__"})  # fmt: skip
+_SCALAR_USES = frozenset({*CASTS, "mul", "__mul__", "__rmul__", "mul_", "add", "__add__",
+                          "__radd__", "add_", "expand", "expand_as", "view", "reshape",
+                          "__getitem__", "sub", "__sub__", "__rsub__"})  # fmt: skip
 
 
 def refine_role(base: str, module: nn.Module, name: str, info: GraphInfo) -> tuple[str, str | None]:

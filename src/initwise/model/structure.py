@@ -37,7 +37,16 @@ from torch import nn
 
 from .. import gains as _gains
 from .._modules import is_activation, is_embedding, is_norm, is_weight_layer, unwrap
-from .dataflow import Gated, Trace, TraceError, Usage, meta_shadow, model_init_semantics, trace
+from .dataflow import (
+    CASTS,
+    Gated,
+    Trace,
+    TraceError,
+    Usage,
+    meta_shadow,
+    model_init_semantics,
+    trace,
+)
 
 __all__ = ["FFN_PAIRS", "Branch", "GraphInfo", "analyze"]
 
@@ -58,9 +67,9 @@ _PASS_FUNCS: set[Any] = {
     torch.split, F.interpolate, torch.clone,
 }  # fmt: skip
 _PASS_METHODS = {
-    "view", "reshape", "permute", "transpose", "contiguous", "flatten", "squeeze", "unsqueeze",
-    "chunk", "split", "to", "float", "half", "bfloat16", "type_as", "clone", "expand",
-    "__getitem__", "detach", "unflatten", "view_as", "reshape_as",
+    *CASTS, "view", "reshape", "permute", "transpose", "contiguous", "flatten", "squeeze",
+    "unsqueeze", "chunk", "split", "clone", "expand", "__getitem__", "detach", "unflatten",
+    "view_as", "reshape_as",
 }  # fmt: skip
 _ACT_METHODS = {"relu": "relu", "relu_": "relu", "tanh": "tanh", "sigmoid": "sigmoid",
                 "tanh_": "tanh", "sigmoid_": "sigmoid"}  # fmt: skip
