@@ -25,6 +25,7 @@ __all__ = [
     "BadValueError",
     "InitwiseWarning",
     "NotATensorError",
+    "NotAnActivationError",
     "UnsupportedDtypeError",
     "ZeroValueError",
     "check_batched_inputs",
@@ -34,6 +35,7 @@ __all__ = [
     "check_real",
     "check_seed",
     "check_tensor",
+    "is_real_number",
     "raise_unknown",
 ]
 
@@ -60,6 +62,11 @@ class NotATensorError(InitwiseError, TypeError, AttributeError):
     """Something that is not a tensor where torch fails with ``AttributeError``."""
 
 
+class NotAnActivationError(InitwiseError, TypeError, ValueError):
+    """A nonlinearity that is neither a name, a module nor a callable (``calculate_gain(3)``),
+    where torch raises ``ValueError`` ("Unsupported nonlinearity 3")."""
+
+
 def raise_unknown(kind: str, value: object, valid: Iterable[str], *, limit: int | None = None) -> NoReturn:
     """Raise ``ValueError`` for an unknown option, listing the valid ones and a close match.
 
@@ -84,18 +91,31 @@ def check_choice(kind: str, value: str, valid: Iterable[str]) -> str:
     return value
 
 
+def is_real_number(value: object) -> bool:
+    """True for what torch takes as a real number: a Python or NumPy real, or a 0-d real tensor.
+
+    Bools (``True`` as a std) and bool tensors are not numbers here, by design; a tensor with
+    dimensions (``tensor([0.5])``) is not one either, as in torch (``normal_(t, 0,
+    tensor([0.5]))`` is torch's ``TypeError``).
+    """
+    if isinstance(value, torch.Tensor):
+        return value.dim() == 0 and not value.is_complex() and value.dtype != torch.bool
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
 def check_real(name: str, value: object, *, finite: bool = True, where: str = "") -> float:
-    """Return ``float(value)`` for a real number (not a bool, not a string), else raise.
+    """Return ``float(value)`` for a real number (:func:`is_real_number`), else raise.
 
     ``TypeError`` names the parameter for non-numbers (``constant_(t, 'x')``); with ``finite``,
     ``ValueError`` for NaN and infinities. ``where`` prefixes the message (the function name).
     """
     prefix = f"{where}: " if where else ""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+    if not is_real_number(value):
+        shown = f"a tensor of shape {tuple(value.shape)} and dtype {value.dtype}" if isinstance(value, torch.Tensor) else repr(value)
         raise TypeError(
-            f"{prefix}{name} must be a real number, got {value!r} ({type(value).__name__})"
+            f"{prefix}{name} must be a real number, got {shown} ({type(value).__name__})"
         )
-    v = float(value)
+    v = float(value)  # type: ignore[arg-type]
     if finite and not math.isfinite(v):
         raise ValueError(f"{prefix}{name} must be finite, got {value!r}")
     return v
@@ -115,8 +135,9 @@ def check_finite_positive(
     raises ``RuntimeError`` for it); ``where`` prefixes the message (the function name).
     """
     prefix = f"{where}: " if where else ""
-    if isinstance(value, (str, bytes, bool)):
-        raise TypeError(f"{prefix}{name} must be a real number, got {value!r} ({type(value).__name__})")
+    if isinstance(value, (str, bytes, bool)) or (isinstance(value, torch.Tensor) and not is_real_number(value)):
+        shown = f"a tensor of shape {tuple(value.shape)} and dtype {value.dtype}" if isinstance(value, torch.Tensor) else repr(value)
+        raise TypeError(f"{prefix}{name} must be a real number, got {shown} ({type(value).__name__})")
     try:
         v = float(value)
     except (TypeError, ValueError):

@@ -399,7 +399,7 @@ def _trunc_checks(fn: str, mean: float, std: float, a: float, b: float) -> tuple
     a = check_real("a", a, finite=False, where=fn)
     b = check_real("b", b, finite=False, where=fn)
     if math.isnan(a) or math.isnan(b):
-        raise ValueError(f"{fn}: bounds must not be NaN, got a={a}, b={b}")
+        raise BadValueError(f"{fn}: bounds must not be NaN, got a={a}, b={b}")
     if a > b:
         raise BadValueError(f"{fn}: need a <= b, got a={a}, b={b}")
     return mean, std, a, b
@@ -430,7 +430,7 @@ def trunc_normal_(
     _is_key(generator)
     if a == b:
         if not math.isfinite(a):
-            raise ValueError(f"trunc_normal_: a == b must be finite, got a={a}, b={b}")
+            raise BadValueError(f"trunc_normal_: a == b must be finite, got a={a}, b={b}")
         if not check_tensor(tensor, "trunc_normal_"):
             return tensor
         with torch.no_grad():
@@ -485,8 +485,9 @@ def _fill(tensor: torch.Tensor, val: Any, fn: str) -> torch.Tensor:
             raise ValueError(f"{fn}: val must be a number or a one-element tensor, got shape {tuple(val.shape)}")
     elif not isinstance(val, numbers.Number):
         raise TypeError(f"{fn}: val must be a number, got {val!r} ({type(val).__name__})")
-    complex_val = isinstance(val, complex) or (isinstance(val, torch.Tensor) and val.is_complex())
-    if complex_val and isinstance(tensor, torch.Tensor) and not tensor.is_complex():
+    # a complex val with a zero imaginary part fills a real tensor, as in torch (``1.5 + 0j``)
+    imag = complex(val).imag if isinstance(val, (complex, torch.Tensor)) and (not isinstance(val, torch.Tensor) or val.is_complex()) else 0.0
+    if imag != 0.0 and isinstance(tensor, torch.Tensor) and not tensor.is_complex():
         raise BadValueError(f"{fn}: a complex val ({val!r}) needs a complex tensor, got {tensor.dtype}")
     if not check_tensor(tensor, fn, allow_int=True, allow_complex=True):
         return tensor
@@ -545,6 +546,9 @@ def dirac_(tensor: torch.Tensor, groups: int = 1) -> torch.Tensor:
     tensor([[1., 0.],
             [0., 1.]])
     """
+    if isinstance(groups, torch.Tensor) and groups.dim() == 0 and not groups.is_floating_point() \
+            and not groups.is_complex() and groups.dtype != torch.bool:  # fmt: skip
+        groups = int(groups)  # a 0-d integer tensor, as torch takes it
     if isinstance(groups, bool) or not isinstance(groups, numbers.Integral):
         raise TypeError(f"dirac_: groups must be a positive int, got {groups!r} ({type(groups).__name__})")
     if groups == 0:
@@ -619,18 +623,19 @@ def xavier_normal_(
     return _variance_scaling(tensor, scale, "fan_avg", "normal", fans, generator, "xavier_normal_")
 
 
-def _kaiming_scale(a: float, mode: str, nonlinearity: str, gain: float | None, fn: str) -> float:
-    check_choice("mode", mode, ("fan_in", "fan_out"))
+def _kaiming_scale(a: float | None, mode: str, nonlinearity: str, gain: float | None, fn: str) -> tuple[float, str]:
+    """``(gain², mode)``: ``mode`` is case-insensitive, as in torch (``mode="FAN_OUT"``)."""
+    mode = check_choice("mode", mode.lower() if isinstance(mode, str) else mode, ("fan_in", "fan_out"))
     if gain is not None:
         g = check_finite_positive("gain", gain, where=fn)
     else:
         g = kaiming_gain(nonlinearity, a, where=fn)
-    return g * g
+    return g * g, mode
 
 
 def kaiming_uniform_(
     tensor: torch.Tensor,
-    a: float = 0,
+    a: float | None = 0,
     mode: FanMode = "fan_in",
     nonlinearity: str = "leaky_relu",
     generator: Generator = None,
@@ -650,13 +655,13 @@ def kaiming_uniform_(
     >>> kaiming_uniform_(torch.empty(3, 5), nonlinearity="relu").shape
     torch.Size([3, 5])
     """
-    scale = _kaiming_scale(a, mode, nonlinearity, gain, "kaiming_uniform_")
-    return _variance_scaling(tensor, scale, mode, "uniform", fans, generator, "kaiming_uniform_")
+    scale, fan_mode = _kaiming_scale(a, mode, nonlinearity, gain, "kaiming_uniform_")
+    return _variance_scaling(tensor, scale, fan_mode, "uniform", fans, generator, "kaiming_uniform_")
 
 
 def kaiming_normal_(
     tensor: torch.Tensor,
-    a: float = 0,
+    a: float | None = 0,
     mode: FanMode = "fan_in",
     nonlinearity: str = "leaky_relu",
     generator: Generator = None,
@@ -673,8 +678,8 @@ def kaiming_normal_(
     >>> kaiming_normal_(torch.empty(3, 5), mode="fan_out", nonlinearity="relu").shape
     torch.Size([3, 5])
     """
-    scale = _kaiming_scale(a, mode, nonlinearity, gain, "kaiming_normal_")
-    return _variance_scaling(tensor, scale, mode, "normal", fans, generator, "kaiming_normal_")
+    scale, fan_mode = _kaiming_scale(a, mode, nonlinearity, gain, "kaiming_normal_")
+    return _variance_scaling(tensor, scale, fan_mode, "normal", fans, generator, "kaiming_normal_")
 
 
 def lecun_uniform_(

@@ -1,0 +1,225 @@
+"""The drop-in promise checked as a user porting torch code would (beyond test_dropin_torch).
+
+Each test is a call that ``torch.nn.init`` accepts (or rejects) and that initwise handled
+differently: the same call must give torch's values bitwise (or torch's error type), and the
+NumPy API must validate what it is given the way the torch API does.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import initwise
+from initwise import numpy as inp
+
+stats = pytest.importorskip("scipy.stats")
+
+KS_P = 1e-4
+
+
+def _gen(seed: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
+    if a.dtype != b.dtype or a.shape != b.shape:
+        return False
+    return bool(torch.equal(a.contiguous().view(torch.uint8), b.contiguous().view(torch.uint8)))
+
+
+# --------------------------------------------------------------------------- torch's fan helpers
+
+
+SHAPES = [(5, 3), (64, 32, 3, 3), (8, 4, 5), (2, 3, 2, 2, 2), (0, 3), (3, 0, 2)]
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+def test_private_fan_helpers_are_torchs(shape: tuple[int, ...]) -> None:
+    """Custom layers copy nn.Linear.reset_parameters, which calls init._calculate_fan_in_and_fan_out."""
+    t = torch.empty(shape)
+    ours = initwise._calculate_fan_in_and_fan_out(t)
+    theirs = torch.nn.init._calculate_fan_in_and_fan_out(t)
+    assert ours == theirs and all(type(x) is int for x in ours)
+    for mode in ("fan_in", "fan_out", "FAN_IN", "Fan_Out"):
+        assert initwise._calculate_correct_fan(t, mode) == torch.nn.init._calculate_correct_fan(t, mode)
+
+
+def test_private_fan_helpers_errors_derive_from_torchs() -> None:
+    with pytest.raises(ValueError, match="fewer than 2 dimensions"):
+        initwise._calculate_fan_in_and_fan_out(torch.empty(4))
+    with pytest.raises(ValueError, match=r"Mode 'fan_avg' not supported.*fan_in, fan_out"):
+        initwise._calculate_correct_fan(torch.empty(4, 3), "fan_avg")
+
+
+def test_linear_reset_parameters_ported_to_initwise_is_bitwise_torchs() -> None:
+    """nn.Linear.reset_parameters with ``init`` = initwise gives nn.Linear's own values."""
+    torch.manual_seed(0)
+    ref = nn.Linear(20, 7)
+    w, b = torch.empty(7, 20), torch.empty(7)
+    torch.manual_seed(0)
+    initwise.kaiming_uniform_(w, a=math.sqrt(5))
+    fan_in, _ = initwise._calculate_fan_in_and_fan_out(w)
+    bound = 1 / math.sqrt(fan_in)
+    initwise.uniform_(b, -bound, bound)
+    assert _same(w, ref.weight.detach()) and _same(b, ref.bias.detach())
+
+
+# --------------------------------------------------------------------------- kaiming arguments
+
+
+@pytest.mark.parametrize("fn", ["kaiming_uniform_", "kaiming_normal_"])
+@pytest.mark.parametrize("mode", ["FAN_IN", "Fan_Out"])
+def test_kaiming_mode_is_case_insensitive_as_in_torch(fn: str, mode: str) -> None:
+    ours, theirs = torch.empty(30, 20, 3), torch.empty(30, 20, 3)
+    getattr(torch.nn.init, fn)(theirs, mode=mode, generator=_gen(1))
+    getattr(initwise, fn)(ours, mode=mode, generator=_gen(1))
+    assert _same(ours, theirs)
+
+
+@pytest.mark.parametrize("fn", ["kaiming_uniform_", "kaiming_normal_"])
+def test_kaiming_a_none_is_torchs_default_slope(fn: str) -> None:
+    """torch passes a=None on to calculate_gain('leaky_relu', None): slope 0.01."""
+    ours, theirs = torch.empty(30, 20), torch.empty(30, 20)
+    getattr(torch.nn.init, fn)(theirs, None, generator=_gen(2))
+    getattr(initwise, fn)(ours, None, generator=_gen(2))
+    assert _same(ours, theirs)
+    assert initwise.kaiming_gain("leaky_relu", None) == torch.nn.init.calculate_gain("leaky_relu")
+    assert initwise.kaiming_gain("relu", None) == math.sqrt(2.0)
+    assert initwise.kaiming_gain("gelu", None) == initwise.gain("gelu")
+
+
+# --------------------------------------------------------------------------- 0-d tensors as numbers
+
+T = torch.tensor
+
+ZERO_DIM = [
+    ("uniform_", (T(-1.0), T(2))),
+    ("uniform_", (-1.0, T(2.5, dtype=torch.float64))),
+    ("normal_", (T(0.1), T(0.5))),
+    ("normal_", (T(1), 2.0)),
+    ("sparse_", (T(0.5), T(0.1))),
+    ("orthogonal_", (T(2.0),)),
+    ("xavier_normal_", (T(0.5, dtype=torch.float64),)),
+]
+
+
+@pytest.mark.parametrize("fn,args", ZERO_DIM, ids=[f"{f}{i}" for i, (f, _) in enumerate(ZERO_DIM)])
+def test_zero_dim_tensors_are_numbers_as_in_torch(fn: str, args: tuple[Any, ...]) -> None:
+    ours, theirs = torch.empty(12, 8), torch.empty(12, 8)
+    torch.manual_seed(3)  # torch's sparse_ draws its permutations from the global generator
+    getattr(torch.nn.init, fn)(theirs, *args, generator=None if fn == "sparse_" else _gen(4))
+    torch.manual_seed(3)
+    getattr(initwise, fn)(ours, *args, generator=None if fn == "sparse_" else _gen(4))
+    assert _same(ours, theirs)
+
+
+def test_zero_dim_tensors_in_trunc_normal_and_dirac() -> None:
+    a = initwise.trunc_normal_(torch.empty(50), T(0.5), T(2.0), T(-1.0), T(3), generator=_gen(5))
+    b = initwise.trunc_normal_(torch.empty(50), 0.5, 2.0, -1.0, 3.0, generator=_gen(5))
+    assert _same(a, b)
+    assert _same(initwise.dirac_(torch.empty(4, 2, 3), T(2)), torch.nn.init.dirac_(torch.empty(4, 2, 3), 2))
+    # a float32 0-d gain: torch computes the bound in float32 tensors, initwise in float64
+    c = initwise.xavier_uniform_(torch.empty(12, 8), T(2.0), generator=_gen(6))
+    assert _same(c, initwise.xavier_uniform_(torch.empty(12, 8), 2.0, generator=_gen(6)))
+    assert torch.allclose(c, torch.nn.init.xavier_uniform_(torch.empty(12, 8), T(2.0), generator=_gen(6)), rtol=1e-6, atol=0)
+
+
+@pytest.mark.parametrize(
+    "call,name",
+    [(lambda t: initwise.normal_(t, 0.0, T([0.5])), "std"),
+     (lambda t: initwise.uniform_(t, T([0.5]), 1.0), "a"),
+     (lambda t: initwise.xavier_normal_(t, T([1.0, 2.0])), "gain"),
+     (lambda t: initwise.normal_(t, T(True)), "mean"),
+     (lambda t: initwise.normal_(t, 0.0, T(0.5 + 0j)), "std")],
+    ids=["std 1-elem", "a 1-elem", "gain 2-elem", "mean bool tensor", "std complex tensor"],
+)
+def test_tensors_with_dimensions_are_not_numbers(call: Any, name: str) -> None:
+    """torch refuses ``normal_(t, 0, tensor([0.5]))`` (TypeError); so does initwise, naming it."""
+    t = torch.full((4, 4), 7.0)
+    with pytest.raises(TypeError, match=rf"\b{name} must be a real number"):
+        call(t)
+    assert bool((t == 7.0).all())
+
+
+def test_constant_complex_with_zero_imaginary_part_fills_a_real_tensor_as_torch() -> None:
+    for val in (1.5 + 0j, T(1.5 + 0j)):
+        ours, theirs = torch.zeros(3), torch.zeros(3)
+        torch.nn.init.constant_(theirs, val)
+        assert _same(initwise.constant_(ours, val), theirs)
+
+
+# --------------------------------------------------------------------------- NumPy API
+
+
+def _np_call(fn: str, rng: Any) -> np.ndarray:
+    return getattr(inp, fn)(30, 20, rng)
+
+
+@pytest.mark.parametrize("fn", ["xavier_uniform", "xavier_normal", "kaiming_normal", "kaiming_uniform", "lecun_normal", "lecun_uniform"])
+def test_numpy_rng_takes_what_default_rng_takes(fn: str) -> None:
+    """SPEC 7 (NumPy): ``rng`` is anything ``np.random.default_rng`` accepts."""
+    ref = _np_call(fn, np.random.default_rng(7))
+    for rng in (7, np.int64(7), np.random.SeedSequence(7), np.random.PCG64(7)):
+        assert np.array_equal(_np_call(fn, rng), ref)
+    assert np.array_equal(inp.init(fn, (20, 30), 7), ref)
+    assert _np_call(fn, None).shape == (20, 30)
+
+
+@pytest.mark.parametrize("rng", [True, -1, 1.5, "0", np.random.RandomState(0), torch.Generator()],
+                         ids=["bool", "negative", "float", "str", "RandomState", "torch"])
+def test_numpy_rng_refuses_the_rest(rng: Any) -> None:
+    with pytest.raises((TypeError, ValueError), match=r"rng must be a numpy\.random\.Generator, an int seed"):
+        inp.xavier_uniform(4, 3, rng)
+
+
+NP_BAD = [
+    ("typo", lambda: inp.init("xavier_uniform", (4, 3), 0, gian=2.0), ValueError, r"xavier_uniform.*'gian'; did you mean 'gain'"),
+    ("param of zeros", lambda: inp.init("zeros", (4, 3), 0, std=1.0), ValueError, r"zeros.*'std'"),
+    ("gain negative", lambda: inp.init("xavier_uniform", (4, 3), 0, gain=-2.0), ValueError, r"gain must be finite and > 0"),
+    ("gain str", lambda: inp.init("xavier_normal", (4, 3), 0, gain="2"), TypeError, r"gain must be a real number"),
+    ("kaiming fan_avg", lambda: inp.init("kaiming_normal", (4, 3), 0, mode="fan_avg"), ValueError, r"unknown mode 'fan_avg'"),
+    ("normal std nan", lambda: inp.init("normal", (4, 3), 0, std=math.nan), ValueError, r"std must be finite"),
+    ("normal mean str", lambda: inp.init("normal", (4, 3), 0, mean="0"), TypeError, r"mean must be a real number"),
+    ("uniform a > b", lambda: inp.init("uniform", (4, 3), 0, a=1.0, b=0.0), ValueError, r"need finite a <= b"),
+    ("float dim", lambda: inp.init("kaiming_normal", (2.5, 3), 0), TypeError, r"shape must be .*ints, got \(2\.5, 3\)"),
+    ("negative dim", lambda: inp.init("kaiming_normal", (-1, 3), 0), ValueError, r"shape .*-1"),
+    ("orthogonal 1-D", lambda: inp.init("orthogonal", (3,), 0), ValueError, r"orthogonal.*at least 2 dimensions"),
+    ("trunc a str", lambda: inp.truncated_normal((3,), 1.0, 0, a="x"), TypeError, r"a must be a real number"),
+    ("trunc mean nan", lambda: inp.truncated_normal((3,), 1.0, 0, mean=math.nan), ValueError, r"mean must be finite"),
+    ("vs float shape", lambda: inp.variance_scaling((4.7, 3), rng=0), TypeError, r"shape must be"),
+]
+
+
+@pytest.mark.parametrize("call,err,match", [c[1:] for c in NP_BAD], ids=[c[0] for c in NP_BAD])
+def test_numpy_bad_input(call: Any, err: type, match: str) -> None:
+    with pytest.raises(err, match=match):
+        call()
+
+
+def test_numpy_init_params_reach_the_scheme() -> None:
+    """Every parameter a name takes changes what is drawn (none is silently dropped)."""
+    shape = (200, 100, 3)
+    assert np.array_equal(inp.init("xavier_uniform", shape, 1, gain=2.0), 2.0 * inp.init("xavier_uniform", shape, 1))
+    k = inp.init("kaiming_normal", shape, 1, mode="fan_out", nonlinearity="tanh")
+    assert np.array_equal(k, inp.variance_scaling(shape, (5 / 3) ** 2, "fan_out", "normal", 1))
+    u = inp.init("uniform", (50_000,), 2, a=-3.0, b=5.0)
+    assert stats.kstest(u, stats.uniform(-3, 8).cdf).pvalue > KS_P
+    n = inp.init("normal", (50_000,), 3, mean=1.0, std=0.5)
+    assert stats.kstest(n, stats.norm(1.0, 0.5).cdf).pvalue > KS_P
+
+
+@pytest.mark.parametrize("shape", [(64, 32, 3, 3), (16, 8, 5), (8, 4, 2, 3, 3), (100, 50)], ids=str)
+@pytest.mark.parametrize("name,mode", [("kaiming_normal", "fan_in"), ("kaiming_normal", "fan_out"), ("xavier_normal", None)])
+def test_numpy_fans_are_torchs_conv_convention(shape: tuple[int, ...], name: str, mode: str | None) -> None:
+    """The NumPy scheme on a conv shape has the variance torch's scheme has on that shape."""
+    fi, fo = torch.nn.init._calculate_fan_in_and_fan_out(torch.empty(shape))
+    var = {"fan_in": 2 / fi, "fan_out": 2 / fo, None: 2 / (fi + fo)}[mode]
+    x = inp.init(name, shape, 11, **({"mode": mode} if mode else {}))
+    assert abs(x.var() / var - 1) < 6 * math.sqrt(2 / x.size)  # normal: excess kurtosis 0
+    assert stats.kstest(x.ravel(), stats.norm(0, math.sqrt(var)).cdf).pvalue > KS_P
