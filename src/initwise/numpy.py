@@ -1,7 +1,9 @@
 """Framework-free schemes: the same formulas as the torch API, returning NumPy arrays.
 
-Every function takes a ``numpy.random.Generator`` as ``rng`` (``None`` creates a fresh,
-unseeded one) and never touches torch tensors. Matrix forms take ``(fan_in, fan_out)`` and
+Every function takes as ``rng`` what ``np.random.default_rng`` takes (NumPy's SPEC 7): a
+``numpy.random.Generator`` (used as is), an int seed, a ``SeedSequence`` or a
+``BitGenerator`` (``rng=0`` is ``rng=np.random.default_rng(0)``), or ``None`` (a fresh,
+unseeded one); it never touches torch tensors. Arrays are float64. Matrix forms take ``(fan_in, fan_out)`` and
 return shape ``(fan_out, fan_in)`` (torch's ``[out, in]`` layout, so ``y = W @ x``); the
 general :func:`init` takes any weight shape in the ``[out, in, *kernel]`` layout.
 
@@ -15,13 +17,15 @@ general :func:`init` takes any weight shape in the ``[out, in, *kernel]`` layout
 
 from __future__ import annotations
 
+import inspect
 import math
-from collections.abc import Sequence
-from typing import Any
+import numbers
+from collections.abc import Callable, Sequence
+from typing import Any, Union
 
 import numpy as np
 
-from ._checks import check_choice, check_finite_positive, raise_unknown
+from ._checks import check_choice, check_finite_positive, check_real, raise_unknown
 from ._math import (
     compute_std,
     select_fan,
@@ -47,12 +51,34 @@ __all__ = [
     "xavier_uniform",
 ]
 
-def _rng(rng: np.random.Generator | None) -> np.random.Generator:
-    if rng is None:
-        return np.random.default_rng()
-    if not isinstance(rng, np.random.Generator):
-        raise TypeError(f"rng must be a numpy.random.Generator or None, got {type(rng).__name__}")
-    return rng
+RNG = Union[np.random.Generator, np.random.BitGenerator, np.random.SeedSequence, int, None]  # noqa: UP007
+"""What ``rng`` takes (NumPy's SPEC 7): what ``np.random.default_rng`` takes."""
+
+
+def _rng(rng: RNG) -> np.random.Generator:
+    """``rng`` as a Generator: an int seed, a SeedSequence or a BitGenerator seed a new one."""
+    if isinstance(rng, np.random.Generator):
+        return rng
+    ok = rng is None or isinstance(rng, (np.random.BitGenerator, np.random.SeedSequence)) or (
+        isinstance(rng, numbers.Integral) and not isinstance(rng, bool) and int(rng) >= 0)
+    if not ok:
+        raise TypeError(
+            "rng must be a numpy.random.Generator, an int seed >= 0, a SeedSequence, a "
+            f"BitGenerator or None (what np.random.default_rng takes), got {rng!r} "
+            f"({type(rng).__name__})"
+        )
+    return np.random.default_rng(rng)
+
+
+def _shape(shape: Sequence[int] | int, where: str) -> tuple[int, ...]:
+    """``shape`` as a tuple of ints >= 0; a float or bool dimension is an error, not truncated."""
+    dims = (shape,) if isinstance(shape, numbers.Integral) and not isinstance(shape, bool) else shape
+    if isinstance(dims, (str, bytes)) or not isinstance(dims, Sequence) or any(
+            isinstance(d, bool) or not isinstance(d, numbers.Integral) for d in dims):  # fmt: skip
+        raise TypeError(f"{where}: shape must be an int or a sequence of ints, got {shape!r}")
+    if any(int(d) < 0 for d in dims):
+        raise ValueError(f"{where}: shape must not have negative dimensions, got {tuple(dims)!r}")
+    return tuple(int(d) for d in dims)
 
 
 def _std_normal_trunc(rng: np.random.Generator, size: tuple[int, ...], a: float, b: float) -> np.ndarray:
@@ -85,7 +111,7 @@ def variance_scaling(
     scale: float = 1.0,
     mode: str = "fan_in",
     distribution: str = "normal",
-    rng: np.random.Generator | None = None,
+    rng: RNG = None,
     *,
     fans: tuple[float, float] | None = None,
 ) -> np.ndarray:
@@ -94,22 +120,22 @@ def variance_scaling(
     >>> variance_scaling((3, 4, 5), 2.0, rng=np.random.default_rng(0)).shape
     (3, 4, 5)
     """
-    check_finite_positive("scale", scale)
+    check_finite_positive("scale", scale, where="variance_scaling")
     check_choice("mode", mode, FAN_MODES)
     check_choice("distribution", distribution, DISTRIBUTIONS)
-    shape = tuple(int(s) for s in shape)
+    shape = _shape(shape, "variance_scaling")
     fi, fo = fans if fans is not None else shape_fans(shape)
     std = compute_std(scale, select_fan(fi, fo, mode))
     return _draw(_rng(rng), shape, std, distribution)
 
 
-def xavier_uniform(fan_in: int, fan_out: int, rng: np.random.Generator | None = None, *, gain: float = 1.0) -> np.ndarray:
+def xavier_uniform(fan_in: int, fan_out: int, rng: RNG = None, *, gain: float = 1.0) -> np.ndarray:
     """Glorot uniform ``U(±gain·sqrt(6/(fan_in+fan_out)))``, shape ``(fan_out, fan_in)``."""
     g = check_finite_positive("gain", gain)
     return variance_scaling(_shape_of(fan_in, fan_out), g * g, "fan_avg", "uniform", rng)
 
 
-def xavier_normal(fan_in: int, fan_out: int, rng: np.random.Generator | None = None, *, gain: float = 1.0) -> np.ndarray:
+def xavier_normal(fan_in: int, fan_out: int, rng: RNG = None, *, gain: float = 1.0) -> np.ndarray:
     """Glorot normal ``N(0, gain²·2/(fan_in+fan_out))``, shape ``(fan_out, fan_in)``."""
     g = check_finite_positive("gain", gain)
     return variance_scaling(_shape_of(fan_in, fan_out), g * g, "fan_avg", "normal", rng)
@@ -123,7 +149,7 @@ def _gain(nonlinearity: str, a: float, gain: float | None) -> float:
 
 
 def kaiming_normal(
-    fan_in: int, fan_out: int, rng: np.random.Generator | None = None, *,
+    fan_in: int, fan_out: int, rng: RNG = None, *,
     nonlinearity: str = "relu", a: float = 0.0, mode: str = "fan_in", gain: float | None = None,
 ) -> np.ndarray:
     """He normal ``N(0, gain²/fan_mode)``, shape ``(fan_out, fan_in)``; ``gain`` from ``nonlinearity``."""
@@ -132,7 +158,7 @@ def kaiming_normal(
 
 
 def kaiming_uniform(
-    fan_in: int, fan_out: int, rng: np.random.Generator | None = None, *,
+    fan_in: int, fan_out: int, rng: RNG = None, *,
     nonlinearity: str = "relu", a: float = 0.0, mode: str = "fan_in", gain: float | None = None,
 ) -> np.ndarray:
     """He uniform ``U(±gain·sqrt(3/fan_mode))``, shape ``(fan_out, fan_in)``."""
@@ -140,29 +166,32 @@ def kaiming_uniform(
     return variance_scaling(_shape_of(fan_in, fan_out), g * g, check_choice("mode", mode, ("fan_in", "fan_out")), "uniform", rng)
 
 
-def lecun_normal(fan_in: int, fan_out: int, rng: np.random.Generator | None = None) -> np.ndarray:
+def lecun_normal(fan_in: int, fan_out: int, rng: RNG = None) -> np.ndarray:
     """LeCun normal ``N(0, 1/fan_in)``, shape ``(fan_out, fan_in)``."""
     return variance_scaling(_shape_of(fan_in, fan_out), 1.0, "fan_in", "normal", rng)
 
 
-def lecun_uniform(fan_in: int, fan_out: int, rng: np.random.Generator | None = None) -> np.ndarray:
+def lecun_uniform(fan_in: int, fan_out: int, rng: RNG = None) -> np.ndarray:
     """LeCun uniform ``U(±sqrt(3/fan_in))``, shape ``(fan_out, fan_in)``."""
     return variance_scaling(_shape_of(fan_in, fan_out), 1.0, "fan_in", "uniform", rng)
 
 
 def truncated_normal(
-    shape: Sequence[int], std: float = 1.0, rng: np.random.Generator | None = None, *,
+    shape: Sequence[int], std: float = 1.0, rng: RNG = None, *,
     mean: float = 0.0, a: float = -2.0, b: float = 2.0,
 ) -> np.ndarray:
     """Truncated normal (bounds ``a``, ``b`` in parent stds) whose final std is exactly ``std``."""
-    std = check_finite_positive("std", std)
+    std = check_finite_positive("std", std, where="truncated_normal")
+    mean = check_real("mean", mean, where="truncated_normal")
+    a = check_real("a", a, finite=False, where="truncated_normal")
+    b = check_real("b", b, finite=False, where="truncated_normal")
     if not a < b:
-        raise ValueError(f"truncated_normal: need a < b, got a={a}, b={b}")
+        raise ValueError(f"truncated_normal: need a < b (in standard deviations), got a={a}, b={b}")
     parent = std / trunc_normal_moments(a, b)[1]
-    return mean + parent * _std_normal_trunc(_rng(rng), tuple(int(s) for s in shape), a, b)
+    return mean + parent * _std_normal_trunc(_rng(rng), _shape(shape, "truncated_normal"), a, b)
 
 
-def orthogonal(rows: int, cols: int, rng: np.random.Generator | None = None, *, gain: float = 1.0) -> np.ndarray:
+def orthogonal(rows: int, cols: int, rng: RNG = None, *, gain: float = 1.0) -> np.ndarray:
     """A ``(rows, cols)`` Haar-orthogonal matrix (orthonormal rows or columns) times ``gain``.
 
     >>> q = orthogonal(3, 5, rng=np.random.default_rng(0))
@@ -179,33 +208,94 @@ def orthogonal(rows: int, cols: int, rng: np.random.Generator | None = None, *, 
     return g * (q.T if r < c else q)
 
 
-_SHAPE_SCHEMES = {
-    "xavier_uniform": lambda shape, rng, p: variance_scaling(shape, p.get("gain", 1.0) ** 2, "fan_avg", "uniform", rng),
-    "xavier_normal": lambda shape, rng, p: variance_scaling(shape, p.get("gain", 1.0) ** 2, "fan_avg", "normal", rng),
-    "kaiming_normal": lambda shape, rng, p: variance_scaling(
-        shape, _gain(p.get("nonlinearity", "relu"), p.get("a", 0.0), p.get("gain")) ** 2, p.get("mode", "fan_in"), "normal", rng),
-    "kaiming_uniform": lambda shape, rng, p: variance_scaling(
-        shape, _gain(p.get("nonlinearity", "relu"), p.get("a", 0.0), p.get("gain")) ** 2, p.get("mode", "fan_in"), "uniform", rng),
-    "lecun_normal": lambda shape, rng, p: variance_scaling(shape, 1.0, "fan_in", "normal", rng),
+# ``init``'s names: each a function ``(shape, rng, **params)`` whose keyword parameters are the
+# only ones the name takes (an unknown one is an error, never silently dropped).
+
+
+def _xavier(distribution: str) -> Callable[..., np.ndarray]:
+    def draw(shape: tuple[int, ...], rng: RNG, *, gain: float = 1.0) -> np.ndarray:
+        g = check_finite_positive("gain", gain)
+        return variance_scaling(shape, g * g, "fan_avg", distribution, rng)
+    return draw
+
+
+def _kaiming(distribution: str) -> Callable[..., np.ndarray]:
+    def draw(shape: tuple[int, ...], rng: RNG, *, nonlinearity: str = "relu", a: float = 0.0,
+             mode: str = "fan_in", gain: float | None = None) -> np.ndarray:  # fmt: skip
+        g = _gain(nonlinearity, a, gain)
+        return variance_scaling(shape, g * g, check_choice("mode", mode, ("fan_in", "fan_out")), distribution, rng)
+    return draw
+
+
+def _fixed(scale: float, mode: str, distribution: str) -> Callable[..., np.ndarray]:
+    def draw(shape: tuple[int, ...], rng: RNG) -> np.ndarray:
+        return variance_scaling(shape, scale, mode, distribution, rng)
+    return draw
+
+
+def _variance_scaling(shape: tuple[int, ...], rng: RNG, *, scale: float = 1.0, mode: str = "fan_in",
+                      distribution: str = "normal", fans: tuple[float, float] | None = None) -> np.ndarray:  # fmt: skip
+    return variance_scaling(shape, scale, mode, distribution, rng, fans=fans)
+
+
+def _orthogonal(shape: tuple[int, ...], rng: RNG, *, gain: float = 1.0) -> np.ndarray:
+    if len(shape) < 2:
+        raise ValueError(f"init('orthogonal'): needs a shape with at least 2 dimensions, got {shape}")
+    return orthogonal(shape[0], math.prod(shape[1:]), rng, gain=gain).reshape(shape)
+
+
+def _normal(shape: tuple[int, ...], rng: RNG, *, mean: float = 0.0, std: float = 1.0) -> np.ndarray:
+    mean = check_real("mean", mean, where="init('normal')")
+    std = check_finite_positive("std", std, allow_zero=True, where="init('normal')")
+    return _rng(rng).normal(mean, std, size=shape)
+
+
+def _uniform(shape: tuple[int, ...], rng: RNG, *, a: float = 0.0, b: float = 1.0) -> np.ndarray:
+    a = check_real("a", a, finite=False, where="init('uniform')")
+    b = check_real("b", b, finite=False, where="init('uniform')")
+    if not (math.isfinite(a) and math.isfinite(b)) or a > b:
+        raise ValueError(f"init('uniform'): need finite a <= b, got a={a}, b={b}")
+    return _rng(rng).uniform(a, b, size=shape)
+
+
+def _truncated_normal(shape: tuple[int, ...], rng: RNG, *, std: float = 1.0, mean: float = 0.0,
+                      a: float = -2.0, b: float = 2.0) -> np.ndarray:  # fmt: skip
+    return truncated_normal(shape, std, rng, mean=mean, a=a, b=b)
+
+
+def _constant(value: float) -> Callable[..., np.ndarray]:
+    def draw(shape: tuple[int, ...], rng: RNG) -> np.ndarray:
+        return np.full(shape, value)
+    return draw
+
+
+_SHAPE_SCHEMES: dict[str, Callable[..., np.ndarray]] = {
+    "xavier_uniform": _xavier("uniform"),
+    "xavier_normal": _xavier("normal"),
+    "kaiming_normal": _kaiming("normal"),
+    "kaiming_uniform": _kaiming("uniform"),
+    "lecun_normal": _fixed(1.0, "fan_in", "normal"),
     # Keras/JAX names: truncated normals (as initwise's registry resolves them)
-    "glorot_truncated_normal": lambda shape, rng, p: variance_scaling(shape, 1.0, "fan_avg", "truncated_normal", rng),
-    "he_truncated_normal": lambda shape, rng, p: variance_scaling(shape, 2.0, "fan_in", "truncated_normal", rng),
-    "lecun_truncated_normal": lambda shape, rng, p: variance_scaling(shape, 1.0, "fan_in", "truncated_normal", rng),
-    "lecun_uniform": lambda shape, rng, p: variance_scaling(shape, 1.0, "fan_in", "uniform", rng),
-    "variance_scaling": lambda shape, rng, p: variance_scaling(shape, rng=rng, **p),
-    "orthogonal": lambda shape, rng, p: orthogonal(shape[0], math.prod(shape[1:]), rng, **p).reshape(shape),
-    "normal": lambda shape, rng, p: _rng(rng).normal(p.get("mean", 0.0), p.get("std", 1.0), size=shape),
-    "uniform": lambda shape, rng, p: _rng(rng).uniform(p.get("a", 0.0), p.get("b", 1.0), size=shape),
-    "truncated_normal": lambda shape, rng, p: truncated_normal(shape, rng=rng, **p),
-    "zeros": lambda shape, rng, p: np.zeros(shape),
-    "ones": lambda shape, rng, p: np.ones(shape),
+    "glorot_truncated_normal": _fixed(1.0, "fan_avg", "truncated_normal"),
+    "he_truncated_normal": _fixed(2.0, "fan_in", "truncated_normal"),
+    "lecun_truncated_normal": _fixed(1.0, "fan_in", "truncated_normal"),
+    "lecun_uniform": _fixed(1.0, "fan_in", "uniform"),
+    "variance_scaling": _variance_scaling,
+    "orthogonal": _orthogonal,
+    "normal": _normal,
+    "uniform": _uniform,
+    "truncated_normal": _truncated_normal,
+    "zeros": _constant(0.0),
+    "ones": _constant(1.0),
 }
 _ALIASES = {"glorot_uniform": "xavier_uniform", "glorot_normal": "glorot_truncated_normal",
             "he_normal": "he_truncated_normal", "he_uniform": "kaiming_uniform"}
-
-
-def init(name: str, shape: Sequence[int], rng: np.random.Generator | None = None, **params: Any) -> np.ndarray:
+def init(name: str, shape: Sequence[int] | int, rng: RNG = None, **params: Any) -> np.ndarray:
     """Draw an array of ``shape`` (``[out, in, *kernel]``) from the named scheme.
+
+    ``params`` are the named scheme's own (``gain`` for ``xavier_*``; ``nonlinearity``, ``a``,
+    ``mode``, ``gain`` for ``kaiming_*``; ``mean``, ``std`` for ``normal``; ...), validated as
+    the functions of the same name validate them; an unknown one is an error.
 
     >>> init("he_normal", (64, 32, 3, 3), np.random.default_rng(0)).shape
     (64, 32, 3, 3)
@@ -213,4 +303,10 @@ def init(name: str, shape: Sequence[int], rng: np.random.Generator | None = None
     key = _ALIASES.get(name, name)
     if key not in _SHAPE_SCHEMES:
         raise_unknown("scheme", name, [*_SHAPE_SCHEMES, *_ALIASES])
-    return np.asarray(_SHAPE_SCHEMES[key](tuple(int(s) for s in shape), rng, params), dtype=np.float64)
+    draw = _SHAPE_SCHEMES[key]
+    takes = list(inspect.signature(draw).parameters)[2:]
+    for k in params:
+        if k not in takes:
+            raise_unknown(f"parameter for scheme {key!r}:" if takes else f"parameter for scheme {key!r} (it takes none):",
+                          k, takes)  # fmt: skip
+    return np.asarray(draw(_shape(shape, f"init({name!r})"), rng, **params), dtype=np.float64)
