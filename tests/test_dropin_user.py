@@ -223,3 +223,119 @@ def test_numpy_fans_are_torchs_conv_convention(shape: tuple[int, ...], name: str
     x = inp.init(name, shape, 11, **({"mode": mode} if mode else {}))
     assert abs(x.var() / var - 1) < 6 * math.sqrt(2 / x.size)  # normal: excess kurtosis 0
     assert stats.kstest(x.ravel(), stats.norm(0, math.sqrt(var)).cdf).pvalue > KS_P
+
+
+# --------------------------------------------------------------------------- the keyed path
+
+KEYED: dict[str, tuple[tuple[int, ...], Any]] = {
+    "uniform_": ((300, 200), lambda t, k: initwise.uniform_(t, -0.5, 2.0, generator=k)),
+    "normal_": ((300, 200), lambda t, k: initwise.normal_(t, 0.1, 0.02, generator=k)),
+    "trunc_normal_": ((300, 200), lambda t, k: initwise.trunc_normal_(t, 0.0, 0.02, -0.04, 0.03, generator=k)),
+    "truncated_normal_": ((300, 200), lambda t, k: initwise.truncated_normal_(t, std=0.02, generator=k)),
+    "xavier_uniform_": ((64, 32, 3, 3), lambda t, k: initwise.xavier_uniform_(t, 1.3, generator=k)),
+    "xavier_normal_": ((64, 32, 3, 3), lambda t, k: initwise.xavier_normal_(t, generator=k)),
+    "kaiming_uniform_": ((64, 32, 3, 3), lambda t, k: initwise.kaiming_uniform_(t, a=math.sqrt(5), generator=k)),
+    "kaiming_normal_": ((64, 32, 3, 3), lambda t, k: initwise.kaiming_normal_(t, mode="fan_out", nonlinearity="relu", generator=k)),
+    "lecun_normal_": ((300, 200), lambda t, k: initwise.lecun_normal_(t, generator=k)),
+    "he_truncated_normal_": ((64, 32, 3, 3), lambda t, k: initwise.he_truncated_normal_(t, generator=k)),
+    "orthogonal_": ((300, 256), lambda t, k: initwise.orthogonal_(t, 1.5, generator=k)),
+    "delta_orthogonal_": ((64, 32, 3, 3), lambda t, k: initwise.delta_orthogonal_(t, generator=k)),
+    "sparse_": ((300, 200), lambda t, k: initwise.sparse_(t, 0.3, 0.05, generator=k)),
+}
+
+
+def _layouts(shape: tuple[int, ...], dtype: torch.dtype) -> list[torch.Tensor]:
+    """Non-contiguous destinations of ``shape``: transposed, strided slice, channels_last."""
+    swapped = (shape[1], shape[0], *shape[2:])
+    views = [torch.zeros(swapped, dtype=dtype).transpose(0, 1), torch.zeros((2 * shape[0], *shape[1:]), dtype=dtype)[::2]]
+    if len(shape) == 4:
+        views.append(torch.zeros(shape, dtype=dtype).to(memory_format=torch.channels_last))
+    return views
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("name", list(KEYED))
+def test_keyed_bits_do_not_depend_on_threads_or_the_destination_layout(name: str, dtype: torch.dtype) -> None:
+    shape, fill = KEYED[name]
+    key = initwise.random.key(19, name)
+    prev = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        ref = fill(torch.empty(shape, dtype=dtype), key)
+        torch.set_num_threads(2)
+        for view in [torch.empty(shape, dtype=dtype), *_layouts(shape, dtype)]:
+            assert fill(view, key) is view
+            assert _same(view, ref), (name, view.stride())
+    finally:
+        torch.set_num_threads(prev)
+
+
+def _fans(shape: tuple[int, ...]) -> tuple[int, int]:
+    return torch.nn.init._calculate_fan_in_and_fan_out(torch.empty(shape, device="meta"))
+
+
+def _trunc(lo: float, hi: float, std: float, mean: float = 0.0) -> Any:
+    return stats.truncnorm((lo - mean) / std, (hi - mean) / std, loc=mean, scale=std)
+
+
+def _kurt(law: Any) -> float:
+    return float(law.stats(moments="k"))
+
+
+S2 = stats.truncnorm(-2, 2).std()
+LAWS: dict[str, Any] = {  # the exact law of each keyed scheme's values at its KEYED shape
+    "uniform_": stats.uniform(-0.5, 2.5),
+    "normal_": stats.norm(0.1, 0.02),
+    "trunc_normal_": _trunc(-0.04, 0.03, 0.02),
+    "truncated_normal_": stats.truncnorm(-2, 2, scale=0.02 / S2),
+    "xavier_uniform_": stats.uniform(-1.3 * math.sqrt(6 / sum(_fans((64, 32, 3, 3)))), 2 * 1.3 * math.sqrt(6 / sum(_fans((64, 32, 3, 3))))),
+    "xavier_normal_": stats.norm(0, math.sqrt(2 / sum(_fans((64, 32, 3, 3))))),
+    "kaiming_uniform_": stats.uniform(-math.sqrt(1 / 288), 2 * math.sqrt(1 / 288)),  # a=√5: gain² = 1/3, bound √(3·gain²/288)
+    "kaiming_normal_": stats.norm(0, math.sqrt(2 / 576)),
+    "lecun_normal_": stats.norm(0, math.sqrt(1 / 200)),
+    "he_truncated_normal_": stats.truncnorm(-2, 2, scale=math.sqrt(2 / 288) / S2),
+}
+
+
+@pytest.mark.parametrize("name", list(LAWS))
+def test_keyed_values_have_the_exact_law(name: str) -> None:
+    shape, fill = KEYED[name]
+    x = fill(torch.empty(shape, dtype=torch.float64), initwise.random.key(5, name)).flatten().numpy()
+    law = LAWS[name]
+    assert stats.kstest(x, law.cdf).pvalue > KS_P
+    se = math.sqrt((2 + _kurt(law)) / x.size)
+    assert abs(x.var() / law.var() - 1) < 6 * se
+    assert abs(x.mean() - law.mean()) < 6 * law.std() / math.sqrt(x.size)
+
+
+def test_keyed_orthogonal_is_haar_scaled_by_gain() -> None:
+    shape, fill = KEYED["orthogonal_"]
+    q = fill(torch.empty(shape, dtype=torch.float64), initwise.random.key(5, "orthogonal_")) / 1.5
+    rows, cols = shape
+    assert torch.allclose(q.T @ q, torch.eye(cols, dtype=torch.float64), atol=1e-12)  # tall: orthonormal columns
+    # a column of a Haar matrix is uniform on the sphere of R^rows: q_ij² ~ Beta(1/2, (rows - 1) / 2)
+    assert stats.kstest((q**2).flatten().numpy(), stats.beta(0.5, (rows - 1) / 2).cdf).pvalue > KS_P
+    # the sign fix: without it the diagonal is biased; sqrt(rows)·q_ii has mean 0 and variance 1
+    d = math.sqrt(rows) * torch.diagonal(q).numpy()
+    assert abs(d.mean()) < 6 / math.sqrt(d.size)
+
+
+def test_keyed_delta_orthogonal_and_sparse_structure() -> None:
+    shape, fill = KEYED["delta_orthogonal_"]
+    w = fill(torch.empty(shape, dtype=torch.float64), initwise.random.key(5, "d"))
+    c = w[:, :, 1, 1]
+    assert torch.allclose(c.T @ c, torch.eye(32, dtype=torch.float64), atol=1e-12)
+    assert int(w.count_nonzero()) == int(c.count_nonzero())
+    shape, fill = KEYED["sparse_"]
+    s = fill(torch.empty(shape, dtype=torch.float64), initwise.random.key(5, "s"))
+    zeros = s == 0
+    assert zeros.sum(0).tolist() == [math.ceil(0.3 * 300)] * 200
+    assert stats.kstest(s[~zeros].numpy(), stats.norm(0, 0.05).cdf).pvalue > KS_P
+    # the zeroed rows are a uniform choice: each row is zero in a column with probability 0.3
+    per_row = zeros.sum(1).double().numpy()
+    assert abs(per_row.mean() / 200 - 0.3) < 1e-12  # exact: 90 zeros in each of 200 columns
+    # columns are independent, each zeroing 90 of 300 rows: E[s²] (ddof=1) of the per-row counts
+    # is 200 · (90·210/300)/299; a count is about Binomial(200, 0.3) (excess kurtosis ≈ -0.008)
+    expected = 200 * (90 * 210 / 300) / 299
+    excess = (1 - 6 * 0.3 * 0.7) / (200 * 0.3 * 0.7)
+    assert abs(per_row.var(ddof=1) / expected - 1) < 6 * math.sqrt((2 + excess) / (per_row.size - 1))
