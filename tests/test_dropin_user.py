@@ -339,3 +339,31 @@ def test_keyed_delta_orthogonal_and_sparse_structure() -> None:
     expected = 200 * (90 * 210 / 300) / 299
     excess = (1 - 6 * 0.3 * 0.7) / (200 * 0.3 * 0.7)
     assert abs(per_row.var(ddof=1) / expected - 1) < 6 * math.sqrt((2 + excess) / (per_row.size - 1))
+
+
+# --------------------------------------------------------------------------- messages and no-ops
+
+
+@pytest.mark.parametrize("fn", ["kaiming_uniform_", "kaiming_normal_"])
+@pytest.mark.parametrize("shape", [(0,), (0, 3), (2, 0, 3)], ids=str)
+def test_kaiming_on_an_empty_tensor_of_any_dim_is_torchs_warned_no_op(fn: str, shape: tuple[int, ...]) -> None:
+    t = torch.empty(shape)
+    with pytest.warns(UserWarning, match="Initializing zero-element tensors is a no-op"):
+        getattr(torch.nn.init, fn)(torch.empty(shape))
+    with pytest.warns(UserWarning, match=rf"^{fn}: Initializing zero-element tensors is a no-op"):
+        assert getattr(initwise, fn)(t) is t
+
+
+@pytest.mark.parametrize(
+    "fn,call",
+    [("kaiming_uniform_", lambda t: initwise.kaiming_uniform_(t, mode="fan_avg")),
+     ("kaiming_normal_", lambda t: initwise.kaiming_normal_(t, mode=3)),
+     ("variance_scaling_", lambda t: initwise.variance_scaling_(t, 1.0, "fan_sum")),
+     ("variance_scaling_", lambda t: initwise.variance_scaling_(t, 1.0, "fan_in", "gauss")),
+     ("orthogonal_", lambda t: initwise.orthogonal_(t, -1.0)),
+     ("delta_orthogonal_", lambda t: initwise.delta_orthogonal_(t[..., None], -1.0))],
+    ids=["kaiming mode", "kaiming mode int", "vs mode", "vs distribution", "orthogonal gain", "delta gain"],
+)
+def test_option_errors_name_the_function(fn: str, call: Any) -> None:
+    with pytest.raises(ValueError, match=rf"^{fn}: "):
+        call(torch.empty(6, 4))

@@ -67,13 +67,17 @@ class NotAnActivationError(InitwiseError, TypeError, ValueError):
     where torch raises ``ValueError`` ("Unsupported nonlinearity 3")."""
 
 
-def raise_unknown(kind: str, value: object, valid: Iterable[str], *, limit: int | None = None) -> NoReturn:
+def raise_unknown(
+    kind: str, value: object, valid: Iterable[str], *, limit: int | None = None, where: str = ""
+) -> NoReturn:
     """Raise ``ValueError`` for an unknown option, listing the valid ones and a close match.
 
-    ``limit`` caps how many valid options are listed (for long lists such as parameter names).
+    ``limit`` caps how many valid options are listed (for long lists such as parameter names);
+    ``where`` prefixes the message (the function name).
     """
     options = sorted(set(valid))
-    msg = f"unknown {kind} {value!r}"
+    msg = f"{where}: " if where else ""
+    msg += f"unknown {kind} {value!r}"
     if isinstance(value, str):
         close = difflib.get_close_matches(value.lower(), options, n=1, cutoff=0.6)
         if close:
@@ -83,11 +87,11 @@ def raise_unknown(kind: str, value: object, valid: Iterable[str], *, limit: int 
     raise ValueError(msg)
 
 
-def check_choice(kind: str, value: str, valid: Iterable[str]) -> str:
+def check_choice(kind: str, value: str, valid: Iterable[str], *, where: str = "") -> str:
     """Return ``value`` if it is one of ``valid``, else raise :func:`raise_unknown`'s error."""
     valid = tuple(valid)
     if not isinstance(value, str) or value not in valid:
-        raise_unknown(kind, value, valid)
+        raise_unknown(kind, value, valid, where=where)
     return value
 
 

@@ -259,10 +259,16 @@ def _variance_scaling(
     generator: Generator,
     fn: str,
     axes: tuple[Axis, Axis, Axis] | None = None,
+    empty_any_dim: bool = False,
 ) -> torch.Tensor:
-    """The one implementation behind every variance-scaling scheme; ``fn`` names the caller."""
+    """The one implementation behind every variance-scaling scheme; ``fn`` names the caller.
+
+    ``empty_any_dim``: a zero-element tensor of any dimension is the usual warned no-op (torch's
+    ``kaiming_*`` check for empty tensors before they compute fans: ``torch.empty(0)`` warns).
+    """
     _is_key(generator)
-    min_dim = 0 if fans is not None else 2
+    empty = empty_any_dim and isinstance(tensor, torch.Tensor) and tensor.numel() == 0
+    min_dim = 0 if fans is not None or empty else 2
     if not check_tensor(tensor, fn, min_dim=min_dim, allow_complex=True):
         return tensor
     f = _resolve_fans(tensor, fans, fn, axes)
@@ -336,8 +342,8 @@ def variance_scaling_(
         True
     """
     check_finite_positive("scale", scale, where="variance_scaling_")
-    check_choice("mode", mode, FAN_MODES)
-    check_choice("distribution", distribution, DISTRIBUTIONS)
+    check_choice("mode", mode, FAN_MODES, where="variance_scaling_")
+    check_choice("distribution", distribution, DISTRIBUTIONS, where="variance_scaling_")
     axes = _check_axes(in_axis, out_axis, batch_axis)
     return _variance_scaling(tensor, scale, mode, distribution, fans, generator, "variance_scaling_", axes)
 
@@ -625,7 +631,7 @@ def xavier_normal_(
 
 def _kaiming_scale(a: float | None, mode: str, nonlinearity: str, gain: float | None, fn: str) -> tuple[float, str]:
     """``(gain², mode)``: ``mode`` is case-insensitive, as in torch (``mode="FAN_OUT"``)."""
-    mode = check_choice("mode", mode.lower() if isinstance(mode, str) else mode, ("fan_in", "fan_out"))
+    mode = check_choice("mode", mode.lower() if isinstance(mode, str) else mode, ("fan_in", "fan_out"), where=fn)
     if gain is not None:
         g = check_finite_positive("gain", gain, where=fn)
     else:
@@ -656,7 +662,7 @@ def kaiming_uniform_(
     torch.Size([3, 5])
     """
     scale, fan_mode = _kaiming_scale(a, mode, nonlinearity, gain, "kaiming_uniform_")
-    return _variance_scaling(tensor, scale, fan_mode, "uniform", fans, generator, "kaiming_uniform_")
+    return _variance_scaling(tensor, scale, fan_mode, "uniform", fans, generator, "kaiming_uniform_", empty_any_dim=True)
 
 
 def kaiming_normal_(
@@ -679,7 +685,7 @@ def kaiming_normal_(
     torch.Size([3, 5])
     """
     scale, fan_mode = _kaiming_scale(a, mode, nonlinearity, gain, "kaiming_normal_")
-    return _variance_scaling(tensor, scale, fan_mode, "normal", fans, generator, "kaiming_normal_")
+    return _variance_scaling(tensor, scale, fan_mode, "normal", fans, generator, "kaiming_normal_", empty_any_dim=True)
 
 
 def lecun_uniform_(
@@ -980,7 +986,7 @@ def orthogonal_(tensor: torch.Tensor, gain: float = 1.0, generator: Generator = 
     >>> torch.allclose(w @ w.T, torch.eye(4), atol=1e-5)
     True
     """
-    g = check_finite_positive("gain", gain, allow_zero=True)
+    g = check_finite_positive("gain", gain, allow_zero=True, where="orthogonal_")
     _is_key(generator)
     if not check_tensor(tensor, "orthogonal_", min_dim=2):
         return tensor
@@ -1017,7 +1023,7 @@ def delta_orthogonal_(tensor: torch.Tensor, gain: float = 1.0, generator: Genera
     >>> torch.allclose(w[:, :, 1, 1].T @ w[:, :, 1, 1], torch.eye(4), atol=1e-5)
     True
     """
-    g = check_finite_positive("gain", gain, allow_zero=True)
+    g = check_finite_positive("gain", gain, allow_zero=True, where="delta_orthogonal_")
     _is_key(generator)
     if not check_tensor(tensor, "delta_orthogonal_", min_dim=3, max_dim=5):
         return tensor
