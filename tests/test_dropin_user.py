@@ -367,3 +367,17 @@ def test_kaiming_on_an_empty_tensor_of_any_dim_is_torchs_warned_no_op(fn: str, s
 def test_option_errors_name_the_function(fn: str, call: Any) -> None:
     with pytest.raises(ValueError, match=rf"^{fn}: "):
         call(torch.empty(6, 4))
+
+
+@pytest.mark.parametrize("fn,args", [("xavier_uniform_", (1.7,)), ("xavier_normal_", (0.3,)),
+                                     ("kaiming_uniform_", (math.sqrt(5),)), ("kaiming_normal_", (0.2, "fan_out"))])
+@pytest.mark.parametrize("shape", [(3, 2), (37, 11, 3), (64, 32, 3, 3)], ids=str)
+def test_fan_schemes_are_torchs_bits_in_float32_and_within_one_ulp_in_float64(fn: str, args: tuple[Any, ...], shape: tuple[int, ...]) -> None:
+    """initwise's std is sqrt(gain² / fan) (one formula for every scheme), torch's gain / sqrt(fan)."""
+    for dtype in (torch.float32, torch.float64):
+        ours = getattr(initwise, fn)(torch.empty(shape, dtype=dtype), *args, generator=_gen(8))
+        theirs = getattr(torch.nn.init, fn)(torch.empty(shape, dtype=dtype), *args, generator=_gen(8))
+        if dtype == torch.float32:
+            assert _same(ours, theirs)
+        else:
+            assert bool(((ours - theirs).abs() <= 2.0**-52 * theirs.abs()).all())
