@@ -380,4 +380,6 @@ def test_fan_schemes_are_torchs_bits_in_float32_and_within_one_ulp_in_float64(fn
         if dtype == torch.float32:
             assert _same(ours, theirs)
         else:
-            assert bool(((ours - theirs).abs() <= 2.0**-52 * theirs.abs()).all())
+            # std (bound) within 1 ulp: a value std·z within ~1 ulp of itself, a uniform
+            # a + u·(b - a) within ~2 ulp of the bound
+            assert bool(((ours - theirs).abs() <= 2.0**-51 * theirs.abs().max()).all())
