@@ -19,11 +19,12 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import functools
+import inspect
 import math
 import numbers
 import warnings
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 import torch
 
@@ -45,6 +46,7 @@ from ._math import (
     trunc_normal_moments,
     uniform_bound,
 )
+from ._sharding import fill_sharded_, is_dtensor
 from ._typing import DISTRIBUTIONS, FAN_MODES, Distribution, FanMode
 from .gains import kaiming_gain
 from .random import Key
@@ -288,10 +290,85 @@ def _variance_scaling(
 
 
 # ---------------------------------------------------------------------------------------------
+# DTensor parameters (TorchTitan calls nn.init.trunc_normal_ on sharded parameters).
+# ---------------------------------------------------------------------------------------------
+
+_P = ParamSpec("_P")
+_Native = Callable[[dict[str, Any], torch.Tensor], bool]
+# schemes whose value at an index depends on the key and that index alone (and on the fans,
+# passed as the whole's): a keyed draw on a DTensor's block is that block of the whole's draw
+_SHAPE_FREE = frozenset({"uniform_", "normal_", "trunc_normal_", "truncated_normal_"})
+
+
+def _always(arguments: dict[str, Any], tensor: torch.Tensor) -> bool:
+    return True
+
+
+def _never(arguments: dict[str, Any], tensor: torch.Tensor) -> bool:
+    return False
+
+
+def _real(arguments: dict[str, Any], tensor: torch.Tensor) -> bool:
+    return not tensor.is_complex()
+
+
+def _real_not_truncated(arguments: dict[str, Any], tensor: torch.Tensor) -> bool:
+    return not tensor.is_complex() and arguments.get("distribution", "normal") != "truncated_normal"
+
+
+def _dtensor_aware(native: _Native) -> Callable[[Callable[_P, torch.Tensor]], Callable[_P, torch.Tensor]]:
+    """Let a scheme take a ``DTensor``: each rank writes its block of what the scheme writes to the whole.
+
+    With a :class:`~initwise.random.Key` the block is that of the single-process result, bit for
+    bit, at any world size (:func:`initwise._sharding.fill_sharded_`: shard-locally for the
+    elementwise schemes, with the whole's fans; through one whole parameter per rank for the
+    others). With a ``torch.Generator`` (or ``None``), a scheme that torch runs as DTensor
+    random ops (``native``: ``uniform_``, ``normal_``, real ``xavier_*``/``kaiming_*``...) does
+    exactly what ``torch.nn.init`` does; the others (``trunc_normal_``, ``orthogonal_``,
+    ``sparse_``...) draw the whole on every rank from its generator (the same state on every
+    rank, as DTensor's own RNG requires) and keep the block. Arguments are checked on a meta
+    twin of the whole first, so every rank raises the same error before anything is written.
+    """
+
+    def wrap(fn: Callable[_P, torch.Tensor]) -> Callable[_P, torch.Tensor]:
+        sig = inspect.signature(fn)
+
+        @functools.wraps(fn)
+        def scheme(*args: _P.args, **kwargs: _P.kwargs) -> torch.Tensor:
+            tensor = args[0] if args else kwargs.get("tensor")
+            if not is_dtensor(tensor):
+                return fn(*args, **kwargs)
+            assert isinstance(tensor, torch.Tensor)
+            call = dict(sig.bind(*args, **kwargs).arguments)
+            keyed = _is_key(call.get("generator"))
+            if tensor.is_meta or (not keyed and native(call, tensor)):
+                return fn(*args, **kwargs)
+            by_name: Callable[..., torch.Tensor] = fn
+            call["tensor"] = torch.empty(tensor.shape, dtype=tensor.dtype, device="meta")
+            by_name(**call)  # every check, on every rank, before any write
+            elementwise = keyed and fn.__name__ in _SHAPE_FREE
+            if keyed and "fans" in sig.parameters and call.get("fans") is None:
+                axes = _check_axes(call.pop("in_axis", None), call.pop("out_axis", None), call.pop("batch_axis", None))
+                call["fans"] = _resolve_fans(call["tensor"], None, fn.__name__, axes)  # the whole's fans
+                elementwise = True
+
+            def fill(t: torch.Tensor) -> None:
+                by_name(**{**call, "tensor": t})
+
+            fill_sharded_(tensor, fill, elementwise=elementwise)
+            return tensor
+
+        return scheme
+
+    return wrap
+
+
+# ---------------------------------------------------------------------------------------------
 # The general scheme.
 # ---------------------------------------------------------------------------------------------
 
 
+@_dtensor_aware(_real_not_truncated)
 def variance_scaling_(
     tensor: torch.Tensor,
     scale: float = 1.0,
@@ -353,6 +430,7 @@ def variance_scaling_(
 # ---------------------------------------------------------------------------------------------
 
 
+@_dtensor_aware(_always)
 def uniform_(
     tensor: torch.Tensor, a: float = 0.0, b: float = 1.0, generator: Generator = None
 ) -> torch.Tensor:
@@ -375,6 +453,7 @@ def uniform_(
     return _draw_uniform(tensor, a, b, generator)
 
 
+@_dtensor_aware(_always)
 def normal_(
     tensor: torch.Tensor, mean: float = 0.0, std: float = 1.0, generator: Generator = None
 ) -> torch.Tensor:
@@ -411,6 +490,7 @@ def _trunc_checks(fn: str, mean: float, std: float, a: float, b: float) -> tuple
     return mean, std, a, b
 
 
+@_dtensor_aware(_never)
 def trunc_normal_(
     tensor: torch.Tensor,
     mean: float = 0.0,
@@ -446,6 +526,7 @@ def trunc_normal_(
     return _draw_trunc_normal(tensor, mean, std, (a - mean) / std, (b - mean) / std, generator)
 
 
+@_dtensor_aware(_never)
 def truncated_normal_(
     tensor: torch.Tensor,
     mean: float = 0.0,
@@ -590,6 +671,7 @@ def _xavier_scale(gain: float, fn: str) -> float:
     return g * g
 
 
+@_dtensor_aware(_real)
 def xavier_uniform_(
     tensor: torch.Tensor,
     gain: float = 1.0,
@@ -610,6 +692,7 @@ def xavier_uniform_(
     return _variance_scaling(tensor, scale, "fan_avg", "uniform", fans, generator, "xavier_uniform_")
 
 
+@_dtensor_aware(_real)
 def xavier_normal_(
     tensor: torch.Tensor,
     gain: float = 1.0,
@@ -639,6 +722,7 @@ def _kaiming_scale(a: float | None, mode: str, nonlinearity: str, gain: float | 
     return g * g, mode
 
 
+@_dtensor_aware(_real)
 def kaiming_uniform_(
     tensor: torch.Tensor,
     a: float | None = 0,
@@ -665,6 +749,7 @@ def kaiming_uniform_(
     return _variance_scaling(tensor, scale, fan_mode, "uniform", fans, generator, "kaiming_uniform_", empty_any_dim=True)
 
 
+@_dtensor_aware(_real)
 def kaiming_normal_(
     tensor: torch.Tensor,
     a: float | None = 0,
@@ -688,6 +773,7 @@ def kaiming_normal_(
     return _variance_scaling(tensor, scale, fan_mode, "normal", fans, generator, "kaiming_normal_", empty_any_dim=True)
 
 
+@_dtensor_aware(_real)
 def lecun_uniform_(
     tensor: torch.Tensor,
     *,
@@ -704,6 +790,7 @@ def lecun_uniform_(
     return _variance_scaling(tensor, 1.0, "fan_in", "uniform", fans, generator, "lecun_uniform_")
 
 
+@_dtensor_aware(_real)
 def lecun_normal_(
     tensor: torch.Tensor,
     *,
@@ -726,6 +813,7 @@ def lecun_normal_(
 # (±2 parent standard deviations, final variance exactly scale / fan; kurtosis 2.37).
 
 
+@_dtensor_aware(_never)
 def glorot_truncated_normal_(
     tensor: torch.Tensor,
     *,
@@ -743,6 +831,7 @@ def glorot_truncated_normal_(
     return _variance_scaling(tensor, 1.0, "fan_avg", "truncated_normal", fans, generator, "glorot_truncated_normal_")
 
 
+@_dtensor_aware(_never)
 def he_truncated_normal_(
     tensor: torch.Tensor,
     *,
@@ -760,6 +849,7 @@ def he_truncated_normal_(
     return _variance_scaling(tensor, 2.0, "fan_in", "truncated_normal", fans, generator, "he_truncated_normal_")
 
 
+@_dtensor_aware(_never)
 def lecun_truncated_normal_(
     tensor: torch.Tensor,
     *,
@@ -967,6 +1057,7 @@ def _orthogonal_stack(keys: Sequence[Key], rows: int, cols: int, dtype: torch.dt
     return result
 
 
+@_dtensor_aware(_never)
 def orthogonal_(tensor: torch.Tensor, gain: float = 1.0, generator: Generator = None) -> torch.Tensor:
     r"""Fill ``tensor`` with a (semi-)orthogonal matrix scaled by ``gain``.
 
@@ -1011,6 +1102,7 @@ def orthogonal_(tensor: torch.Tensor, gain: float = 1.0, generator: Generator = 
         return _fill_from(tensor, q.to(tensor.device))
 
 
+@_dtensor_aware(_never)
 def delta_orthogonal_(tensor: torch.Tensor, gain: float = 1.0, generator: Generator = None) -> torch.Tensor:
     r"""Delta-orthogonal init of a conv kernel: an orthogonal matrix at the centre tap, zeros elsewhere.
 
@@ -1042,6 +1134,7 @@ def delta_orthogonal_(tensor: torch.Tensor, gain: float = 1.0, generator: Genera
     return tensor
 
 
+@_dtensor_aware(_never)
 def sparse_(
     tensor: torch.Tensor, sparsity: float, std: float = 0.01, generator: Generator = None
 ) -> torch.Tensor:
