@@ -290,7 +290,7 @@ DROPIN_ON_DTENSOR = [
 @pytest.mark.parametrize("keyed", [True, False], ids=["key", "torch-generator"])
 @pytest.mark.parametrize("name,shape,kwargs", DROPIN_ON_DTENSOR, ids=[d[0] for d in DROPIN_ON_DTENSOR])
 def test_dropin_scheme_called_on_a_dtensor_writes_its_block_of_the_whole(
-    fake_pg, name: str, shape: tuple[int, ...], kwargs: dict, keyed: bool, dim: int
+    fake_pg, monkeypatch, name: str, shape: tuple[int, ...], kwargs: dict, keyed: bool, dim: int
 ) -> None:
     """``initwise.trunc_normal_(dtensor, ...)`` as TorchTitan calls ``nn.init.trunc_normal_`` on
     sharded parameters: each rank's block is that block of the scheme applied to the whole
@@ -306,6 +306,11 @@ def test_dropin_scheme_called_on_a_dtensor_writes_its_block_of_the_whole(
     def gen() -> object:
         return iwr.key(9, name) if keyed else torch.Generator().manual_seed(9)
 
+    import initwise._sharding as sharding
+
+    local_paths: list[bool] = []
+    real = sharding.fill_sharded
+    monkeypatch.setattr(sharding, "fill_sharded", lambda *a: local_paths.append(real(*a)) or local_paths[-1])
     fn = getattr(initwise, name)
     whole = fn(torch.empty(shape), **kwargs, generator=gen())
     for rank in range(4):
@@ -314,3 +319,6 @@ def test_dropin_scheme_called_on_a_dtensor_writes_its_block_of_the_whole(
         d = distribute_tensor(torch.zeros(shape), mesh, [Shard(dim)], src_data_rank=None)
         assert fn(d, **kwargs, generator=gen()) is d
         assert torch.equal(d.to_local(), _chunk(whole, 4, dim, rank)), (name, rank)
+    # keyed elementwise schemes never hold the whole parameter (docs/distributed.md)
+    shard_local = keyed and name not in {"orthogonal_", "delta_orthogonal_", "sparse_"}
+    assert local_paths == [shard_local] * 4
