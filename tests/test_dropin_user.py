@@ -383,3 +383,20 @@ def test_fan_schemes_are_torchs_bits_in_float32_and_within_one_ulp_in_float64(fn
             # std (bound) within 1 ulp: a value std·z within ~1 ulp of itself, a uniform
             # a + u·(b - a) within ~2 ulp of the bound
             assert bool(((ours - theirs).abs() <= 2.0**-51 * theirs.abs().max()).all())
+
+
+EMPTY_CALLS = [("uniform_", (0, 3), ()), ("normal_", (0, 3), ()), ("trunc_normal_", (0, 3), ()),
+               ("truncated_normal_", (0, 3), ()), ("xavier_uniform_", (0, 3), ()), ("kaiming_normal_", (0,), ()),
+               ("lecun_normal_", (0, 3), ()), ("orthogonal_", (0, 3), ()), ("zeros_", (0, 3), ()),
+               ("constant_", (0, 3), (0.5,)), ("eye_", (0, 3), ()), ("dirac_", (0, 3, 3), ()),
+               ("sparse_", (0, 3), (0.5,)), ("variance_scaling_", (0, 3), ()),
+               ("he_truncated_normal_", (0, 3), ()), ("delta_orthogonal_", (0, 3, 3), ())]  # fmt: skip
+
+
+@pytest.mark.parametrize("fn,shape,args", EMPTY_CALLS, ids=[c[0] for c in EMPTY_CALLS])
+def test_zero_element_warning_points_at_the_callers_line(fn: str, shape: tuple[int, ...], args: tuple[Any, ...]) -> None:
+    """The no-op warning is attributed to the user's call (so filters by module and the
+    printed location work), whatever the depth of initwise's own frames."""
+    with pytest.warns(UserWarning, match="zero-element") as rec:
+        getattr(initwise, fn)(torch.empty(shape), *args)
+    assert [w.filename for w in rec] == [__file__]

@@ -11,6 +11,8 @@ from __future__ import annotations
 import difflib
 import math
 import numbers
+import os
+import sys
 import warnings
 from collections.abc import Iterable
 from typing import NoReturn
@@ -152,6 +154,25 @@ def check_finite_positive(
     return v
 
 
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+def caller_stacklevel() -> int:
+    """The ``stacklevel`` that attributes a warning to the first frame outside initwise.
+
+    For ``warnings.warn`` called in the function that calls this: its own frame is level 1;
+    the schemes reach their entry checks through a varying number of initwise frames (a
+    named scheme, ``variance_scaling_``'s core, the DTensor wrapper), so a fixed level points
+    into initwise for some of them (Python 3.12's ``skip_file_prefixes``, by hand).
+    """
+    frame = sys._getframe(1)
+    level = 1
+    while frame.f_back is not None and frame.f_code.co_filename.startswith(_PACKAGE_DIR):
+        frame = frame.f_back
+        level += 1
+    return level
+
+
 _FLOAT_DTYPES = "float16, bfloat16, float32, float64"
 
 
@@ -205,7 +226,7 @@ def check_tensor(
             f"{fn}: Initializing zero-element tensors is a no-op (the tensor has no elements, "
             f"shape {tuple(tensor.shape)})",
             InitwiseWarning,
-            stacklevel=3,
+            stacklevel=caller_stacklevel(),
         )
         return False
     return True
