@@ -400,3 +400,65 @@ def test_zero_element_warning_points_at_the_callers_line(fn: str, shape: tuple[i
     with pytest.warns(UserWarning, match="zero-element") as rec:
         getattr(initwise, fn)(torch.empty(shape), *args)
     assert [w.filename for w in rec] == [__file__]
+
+
+# --------------------------------------------------------------------------- NumPy: every scheme
+
+
+def _registry_names() -> list[str]:
+    from initwise.registry import resolve_scheme_name, scheme_names
+
+    return sorted({resolve_scheme_name(n) for n in scheme_names()} - {"critical"})
+
+
+NP_PARAMS: dict[str, dict[str, Any]] = {"constant": {"val": 0.25}, "sparse": {"sparsity": 0.3}}
+NP_SHAPES: dict[str, tuple[int, ...]] = {"eye": (40, 30), "sparse": (400, 300), "dirac": (12, 6, 3, 3),
+                                         "delta_orthogonal": (48, 32, 3, 3)}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", _registry_names())
+def test_numpy_has_every_registry_scheme_with_torchs_law(name: str) -> None:
+    """README: "initwise.numpy has the same schemes". Structured ones equal torch's bitwise (in
+    float64); random ones have the registry's standard deviation for that shape (6 SE), and the
+    exact law where it is a normal, a uniform or a truncated normal (KS)."""
+    shape = NP_SHAPES.get(name, (300, 100, 3))
+    params = NP_PARAMS.get(name, {})
+    x = inp.init(name, shape, 3, **params)
+    assert x.shape == shape and x.dtype == np.float64
+    expected = initwise.get_scheme(name, **params).describe(shape)
+    t = torch.empty(shape, dtype=torch.float64)
+    if expected.std is None or name in ("constant", "zeros", "ones"):
+        initwise.get_scheme(name, **params)(t, generator=_gen(0))
+        assert np.array_equal(x, t.numpy())
+        return
+    if name in ("orthogonal", "delta_orthogonal"):
+        q = x[:, :, 1, 1] if x.ndim == 4 else x.reshape(shape[0], -1)
+        gram = q.T @ q if q.shape[0] >= q.shape[1] else q @ q.T
+        assert np.allclose(gram, np.eye(gram.shape[0]), atol=1e-12)
+        return
+    law = {"normal": stats.norm(expected.mean, expected.std),
+           "uniform": stats.uniform(expected.mean - (expected.bound or 0.0), 2 * (expected.bound or 0.0))}.get(expected.distribution)
+    values = x[x != 0] if name == "sparse" else x.ravel()
+    if name == "sparse":
+        assert (x == 0).sum(axis=0).tolist() == [math.ceil(0.3 * 400)] * 300
+        law = stats.norm(0, 0.01)
+    if "trunc" in name:  # every truncated scheme cuts at ±2 parent standard deviations here
+        law = stats.truncnorm(-2, 2, scale=expected.std / S2)
+    assert law is not None, expected
+    assert stats.kstest(values, law.cdf).pvalue > KS_P
+    kurt = {"normal": 0.0, "uniform": -1.2}.get(expected.distribution, -0.63)  # ±2σ truncation: -0.63
+    if name != "sparse":
+        assert abs(values.var() / expected.std**2 - 1) < 6 * math.sqrt((2 + kurt) / values.size)
+
+
+def test_numpy_trunc_normal_is_torchs_absolute_bounds() -> None:
+    x = inp.init("trunc_normal", (100_000,), 4, mean=0.5, std=2.0, a=-1.0, b=3.0)
+    assert stats.kstest(x, stats.truncnorm(-0.75, 1.25, loc=0.5, scale=2.0).cdf).pvalue > KS_P
+    assert np.array_equal(inp.init("trunc_normal", (3,), 0, a=0.5, b=0.5), np.full(3, 0.5))
+
+
+def test_numpy_names_without_a_numpy_form_say_so() -> None:
+    with pytest.raises(ValueError, match=r"scheme 'critical' has no NumPy form"):
+        inp.init("critical", (4, 4), 0)
+    with pytest.raises(ValueError, match=r"unknown scheme 'dirak'; did you mean 'dirac'\?"):
+        inp.init("dirak", (4, 4, 3), 0)

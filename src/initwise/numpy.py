@@ -37,6 +37,7 @@ from ._typing import DISTRIBUTIONS, FAN_MODES
 from .gains import kaiming_gain
 from .random._engine import _trunc_params
 from .random._philox import _trunc
+from .registry import resolve_scheme_name, scheme_names
 
 __all__ = [
     "init",
@@ -269,6 +270,83 @@ def _constant(value: float) -> Callable[..., np.ndarray]:
     return draw
 
 
+def _dims(name: str, shape: tuple[int, ...], lo: int, hi: int) -> None:
+    if not lo <= len(shape) <= hi:
+        want = f"{lo}" if lo == hi else f"{lo} to {hi}"
+        raise ValueError(f"init({name!r}): needs a shape with {want} dimensions, got {shape}")
+
+
+def _constant_val(shape: tuple[int, ...], rng: RNG, *, val: float) -> np.ndarray:
+    return np.full(shape, check_real("val", val, finite=False, where="init('constant')"))
+
+
+def _trunc_normal(shape: tuple[int, ...], rng: RNG, *, mean: float = 0.0, std: float = 1.0,
+                  a: float = -2.0, b: float = 2.0) -> np.ndarray:  # fmt: skip
+    """torch's ``trunc_normal_``: parent ``N(mean, std²)`` cut to the absolute bounds ``[a, b]``."""
+    where = "init('trunc_normal')"
+    mean = check_real("mean", mean, where=where)
+    std = check_finite_positive("std", std, where=where)
+    a = check_real("a", a, finite=False, where=where)
+    b = check_real("b", b, finite=False, where=where)
+    if math.isnan(a) or math.isnan(b) or a > b:
+        raise ValueError(f"{where}: need a <= b, got a={a}, b={b}")
+    if a == b:
+        if not math.isfinite(a):
+            raise ValueError(f"{where}: a == b must be finite, got a={a}, b={b}")
+        return np.full(shape, a)
+    return mean + std * _std_normal_trunc(_rng(rng), shape, (a - mean) / std, (b - mean) / std)
+
+
+def _sparse(shape: tuple[int, ...], rng: RNG, *, sparsity: float, std: float = 0.01) -> np.ndarray:
+    """torch's ``sparse_``: ``N(0, std²)`` with ``ceil(sparsity * rows)`` zeros in each column."""
+    _dims("sparse", shape, 2, 2)
+    s = check_real("sparsity", sparsity, where="init('sparse')")
+    if not 0.0 <= s <= 1.0:
+        raise ValueError(f"init('sparse'): sparsity must be in [0, 1], got {sparsity!r}")
+    std = check_finite_positive("std", std, allow_zero=True, where="init('sparse')")
+    g = _rng(rng)
+    values = g.normal(0.0, std, size=shape)
+    rows = shape[0]
+    zeros = math.ceil(s * rows)
+    if zeros and values.size:
+        chosen = np.argsort(g.random(shape), axis=0, kind="stable")[:zeros]  # a random subset per column
+        np.put_along_axis(values, chosen, 0.0, axis=0)
+    return values
+
+
+def _eye(shape: tuple[int, ...], rng: RNG) -> np.ndarray:
+    _dims("eye", shape, 2, 2)
+    return np.eye(shape[0], shape[1])
+
+
+def _dirac(shape: tuple[int, ...], rng: RNG, *, groups: int = 1) -> np.ndarray:
+    """torch's ``dirac_``: the identity convolution, at tap ``k // 2``, per group."""
+    _dims("dirac", shape, 3, 5)
+    if isinstance(groups, bool) or not isinstance(groups, numbers.Integral) or groups < 1:
+        raise ValueError(f"init('dirac'): groups must be a positive int, got {groups!r}")
+    if shape[0] % int(groups):
+        raise ValueError(f"init('dirac'): dim 0 ({shape[0]}) must be divisible by groups ({groups})")
+    w = np.zeros(shape)
+    per = shape[0] // int(groups)
+    centre = tuple(k // 2 for k in shape[2:])
+    for g in range(int(groups)):
+        for d in range(min(per, shape[1])):
+            tap = (g * per + d, d, *centre)
+            w[tap] = 1.0
+    return w
+
+
+def _delta_orthogonal(shape: tuple[int, ...], rng: RNG, *, gain: float = 1.0) -> np.ndarray:
+    """``delta_orthogonal_``: an ``[out, in]`` orthogonal matrix (orthonormal columns) at tap ``k // 2``."""
+    _dims("delta_orthogonal", shape, 3, 5)
+    if shape[0] < shape[1]:
+        raise ValueError(f"init('delta_orthogonal'): needs out_channels >= in_channels, got shape {shape}")
+    w = np.zeros(shape)
+    index: tuple[slice | int, ...] = (slice(None), slice(None), *(k // 2 for k in shape[2:]))
+    w[index] = orthogonal(shape[0], shape[1], rng, gain=gain)
+    return w
+
+
 _SHAPE_SCHEMES: dict[str, Callable[..., np.ndarray]] = {
     "xavier_uniform": _xavier("uniform"),
     "xavier_normal": _xavier("normal"),
@@ -285,11 +363,32 @@ _SHAPE_SCHEMES: dict[str, Callable[..., np.ndarray]] = {
     "normal": _normal,
     "uniform": _uniform,
     "truncated_normal": _truncated_normal,
+    "trunc_normal": _trunc_normal,
+    "sparse": _sparse,
+    "constant": _constant_val,
     "zeros": _constant(0.0),
     "ones": _constant(1.0),
+    "eye": _eye,
+    "dirac": _dirac,
+    "delta_orthogonal": _delta_orthogonal,
 }
-_ALIASES = {"glorot_uniform": "xavier_uniform", "glorot_normal": "glorot_truncated_normal",
-            "he_normal": "he_truncated_normal", "he_uniform": "kaiming_uniform"}
+# Every registry name but ``critical`` (a theory-layer scheme); aliases are the registry's own.
+
+
+def _scheme_key(name: str) -> str:
+    try:
+        key = resolve_scheme_name(name)
+    except ValueError:
+        key = ""
+    if key not in _SHAPE_SCHEMES:
+        names = [n for n in scheme_names() if resolve_scheme_name(n) in _SHAPE_SCHEMES]
+        if key:
+            raise ValueError(
+                f"initwise.numpy.init: scheme {name!r} has no NumPy form (it needs initwise.theory "
+                f"and torch); NumPy schemes: {', '.join(names)}"
+            )
+        raise_unknown("scheme", name, names, where="initwise.numpy.init")
+    return key
 def init(name: str, shape: Sequence[int] | int, rng: RNG = None, **params: Any) -> np.ndarray:
     """Draw an array of ``shape`` (``[out, in, *kernel]``) from the named scheme.
 
@@ -300,9 +399,7 @@ def init(name: str, shape: Sequence[int] | int, rng: RNG = None, **params: Any) 
     >>> init("he_normal", (64, 32, 3, 3), np.random.default_rng(0)).shape
     (64, 32, 3, 3)
     """
-    key = _ALIASES.get(name, name)
-    if key not in _SHAPE_SCHEMES:
-        raise_unknown("scheme", name, [*_SHAPE_SCHEMES, *_ALIASES])
+    key = _scheme_key(name)
     draw = _SHAPE_SCHEMES[key]
     takes = list(inspect.signature(draw).parameters)[2:]
     for k in params:
