@@ -270,7 +270,7 @@ def test_canonical_names_of_real_wrappers() -> None:
         canonical_name(3)  # type: ignore[arg-type]
 
 
-_TORCH_DTENSOR_NATIVE = {"normal_", "uniform_", "xavier_uniform_", "kaiming_normal_"}
+_TORCH_DTENSOR_NATIVE = {"normal_", "uniform_", "xavier_uniform_", "kaiming_normal_", "lecun_uniform_"}
 DROPIN_ON_DTENSOR = [
     ("trunc_normal_", (64, 12), {"std": 0.02, "a": -0.04, "b": 0.04}),
     ("truncated_normal_", (64, 12), {"std": 0.02}),
@@ -278,6 +278,7 @@ DROPIN_ON_DTENSOR = [
     ("uniform_", (64, 12), {"a": -1.0, "b": 1.0}),
     ("xavier_uniform_", (64, 12), {}),
     ("kaiming_normal_", (64, 12, 3), {"mode": "fan_out"}),
+    ("lecun_uniform_", (64, 12), {"fans": (7.0, 5.0)}),
     ("he_truncated_normal_", (64, 12, 3), {}),
     ("variance_scaling_", (64, 12), {"scale": 2.0, "distribution": "truncated_normal", "in_axis": 0, "out_axis": 1}),
     ("orthogonal_", (64, 12), {"gain": 1.5}),

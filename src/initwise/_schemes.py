@@ -347,9 +347,10 @@ def _dtensor_aware(native: _Native) -> Callable[[Callable[_P, torch.Tensor]], Ca
             call["tensor"] = torch.empty(tensor.shape, dtype=tensor.dtype, device="meta")
             by_name(**call)  # every check, on every rank, before any write
             elementwise = keyed and fn.__name__ in _SHAPE_FREE
-            if keyed and "fans" in sig.parameters and call.get("fans") is None:
-                axes = _check_axes(call.pop("in_axis", None), call.pop("out_axis", None), call.pop("batch_axis", None))
-                call["fans"] = _resolve_fans(call["tensor"], None, fn.__name__, axes)  # the whole's fans
+            if keyed and "fans" in sig.parameters:
+                if call.get("fans") is None:  # the whole's fans, not the block's
+                    axes = _check_axes(call.pop("in_axis", None), call.pop("out_axis", None), call.pop("batch_axis", None))
+                    call["fans"] = _resolve_fans(call["tensor"], None, fn.__name__, axes)
                 elementwise = True
 
             def fill(t: torch.Tensor) -> None:
