@@ -462,3 +462,23 @@ def test_numpy_names_without_a_numpy_form_say_so() -> None:
         inp.init("critical", (4, 4), 0)
     with pytest.raises(ValueError, match=r"unknown scheme 'dirak'; did you mean 'dirac'\?"):
         inp.init("dirak", (4, 4, 3), 0)
+
+
+@pytest.mark.parametrize("fn", ["kaiming_normal", "kaiming_uniform"])
+def test_numpy_kaiming_a_is_the_leaky_slope_as_in_the_torch_scheme(fn: str) -> None:
+    """``a`` means what it means in ``kaiming_*_``: with the default nonlinearity it is leaky
+    ReLU's slope (numpy's default used to be ``relu``, which ignores ``a``)."""
+    a, fan_in = 0.5, 200
+    x = getattr(inp, fn)(fan_in, 300, 1, a=a)
+    var = torch.nn.init.calculate_gain("leaky_relu", a) ** 2 / fan_in
+    kurt = 0.0 if fn.endswith("normal") else -1.2
+    assert abs(x.var() / var - 1) < 6 * math.sqrt((2 + kurt) / x.size)
+    assert np.array_equal(getattr(inp, fn)(fan_in, 300, 1), getattr(inp, fn)(fan_in, 300, 1, nonlinearity="relu"))
+    y = inp.init(fn, (300, fan_in), 1, a=a)
+    assert np.array_equal(x, y)
+
+
+@pytest.mark.parametrize("fans", [(0.0, 4.0), (3.0, math.inf), ("3", 4.0)], ids=["zero", "inf", "str"])
+def test_numpy_variance_scaling_checks_fans(fans: Any) -> None:
+    with pytest.raises((ValueError, TypeError), match=r"variance_scaling: fans\.fan_(in|out) must be"):
+        inp.variance_scaling((4, 3), fans=fans, rng=0)

@@ -125,7 +125,11 @@ def variance_scaling(
     check_choice("mode", mode, FAN_MODES)
     check_choice("distribution", distribution, DISTRIBUTIONS)
     shape = _shape(shape, "variance_scaling")
-    fi, fo = fans if fans is not None else shape_fans(shape)
+    if fans is None:
+        fi, fo = shape_fans(shape)
+    else:
+        fi = check_finite_positive("fans.fan_in", fans[0], where="variance_scaling")
+        fo = check_finite_positive("fans.fan_out", fans[1], where="variance_scaling")
     std = compute_std(scale, select_fan(fi, fo, mode))
     return _draw(_rng(rng), shape, std, distribution)
 
@@ -151,7 +155,7 @@ def _gain(nonlinearity: str, a: float, gain: float | None) -> float:
 
 def kaiming_normal(
     fan_in: int, fan_out: int, rng: RNG = None, *,
-    nonlinearity: str = "relu", a: float = 0.0, mode: str = "fan_in", gain: float | None = None,
+    nonlinearity: str = "leaky_relu", a: float = 0.0, mode: str = "fan_in", gain: float | None = None,
 ) -> np.ndarray:
     """He normal ``N(0, gain²/fan_mode)``, shape ``(fan_out, fan_in)``; ``gain`` from ``nonlinearity``."""
     g = _gain(nonlinearity, a, gain)
@@ -160,7 +164,7 @@ def kaiming_normal(
 
 def kaiming_uniform(
     fan_in: int, fan_out: int, rng: RNG = None, *,
-    nonlinearity: str = "relu", a: float = 0.0, mode: str = "fan_in", gain: float | None = None,
+    nonlinearity: str = "leaky_relu", a: float = 0.0, mode: str = "fan_in", gain: float | None = None,
 ) -> np.ndarray:
     """He uniform ``U(±gain·sqrt(3/fan_mode))``, shape ``(fan_out, fan_in)``."""
     g = _gain(nonlinearity, a, gain)
@@ -221,7 +225,7 @@ def _xavier(distribution: str) -> Callable[..., np.ndarray]:
 
 
 def _kaiming(distribution: str) -> Callable[..., np.ndarray]:
-    def draw(shape: tuple[int, ...], rng: RNG, *, nonlinearity: str = "relu", a: float = 0.0,
+    def draw(shape: tuple[int, ...], rng: RNG, *, nonlinearity: str = "leaky_relu", a: float = 0.0,
              mode: str = "fan_in", gain: float | None = None) -> np.ndarray:  # fmt: skip
         g = _gain(nonlinearity, a, gain)
         return variance_scaling(shape, g * g, check_choice("mode", mode, ("fan_in", "fan_out")), distribution, rng)
