@@ -268,3 +268,58 @@ def test_canonical_names_of_real_wrappers() -> None:
     assert canonical_name("a._fsdp_wrapped_module.b.parametrizations.weight.original0") == "a.b.weight.original0"
     with pytest.raises(TypeError):
         canonical_name(3)  # type: ignore[arg-type]
+
+
+_TORCH_DTENSOR_NATIVE = {"normal_", "uniform_", "xavier_uniform_", "kaiming_normal_", "lecun_uniform_"}
+DROPIN_ON_DTENSOR = [
+    ("trunc_normal_", (64, 12), {"std": 0.02, "a": -0.04, "b": 0.04}),
+    ("truncated_normal_", (64, 12), {"std": 0.02}),
+    ("normal_", (64, 12), {"std": 0.02}),
+    ("uniform_", (64, 12), {"a": -1.0, "b": 1.0}),
+    ("xavier_uniform_", (64, 12), {}),
+    ("kaiming_normal_", (64, 12, 3), {"mode": "fan_out"}),
+    ("lecun_uniform_", (64, 12), {"fans": (7.0, 5.0)}),
+    ("he_truncated_normal_", (64, 12, 3), {}),
+    ("variance_scaling_", (64, 12), {"scale": 2.0, "distribution": "truncated_normal", "in_axis": 0, "out_axis": 1}),
+    ("orthogonal_", (64, 12), {"gain": 1.5}),
+    ("delta_orthogonal_", (64, 12, 3), {}),
+    ("sparse_", (64, 12), {"sparsity": 0.3}),
+]
+
+
+@pytest.mark.parametrize("dim", [0, 1])
+@pytest.mark.parametrize("keyed", [True, False], ids=["key", "torch-generator"])
+@pytest.mark.parametrize("name,shape,kwargs", DROPIN_ON_DTENSOR, ids=[d[0] for d in DROPIN_ON_DTENSOR])
+def test_dropin_scheme_called_on_a_dtensor_writes_its_block_of_the_whole(
+    fake_pg, monkeypatch, name: str, shape: tuple[int, ...], kwargs: dict, keyed: bool, dim: int
+) -> None:
+    """``initwise.trunc_normal_(dtensor, ...)`` as TorchTitan calls ``nn.init.trunc_normal_`` on
+    sharded parameters: each rank's block is that block of the scheme applied to the whole
+    (with a torch generator: the same generator state on every rank, as DTensor's RNG needs)."""
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.tensor import Shard, distribute_tensor
+
+    import initwise
+
+    if not keyed and name in _TORCH_DTENSOR_NATIVE:
+        pytest.skip("with a torch generator these run as DTensor random ops, exactly as torch.nn.init's")
+
+    def gen() -> object:
+        return iwr.key(9, name) if keyed else torch.Generator().manual_seed(9)
+
+    import initwise._sharding as sharding
+
+    local_paths: list[bool] = []
+    real = sharding.fill_sharded
+    monkeypatch.setattr(sharding, "fill_sharded", lambda *a: local_paths.append(real(*a)) or local_paths[-1])
+    fn = getattr(initwise, name)
+    whole = fn(torch.empty(shape), **kwargs, generator=gen())
+    for rank in range(4):
+        fake_pg(rank, 4)
+        mesh = init_device_mesh("cpu", (4,))
+        d = distribute_tensor(torch.zeros(shape), mesh, [Shard(dim)], src_data_rank=None)
+        assert fn(d, **kwargs, generator=gen()) is d
+        assert torch.equal(d.to_local(), _chunk(whole, 4, dim, rank)), (name, rank)
+    # keyed elementwise schemes never hold the whole parameter (docs/distributed.md)
+    shard_local = keyed and name not in {"orthogonal_", "delta_orthogonal_", "sparse_"}
+    assert local_paths == [shard_local] * 4

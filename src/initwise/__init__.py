@@ -28,7 +28,7 @@ from ._audit import (
     audit_widths,
 )
 from ._errors import AuditError, InitError, InitwiseError, InitwiseWarning, LSUVError
-from ._fans import (
+from ._fans import (  # torch.nn.init's private fan helpers too, for code ported with `as init`
     FanRule,
     Fans,
     WeightAxes,
@@ -42,6 +42,8 @@ from ._fans import (
     unregister_fans,
     unregister_layout,
 )
+from ._fans import _calculate_correct_fan as _calculate_correct_fan
+from ._fans import _calculate_fan_in_and_fan_out as _calculate_fan_in_and_fan_out
 from ._guard import CheckReport, DigestReport, Finding, WatchLog, WriteEvent, check, digest, watch
 from ._lsuv import LayerRule, LSUVLayer, LSUVReport, LSUVStep, lsuv
 from ._names import canonical_name

@@ -11,6 +11,8 @@ from __future__ import annotations
 import difflib
 import math
 import numbers
+import os
+import sys
 import warnings
 from collections.abc import Iterable
 from typing import NoReturn
@@ -25,6 +27,7 @@ __all__ = [
     "BadValueError",
     "InitwiseWarning",
     "NotATensorError",
+    "NotAnActivationError",
     "UnsupportedDtypeError",
     "ZeroValueError",
     "check_batched_inputs",
@@ -34,6 +37,7 @@ __all__ = [
     "check_real",
     "check_seed",
     "check_tensor",
+    "is_real_number",
     "raise_unknown",
 ]
 
@@ -60,13 +64,22 @@ class NotATensorError(InitwiseError, TypeError, AttributeError):
     """Something that is not a tensor where torch fails with ``AttributeError``."""
 
 
-def raise_unknown(kind: str, value: object, valid: Iterable[str], *, limit: int | None = None) -> NoReturn:
+class NotAnActivationError(InitwiseError, TypeError, ValueError):
+    """A nonlinearity that is neither a name, a module nor a callable (``calculate_gain(3)``),
+    where torch raises ``ValueError`` ("Unsupported nonlinearity 3")."""
+
+
+def raise_unknown(
+    kind: str, value: object, valid: Iterable[str], *, limit: int | None = None, where: str = ""
+) -> NoReturn:
     """Raise ``ValueError`` for an unknown option, listing the valid ones and a close match.
 
-    ``limit`` caps how many valid options are listed (for long lists such as parameter names).
+    ``limit`` caps how many valid options are listed (for long lists such as parameter names);
+    ``where`` prefixes the message (the function name).
     """
     options = sorted(set(valid))
-    msg = f"unknown {kind} {value!r}"
+    msg = f"{where}: " if where else ""
+    msg += f"unknown {kind} {value!r}"
     if isinstance(value, str):
         close = difflib.get_close_matches(value.lower(), options, n=1, cutoff=0.6)
         if close:
@@ -76,26 +89,39 @@ def raise_unknown(kind: str, value: object, valid: Iterable[str], *, limit: int 
     raise ValueError(msg)
 
 
-def check_choice(kind: str, value: str, valid: Iterable[str]) -> str:
+def check_choice(kind: str, value: str, valid: Iterable[str], *, where: str = "") -> str:
     """Return ``value`` if it is one of ``valid``, else raise :func:`raise_unknown`'s error."""
     valid = tuple(valid)
     if not isinstance(value, str) or value not in valid:
-        raise_unknown(kind, value, valid)
+        raise_unknown(kind, value, valid, where=where)
     return value
 
 
+def is_real_number(value: object) -> bool:
+    """True for what torch takes as a real number: a Python or NumPy real, or a 0-d real tensor.
+
+    Bools (``True`` as a std) and bool tensors are not numbers here, by design; a tensor with
+    dimensions (``tensor([0.5])``) is not one either, as in torch (``normal_(t, 0,
+    tensor([0.5]))`` is torch's ``TypeError``).
+    """
+    if isinstance(value, torch.Tensor):
+        return value.dim() == 0 and not value.is_complex() and value.dtype != torch.bool
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
 def check_real(name: str, value: object, *, finite: bool = True, where: str = "") -> float:
-    """Return ``float(value)`` for a real number (not a bool, not a string), else raise.
+    """Return ``float(value)`` for a real number (:func:`is_real_number`), else raise.
 
     ``TypeError`` names the parameter for non-numbers (``constant_(t, 'x')``); with ``finite``,
     ``ValueError`` for NaN and infinities. ``where`` prefixes the message (the function name).
     """
     prefix = f"{where}: " if where else ""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+    if not is_real_number(value):
+        shown = f"a tensor of shape {tuple(value.shape)} and dtype {value.dtype}" if isinstance(value, torch.Tensor) else repr(value)
         raise TypeError(
-            f"{prefix}{name} must be a real number, got {value!r} ({type(value).__name__})"
+            f"{prefix}{name} must be a real number, got {shown} ({type(value).__name__})"
         )
-    v = float(value)
+    v = float(value)  # type: ignore[arg-type]
     if finite and not math.isfinite(v):
         raise ValueError(f"{prefix}{name} must be finite, got {value!r}")
     return v
@@ -115,8 +141,9 @@ def check_finite_positive(
     raises ``RuntimeError`` for it); ``where`` prefixes the message (the function name).
     """
     prefix = f"{where}: " if where else ""
-    if isinstance(value, (str, bytes, bool)):
-        raise TypeError(f"{prefix}{name} must be a real number, got {value!r} ({type(value).__name__})")
+    if isinstance(value, (str, bytes, bool)) or (isinstance(value, torch.Tensor) and not is_real_number(value)):
+        shown = f"a tensor of shape {tuple(value.shape)} and dtype {value.dtype}" if isinstance(value, torch.Tensor) else repr(value)
+        raise TypeError(f"{prefix}{name} must be a real number, got {shown} ({type(value).__name__})")
     try:
         v = float(value)
     except (TypeError, ValueError):
@@ -125,6 +152,25 @@ def check_finite_positive(
         need = "finite and >= 0" if allow_zero else "finite and > 0"
         raise error(f"{prefix}{name} must be {need}, got {value!r}")
     return v
+
+
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+def caller_stacklevel() -> int:
+    """The ``stacklevel`` that attributes a warning to the first frame outside initwise.
+
+    For ``warnings.warn`` called in the function that calls this: its own frame is level 1;
+    the schemes reach their entry checks through a varying number of initwise frames (a
+    named scheme, ``variance_scaling_``'s core, the DTensor wrapper), so a fixed level points
+    into initwise for some of them (Python 3.12's ``skip_file_prefixes``, by hand).
+    """
+    frame = sys._getframe(1)
+    level = 1
+    while frame.f_back is not None and frame.f_code.co_filename.startswith(_PACKAGE_DIR):
+        frame = frame.f_back
+        level += 1
+    return level
 
 
 _FLOAT_DTYPES = "float16, bfloat16, float32, float64"
@@ -180,7 +226,7 @@ def check_tensor(
             f"{fn}: Initializing zero-element tensors is a no-op (the tensor has no elements, "
             f"shape {tuple(tensor.shape)})",
             InitwiseWarning,
-            stacklevel=3,
+            stacklevel=caller_stacklevel(),
         )
         return False
     return True

@@ -126,6 +126,38 @@ def tensor_fans(tensor: torch.Tensor | torch.Size | tuple[int, ...]) -> Fans:
     return Fans(*shape_fans(tensor.shape if isinstance(tensor, torch.Tensor) else tensor))
 
 
+def _calculate_fan_in_and_fan_out(tensor: torch.Tensor) -> tuple[int, int]:
+    """torch.nn.init's private ``(fan_in, fan_out)`` helper, for code that calls it through ``init``.
+
+    Custom layers copy ``nn.Linear.reset_parameters``, which calls
+    ``init._calculate_fan_in_and_fan_out(self.weight)``; with ``import initwise as init`` that
+    call keeps working and returns torch's ints. New code: :func:`tensor_fans`.
+
+    >>> _calculate_fan_in_and_fan_out(torch.empty(64, 32, 3, 3))
+    (288, 576)
+    """
+    if tensor.dim() < 2:
+        raise ValueError(
+            "Fan in and fan out can not be computed for tensor with fewer than 2 dimensions "
+            f"(got shape {tuple(tensor.shape)}); pass fans=initwise.Fans(fan_in, fan_out) to a scheme"
+        )
+    receptive = math.prod(tensor.shape[2:])
+    return tensor.shape[1] * receptive, tensor.shape[0] * receptive
+
+
+def _calculate_correct_fan(tensor: torch.Tensor, mode: str) -> int:
+    """torch.nn.init's private helper: the fan ``mode`` (``fan_in`` or ``fan_out``, any case) selects.
+
+    >>> _calculate_correct_fan(torch.empty(64, 32, 3, 3), "FAN_OUT")
+    576
+    """
+    key = mode.lower() if isinstance(mode, str) else mode
+    if key not in ("fan_in", "fan_out"):
+        raise ValueError(f"Mode {mode!r} not supported, please use one of fan_in, fan_out")
+    fan_in, fan_out = _calculate_fan_in_and_fan_out(tensor)
+    return fan_in if key == "fan_in" else fan_out
+
+
 Axis = Union[int, Sequence[int]]  # noqa: UP007
 """A fan axis: one dimension or several (JAX's ``in_axis`` / ``out_axis`` / ``batch_axis``)."""
 

@@ -19,11 +19,12 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import functools
+import inspect
 import math
 import numbers
 import warnings
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 import torch
 
@@ -45,6 +46,7 @@ from ._math import (
     trunc_normal_moments,
     uniform_bound,
 )
+from ._sharding import fill_sharded_, is_dtensor
 from ._typing import DISTRIBUTIONS, FAN_MODES, Distribution, FanMode
 from .gains import kaiming_gain
 from .random import Key
@@ -260,10 +262,16 @@ def _variance_scaling(
     generator: Generator,
     fn: str,
     axes: tuple[Axis, Axis, Axis] | None = None,
+    empty_any_dim: bool = False,
 ) -> torch.Tensor:
-    """The one implementation behind every variance-scaling scheme; ``fn`` names the caller."""
+    """The one implementation behind every variance-scaling scheme; ``fn`` names the caller.
+
+    ``empty_any_dim``: a zero-element tensor of any dimension is the usual warned no-op (torch's
+    ``kaiming_*`` check for empty tensors before they compute fans: ``torch.empty(0)`` warns).
+    """
     _is_key(generator)
-    min_dim = 0 if fans is not None else 2
+    empty = empty_any_dim and isinstance(tensor, torch.Tensor) and tensor.numel() == 0
+    min_dim = 0 if fans is not None or empty else 2
     if not check_tensor(tensor, fn, min_dim=min_dim, allow_complex=True):
         return tensor
     f = _resolve_fans(tensor, fans, fn, axes)
@@ -283,10 +291,86 @@ def _variance_scaling(
 
 
 # ---------------------------------------------------------------------------------------------
+# DTensor parameters (TorchTitan calls nn.init.trunc_normal_ on sharded parameters).
+# ---------------------------------------------------------------------------------------------
+
+_P = ParamSpec("_P")
+_Native = Callable[[dict[str, Any], torch.Tensor], bool]
+# schemes whose value at an index depends on the key and that index alone (and on the fans,
+# passed as the whole's): a keyed draw on a DTensor's block is that block of the whole's draw
+_SHAPE_FREE = frozenset({"uniform_", "normal_", "trunc_normal_", "truncated_normal_"})
+
+
+def _always(arguments: dict[str, Any], tensor: torch.Tensor) -> bool:
+    return True
+
+
+def _never(arguments: dict[str, Any], tensor: torch.Tensor) -> bool:
+    return False
+
+
+def _real(arguments: dict[str, Any], tensor: torch.Tensor) -> bool:
+    return not tensor.is_complex()
+
+
+def _real_not_truncated(arguments: dict[str, Any], tensor: torch.Tensor) -> bool:
+    return not tensor.is_complex() and arguments.get("distribution", "normal") != "truncated_normal"
+
+
+def _dtensor_aware(native: _Native) -> Callable[[Callable[_P, torch.Tensor]], Callable[_P, torch.Tensor]]:
+    """Let a scheme take a ``DTensor``: each rank writes its block of what the scheme writes to the whole.
+
+    With a :class:`~initwise.random.Key` the block is that of the single-process result, bit for
+    bit, at any world size (:func:`initwise._sharding.fill_sharded_`: shard-locally for the
+    elementwise schemes, with the whole's fans; through one whole parameter per rank for the
+    others). With a ``torch.Generator`` (or ``None``), a scheme that torch runs as DTensor
+    random ops (``native``: ``uniform_``, ``normal_``, real ``xavier_*``/``kaiming_*``...) does
+    exactly what ``torch.nn.init`` does; the others (``trunc_normal_``, ``orthogonal_``,
+    ``sparse_``...) draw the whole on every rank from its generator (the same state on every
+    rank, as DTensor's own RNG requires) and keep the block. Arguments are checked on a meta
+    twin of the whole first, so every rank raises the same error before anything is written.
+    """
+
+    def wrap(fn: Callable[_P, torch.Tensor]) -> Callable[_P, torch.Tensor]:
+        sig = inspect.signature(fn)
+
+        @functools.wraps(fn)
+        def scheme(*args: _P.args, **kwargs: _P.kwargs) -> torch.Tensor:
+            tensor = args[0] if args else kwargs.get("tensor")
+            if not is_dtensor(tensor):
+                return fn(*args, **kwargs)
+            assert isinstance(tensor, torch.Tensor)
+            call = dict(sig.bind(*args, **kwargs).arguments)
+            keyed = _is_key(call.get("generator"))
+            if tensor.is_meta or (not keyed and native(call, tensor)):
+                return fn(*args, **kwargs)
+            by_name: Callable[..., torch.Tensor] = fn
+            call["tensor"] = torch.empty(tensor.shape, dtype=tensor.dtype, device="meta")
+            by_name(**call)  # every check, on every rank, before any write
+            elementwise = keyed and fn.__name__ in _SHAPE_FREE
+            if keyed and "fans" in sig.parameters:
+                if call.get("fans") is None:  # the whole's fans, not the block's
+                    axes = _check_axes(call.pop("in_axis", None), call.pop("out_axis", None), call.pop("batch_axis", None))
+                    call["fans"] = _resolve_fans(call["tensor"], None, fn.__name__, axes)
+                elementwise = True
+
+            def fill(t: torch.Tensor) -> None:
+                by_name(**{**call, "tensor": t})
+
+            fill_sharded_(tensor, fill, elementwise=elementwise)
+            return tensor
+
+        return scheme
+
+    return wrap
+
+
+# ---------------------------------------------------------------------------------------------
 # The general scheme.
 # ---------------------------------------------------------------------------------------------
 
 
+@_dtensor_aware(_real_not_truncated)
 def variance_scaling_(
     tensor: torch.Tensor,
     scale: float = 1.0,
@@ -337,8 +421,8 @@ def variance_scaling_(
         True
     """
     check_finite_positive("scale", scale, where="variance_scaling_")
-    check_choice("mode", mode, FAN_MODES)
-    check_choice("distribution", distribution, DISTRIBUTIONS)
+    check_choice("mode", mode, FAN_MODES, where="variance_scaling_")
+    check_choice("distribution", distribution, DISTRIBUTIONS, where="variance_scaling_")
     axes = _check_axes(in_axis, out_axis, batch_axis)
     return _variance_scaling(tensor, scale, mode, distribution, fans, generator, "variance_scaling_", axes)
 
@@ -348,6 +432,7 @@ def variance_scaling_(
 # ---------------------------------------------------------------------------------------------
 
 
+@_dtensor_aware(_always)
 def uniform_(
     tensor: torch.Tensor, a: float = 0.0, b: float = 1.0, generator: Generator = None
 ) -> torch.Tensor:
@@ -370,6 +455,7 @@ def uniform_(
     return _draw_uniform(tensor, a, b, generator)
 
 
+@_dtensor_aware(_always)
 def normal_(
     tensor: torch.Tensor, mean: float = 0.0, std: float = 1.0, generator: Generator = None
 ) -> torch.Tensor:
@@ -400,12 +486,13 @@ def _trunc_checks(fn: str, mean: float, std: float, a: float, b: float) -> tuple
     a = check_real("a", a, finite=False, where=fn)
     b = check_real("b", b, finite=False, where=fn)
     if math.isnan(a) or math.isnan(b):
-        raise ValueError(f"{fn}: bounds must not be NaN, got a={a}, b={b}")
+        raise BadValueError(f"{fn}: bounds must not be NaN, got a={a}, b={b}")
     if a > b:
         raise BadValueError(f"{fn}: need a <= b, got a={a}, b={b}")
     return mean, std, a, b
 
 
+@_dtensor_aware(_never)
 def trunc_normal_(
     tensor: torch.Tensor,
     mean: float = 0.0,
@@ -431,7 +518,7 @@ def trunc_normal_(
     _is_key(generator)
     if a == b:
         if not math.isfinite(a):
-            raise ValueError(f"trunc_normal_: a == b must be finite, got a={a}, b={b}")
+            raise BadValueError(f"trunc_normal_: a == b must be finite, got a={a}, b={b}")
         if not check_tensor(tensor, "trunc_normal_"):
             return tensor
         with torch.no_grad():
@@ -441,6 +528,7 @@ def trunc_normal_(
     return _draw_trunc_normal(tensor, mean, std, (a - mean) / std, (b - mean) / std, generator)
 
 
+@_dtensor_aware(_never)
 def truncated_normal_(
     tensor: torch.Tensor,
     mean: float = 0.0,
@@ -486,8 +574,9 @@ def _fill(tensor: torch.Tensor, val: Any, fn: str) -> torch.Tensor:
             raise ValueError(f"{fn}: val must be a number or a one-element tensor, got shape {tuple(val.shape)}")
     elif not isinstance(val, numbers.Number):
         raise TypeError(f"{fn}: val must be a number, got {val!r} ({type(val).__name__})")
-    complex_val = isinstance(val, complex) or (isinstance(val, torch.Tensor) and val.is_complex())
-    if complex_val and isinstance(tensor, torch.Tensor) and not tensor.is_complex():
+    # a complex val with a zero imaginary part fills a real tensor, as in torch (``1.5 + 0j``)
+    imag = complex(val).imag if isinstance(val, (complex, torch.Tensor)) and (not isinstance(val, torch.Tensor) or val.is_complex()) else 0.0
+    if imag != 0.0 and isinstance(tensor, torch.Tensor) and not tensor.is_complex():
         raise BadValueError(f"{fn}: a complex val ({val!r}) needs a complex tensor, got {tensor.dtype}")
     if not check_tensor(tensor, fn, allow_int=True, allow_complex=True):
         return tensor
@@ -546,6 +635,9 @@ def dirac_(tensor: torch.Tensor, groups: int = 1) -> torch.Tensor:
     tensor([[1., 0.],
             [0., 1.]])
     """
+    if isinstance(groups, torch.Tensor) and groups.dim() == 0 and not groups.is_floating_point() \
+            and not groups.is_complex() and groups.dtype != torch.bool:  # fmt: skip
+        groups = int(groups)  # a 0-d integer tensor, as torch takes it
     if isinstance(groups, bool) or not isinstance(groups, numbers.Integral):
         raise TypeError(f"dirac_: groups must be a positive int, got {groups!r} ({type(groups).__name__})")
     if groups == 0:
@@ -581,6 +673,7 @@ def _xavier_scale(gain: float, fn: str) -> float:
     return g * g
 
 
+@_dtensor_aware(_real)
 def xavier_uniform_(
     tensor: torch.Tensor,
     gain: float = 1.0,
@@ -601,6 +694,7 @@ def xavier_uniform_(
     return _variance_scaling(tensor, scale, "fan_avg", "uniform", fans, generator, "xavier_uniform_")
 
 
+@_dtensor_aware(_real)
 def xavier_normal_(
     tensor: torch.Tensor,
     gain: float = 1.0,
@@ -620,18 +714,20 @@ def xavier_normal_(
     return _variance_scaling(tensor, scale, "fan_avg", "normal", fans, generator, "xavier_normal_")
 
 
-def _kaiming_scale(a: float, mode: str, nonlinearity: str, gain: float | None, fn: str) -> float:
-    check_choice("mode", mode, ("fan_in", "fan_out"))
+def _kaiming_scale(a: float | None, mode: str, nonlinearity: str, gain: float | None, fn: str) -> tuple[float, str]:
+    """``(gain², mode)``: ``mode`` is case-insensitive, as in torch (``mode="FAN_OUT"``)."""
+    mode = check_choice("mode", mode.lower() if isinstance(mode, str) else mode, ("fan_in", "fan_out"), where=fn)
     if gain is not None:
         g = check_finite_positive("gain", gain, where=fn)
     else:
         g = kaiming_gain(nonlinearity, a, where=fn)
-    return g * g
+    return g * g, mode
 
 
+@_dtensor_aware(_real)
 def kaiming_uniform_(
     tensor: torch.Tensor,
-    a: float = 0,
+    a: float | None = 0,
     mode: FanMode = "fan_in",
     nonlinearity: str = "leaky_relu",
     generator: Generator = None,
@@ -651,13 +747,14 @@ def kaiming_uniform_(
     >>> kaiming_uniform_(torch.empty(3, 5), nonlinearity="relu").shape
     torch.Size([3, 5])
     """
-    scale = _kaiming_scale(a, mode, nonlinearity, gain, "kaiming_uniform_")
-    return _variance_scaling(tensor, scale, mode, "uniform", fans, generator, "kaiming_uniform_")
+    scale, fan_mode = _kaiming_scale(a, mode, nonlinearity, gain, "kaiming_uniform_")
+    return _variance_scaling(tensor, scale, fan_mode, "uniform", fans, generator, "kaiming_uniform_", empty_any_dim=True)
 
 
+@_dtensor_aware(_real)
 def kaiming_normal_(
     tensor: torch.Tensor,
-    a: float = 0,
+    a: float | None = 0,
     mode: FanMode = "fan_in",
     nonlinearity: str = "leaky_relu",
     generator: Generator = None,
@@ -674,10 +771,11 @@ def kaiming_normal_(
     >>> kaiming_normal_(torch.empty(3, 5), mode="fan_out", nonlinearity="relu").shape
     torch.Size([3, 5])
     """
-    scale = _kaiming_scale(a, mode, nonlinearity, gain, "kaiming_normal_")
-    return _variance_scaling(tensor, scale, mode, "normal", fans, generator, "kaiming_normal_")
+    scale, fan_mode = _kaiming_scale(a, mode, nonlinearity, gain, "kaiming_normal_")
+    return _variance_scaling(tensor, scale, fan_mode, "normal", fans, generator, "kaiming_normal_", empty_any_dim=True)
 
 
+@_dtensor_aware(_real)
 def lecun_uniform_(
     tensor: torch.Tensor,
     *,
@@ -694,6 +792,7 @@ def lecun_uniform_(
     return _variance_scaling(tensor, 1.0, "fan_in", "uniform", fans, generator, "lecun_uniform_")
 
 
+@_dtensor_aware(_real)
 def lecun_normal_(
     tensor: torch.Tensor,
     *,
@@ -716,6 +815,7 @@ def lecun_normal_(
 # (±2 parent standard deviations, final variance exactly scale / fan; kurtosis 2.37).
 
 
+@_dtensor_aware(_never)
 def glorot_truncated_normal_(
     tensor: torch.Tensor,
     *,
@@ -733,6 +833,7 @@ def glorot_truncated_normal_(
     return _variance_scaling(tensor, 1.0, "fan_avg", "truncated_normal", fans, generator, "glorot_truncated_normal_")
 
 
+@_dtensor_aware(_never)
 def he_truncated_normal_(
     tensor: torch.Tensor,
     *,
@@ -750,6 +851,7 @@ def he_truncated_normal_(
     return _variance_scaling(tensor, 2.0, "fan_in", "truncated_normal", fans, generator, "he_truncated_normal_")
 
 
+@_dtensor_aware(_never)
 def lecun_truncated_normal_(
     tensor: torch.Tensor,
     *,
@@ -1042,6 +1144,7 @@ def _orthogonal_stack(keys: Sequence[Key], rows: int, cols: int, dtype: torch.dt
     return result
 
 
+@_dtensor_aware(_never)
 def orthogonal_(tensor: torch.Tensor, gain: float = 1.0, generator: Generator = None) -> torch.Tensor:
     r"""Fill ``tensor`` with a (semi-)orthogonal matrix scaled by ``gain``.
 
@@ -1061,7 +1164,7 @@ def orthogonal_(tensor: torch.Tensor, gain: float = 1.0, generator: Generator = 
     >>> torch.allclose(w @ w.T, torch.eye(4), atol=1e-5)
     True
     """
-    g = check_finite_positive("gain", gain, allow_zero=True)
+    g = check_finite_positive("gain", gain, allow_zero=True, where="orthogonal_")
     _is_key(generator)
     if not check_tensor(tensor, "orthogonal_", min_dim=2):
         return tensor
@@ -1086,6 +1189,7 @@ def orthogonal_(tensor: torch.Tensor, gain: float = 1.0, generator: Generator = 
         return _fill_from(tensor, q.to(tensor.device))
 
 
+@_dtensor_aware(_never)
 def delta_orthogonal_(tensor: torch.Tensor, gain: float = 1.0, generator: Generator = None) -> torch.Tensor:
     r"""Delta-orthogonal init of a conv kernel: an orthogonal matrix at the centre tap, zeros elsewhere.
 
@@ -1098,7 +1202,7 @@ def delta_orthogonal_(tensor: torch.Tensor, gain: float = 1.0, generator: Genera
     >>> torch.allclose(w[:, :, 1, 1].T @ w[:, :, 1, 1], torch.eye(4), atol=1e-5)
     True
     """
-    g = check_finite_positive("gain", gain, allow_zero=True)
+    g = check_finite_positive("gain", gain, allow_zero=True, where="delta_orthogonal_")
     _is_key(generator)
     if not check_tensor(tensor, "delta_orthogonal_", min_dim=3, max_dim=5):
         return tensor
@@ -1117,6 +1221,7 @@ def delta_orthogonal_(tensor: torch.Tensor, gain: float = 1.0, generator: Genera
     return tensor
 
 
+@_dtensor_aware(_never)
 def sparse_(
     tensor: torch.Tensor, sparsity: float, std: float = 0.01, generator: Generator = None
 ) -> torch.Tensor:

@@ -82,7 +82,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._checks import raise_unknown
+from ._checks import NotAnActivationError, raise_unknown
 
 __all__ = [
     "ACTIVATIONS",
@@ -296,7 +296,7 @@ def _resolve(activation: Activation, param: Param) -> tuple[_Spec | None, Callab
                 f"instance instead ({err})"
             ) from None
     if not callable(activation):
-        raise TypeError(
+        raise NotAnActivationError(
             "activation must be a name, None, an nn.Module or a callable on tensors, got "
             f"{type(activation).__name__}"
         )
@@ -731,7 +731,7 @@ def calculate_gain(nonlinearity: Activation, param: Param = None) -> float:
 _SLOPE_NAMES = frozenset(["leaky_relu", "prelu"])
 
 
-def kaiming_gain(nonlinearity: Activation, a: float = 0, *, where: str = "kaiming_normal_") -> float:
+def kaiming_gain(nonlinearity: Activation, a: float | None = 0, *, where: str = "kaiming_normal_") -> float:
     """The gain ``kaiming_normal_`` / ``kaiming_uniform_`` use for ``nonlinearity`` and slope ``a``.
 
     ``a`` is torch's "negative slope of the rectifier used after this layer". As in torch, it
@@ -741,11 +741,17 @@ def kaiming_gain(nonlinearity: Activation, a: float = 0, *, where: str = "kaimin
     slope 0.25) and must stay 0 for every other activation, whose gain is :func:`gain`'s
     (``elu`` 1.2452, ``gelu`` 1.5335, ...): a non-zero ``a`` there is an error rather than a
     silently different parameter (pass ``gain=initwise.gain("elu", alpha)`` instead).
+    ``a=None`` is what torch makes of it: torch's ``calculate_gain(name, None)`` for torch's
+    names (``leaky_relu``: slope 0.01), the default parameter for the others.
 
     Example:
         >>> round(kaiming_gain("elu"), 4), round(kaiming_gain("prelu"), 4), kaiming_gain("relu", 0.3)
         (1.2452, 1.372, 1.4142135623730951)
     """
+    if a is None:
+        if isinstance(nonlinearity, str) and _normalize(nonlinearity) in _TORCH_NAMES:
+            return calculate_gain(_normalize(nonlinearity), None)
+        a = 0
     if isinstance(a, bool) or not isinstance(a, numbers.Real):
         raise ValueError(
             f"{where}: a (the negative slope of leaky_relu/prelu) must be a real number, got "
