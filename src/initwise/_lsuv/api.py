@@ -18,6 +18,7 @@ from .._checks import (
     check_finite_positive,
     check_materialized,
     check_seed,
+    check_unsharded,
 )
 from .._errors import LSUVError
 from .._modules import CONV_TYPES, is_weight_layer, sequence_first, unwrap
@@ -169,6 +170,7 @@ def lsuv(
     # keys, the same weights as on the bare model)
     model, _ = unwrap(model)
     check_materialized(model, "lsuv", lazy_ok=True)  # lazy layers get their shapes in pass 1
+    check_unsharded(model, "lsuv")
     seed = check_seed(seed, "lsuv", allow_none=True)
     target = check_finite_positive("target_std", target_std)
     tol = check_finite_positive("tol", tol)

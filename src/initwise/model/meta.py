@@ -11,6 +11,7 @@ sharded and meta-device init is in :mod:`initwise.distributed`.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 from collections.abc import Callable, Iterator
 from functools import partial
@@ -32,6 +33,7 @@ log = logging.getLogger("initwise")
 
 _BN_BUFFERS = frozenset({"running_mean", "running_var", "num_batches_tracked"})
 ResetFn = Callable[[str, nn.Module], bool]
+_UNBOUND = torch.empty(0, device="meta")  # a work item's tensor until rebind() finds it again
 
 
 def _rope_values(module: nn.Module, device: torch.device) -> torch.Tensor | None:
@@ -276,6 +278,11 @@ def _prepare(model: nn.Module, policy: Any, dev: torch.device, seed: int, exampl
     meta_params = {n for n, q in model.named_parameters(remove_duplicate=False) if q.is_meta}
     p, work = analyze(model, policy, example_inputs, seed, only, meta_ok=True)
     validate(work, seed, scratch_device=dev)
+    # the write pass finds its tensors again by name (rebind): the work items must not keep
+    # the meta tensors (or views of them, a Conv1D weight's transpose) alive, or DTensor
+    # parameters cannot be given storage (``_apply`` swaps them in place, which torch refuses
+    # while other references exist)
+    work = [dataclasses.replace(w, tensor=_UNBOUND) for w in work]
     needs: dict[str, nn.Module] = {}
     for e in p.entries:
         left = e.action == "keep" or (e.action == "skip" and e.tied_to is None)
