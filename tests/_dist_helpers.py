@@ -251,6 +251,38 @@ def _distribute_all(model: nn.Module, mesh: Any, choose: Callable[[int, torch.Te
     return model
 
 
+def digest_and_check(model: nn.Module, ref: dict[str, torch.Tensor], policy: Policy, seed: int) -> list[str]:
+    """``digest`` and ``check`` of a sharded model equal those of the single-process model
+    (every parameter gathered); ``digest(policy=...)``, which copies the model, refuses FSDP2
+    clearly; a NaN in one rank's shard is found on every rank. Returns what went wrong."""
+    from initwise import check, digest
+
+    net = Net()
+    with torch.no_grad():
+        for n, p in net.named_parameters():
+            p.copy_(ref[n])
+    bad = []
+    if digest(model).total != digest(net).total:
+        bad.append("digest differs from the single-process model's")
+    kinds = [(f.parameter, f.kind) for f in check(model).findings]
+    if kinds != [(f.parameter, f.kind) for f in check(net).findings]:
+        bad.append(f"check findings {kinds}")
+    try:
+        digest(model, policy, seed=seed)
+        bad.append("digest(policy=...) of an FSDP2 model did not refuse")
+    except ValueError as e:
+        if "cannot be copied" not in str(e):
+            bad.append(f"digest(policy=...): {e}")
+    w = model.get_parameter("head.weight")
+    if dist.get_rank() == 0:
+        with torch.no_grad():
+            w.to_local()[0, 0] = math.nan  # type: ignore[operator]
+    kinds = [(f.parameter, f.kind) for f in check(model).findings]
+    if ("head.weight", "non_finite") not in kinds:
+        bad.append(f"a NaN in rank 0's shard of head.weight: check found {kinds}")
+    return bad
+
+
 def worker_layouts(rank: int, world_size: int, seed: int, variant: int) -> dict[str, list[str]]:
     """Every layout at this world size; returns {layout: [mismatching names]}."""
     from torch.distributed.device_mesh import init_device_mesh
@@ -268,6 +300,7 @@ def worker_layouts(rank: int, world_size: int, seed: int, variant: int) -> dict[
     m = _fsdp(Net(), mesh)
     plan = init(m, policy, seed=seed)
     out["fsdp2"] = compare(m, ref)
+    out["fsdp2_digest_check"] = digest_and_check(m, ref, policy, seed)
     note = [n for n in plan.notes if "fallback for:" in n]
     out["_fallback"] = note[0].split("fallback for: ")[1].split(", ") if note else ["<no note>"]
 
