@@ -349,6 +349,12 @@ def worker_layouts(rank: int, world_size: int, seed: int, variant: int) -> dict[
         _fsdp(m, mesh2["dp"])
         materialize(m, policy, device="cpu", seed=seed)
         out["fsdp_over_tp_meta"] = compare(m, ref)
+
+        with torch.device("meta"):
+            m = Net()
+        _fsdp(m, mesh2)  # HSDP: a 2-D mesh, placements (Replicate(), Shard(0))
+        materialize(m, policy, device="cpu", seed=seed)
+        out["hsdp_meta"] = compare(m, ref)
     return out
 
 

@@ -46,7 +46,7 @@ def test_sharded_init_equals_single_process(world_size: int) -> None:
     expected = {"fsdp2", "fsdp2_digest_check", "fsdp2_meta_materialize", "tp_parallelize_module",
                 "distribute_tensor_shard0_shard1", "keyed_init_fsdp2", "keyed_init_distribute_tensor"}
     if world_size == 4:
-        expected |= {"2d_mesh", "fsdp_over_tp_meta"}
+        expected |= {"2d_mesh", "fsdp_over_tp_meta", "hsdp_meta"}
     for rank, res in enumerate(results):
         fallback = set(res.pop("_fallback"))
         assert set(res) == expected
