@@ -283,6 +283,29 @@ def digest_and_check(model: nn.Module, ref: dict[str, torch.Tensor], policy: Pol
     return bad
 
 
+def ddp_lsuv(rank: int, world_size: int) -> list[str]:
+    """lsuv through a DistributedDataParallel wrapper: at one rank it calibrates the module;
+    over several, where every rank's batch differs and the replicas would keep different
+    weights (DDP never re-syncs them; they did), it refuses before touching the model."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    from initwise import lsuv
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(6, 40), nn.Tanh(), nn.Linear(40, 3))
+    before = [p.detach().clone() for p in net.parameters()]
+    ddp = DistributedDataParallel(net)
+    x = torch.randn(16, 6, generator=torch.Generator().manual_seed(100 + rank))
+    try:
+        lsuv(ddp, x, seed=1)
+    except ValueError as e:
+        if world_size == 1 or "DistributedDataParallel over" not in str(e):
+            return [f"refused: {e}"]
+        changed = any(not torch.equal(p, b) for p, b in zip(net.parameters(), before, strict=True))
+        return ["refused after changing the model"] if changed else []
+    return [] if world_size == 1 else ["lsuv over DDP replicas did not refuse"]
+
+
 def worker_layouts(rank: int, world_size: int, seed: int, variant: int) -> dict[str, list[str]]:
     """Every layout at this world size; returns {layout: [mismatching names]}."""
     from torch.distributed.device_mesh import init_device_mesh
@@ -300,6 +323,7 @@ def worker_layouts(rank: int, world_size: int, seed: int, variant: int) -> dict[
     m = _fsdp(Net(), mesh)
     plan = init(m, policy, seed=seed)
     out["fsdp2"] = compare(m, ref)
+    out["ddp_lsuv"] = ddp_lsuv(rank, world_size)
     out["fsdp2_digest_check"] = digest_and_check(m, ref, policy, seed)
     note = [n for n in plan.notes if "fallback for:" in n]
     out["_fallback"] = note[0].split("fallback for: ")[1].split(", ") if note else ["<no note>"]
