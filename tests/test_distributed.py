@@ -232,6 +232,20 @@ def test_hf_conv1d_weights_under_shard0_equal_single_process(fake_pg) -> None:
     for name, p in fs.named_parameters():
         assert torch.equal(p.to_local(), _chunk(spp[name].detach(), world, 0, rank)), name
 
+    # only= leaves the tied wte / lm_head to GPT-2's _init_weights: FSDP2 gives a DTensor
+    # storage in place (swap_tensors), so the tie's second name no longer looked like meta,
+    # was hidden from the rebuild, and materialize raised "nothing wrote lm_head.weight"
+    with torch.device("meta"):
+        sp, fs = transformers.GPT2LMHeadModel(cfg), transformers.GPT2LMHeadModel(cfg)
+    materialize(sp, "auto", device="cpu", seed=3, only="transformer.h.0")
+    fully_shard(fs.transformer.h[0], mesh=mesh)
+    fully_shard(fs, mesh=mesh)
+    materialize(fs, "auto", device="cpu", seed=3, only="transformer.h.0")
+    spp = dict(sp.named_parameters())
+    assert fs.lm_head.weight is fs.transformer.wte.weight
+    for name, p in fs.named_parameters():
+        assert torch.equal(p.to_local(), _chunk(spp[name].detach(), world, 0, rank)), name
+
 
 def test_lsuv_and_audit_refuse_sharded_parameters_by_name(fake_pg) -> None:
     """lsuv and audit run the whole model in one process: a DTensor parameter is refused

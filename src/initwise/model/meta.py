@@ -154,6 +154,12 @@ def _allocate(model: nn.Module, device: torch.device, out: _Allocation) -> None:
     made: dict[int, torch.Tensor] = {}
     param_obj: dict[int, nn.Parameter] = {}
     keep_alive: list[torch.Tensor] = []  # meta originals: their ids must stay unique
+    # which tensors were on meta, read before anything is allocated: a DTensor parameter gets
+    # its storage in place (``_apply`` swaps it), so under a second name (a tie: GPT-2's
+    # lm_head / wte) it no longer looks like meta once the first module has been given storage
+    modules = list(model.named_modules())
+    was_meta = {id(t) for _, m in modules for t in (*own_parameters(m).values(), *own_buffers(m).values())
+                if t is not None and t.is_meta}  # fmt: skip
 
     def empty(t: torch.Tensor) -> torch.Tensor:
         if not t.is_meta:
@@ -163,18 +169,18 @@ def _allocate(model: nn.Module, device: torch.device, out: _Allocation) -> None:
             made[id(t)] = torch.empty_like(t, device=device)
         return made[id(t)]
 
-    for mname, module in reversed(list(model.named_modules())):
+    for mname, module in reversed(modules):
         params = {n: p for n, p in own_parameters(module).items() if p is not None}
         buffers = {n: b for n, b in own_buffers(module).items() if b is not None}
-        if not any(t.is_meta for t in (*params.values(), *buffers.values())):
+        if not any(id(t) in was_meta for t in (*params.values(), *buffers.values())):
             continue
         prefix = f"{mname}." if mname else ""
-        out.meta_params.update(prefix + n for n, p in params.items() if p.is_meta)
-        out.meta_buffers.update(prefix + n for n, b in buffers.items() if b.is_meta)
+        out.meta_params.update(prefix + n for n, p in params.items() if id(p) in was_meta)
+        out.meta_buffers.update(prefix + n for n, b in buffers.items() if id(b) in was_meta)
         keep_alive.extend(params.values())
         out.modules.append(module)
-        out.originals.extend((own_parameters(module), n, p) for n, p in params.items() if p.is_meta)
-        out.originals.extend((own_buffers(module), n, b) for n, b in buffers.items() if b.is_meta)
+        out.originals.extend((own_parameters(module), n, p) for n, p in params.items() if id(p) in was_meta)
+        out.originals.extend((own_buffers(module), n, b) for n, b in buffers.items() if id(b) in was_meta)
         apply_to_own_tensors(module, empty)
         for n, old in params.items():  # re-tie parameters shared between modules
             new = own_parameters(module)[n]
