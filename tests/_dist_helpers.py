@@ -283,6 +283,45 @@ def digest_and_check(model: nn.Module, ref: dict[str, torch.Tensor], policy: Pol
     return bad
 
 
+def init_after_forward(mesh: Any, policy: Policy, seed: int, ref: dict[str, torch.Tensor]) -> list[str]:
+    """init (and keyed_init) of an FSDP2 model right after a forward with
+    ``reshard_after_forward=False``, when the registered parameters are the unsharded
+    all-gathered copies: the values must land in the sharded parameters (what the optimizer
+    steps and checkpoints save). They landed in the copies, which FSDP2 drops at the next
+    reshard: the init was lost, silently. Also: lsuv and audit refuse the model then."""
+    from torch.distributed.fsdp import fully_shard
+
+    from initwise import audit, init
+
+    idx = torch.randint(0, 13, (2, 5), generator=torch.Generator().manual_seed(0))
+    model = Net()
+    for b in model.blocks:
+        fully_shard(b, mesh=mesh, reshard_after_forward=False)
+    fully_shard(model, mesh=mesh, reshard_after_forward=False)
+    with torch.no_grad():
+        model(idx)
+    init(model, policy, seed=seed)
+    bad = compare(model, ref)
+    for m in model.modules():
+        if hasattr(m, "reshard"):
+            m.reshard()
+    bad += [f"after reshard: {n}" for n in compare(model, ref)]
+    with torch.no_grad():
+        model(idx)
+    kref = keyed_reference(seed)
+    keyed_reset(model, seed)
+    bad += [f"keyed_init: {n}" for n in compare(model, kref)]
+    with torch.no_grad():
+        model(idx)
+    try:
+        audit(model, idx)
+        bad.append("audit ran on an FSDP2 model")
+    except ValueError as e:
+        if "fully_shard" not in str(e):
+            bad.append(f"audit: {e}")
+    return bad
+
+
 def ddp_lsuv(rank: int, world_size: int) -> list[str]:
     """lsuv through a DistributedDataParallel wrapper: at one rank it calibrates the module;
     over several, where every rank's batch differs and the replicas would keep different
@@ -324,6 +363,7 @@ def worker_layouts(rank: int, world_size: int, seed: int, variant: int) -> dict[
     plan = init(m, policy, seed=seed)
     out["fsdp2"] = compare(m, ref)
     out["ddp_lsuv"] = ddp_lsuv(rank, world_size)
+    out["fsdp2_init_after_forward"] = init_after_forward(mesh, policy, seed, ref)
     out["fsdp2_digest_check"] = digest_and_check(m, ref, policy, seed)
     note = [n for n in plan.notes if "fallback for:" in n]
     out["_fallback"] = note[0].split("fallback for: ")[1].split(", ") if note else ["<no note>"]

@@ -43,7 +43,7 @@ ELEMENTWISE_2D = {"emb.weight", "blocks.0.up.weight", "blocks.0.down.weight"}
 @pytest.mark.parametrize("world_size", [1, 2, 4])
 def test_sharded_init_equals_single_process(world_size: int) -> None:
     results = [r["layouts"] for r in spawned(world_size)]  # (one process group per world size)
-    expected = {"fsdp2", "fsdp2_digest_check", "ddp_lsuv", "fsdp2_meta_materialize", "tp_parallelize_module",
+    expected = {"fsdp2", "fsdp2_digest_check", "ddp_lsuv", "fsdp2_init_after_forward", "fsdp2_meta_materialize", "tp_parallelize_module",
                 "distribute_tensor_shard0_shard1", "keyed_init_fsdp2", "keyed_init_distribute_tensor"}
     if world_size == 4:
         expected |= {"2d_mesh", "fsdp_over_tp_meta", "hsdp_meta"}

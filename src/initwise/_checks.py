@@ -20,7 +20,7 @@ from torch import nn
 from torch.nn.parameter import is_lazy
 
 from ._errors import InitwiseError, InitwiseWarning
-from ._torch import is_dtensor
+from ._torch import is_dtensor, is_fsdp_module
 
 __all__ = [
     "BadValueError",
@@ -256,6 +256,15 @@ def check_unsharded(model: nn.Module, where: str) -> None:
     parameters during forward and backward: the audit read freed storage and crashed the
     process). The message names the first sharded parameter and says what to do instead.
     """
+    for name, m in model.named_modules():
+        if is_fsdp_module(m):  # (its parameters are plain tensors after some forwards)
+            raise ValueError(
+                f"{where}: module {name or '<root>'!r} ({type(m).__name__}) is sharded by FSDP2 "
+                f"fully_shard; {where} runs the whole model in one process and does not support "
+                f"sharded models. Run {where} on the same model unsharded, in one process, before "
+                "sharding it (initwise.init of a sharded model equals the single-process init bit "
+                "for bit)"
+            )
     for name, p in model.named_parameters():
         if is_dtensor(p):
             placements = tuple(getattr(p, "placements", ()))
