@@ -310,6 +310,9 @@ def init_after_forward(mesh: Any, policy: Policy, seed: int, ref: dict[str, torc
         model(idx)
     kref = keyed_reference(seed)
     keyed_reset(model, seed)
+    for m in model.modules():
+        if hasattr(m, "reshard"):
+            m.reshard()
     bad += [f"keyed_init: {n}" for n in compare(model, kref)]
     with torch.no_grad():
         model(idx)
