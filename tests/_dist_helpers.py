@@ -251,6 +251,103 @@ def _distribute_all(model: nn.Module, mesh: Any, choose: Callable[[int, torch.Te
     return model
 
 
+def digest_and_check(model: nn.Module, ref: dict[str, torch.Tensor], policy: Policy, seed: int) -> list[str]:
+    """``digest`` and ``check`` of a sharded model equal those of the single-process model
+    (every parameter gathered); ``digest(policy=...)``, which copies the model, refuses FSDP2
+    clearly; a NaN in one rank's shard is found on every rank. Returns what went wrong."""
+    from initwise import check, digest
+
+    net = Net()
+    with torch.no_grad():
+        for n, p in net.named_parameters():
+            p.copy_(ref[n])
+    bad = []
+    if digest(model).total != digest(net).total:
+        bad.append("digest differs from the single-process model's")
+    kinds = [(f.parameter, f.kind) for f in check(model).findings]
+    if kinds != [(f.parameter, f.kind) for f in check(net).findings]:
+        bad.append(f"check findings {kinds}")
+    try:
+        digest(model, policy, seed=seed)
+        bad.append("digest(policy=...) of an FSDP2 model did not refuse")
+    except ValueError as e:
+        if "cannot be copied" not in str(e):
+            bad.append(f"digest(policy=...): {e}")
+    w = model.get_parameter("head.weight")
+    if dist.get_rank() == 0:
+        with torch.no_grad():
+            w.to_local()[0, 0] = math.nan  # type: ignore[operator]
+    kinds = [(f.parameter, f.kind) for f in check(model).findings]
+    if ("head.weight", "non_finite") not in kinds:
+        bad.append(f"a NaN in rank 0's shard of head.weight: check found {kinds}")
+    return bad
+
+
+def init_after_forward(mesh: Any, policy: Policy, seed: int, ref: dict[str, torch.Tensor]) -> list[str]:
+    """init (and keyed_init) of an FSDP2 model right after a forward with
+    ``reshard_after_forward=False``, when the registered parameters are the unsharded
+    all-gathered copies: the values must land in the sharded parameters (what the optimizer
+    steps and checkpoints save). They landed in the copies, which FSDP2 drops at the next
+    reshard: the init was lost, silently. Also: lsuv and audit refuse the model then."""
+    from torch.distributed.fsdp import fully_shard
+
+    from initwise import audit, init
+
+    idx = torch.randint(0, 13, (2, 5), generator=torch.Generator().manual_seed(0))
+    model = Net()
+    for b in model.blocks:
+        fully_shard(b, mesh=mesh, reshard_after_forward=False)
+    fully_shard(model, mesh=mesh, reshard_after_forward=False)
+    with torch.no_grad():
+        model(idx)
+    init(model, policy, seed=seed)
+    bad = compare(model, ref)
+    for m in model.modules():
+        if hasattr(m, "reshard"):
+            m.reshard()
+    bad += [f"after reshard: {n}" for n in compare(model, ref)]
+    with torch.no_grad():
+        model(idx)
+    kref = keyed_reference(seed)
+    keyed_reset(model, seed)
+    for m in model.modules():
+        if hasattr(m, "reshard"):
+            m.reshard()
+    bad += [f"keyed_init: {n}" for n in compare(model, kref)]
+    with torch.no_grad():
+        model(idx)
+    try:
+        audit(model, idx)
+        bad.append("audit ran on an FSDP2 model")
+    except ValueError as e:
+        if "fully_shard" not in str(e):
+            bad.append(f"audit: {e}")
+    return bad
+
+
+def ddp_lsuv(rank: int, world_size: int) -> list[str]:
+    """lsuv through a DistributedDataParallel wrapper: at one rank it calibrates the module;
+    over several, where every rank's batch differs and the replicas would keep different
+    weights (DDP never re-syncs them; they did), it refuses before touching the model."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    from initwise import lsuv
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(6, 40), nn.Tanh(), nn.Linear(40, 3))
+    before = [p.detach().clone() for p in net.parameters()]
+    ddp = DistributedDataParallel(net)
+    x = torch.randn(16, 6, generator=torch.Generator().manual_seed(100 + rank))
+    try:
+        lsuv(ddp, x, seed=1)
+    except ValueError as e:
+        if world_size == 1 or "DistributedDataParallel over" not in str(e):
+            return [f"refused: {e}"]
+        changed = any(not torch.equal(p, b) for p, b in zip(net.parameters(), before, strict=True))
+        return ["refused after changing the model"] if changed else []
+    return [] if world_size == 1 else ["lsuv over DDP replicas did not refuse"]
+
+
 def worker_layouts(rank: int, world_size: int, seed: int, variant: int) -> dict[str, list[str]]:
     """Every layout at this world size; returns {layout: [mismatching names]}."""
     from torch.distributed.device_mesh import init_device_mesh
@@ -268,6 +365,9 @@ def worker_layouts(rank: int, world_size: int, seed: int, variant: int) -> dict[
     m = _fsdp(Net(), mesh)
     plan = init(m, policy, seed=seed)
     out["fsdp2"] = compare(m, ref)
+    out["ddp_lsuv"] = ddp_lsuv(rank, world_size)
+    out["fsdp2_init_after_forward"] = init_after_forward(mesh, policy, seed, ref)
+    out["fsdp2_digest_check"] = digest_and_check(m, ref, policy, seed)
     note = [n for n in plan.notes if "fallback for:" in n]
     out["_fallback"] = note[0].split("fallback for: ")[1].split(", ") if note else ["<no note>"]
 
@@ -316,6 +416,12 @@ def worker_layouts(rank: int, world_size: int, seed: int, variant: int) -> dict[
         _fsdp(m, mesh2["dp"])
         materialize(m, policy, device="cpu", seed=seed)
         out["fsdp_over_tp_meta"] = compare(m, ref)
+
+        with torch.device("meta"):
+            m = Net()
+        _fsdp(m, mesh2)  # HSDP: a 2-D mesh, placements (Replicate(), Shard(0))
+        materialize(m, policy, device="cpu", seed=seed)
+        out["hsdp_meta"] = compare(m, ref)
     return out
 
 
@@ -683,3 +789,189 @@ def spawned(world_size: int) -> list[Any]:
             if e2e is not None:
                 shutil.rmtree(e2e[2], ignore_errors=True)
     return _SPAWNED[world_size]
+
+
+# ---------------------------------------------------------------------------------------------
+# An odd world size (3 ranks): shards that do not divide, FSDP2 options, only=, HF models
+# ---------------------------------------------------------------------------------------------
+
+ODD_SEED = 5
+ODD_ONLY = ("blocks.0.up.weight", "head")
+
+
+class OddBlock(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(10)
+        self.up = nn.Linear(10, 130)
+        self.down = nn.Linear(130, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.down(torch.relu(self.up(self.norm(x))))
+
+
+class OddNet(nn.Module):
+    """Dims 10 and 130: FSDP2 pads every shard at 3 ranks (4, 4, 2 rows; 44, 44, 42)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.emb = nn.Embedding(130, 10)
+        self.blocks = nn.ModuleList([OddBlock(), OddBlock()])
+        self.head = nn.Linear(10, 130)
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        x = self.emb(idx)
+        for b in self.blocks:
+            x = b(x)
+        return self.head(x)
+
+
+def odd_loss(model: nn.Module) -> torch.Tensor:
+    idx = torch.randint(0, 130, (3, 5), generator=torch.Generator().manual_seed(3))
+    return nn.functional.cross_entropy(model(idx).float().reshape(-1, 130), idx.reshape(-1))
+
+
+def odd_hf_models() -> dict[str, Any]:
+    """Tiny HF models with what LLaMA lacks: transposed Conv1D weights and a tied head
+    (GPT-2), 3-D expert tensors (Qwen2-MoE), embeddings tied three ways (T5)."""
+    import transformers as tr
+
+    return {
+        "gpt2": (tr.GPT2LMHeadModel, tr.GPT2Config(n_layer=2, n_embd=16, n_head=2, vocab_size=61,
+                                                   n_positions=16)),
+        "qwen2moe": (tr.Qwen2MoeForCausalLM, tr.Qwen2MoeConfig(
+            vocab_size=61, hidden_size=16, intermediate_size=24, moe_intermediate_size=12,
+            shared_expert_intermediate_size=12, num_hidden_layers=1, num_attention_heads=4,
+            num_key_value_heads=2, num_experts=3, num_experts_per_tok=2)),
+        "t5": (tr.T5ForConditionalGeneration, tr.T5Config(
+            vocab_size=61, d_model=16, d_kv=4, d_ff=24, num_layers=1, num_heads=4, decoder_start_token_id=0)),
+    }
+
+
+def _hf_blocks(model: nn.Module) -> list[nn.Module]:
+    """The entries of the outermost ModuleLists (transformer blocks), for fully_shard."""
+    taken: list[str] = []
+    out: list[nn.Module] = []
+    for name, mod in model.named_modules():
+        if isinstance(mod, nn.ModuleList) and not any(name.startswith(t + ".") for t in taken):
+            taken.append(name)
+            out.extend(mod)
+    return out
+
+
+def odd_reference(threads: int) -> dict[str, Any]:
+    """Single-process values at ``threads`` threads: OddNet init ``auto`` (and its loss), then
+    ``xavier`` over ``only=ODD_ONLY``; each HF model materialized from meta with ``auto``."""
+    from initwise import init, materialize
+
+    saved = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        m = OddNet()
+        init(m, "auto", seed=ODD_SEED)
+        out: dict[str, Any] = {"auto": {n: p.detach().clone() for n, p in m.named_parameters()}}
+        out["loss"] = odd_loss(m).item()
+        init(m, "xavier", seed=ODD_SEED + 1, only=list(ODD_ONLY))
+        out["only"] = {n: p.detach().clone() for n, p in m.named_parameters()}
+        try:
+            models = odd_hf_models()
+        except ImportError:
+            return out
+        for kind, (cls, cfg) in models.items():
+            with torch.device("meta"):
+                hf = cls(cfg)
+            materialize(hf, "auto", device="cpu", seed=ODD_SEED)
+            out[kind] = {n: p.detach().clone() for n, p in hf.named_parameters()}
+        return out
+    finally:
+        torch.set_num_threads(saved)
+
+
+def worker_odd(rank: int, world_size: int, refs: dict[int, dict[str, Any]], ckpt: str) -> dict[str, Any]:
+    """OddNet and tiny HF models at an odd world size; returns mismatches per case and thread count."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_model_state_dict, set_model_state_dict
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, fully_shard
+    from torch.distributed.tensor.parallel import (
+        ColwiseParallel,
+        RowwiseParallel,
+        parallelize_module,
+    )
+
+    from initwise import audit, init, materialize
+
+    torch.manual_seed(100 + rank)  # must not matter
+    mesh = init_device_mesh("cpu", (world_size,))
+    out: dict[str, Any] = {}
+
+    def versus(model: nn.Module, what: str) -> dict[str, list[str]]:
+        got = _gathered(model)
+        return {str(t): _diff(got, r[what]) for t, r in refs.items()}
+
+    def fsdp(m: nn.Module, **kw: Any) -> nn.Module:
+        for b in m.blocks:  # type: ignore[union-attr]
+            fully_shard(b, mesh=mesh, **kw)
+        fully_shard(m, mesh=mesh, **kw)
+        return m
+
+    def meta_odd() -> nn.Module:
+        with torch.device("meta"):
+            return OddNet()
+
+    # meta -> FSDP2 without resharding after forward, bf16 compute -> materialize -> train -> DCP
+    opts = {"reshard_after_forward": False, "mp_policy": MixedPrecisionPolicy(param_dtype=torch.bfloat16)}
+    m = fsdp(meta_odd(), **opts)
+    materialize(m, "auto", device="cpu", seed=ODD_SEED)
+    out["fsdp2_bf16_materialize"] = versus(m, "auto")
+    loss = odd_loss(m)
+    loss.backward()
+    torch.optim.SGD(m.parameters(), lr=0.1).step()
+    stepped = _gathered(m)
+    dcp.save(get_model_state_dict(m), checkpoint_id=ckpt)
+    fresh = fsdp(meta_odd(), **opts)
+    materialize(fresh, "auto", device="cpu", seed=ODD_SEED + 9)
+    sd = get_model_state_dict(fresh)
+    dcp.load(sd, checkpoint_id=ckpt)
+    set_model_state_dict(fresh, sd)
+    out["train"] = {"loss": loss.item(), "loss_ref": refs[1]["loss"],
+                    "finite": all(bool(torch.isfinite(t).all()) for t in stepped.values()),
+                    "load_differs": _diff(_gathered(fresh), stepped)}  # fmt: skip
+
+    # eager -> FSDP2 with CPU offload -> init, then init again over only= (not meta)
+    m = fsdp(OddNet(), offload_policy=CPUOffloadPolicy(pin_memory=False))
+    init(m, "auto", seed=ODD_SEED)
+    init(m, "xavier", seed=ODD_SEED + 1, only=list(ODD_ONLY))
+    out["fsdp2_offload_init_only"] = versus(m, "only")
+    try:
+        audit(m, torch.zeros(2, 3, dtype=torch.long))
+        out["audit"] = "no error"
+    except ValueError as e:
+        out["audit"] = str(e)
+
+    # tensor parallel, 130 columns / rows over 3 ranks
+    tp = {f"blocks.{i}.{k}": ColwiseParallel() if k == "up" else RowwiseParallel()
+          for i in range(2) for k in ("up", "down")}  # fmt: skip
+    m = parallelize_module(OddNet(), mesh, tp)
+    init(m, "auto", seed=ODD_SEED)
+    out["tp_init"] = versus(m, "auto")
+    m = parallelize_module(meta_odd(), mesh, tp)
+    materialize(m, "auto", device="cpu", seed=ODD_SEED)
+    out["tp_materialize"] = versus(m, "auto")
+
+    if "gpt2" in refs[1]:
+        ids = torch.randint(0, 61, (2, 7), generator=torch.Generator().manual_seed(1))
+        for kind, (cls, cfg) in odd_hf_models().items():
+            with torch.device("meta"):
+                hf = cls(cfg)
+            for block in _hf_blocks(hf):
+                fully_shard(block, mesh=mesh)
+            fully_shard(hf, mesh=mesh)
+            materialize(hf, "auto", device="cpu", seed=ODD_SEED)
+            res: dict[str, Any] = versus(hf, kind)
+            extra = {"decoder_input_ids": ids} if kind == "t5" else {}
+            hf_loss = hf(input_ids=ids, labels=ids, **extra).loss
+            hf_loss.backward()
+            res["loss_finite"] = math.isfinite(hf_loss.item())
+            out[f"hf_{kind}"] = res
+    return out

@@ -43,10 +43,10 @@ ELEMENTWISE_2D = {"emb.weight", "blocks.0.up.weight", "blocks.0.down.weight"}
 @pytest.mark.parametrize("world_size", [1, 2, 4])
 def test_sharded_init_equals_single_process(world_size: int) -> None:
     results = [r["layouts"] for r in spawned(world_size)]  # (one process group per world size)
-    expected = {"fsdp2", "fsdp2_meta_materialize", "tp_parallelize_module",
+    expected = {"fsdp2", "fsdp2_digest_check", "ddp_lsuv", "fsdp2_init_after_forward", "fsdp2_meta_materialize", "tp_parallelize_module",
                 "distribute_tensor_shard0_shard1", "keyed_init_fsdp2", "keyed_init_distribute_tensor"}
     if world_size == 4:
-        expected |= {"2d_mesh", "fsdp_over_tp_meta"}
+        expected |= {"2d_mesh", "fsdp_over_tp_meta", "hsdp_meta"}
     for rank, res in enumerate(results):
         fallback = set(res.pop("_fallback"))
         assert set(res) == expected
@@ -163,6 +163,111 @@ def test_partial_placement_is_refused(fake_pg) -> None:
         local_box(d)
     with pytest.raises(ValueError, match="expected a DTensor"):
         local_box(torch.zeros(2))
+
+
+def _shard_rows(model: nn.Module, mesh, keep: set[str] = frozenset()) -> nn.Module:  # type: ignore[assignment]
+    """Every parameter (but ``keep``) becomes this rank's ``Shard(0)`` DTensor block (FSDP2's
+    placement), filled with NaN: only what init writes can pass a comparison."""
+    from torch.distributed.tensor import DTensor, Shard
+
+    for name, p in list(model.named_parameters()):
+        if name in keep:
+            continue
+        mod_name, _, leaf = name.rpartition(".")
+        mod = model.get_submodule(mod_name) if mod_name else model
+        block = _chunk(p.detach(), mesh.size(), 0, mesh.get_local_rank()).clone().fill_(math.nan)
+        d = DTensor.from_local(block, mesh, [Shard(0)], run_check=False, shape=p.shape, stride=p.stride())
+        setattr(mod, leaf, nn.Parameter(d))
+    return model
+
+
+def test_hf_conv1d_weights_under_shard0_equal_single_process(fake_pg) -> None:
+    """GPT-2's Conv1D weights (stored [in, out], drawn as their [out, in] transpose) sharded
+    as FSDP2 shards them: every block equals the same rows of the single-process init. They
+    were drawn as stored (other values: max diff ~1 at every world size, FSDP2 eager and
+    meta alike) and c_attn lost its q, k, v blocks (fan_out 48 instead of 16)."""
+    transformers = pytest.importorskip("transformers")
+    from torch.distributed.device_mesh import init_device_mesh
+
+    from initwise import init, plan
+
+    cfg = transformers.GPT2Config(n_layer=1, n_embd=16, n_head=2, vocab_size=61, n_positions=16)
+    torch.manual_seed(0)
+    ref = transformers.GPT2LMHeadModel(cfg)
+    want = init(ref, "gpt2", seed=3)
+    world, rank = 3, 1  # c_attn [16, 48]: rows 6..11 of 16 (uneven)
+    fake_pg(rank, world)
+    mesh = init_device_mesh("cpu", (world,))
+    torch.manual_seed(0)
+    m = _shard_rows(transformers.GPT2LMHeadModel(cfg), mesh, keep={"transformer.wte.weight"})
+    got = init(m, "gpt2", seed=3)
+    for e in want.entries:
+        if e.action == "init":
+            g = got[e.name]
+            assert (g.fan_in, g.fan_out, g.std) == (e.fan_in, e.fan_out, e.std), e.name
+    refp = dict(ref.named_parameters())
+    conv = 0
+    for name, p in m.named_parameters():
+        if name == "transformer.wte.weight":
+            continue
+        conv += name.endswith(("c_attn.weight", "c_proj.weight", "c_fc.weight"))
+        assert torch.equal(p.to_local(), _chunk(refp[name].detach(), world, 0, rank)), name
+    assert conv == 4
+    assert plan(m, "gpt2", seed=3)["transformer.h.0.attn.c_attn.weight"].fan_out == 16.0
+
+    # built on meta, fully_shard, materialize: the plan held the meta weights' transposes,
+    # and FSDP2's DTensors cannot be given storage while other references exist
+    from torch.distributed.fsdp import fully_shard
+
+    from initwise import materialize
+
+    with torch.device("meta"):
+        sp, fs = transformers.GPT2LMHeadModel(cfg), transformers.GPT2LMHeadModel(cfg)
+    materialize(sp, "auto", device="cpu", seed=3)
+    for block in fs.transformer.h:
+        fully_shard(block, mesh=mesh)
+    fully_shard(fs, mesh=mesh)
+    materialize(fs, "auto", device="cpu", seed=3)
+    spp = dict(sp.named_parameters())
+    for name, p in fs.named_parameters():
+        assert torch.equal(p.to_local(), _chunk(spp[name].detach(), world, 0, rank)), name
+
+    # only= leaves the tied wte / lm_head to GPT-2's _init_weights: FSDP2 gives a DTensor
+    # storage in place (swap_tensors), so the tie's second name no longer looked like meta,
+    # was hidden from the rebuild, and materialize raised "nothing wrote lm_head.weight"
+    with torch.device("meta"):
+        sp, fs = transformers.GPT2LMHeadModel(cfg), transformers.GPT2LMHeadModel(cfg)
+    materialize(sp, "auto", device="cpu", seed=3, only="transformer.h.0")
+    fully_shard(fs.transformer.h[0], mesh=mesh)
+    fully_shard(fs, mesh=mesh)
+    materialize(fs, "auto", device="cpu", seed=3, only="transformer.h.0")
+    spp = dict(sp.named_parameters())
+    assert fs.lm_head.weight is fs.transformer.wte.weight
+    for name, p in fs.named_parameters():
+        assert torch.equal(p.to_local(), _chunk(spp[name].detach(), world, 0, rank)), name
+
+
+def test_lsuv_and_audit_refuse_sharded_parameters_by_name(fake_pg) -> None:
+    """lsuv and audit run the whole model in one process: a DTensor parameter is refused
+    before anything runs, naming it (audit of an FSDP2 model read storage FSDP2 had freed and
+    killed the process with SIGSEGV; lsuv failed inside its first pass with "mixed
+    torch.Tensor and DTensor"). The model is left as it was."""
+    from torch.distributed.device_mesh import init_device_mesh
+
+    from initwise import audit, lsuv
+
+    fake_pg(0, 2)
+    mesh = init_device_mesh("cpu", (2,))
+    torch.manual_seed(0)
+    m = _shard_rows(nn.Sequential(nn.Linear(6, 10), nn.Tanh(), nn.Linear(10, 3)), mesh, keep={"0.bias"})
+    before = [p.to_local().clone() if hasattr(p, "to_local") else p.clone() for p in m.parameters()]
+    x = torch.randn(8, 6)
+    with pytest.raises(ValueError, match=r"lsuv: parameter '0\.weight' is a DTensor.*unsharded"):
+        lsuv(m, x)
+    with pytest.raises(ValueError, match=r"audit: parameter '0\.weight' is a DTensor.*unsharded"):
+        audit(m, x)
+    after = [p.to_local() if hasattr(p, "to_local") else p for p in m.parameters()]
+    assert all(torch.equal(a, b) or (a.isnan().all() and b.isnan().all()) for a, b in zip(after, before, strict=True))
 
 
 # ---------------------------------------------------------------------------------------------

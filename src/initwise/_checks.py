@@ -22,6 +22,7 @@ from torch import nn
 from torch.nn.parameter import is_lazy
 
 from ._errors import InitwiseError, InitwiseWarning
+from ._torch import is_dtensor, is_fsdp_module
 
 __all__ = [
     "BadValueError",
@@ -37,6 +38,7 @@ __all__ = [
     "check_real",
     "check_seed",
     "check_tensor",
+    "check_unsharded",
     "is_real_number",
     "raise_unknown",
 ]
@@ -288,6 +290,36 @@ def check_materialized(model: object, where: str, *, lazy_ok: bool = False) -> N
                 f"{tuple(t.shape)}), which hold no values: materialize it first, e.g. "
                 "initwise.materialize(model) or model.to_empty(device='cpu') followed by "
                 "initwise.init(model)"
+            )
+
+
+def check_unsharded(model: nn.Module, where: str) -> None:
+    """Raise ``ValueError`` if ``model`` holds ``DTensor`` parameters (FSDP2 ``fully_shard``,
+    tensor parallel, ``distribute_tensor``).
+
+    ``lsuv`` and ``audit`` run the model and read whole weights and activations in one
+    process; on a sharded model each rank would see only its shard (and FSDP2 swaps its
+    parameters during forward and backward: the audit read freed storage and crashed the
+    process). The message names the first sharded parameter and says what to do instead.
+    """
+    for name, m in model.named_modules():
+        if is_fsdp_module(m):  # (its parameters are plain tensors after some forwards)
+            raise ValueError(
+                f"{where}: module {name or '<root>'!r} ({type(m).__name__}) is sharded by FSDP2 "
+                f"fully_shard; {where} runs the whole model in one process and does not support "
+                f"sharded models. Run {where} on the same model unsharded, in one process, before "
+                "sharding it (initwise.init of a sharded model equals the single-process init bit "
+                "for bit)"
+            )
+    for name, p in model.named_parameters():
+        if is_dtensor(p):
+            placements = tuple(getattr(p, "placements", ()))
+            raise ValueError(
+                f"{where}: parameter {name!r} is a DTensor {placements} (a model sharded by "
+                f"FSDP2 fully_shard, tensor parallel or distribute_tensor); {where} runs the "
+                "whole model in one process and does not support sharded parameters. Run "
+                f"{where} on the same model unsharded, in one process, before sharding it "
+                "(initwise.init of a sharded model equals the single-process init bit for bit)"
             )
 
 

@@ -29,6 +29,7 @@ __all__ = [
     "is_weight_layer",
     "layer_type",
     "parametrization_modules",
+    "replicas",
     "resets_scale",
     "saturation_bounds",
     "sequence_first",
@@ -244,6 +245,30 @@ def unwrap(model: nn.Module) -> tuple[nn.Module, str]:
             model, prefix = sub, prefix + attr + "."  # type: ignore[operator]
             continue
         return model, prefix
+
+
+def replicas(model: nn.Module) -> int:
+    """How many data-parallel replicas of the model a ``DistributedDataParallel`` wrapper
+    (looked through as :func:`unwrap` does) keeps identical: its process group's size; 1 for
+    any other model. DDP broadcasts rank 0's weights once, at construction, and never again.
+
+    >>> replicas(nn.DataParallel(nn.Linear(2, 2)))
+    1
+    """
+    while True:
+        inner = _torch.compile_wrapped(model)
+        if inner is not None:
+            model = inner
+            continue
+        if type(model).__name__ == "DistributedDataParallel":
+            group = getattr(model, "process_group", None)
+            if torch.distributed.is_available() and torch.distributed.is_initialized():
+                return int(torch.distributed.get_world_size(group))
+            return 1
+        sub = getattr(model, _WRAPPER_ATTRS.get(type(model).__name__, ""), None)
+        if not isinstance(sub, nn.Module):
+            return 1
+        model = sub
 
 
 def sequence_first(model: nn.Module) -> bool:

@@ -17,7 +17,7 @@ import torch
 from ._torch import compute_local_shape_and_global_offset, is_dtensor, local_tensor
 from .random._engine import shard_scope
 
-__all__ = ["ELEMENTWISE_SCHEMES", "fill_sharded", "fill_sharded_", "is_dtensor", "local_box"]
+__all__ = ["ELEMENTWISE_SCHEMES", "fill_sharded", "fill_sharded_", "is_dtensor", "local_box", "whole_tensor"]
 
 log = logging.getLogger("initwise")
 
@@ -30,6 +30,15 @@ ELEMENTWISE_SCHEMES: frozenset[str] = frozenset({
 shard-locally. Every other scheme uses the whole-parameter fallback."""
 
 
+
+
+def whole_tensor(tensor: torch.Tensor) -> torch.Tensor:
+    """The whole value of a DTensor, gathered (``full_tensor()``: a collective, so every rank
+    of its mesh must call this for the same tensors in the same order; memory: one whole
+    tensor); any other tensor as it is."""
+    if is_dtensor(tensor):
+        return tensor.detach().full_tensor()  # type: ignore[attr-defined]
+    return tensor
 
 
 def local_box(tensor: torch.Tensor) -> tuple[tuple[int, ...], tuple[int, ...]]:

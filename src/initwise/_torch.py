@@ -77,6 +77,22 @@ def _fsdp_module_type() -> Any:
     return _loaded("torch.distributed.fsdp", "FSDPModule")
 
 
+def is_fsdp_module(module: object) -> bool:
+    """Whether ``module`` is managed by FSDP2 (``fully_shard``)."""
+    cls = _fsdp_module_type()
+    return cls is not None and isinstance(module, cls)
+
+
+def reshard_fsdp(model: nn.Module) -> None:
+    """Reshard every FSDP2 module of ``model`` (``FSDPModule.reshard()``; a no-op where it is
+    sharded): after a forward with ``reshard_after_forward=False`` the registered parameters
+    are unsharded all-gathered copies that FSDP2 drops at the next reshard, and a write there
+    would be lost; afterwards they are the sharded DTensors the optimizer and checkpoints use."""
+    for module in model.modules():
+        if is_fsdp_module(module):
+            module.reshard()  # type: ignore[operator]
+
+
 def local_tensor(tensor: torch.Tensor) -> torch.Tensor:
     """A DTensor's local shard (the tensor itself for a plain tensor)."""
     return tensor._local_tensor if is_dtensor(tensor) else tensor  # type: ignore[attr-defined]

@@ -11,7 +11,13 @@ from typing import Any, get_args
 import torch
 from torch import nn
 
-from .._checks import check_choice, check_finite_positive, check_materialized, check_seed
+from .._checks import (
+    check_choice,
+    check_finite_positive,
+    check_materialized,
+    check_seed,
+    check_unsharded,
+)
 from .._modules import unwrap
 from .._session import ModelState, call_args, input_tensors, suspend_in_place_compile
 from ..model.structure import analyze
@@ -109,6 +115,7 @@ def audit(
         raise TypeError(f"audit: model must be an nn.Module, got {type(model).__name__}")
     check_seed(seed, "audit", allow_none=False)
     check_materialized(model, "audit")
+    check_unsharded(model, "audit")
     check_choice("mode", mode, get_args(AuditMode))
     check_choice("layers", layers, get_args(Layers))
     th = thresholds if thresholds is not None else AuditThresholds()

@@ -13,16 +13,18 @@ from torch import nn
 
 from .._checks import check_seed
 from .._modules import unwrap
+from .._sharding import whole_tensor
 from ..model import init
 from ..model.policy import Policy, Rule
 from .report import DigestReport
 
 
 def tensor_sha256(name: str, t: torch.Tensor) -> str:
-    """SHA-256 of a tensor's name, dtype, shape and values (contiguous, little-endian)."""
+    """SHA-256 of a tensor's name, dtype, shape and values (contiguous, little-endian); a
+    DTensor's whole value (gathered: every rank must hash the same tensors in the same order)."""
     h = hashlib.sha256()
     h.update(f"{name}\0{str(t.dtype).removeprefix('torch.')}\0{list(t.shape)}\0".encode())
-    data = t.detach().cpu().contiguous()
+    data = whole_tensor(t.detach()).cpu().contiguous()
     if data.dtype == torch.bfloat16:
         data = data.view(torch.int16)
     arr = data.numpy()
@@ -39,6 +41,9 @@ def digest(model: nn.Module, policy: str | Policy | Iterable[Rule] | None = None
     from (seed, parameter name, rule) alone, so the digest is the same across thread counts,
     devices and platforms, and changes exactly when the plan or the seed does. Without
     ``policy`` the model's current values are hashed as they are (``seed`` is recorded only).
+    Sharded parameters (FSDP2, tensor parallel: ``DTensor``) are hashed whole, gathered one at
+    a time, so a sharded model's digest equals the single-process model's at any world size
+    and placement; call it on every rank (the gathers are collectives).
 
     Pin it in a test so that any change to the init shows up in review::
 
@@ -56,7 +61,14 @@ def digest(model: nn.Module, policy: str | Policy | Iterable[Rule] | None = None
     check_seed(seed, "digest")
     inner, _ = unwrap(model)
     if policy is not None:
-        inner = copy.deepcopy(inner)
+        try:
+            inner = copy.deepcopy(inner)
+        except Exception as e:  # FSDP2: "FSDP does not support deepcopy"
+            raise ValueError(
+                f"digest: policy= initializes a copy of the model, and this model cannot be "
+                f"copied ({type(e).__name__}: {e}); initialize the model itself "
+                "(initwise.init / initwise.materialize) and call digest(model) without policy"
+            ) from e
         init(inner, policy, seed=seed, example_inputs=example_inputs)
     per: dict[str, str] = {}
     for name, p in inner.named_parameters():

@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from torch import nn
 
 from .._modules import unwrap
+from .._sharding import whole_tensor
 from .report import CheckReport, Finding, WatchLog
 from .ties import expected_ties, tie_findings
 from .values import value_findings
@@ -32,6 +33,8 @@ def check(model: nn.Module, *, log: WatchLog | None = None,
 
     Args:
         model: the model (``torch.compile`` / DataParallel wrappers are looked through).
+            Sharded (``DTensor``) parameters are checked whole, gathered one at a time: call
+            it on every rank; the findings are those of the unsharded model.
         log: a :class:`WatchLog` of the model's construction, load and init.
         ties: extra ``(name, name)`` pairs that must share one tensor.
         strict: ``report.ok`` is False on any finding (warnings and infos included).
@@ -55,7 +58,7 @@ def check(model: nn.Module, *, log: WatchLog | None = None,
             continue
         seen.add(id(p))
         n += 1
-        findings += value_findings(name, p)
+        findings += value_findings(name, whole_tensor(p))  # a shard: gathered
     pairs = list(expected_ties(inner))
     if ties is not None:
         pairs += [(str(a), str(b)) for a, b in ties]

@@ -7,6 +7,8 @@ from collections.abc import Iterable, Mapping
 import torch
 from torch import nn
 
+from .._sharding import whole_tensor
+from .._torch import local_tensor
 from .report import Finding
 
 
@@ -50,10 +52,11 @@ def tie_findings(model: nn.Module, ties: Iterable[tuple[str, str]]) -> list[Find
         a, b = _get(model, target), _get(model, source)
         if a is None or b is None or a.is_meta or b.is_meta:
             continue
-        if a.untyped_storage().data_ptr() == b.untyped_storage().data_ptr() and \
-                a.shape == b.shape:
+        # a DTensor's storage is its local shard's (FSDP2 keeps a tie as one DTensor)
+        sa, sb = local_tensor(a).untyped_storage(), local_tensor(b).untyped_storage()
+        if a is b or (sa.data_ptr() == sb.data_ptr() and a.shape == b.shape):
             continue
-        same = a.shape == b.shape and a.dtype == b.dtype and bool(torch.equal(a, b))
+        same = a.shape == b.shape and a.dtype == b.dtype and bool(torch.equal(whole_tensor(a), whole_tensor(b)))
         if same:
             out.append(Finding(target, "tie_broken", "warning",
                                f"expected tied to {source}: equal values but separate storage "

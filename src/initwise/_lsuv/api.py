@@ -18,9 +18,10 @@ from .._checks import (
     check_finite_positive,
     check_materialized,
     check_seed,
+    check_unsharded,
 )
 from .._errors import LSUVError
-from .._modules import CONV_TYPES, is_weight_layer, sequence_first, unwrap
+from .._modules import CONV_TYPES, is_weight_layer, replicas, sequence_first, unwrap
 from .._names import selection
 from .._session import ModelState, call_args, suspend_in_place_compile
 from .._torch import is_lazy
@@ -165,10 +166,19 @@ def lsuv(
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"lsuv: model must be an nn.Module, got {type(model).__name__}")
-    # torch.compile(model), DataParallel, DDP: calibrate the module they run (same names, same
-    # keys, the same weights as on the bare model)
+    n_replicas = replicas(model)
+    if n_replicas > 1:
+        raise ValueError(
+            f"lsuv: the model is DistributedDataParallel over {n_replicas} ranks: each rank "
+            "would calibrate on its own batch and the replicas would keep different weights "
+            "(DDP syncs weights only once, at construction). Run lsuv on the module before "
+            "wrapping it in DDP (DDP then broadcasts rank 0's calibrated weights)"
+        )
+    # torch.compile(model), DataParallel, DDP (one rank): calibrate the module they run (same
+    # names, same keys, the same weights as on the bare model)
     model, _ = unwrap(model)
     check_materialized(model, "lsuv", lazy_ok=True)  # lazy layers get their shapes in pass 1
+    check_unsharded(model, "lsuv")
     seed = check_seed(seed, "lsuv", allow_none=True)
     target = check_finite_positive("target_std", target_std)
     tol = check_finite_positive("tol", tol)

@@ -64,7 +64,7 @@ from .._errors import InitError, InitwiseWarning
 from .._names import canonical_name
 from .._session import deferred_interrupts, preserved_rng
 from .._sharding import ELEMENTWISE_SCHEMES, fill_sharded, local_box
-from .._torch import is_dtensor, local_tensor, own_parameters, power_method, version
+from .._torch import is_dtensor, local_tensor, own_parameters, power_method, reshard_fsdp, version
 from ..registry import Scheme
 from .entries import Plan, PlanEntry
 from .keyed import keyed_init
@@ -300,6 +300,7 @@ def init(model: nn.Module, policy: str | Policy | Iterable[Rule] = "auto", *, ex
     >>> lin.bias.abs().sum().item()
     0.0
     """
+    reshard_fsdp(model)  # write the sharded parameters, not FSDP2's all-gathered copies
     p, work = analyze(model, policy, example_inputs, seed, only)
     if only is None:
         _warn_if_loaded(work)

@@ -45,7 +45,7 @@ from .._fans import tensor_fans
 from .._names import canonical_name
 from .._session import memory_signature
 from .._sharding import fill_sharded_
-from .._torch import local_tensor
+from .._torch import local_tensor, reshard_fsdp
 
 __all__ = ["KeyedInit", "keyed_init"]
 
@@ -181,6 +181,7 @@ def keyed_init(model: nn.Module, seed: int = 0, *, tensor_methods: bool = True) 
         raise TypeError(f"keyed_init: expected an nn.Module, got {type(model).__name__}")
     if not isinstance(seed, int):
         raise TypeError(f"keyed_init: seed must be an int, got {type(seed).__name__}")
+    reshard_fsdp(model)  # the code inside writes the sharded parameters, not FSDP2's copies
     res = _Resolver(model, seed)
     undo: list[Callable[[], None]] = []
 

@@ -11,6 +11,7 @@ sharded and meta-device init is in :mod:`initwise.distributed`.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 from collections.abc import Callable, Iterator
 from functools import partial
@@ -32,6 +33,7 @@ log = logging.getLogger("initwise")
 
 _BN_BUFFERS = frozenset({"running_mean", "running_var", "num_batches_tracked"})
 ResetFn = Callable[[str, nn.Module], bool]
+_UNBOUND = torch.empty(0, device="meta")  # a work item's tensor until rebind() finds it again
 
 
 def _rope_values(module: nn.Module, device: torch.device) -> torch.Tensor | None:
@@ -152,6 +154,12 @@ def _allocate(model: nn.Module, device: torch.device, out: _Allocation) -> None:
     made: dict[int, torch.Tensor] = {}
     param_obj: dict[int, nn.Parameter] = {}
     keep_alive: list[torch.Tensor] = []  # meta originals: their ids must stay unique
+    # which tensors were on meta, read before anything is allocated: a DTensor parameter gets
+    # its storage in place (``_apply`` swaps it), so under a second name (a tie: GPT-2's
+    # lm_head / wte) it no longer looks like meta once the first module has been given storage
+    modules = list(model.named_modules())
+    was_meta = {id(t) for _, m in modules for t in (*own_parameters(m).values(), *own_buffers(m).values())
+                if t is not None and t.is_meta}  # fmt: skip
 
     def empty(t: torch.Tensor) -> torch.Tensor:
         if not t.is_meta:
@@ -161,18 +169,18 @@ def _allocate(model: nn.Module, device: torch.device, out: _Allocation) -> None:
             made[id(t)] = torch.empty_like(t, device=device)
         return made[id(t)]
 
-    for mname, module in reversed(list(model.named_modules())):
+    for mname, module in reversed(modules):
         params = {n: p for n, p in own_parameters(module).items() if p is not None}
         buffers = {n: b for n, b in own_buffers(module).items() if b is not None}
-        if not any(t.is_meta for t in (*params.values(), *buffers.values())):
+        if not any(id(t) in was_meta for t in (*params.values(), *buffers.values())):
             continue
         prefix = f"{mname}." if mname else ""
-        out.meta_params.update(prefix + n for n, p in params.items() if p.is_meta)
-        out.meta_buffers.update(prefix + n for n, b in buffers.items() if b.is_meta)
+        out.meta_params.update(prefix + n for n, p in params.items() if id(p) in was_meta)
+        out.meta_buffers.update(prefix + n for n, b in buffers.items() if id(b) in was_meta)
         keep_alive.extend(params.values())
         out.modules.append(module)
-        out.originals.extend((own_parameters(module), n, p) for n, p in params.items() if p.is_meta)
-        out.originals.extend((own_buffers(module), n, b) for n, b in buffers.items() if b.is_meta)
+        out.originals.extend((own_parameters(module), n, p) for n, p in params.items() if id(p) in was_meta)
+        out.originals.extend((own_buffers(module), n, b) for n, b in buffers.items() if id(b) in was_meta)
         apply_to_own_tensors(module, empty)
         for n, old in params.items():  # re-tie parameters shared between modules
             new = own_parameters(module)[n]
@@ -276,6 +284,11 @@ def _prepare(model: nn.Module, policy: Any, dev: torch.device, seed: int, exampl
     meta_params = {n for n, q in model.named_parameters(remove_duplicate=False) if q.is_meta}
     p, work = analyze(model, policy, example_inputs, seed, only, meta_ok=True)
     validate(work, seed, scratch_device=dev)
+    # the write pass finds its tensors again by name (rebind): the work items must not keep
+    # the meta tensors (or views of them, a Conv1D weight's transpose) alive, or DTensor
+    # parameters cannot be given storage (``_apply`` swaps them in place, which torch refuses
+    # while other references exist)
+    work = [dataclasses.replace(w, tensor=_UNBOUND) for w in work]
     needs: dict[str, nn.Module] = {}
     for e in p.entries:
         left = e.action == "keep" or (e.action == "skip" and e.tied_to is None)

@@ -721,7 +721,7 @@ def _plan_tensor(ctx: _Context, ts: Tensors, select: Callable[[str], bool], name
         axes = WeightAxes(tuple(usage.in_axes), tuple(usage.out_axes), tuple(usage.batch_axes),
                           usage.fused, usage.fused_contiguous)
     layout: TensorLayout = plan_layout(module, leaf, t, module_name=modname, source=rule.fans,
-                                       transposable=name not in ts.setters and not is_dtensor(t),
+                                       transposable=name not in ts.setters,
                                        usage=axes)
     act, g, act_src = input_gain(ctx, module, modname, leaf, t, name)
     act, g, stream_why = stream_gain(ctx, rule, modname, name, act, g)
