@@ -989,6 +989,12 @@ def _haar_from_reflectors(at: torch.Tensor, out: torch.Tensor | None = None) -> 
     are elementwise, the norms are per row, and Q is formed by one ``orgqr`` per matrix
     (``tests/test_schemes.py`` compares them); a stack only saves the fixed cost of each
     operation (50 matrices of 256x256 at one thread: 33.7-34.2 ms as one stack, 35.9-36.6 ms one by one).
+
+    That is the LAPACK method. float32 matrices with fewer than ``_SPLIT_MIN`` columns under
+    :func:`initwise.random.orthogonal_method` ``"auto"`` (the default) are formed instead by
+    initwise's own kernel (``haar32`` in ``random/_native.c``, or :func:`_haar32_reference`
+    without the C extension): the same construction with every operation fixed, so the bits
+    are the same on every CPU, and each matrix of a stack is formed alone (docs/random.md).
     """
     n, m = at.shape[-2], at.shape[-1]
     if at.dtype == torch.float32 and n < _SPLIT_MIN and _random.orthogonal_method() == "auto":
