@@ -271,3 +271,41 @@ def test_a_sub_model_is_rebuilt_by_its_own_init_weights() -> None:
     ids[:, :16] = 127
     with torch.no_grad():
         assert bool(torch.isfinite(m(input_ids=ids, pixel_values=torch.randn(1, 3, 32, 32)).logits).all())
+
+
+def test_partly_meta_model_keeps_the_tensors_not_on_meta() -> None:
+    """A pretrained backbone loaded (``load_state_dict(assign=True)``) into a meta-built HF
+    LLaMA with a new untied head left on meta: ``materialize`` without ``only=`` initializes
+    the head (bit for bit what ``only="lm_head"`` gives) and keeps every loaded tensor as
+    loaded (do no harm), saying so in the plan; ``only=`` naming loaded tensors writes them,
+    as asked."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    cfg = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=32,
+                      tie_word_embeddings=False)  # fmt: skip
+    torch.manual_seed(0)
+    pretrained = {k: v for k, v in LlamaForCausalLM(cfg).state_dict().items() if not k.startswith("lm_head")}
+
+    def build() -> nn.Module:
+        with torch.device("meta"):
+            m = LlamaForCausalLM(cfg)
+        loaded = {k: v.clone() for k, v in pretrained.items()}  # assign=True: the model owns these
+        missing, _ = m.load_state_dict(loaded, strict=False, assign=True)
+        assert missing == ["lm_head.weight"]
+        return m
+
+    model = build()
+    p = materialize(model, "auto", device="cpu", seed=0)
+    for name, t in model.state_dict().items():
+        if name in pretrained:
+            assert torch.equal(t, pretrained[name]), name
+    assert any("not on meta" in n and "kept" in n for n in p.notes)
+    ref = build()
+    materialize(ref, "auto", device="cpu", seed=0, only="lm_head")
+    assert torch.equal(model.lm_head.weight, ref.lm_head.weight)
+    assert float(model.lm_head.weight.std()) > 0
+    asked = build()
+    materialize(asked, "auto", device="cpu", seed=0, only=["lm_head", "model.layers.0.mlp"])
+    assert not torch.equal(asked.model.layers[0].mlp.up_proj.weight, pretrained["model.layers.0.mlp.up_proj.weight"])
+    assert torch.equal(asked.model.layers[1].mlp.up_proj.weight, pretrained["model.layers.1.mlp.up_proj.weight"])

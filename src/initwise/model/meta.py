@@ -20,6 +20,7 @@ from typing import Any, cast
 import torch
 from torch import nn
 
+from .._names import canonical_name
 from .._session import deferred_interrupts, preserved_rng
 from .._torch import apply_to_own_tensors, own_buffers, own_parameters, readopt_fsdp_parameters
 from .apply import analyze, validate, write_all
@@ -220,7 +221,9 @@ def materialize(
        rebuilt (the plan's own and tensors not on meta are meta twins meanwhile): each tensor
        is written once, a loaded one never. A rebuilt tensor that nothing wrote (checked with
        a sentinel after step 4) raises, naming it, and the model goes back to meta.
-    4. :func:`init` with ``policy``, ``seed``, ``example_inputs`` and ``only``.
+    4. :func:`init` with ``policy``, ``seed``, ``example_inputs`` and ``only``. Without
+       ``only``, a model only partly on meta gets its meta tensors initialized and the others
+       (loaded, or built for real) kept as they are; the plan's notes name them.
 
     All or nothing: everything that can be checked (policy, ``only=``, ``seed``, the plan, the
     rules of steps 2-3) is checked before step 1; if anything later stops it (Ctrl-C, out of
@@ -251,6 +254,15 @@ def materialize(
     dev = torch.device(device)
     if dev.type == "meta":
         raise ValueError("materialize: device must be a real device, not 'meta'")
+    loaded: list[str] = []
+    if only is None:
+        # a partly-meta model (a pretrained backbone loaded, a new head on meta): the tensors
+        # that are not on meta were loaded or built for real; they are kept unless only= asks
+        on_meta, loaded = _meta_split(model)
+        if loaded and on_meta:
+            only = partial(_is_in, frozenset(on_meta))
+        else:
+            loaded = []
     with preserved_rng():
         p, work, rules, needs = _prepare(model, policy, dev, seed, example_inputs, only, reset)
         allocation = _Allocation()
@@ -265,11 +277,32 @@ def materialize(
             allocation.undo()  # nothing was there before: back on meta, as it was
             remove_fixup_scalars(model, [a.module for a in p.added])
             raise
+    if loaded:
+        shown = ", ".join(loaded[:5]) + (f" and {len(loaded) - 5} more" if len(loaded) > 5 else "")
+        p.notes.append(
+            f"{len(loaded)} tensor(s) not on meta (loaded or built for real) kept as they are: "
+            f"{shown}; pass only= naming them to initialize them too"
+        )
     p.notes.append(
         f"materialized {len(allocation.meta_params)} parameter(s) on {dev}; buffers rebuilt by "
         + (", ".join(sorted({f"{r}" for _, _, r in rules})) or "nothing (none on meta)")
     )
     return p
+
+
+def _is_in(names: frozenset[str], name: str) -> bool:
+    return name in names
+
+
+def _meta_split(model: nn.Module) -> tuple[list[str], list[str]]:
+    """Canonical names of the model's parameters and persistent buffers on meta, and of those
+    that are not (each tensor once; a tied tensor under all its names)."""
+    on_meta: list[str] = []
+    real: list[str] = []
+    tensors = [*model.named_parameters(remove_duplicate=False), *model.named_buffers(remove_duplicate=False)]
+    for name, t in tensors:
+        (on_meta if t.is_meta else real).append(canonical_name(name))
+    return on_meta, real
 
 
 def _prepare(model: nn.Module, policy: Any, dev: torch.device, seed: int, example_inputs: Any, only: Any,
