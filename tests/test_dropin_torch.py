@@ -17,6 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import initwise
+from conftest import bitwise_equal
 from initwise._checks import BadValueError, NotATensorError, UnsupportedDtypeError, ZeroValueError
 from initwise.gains import kaiming_gain
 
@@ -29,15 +30,7 @@ def _gen(seed: int = 0) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
-    """Bitwise equality (NaN-safe, sign of zero included)."""
-    if a.dtype != b.dtype or a.shape != b.shape:
-        return False
-    if a.is_complex():
-        a, b = torch.view_as_real(a), torch.view_as_real(b)
-    if a.dtype == torch.bool:
-        return bool(torch.equal(a, b))
-    return bool(torch.equal(a.contiguous().view(torch.uint8), b.contiguous().view(torch.uint8)))
+_same = bitwise_equal
 
 
 # --------------------------------------------------------------------------- deprecated aliases

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 import initwise
+from conftest import bitwise_equal
 from initwise import numpy as inp
 
 stats = pytest.importorskip("scipy.stats")
@@ -27,10 +28,7 @@ def _gen(seed: int = 0) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
-    if a.dtype != b.dtype or a.shape != b.shape:
-        return False
-    return bool(torch.equal(a.contiguous().view(torch.uint8), b.contiguous().view(torch.uint8)))
+_same = bitwise_equal
 
 
 # --------------------------------------------------------------------------- torch's fan helpers

@@ -240,6 +240,18 @@ def use_backend(name: Backend) -> Iterator[None]:
         _backend_override.reset(token)
 
 
+@contextlib.contextmanager
+def _overriding(var: contextvars.ContextVar[str | None], what: str, name: str,
+                choices: tuple[str, ...]) -> Iterator[None]:  # fmt: skip
+    """Set a context-local setting to ``name`` (one of ``choices``) inside a ``with`` block."""
+    check_choice(what, name, choices)
+    token = var.set(name)
+    try:
+        yield
+    finally:
+        var.reset(token)
+
+
 _normal_override: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "initwise_normal_precision", default=None
 )
@@ -270,12 +282,8 @@ def use_normal_precision(name: NormalPrecision) -> Iterator[None]:
     >>> torch.equal(a, normal_(torch.empty(8, dtype=torch.float64), k).float())
     True
     """
-    check_choice("initwise.random normal precision", name, NORMAL_PRECISIONS)
-    token = _normal_override.set(name)
-    try:
+    with _overriding(_normal_override, "initwise.random normal precision", name, NORMAL_PRECISIONS):
         yield
-    finally:
-        _normal_override.reset(token)
 
 
 _orthogonal_override: contextvars.ContextVar[str | None] = contextvars.ContextVar(
@@ -302,12 +310,8 @@ def orthogonal_method() -> OrthogonalMethod:
 @contextlib.contextmanager
 def use_orthogonal_method(name: OrthogonalMethod) -> Iterator[None]:
     """Choose :func:`orthogonal_method` inside a ``with`` block (context-local)."""
-    check_choice("initwise.random orthogonal method", name, ORTHOGONAL_METHODS)
-    token = _orthogonal_override.set(name)
-    try:
+    with _overriding(_orthogonal_override, "initwise.random orthogonal method", name, ORTHOGONAL_METHODS):
         yield
-    finally:
-        _orthogonal_override.reset(token)
 
 
 def haar32_native(a: torch.Tensor, out: torch.Tensor) -> bool:
