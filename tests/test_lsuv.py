@@ -1448,3 +1448,37 @@ def test_uncovered_tokens_are_not_called_fused_experts() -> None:
     assert "cls_token (Tokens): a tensor of a module LSUV has no rule for" in text
     assert "experts (Tokens): batched weights" in text
     assert rep.converged
+
+
+@pytest.mark.parametrize("setting", ["orthogonal_lapack", "normal_float64"])
+def test_pre_init_workers_follow_the_callers_random_settings(monkeypatch: pytest.MonkeyPatch, setting: str) -> None:
+    """The pre-init's worker threads (two or more torch threads) run in a copy of the caller's
+    context, so ``use_orthogonal_method("lapack")`` and ``use_normal_precision("float64")``
+    around ``lsuv`` hold for the matrices they compute: the weights equal the one-at-a-time
+    path's under the same setting (new threads start from a fresh context otherwise)."""
+    from initwise import random as iwr
+    from initwise._lsuv import run as lsuv_run
+
+    torch.manual_seed(3)
+    model = nn.Sequential(*[m for _ in range(6) for m in (nn.Linear(32, 32), nn.ReLU())])
+    x = _randn(16, 32)
+    cm = (iwr.use_orthogonal_method("lapack") if setting == "orthogonal_lapack"
+          else iwr.use_normal_precision("float64"))  # fmt: skip
+    prev = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        ahead, lazy, default = copy.deepcopy(model), copy.deepcopy(model), copy.deepcopy(model)
+        with cm:
+            lsuv(ahead, x, seed=1)
+        cm2 = (iwr.use_orthogonal_method("lapack") if setting == "orthogonal_lapack"
+               else iwr.use_normal_precision("float64"))  # fmt: skip
+        with cm2, monkeypatch.context() as m:
+            m.setattr(lsuv_run, "_PREFETCH_BYTES", 0)
+            lsuv(lazy, x, seed=1)
+        lsuv(default, x, seed=1)
+    finally:
+        torch.set_num_threads(prev)
+    for (name, a), b, c in zip(ahead.named_parameters(), lazy.parameters(), default.parameters(), strict=True):
+        assert torch.equal(a, b), name
+        if name.endswith("weight"):
+            assert not torch.equal(a, c), name  # the setting mattered

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import contextvars
 import itertools
 import logging
 import math
@@ -346,7 +347,9 @@ class _Run:
             workers = min(threads, len(pieces)) - 1
             try:
                 with concurrent.futures.ThreadPoolExecutor(workers) as pool:
-                    helpers = [pool.submit(work) for _ in range(workers)]
+                    # each worker in a copy of the caller's context: its settings
+                    # (use_normal_precision, use_orthogonal_method, use_backend) hold there too
+                    helpers = [pool.submit(contextvars.copy_context().run, work) for _ in range(workers)]
                     try:
                         work()
                     except BaseException:
