@@ -349,31 +349,30 @@ def test_fma32_emulation_is_correctly_rounded() -> None:
         assert float(got[i]) == want or (want == 0.0 and got[i] == 0.0), (i, a[i], b[i], c[i])
 
 
-@pytest.mark.parametrize("simd", [True, False])
-def test_keyed_float32_orthogonal_kernel_equals_its_definition(simd: bool) -> None:
-    """The keyed float32 Q below 1024 columns is formed by initwise's C kernel (AVX-512 where
-    the CPU has it, else portable C with fmaf); both give bit for bit the values of the torch
-    reference ``_haar32_reference`` (the path without the C extension), in place or not, as a
-    stack or alone, at shapes that exercise the 16-row chunks' head and tail."""
+@pytest.mark.parametrize("isa", [2, 1, 0], ids=["avx512", "avx2", "portable"])
+def test_keyed_float32_orthogonal_kernel_equals_its_definition(isa: int) -> None:
+    """The keyed float32 Q below 1024 columns is formed by initwise's C kernel (AVX-512, AVX2 +
+    FMA or portable C with fmaf, whichever the CPU has); each gives bit for bit the values of
+    the torch reference ``_haar32_reference`` (the path without the C extension), in place or
+    not, as a stack or alone, at shapes that exercise the 16-row chunks' padding."""
     from initwise._schemes import _haar32_reference
     from initwise.random import _engine
 
     native = _engine._native
     if native is None:
         pytest.skip("C extension not built")
-    had = native.simd()
-    native.simd(1 if simd else 0)
-    if simd and not native.simd():
-        native.simd(1 if had else 0)
-        pytest.skip("no AVX-512 on this CPU")
+    best = native.haar_isa()
+    if native.haar_isa(isa) != isa:
+        native.haar_isa(best)
+        pytest.skip("this CPU lacks the instructions")
     try:
         g = torch.Generator().manual_seed(9)
         for k, n, m in [(1, 1, 1), (2, 1, 7), (1, 3, 3), (2, 16, 16), (1, 15, 17), (2, 17, 33),
                         (1, 5, 40), (1, 37, 37), (2, 64, 100), (1, 31, 300)]:  # fmt: skip
             a = torch.randn(k, n, m, generator=g)
             want = _haar32_reference(a)
-            out = torch.empty_like(a)
-            assert _engine.haar32_native(a.clone(), out)
+            src, out = a.clone(), torch.empty_like(a)
+            assert _engine.haar32_native(src, out)
             assert torch.equal(out, want), (k, n, m)
             inplace = a.clone()
             assert _engine.haar32_native(inplace, inplace)
@@ -383,7 +382,7 @@ def test_keyed_float32_orthogonal_kernel_equals_its_definition(simd: bool) -> No
                 assert _engine.haar32_native(one, one)
                 assert torch.equal(one[0], want[i])
     finally:
-        native.simd(1 if had else 0)
+        native.haar_isa(best)
 
 
 @pytest.mark.parametrize(("rows", "cols"), [(64, 48), (48, 64), (33, 33)])

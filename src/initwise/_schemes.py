@@ -922,52 +922,49 @@ def _lane_tree(acc: torch.Tensor) -> torch.Tensor:
 def _haar32_reference(a: torch.Tensor) -> torch.Tensor:
     """The keyed float32 Q of ``orthogonal_`` (``"auto"`` method) in torch operations: the
     definition the C kernel (``initwise.random._native.haar32``) computes bit for bit (see its
-    comment). ``a``: float32 Gaussians ``[k, n, m]`` (row j = column j of the tall matrix,
-    n <= m), not modified; returns ``[k, n, m]``, row c = column c of Q. Slow (a few
-    thousand small torch calls per matrix): the path without the C extension, and the tests'
-    reference."""
+    comment: rows padded to a multiple of 16 with zeros, 16-lane sums). ``a``: float32
+    Gaussians ``[k, n, m]`` (row j = column j of the tall matrix, n <= m), not modified;
+    returns ``[k, n, m]``, row c = column c of Q. Slow (a few thousand small torch calls per
+    matrix): the path without the C extension, and the tests' reference."""
     k, n, m = a.shape
-    rows = torch.arange(m)
+    mx = -(-m // 16) * 16
+    rows = torch.arange(mx)
+    diag = torch.arange(n)
     # the reflectors: lane sums of squares (exact float64 squares, summed in lane order)
-    a64 = a.double()
-    below = rows[None, :] > torch.arange(n)[:, None]  # [n, m]: r > j
+    a64 = torch.nn.functional.pad(a.double(), (0, mx - m))  # [k, n, mx]
+    below = (rows[None, :] > diag[:, None]) & (rows[None, :] < m)  # [n, mx]: k < r < m
     sq = torch.where(below, a64 * a64, 0.0)  # +0 elsewhere: adding it changes no lane
-    pad = (-m) % 16
-    chunks = torch.nn.functional.pad(sq, (0, pad)).reshape(k, n, -1, 16)
+    chunks = sq.reshape(k, n, mx // 16, 16)
     acc = torch.zeros(k, n, 16, dtype=torch.float64)
-    for q in range(chunks.shape[2]):
+    for q in range(mx // 16):
         acc = acc + chunks[:, :, q]
     s2 = _lane_tree(acc)
-    alpha = torch.diagonal(a64, dim1=-2, dim2=-1)
+    alpha = a64[:, diag, diag]
     trivial = s2 == 0
     beta = torch.where(trivial, alpha, -torch.copysign(torch.sqrt(alpha * alpha + s2), alpha))
-    safe = torch.where(trivial, 1.0, beta)
-    tau = torch.where(trivial, 0.0, (beta - alpha) / safe).float()  # [k, n]
+    tau = torch.where(trivial, 0.0, (beta - alpha) / torch.where(trivial, 1.0, beta)).float()
     inv = 1.0 / torch.where(trivial, 1.0, alpha - beta)
-    v = torch.where(below, (a64 * inv[..., None]).float(), 0.0)
-    v[:, torch.arange(n), torch.arange(n)] = 1.0  # v_j[j] = 1
+    v = torch.where(below & ~trivial[..., None], (a64 * inv[..., None]).float(), 0.0)  # [k, n, mx]
+    v[:, diag, diag] = 1.0  # v_j[j] = 1
     sign = torch.where(beta < 0, -1.0, 1.0).float()
-    # Q's columns: x_c = H_c ... H_0 e_c; H_j reaches the columns c >= j
-    x = torch.zeros(k, n, m, dtype=torch.float32)
-    x[:, torch.arange(n), torch.arange(n)] = 1.0
+    # Q's columns: x_c = H_c ... H_0 e_c; H_j reaches the columns c >= j (the kernel also runs
+    # the earlier columns of a block through it, which leaves them exactly as they are)
+    x = torch.zeros(k, n, mx, dtype=torch.float32)
+    x[:, diag, diag] = 1.0
     for j in range(n - 1, -1, -1):
         t = tau[:, j]
         if not bool((t != 0).any()):
             continue
         q0 = j & ~15
-        vj = v[:, j, None, :]  # [k, 1, m]
-        xs = x[:, j:, :]  # columns c >= j
+        vj = v[:, j, None, q0:]  # [k, 1, mx - q0]
+        xs = x[:, j:, q0:]  # columns c >= j, rows from q0
         acc32 = torch.zeros(k, n - j, 16, dtype=torch.float32)
-        for base in range(q0, m, 16):
-            hi = min(base + 16, m)
-            lo = max(base, j) - base  # lanes below row j are not summed
-            lanes = slice(lo, hi - base)
-            rs = slice(base + lo, hi)
-            acc32[..., lanes] = _fma32(vj[..., rs], xs[..., rs], acc32[..., lanes])
-        s = t[:, None] * _lane_tree(acc32)  # [k, n - j]
-        new = _fma32(-s[..., None], vj[..., j:], xs[..., j:])
-        x[:, j:, j:] = torch.where((t != 0)[:, None, None], new, xs[..., j:])
-    return x * sign[..., None]
+        for q in range(0, mx - q0, 16):
+            acc32 = _fma32(vj[..., q : q + 16], xs[..., q : q + 16], acc32)
+        s = -(t[:, None] * _lane_tree(acc32))  # [k, n - j]
+        new = _fma32(s[..., None], vj, xs)
+        x[:, j:, q0:] = torch.where((t != 0)[:, None, None], new, xs)
+    return x[..., :m] * sign[..., None]
 
 
 def _haar_from_reflectors(at: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:

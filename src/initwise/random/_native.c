@@ -1278,22 +1278,23 @@ static PyObject *py_philox(PyObject *self, PyObject *args) {
  * built directly from the Gaussian's columns (Stewart 1980; _schemes._haar_from_reflectors).
  *
  * The values are defined by the operations below, in this order, and every implementation
- * (the AVX-512 kernel, the portable C one, the torch reference _schemes._haar32_reference)
+ * (AVX-512, AVX2+FMA and portable C here, the torch reference _schemes._haar32_reference)
  * performs exactly these IEEE-754 operations: float64 +,-,*,/,sqrt, float32 *, + and the
- * fused multiply-add fmaf (one rounding), float64 -> float32 conversion (to nearest).
- * Sums are taken in 16 lanes: lane l holds the terms of rows r with r % 16 == l, added in
+ * fused multiply-add fmaf (one rounding), float64 -> float32 conversion (to nearest). Sums
+ * are taken in 16 lanes: lane l holds the terms of rows r with r % 16 == l, added in
  * increasing r, starting from +0; the lanes are then combined as a[l] + a[l+8] (l < 8), then
  * + [l+4] (l < 4), + [l+2], + [l+1]. So the bits depend on nothing but the input.
  *
  * Input: a [n][m] row-major float32 (row k = column k of the tall Gaussian A, m >= n >= 1).
- * Row k: alpha = a[k][k], s2 = lane sum (float64) of a[k][r]^2 over r > k. If s2 == 0:
- * tau_k = 0, sign_k = alpha < 0 ? -1 : 1. Else beta = -copysign(sqrt(alpha^2 + s2), alpha),
- * tau_k = (float)((beta - alpha) / beta), v_k[r] = (float)(a[k][r] * (1 / (alpha - beta)))
- * for r > k, v_k[k] = 1, sign_k = beta < 0 ? -1 : 1.
- * Column c of Q: x = e_c; for j = c, c-1, ..., 0 with tau_j != 0: d = lane sum over r >= j
- * of fmaf(v_j[r], x[r], acc) (float32), s = tau_j * d, x[r] = fmaf(-s, v_j[r], x[r]) for
- * r >= j. Output row c = sign_c * x (the sign fix: Q's distribution is Haar).
- * out may be a (in place). The reflectors are written over a's rows.
+ * Let mx = m rounded up to a multiple of 16. Row k: alpha = a[k][k], s2 = lane sum (float64)
+ * of a[k][r]^2 over r > k. If s2 == 0: tau_k = 0, sign_k = alpha < 0 ? -1 : 1, v_k = e_k.
+ * Else beta = -copysign(sqrt(alpha^2 + s2), alpha), tau_k = (float)((beta - alpha) / beta),
+ * v_k[r] = (float)(a[k][r] * (1 / (alpha - beta))) for k < r < m, v_k[k] = 1, v_k[r] = 0 for
+ * r < k and m <= r < mx; sign_k = beta < 0 ? -1 : 1.
+ * Column c of Q (rows 0..mx-1, x = e_c): for j = c, c-1, ..., 0 with tau_j != 0:
+ * d = lane sum over r in [16 floor(j/16), mx) of fmaf(v_j[r], x[r], acc) (float32),
+ * s = tau_j * d, x[r] = fmaf(-s, v_j[r], x[r]) over the same rows. Output row c = sign_c * x
+ * (rows < m; the sign fix makes Q's distribution Haar). out may be a (in place).
  * ------------------------------------------------------------------------------------------ */
 #include <math.h>
 #include <stdlib.h>
@@ -1302,6 +1303,8 @@ static PyObject *py_philox(PyObject *self, PyObject *args) {
 #endif
 
 #define HQ_NB 8 /* columns of Q formed together (one reflector load serves them all) */
+
+static int hq_isa = 0; /* 2: AVX-512, 1: AVX2 + FMA, 0: portable (set at import; tests lower it) */
 
 static inline float hq_tree32(const float *a) { /* the lane tree, float32 */
     float b[8], c[4];
@@ -1319,11 +1322,12 @@ static inline double hq_tree64(const double *a) {
     return d0 + d1;
 }
 
-/* The reflectors of one matrix: v over a's rows (r > k), tau, sign. Portable; cheap (m n / 2
-   multiply-adds), so one implementation serves every CPU. */
-IW_CLONES static void hq_reflectors(float *a, int m, int n, float *tau, float *sign) {
+/* The reflectors of one matrix into v [n][mx] (padded as defined above), tau, sign. Cheap
+   (m n / 2 multiply-adds), so one implementation serves every CPU. */
+IW_CLONES static void hq_reflectors(const float *a, int m, int n, int mx, float *v, float *tau, float *sign) {
     for (int k = 0; k < n; k++) {
-        float *row = a + (size_t)k * m;
+        const float *row = a + (size_t)k * m;
+        float *vk = v + (size_t)k * mx;
         double alpha = row[k];
         double acc[16];
         for (int l = 0; l < 16; l++) acc[l] = 0.0;
@@ -1342,6 +1346,8 @@ IW_CLONES static void hq_reflectors(float *a, int m, int n, float *tau, float *s
             acc[r & 15] = acc[r & 15] + x * x;
         }
         double s2 = hq_tree64(acc);
+        memset(vk, 0, sizeof(float) * (size_t)mx);
+        vk[k] = 1.0f;
         if (s2 == 0.0) {
             tau[k] = 0.0f;
             sign[k] = alpha < 0 ? -1.0f : 1.0f;
@@ -1350,32 +1356,84 @@ IW_CLONES static void hq_reflectors(float *a, int m, int n, float *tau, float *s
         double beta = -copysign(sqrt(alpha * alpha + s2), alpha);
         tau[k] = (float)((beta - alpha) / beta);
         double inv = 1.0 / (alpha - beta);
-        for (r = k + 1; r < m; r++) row[r] = (float)((double)row[r] * inv);
+        for (r = k + 1; r < m; r++) vk[r] = (float)((double)row[r] * inv);
         sign[k] = beta < 0 ? -1.0f : 1.0f;
     }
 }
 
-/* Q's columns c0..c0+HQ_NB-1 (those < n), portable: x[i][r], i the column's place in the block */
-IW_CLONES static void hq_block(const float *a, const float *tau, int m, int mx, int c0, int c1, float *x) {
+/* Q's columns c0..c0+HQ_NB-1 into x[i][0..mx) (i: the column's place in the block), portable.
+   Every column of the block goes through every reflector j < c1: a column before j (not yet
+   reached by H_j) holds zeros at rows >= j and its own 1 at a row < j where v_j is 0, so its
+   sum is +0 and its update fmaf(-s, v, x) leaves it as it is (s = +-0): the values of skipping
+   it. The lane loops vectorize (AVX2 / AVX-512 clones). */
+IW_CLONES static void hq_block(const float *v, const float *tau, int mx, int c1, float *x) {
     for (int j = c1 - 1; j >= 0; j--) {
         float t = tau[j];
         if (t == 0.0f) continue;
-        const float *v = a + (size_t)j * m;
-        int first = j > c0 ? j - c0 : 0; /* columns before it do not get H_j */
-        for (int i = first; i < c1 - c0; i++) {
+        const float *vj = v + (size_t)j * mx;
+        int q0 = j & ~15;
+        float acc[HQ_NB][16];
+        for (int i = 0; i < HQ_NB; i++)
+            for (int l = 0; l < 16; l++) acc[i][l] = 0.0f;
+        for (int q = q0; q < mx; q += 16)
+            for (int i = 0; i < HQ_NB; i++) {
+                const float *xi = x + (size_t)i * mx + q;
+                for (int l = 0; l < 16; l++) acc[i][l] = fmaf(vj[q + l], xi[l], acc[i][l]);
+            }
+        float s[HQ_NB];
+        for (int i = 0; i < HQ_NB; i++) s[i] = -(t * hq_tree32(acc[i]));
+        for (int i = 0; i < HQ_NB; i++) {
             float *xi = x + (size_t)i * mx;
-            float acc[16];
-            for (int l = 0; l < 16; l++) acc[l] = 0.0f;
-            acc[j & 15] = fmaf(1.0f, xi[j], 0.0f);
-            for (int r = j + 1; r < m; r++) acc[r & 15] = fmaf(v[r], xi[r], acc[r & 15]);
-            float s = t * hq_tree32(acc);
-            xi[j] = fmaf(-s, 1.0f, xi[j]);
-            for (int r = j + 1; r < m; r++) xi[r] = fmaf(-s, v[r], xi[r]);
+            for (int r = q0; r < mx; r++) xi[r] = fmaf(s[i], vj[r], xi[r]);
         }
     }
 }
 
 #if IW_AVX512
+__attribute__((target("avx2,fma"))) static inline float hq_tree256(__m256 lo, __m256 hi) {
+    __m256 b = _mm256_add_ps(lo, hi); /* [l] + [l+8] */
+    __m128 c = _mm_add_ps(_mm256_castps256_ps128(b), _mm256_extractf128_ps(b, 1)); /* + [l+4] */
+    __m128 d = _mm_add_ps(c, _mm_movehl_ps(c, c)); /* + [l+2] */
+    return _mm_cvtss_f32(_mm_add_ss(d, _mm_shuffle_ps(d, d, 1))); /* + [l+1] */
+}
+
+/* The block with AVX2 + FMA: a 16-row chunk is two 8-lane vectors; the block's columns in two
+   groups of 4 (8 accumulators and the reflector's chunk fit the 16 registers). */
+__attribute__((target("avx2,fma"))) static void hq_block_avx2(const float *v, const float *tau, int mx, int c1, float *x) {
+    for (int j = c1 - 1; j >= 0; j--) {
+        float t = tau[j];
+        if (t == 0.0f) continue;
+        const float *vj = v + (size_t)j * mx;
+        int q0 = j & ~15;
+        for (int g = 0; g < HQ_NB; g += 4) {
+            float *x0 = x + (size_t)g * mx;
+            __m256 lo[4], hi[4];
+#pragma GCC unroll 4
+            for (int i = 0; i < 4; i++) lo[i] = hi[i] = _mm256_setzero_ps();
+            for (int q = q0; q < mx; q += 16) {
+                __m256 wl = _mm256_load_ps(vj + q), wh = _mm256_load_ps(vj + q + 8);
+#pragma GCC unroll 4
+                for (int i = 0; i < 4; i++) {
+                    const float *xi = x0 + (size_t)i * mx + q;
+                    lo[i] = _mm256_fmadd_ps(wl, _mm256_load_ps(xi), lo[i]);
+                    hi[i] = _mm256_fmadd_ps(wh, _mm256_load_ps(xi + 8), hi[i]);
+                }
+            }
+            __m256 s[4];
+#pragma GCC unroll 4
+            for (int i = 0; i < 4; i++) s[i] = _mm256_set1_ps(-(t * hq_tree256(lo[i], hi[i])));
+            for (int q = q0; q < mx; q += 8) {
+                __m256 w = _mm256_load_ps(vj + q);
+#pragma GCC unroll 4
+                for (int i = 0; i < 4; i++) {
+                    float *xi = x0 + (size_t)i * mx + q;
+                    _mm256_store_ps(xi, _mm256_fmadd_ps(s[i], w, _mm256_load_ps(xi)));
+                }
+            }
+        }
+    }
+}
+
 IW_T static inline __m512 hq_tree512(__m512 a) { /* the lane tree; every lane holds the sum */
     __m512 t = _mm512_add_ps(a, _mm512_shuffle_f32x4(a, a, 0x4E));
     t = _mm512_add_ps(t, _mm512_shuffle_f32x4(t, t, 0xB1));
@@ -1383,84 +1441,53 @@ IW_T static inline __m512 hq_tree512(__m512 a) { /* the lane tree; every lane ho
     return _mm512_add_ps(t, _mm512_permute_ps(t, 0xB1));
 }
 
-/* The same block with AVX-512: 16-row chunks aligned to r % 16 == 0 (lane = r % 16), all
-   HQ_NB columns at once. A column before j (not yet reached by H_j) holds zeros at rows >= j,
-   so its sum is +0 and its update x - (+-0) * v leaves +0 unchanged: the same values as
-   skipping it. */
-IW_T static void hq_block_avx512(const float *a, const float *tau, int m, int mx, int c0, int c1, float *x) {
-    const __m512 one = _mm512_set1_ps(1.0f), zero = _mm512_setzero_ps();
-    (void)c0;
+/* The block with AVX-512: a 16-row chunk is one vector, the block's 8 columns at once. */
+IW_T static void hq_block_avx512(const float *v, const float *tau, int mx, int c1, float *x) {
     for (int j = c1 - 1; j >= 0; j--) {
         float t = tau[j];
         if (t == 0.0f) continue;
-        int q0 = j & ~15, len = m - q0;
-        const float *v = a + (size_t)j * m + q0;
-        float *xj = x + q0;
-        __mmask16 k0 = (__mmask16)(0xFFFFu << (j - q0));
-        if (len < 16) k0 &= (__mmask16)((1u << len) - 1u);
+        const float *vj = v + (size_t)j * mx;
+        int q0 = j & ~15;
         __m512 acc[HQ_NB];
-        __m512 vh = _mm512_mask_mov_ps(_mm512_maskz_loadu_ps(k0, v), (__mmask16)(1u << (j - q0)), one);
 #pragma GCC unroll 8
-        for (int i = 0; i < HQ_NB; i++)
-            acc[i] = _mm512_maskz_fmadd_ps(k0, vh, _mm512_maskz_loadu_ps(k0, xj + (size_t)i * mx), zero);
-        int q = 16;
-        for (; q + 16 <= len; q += 16) {
-            __m512 w = _mm512_loadu_ps(v + q);
-    #pragma GCC unroll 8
-        for (int i = 0; i < HQ_NB; i++)
-                acc[i] = _mm512_fmadd_ps(w, _mm512_loadu_ps(xj + (size_t)i * mx + q), acc[i]);
-        }
-        __mmask16 kt = 0;
-        if (q < len) {
-            kt = (__mmask16)((1u << (len - q)) - 1u);
-            __m512 w = _mm512_maskz_loadu_ps(kt, v + q);
-    #pragma GCC unroll 8
-        for (int i = 0; i < HQ_NB; i++)
-                acc[i] = _mm512_mask3_fmadd_ps(w, _mm512_maskz_loadu_ps(kt, xj + (size_t)i * mx + q), acc[i], kt);
-        }
-        __m512 tt = _mm512_set1_ps(t);
+        for (int i = 0; i < HQ_NB; i++) acc[i] = _mm512_setzero_ps();
+        for (int q = q0; q < mx; q += 16) {
+            __m512 w = _mm512_load_ps(vj + q);
 #pragma GCC unroll 8
-        for (int i = 0; i < HQ_NB; i++) acc[i] = _mm512_mul_ps(tt, hq_tree512(acc[i]));
+            for (int i = 0; i < HQ_NB; i++)
+                acc[i] = _mm512_fmadd_ps(w, _mm512_load_ps(x + (size_t)i * mx + q), acc[i]);
+        }
+        __m512 tt = _mm512_set1_ps(-t);
 #pragma GCC unroll 8
-        for (int i = 0; i < HQ_NB; i++) {
-            float *p = xj + (size_t)i * mx;
-            _mm512_mask_storeu_ps(p, k0, _mm512_fnmadd_ps(acc[i], vh, _mm512_maskz_loadu_ps(k0, p)));
-        }
-        for (q = 16; q + 16 <= len; q += 16) {
-            __m512 w = _mm512_loadu_ps(v + q);
-    #pragma GCC unroll 8
-        for (int i = 0; i < HQ_NB; i++) {
-                float *p = xj + (size_t)i * mx + q;
-                _mm512_storeu_ps(p, _mm512_fnmadd_ps(acc[i], w, _mm512_loadu_ps(p)));
-            }
-        }
-        if (kt) {
-            __m512 w = _mm512_maskz_loadu_ps(kt, v + q);
-    #pragma GCC unroll 8
-        for (int i = 0; i < HQ_NB; i++) {
-                float *p = xj + (size_t)i * mx + q;
-                _mm512_mask_storeu_ps(p, kt, _mm512_fnmadd_ps(acc[i], w, _mm512_maskz_loadu_ps(kt, p)));
+        for (int i = 0; i < HQ_NB; i++) acc[i] = _mm512_mul_ps(tt, hq_tree512(acc[i])); /* -(t d) */
+        for (int q = q0; q < mx; q += 16) {
+            __m512 w = _mm512_load_ps(vj + q);
+#pragma GCC unroll 8
+            for (int i = 0; i < HQ_NB; i++) {
+                float *p = x + (size_t)i * mx + q;
+                _mm512_store_ps(p, _mm512_fmadd_ps(acc[i], w, _mm512_load_ps(p)));
             }
         }
     }
 }
 #endif
 
-/* One matrix: reflectors over a, then Q's columns block by block from the last (a block's
-   own rows of a are the last reflectors it reads, so its output may overwrite them). */
-static void hq_matrix(float *a, float *out, int m, int n, float *tau, float *sign, float *x, int simd) {
-    int mx = (m + 15) & ~15; /* the scratch's row stride: 16-row chunks on 64-byte lines */
-    hq_reflectors(a, m, n, tau, sign);
-    for (int c0 = ((n - 1) / HQ_NB) * HQ_NB; c0 >= 0; c0 -= HQ_NB) {
+/* One matrix: padded reflectors, then Q's columns block by block (out may be a: the
+   reflectors are read from v). */
+static void hq_matrix(const float *a, float *out, int m, int n, int mx, float *v, float *tau, float *sign, float *x) {
+    hq_reflectors(a, m, n, mx, v, tau, sign);
+    for (int c0 = 0; c0 < n; c0 += HQ_NB) {
         int c1 = c0 + HQ_NB < n ? c0 + HQ_NB : n;
         memset(x, 0, sizeof(float) * (size_t)HQ_NB * mx);
         for (int c = c0; c < c1; c++) x[(size_t)(c - c0) * mx + c] = 1.0f;
 #if IW_AVX512
-        if (simd)
-            hq_block_avx512(a, tau, m, mx, c0, c1, x);
+        if (hq_isa == 2)
+            hq_block_avx512(v, tau, mx, c1, x);
+        else if (hq_isa == 1)
+            hq_block_avx2(v, tau, mx, c1, x);
         else
 #endif
-            hq_block(a, tau, m, mx, c0, c1, x);
+            hq_block(v, tau, mx, c1, x);
         for (int c = c0; c < c1; c++) {
             const float *xi = x + (size_t)(c - c0) * mx;
             float *o = out + (size_t)c * m;
@@ -1468,7 +1495,6 @@ static void hq_matrix(float *a, float *out, int m, int n, float *tau, float *sig
             for (int r = 0; r < m; r++) o[r] = sg * xi[r];
         }
     }
-    (void)simd;
 }
 
 /* haar32(a_ptr, out_ptr, m, n, count): count matrices [n][m] (consecutive), see above. */
@@ -1481,23 +1507,21 @@ static PyObject *py_haar32(PyObject *self, PyObject *args) {
         PyErr_SetString(PyExc_ValueError, "haar32: need 1 <= n <= m, count >= 0");
         return NULL;
     }
-    /* tau, sign, then the block's columns on 64-byte boundaries (aligned chunk loads) */
+    /* tau and sign, then the padded reflectors and the block's columns on 64-byte lines */
     size_t head = ((size_t)2 * n + 15) & ~(size_t)15, mx = ((size_t)m + 15) & ~(size_t)15;
+    size_t bytes = sizeof(float) * (head + ((size_t)n + HQ_NB) * mx);
 #if defined(_WIN32)
-    float *work = (float *)_aligned_malloc(sizeof(float) * (head + HQ_NB * mx), 64);
+    float *work = (float *)_aligned_malloc(bytes, 64);
 #else
-    float *work = (float *)aligned_alloc(64, sizeof(float) * (head + HQ_NB * mx));
+    float *work = (float *)aligned_alloc(64, bytes);
 #endif
     if (!work) return PyErr_NoMemory();
-    int simd = 0;
-#if IW_AVX512
-    simd = iw_has_avx512;
-#endif
+    float *tau = work, *sign = work + n, *v = work + head, *x = v + (size_t)n * mx;
     Py_BEGIN_ALLOW_THREADS
     for (long long i = 0; i < count; i++) {
         size_t off = (size_t)i * (size_t)n * (size_t)m;
-        hq_matrix((float *)(uintptr_t)a_ptr + off, (float *)(uintptr_t)out_ptr + off, (int)m, (int)n,
-                  work, work + n, work + head, simd);
+        hq_matrix((const float *)(uintptr_t)a_ptr + off, (float *)(uintptr_t)out_ptr + off, (int)m, (int)n,
+                  (int)mx, v, tau, sign, x);
     }
     Py_END_ALLOW_THREADS
 #if defined(_WIN32)
@@ -1506,6 +1530,23 @@ static PyObject *py_haar32(PyObject *self, PyObject *args) {
     free(work);
 #endif
     Py_RETURN_NONE;
+}
+
+/* haar_isa([level]) -> the kernel haar32 uses: 2 AVX-512, 1 AVX2 + FMA, 0 portable; a level
+   sets it, capped by what the CPU has (for tests: every level gives the same bits). */
+static PyObject *py_haar_isa(PyObject *self, PyObject *args) {
+    int level = -1;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "|i", &level)) return NULL;
+    if (level >= 0) {
+        int best = 0;
+#if IW_AVX512
+        best = __builtin_cpu_supports("avx512f") ? 2
+               : (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) ? 1 : 0;
+#endif
+        hq_isa = level < best ? level : best;
+    }
+    return PyLong_FromLong(hq_isa);
 }
 
 /* simd([flag]) -> whether the AVX-512 kernels are used; flag 0 turns them off (the portable
@@ -1530,6 +1571,7 @@ static PyMethodDef methods[] = {
     {"sample", py_sample, METH_VARARGS, "Values at int64 global indices (GIL released)."},
     {"philox", py_philox, METH_VARARGS, "Raw Philox4x32-10 block: philox(ctr4, key2)."},
     {"haar32", py_haar32, METH_VARARGS, "Haar orthogonal Q from float32 Gaussians (GIL released)."},
+    {"haar_isa", py_haar_isa, METH_VARARGS, "haar_isa([level]): haar32's kernel (2 AVX-512, 1 AVX2, 0 C)."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -1542,6 +1584,7 @@ PyMODINIT_FUNC PyInit__native(void) {
 #if IW_AVX512
     __builtin_cpu_init();
     iw_has_avx512 = __builtin_cpu_supports("avx512f");
+    hq_isa = iw_has_avx512 ? 2 : (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) ? 1 : 0;
 #endif
     PyObject *m = PyModule_Create(&moduledef);
     if (m && PyModule_AddIntConstant(m, "THREADS", IW_THREADS) < 0) {
