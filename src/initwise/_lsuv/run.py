@@ -274,8 +274,9 @@ class _Run:
         single-threaded (``orthogonal_`` pins its linear algebra to one thread), so the values
         do not depend on who computes them or when. Matrices of one shape are formed as a
         stack (:func:`_orthogonal_stack`, the bits ``orthogonal_`` gives each alone), split
-        in ``t`` pieces for ``t`` worker threads (each at one torch thread) with ``t >= 2``
-        torch threads, instead of one after the other inside the pass. Only float32/float64
+        in ``t`` pieces with ``t >= 2`` torch threads, computed by the calling thread and
+        ``t - 1`` workers (each at one torch thread, in a copy of the caller's context),
+        instead of one after the other inside the pass. Only float32/float64
         CPU tensors of a shape the stack handles, at most _PREFETCH_BYTES in all (the rest
         stays lazy); a piece whose computation fails is left to the lazy path, which raises
         where it always did. The buffer doubles as the backups: it has one spare slot per
