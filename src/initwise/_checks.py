@@ -111,6 +111,13 @@ def is_real_number(value: object) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
+def _shown(value: object) -> str:
+    """``value`` as an error message shows it: a tensor by shape and dtype, else its repr; and its type."""
+    if isinstance(value, torch.Tensor):
+        return f"a tensor of shape {tuple(value.shape)} and dtype {value.dtype} ({type(value).__name__})"
+    return f"{value!r} ({type(value).__name__})"
+
+
 def check_real(name: str, value: object, *, finite: bool = True, where: str = "") -> float:
     """Return ``float(value)`` for a real number (:func:`is_real_number`), else raise.
 
@@ -119,10 +126,7 @@ def check_real(name: str, value: object, *, finite: bool = True, where: str = ""
     """
     prefix = f"{where}: " if where else ""
     if not is_real_number(value):
-        shown = f"a tensor of shape {tuple(value.shape)} and dtype {value.dtype}" if isinstance(value, torch.Tensor) else repr(value)
-        raise TypeError(
-            f"{prefix}{name} must be a real number, got {shown} ({type(value).__name__})"
-        )
+        raise TypeError(f"{prefix}{name} must be a real number, got {_shown(value)}")
     v = float(value)  # type: ignore[arg-type]
     if finite and not math.isfinite(v):
         raise ValueError(f"{prefix}{name} must be finite, got {value!r}")
@@ -144,8 +148,7 @@ def check_finite_positive(
     """
     prefix = f"{where}: " if where else ""
     if isinstance(value, (str, bytes, bool)) or (isinstance(value, torch.Tensor) and not is_real_number(value)):
-        shown = f"a tensor of shape {tuple(value.shape)} and dtype {value.dtype}" if isinstance(value, torch.Tensor) else repr(value)
-        raise TypeError(f"{prefix}{name} must be a real number, got {shown} ({type(value).__name__})")
+        raise TypeError(f"{prefix}{name} must be a real number, got {_shown(value)}")
     try:
         v = float(value)
     except (TypeError, ValueError):
@@ -302,25 +305,19 @@ def check_unsharded(model: nn.Module, where: str) -> None:
     parameters during forward and backward: the audit read freed storage and crashed the
     process). The message names the first sharded parameter and says what to do instead.
     """
+    instead = (f"{where} runs the whole model in one process and does not support sharded "
+               f"models. Run {where} on the same model unsharded, in one process, before sharding "
+               "it (initwise.init of a sharded model equals the single-process init bit for bit)")
     for name, m in model.named_modules():
         if is_fsdp_module(m):  # (its parameters are plain tensors after some forwards)
-            raise ValueError(
-                f"{where}: module {name or '<root>'!r} ({type(m).__name__}) is sharded by FSDP2 "
-                f"fully_shard; {where} runs the whole model in one process and does not support "
-                f"sharded models. Run {where} on the same model unsharded, in one process, before "
-                "sharding it (initwise.init of a sharded model equals the single-process init bit "
-                "for bit)"
-            )
+            raise ValueError(f"{where}: module {name or '<root>'!r} ({type(m).__name__}) is "
+                             f"sharded by FSDP2 fully_shard; {instead}")  # fmt: skip
     for name, p in model.named_parameters():
         if is_dtensor(p):
             placements = tuple(getattr(p, "placements", ()))
-            raise ValueError(
-                f"{where}: parameter {name!r} is a DTensor {placements} (a model sharded by "
-                f"FSDP2 fully_shard, tensor parallel or distribute_tensor); {where} runs the "
-                "whole model in one process and does not support sharded parameters. Run "
-                f"{where} on the same model unsharded, in one process, before sharding it "
-                "(initwise.init of a sharded model equals the single-process init bit for bit)"
-            )
+            raise ValueError(f"{where}: parameter {name!r} is a DTensor {placements} (a model "
+                             "sharded by FSDP2 fully_shard, tensor parallel or distribute_tensor); "
+                             f"{instead}")  # fmt: skip
 
 
 def check_batched_inputs(inputs: object, where: str, *, min_dim: int = 2) -> None:

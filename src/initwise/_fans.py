@@ -141,8 +141,8 @@ def _calculate_fan_in_and_fan_out(tensor: torch.Tensor) -> tuple[int, int]:
             "Fan in and fan out can not be computed for tensor with fewer than 2 dimensions "
             f"(got shape {tuple(tensor.shape)}); pass fans=initwise.Fans(fan_in, fan_out) to a scheme"
         )
-    receptive = math.prod(tensor.shape[2:])
-    return tensor.shape[1] * receptive, tensor.shape[0] * receptive
+    fan_in, fan_out = shape_fans(tensor.shape)
+    return int(fan_in), int(fan_out)
 
 
 def _calculate_correct_fan(tensor: torch.Tensor, mode: str) -> int:

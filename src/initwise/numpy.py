@@ -146,11 +146,14 @@ def xavier_normal(fan_in: int, fan_out: int, rng: RNG = None, *, gain: float = 1
     return variance_scaling(_shape_of(fan_in, fan_out), g * g, "fan_avg", "normal", rng)
 
 
-def _gain(nonlinearity: str, a: float, gain: float | None) -> float:
+def _kaiming_draw(shape: tuple[int, ...], rng: RNG, nonlinearity: str, a: float, mode: str,
+                  gain: float | None, distribution: str) -> np.ndarray:  # fmt: skip
+    """He init of any ``[out, in, *kernel]`` shape: ``gain`` if given, else from ``nonlinearity``."""
     if gain is not None:
-        return check_finite_positive("gain", gain)
-
-    return float(kaiming_gain(nonlinearity, a, where="initwise.numpy.kaiming"))
+        g = check_finite_positive("gain", gain)
+    else:
+        g = float(kaiming_gain(nonlinearity, a, where="initwise.numpy.kaiming"))
+    return variance_scaling(shape, g * g, check_choice("mode", mode, ("fan_in", "fan_out")), distribution, rng)
 
 
 def kaiming_normal(
@@ -158,8 +161,7 @@ def kaiming_normal(
     nonlinearity: str = "leaky_relu", a: float = 0.0, mode: str = "fan_in", gain: float | None = None,
 ) -> np.ndarray:
     """He normal ``N(0, gain²/fan_mode)``, shape ``(fan_out, fan_in)``; ``gain`` from ``nonlinearity``."""
-    g = _gain(nonlinearity, a, gain)
-    return variance_scaling(_shape_of(fan_in, fan_out), g * g, check_choice("mode", mode, ("fan_in", "fan_out")), "normal", rng)
+    return _kaiming_draw(_shape_of(fan_in, fan_out), rng, nonlinearity, a, mode, gain, "normal")
 
 
 def kaiming_uniform(
@@ -167,8 +169,7 @@ def kaiming_uniform(
     nonlinearity: str = "leaky_relu", a: float = 0.0, mode: str = "fan_in", gain: float | None = None,
 ) -> np.ndarray:
     """He uniform ``U(±gain·sqrt(3/fan_mode))``, shape ``(fan_out, fan_in)``."""
-    g = _gain(nonlinearity, a, gain)
-    return variance_scaling(_shape_of(fan_in, fan_out), g * g, check_choice("mode", mode, ("fan_in", "fan_out")), "uniform", rng)
+    return _kaiming_draw(_shape_of(fan_in, fan_out), rng, nonlinearity, a, mode, gain, "uniform")
 
 
 def lecun_normal(fan_in: int, fan_out: int, rng: RNG = None) -> np.ndarray:
@@ -227,8 +228,7 @@ def _xavier(distribution: str) -> Callable[..., np.ndarray]:
 def _kaiming(distribution: str) -> Callable[..., np.ndarray]:
     def draw(shape: tuple[int, ...], rng: RNG, *, nonlinearity: str = "leaky_relu", a: float = 0.0,
              mode: str = "fan_in", gain: float | None = None) -> np.ndarray:  # fmt: skip
-        g = _gain(nonlinearity, a, gain)
-        return variance_scaling(shape, g * g, check_choice("mode", mode, ("fan_in", "fan_out")), distribution, rng)
+        return _kaiming_draw(shape, rng, nonlinearity, a, mode, gain, distribution)
     return draw
 
 
@@ -393,6 +393,8 @@ def _scheme_key(name: str) -> str:
             )
         raise_unknown("scheme", name, names, where="initwise.numpy.init")
     return key
+
+
 def init(name: str, shape: Sequence[int] | int, rng: RNG = None, **params: Any) -> np.ndarray:
     """Draw an array of ``shape`` (``[out, in, *kernel]``) from the named scheme.
 
